@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Idempotent machine set-up for building and testing forwarder (recipe: ../shared/TOOLCHAIN.md).
+# Safe to run again: every step checks before it installs.
+set -euo pipefail
+
+need_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool ethtool iproute2
+           iptables nftables iperf3)
+missing=()
+for p in "${need_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' \
+  || rustup component add rust-src --toolchain nightly
+
+if ! command -v bpf-linker >/dev/null; then
+  echo "setup: building bpf-linker (about a minute)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker \
+    --no-default-features --features llvm-22
+fi
+echo "setup: done"

@@ -1,0 +1,294 @@
+//! Map key and value types shared by the kernel program (`forwarder-ebpf`) and the daemon.
+//!
+//! Every type here is `#[repr(C)]` with explicit padding and a compile-time size assertion:
+//! the daemon re-attaches to maps pinned by an older build, so a layout change must be a
+//! compile error (and a bump of [`LAYOUT_VERSION`]), never a silently corrupted map.
+//!
+//! Byte order: addresses and ports inside [`FlowKey`], [`Rule`] and [`Config::snat_addr`] are in
+//! network byte order, exactly as they sit in the packet, so the data path never swaps bytes.
+//! Rule map keys and the SNAT port range are in host order because they are compared
+//! numerically.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Bumped whenever a map type below changes size or meaning.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Rules are numbered 0..MAX_RULES; the number indexes the per-rule counters.
+pub const MAX_RULES: u32 = 256;
+
+/// Names of the maps in the object file, shared so the daemon cannot misspell one.
+pub mod map_names {
+    pub const CONFIG: &str = "CONFIG";
+    pub const RULES: &str = "RULES";
+    pub const LISTEN_ADDRS: &str = "LISTEN_ADDRS";
+    pub const ALLOWED_SOURCES: &str = "ALLOWED_SOURCES";
+    pub const CT_EMBRYONIC: &str = "CT_EMBRYONIC";
+    pub const CT_ESTABLISHED: &str = "CT_ESTABLISHED";
+    pub const RULE_STATS: &str = "RULE_STATS";
+}
+
+/// Program names in the object file.
+pub mod program_names {
+    pub const XDP: &str = "forwarder_xdp";
+    pub const TC: &str = "forwarder_tc";
+    /// An XDP program that passes everything: veth peers need one to receive native XDP_TX
+    /// and XDP_REDIRECT frames promptly (see TOOLCHAIN.md); tests and the demo use it.
+    pub const XDP_PASS: &str = "forwarder_xdp_pass";
+}
+
+/// One direction of a TCP connection, as seen in the packet (network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    // Integer padding, not an array: the BPF backend turns zeroing a [u8; 3] into an
+    // out-of-line memset call, which the SNAT port loop cannot afford.
+    pub _pad0: u8,
+    pub _pad1: u16,
+}
+const _: () = assert!(size_of::<FlowKey>() == 16);
+
+impl FlowKey {
+    pub const fn new(
+        src_addr: u32,
+        dst_addr: u32,
+        src_port: u16,
+        dst_port: u16,
+        proto: u8,
+    ) -> Self {
+        Self { src_addr, dst_addr, src_port, dst_port, proto, _pad0: 0, _pad1: 0 }
+    }
+
+    /// The key of the packets flowing the other way.
+    pub const fn reversed(&self) -> Self {
+        Self::new(self.dst_addr, self.src_addr, self.dst_port, self.src_port, self.proto)
+    }
+}
+
+/// TCP connection state, kept in the original-direction entry of a flow.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpState {
+    SynSent = 1,
+    SynRecv = 2,
+    Established = 3,
+    FinWait = 4,
+    Close = 5,
+    TimeWait = 6,
+}
+
+impl TcpState {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::SynSent,
+            2 => Self::SynRecv,
+            3 => Self::Established,
+            4 => Self::FinWait,
+            5 => Self::Close,
+            6 => Self::TimeWait,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SynSent => "SYN_SENT",
+            Self::SynRecv => "SYN_RECV",
+            Self::Established => "ESTABLISHED",
+            Self::FinWait => "FIN_WAIT",
+            Self::Close => "CLOSE",
+            Self::TimeWait => "TIME_WAIT",
+        }
+    }
+}
+
+/// `CtEntry::flags`: this entry is the reply-direction half of its flow.
+pub const CT_FLAG_REPLY: u8 = 1 << 0;
+/// `CtEntry::flags` (original entry only): a FIN was seen from the client.
+pub const CT_FLAG_FIN_ORIG: u8 = 1 << 1;
+/// `CtEntry::flags` (original entry only): a FIN was seen from the target.
+pub const CT_FLAG_FIN_REPLY: u8 = 1 << 2;
+
+/// A conntrack entry. Every flow has two, one per direction, in the same map:
+/// the original one keyed by client -> listen address, the reply one keyed by
+/// target -> SNAT address.
+///
+/// `peer` is the key of the other half. A packet that matches an entry is rewritten to the
+/// reverse of `peer`: source := (peer.dst_addr, peer.dst_port), destination :=
+/// (peer.src_addr, peer.src_port). That single rule serves both directions.
+///
+/// State, timestamps and counters live in the original half only (the flow's "master");
+/// reply packets reach it through `peer`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CtEntry {
+    pub peer: FlowKey,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet of either direction.
+    pub last_seen_ns: u64,
+    pub created_ns: u64,
+    /// Both directions, counted on the master only.
+    pub packets: u64,
+    pub bytes: u64,
+    pub rule_id: u16,
+    /// A [`TcpState`] as u8 (master only).
+    pub state: u8,
+    /// `CT_FLAG_*`.
+    pub flags: u8,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<CtEntry>() == 56);
+
+impl CtEntry {
+    pub const fn is_reply(&self) -> bool {
+        self.flags & CT_FLAG_REPLY != 0
+    }
+}
+
+/// `Config::listen_mode`: accept a rule's port on any destination address (floating IP).
+pub const LISTEN_ANY: u8 = 0;
+/// `Config::listen_mode`: only on addresses present in `LISTEN_ADDRS`.
+pub const LISTEN_ADDRS: u8 = 1;
+
+/// Global settings, the single entry of the `CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// [`LAYOUT_VERSION`] of the daemon that wrote it; 0 means "not configured yet" and the
+    /// program then passes everything.
+    pub layout_version: u32,
+    /// Source address of forwarded packets (network order).
+    pub snat_addr: u32,
+    /// Inclusive SNAT port range (host order).
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+    /// Largest MSS allowed in SYN / SYN-ACK; 0 disables clamping.
+    pub mss_clamp: u16,
+    /// `LISTEN_ANY` or `LISTEN_ADDRS`.
+    pub listen_mode: u8,
+    /// 1: every source is allowed; 0: only those in `ALLOWED_SOURCES`.
+    pub allow_all_sources: u8,
+    pub timeout_syn_ns: u64,
+    pub timeout_established_ns: u64,
+    pub timeout_closing_ns: u64,
+}
+const _: () = assert!(size_of::<Config>() == 40);
+
+impl Config {
+    /// How long an entry in `state` may stay idle before it counts as gone.
+    pub const fn timeout_ns(&self, state: u8) -> u64 {
+        match TcpState::from_u8(state) {
+            Some(TcpState::SynSent) | Some(TcpState::SynRecv) => self.timeout_syn_ns,
+            Some(TcpState::Established) => self.timeout_established_ns,
+            _ => self.timeout_closing_ns,
+        }
+    }
+}
+
+/// A forwarding rule, the value of `RULES` (key: listen port, host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    /// Network order.
+    pub target_addr: u32,
+    /// Network order.
+    pub target_port: u16,
+    /// Index into `RULE_STATS`, < [`MAX_RULES`].
+    pub rule_id: u16,
+}
+const _: () = assert!(size_of::<Rule>() == 8);
+
+/// Per-rule counters, indexed by [`Counter`].
+pub const COUNTERS: usize = 12;
+
+/// The counters kept per rule and per CPU. Drops and passes are by named reason.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Client -> target packets forwarded.
+    Packets = 0,
+    Bytes = 1,
+    /// Target -> client packets forwarded.
+    ReplyPackets = 2,
+    ReplyBytes = 3,
+    /// Flows created (first SYN).
+    NewConns = 4,
+    /// SYN from a source outside `allowed_sources`: passed to the kernel untouched.
+    NotAllowed = 5,
+    /// Dropped: every port of `snat_ports` is taken for this target.
+    DropNoSnatPort = 6,
+    /// Dropped: the conntrack map refused the insert.
+    DropTableFull = 7,
+    /// Passed to the kernel after translation, because the next hop's MAC is not known yet
+    /// (the kernel resolves it), the packet exceeds the egress MTU, or the TTL ran out.
+    SlowPath = 8,
+    /// Dropped: the FIB says the target is unreachable (blackhole, prohibit, ...).
+    DropNoRoute = 9,
+    /// ICMP errors about a tracked flow, translated.
+    IcmpTranslated = 10,
+    /// SYN / SYN-ACK whose MSS option was lowered to `mss_clamp`.
+    MssClamped = 11,
+}
+
+impl Counter {
+    pub const ALL: [Counter; COUNTERS] = [
+        Counter::Packets,
+        Counter::Bytes,
+        Counter::ReplyPackets,
+        Counter::ReplyBytes,
+        Counter::NewConns,
+        Counter::NotAllowed,
+        Counter::DropNoSnatPort,
+        Counter::DropTableFull,
+        Counter::SlowPath,
+        Counter::DropNoRoute,
+        Counter::IcmpTranslated,
+        Counter::MssClamped,
+    ];
+
+    /// Stable snake_case name, used in `stats` output and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Packets => "packets",
+            Counter::Bytes => "bytes",
+            Counter::ReplyPackets => "reply_packets",
+            Counter::ReplyBytes => "reply_bytes",
+            Counter::NewConns => "new_conns",
+            Counter::NotAllowed => "not_allowed",
+            Counter::DropNoSnatPort => "drop_no_snat_port",
+            Counter::DropTableFull => "drop_table_full",
+            Counter::SlowPath => "slow_path",
+            Counter::DropNoRoute => "drop_no_route",
+            Counter::IcmpTranslated => "icmp_translated",
+            Counter::MssClamped => "mss_clamped",
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RuleStats {
+    pub counters: [u64; COUNTERS],
+}
+const _: () = assert!(size_of::<RuleStats>() == 8 * COUNTERS);
+
+impl RuleStats {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counters[c as usize]
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], plain integers, with explicit padding.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Rule {}
+    unsafe impl aya::Pod for super::RuleStats {}
+}

@@ -1,0 +1,40 @@
+//! Every map of the program. Key and value types live in forwarder-common.
+//!
+//! The sizes below are defaults; the daemon sets the conntrack sizes from `max_flows` at load.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray},
+};
+use forwarder_common::{Config, CtEntry, FlowKey, Rule, RuleStats, MAX_RULES};
+
+/// Global settings; entry 0.
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Listen port (host order) -> rule.
+#[map(name = "RULES")]
+pub static RULES: HashMap<u16, Rule> = HashMap::with_max_entries(MAX_RULES, 0);
+
+/// Local addresses (network order) a rule's port is accepted on, when `listen_mode` says so.
+#[map(name = "LISTEN_ADDRS")]
+pub static LISTEN_ADDRS: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
+/// `allowed_sources` prefixes (network order), consulted unless `allow_all_sources`.
+#[map(name = "ALLOWED_SOURCES")]
+pub static ALLOWED_SOURCES: LpmTrie<u32, u8> =
+    LpmTrie::with_max_entries(1024, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
+/// Flows that have not completed the three-way handshake. Kept apart from established flows
+/// so that a SYN flood only churns this LRU and can never evict an established connection
+/// (the same protection netfilter's early_drop gives assured flows).
+#[map(name = "CT_EMBRYONIC")]
+pub static CT_EMBRYONIC: LruHashMap<FlowKey, CtEntry> = LruHashMap::with_max_entries(65536, 0);
+
+/// Flows past the handshake (and their closing states).
+#[map(name = "CT_ESTABLISHED")]
+pub static CT_ESTABLISHED: LruHashMap<FlowKey, CtEntry> = LruHashMap::with_max_entries(524288, 0);
+
+/// Per-rule counters, indexed by rule id.
+#[map(name = "RULE_STATS")]
+pub static RULE_STATS: PerCpuArray<RuleStats> = PerCpuArray::with_max_entries(MAX_RULES, 0);

@@ -1,0 +1,116 @@
+//! SNAT port allocation and the address/port rewrite of a TCP packet.
+
+use crate::{conntrack, csum::CsumDelta, parse::Tcp};
+use forwarder_common::{Config, FlowKey};
+use network_types::ip::IpProto;
+
+/// How many ports are tried before giving up (Cilium uses the same bound).
+const SNAT_TRIES: u32 = 32;
+
+/// The address and port pair a packet is rewritten to.
+#[derive(Clone, Copy)]
+pub struct Translation {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    /// Network order.
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl Translation {
+    /// A packet matching an entry whose other half is `peer` is rewritten to the reverse of
+    /// `peer`: that rule serves both directions.
+    #[inline(always)]
+    pub fn to_reverse_of(peer: &FlowKey) -> Self {
+        Self {
+            src_addr: peer.dst_addr,
+            dst_addr: peer.src_addr,
+            src_port: peer.dst_port,
+            dst_port: peer.src_port,
+        }
+    }
+}
+
+/// Picks a free SNAT port for a new flow to (target_addr, target_port) and returns the reply
+/// key its packets will carry. Starts from a hash of the client tuple and walks the range,
+/// at most SNAT_TRIES ports; `None` when all tried ports are in use.
+#[inline(always)]
+pub fn alloc_reply_key(
+    orig: &FlowKey,
+    target_addr: u32,
+    target_port: u16,
+    cfg: &Config,
+) -> Option<FlowKey> {
+    let min = cfg.snat_port_min as u32;
+    let max = cfg.snat_port_max as u32;
+    if max < min {
+        return None;
+    }
+    let range = max - min + 1;
+    let tries = if range < SNAT_TRIES { range } else { SNAT_TRIES };
+    let mut offset = flow_hash(orig) % range;
+    // The counter is compared with a constant so the verifier sees a bounded loop; the
+    // offset wraps around the range by hand (no modulo inside the loop).
+    for i in 0..SNAT_TRIES {
+        if i >= tries {
+            break;
+        }
+        let port = (min + offset) as u16;
+        let key =
+            FlowKey::new(target_addr, cfg.snat_addr, target_port, port.to_be(), IpProto::Tcp as u8);
+        if !conntrack::in_use(&key) {
+            return Some(key);
+        }
+        offset += 1;
+        if offset >= range {
+            offset = 0;
+        }
+    }
+    None
+}
+
+/// lowbias32 (Chris Wellons): a cheap, well-mixed 32-bit hash.
+#[inline(always)]
+fn flow_hash(k: &FlowKey) -> u32 {
+    let mut h =
+        k.src_addr ^ k.dst_addr.rotate_left(13) ^ ((k.src_port as u32) << 16 | k.dst_port as u32);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7feb_352d);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x846c_a68b);
+    h ^= h >> 16;
+    h
+}
+
+/// Rewrites addresses and ports of a TCP packet, fixing the IP and TCP checksums
+/// incrementally. `extra_l4` carries other changes to the TCP checksum (MSS clamp);
+/// `dec_ttl` is set when the packet is forwarded here rather than by the kernel.
+#[inline(always)]
+pub fn rewrite_tcp(tcp: &Tcp, t: &Translation, extra_l4: CsumDelta, dec_ttl: bool) {
+    // SAFETY: the headers were bounds-checked by the parser.
+    let (ip, th) = unsafe { (&mut *tcp.ip.hdr, &mut *tcp.hdr) };
+    let mut l3 = CsumDelta::new();
+    l3.dword(tcp.ip.src, t.src_addr);
+    l3.dword(tcp.ip.dst, t.dst_addr);
+    let mut l4 = extra_l4;
+    l4.merge(l3); // the pseudo-header carries the addresses too
+    l4.word(tcp.sport, t.src_port);
+    l4.word(tcp.dport, t.dst_port);
+    if dec_ttl {
+        dec_ttl_delta(ip, &mut l3);
+    }
+    ip.src_addr = t.src_addr.to_ne_bytes();
+    ip.dst_addr = t.dst_addr.to_ne_bytes();
+    ip.check = l3.apply(u16::from_ne_bytes(ip.check)).to_ne_bytes();
+    th.source = t.src_port.to_ne_bytes();
+    th.dest = t.dst_port.to_ne_bytes();
+    th.check = l4.apply(u16::from_ne_bytes(th.check)).to_ne_bytes();
+}
+
+/// Decrements the TTL and records the change for the IP checksum.
+#[inline(always)]
+pub fn dec_ttl_delta(ip: &mut network_types::ip::Ipv4Hdr, l3: &mut CsumDelta) {
+    let old = u16::from_ne_bytes([ip.ttl, ip.proto]);
+    ip.ttl -= 1;
+    l3.word(old, u16::from_ne_bytes([ip.ttl, ip.proto]));
+}

@@ -1,0 +1,206 @@
+//! The loaded program: attaching it in the chosen mode and keeping its maps in step with a
+//! [`Plan`]. Dropping a `Datapath` detaches the program.
+
+use crate::{
+    config::Mode,
+    ebpf,
+    plan::{ne_addr, Plan},
+};
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
+    programs::{tc::TcAttachType, SchedClassifier, Xdp, XdpMode},
+    Ebpf,
+};
+use forwarder_common::{map_names, program_names, Config, Rule};
+use std::{collections::HashSet, net::Ipv4Addr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the BPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {0}: {1}")]
+    Program(&'static str, #[source] aya::programs::ProgramError),
+    #[error("attaching to {iface} in {mode} mode: {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {0}: {1}")]
+    Map(&'static str, #[source] aya::maps::MapError),
+    #[error("map {0} is missing from the object")]
+    MissingMap(&'static str),
+}
+
+/// How the program ended up attached to one interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    XdpDriver,
+    XdpGeneric,
+    Tc,
+}
+
+impl Attached {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attached::XdpDriver => "xdp",
+            Attached::XdpGeneric => "xdp-generic",
+            Attached::Tc => "tc",
+        }
+    }
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    pub attached: Vec<(String, Attached)>,
+}
+
+impl Datapath {
+    /// Loads the program with tables for `max_flows` flows; attaches nothing yet.
+    pub fn load(max_flows: u32) -> Result<Self, DatapathError> {
+        Ok(Self { ebpf: ebpf::load(max_flows)?, attached: Vec::new() })
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Attaches to `iface` in `mode`; `auto` tries native XDP, then generic XDP, then TC.
+    pub fn attach(&mut self, iface: &str, mode: Mode) -> Result<Attached, DatapathError> {
+        let order: &[Attached] = match mode {
+            Mode::Xdp => &[Attached::XdpDriver],
+            Mode::XdpGeneric => &[Attached::XdpGeneric],
+            Mode::Tc => &[Attached::Tc],
+            Mode::Auto => &[Attached::XdpDriver, Attached::XdpGeneric, Attached::Tc],
+        };
+        let mut last = None;
+        for &how in order {
+            match self.attach_as(iface, how) {
+                Ok(()) => {
+                    self.attached.push((iface.to_string(), how));
+                    return Ok(how);
+                }
+                Err(e) => {
+                    if order.len() > 1 {
+                        tracing::info!(
+                            iface,
+                            mode = how.name(),
+                            "attach failed, trying the next mode: {e}"
+                        );
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one mode was tried"))
+    }
+
+    fn attach_as(&mut self, iface: &str, how: Attached) -> Result<(), DatapathError> {
+        let attach_err =
+            |source| DatapathError::Attach { iface: iface.to_string(), mode: how.name(), source };
+        match how {
+            Attached::XdpDriver | Attached::XdpGeneric => {
+                let prog = self.xdp_program(program_names::XDP)?;
+                let mode = if how == Attached::XdpDriver { XdpMode::Driver } else { XdpMode::Skb };
+                prog.attach(iface, mode).map_err(attach_err)?;
+            }
+            Attached::Tc => {
+                let prog: &mut SchedClassifier = self
+                    .ebpf
+                    .program_mut(program_names::TC)
+                    .ok_or(DatapathError::MissingMap(program_names::TC))?
+                    .try_into()
+                    .map_err(|e| DatapathError::Program(program_names::TC, e))?;
+                if prog.fd().is_err() {
+                    prog.load().map_err(|e| DatapathError::Program(program_names::TC, e))?;
+                }
+                prog.attach(iface, TcAttachType::Ingress).map_err(attach_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The loaded XDP program `name`.
+    pub fn xdp_program(&mut self, name: &'static str) -> Result<&mut Xdp, DatapathError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingMap(name))?
+            .try_into()
+            .map_err(|e| DatapathError::Program(name, e))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| DatapathError::Program(name, e))?;
+        }
+        Ok(prog)
+    }
+
+    /// Makes the maps hold `plan`: rules, listen addresses and allowed sources first, the
+    /// global config last, so the program never sees a config without its rules.
+    pub fn apply(&mut self, plan: &Plan) -> Result<(), DatapathError> {
+        let rules: Vec<(u16, Rule)> =
+            plan.rules.iter().filter_map(|r| r.map_value().map(|v| (r.listen, v))).collect();
+        self.sync_hash(map_names::RULES, &rules)?;
+
+        let listen: Vec<(u32, u8)> =
+            plan.listen_addrs.iter().flatten().map(|a| (ne_addr(*a), 1)).collect();
+        self.sync_hash(map_names::LISTEN_ADDRS, &listen)?;
+
+        self.sync_allowed(plan.allowed_sources.as_deref().unwrap_or(&[]))?;
+
+        let name = map_names::CONFIG;
+        let mut cfg: Array<_, Config> =
+            Array::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
+        cfg.set(0, plan.config(), 0).map_err(|e| DatapathError::Map(name, e))?;
+        Ok(())
+    }
+
+    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
+        self.ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))
+    }
+
+    /// Inserts `want` and removes every other key.
+    fn sync_hash<K, V>(&mut self, name: &'static str, want: &[(K, V)]) -> Result<(), DatapathError>
+    where
+        K: aya::Pod + Eq + std::hash::Hash,
+        V: aya::Pod,
+    {
+        let mut map: HashMap<&mut MapData, K, V> =
+            HashMap::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
+        for (k, v) in want {
+            map.insert(k, v, 0).map_err(|e| DatapathError::Map(name, e))?;
+        }
+        let keep: HashSet<&K> = want.iter().map(|(k, _)| k).collect();
+        let stale: Vec<K> =
+            map.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
+        for k in stale {
+            map.remove(&k).map_err(|e| DatapathError::Map(name, e))?;
+        }
+        Ok(())
+    }
+
+    fn sync_allowed(&mut self, nets: &[ipnet::Ipv4Net]) -> Result<(), DatapathError> {
+        let name = map_names::ALLOWED_SOURCES;
+        let mut trie: LpmTrie<&mut MapData, u32, u8> =
+            LpmTrie::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
+        let want: Vec<(u32, u32)> =
+            nets.iter().map(|n| (n.prefix_len() as u32, ne_addr(n.network()))).collect();
+        for (len, addr) in &want {
+            trie.insert(&Key::new(*len, *addr), 1, 0).map_err(|e| DatapathError::Map(name, e))?;
+        }
+        let stale: Vec<Key<u32>> = trie
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want.contains(&(k.prefix_len(), k.data())))
+            .collect();
+        for k in stale {
+            trie.remove(&k).map_err(|e| DatapathError::Map(name, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Convenience for logs and tests.
+pub fn addr_from_ne(v: u32) -> Ipv4Addr {
+    Ipv4Addr::from(v.to_ne_bytes())
+}

@@ -1,0 +1,22 @@
+//! The kernel program, embedded at build time (see build.rs), and loading it.
+
+use aya::{Ebpf, EbpfLoader};
+use forwarder_common::map_names;
+
+/// The compiled forwarder-ebpf object.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/forwarder"));
+
+/// Embryonic flows get a quarter of the table: enough for a burst of new connections, small
+/// enough that a SYN flood cannot take the memory of established flows.
+pub fn embryonic_capacity(max_flows: u32) -> u32 {
+    (max_flows / 4).max(1024)
+}
+
+/// Loads the object with conntrack tables sized for `max_flows` connections (each flow is
+/// two entries, one per direction).
+pub fn load(max_flows: u32) -> Result<Ebpf, aya::EbpfError> {
+    EbpfLoader::new()
+        .map_max_entries(map_names::CT_ESTABLISHED, max_flows.saturating_mul(2))
+        .map_max_entries(map_names::CT_EMBRYONIC, embryonic_capacity(max_flows) * 2)
+        .load(OBJECT)
+}

@@ -1,0 +1,143 @@
+//! What the kernel maps must hold for a configuration: settings resolved against this host
+//! (interface addresses, hostname targets) and turned into map values.
+
+use crate::{
+    config::{ListenIp, Settings, SnatIp},
+    netif,
+};
+use forwarder_common::{Config, Rule, LAYOUT_VERSION, LISTEN_ADDRS, LISTEN_ANY};
+use ipnet::Ipv4Net;
+use std::net::{Ipv4Addr, ToSocketAddrs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Netif(#[from] netif::NetifError),
+    #[error("rule {rule:?}: target {target} does not resolve to an IPv4 address{reason} (use --allow-unresolved to start anyway)")]
+    Unresolved { rule: String, target: String, reason: String },
+}
+
+/// One rule as the kernel sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedRule {
+    pub name: String,
+    pub listen: u16,
+    pub target: Option<(Ipv4Addr, u16)>,
+    pub rule_id: u16,
+}
+
+impl PlannedRule {
+    /// The RULES value; `None` while the target is unresolved (the port is then not served).
+    pub fn map_value(&self) -> Option<Rule> {
+        self.target.map(|(addr, port)| Rule {
+            target_addr: ne_addr(addr),
+            target_port: port.to_be(),
+            rule_id: self.rule_id,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub snat_addr: Ipv4Addr,
+    pub snat_ports: (u16, u16),
+    /// `None`: any destination address (listen_ip = "any").
+    pub listen_addrs: Option<Vec<Ipv4Addr>>,
+    /// `None`: any source.
+    pub allowed_sources: Option<Vec<Ipv4Net>>,
+    pub mss_clamp: u16,
+    pub timeouts_ns: [u64; 3],
+    pub rules: Vec<PlannedRule>,
+}
+
+/// An address as the data path stores it: the packet's bytes read as a native u32.
+pub fn ne_addr(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+impl Plan {
+    /// Resolves `settings` on this host. Unresolvable hostnames are an error unless
+    /// `allow_unresolved`, in which case their rules stay unserved until they resolve.
+    pub fn build(settings: &Settings, allow_unresolved: bool) -> Result<Plan, PlanError> {
+        let primary = &settings.interfaces[0];
+        let snat_addr = match settings.snat_ip {
+            SnatIp::Addr(a) => a,
+            SnatIp::Auto => netif::primary_ipv4(primary)?,
+        };
+        let listen_addrs = match settings.listen_ip {
+            ListenIp::Any => None,
+            ListenIp::Addr(a) => Some(vec![a]),
+            ListenIp::Auto => {
+                let mut all = Vec::new();
+                for i in &settings.interfaces {
+                    all.extend(netif::ipv4_addrs(i)?);
+                }
+                Some(all)
+            }
+        };
+        let mut rules = Vec::with_capacity(settings.rules.len());
+        for (i, r) in settings.rules.iter().enumerate() {
+            let target = match resolve(&r.target.host, r.target.port) {
+                Ok(addr) => Some((addr, r.target.port)),
+                Err(reason) if allow_unresolved => {
+                    tracing::warn!(rule = %r.name, target = %r.target, "unresolved{reason}; not served until it resolves");
+                    None
+                }
+                Err(reason) => {
+                    return Err(PlanError::Unresolved {
+                        rule: r.name.clone(),
+                        target: r.target.to_string(),
+                        reason,
+                    })
+                }
+            };
+            rules.push(PlannedRule {
+                name: r.name.clone(),
+                listen: r.listen,
+                target,
+                rule_id: i as u16,
+            });
+        }
+        let t = &settings.timeouts;
+        Ok(Plan {
+            snat_addr,
+            snat_ports: (*settings.snat_ports.start(), *settings.snat_ports.end()),
+            listen_addrs,
+            allowed_sources: settings.allowed_sources.clone(),
+            mss_clamp: settings.mss_clamp.unwrap_or(0),
+            timeouts_ns: [t.syn, t.established, t.closing].map(|d| d.as_nanos() as u64),
+            rules,
+        })
+    }
+
+    /// The CONFIG map value.
+    pub fn config(&self) -> Config {
+        Config {
+            layout_version: LAYOUT_VERSION,
+            snat_addr: ne_addr(self.snat_addr),
+            snat_port_min: self.snat_ports.0,
+            snat_port_max: self.snat_ports.1,
+            mss_clamp: self.mss_clamp,
+            listen_mode: if self.listen_addrs.is_some() { LISTEN_ADDRS } else { LISTEN_ANY },
+            allow_all_sources: self.allowed_sources.is_none() as u8,
+            timeout_syn_ns: self.timeouts_ns[0],
+            timeout_established_ns: self.timeouts_ns[1],
+            timeout_closing_ns: self.timeouts_ns[2],
+        }
+    }
+}
+
+/// Resolves a target host (IPv4 literal or hostname) to its first IPv4 address.
+pub fn resolve(host: &str, port: u16) -> Result<Ipv4Addr, String> {
+    if let Ok(a) = host.parse() {
+        return Ok(a);
+    }
+    let addrs = (host, port).to_socket_addrs().map_err(|e| format!(": {e}"))?;
+    addrs
+        .filter_map(|a| match a.ip() {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            _ => None,
+        })
+        .next()
+        .ok_or_else(|| ": it has no IPv4 address".to_string())
+}
