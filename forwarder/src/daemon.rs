@@ -1,7 +1,7 @@
 //! `forwarder run`: load, attach, fill the maps, expire flows, and detach cleanly on
 //! SIGTERM / SIGINT.
 
-use crate::{config::Settings, datapath::Datapath, gc, plan::Plan, sysctl};
+use crate::{config::Settings, datapath::Datapath, gc, plan::Plan, stats, sysctl};
 use anyhow::Context;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -66,6 +66,12 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     tracing::info!("signal received, detaching");
+    for r in &plan.rules {
+        match stats::rule_totals(dp.ebpf(), r.rule_id) {
+            Ok(t) => tracing::info!(rule = %r.name, "final counters: {}", t.summary()),
+            Err(e) => tracing::warn!(rule = %r.name, "reading counters: {e:#}"),
+        }
+    }
     drop(dp);
     drop(_restore);
     tracing::info!("stopped");

@@ -62,6 +62,10 @@ impl Datapath {
         Ok(Self { ebpf: ebpf::load(max_flows)?, attached: Vec::new() })
     }
 
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }

@@ -10,4 +10,5 @@ pub mod ebpf;
 pub mod gc;
 pub mod netif;
 pub mod plan;
+pub mod stats;
 pub mod sysctl;

@@ -1,1 +1,18 @@
+//! Shared pieces of the privileged integration tests: network namespaces, the Azure-like
+//! topology, the packet builder and the BPF_PROG_TEST_RUN harness.
+//!
+//! Every test needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF); without it they fail with
+//! the reason instead of skipping.
 
+pub mod netns;
+pub mod packet;
+pub mod testrun;
+pub mod topology;
+pub mod traffic;
+
+/// Fails the test loudly unless it runs as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "these tests load BPF programs and create network namespaces: run them as root (cargo xtask test does)");
+}

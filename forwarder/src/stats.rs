@@ -1,0 +1,40 @@
+//! Reading the per-rule, per-CPU counters of the data path.
+
+use aya::{
+    maps::{MapData, PerCpuArray},
+    Ebpf,
+};
+use forwarder_common::{map_names, Counter, RuleStats, COUNTERS};
+
+/// Counters of one rule, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals(pub [u64; COUNTERS]);
+
+impl Totals {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
+    /// `name=value` pairs of the non-zero counters, for logs.
+    pub fn summary(&self) -> String {
+        Counter::ALL
+            .iter()
+            .filter(|c| self.get(**c) != 0)
+            .map(|c| format!("{}={}", c.name(), self.get(*c)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+pub fn rule_totals(ebpf: &Ebpf, rule_id: u16) -> anyhow::Result<Totals> {
+    let name = map_names::RULE_STATS;
+    let map = ebpf.map(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
+    let stats: PerCpuArray<&MapData, RuleStats> = PerCpuArray::try_from(map)?;
+    let mut t = Totals::default();
+    for cpu in stats.get(&(rule_id as u32), 0)?.iter() {
+        for (sum, v) in t.0.iter_mut().zip(cpu.counters) {
+            *sum += v;
+        }
+    }
+    Ok(t)
+}

@@ -1,0 +1,123 @@
+//! Network namespaces made by a test and deleted when dropped, also when the test fails.
+
+use anyhow::{bail, Context, Result};
+use std::{
+    fs::File,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command and fails with its stderr if it does not succeed.
+pub fn run(cmd: &str, args: &[&str]) -> Result<Output> {
+    let out = Command::new(cmd).args(args).output().with_context(|| format!("spawning {cmd}"))?;
+    if !out.status.success() {
+        bail!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out)
+}
+
+/// A namespace named `fwt-<tag>-<pid>-<n>`: unique per test and per process, so parallel
+/// tests and leftover runs never collide.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Result<Self> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("fwt-{tag}-{}-{n}", std::process::id());
+        run("ip", &["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n <ns> ARGS`.
+    pub fn ip(&self, args: &[&str]) -> Result<Output> {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, cmd: &[&str]) -> Result<Output> {
+        let mut all = vec!["netns", "exec", &self.name];
+        all.extend_from_slice(cmd);
+        run("ip", &all)
+    }
+
+    /// A `Command` that runs inside the namespace (for daemons the test keeps running).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec(&["sysctl", "-qw", &format!("{key}={value}")]).map(|_| ())
+    }
+
+    /// Runs `f` on a fresh thread that has entered this namespace; sockets it creates stay in
+    /// the namespace for their whole life, whichever thread uses them later.
+    pub fn enter<F, R>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("setns into the test namespace");
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread inside namespace panicked"))
+    }
+
+    /// The index of `iface` inside the namespace.
+    pub fn ifindex(&self, iface: &str) -> Result<u32> {
+        let iface = iface.to_string();
+        self.enter(move || forwarder::netif::ifindex(&iface))?.map_err(Into::into)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Creates a veth pair with one end in each namespace, both up, and with transmit checksum
+/// offload off on both ends: a local socket's packets would otherwise carry partial
+/// checksums, which a real NIC never delivers (see TOOLCHAIN.md).
+pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            a_if,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
+            b.name(),
+        ],
+    )?;
+    for (ns, ifc) in [(a, a_if), (b, b_if)] {
+        ns.ip(&["link", "set", ifc, "up"])?;
+        ns.exec(&["ethtool", "-K", ifc, "tx", "off"])?;
+    }
+    Ok(())
+}

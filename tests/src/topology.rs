@@ -1,0 +1,220 @@
+//! The Azure NAT VM path in network namespaces, torn down in `Drop`:
+//!
+//! ```text
+//!  client 10.1.0.2 ── 10.1.0.1 router 10.0.0.1 ── 10.0.0.4 natvm (one NIC, default via router)
+//!                                   10.20.0.1 ── 10.20.0.11/12/13 brokers
+//!                     (multi-NIC:   10.30.0.1 ── 10.30.0.4 natvm second NIC, brokers via it)
+//! ```
+//! The router plays the load balancer's backend network and the VPN towards on-prem.
+
+use crate::netns::{veth, Netns};
+use anyhow::{Context, Result};
+use forwarder::datapath::Datapath;
+use std::{
+    io::{BufRead, BufReader},
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+pub const NATVM: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 4);
+pub const NATVM_SECOND: Ipv4Addr = Ipv4Addr::new(10, 30, 0, 4);
+pub const BROKERS: [Ipv4Addr; 3] =
+    [Ipv4Addr::new(10, 20, 0, 11), Ipv4Addr::new(10, 20, 0, 12), Ipv4Addr::new(10, 20, 0, 13)];
+/// The load balancer's backend ports, one per broker (seed: 9092, 9093, 9094 -> brokerN:9092).
+pub const LISTEN_PORTS: [u16; 3] = [9092, 9093, 9094];
+pub const BROKER_PORT: u16 = 9092;
+
+pub struct Topology {
+    pub client: Netns,
+    pub router: Netns,
+    pub natvm: Netns,
+    pub broker: Netns,
+    /// The NAT VM's interfaces (the first faces the load balancer).
+    pub nat_ifaces: Vec<&'static str>,
+    /// XDP_PASS programs on the router's ends of the NAT VM links (kept alive here).
+    _peer_programs: Vec<Datapath>,
+}
+
+impl Topology {
+    /// `multi_nic`: the NAT VM reaches the brokers through a second interface, so
+    /// forwarded packets leave by XDP_REDIRECT instead of XDP_TX.
+    /// `peer_xdp`: attach XDP_PASS programs to the router's ends of the NAT VM links, which
+    /// veth needs to receive native XDP_TX / XDP_REDIRECT frames promptly.
+    pub fn new(tag: &str, multi_nic: bool, peer_xdp: bool) -> Result<Self> {
+        let client = Netns::new(&format!("{tag}c"))?;
+        let router = Netns::new(&format!("{tag}r"))?;
+        let natvm = Netns::new(&format!("{tag}n"))?;
+        let broker = Netns::new(&format!("{tag}b"))?;
+
+        veth(&client, "c0", &router, "r_c")?;
+        veth(&router, "r_n", &natvm, "n0")?;
+        veth(&router, "r_b", &broker, "b0")?;
+        client.ip(&["addr", "add", "10.1.0.2/24", "dev", "c0"])?;
+        client.ip(&["route", "add", "default", "via", "10.1.0.1"])?;
+        router.ip(&["addr", "add", "10.1.0.1/24", "dev", "r_c"])?;
+        router.ip(&["addr", "add", "10.0.0.1/24", "dev", "r_n"])?;
+        router.ip(&["addr", "add", "10.20.0.1/24", "dev", "r_b"])?;
+        router.sysctl("net.ipv4.ip_forward", "1")?;
+        natvm.ip(&["addr", "add", "10.0.0.4/24", "dev", "n0"])?;
+        natvm.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
+        for b in BROKERS {
+            broker.ip(&["addr", "add", &format!("{b}/24"), "dev", "b0"])?;
+        }
+        broker.ip(&["route", "add", "default", "via", "10.20.0.1"])?;
+
+        let mut nat_ifaces = vec!["n0"];
+        let mut router_ends = vec!["r_n"];
+        if multi_nic {
+            veth(&router, "r_n1", &natvm, "n1")?;
+            router.ip(&["addr", "add", "10.30.0.1/24", "dev", "r_n1"])?;
+            natvm.ip(&["addr", "add", "10.30.0.4/24", "dev", "n1"])?;
+            natvm.ip(&["route", "add", "10.20.0.0/24", "via", "10.30.0.1"])?;
+            nat_ifaces.push("n1");
+            router_ends.push("r_n1");
+        }
+
+        let mut peer_programs = Vec::new();
+        if peer_xdp {
+            for end in router_ends {
+                peer_programs.push(router.enter(move || attach_xdp_pass(end))??);
+            }
+        }
+        Ok(Topology { client, router, natvm, broker, nat_ifaces, _peer_programs: peer_programs })
+    }
+
+    /// Fails if any netfilter NAT rule exists in the NAT VM: the forwarding must be ours.
+    pub fn assert_no_netfilter_nat(&self) -> Result<()> {
+        let out = self.natvm.exec(&["nft", "list", "ruleset"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(
+            !text.contains("dnat") && !text.contains("masquerade") && !text.contains("snat"),
+            "the NAT VM namespace has netfilter NAT rules:\n{text}"
+        );
+        Ok(())
+    }
+}
+
+fn attach_xdp_pass(iface: &str) -> Result<Datapath> {
+    let mut dp = Datapath::load(1024)?;
+    dp.xdp_program(forwarder_common::program_names::XDP_PASS)?
+        .attach(iface, aya::programs::XdpMode::Driver)
+        .with_context(|| format!("attaching XDP_PASS to {iface}"))?;
+    Ok(dp)
+}
+
+/// The forwarder binary under test: $FORWARDER_BIN (set by `cargo xtask test`), else the
+/// workspace's debug build.
+pub fn forwarder_bin() -> PathBuf {
+    let path = std::env::var_os("FORWARDER_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/forwarder"))
+    });
+    assert!(
+        path.exists(),
+        "forwarder binary not found at {}: run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// A `forwarder run` process inside a namespace, stopped with SIGTERM when dropped.
+pub struct Daemon {
+    child: Child,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts the daemon with `config` (TOML text) and waits until it says it forwards.
+    pub fn start(ns: &Netns, config: &str) -> Result<Daemon> {
+        let dir = std::env::temp_dir().join(format!("{}.toml", ns.name()));
+        std::fs::write(&dir, config)?;
+        let mut child = ns
+            .command(forwarder_bin().to_str().expect("utf-8 path"))
+            .args(["run", "--config", dir.to_str().expect("utf-8 path")])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning forwarder")?;
+        let stderr = child.stderr.take().expect("piped");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("forwarding") {
+                    let _ = tx.send(());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut d = Daemon { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                return Ok(d);
+            }
+            if let Some(status) = d.child.try_wait()? {
+                anyhow::bail!(
+                    "forwarder exited with {status}:\n{}",
+                    d.log.lock().unwrap().join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "forwarder not ready after 20 s:\n{}",
+                    d.log.lock().unwrap().join("\n")
+                );
+            }
+        }
+    }
+
+    /// SIGTERM, then waits; returns the exit status.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        // `ip netns exec` execs the daemon, so this PID is the daemon itself.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return Ok(self.child.wait()?);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.terminate();
+        }
+    }
+}
+
+/// The configuration of the seed: one rule per broker, listen ports 9092..9094.
+pub fn seed_config(interfaces: &[&str], mode: &str, snat_ip: &str) -> String {
+    let ifaces: Vec<String> = interfaces.iter().map(|i| format!("{i:?}")).collect();
+    let mut s = format!(
+        "interface = [{}]\nmode = \"{mode}\"\nsnat_ip = \"{snat_ip}\"\nsnat_ports = \"40000-59999\"\nallowed_sources = [\"10.1.0.0/16\"]\nmss_clamp = 1360\n",
+        ifaces.join(", ")
+    );
+    for (i, (port, broker)) in LISTEN_PORTS.iter().zip(BROKERS).enumerate() {
+        s += &format!(
+            "\n[[rule]]\nname = \"broker-{}\"\nlisten = {port}\ntarget = \"{broker}:{BROKER_PORT}\"\n",
+            i + 1
+        );
+    }
+    s
+}

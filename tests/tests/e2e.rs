@@ -1,0 +1,133 @@
+//! Whole connections through the forwarder in the Azure-like topology: client -> router
+//! -> NAT VM (one NIC, XDP_TX) -> brokers, in every mode, with real sockets.
+
+use anyhow::Result;
+use forwarder_tests::{
+    require_root,
+    topology::{
+        seed_config, Daemon, Topology, BROKERS, BROKER_PORT, CLIENT, LISTEN_PORTS, NATVM,
+        NATVM_SECOND,
+    },
+    traffic::{connect, echo_servers, exchange},
+};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// Connections per listen port, all running at once.
+const CONNS_PER_PORT: usize = 4;
+const BYTES_EACH_WAY: usize = 2 * 1024 * 1024;
+
+/// Runs CONNS_PER_PORT concurrent verified exchanges on every listen port and checks each
+/// reached its own broker with `snat` as the source.
+fn concurrent_traffic(topo: &Topology, snat: Ipv4Addr) -> Result<()> {
+    let mut workers = Vec::new();
+    for (i, (&port, broker)) in LISTEN_PORTS.iter().zip(BROKERS).enumerate() {
+        for c in 0..CONNS_PER_PORT {
+            let stream = connect(&topo.client, SocketAddrV4::new(NATVM, port))?;
+            let seed = (i * 100 + c) as u64 + 1;
+            workers
+                .push((broker, std::thread::spawn(move || exchange(stream, BYTES_EACH_WAY, seed))));
+        }
+    }
+    for (broker, w) in workers {
+        let ex = w.join().expect("exchange thread")?;
+        assert_eq!(ex.reached, broker, "connection reached the wrong broker");
+        assert_eq!(*ex.seen_peer.ip(), snat, "broker saw a source other than the NAT VM");
+        assert!(
+            (40000..=59999).contains(&ex.seen_peer.port()),
+            "source port {} outside snat_ports",
+            ex.seen_peer.port()
+        );
+        assert_eq!(ex.bytes_each_way, BYTES_EACH_WAY);
+    }
+    Ok(())
+}
+
+/// A port of the NAT VM that no rule covers (like SSH or the health probe) keeps working,
+/// and so do the VM's own outgoing connections.
+fn other_traffic_untouched(topo: &Topology) -> Result<()> {
+    let ssh_like = SocketAddrV4::new(NATVM, 2222);
+    let _servers = echo_servers(&topo.natvm, &[ssh_like])?;
+    let ex = exchange(connect(&topo.client, ssh_like)?, 64 * 1024, 7)?;
+    assert_eq!(ex.reached, NATVM);
+    assert_eq!(*ex.seen_peer.ip(), CLIENT, "a non-rule port must not be NATed");
+
+    let broker = SocketAddrV4::new(BROKERS[0], BROKER_PORT);
+    let own = exchange(connect(&topo.natvm, broker)?, 64 * 1024, 9)?;
+    assert_eq!(own.reached, BROKERS[0]);
+    Ok(())
+}
+
+/// The daemon's final counters show the traffic went through the program's fast path
+/// (XDP_TX / redirect): only the first packets of a rule, sent before the next hop's MAC is
+/// known, may take the kernel slow path.
+fn assert_fast_path(log: &[String]) -> Result<()> {
+    let finals: Vec<&String> = log.iter().filter(|l| l.contains("final counters")).collect();
+    assert_eq!(
+        finals.len(),
+        LISTEN_PORTS.len(),
+        "one final counter line per rule:\n{}",
+        log.join("\n")
+    );
+    for line in finals {
+        let count = |name: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .map_or(0, |v| v.parse().expect("counter value"))
+        };
+        let (packets, replies) = (count("packets"), count("reply_packets"));
+        assert!(packets > 1000 && replies > 1000, "too few packets forwarded: {line}");
+        assert_eq!(count("new_conns"), CONNS_PER_PORT as u64, "{line}");
+        assert!(count("slow_path") <= 4, "slow path used beyond neighbour resolution: {line}");
+        assert!(count("mss_clamped") >= CONNS_PER_PORT as u64, "SYNs not clamped to 1360: {line}");
+    }
+    Ok(())
+}
+
+fn run_mode(tag: &str, mode: &str, multi_nic: bool) -> Result<()> {
+    require_root();
+    let topo = Topology::new(tag, multi_nic, mode == "xdp")?;
+    let brokers: Vec<SocketAddrV4> =
+        BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
+    let _servers = echo_servers(&topo.broker, &brokers)?;
+    let snat = if multi_nic { NATVM_SECOND } else { NATVM };
+    let config = seed_config(&topo.nat_ifaces, mode, &snat.to_string());
+    let daemon = Daemon::start(&topo.natvm, &config)?;
+    topo.assert_no_netfilter_nat()?;
+
+    concurrent_traffic(&topo, snat)?;
+    other_traffic_untouched(&topo)?;
+
+    let log = daemon.log.clone();
+    let status = daemon.stop()?;
+    assert!(status.success(), "daemon exited with {status}");
+    assert_fast_path(&log.lock().unwrap())?;
+    // Detached: the listen port now reaches the NAT VM's own stack, which has no listener.
+    let refused = connect(&topo.client, SocketAddrV4::new(NATVM, LISTEN_PORTS[0]));
+    assert!(refused.is_err(), "port 9092 still forwarded after the daemon stopped");
+    Ok(())
+}
+
+#[test]
+fn single_nic_native_xdp() -> Result<()> {
+    run_mode("x", "xdp", false)
+}
+
+#[test]
+fn single_nic_generic_xdp() -> Result<()> {
+    run_mode("g", "xdp-generic", false)
+}
+
+#[test]
+fn single_nic_tc() -> Result<()> {
+    run_mode("t", "tc", false)
+}
+
+#[test]
+fn multi_nic_native_xdp_redirect() -> Result<()> {
+    run_mode("m", "xdp", true)
+}
+
+#[test]
+fn multi_nic_tc_redirect() -> Result<()> {
+    run_mode("mt", "tc", true)
+}
