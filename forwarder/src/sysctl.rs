@@ -26,7 +26,9 @@ impl Restore {
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        if let Err(e) = fs::write(&self.path, &self.old) {
+        // Always with a newline: writing an empty value would be zero bytes, which the
+        // kernel never sees as a write (an empty reserved-ports list stayed set).
+        if let Err(e) = fs::write(&self.path, format!("{}\n", self.old)) {
             tracing::warn!(path = %self.path.display(), "could not restore sysctl: {e}");
         }
     }

@@ -83,6 +83,11 @@ fn assert_fast_path(log: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn reserved_ports(topo: &Topology) -> Result<String> {
+    let out = topo.natvm.exec(&["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"])?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 fn run_mode(tag: &str, mode: &str, multi_nic: bool) -> Result<()> {
     require_root();
     let topo = Topology::new(tag, multi_nic, mode == "xdp")?;
@@ -91,8 +96,13 @@ fn run_mode(tag: &str, mode: &str, multi_nic: bool) -> Result<()> {
     let _servers = echo_servers(&topo.broker, &brokers)?;
     let snat = if multi_nic { NATVM_SECOND } else { NATVM };
     let config = seed_config(&topo.nat_ifaces, mode, &snat.to_string());
+    let reserved_before = reserved_ports(&topo)?;
     let daemon = Daemon::start(&topo.natvm, &config)?;
     topo.assert_no_netfilter_nat()?;
+    assert!(
+        reserved_ports(&topo)?.split(',').any(|r| r == "40000-59999"),
+        "snat_ports not reserved while running"
+    );
 
     concurrent_traffic(&topo, snat)?;
     other_traffic_untouched(&topo)?;
@@ -101,6 +111,7 @@ fn run_mode(tag: &str, mode: &str, multi_nic: bool) -> Result<()> {
     let status = daemon.stop()?;
     assert!(status.success(), "daemon exited with {status}");
     assert_fast_path(&log.lock().unwrap())?;
+    assert_eq!(reserved_ports(&topo)?, reserved_before, "reserved ports not restored on exit");
     // Detached: the listen port now reaches the NAT VM's own stack, which has no listener.
     let refused = connect(&topo.client, SocketAddrV4::new(NATVM, LISTEN_PORTS[0]));
     assert!(refused.is_err(), "port 9092 still forwarded after the daemon stopped");
