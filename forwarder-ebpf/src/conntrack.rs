@@ -86,13 +86,22 @@ fn lookup_in(table: Table, key: &FlowKey, cfg: &Config, now: u64) -> Option<Foun
 }
 
 /// Inserts a new flow (both halves) into the embryonic table.
-/// `reply_key` is the key its reply packets will carry (target -> SNAT address).
+/// `reply_key` is the key its reply packets will carry (target -> SNAT address); `len` is the
+/// IP length of the SYN, the flow's first packet.
 #[inline(always)]
-pub fn create(orig_key: &FlowKey, reply_key: &FlowKey, rule_id: u16, now: u64) -> Result<(), ()> {
+pub fn create(
+    orig_key: &FlowKey,
+    reply_key: &FlowKey,
+    rule_id: u16,
+    len: u16,
+    now: u64,
+) -> Result<(), ()> {
     let master = CtEntry {
         peer: *reply_key,
         last_seen_ns: now,
         created_ns: now,
+        packets: 1,
+        bytes: len as u64,
         rule_id,
         state: TcpState::SynSent as u8,
         ..CtEntry::default()

@@ -85,7 +85,7 @@ fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
         stats::inc(rule_id, Counter::DropNoSnatPort);
         return Verdict::Drop;
     };
-    if conntrack::create(&key, &reply_key, rule_id, now).is_err() {
+    if conntrack::create(&key, &reply_key, rule_id, tcp.ip.tot_len, now).is_err() {
         stats::inc(rule_id, Counter::DropTableFull);
         return Verdict::Drop;
     }
