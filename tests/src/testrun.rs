@@ -1,1 +1,288 @@
+//! BPF_PROG_TEST_RUN harness: the forwarder's programs run on frames built by
+//! [`crate::packet`], inside a namespace of their own where `bpf_fib_lookup` finds a route.
+//!
+//! ```text
+//!  [ns fwt-<tag>n]  eth0 10.0.0.4/24 (02:00:00:00:00:04), default via 10.0.0.1,
+//!                   10.0.0.1 lladdr 02:00:00:00:00:01 nud permanent, forwarding on
+//!        │ veth
+//!  [ns fwt-<tag>r]  eth0 10.0.0.1/24 (02:00:00:00:00:01)
+//! ```
+//!
+//! The kernel resolves the `ingress_ifindex` of an XDP test run, and the device of an skb test
+//! run, in the namespace of the calling thread; `bpf_fib_lookup` then works in that device's
+//! namespace. So the harness moves the thread that creates it into the NAT VM namespace and
+//! moves it back when dropped: a `Harness` must stay on the thread that made it.
+//! No traffic is sent anywhere: test runs only hand frames to the program.
 
+use crate::netns::{veth, Netns};
+use crate::packet::Mac;
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use forwarder::{
+    datapath::Datapath,
+    plan::{Plan, PlannedRule},
+};
+use forwarder_common::{map_names, program_names, Counter, CtEntry, FlowKey, RuleStats};
+use std::{fs::File, net::Ipv4Addr, os::fd::AsFd, time::Duration};
+
+pub const NAT_IF: &str = "eth0";
+pub const NAT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 4);
+pub const NAT_MAC: Mac = [0x02, 0, 0, 0, 0, 0x04];
+pub const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const ROUTER_MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
+pub const TARGETS: [Ipv4Addr; 3] =
+    [Ipv4Addr::new(10, 20, 0, 11), Ipv4Addr::new(10, 20, 0, 12), Ipv4Addr::new(10, 20, 0, 13)];
+pub const LISTEN_PORTS: [u16; 3] = [9092, 9093, 9094];
+pub const TARGET_PORT: u16 = 9092;
+pub const SNAT_PORTS: (u16, u16) = (40000, 59999);
+/// Interface MTU in the test namespace: larger packets go to the kernel (FRAG_NEEDED).
+pub const MTU: usize = 1500;
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// Which conntrack table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Embryonic,
+    Established,
+}
+
+impl Table {
+    fn map_name(self) -> &'static str {
+        match self {
+            Table::Embryonic => map_names::CT_EMBRYONIC,
+            Table::Established => map_names::CT_ESTABLISHED,
+        }
+    }
+}
+
+/// What one test run returned.
+#[derive(Debug)]
+pub struct Run {
+    pub action: u32,
+    pub data: Vec<u8>,
+    pub duration: Duration,
+}
+
+/// The default plan of the tests: SNAT to 10.0.0.4:40000-59999, listen on 10.0.0.4 only,
+/// 9092/9093/9094 -> 10.20.0.11/12/13:9092 (rule ids 0, 1, 2), every source allowed, no
+/// MSS clamp, generous timeouts.
+pub fn default_plan() -> Plan {
+    Plan {
+        snat_addr: NAT_IP,
+        snat_ports: SNAT_PORTS,
+        listen_addrs: Some(vec![NAT_IP]),
+        allowed_sources: None,
+        mss_clamp: 0,
+        timeouts_ns: [60, 3600, 120].map(|s| s * 1_000_000_000),
+        rules: (0..3)
+            .map(|i| PlannedRule {
+                name: format!("broker{}", i + 1),
+                listen: LISTEN_PORTS[i],
+                target: Some((TARGETS[i], TARGET_PORT)),
+                rule_id: i as u16,
+            })
+            .collect(),
+    }
+}
+
+pub struct Harness {
+    pub dp: Datapath,
+    pub ifindex: u32,
+    /// The calling thread's namespace before the harness moved it.
+    orig_ns: File,
+    // Dropped after `dp` (fields drop in order): the program fds do not pin the netns.
+    _nat: Netns,
+    _router: Netns,
+}
+
+impl Harness {
+    /// A harness with [`default_plan`] applied.
+    pub fn new(tag: &str) -> Result<Self> {
+        Self::with_plan(tag, &default_plan())
+    }
+
+    pub fn with_plan(tag: &str, plan: &Plan) -> Result<Self> {
+        crate::require_root();
+        let nat = Netns::new(&format!("{tag}n"))?;
+        let router = Netns::new(&format!("{tag}r"))?;
+        veth(&nat, NAT_IF, &router, NAT_IF)?;
+        let mac = |m: Mac| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        nat.ip(&["link", "set", "dev", NAT_IF, "address", &mac(NAT_MAC), "mtu", &MTU.to_string()])?;
+        router.ip(&["link", "set", "dev", NAT_IF, "address", &mac(ROUTER_MAC)])?;
+        nat.ip(&["addr", "add", &format!("{NAT_IP}/24"), "dev", NAT_IF])?;
+        router.ip(&["addr", "add", &format!("{ROUTER_IP}/24"), "dev", NAT_IF])?;
+        nat.ip(&["route", "add", "default", "via", &ROUTER_IP.to_string()])?;
+        nat.ip(&[
+            "neigh",
+            "replace",
+            &ROUTER_IP.to_string(),
+            "lladdr",
+            &mac(ROUTER_MAC),
+            "dev",
+            NAT_IF,
+            "nud",
+            "permanent",
+        ])?;
+        nat.sysctl(&format!("net.ipv4.conf.{NAT_IF}.forwarding"), "1")?;
+        let ifindex = nat.ifindex(NAT_IF)?;
+
+        let orig_ns = File::open("/proc/thread-self/ns/net").context("opening own netns")?;
+        let target = File::open(format!("/run/netns/{}", nat.name()))?;
+        nix::sched::setns(target.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("setns into the NAT VM namespace")?;
+        let mut h =
+            Harness { dp: Datapath::load(4096)?, ifindex, orig_ns, _nat: nat, _router: router };
+        h.dp.xdp_program(program_names::XDP)?;
+        h.tc_program()?;
+        h.apply(plan)?;
+        Ok(h)
+    }
+
+    pub fn apply(&mut self, plan: &Plan) -> Result<()> {
+        self.dp.apply(plan)?;
+        Ok(())
+    }
+
+    fn tc_program(&mut self) -> Result<&mut SchedClassifier> {
+        let prog: &mut SchedClassifier = self
+            .dp
+            .ebpf_mut()
+            .program_mut(program_names::TC)
+            .context("no TC program")?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()?;
+        }
+        Ok(prog)
+    }
+
+    /// Runs the XDP program once on `frame`, received on the NAT VM's interface.
+    pub fn xdp(&mut self, frame: &[u8]) -> Result<Run> {
+        let ifindex = self.ifindex;
+        let prog: &Xdp = self.dp.xdp_program(program_names::XDP)?;
+        run_xdp(prog, ifindex, frame)
+    }
+
+    /// Runs the TC program once on `frame`, as an skb of the NAT VM's interface.
+    pub fn tc(&mut self, frame: &[u8]) -> Result<Run> {
+        let ifindex = self.ifindex;
+        let prog = self.tc_program()?;
+        // struct __sk_buff up to and including `ifindex` (offset 40); the kernel accepts
+        // only a few fields of it as input and wants every other one zero.
+        let mut ctx = [0u8; 44];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat: 1,
+                ..Default::default()
+            })
+            .context("TC test run")?;
+        out.truncate(r.data_size_out as usize);
+        Ok(Run { action: r.return_value, data: out, duration: r.duration })
+    }
+
+    fn ct(&mut self, table: Table) -> Result<HashMap<&mut MapData, FlowKey, CtEntry>> {
+        let name = table.map_name();
+        let map = self.dp.ebpf_mut().map_mut(name).with_context(|| format!("no map {name}"))?;
+        Ok(HashMap::try_from(map)?)
+    }
+
+    /// Every entry of a conntrack table.
+    pub fn ct_entries(&mut self, table: Table) -> Result<Vec<(FlowKey, CtEntry)>> {
+        let m = self.ct(table)?;
+        let v: Result<Vec<_>, _> = m.iter().collect();
+        Ok(v?)
+    }
+
+    pub fn ct_get(&mut self, table: Table, key: &FlowKey) -> Result<Option<CtEntry>> {
+        match self.ct(table)?.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn ct_set(&mut self, table: Table, key: &FlowKey, entry: &CtEntry) -> Result<()> {
+        self.ct(table)?.insert(key, entry, 0)?;
+        Ok(())
+    }
+
+    pub fn ct_clear(&mut self) -> Result<()> {
+        for t in [Table::Embryonic, Table::Established] {
+            let mut m = self.ct(t)?;
+            let keys: Vec<FlowKey> = m.keys().filter_map(Result::ok).collect();
+            for k in keys {
+                m.remove(&k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A rule's counters summed over all CPUs.
+    pub fn stats(&mut self, rule_id: u16) -> Result<RuleStats> {
+        let name = map_names::RULE_STATS;
+        let map = self.dp.ebpf_mut().map_mut(name).context("no RULE_STATS")?;
+        let arr: PerCpuArray<&mut MapData, RuleStats> = PerCpuArray::try_from(map)?;
+        let per_cpu = arr.get(&(rule_id as u32), 0)?;
+        let mut sum = RuleStats::default();
+        for s in per_cpu.iter() {
+            for (acc, v) in sum.counters.iter_mut().zip(s.counters.iter()) {
+                *acc += v;
+            }
+        }
+        Ok(sum)
+    }
+
+    pub fn counter(&mut self, rule_id: u16, c: Counter) -> Result<u64> {
+        Ok(self.stats(rule_id)?.get(c))
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Err(e) =
+            nix::sched::setns(self.orig_ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+        {
+            eprintln!("could not move the thread back to its namespace: {e}");
+        }
+    }
+}
+
+/// One XDP test run on `frame`, with an `xdp_md` naming `ifindex` (which must exist in the
+/// calling thread's namespace).
+pub fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8]) -> Result<Run> {
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex }: data_end must equal the frame's length, data and data_meta 0.
+    let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        })
+        .context("XDP test run")?;
+    if r.data_size_out as usize > out.len() {
+        bail!("output of {} bytes does not fit", r.data_size_out);
+    }
+    out.truncate(r.data_size_out as usize);
+    Ok(Run { action: r.return_value, data: out, duration: r.duration })
+}

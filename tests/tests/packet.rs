@@ -1,0 +1,823 @@
+//! BPF_PROG_TEST_RUN tests of the kernel program: frames built by `forwarder_tests::packet`
+//! go through `forwarder_xdp` (and `forwarder_tc`), and every output frame is parsed again
+//! with etherparse, every checksum recomputed, and compared byte for byte with the frame
+//! the builder makes for the expected translation.
+//!
+//! Needs root; run with `cargo test -p forwarder-tests --test packet`.
+
+use forwarder_common::{
+    program_names, Counter, CtEntry, FlowKey, TcpState, CT_FLAG_FIN_ORIG, CT_FLAG_FIN_REPLY,
+    CT_FLAG_REPLY,
+};
+use forwarder_tests::{
+    packet::{self, flags, opt, parse_icmp_error, parse_tcp, Tcp},
+    testrun::*,
+};
+use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
+
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 50);
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip, port)
+}
+
+fn fkey(src: SocketAddrV4, dst: SocketAddrV4) -> FlowKey {
+    FlowKey::new(
+        u32::from_ne_bytes(src.ip().octets()),
+        u32::from_ne_bytes(dst.ip().octets()),
+        src.port().to_be(),
+        dst.port().to_be(),
+        6,
+    )
+}
+
+fn harness(tag: &str) -> Harness {
+    forwarder_tests::require_root();
+    Harness::new(tag).expect("test harness")
+}
+
+fn harness_with(tag: &str, plan: &forwarder::plan::Plan) -> Harness {
+    forwarder_tests::require_root();
+    Harness::with_plan(tag, plan).expect("test harness")
+}
+
+fn assert_frame_eq(got: &[u8], want: &[u8], what: &str) {
+    assert!(
+        got == want,
+        "{what}: output differs from the expected frame\n--- got\n{}\n--- want\n{}",
+        packet::hex(got),
+        packet::hex(want)
+    );
+}
+
+/// The frame as the data path must forward it: translated, TTL decremented, MACs from the
+/// neighbour entry (NAT VM -> router), all checksums computed afresh by the builder.
+fn forwarded(t: &Tcp, src: SocketAddrV4, dst: SocketAddrV4) -> Tcp {
+    let mut e = t.clone().macs(NAT_MAC, ROUTER_MAC).ttl(t.ttl - 1);
+    e.src = src;
+    e.dst = dst;
+    e
+}
+
+/// The frame translated but handed to the kernel (slow path): MACs and TTL untouched.
+fn translated_only(t: &Tcp, src: SocketAddrV4, dst: SocketAddrV4) -> Tcp {
+    let mut e = t.clone();
+    e.src = src;
+    e.dst = dst;
+    e
+}
+
+/// Runs `frame` and asserts the program passes it to the kernel byte for byte unchanged.
+fn assert_passes_unchanged(h: &mut Harness, frame: &[u8], what: &str) {
+    let r = h.xdp(frame).unwrap();
+    assert_eq!(r.action, XDP_PASS, "{what}: action");
+    assert_frame_eq(&r.data, frame, what);
+}
+
+/// One connection through the NAT.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    client: SocketAddrV4,
+    listen: SocketAddrV4,
+    target: SocketAddrV4,
+    snat: SocketAddrV4,
+    rule_id: u16,
+}
+
+impl Flow {
+    fn orig_key(&self) -> FlowKey {
+        fkey(self.client, self.listen)
+    }
+    fn reply_key(&self) -> FlowKey {
+        fkey(self.target, self.snat)
+    }
+    fn client_pkt(&self, f: u8) -> Tcp {
+        Tcp::new(self.client, self.listen, f).macs(ROUTER_MAC, NAT_MAC)
+    }
+    fn target_pkt(&self, f: u8) -> Tcp {
+        Tcp::new(self.target, self.snat, f).macs(ROUTER_MAC, NAT_MAC).seq(7_000_000)
+    }
+
+    /// Sends a client packet; it must be forwarded (XDP_TX) exactly as expected.
+    fn client_sends(&self, h: &mut Harness, t: &Tcp) -> packet::ParsedTcp {
+        let r = h.xdp(&t.frame()).unwrap();
+        let p = parse_tcp(&r.data);
+        assert_eq!(r.action, XDP_TX, "client -> target action");
+        assert_frame_eq(&r.data, &forwarded(t, self.snat, self.target).frame(), "client -> target");
+        p
+    }
+
+    /// Sends a target packet; it must be forwarded (XDP_TX) exactly as expected.
+    fn target_sends(&self, h: &mut Harness, t: &Tcp) -> packet::ParsedTcp {
+        let r = h.xdp(&t.frame()).unwrap();
+        let p = parse_tcp(&r.data);
+        assert_eq!(r.action, XDP_TX, "target -> client action");
+        assert_frame_eq(
+            &r.data,
+            &forwarded(t, self.listen, self.client).frame(),
+            "target -> client",
+        );
+        p
+    }
+
+    fn state(&self, h: &mut Harness) -> (Table, TcpState) {
+        for t in [Table::Established, Table::Embryonic] {
+            if let Some(e) = h.ct_get(t, &self.orig_key()).unwrap() {
+                assert_eq!(e.rule_id, self.rule_id, "rule id of {self:?}");
+                assert_eq!(e.peer, self.reply_key(), "peer of {self:?}");
+                return (t, TcpState::from_u8(e.state).expect("valid state"));
+            }
+        }
+        panic!("flow {self:?} is in no conntrack table");
+    }
+}
+
+/// Sends the client's SYN and learns the SNAT port from the output, which must otherwise be
+/// exactly the expected translation.
+fn open(h: &mut Harness, client: SocketAddrV4, rule: usize, syn: &Tcp) -> Flow {
+    let r = h.xdp(&syn.frame()).unwrap();
+    assert_eq!(r.action, XDP_TX, "SYN action");
+    let p = parse_tcp(&r.data);
+    let snat = p.src();
+    assert_eq!(*snat.ip(), NAT_IP, "SNAT address");
+    assert!(
+        (SNAT_PORTS.0..=SNAT_PORTS.1).contains(&snat.port()),
+        "SNAT port {} outside the range",
+        snat.port()
+    );
+    let flow = Flow {
+        client,
+        listen: sa(NAT_IP, LISTEN_PORTS[rule]),
+        target: sa(TARGETS[rule], TARGET_PORT),
+        snat,
+        rule_id: rule as u16,
+    };
+    assert_frame_eq(&r.data, &forwarded(syn, snat, flow.target).frame(), "SYN");
+    flow
+}
+
+/// SYN, SYN-ACK, ACK: an established flow.
+fn handshake(h: &mut Harness, client: SocketAddrV4, rule: usize) -> Flow {
+    let syn = Tcp::new(client, sa(NAT_IP, LISTEN_PORTS[rule]), flags::SYN)
+        .macs(ROUTER_MAC, NAT_MAC)
+        .options(&opt::linux_syn(1460));
+    let f = open(h, client, rule, &syn);
+    f.target_sends(h, &f.target_pkt(flags::SYN | flags::ACK).options(&opt::linux_syn(1460)));
+    f.client_sends(h, &f.client_pkt(flags::ACK));
+    assert_eq!(f.state(h), (Table::Established, TcpState::Established));
+    f
+}
+
+#[test]
+fn syn_creates_both_conntrack_halves_and_is_translated() {
+    let mut h = harness("syn");
+    for (rule, &listen_port) in LISTEN_PORTS.iter().enumerate() {
+        let client = sa(CLIENT_IP, 33000 + rule as u16);
+        let syn = Tcp::new(client, sa(NAT_IP, listen_port), flags::SYN)
+            .macs(ROUTER_MAC, NAT_MAC)
+            .options(&opt::linux_syn(1460));
+        let f = open(&mut h, client, rule, &syn);
+        let p = parse_tcp(&h.xdp(&syn.frame()).unwrap().data); // a retransmission
+        assert_eq!(p.src(), f.snat, "a retransmitted SYN keeps its SNAT port");
+        assert_eq!(p.ip.time_to_live, 63);
+        assert_eq!(p.eth.source, NAT_MAC);
+        assert_eq!(p.eth.destination, ROUTER_MAC);
+
+        let m = h.ct_get(Table::Embryonic, &f.orig_key()).unwrap().expect("original half");
+        assert_eq!(m.peer, f.reply_key());
+        assert_eq!(m.flags & CT_FLAG_REPLY, 0);
+        assert_eq!(m.state, TcpState::SynSent as u8);
+        assert_eq!(m.rule_id, rule as u16);
+        assert_eq!(m.packets, 2);
+        assert_eq!(m.bytes, 2 * 60);
+        assert!(m.created_ns > 0 && m.last_seen_ns >= m.created_ns);
+        let rp = h.ct_get(Table::Embryonic, &f.reply_key()).unwrap().expect("reply half");
+        assert_eq!(rp.peer, f.orig_key());
+        assert_eq!(rp.flags, CT_FLAG_REPLY);
+        assert_eq!(rp.rule_id, rule as u16);
+
+        let s = h.stats(rule as u16).unwrap();
+        assert_eq!(s.get(Counter::NewConns), 1);
+        assert_eq!(s.get(Counter::Packets), 2);
+        assert_eq!(s.get(Counter::Bytes), 120);
+    }
+    assert_eq!(h.ct_entries(Table::Embryonic).unwrap().len(), 6);
+    assert!(h.ct_entries(Table::Established).unwrap().is_empty());
+}
+
+#[test]
+fn handshake_reverse_nat_and_promotion() {
+    let mut h = harness("hs");
+    let client = sa(CLIENT_IP, 45678);
+    let syn = Tcp::new(client, sa(NAT_IP, 9092), flags::SYN)
+        .macs(ROUTER_MAC, NAT_MAC)
+        .options(&opt::linux_syn(1460));
+    let f = open(&mut h, client, 0, &syn);
+    assert_eq!(f.state(&mut h), (Table::Embryonic, TcpState::SynSent));
+
+    // SYN-ACK from the target to (snat ip, snat port): back to the client, from 10.0.0.4:9092.
+    let synack = f.target_pkt(flags::SYN | flags::ACK).options(&opt::linux_syn(1400));
+    let p = f.target_sends(&mut h, &synack);
+    assert_eq!(p.src(), sa(NAT_IP, 9092));
+    assert_eq!(p.dst(), client);
+    assert_eq!(f.state(&mut h), (Table::Embryonic, TcpState::SynRecv));
+
+    // The client's ACK completes the handshake: both halves move to CT_ESTABLISHED.
+    f.client_sends(&mut h, &f.client_pkt(flags::ACK));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Established));
+    assert!(h.ct_entries(Table::Embryonic).unwrap().is_empty(), "embryonic halves left behind");
+    let est = h.ct_entries(Table::Established).unwrap();
+    assert_eq!(est.len(), 2);
+    let m = h.ct_get(Table::Established, &f.orig_key()).unwrap().unwrap();
+    assert_eq!(m.peer, f.reply_key());
+    assert_eq!(m.packets, 3);
+    let rp = h.ct_get(Table::Established, &f.reply_key()).unwrap().unwrap();
+    assert_eq!(rp.peer, f.orig_key());
+    assert!(rp.is_reply());
+
+    let s = h.stats(0).unwrap();
+    assert_eq!(s.get(Counter::NewConns), 1);
+    assert_eq!(s.get(Counter::Packets), 2);
+    assert_eq!(s.get(Counter::ReplyPackets), 1);
+    assert_eq!(s.get(Counter::ReplyBytes), synack.ip_packet().len() as u64);
+    assert_eq!(s.get(Counter::SlowPath), 0);
+}
+
+#[test]
+fn data_of_every_length_both_directions_with_and_without_options() {
+    let mut h = harness("data");
+    let f = handshake(&mut h, sa(CLIENT_IP, 50001), 1);
+    let mut tx = 0;
+    let mut slow = 0;
+    for with_ts in [false, true] {
+        for len in 0..=1460usize {
+            for from_client in [true, false] {
+                let mut t = if from_client {
+                    f.client_pkt(flags::ACK | flags::PSH)
+                } else {
+                    f.target_pkt(flags::ACK | flags::PSH)
+                };
+                t = t.payload(packet::payload_pattern(len, len as u8)).seq(len as u32 * 7919);
+                t.ip_id = len as u16 ^ 0xbeef;
+                if with_ts {
+                    t = t.options(&opt::timestamps(0x0102_0304 + len as u32, 0xfffe_fdfc));
+                }
+                let (src, dst) =
+                    if from_client { (f.snat, f.target) } else { (f.listen, f.client) };
+                let r = h.xdp(&t.frame()).unwrap();
+                let p = parse_tcp(&r.data);
+                assert_eq!(p.payload, t.payload);
+                let what = format!("len {len} ts {with_ts} from_client {from_client}");
+                if t.ip_packet().len() <= MTU {
+                    assert_eq!(r.action, XDP_TX, "{what}");
+                    assert_frame_eq(&r.data, &forwarded(&t, src, dst).frame(), &what);
+                    tx += 1;
+                } else {
+                    // Larger than the egress MTU: translated, then left to the kernel.
+                    assert_eq!(r.action, XDP_PASS, "{what}");
+                    assert_frame_eq(&r.data, &translated_only(&t, src, dst).frame(), &what);
+                    slow += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(tx + slow, 2 * 2 * 1461);
+    assert_eq!(slow, 2 * 12, "only 1449..=1460 with timestamps exceed the MTU");
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Established));
+    let s = h.stats(1).unwrap();
+    assert_eq!(s.get(Counter::SlowPath), slow);
+    assert_eq!(s.get(Counter::Packets), 2 * 1461 + 2);
+    assert_eq!(s.get(Counter::ReplyPackets), 2 * 1461 + 1);
+    let m = h.ct_get(Table::Established, &f.orig_key()).unwrap().unwrap();
+    assert_eq!(m.packets, 4 * 1461 + 3);
+}
+
+#[test]
+fn fin_from_both_sides_then_time_wait() {
+    let mut h = harness("fin");
+    // Client closes first.
+    let f = handshake(&mut h, sa(CLIENT_IP, 40100), 0);
+    f.client_sends(&mut h, &f.client_pkt(flags::FIN | flags::ACK));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::FinWait));
+    let m = h.ct_get(Table::Established, &f.orig_key()).unwrap().unwrap();
+    assert_eq!(m.flags & (CT_FLAG_FIN_ORIG | CT_FLAG_FIN_REPLY), CT_FLAG_FIN_ORIG);
+    f.target_sends(&mut h, &f.target_pkt(flags::ACK));
+    assert_eq!(f.state(&mut h).1, TcpState::FinWait);
+    f.target_sends(&mut h, &f.target_pkt(flags::FIN | flags::ACK));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::TimeWait));
+    // The last ACK still goes through.
+    f.client_sends(&mut h, &f.client_pkt(flags::ACK));
+    assert_eq!(f.state(&mut h).1, TcpState::TimeWait);
+
+    // Target closes first.
+    let g = handshake(&mut h, sa(CLIENT_IP, 40101), 2);
+    g.target_sends(&mut h, &g.target_pkt(flags::FIN | flags::ACK).payload_len(10));
+    assert_eq!(g.state(&mut h).1, TcpState::FinWait);
+    let m = h.ct_get(Table::Established, &g.orig_key()).unwrap().unwrap();
+    assert_eq!(m.flags & (CT_FLAG_FIN_ORIG | CT_FLAG_FIN_REPLY), CT_FLAG_FIN_REPLY);
+    g.client_sends(&mut h, &g.client_pkt(flags::FIN | flags::ACK));
+    assert_eq!(g.state(&mut h).1, TcpState::TimeWait);
+    g.target_sends(&mut h, &g.target_pkt(flags::ACK));
+
+    // The first flow was untouched by the second.
+    assert_eq!(f.state(&mut h).1, TcpState::TimeWait);
+}
+
+#[test]
+fn rst_closes_and_a_new_syn_reopens() {
+    let mut h = harness("rst");
+    let f = handshake(&mut h, sa(CLIENT_IP, 40200), 0);
+    f.client_sends(&mut h, &f.client_pkt(flags::RST | flags::ACK));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Close));
+
+    let g = handshake(&mut h, sa(CLIENT_IP, 40201), 0);
+    g.target_sends(&mut h, &g.target_pkt(flags::RST));
+    assert_eq!(g.state(&mut h).1, TcpState::Close);
+
+    // RST in SYN_SENT (target refuses the connection).
+    let syn =
+        Tcp::new(sa(CLIENT_IP, 40202), sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC);
+    let k = open(&mut h, sa(CLIENT_IP, 40202), 0, &syn);
+    k.target_sends(&mut h, &k.target_pkt(flags::RST | flags::ACK));
+    assert_eq!(k.state(&mut h), (Table::Embryonic, TcpState::Close));
+
+    // The client reuses its port: the closed flow reopens with the same SNAT port.
+    let again = f.client_pkt(flags::SYN).seq(99);
+    let p = f.client_sends(&mut h, &again);
+    assert_eq!(p.src(), f.snat);
+    assert_eq!(f.state(&mut h).1, TcpState::SynSent);
+}
+
+#[test]
+fn unknown_flows_pass_unchanged() {
+    let mut h = harness("unk");
+    let c = sa(CLIENT_IP, 41000);
+    for f in [
+        flags::ACK,
+        flags::ACK | flags::PSH,
+        flags::FIN | flags::ACK,
+        flags::RST,
+        flags::SYN | flags::ACK,
+    ] {
+        let t = Tcp::new(c, sa(NAT_IP, 9092), f).payload_len(20);
+        assert_passes_unchanged(&mut h, &t.frame(), &format!("non-SYN flags {f:#x} to 9092"));
+        // A "reply" to an SNAT port that carries no flow.
+        let t = Tcp::new(sa(TARGETS[0], 9092), sa(NAT_IP, 45000), f);
+        assert_passes_unchanged(
+            &mut h,
+            &t.frame(),
+            &format!("flags {f:#x} to an unused SNAT port"),
+        );
+    }
+    assert!(h.ct_entries(Table::Embryonic).unwrap().is_empty());
+    assert!(h.ct_entries(Table::Established).unwrap().is_empty());
+    assert!(h.stats(0).unwrap().counters.iter().all(|&c| c == 0));
+}
+
+#[test]
+fn traffic_that_is_not_ours_passes_unchanged() {
+    let mut h = harness("other");
+    let c = sa(CLIENT_IP, 41001);
+    let syn =
+        |dst: SocketAddrV4| Tcp::new(c, dst, flags::SYN).options(&opt::linux_syn(1460)).frame();
+    assert_passes_unchanged(&mut h, &syn(sa(NAT_IP, 22)), "SSH");
+    assert_passes_unchanged(&mut h, &syn(sa(NAT_IP, 8080)), "health probe port");
+    assert_passes_unchanged(
+        &mut h,
+        &syn(sa(Ipv4Addr::new(10, 0, 0, 99), 9092)),
+        "not a listen address",
+    );
+    assert_passes_unchanged(
+        &mut h,
+        &Tcp::new(c, sa(NAT_IP, 22), flags::ACK).payload_len(100).frame(),
+        "SSH data",
+    );
+
+    let v6 = |s: &str| -> SocketAddrV6 { s.parse().unwrap() };
+    assert_passes_unchanged(
+        &mut h,
+        &packet::ipv6_tcp(v6("[fd00::50]:41002"), v6("[fd00::4]:9092"), flags::SYN, &[]),
+        "IPv6 SYN",
+    );
+
+    // A SYN with a payload, split into fragments: the first (more-fragments set, offset 0)
+    // and later ones (offset != 0, one with MF, the last without).
+    let big = Tcp::new(c, sa(NAT_IP, 9092), flags::SYN).payload_len(200);
+    assert_passes_unchanged(&mut h, &big.fragment(0, 64), "first fragment (MF)");
+    assert_passes_unchanged(&mut h, &big.fragment(8, 64), "middle fragment (MF, offset 8)");
+    assert_passes_unchanged(&mut h, &big.fragment(16, 512), "last fragment (offset 16)");
+    let ack = Tcp::new(c, sa(NAT_IP, 9092), flags::ACK).payload_len(100);
+    assert_passes_unchanged(&mut h, &ack.fragment(0, 48), "first fragment of a data packet");
+
+    assert_passes_unchanged(&mut h, &packet::udp(c, sa(NAT_IP, 9092), b"hello"), "UDP to 9092");
+    assert_passes_unchanged(
+        &mut h,
+        &packet::icmp_echo(CLIENT_IP, NAT_IP, 7, 1, &packet::payload_pattern(56, 0)),
+        "ICMP echo",
+    );
+    // An ICMP error about a flow nobody tracks.
+    let quoted = Tcp::new(sa(NAT_IP, 45000), sa(TARGETS[0], 9092), flags::ACK).ip_packet();
+    assert_passes_unchanged(
+        &mut h,
+        &packet::icmp_frag_needed(ROUTER_IP, NAT_IP, 1400, &quoted),
+        "ICMP error about an unknown flow",
+    );
+
+    assert!(h.ct_entries(Table::Embryonic).unwrap().is_empty());
+    assert!(h.ct_entries(Table::Established).unwrap().is_empty());
+    for rule in 0..3 {
+        assert!(h.stats(rule).unwrap().counters.iter().all(|&c| c == 0), "rule {rule} counted");
+    }
+}
+
+#[test]
+fn source_outside_allowed_sources_is_passed_and_counted() {
+    let mut plan = default_plan();
+    plan.allowed_sources = Some(vec!["192.168.1.0/24".parse().unwrap()]);
+    let mut h = harness_with("allow", &plan);
+    let stranger = sa(Ipv4Addr::new(172, 16, 5, 5), 41010);
+    let syn = Tcp::new(stranger, sa(NAT_IP, 9093), flags::SYN).options(&opt::linux_syn(1460));
+    assert_passes_unchanged(&mut h, &syn.frame(), "SYN from outside allowed_sources");
+    assert_passes_unchanged(&mut h, &syn.frame(), "again");
+    assert_eq!(h.counter(1, Counter::NotAllowed).unwrap(), 2);
+    assert_eq!(h.counter(1, Counter::NewConns).unwrap(), 0);
+    assert!(h.ct_entries(Table::Embryonic).unwrap().is_empty());
+
+    // Inside the prefix: served.
+    let f = handshake(&mut h, sa(Ipv4Addr::new(192, 168, 1, 77), 41011), 1);
+    assert_eq!(h.counter(1, Counter::NewConns).unwrap(), 1);
+    assert_eq!(h.counter(1, Counter::NotAllowed).unwrap(), 2);
+    f.client_sends(&mut h, &f.client_pkt(flags::ACK).payload_len(5));
+}
+
+#[test]
+fn snat_port_exhaustion_drops_and_counts() {
+    let mut plan = default_plan();
+    plan.snat_ports = (40000, 40001);
+    let mut h = harness_with("exh", &plan);
+    let syn = |client: SocketAddrV4, port: u16| {
+        Tcp::new(client, sa(NAT_IP, port), flags::SYN).macs(ROUTER_MAC, NAT_MAC)
+    };
+    let c1 = sa(CLIENT_IP, 42001);
+    let c2 = sa(Ipv4Addr::new(192, 168, 1, 51), 42002);
+    let f1 = open(&mut h, c1, 0, &syn(c1, 9092));
+    let f2 = open(&mut h, c2, 0, &syn(c2, 9092));
+    let mut ports = [f1.snat.port(), f2.snat.port()];
+    ports.sort();
+    assert_eq!(ports, [40000, 40001], "both ports of the range in use");
+
+    for i in 0..3 {
+        let c3 = sa(Ipv4Addr::new(192, 168, 1, 52), 42003 + i);
+        let r = h.xdp(&syn(c3, 9092).frame()).unwrap();
+        assert_eq!(r.action, XDP_DROP, "SYN with no SNAT port left");
+    }
+    assert_eq!(h.counter(0, Counter::DropNoSnatPort).unwrap(), 3);
+    assert_eq!(h.counter(0, Counter::NewConns).unwrap(), 2);
+    assert_eq!(h.ct_entries(Table::Embryonic).unwrap().len(), 4);
+
+    // Ports are per target: another rule's target still gets one.
+    let c4 = sa(CLIENT_IP, 42010);
+    open(&mut h, c4, 1, &syn(c4, 9093));
+    // The existing flows keep working.
+    f1.target_sends(&mut h, &f1.target_pkt(flags::SYN | flags::ACK));
+    f2.target_sends(&mut h, &f2.target_pkt(flags::SYN | flags::ACK));
+}
+
+#[test]
+fn mss_clamp() {
+    let mut plan = default_plan();
+    plan.mss_clamp = 1360;
+    let mut h = harness_with("mss", &plan);
+    let mut port = 43000;
+    let mut clamped = 0;
+    // (options sent, options expected after the clamp)
+    let cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (opt::linux_syn(1460), opt::linux_syn(1360)),
+        (opt::linux_syn(1200), opt::linux_syn(1200)),
+        (opt::linux_syn(1360), opt::linux_syn(1360)),
+        (opt::linux_syn(1361), opt::linux_syn(1360)),
+        (opt::mss(9000).to_vec(), opt::mss(1360).to_vec()),
+        // Odd offset: after a single NOP.
+        (
+            [&[opt::NOP][..], &opt::mss(1460), &[opt::NOP, opt::NOP, opt::NOP]].concat(),
+            [&[opt::NOP][..], &opt::mss(1360), &[opt::NOP, opt::NOP, opt::NOP]].concat(),
+        ),
+        // Odd offset after three NOPs, then timestamps.
+        (
+            [&[opt::NOP; 3][..], &opt::mss(65535), &[opt::NOP], &opt::timestamps(5, 0)].concat(),
+            [&[opt::NOP; 3][..], &opt::mss(1360), &[opt::NOP], &opt::timestamps(5, 0)].concat(),
+        ),
+        // MSS after timestamps and window scale.
+        (
+            [&opt::timestamps(9, 0)[..], &opt::window_scale(7), &opt::mss(1460)].concat(),
+            [&opt::timestamps(9, 0)[..], &opt::window_scale(7), &opt::mss(1360)].concat(),
+        ),
+        (vec![], vec![]),
+        (opt::timestamps(1, 2).to_vec(), opt::timestamps(1, 2).to_vec()),
+    ];
+    for (sent, want) in &cases {
+        port += 1;
+        let client = sa(CLIENT_IP, port);
+        let syn =
+            Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC).options(sent);
+        let r = h.xdp(&syn.frame()).unwrap();
+        assert_eq!(r.action, XDP_TX);
+        let p = parse_tcp(&r.data);
+        let expect = forwarded(&syn.clone().options(want), p.src(), sa(TARGETS[0], 9092));
+        assert_frame_eq(&r.data, &expect.frame(), &format!("SYN options {sent:?}"));
+        if sent != want {
+            clamped += 1;
+            assert_eq!(p.mss(), Some(1360));
+        }
+        assert_eq!(h.counter(0, Counter::MssClamped).unwrap(), clamped, "options {sent:?}");
+
+        // The SYN-ACK is clamped too.
+        let flow = Flow {
+            client,
+            listen: sa(NAT_IP, 9092),
+            target: sa(TARGETS[0], 9092),
+            snat: p.src(),
+            rule_id: 0,
+        };
+        let synack = flow.target_pkt(flags::SYN | flags::ACK).options(sent);
+        let r = h.xdp(&synack.frame()).unwrap();
+        assert_eq!(r.action, XDP_TX);
+        parse_tcp(&r.data);
+        let expect = forwarded(&synack.clone().options(want), flow.listen, client);
+        assert_frame_eq(&r.data, &expect.frame(), &format!("SYN-ACK options {sent:?}"));
+        if sent != want {
+            clamped += 1;
+        }
+        assert_eq!(h.counter(0, Counter::MssClamped).unwrap(), clamped);
+
+        // A non-SYN segment carrying an MSS-looking option is left alone.
+        let ack = flow.client_pkt(flags::ACK).options(sent).payload_len(33);
+        flow.client_sends(&mut h, &ack);
+    }
+}
+
+#[test]
+fn icmp_errors_are_translated_both_ways() {
+    let mut h = harness("icmp");
+    let f = handshake(&mut h, sa(CLIENT_IP, 44000), 0);
+    // A big client segment, forwarded by the NAT, hits a smaller MTU at the router.
+    let data = f.client_pkt(flags::ACK | flags::PSH).payload_len(100);
+    f.client_sends(&mut h, &data);
+    let seen_by_router = forwarded(&data, f.snat, f.target).ip_packet();
+    let as_client_sent = data.clone().ttl(data.ttl - 1).ip_packet();
+    let mut translated = 0;
+    // Whole packet (quoted TCP checksum verifiable), IP + 8 bytes (RFC 792), up to the
+    // TCP checksum, and IP + 20 bytes.
+    for n in [seen_by_router.len(), 28, 36, 38, 40] {
+        let quoted = packet::quote(&seen_by_router, n);
+        let icmp = packet::icmp_frag_needed(ROUTER_IP, NAT_IP, 1400, &quoted);
+        let r = h.xdp(&icmp).unwrap();
+        assert_eq!(r.action, XDP_TX, "ICMP from the router quoting {n} bytes");
+        let p = parse_icmp_error(&r.data);
+        assert_eq!(p.ip.source, NAT_IP.octets(), "outer source: the listen address");
+        assert_eq!(p.ip.destination, CLIENT_IP.octets(), "outer destination: the client");
+        assert_eq!(p.inner_src(), f.client);
+        assert_eq!(p.inner_dst(), f.listen);
+        assert_eq!(p.inner_tcp.is_some(), n == seen_by_router.len());
+        let want_quoted = packet::quote(&as_client_sent, n);
+        let want = packet::with_l2_ttl(
+            &packet::icmp_frag_needed(NAT_IP, CLIENT_IP, 1400, &want_quoted),
+            NAT_MAC,
+            ROUTER_MAC,
+            63,
+        );
+        assert_frame_eq(&r.data, &want, &format!("frag-needed quoting {n} bytes"));
+        translated += 1;
+    }
+
+    // From the client side: an error about a packet the NAT sent to the client
+    // (10.0.0.4:9092 -> client), e.g. from a VPN gateway on the client's path, addressed to
+    // 10.0.0.4: it goes to the target, about target -> snat.
+    let reply = f.target_pkt(flags::ACK | flags::PSH).payload_len(300);
+    f.target_sends(&mut h, &reply);
+    let seen_by_client_side = forwarded(&reply, f.listen, f.client).ip_packet();
+    let as_target_sent = reply.clone().ttl(reply.ttl - 1).ip_packet();
+    let gw = Ipv4Addr::new(192, 168, 1, 1);
+    for n in [seen_by_client_side.len(), 28] {
+        let quoted = packet::quote(&seen_by_client_side, n);
+        let icmp = packet::icmp_frag_needed(gw, NAT_IP, 1280, &quoted);
+        let r = h.xdp(&icmp).unwrap();
+        assert_eq!(r.action, XDP_TX);
+        let p = parse_icmp_error(&r.data);
+        assert_eq!(p.ip.source, NAT_IP.octets(), "outer source: the SNAT address");
+        assert_eq!(p.ip.destination, TARGETS[0].octets(), "outer destination: the target");
+        assert_eq!(p.inner_src(), f.target);
+        assert_eq!(p.inner_dst(), f.snat);
+        let want = packet::with_l2_ttl(
+            &packet::icmp_frag_needed(NAT_IP, TARGETS[0], 1280, &packet::quote(&as_target_sent, n)),
+            NAT_MAC,
+            ROUTER_MAC,
+            63,
+        );
+        assert_frame_eq(&r.data, &want, &format!("client-side frag-needed quoting {n} bytes"));
+        translated += 1;
+    }
+
+    // Host unreachable (another code) is translated the same way.
+    let icmp =
+        packet::icmp_dest_unreachable(ROUTER_IP, NAT_IP, 1, &packet::quote(&seen_by_router, 28));
+    let r = h.xdp(&icmp).unwrap();
+    assert_eq!(r.action, XDP_TX);
+    let p = parse_icmp_error(&r.data);
+    assert_eq!(p.inner_src(), f.client);
+    translated += 1;
+
+    assert_eq!(h.counter(0, Counter::IcmpTranslated).unwrap(), translated);
+    // ICMP does not change the flow's state.
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Established));
+}
+
+#[test]
+fn expired_entries_are_not_used() {
+    let mut plan = default_plan();
+    plan.timeouts_ns = [2, 5, 2].map(|s| s * 1_000_000_000);
+    let mut h = harness_with("exp", &plan);
+
+    // Established flow, idle past its timeout (last_seen moved back through the map).
+    let f = handshake(&mut h, sa(CLIENT_IP, 45000), 0);
+    let mut m: CtEntry = h.ct_get(Table::Established, &f.orig_key()).unwrap().unwrap();
+    m.last_seen_ns -= 6_000_000_000;
+    h.ct_set(Table::Established, &f.orig_key(), &m).unwrap();
+    let data = f.client_pkt(flags::ACK).payload_len(10);
+    assert_passes_unchanged(&mut h, &data.frame(), "client data of an expired flow");
+    assert!(h.ct_get(Table::Established, &f.orig_key()).unwrap().is_none(), "expired half removed");
+    assert!(h.ct_get(Table::Established, &f.reply_key()).unwrap().is_none(), "peer half removed");
+
+    // Same, seen first from the reply direction.
+    let g = handshake(&mut h, sa(CLIENT_IP, 45001), 0);
+    let mut m = h.ct_get(Table::Established, &g.orig_key()).unwrap().unwrap();
+    m.last_seen_ns -= 6_000_000_000;
+    h.ct_set(Table::Established, &g.orig_key(), &m).unwrap();
+    let reply = g.target_pkt(flags::ACK).payload_len(10);
+    assert_passes_unchanged(&mut h, &reply.frame(), "target data of an expired flow");
+    assert!(h.ct_entries(Table::Established).unwrap().is_empty());
+
+    // A flow just short of its timeout is still used.
+    let k = handshake(&mut h, sa(CLIENT_IP, 45002), 0);
+    let mut m = h.ct_get(Table::Established, &k.orig_key()).unwrap().unwrap();
+    m.last_seen_ns -= 4_000_000_000;
+    h.ct_set(Table::Established, &k.orig_key(), &m).unwrap();
+    k.client_sends(&mut h, &k.client_pkt(flags::ACK));
+
+    // Embryonic flow with a tiny SYN timeout: the SYN-ACK arrives too late.
+    let mut plan = plan.clone();
+    plan.timeouts_ns[0] = 1;
+    h.apply(&plan).unwrap();
+    let client = sa(CLIENT_IP, 45003);
+    let syn = Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC);
+    let e = open(&mut h, client, 0, &syn);
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    let synack = e.target_pkt(flags::SYN | flags::ACK);
+    assert_passes_unchanged(&mut h, &synack.frame(), "SYN-ACK of an expired embryonic flow");
+    assert!(h.ct_get(Table::Embryonic, &e.reply_key()).unwrap().is_none());
+    assert!(h.ct_get(Table::Embryonic, &e.orig_key()).unwrap().is_none());
+}
+
+#[test]
+fn ttl_is_decremented_and_ttl_1_goes_to_the_kernel() {
+    let mut h = harness("ttl");
+    let f = handshake(&mut h, sa(CLIENT_IP, 46000), 0);
+    for ttl in [255, 64, 2] {
+        let p = f.client_sends(&mut h, &f.client_pkt(flags::ACK).ttl(ttl).payload_len(1));
+        assert_eq!(p.ip.time_to_live, ttl - 1);
+        let p = f.target_sends(&mut h, &f.target_pkt(flags::ACK).ttl(ttl).payload_len(2));
+        assert_eq!(p.ip.time_to_live, ttl - 1);
+    }
+    // TTL 1: translated, but the kernel must send the time-exceeded error.
+    let t = f.client_pkt(flags::ACK).ttl(1).payload_len(3);
+    let r = h.xdp(&t.frame()).unwrap();
+    assert_eq!(r.action, XDP_PASS);
+    parse_tcp(&r.data);
+    assert_frame_eq(&r.data, &translated_only(&t, f.snat, f.target).frame(), "TTL 1");
+    assert_eq!(h.counter(0, Counter::SlowPath).unwrap(), 1);
+}
+
+#[test]
+fn new_connection_counter() {
+    let mut h = harness("conns");
+    for i in 0..20u16 {
+        let client = sa(Ipv4Addr::new(192, 168, 2, (i % 7) as u8 + 1), 30000 + i);
+        let rule = (i % 3) as usize;
+        let syn =
+            Tcp::new(client, sa(NAT_IP, LISTEN_PORTS[rule]), flags::SYN).macs(ROUTER_MAC, NAT_MAC);
+        open(&mut h, client, rule, &syn);
+        // A retransmitted SYN is not a new connection.
+        assert_eq!(h.xdp(&syn.frame()).unwrap().action, XDP_TX);
+    }
+    let per_rule = [7, 7, 6];
+    for (rule, n) in per_rule.iter().enumerate() {
+        assert_eq!(h.counter(rule as u16, Counter::NewConns).unwrap(), *n);
+        assert_eq!(h.counter(rule as u16, Counter::Packets).unwrap(), 2 * n);
+    }
+    // 20 flows, two halves each, every SNAT port distinct per target.
+    let emb = h.ct_entries(Table::Embryonic).unwrap();
+    assert_eq!(emb.len(), 40);
+}
+
+#[test]
+fn tc_program_syn_handshake_and_pass() {
+    let mut h = harness("tc");
+    let client = sa(CLIENT_IP, 47000);
+    let syn = Tcp::new(client, sa(NAT_IP, 9093), flags::SYN)
+        .macs(ROUTER_MAC, NAT_MAC)
+        .options(&opt::linux_syn(1460));
+    let r = h.tc(&syn.frame()).unwrap();
+    assert_eq!(r.action, TC_ACT_REDIRECT, "TC SYN: bpf_redirect to the ingress interface");
+    let p = parse_tcp(&r.data);
+    let f = Flow {
+        client,
+        listen: sa(NAT_IP, 9093),
+        target: sa(TARGETS[1], TARGET_PORT),
+        snat: p.src(),
+        rule_id: 1,
+    };
+    assert!((SNAT_PORTS.0..=SNAT_PORTS.1).contains(&f.snat.port()));
+    assert_frame_eq(&r.data, &forwarded(&syn, f.snat, f.target).frame(), "TC SYN");
+    assert_eq!(f.state(&mut h), (Table::Embryonic, TcpState::SynSent));
+    assert!(h.ct_get(Table::Embryonic, &f.reply_key()).unwrap().is_some());
+
+    let synack = f.target_pkt(flags::SYN | flags::ACK).options(&opt::linux_syn(1460));
+    let r = h.tc(&synack.frame()).unwrap();
+    assert_eq!(r.action, TC_ACT_REDIRECT);
+    parse_tcp(&r.data);
+    assert_frame_eq(&r.data, &forwarded(&synack, f.listen, f.client).frame(), "TC SYN-ACK");
+
+    let ack = f.client_pkt(flags::ACK).payload_len(77);
+    let r = h.tc(&ack.frame()).unwrap();
+    assert_eq!(r.action, TC_ACT_REDIRECT);
+    parse_tcp(&r.data);
+    assert_frame_eq(&r.data, &forwarded(&ack, f.snat, f.target).frame(), "TC ACK");
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Established));
+
+    // The XDP program sees the same tables.
+    f.client_sends(&mut h, &f.client_pkt(flags::ACK).payload_len(5));
+
+    let ssh = Tcp::new(client, sa(NAT_IP, 22), flags::SYN).frame();
+    let r = h.tc(&ssh).unwrap();
+    assert_eq!(r.action, TC_ACT_OK);
+    assert_frame_eq(&r.data, &ssh, "TC SSH");
+    let unknown = Tcp::new(sa(CLIENT_IP, 47001), sa(NAT_IP, 9093), flags::ACK).frame();
+    let r = h.tc(&unknown).unwrap();
+    assert_eq!(r.action, TC_ACT_OK);
+    assert_frame_eq(&r.data, &unknown, "TC unknown flow");
+    assert_eq!(h.counter(1, Counter::NewConns).unwrap(), 1);
+}
+
+/// Not a benchmark gate: measures the mean cost of one established data packet through the
+/// XDP program, each run with repeat = 1 on a fresh copy of the frame (see TOOLCHAIN.md on
+/// repeat > 1), and checks every output.
+#[test]
+fn measure_established_data_packet_ns() {
+    let mut h = harness("meas");
+    let f = handshake(&mut h, sa(CLIENT_IP, 48000), 0);
+    let t = f.client_pkt(flags::ACK | flags::PSH).options(&opt::timestamps(1, 2)).payload_len(64);
+    let frame = t.frame();
+    let want = forwarded(&t, f.snat, f.target).frame();
+    const N: u32 = 2000;
+    let mut runs_ns: Vec<u64> = Vec::with_capacity(N as usize);
+    let start = std::time::Instant::now();
+    for _ in 0..N {
+        let r = h.xdp(&frame).unwrap();
+        assert_eq!(r.action, XDP_TX);
+        assert!(r.data == want, "timed run produced another frame");
+        runs_ns.push(r.duration.as_nanos() as u64);
+    }
+    let wall = start.elapsed();
+    parse_tcp(&want);
+    runs_ns.sort_unstable();
+    let mean = runs_ns.iter().sum::<u64>() as f64 / N as f64;
+    println!(
+        "established data packet ({} bytes) through forwarder_xdp, {N} test runs with repeat=1: \
+         mean {mean:.1} ns/run, median {} ns, min {} ns (kernel-measured, includes the test-run \
+         timer); {:.0} ns per BPF_PROG_TEST_RUN syscall round trip",
+        frame.len(),
+        runs_ns[runs_ns.len() / 2],
+        runs_ns[0],
+        wall.as_nanos() as f64 / N as f64
+    );
+    let m = h.ct_get(Table::Established, &f.orig_key()).unwrap().unwrap();
+    assert_eq!(m.packets, 3 + N as u64);
+
+    // Baseline: the same measurement of an XDP program that only returns XDP_PASS.
+    let ifindex = h.ifindex;
+    let pass = h.dp.xdp_program(program_names::XDP_PASS).unwrap();
+    let mut base: Vec<u64> = (0..N)
+        .map(|_| {
+            let r = run_xdp(pass, ifindex, &frame).unwrap();
+            assert_eq!(r.action, XDP_PASS);
+            assert!(r.data == frame);
+            r.duration.as_nanos() as u64
+        })
+        .collect();
+    base.sort_unstable();
+    println!(
+        "baseline forwarder_xdp_pass, same method: mean {:.1} ns/run, median {} ns",
+        base.iter().sum::<u64>() as f64 / N as f64,
+        base[base.len() / 2]
+    );
+}
