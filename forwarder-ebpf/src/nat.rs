@@ -69,11 +69,19 @@ pub fn alloc_reply_key(
     None
 }
 
-/// lowbias32 (Chris Wellons): a cheap, well-mixed 32-bit hash.
+/// Hash of the client tuple: each field mixed in turn, so fields that change together
+/// (a scanner walking addresses and ports in step) cannot cancel out in a plain XOR and
+/// pile up on one start port.
 #[inline(always)]
 fn flow_hash(k: &FlowKey) -> u32 {
-    let mut h =
-        k.src_addr ^ k.dst_addr.rotate_left(13) ^ ((k.src_port as u32) << 16 | k.dst_port as u32);
+    let mut h = mix(k.src_addr);
+    h = mix(h ^ k.dst_addr);
+    mix(h ^ ((k.src_port as u32) << 16 | k.dst_port as u32))
+}
+
+/// lowbias32 (Chris Wellons): a cheap, well-mixed 32-bit permutation.
+#[inline(always)]
+fn mix(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x7feb_352d);
     h ^= h >> 15;
