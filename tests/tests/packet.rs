@@ -821,3 +821,65 @@ fn measure_established_data_packet_ns() {
         base[base.len() / 2]
     );
 }
+
+/// A SYN flood (far more half-open flows than the embryonic table holds) churns only the
+/// embryonic table: an established flow keeps its entries and keeps being translated.
+#[test]
+fn syn_flood_does_not_evict_established_flows() {
+    let mut h = harness("flood");
+    let f = handshake(&mut h, sa(CLIENT_IP, 50001), 0);
+    let capacity = forwarder::ebpf::embryonic_capacity(4096) as usize;
+    let flood = capacity * 3;
+    for i in 0..flood {
+        // Sources spread over 10.1.x.y so every SYN is a new flow.
+        let src = Ipv4Addr::new(10, 1, (i / 250) as u8 + 1, (i % 250) as u8 + 1);
+        let syn = Tcp::new(sa(src, 20000 + (i % 1000) as u16), sa(NAT_IP, 9092), flags::SYN)
+            .macs(ROUTER_MAC, NAT_MAC);
+        let run = h.xdp(&syn.frame()).unwrap();
+        if run.action != XDP_TX {
+            let s = h.stats(0).unwrap();
+            panic!(
+                "flood SYN {i} not forwarded (action {}): counters {:?}",
+                run.action, s.counters
+            );
+        }
+    }
+    let embryonic = h.ct_entries(Table::Embryonic).unwrap().len();
+    assert!(embryonic <= capacity * 2, "embryonic table holds {embryonic} entries, above its size");
+    assert!(embryonic >= capacity, "the flood should have filled the embryonic table");
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Established));
+    assert!(h.ct_get(Table::Established, &f.reply_key()).unwrap().is_some());
+    // Both directions still translated.
+    f.client_sends(&mut h, &f.client_pkt(flags::ACK | flags::PSH).payload_len(100));
+    f.target_sends(&mut h, &f.target_pkt(flags::ACK | flags::PSH).payload_len(100));
+}
+
+/// The daemon's expiry sweep removes timed-out flows (both halves) and orphaned halves,
+/// and leaves live flows alone.
+#[test]
+fn gc_sweep_removes_expired_and_orphaned_entries() {
+    let mut h = harness("gc");
+    // A short established timeout for the sweep, so "expired" needs no hours of uptime.
+    let mut plan = default_plan();
+    plan.timeouts_ns[1] = 5_000_000_000;
+    let live = handshake(&mut h, sa(CLIENT_IP, 50010), 0);
+    let old = handshake(&mut h, sa(CLIENT_IP, 50011), 1);
+    let mut m = h.ct_get(Table::Established, &old.orig_key()).unwrap().unwrap();
+    m.last_seen_ns = forwarder::gc::monotonic_ns() - 6_000_000_000;
+    h.ct_set(Table::Established, &old.orig_key(), &m).unwrap();
+    // An orphaned reply half (its original half is gone).
+    let orphan_key = fkey(sa(TARGETS[2], TARGET_PORT), sa(NAT_IP, 41234));
+    let orphan = CtEntry {
+        peer: fkey(sa(CLIENT_IP, 1), sa(NAT_IP, 9094)),
+        flags: forwarder_common::CT_FLAG_REPLY,
+        ..CtEntry::default()
+    };
+    h.ct_set(Table::Established, &orphan_key, &orphan).unwrap();
+
+    let removed = forwarder::gc::sweep(h.dp.ebpf_mut(), &plan.config()).unwrap();
+    assert_eq!(removed, 1, "exactly the expired flow is counted");
+    let left: Vec<FlowKey> =
+        h.ct_entries(Table::Established).unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(left.len(), 2, "only the live flow's two halves remain: {left:?}");
+    assert!(left.contains(&live.orig_key()) && left.contains(&live.reply_key()));
+}
