@@ -129,11 +129,13 @@ pub fn promote(found: &Found) {
         flags: CT_FLAG_REPLY,
         ..CtEntry::default()
     };
-    if CT_ESTABLISHED.insert(&master.peer, &reply, 0).is_err() {
+    // Master first: a reply packet on another CPU that finds the reply half here must also
+    // find its master, or lookup_in would delete the reply half as an orphan.
+    if CT_ESTABLISHED.insert(&found.master_key, &master, 0).is_err() {
         return;
     }
-    if CT_ESTABLISHED.insert(&found.master_key, &master, 0).is_err() {
-        let _ = CT_ESTABLISHED.remove(&master.peer);
+    if CT_ESTABLISHED.insert(&master.peer, &reply, 0).is_err() {
+        let _ = CT_ESTABLISHED.remove(&found.master_key);
         return;
     }
     let _ = CT_EMBRYONIC.remove(&found.master_key);

@@ -23,17 +23,25 @@ pub fn sweep(ebpf: &mut Ebpf, cfg: &Config) -> anyhow::Result<usize> {
         let map = ebpf.map_mut(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
         let mut ct: HashMap<&mut MapData, FlowKey, CtEntry> = HashMap::try_from(map)?;
         let mut doomed: Vec<FlowKey> = Vec::new();
+        let mut orphans: Vec<(FlowKey, FlowKey)> = Vec::new();
         let entries: Vec<(FlowKey, CtEntry)> = ct.iter().filter_map(Result::ok).collect();
         let keys: std::collections::HashSet<FlowKey> = entries.iter().map(|(k, _)| *k).collect();
         for (key, e) in &entries {
             if e.is_reply() {
                 if !keys.contains(&e.peer) {
-                    doomed.push(*key);
+                    orphans.push((*key, e.peer));
                 }
             } else if now.saturating_sub(e.last_seen_ns) > cfg.timeout_ns(e.state) {
                 doomed.push(*key);
                 doomed.push(e.peer);
                 removed += 1;
+            }
+        }
+        // The walk is not atomic: a flow created or promoted meanwhile can show its reply
+        // half without its master. Delete an orphan only if its master is still missing.
+        for (key, master) in orphans {
+            if ct.get(&master, 0).is_err() {
+                doomed.push(key);
             }
         }
         for k in doomed {
