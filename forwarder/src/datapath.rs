@@ -31,6 +31,8 @@ pub enum DatapathError {
     Map(&'static str, #[source] aya::maps::MapError),
     #[error("map {0} is missing from the object")]
     MissingMap(&'static str),
+    #[error("program {0} is missing from the object")]
+    MissingProgram(&'static str),
 }
 
 /// How the program ended up attached to one interface.
@@ -113,7 +115,7 @@ impl Datapath {
                 let prog: &mut SchedClassifier = self
                     .ebpf
                     .program_mut(program_names::TC)
-                    .ok_or(DatapathError::MissingMap(program_names::TC))?
+                    .ok_or(DatapathError::MissingProgram(program_names::TC))?
                     .try_into()
                     .map_err(|e| DatapathError::Program(program_names::TC, e))?;
                 if prog.fd().is_err() {
@@ -130,7 +132,7 @@ impl Datapath {
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(name)
-            .ok_or(DatapathError::MissingMap(name))?
+            .ok_or(DatapathError::MissingProgram(name))?
             .try_into()
             .map_err(|e| DatapathError::Program(name, e))?;
         if prog.fd().is_err() {

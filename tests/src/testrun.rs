@@ -19,7 +19,7 @@ use crate::packet::Mac;
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
 use forwarder::{
     datapath::Datapath,
@@ -182,18 +182,7 @@ impl Harness {
         // only a few fields of it as input and wants every other one zero.
         let mut ctx = [0u8; 44];
         ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 256];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat: 1,
-                ..Default::default()
-            })
-            .context("TC test run")?;
-        out.truncate(r.data_size_out as usize);
-        Ok(Run { action: r.return_value, data: out, duration: r.duration })
+        run_once(prog, frame, &ctx, "TC test run")
     }
 
     fn ct(&mut self, table: Table) -> Result<HashMap<&mut MapData, FlowKey, CtEntry>> {
@@ -270,16 +259,24 @@ pub fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8]) -> Result<Run> {
     // egress_ifindex }: data_end must equal the frame's length, data and data_meta 0.
     let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
     let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    run_once(prog, frame, &ctx, "XDP test run")
+}
+
+/// One BPF_PROG_TEST_RUN of `prog` on `frame` with context `ctx` (XDP and TC alike).
+fn run_once<P>(prog: &P, frame: &[u8], ctx: &[u8], what: &'static str) -> Result<Run>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
     let mut out = vec![0u8; frame.len() + 256];
     let r = prog
         .test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
+            ctx_in: Some(ctx),
             repeat: 1,
             ..Default::default()
         })
-        .context("XDP test run")?;
+        .context(what)?;
     if r.data_size_out as usize > out.len() {
         bail!("output of {} bytes does not fit", r.data_size_out);
     }
