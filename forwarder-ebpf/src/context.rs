@@ -1,6 +1,8 @@
 //! What the shared pipeline needs from an XDP or a TC context, and what it decides.
 
+use crate::csum::CsumDelta;
 use aya_ebpf::{
+    bindings::BPF_F_PSEUDO_HDR,
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
@@ -24,6 +26,27 @@ pub trait PacketContext {
     /// The context pointer `bpf_fib_lookup` takes.
     fn as_ptr(&self) -> *mut c_void;
     fn ingress_ifindex(&self) -> u32;
+    /// The `tot_len` to give `bpf_fib_lookup` for its MTU check.
+    fn fib_tot_len(&self, ip_tot_len: u16) -> u16;
+    /// How many wire packets this one stands for (a GRO-merged skb stands for several).
+    fn segments(&self) -> u64;
+    /// Folds `d` into the IPv4 header checksum at `off`.
+    fn fix_l3_csum(&self, off: usize, d: CsumDelta);
+    /// Folds `d` into the TCP checksum at `off`. `pseudo` says the change is to the
+    /// pseudo-header (addresses): a checksum still to be completed by offload holds only
+    /// that part, so the other changes must not reach it.
+    ///
+    /// On TC this may move the packet: every packet pointer must be re-derived afterwards.
+    fn fix_l4_csum(&self, off: usize, d: CsumDelta, pseudo: bool);
+}
+
+/// Direct update of a checksum field in packet memory.
+#[inline(always)]
+fn fix_in_place<C: PacketContext>(ctx: &C, off: usize, d: CsumDelta) {
+    if let Some(check) = ptr_at::<C, [u8; 2]>(ctx, off) {
+        // SAFETY: bounds checked by ptr_at.
+        unsafe { *check = d.apply(u16::from_ne_bytes(*check)).to_ne_bytes() };
+    }
 }
 
 impl PacketContext for XdpContext {
@@ -42,6 +65,23 @@ impl PacketContext for XdpContext {
     #[inline(always)]
     fn ingress_ifindex(&self) -> u32 {
         XdpContext::ingress_ifindex(self) as u32
+    }
+    #[inline(always)]
+    fn fib_tot_len(&self, ip_tot_len: u16) -> u16 {
+        ip_tot_len
+    }
+    #[inline(always)]
+    fn segments(&self) -> u64 {
+        1
+    }
+    /// An XDP frame is always a complete packet with complete checksums.
+    #[inline(always)]
+    fn fix_l3_csum(&self, off: usize, d: CsumDelta) {
+        fix_in_place(self, off, d)
+    }
+    #[inline(always)]
+    fn fix_l4_csum(&self, off: usize, d: CsumDelta, _pseudo: bool) {
+        fix_in_place(self, off, d)
     }
 }
 
@@ -62,6 +102,35 @@ impl PacketContext for TcContext {
     fn ingress_ifindex(&self) -> u32 {
         // SAFETY: the context is a valid __sk_buff for the whole program run.
         unsafe { (*self.skb.skb).ifindex }
+    }
+    /// Zero lets the kernel check the skb itself against the egress MTU, which knows that
+    /// a GRO-merged skb is re-segmented on the way out; its IP length is the merged one.
+    #[inline(always)]
+    fn fib_tot_len(&self, _ip_tot_len: u16) -> u16 {
+        0
+    }
+    #[inline(always)]
+    fn segments(&self) -> u64 {
+        // SAFETY: the context is a valid __sk_buff for the whole program run.
+        let segs = unsafe { (*self.skb.skb).gso_segs };
+        if segs > 1 {
+            segs as u64
+        } else {
+            1
+        }
+    }
+    // After GRO (hv_netvsc and most NICs merge TCP segments) an skb is CHECKSUM_PARTIAL:
+    // its TCP checksum field holds the pseudo-header sum only. The helpers know the skb's
+    // checksum state and update the field (and skb->csum) the way that state needs.
+    #[inline(always)]
+    fn fix_l3_csum(&self, off: usize, d: CsumDelta) {
+        // A size of 0 makes `to` a precomputed difference.
+        let _ = self.l3_csum_replace(off, 0, d.folded() as u64, 0);
+    }
+    #[inline(always)]
+    fn fix_l4_csum(&self, off: usize, d: CsumDelta, pseudo: bool) {
+        let flags = if pseudo { BPF_F_PSEUDO_HDR as u64 } else { 0 };
+        let _ = self.l4_csum_replace(off, 0, d.folded() as u64, flags);
     }
 }
 

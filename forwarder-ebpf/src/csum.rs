@@ -40,6 +40,13 @@ impl CsumDelta {
         self.0 += other.0;
     }
 
+    /// The whole change as one folded 16-bit one's complement difference (what the kernel's
+    /// checksum helpers take as a `diff`).
+    #[inline(always)]
+    pub fn folded(&self) -> u16 {
+        fold(self.0)
+    }
+
     /// The checksum field value after the changes, given the one before.
     #[inline(always)]
     pub fn apply(&self, check: u16) -> u16 {

@@ -12,7 +12,7 @@ use crate::{
     csum::CsumDelta,
     forward::{self, Route},
     nat::dec_ttl_delta,
-    parse::{read_u16, read_u32, Ipv4},
+    parse::{read_u16, read_u32, Ipv4, TCP_CHECK_OFF},
     stats,
 };
 use forwarder_common::{Config, Counter, FlowKey};
@@ -21,8 +21,6 @@ use network_types::ip::{IpProto, Ipv4Hdr};
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMP_HDR_LEN: usize = 8;
-/// Offset of the checksum inside a TCP header.
-const TCP_CHECK_OFF: usize = 16;
 
 #[repr(C)]
 struct IcmpHdr {
@@ -77,7 +75,8 @@ fn handle_inner<C: PacketContext>(ctx: &C, ip: &Ipv4, cfg: &Config, now: u64) ->
     let rule_id = unsafe { (*found.master).rule_id };
 
     let (outer_src, outer_dst) = (peer.dst_addr, peer.src_addr);
-    let route = forward::route(ctx, IpProto::Icmp, outer_src, outer_dst, ip.tot_len);
+    let route =
+        forward::route(ctx, IpProto::Icmp, outer_src, outer_dst, ctx.fib_tot_len(ip.tot_len));
     if let Route::Unreachable = route {
         stats::inc(rule_id, Counter::DropNoRoute);
         return Some(Verdict::Drop);

@@ -1,6 +1,11 @@
 //! SNAT port allocation and the address/port rewrite of a TCP packet.
 
-use crate::{conntrack, csum::CsumDelta, parse::Tcp};
+use crate::{
+    conntrack,
+    context::PacketContext,
+    csum::CsumDelta,
+    parse::{Tcp, IP_CHECK_OFF, TCP_CHECK_OFF},
+};
 use forwarder_common::{Config, FlowKey};
 use network_types::ip::IpProto;
 
@@ -93,26 +98,39 @@ fn mix(mut h: u32) -> u32 {
 /// Rewrites addresses and ports of a TCP packet, fixing the IP and TCP checksums
 /// incrementally. `extra_l4` carries other changes to the TCP checksum (MSS clamp);
 /// `dec_ttl` is set when the packet is forwarded here rather than by the kernel.
+///
+/// Packet pointers are invalid afterwards (the TC checksum helpers may move the packet).
 #[inline(always)]
-pub fn rewrite_tcp(tcp: &Tcp, t: &Translation, extra_l4: CsumDelta, dec_ttl: bool) {
+pub fn rewrite_tcp<C: PacketContext>(
+    ctx: &C,
+    tcp: &Tcp,
+    t: &Translation,
+    extra_l4: CsumDelta,
+    dec_ttl: bool,
+) {
     // SAFETY: the headers were bounds-checked by the parser.
     let (ip, th) = unsafe { (&mut *tcp.ip.hdr, &mut *tcp.hdr) };
-    let mut l3 = CsumDelta::new();
-    l3.dword(tcp.ip.src, t.src_addr);
-    l3.dword(tcp.ip.dst, t.dst_addr);
-    let mut l4 = extra_l4;
-    l4.merge(l3); // the pseudo-header carries the addresses too
-    l4.word(tcp.sport, t.src_port);
-    l4.word(tcp.dport, t.dst_port);
+    // The addresses: in the IP header and in the TCP pseudo-header.
+    let mut addrs = CsumDelta::new();
+    addrs.dword(tcp.ip.src, t.src_addr);
+    addrs.dword(tcp.ip.dst, t.dst_addr);
+    // What only the TCP segment itself carries.
+    let mut segment = extra_l4;
+    segment.word(tcp.sport, t.src_port);
+    segment.word(tcp.dport, t.dst_port);
+    let mut l3 = addrs;
     if dec_ttl {
         dec_ttl_delta(ip, &mut l3);
     }
     ip.src_addr = t.src_addr.to_ne_bytes();
     ip.dst_addr = t.dst_addr.to_ne_bytes();
-    ip.check = l3.apply(u16::from_ne_bytes(ip.check)).to_ne_bytes();
     th.source = t.src_port.to_ne_bytes();
     th.dest = t.dst_port.to_ne_bytes();
-    th.check = l4.apply(u16::from_ne_bytes(th.check)).to_ne_bytes();
+    // All direct writes are done; from here on only the context's checksum methods.
+    let tcp_check = tcp.ip.l4_off + TCP_CHECK_OFF;
+    ctx.fix_l3_csum(IP_CHECK_OFF, l3);
+    ctx.fix_l4_csum(tcp_check, addrs, true);
+    ctx.fix_l4_csum(tcp_check, segment, false);
 }
 
 /// Decrements the TTL and records the change for the IP checksum.

@@ -17,6 +17,10 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
+/// Offset of the IPv4 header checksum from the start of the frame.
+pub const IP_CHECK_OFF: usize = ETH_LEN + 10;
+/// Offset of the checksum inside a TCP header.
+pub const TCP_CHECK_OFF: usize = 16;
 /// Offset of the flags byte in the TCP header.
 const TCP_FLAGS_OFF: usize = 13;
 

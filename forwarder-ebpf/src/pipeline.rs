@@ -125,7 +125,8 @@ fn translate_and_send<C: PacketContext>(
     rule_id: u16,
     reply: bool,
 ) -> Verdict {
-    let route = forward::route(ctx, IpProto::Tcp, t.src_addr, t.dst_addr, tcp.ip.tot_len);
+    let tot_len = ctx.fib_tot_len(tcp.ip.tot_len);
+    let route = forward::route(ctx, IpProto::Tcp, t.src_addr, t.dst_addr, tot_len);
     if let Route::Unreachable = route {
         stats::inc(rule_id, Counter::DropNoRoute);
         return Verdict::Drop;
@@ -141,14 +142,14 @@ fn translate_and_send<C: PacketContext>(
     // SAFETY: the IP header was bounds-checked by the parser.
     let ttl = unsafe { (*tcp.ip.hdr).ttl };
     let direct = matches!(route, Route::Direct { .. }) && ttl > 1;
-    nat::rewrite_tcp(tcp, t, extra, direct);
+    nat::rewrite_tcp(ctx, tcp, t, extra, direct);
 
     let (packets, bytes) = if reply {
         (Counter::ReplyPackets, Counter::ReplyBytes)
     } else {
         (Counter::Packets, Counter::Bytes)
     };
-    stats::inc(rule_id, packets);
+    stats::add(rule_id, packets, ctx.segments());
     stats::add(rule_id, bytes, tcp.ip.tot_len as u64);
     match route {
         Route::Direct { ifindex, smac, dmac } if direct => forward::send(ctx, ifindex, smac, dmac),

@@ -76,6 +76,12 @@ impl Topology {
             router_ends.push("r_n1");
         }
 
+        // Azure's NIC (hv_netvsc) merges TCP segments with GRO before TC sees them; the NAT
+        // VM's interfaces do the same here so every mode meets merged, CHECKSUM_PARTIAL skbs.
+        for ifc in &nat_ifaces {
+            natvm.exec(&["ethtool", "-K", ifc, "gro", "on"])?;
+        }
+
         let mut peer_programs = Vec::new();
         if peer_xdp {
             for end in router_ends {
