@@ -8,7 +8,11 @@ use crate::{
 };
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
-    programs::{tc::TcAttachType, SchedClassifier, Xdp, XdpMode},
+    programs::{
+        tc::{self, TcAttachType},
+        SchedClassifier, Xdp, XdpMode,
+    },
+    util::KernelVersion,
     Ebpf,
 };
 use forwarder_common::{map_names, program_names, Config, Rule};
@@ -120,6 +124,12 @@ impl Datapath {
                     .map_err(|e| DatapathError::Program(program_names::TC, e))?;
                 if prog.fd().is_err() {
                     prog.load().map_err(|e| DatapathError::Program(program_names::TC, e))?;
+                }
+                // Before 6.6 (no TCX) a classifier hangs off a clsact qdisc, which must exist.
+                // An error here is most often "already there"; any other one makes the
+                // attach below fail with its own message.
+                if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+                    let _ = tc::qdisc_add_clsact(iface);
                 }
                 prog.attach(iface, TcAttachType::Ingress).map_err(attach_err)?;
             }
