@@ -73,6 +73,13 @@ fn lookup_in(table: Table, key: &FlowKey, cfg: &Config, now: u64) -> Option<Foun
             }
         }
     } else {
+        // An original half whose reply half the LRU evicted must not live on: its SNAT port
+        // would look free and be given to a second flow. During a promotion the reply half
+        // is briefly in the other table only, so both are asked.
+        if !in_use(&e.peer) {
+            let _ = m.remove(key);
+            return None;
+        }
         (entry, *key)
     };
     // SAFETY: as above.

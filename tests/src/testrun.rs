@@ -211,6 +211,12 @@ impl Harness {
         Ok(())
     }
 
+    /// Removes one half, as the LRU does when a table is full.
+    pub fn ct_remove(&mut self, table: Table, key: &FlowKey) -> Result<()> {
+        self.ct(table)?.remove(key)?;
+        Ok(())
+    }
+
     pub fn ct_clear(&mut self) -> Result<()> {
         for t in [Table::Embryonic, Table::Established] {
             let mut m = self.ct(t)?;

@@ -206,6 +206,27 @@ fn syn_creates_both_conntrack_halves_and_is_translated() {
 }
 
 #[test]
+fn original_half_without_its_reply_half_is_dropped_and_its_port_reused() {
+    let mut h = harness("orph");
+    let client = sa(CLIENT_IP, 45111);
+    let syn = Tcp::new(client, sa(NAT_IP, 9092), flags::SYN)
+        .macs(ROUTER_MAC, NAT_MAC)
+        .options(&opt::linux_syn(1460));
+    let f = open(&mut h, client, 0, &syn);
+    // The LRU evicts the reply half only.
+    h.ct_remove(Table::Embryonic, &f.reply_key()).unwrap();
+    // The flow's next packet is not translated with a port that now looks free...
+    let ack = Tcp::new(client, sa(NAT_IP, 9092), flags::ACK).payload_len(10);
+    assert_passes_unchanged(&mut h, &ack.frame(), "a packet of a half-evicted flow");
+    // ...and the orphaned original half is gone with it.
+    assert!(h.ct_get(Table::Embryonic, &f.orig_key()).unwrap().is_none());
+    // A fresh SYN of the same client tuple opens a whole flow again, on the same start port.
+    let again = open(&mut h, client, 0, &syn);
+    assert_eq!(again.snat, f.snat);
+    assert!(h.ct_get(Table::Embryonic, &again.reply_key()).unwrap().is_some());
+}
+
+#[test]
 fn handshake_reverse_nat_and_promotion() {
     let mut h = harness("hs");
     let client = sa(CLIENT_IP, 45678);
