@@ -55,7 +55,16 @@ fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
         }
     }
 
-    // 2. Original direction: a rule's listen port, on a listen address.
+    // 2. Original direction of a tracked flow. Looked up before the rule, so a flow
+    //    outlives the removal of its rule: `forwarder rule remove` stops new connections
+    //    only. (This costs one hash lookup for the VM's own traffic, none for forwarded.)
+    if let Some(found) = conntrack::lookup(&key, cfg, now) {
+        if !found.is_reply() {
+            return established(ctx, tcp, cfg, &found, false, now);
+        }
+    }
+
+    // A rule's listen port, on a listen address.
     // SAFETY: RULES is only read here; the daemon replaces values whole.
     let Some(rule) = (unsafe { RULES.get(dport) }) else {
         return Verdict::Pass;
@@ -63,11 +72,6 @@ fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
     // SAFETY: LISTEN_ADDRS is only read.
     if cfg.listen_mode == LISTEN_MODE_ADDRS && unsafe { LISTEN_ADDRS.get(tcp.ip.dst) }.is_none() {
         return Verdict::Pass;
-    }
-    if let Some(found) = conntrack::lookup(&key, cfg, now) {
-        if !found.is_reply() {
-            return established(ctx, tcp, cfg, &found, false, now);
-        }
     }
 
     // 3. A new flow: only a SYN opens one; anything else of an unknown flow is the kernel's

@@ -2,20 +2,37 @@
 //!
 //! Every error names the file, line, column and field, and says what was expected. Parsing
 //! is all-or-nothing: a file with one bad field yields an error and no settings at all.
+//!
+//! Entry points: [`parse`] checks the text alone and is pure (no host access);
+//! [`check_host`] checks parsed settings against this host (the interfaces exist); [`load`]
+//! reads a file and does both ([`load_unchecked`]: only the first).
+//!
+//! Choices worth knowing:
+//! - `snat_ports` must be written `LOW-HIGH` (a single port is `"40000-40000"`) with
+//!   `LOW >= 1024`: ports below 1024 are where the host's own services listen (SSH on 22),
+//!   and the data path takes packets to SNAT ports as replies of forwarded connections.
+//! - A rule's `listen` port may not equal the `health` or `metrics` port when the data path
+//!   would see that socket's packets (socket on 0.0.0.0 / [::], `listen_ip = "any"`, the same
+//!   address, or `listen_ip = "auto"` and a non-loopback address): the load balancer's probe
+//!   would be forwarded to a broker instead of answered. Nor may those ports lie inside
+//!   `snat_ports`.
+//! - Durations are 1s to 30d; `allowed_sources = []` (nothing allowed) is refused: omit the
+//!   key to allow every source.
 
 use ipnet::Ipv4Net;
-use serde::Deserialize;
 use std::{
     collections::HashSet,
+    ffi::CString,
     fmt,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     ops::{Range, RangeInclusive},
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
     time::Duration,
 };
-use toml::Spanned;
+use toml_edit::{ImDocument, Item, Key, TableLike, Value};
 
 pub const DEFAULT_PATH: &str = "/etc/forwarder/forwarder.toml";
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/forwarder";
 
 /// A configuration error with its place in the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,55 +130,66 @@ pub struct Settings {
     pub health: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub control_socket: PathBuf,
+    /// Where maps and links are pinned (bpffs); what survives a daemon restart.
+    pub pin_path: PathBuf,
     pub dns_refresh: Duration,
     pub timeouts: Timeouts,
     pub rules: Vec<RuleSpec>,
 }
 
-// ---- the file as written ------------------------------------------------------------------
+// ---- reading the file -----------------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
+type Span = Range<usize>;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    interface: Spanned<OneOrMany>,
-    mode: Option<Spanned<String>>,
-    listen_ip: Option<Spanned<String>>,
-    snat_ip: Option<Spanned<String>>,
-    snat_ports: Option<Spanned<String>>,
-    allowed_sources: Option<Vec<Spanned<String>>>,
-    max_flows: Option<Spanned<i64>>,
-    mss_clamp: Option<Spanned<i64>>,
-    health: Option<Spanned<String>>,
-    metrics: Option<Spanned<String>>,
-    control_socket: Option<Spanned<String>>,
-    dns_refresh: Option<Spanned<String>>,
-    timeouts: Option<RawTimeouts>,
-    #[serde(default)]
-    rule: Vec<RawRule>,
-}
+const TOP_KEYS: &[&str] = &[
+    "interface",
+    "mode",
+    "listen_ip",
+    "snat_ip",
+    "snat_ports",
+    "allowed_sources",
+    "max_flows",
+    "mss_clamp",
+    "health",
+    "metrics",
+    "control_socket",
+    "pin_path",
+    "dns_refresh",
+    "timeouts",
+    "rule",
+];
+const TIMEOUT_KEYS: &[&str] = &["syn", "established", "closing"];
+const RULE_KEYS: &[&str] = &["name", "listen", "target"];
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTimeouts {
-    syn: Option<Spanned<String>>,
-    established: Option<Spanned<String>>,
-    closing: Option<Spanned<String>>,
-}
+const EXPECT_INTERFACE: &str =
+    "expected an interface name like \"eth0\" or a list of them like [\"eth0\", \"eth1\"]";
+const EXPECT_IFNAME: &str =
+    "expected an interface name of 1 to 15 characters without '/', ':' or spaces";
+const EXPECT_MODE: &str = "expected one of \"auto\", \"xdp\", \"xdp-generic\", \"tc\"";
+const EXPECT_LISTEN_IP: &str = "expected \"auto\", \"any\" or a unicast IPv4 address";
+const EXPECT_SNAT_IP: &str = "expected \"auto\" or a unicast IPv4 address";
+const EXPECT_SOURCES: &str = "expected a list of IPv4 CIDRs like [\"10.0.0.0/8\"]";
+const EXPECT_CIDR: &str = "expected an IPv4 CIDR like \"10.0.0.0/8\" or an IPv4 address";
+const EXPECT_PORT_RANGE: &str =
+    "expected a port range LOW-HIGH like \"40000-59999\", with 1024 <= LOW <= HIGH <= 65535";
+const EXPECT_MAX_FLOWS: &str = "expected an integer from 1024 to 16777216";
+const EXPECT_MSS: &str = "expected an integer from 536 to 9000 (omit mss_clamp to not clamp)";
+const EXPECT_SOCKET: &str =
+    "expected IP:PORT like \"0.0.0.0:8080\" or \"127.0.0.1:9464\", with a port from 1 to 65535";
+const EXPECT_CONTROL: &str =
+    "expected an absolute path like \"/run/forwarder/control.sock\" of at most 107 bytes";
+const EXPECT_PIN: &str =
+    "expected an absolute directory inside a bpffs mount, like \"/sys/fs/bpf/forwarder\"";
+const EXPECT_DURATION: &str = "expected a duration like \"30s\", \"2m\" or \"2h\", from 1s to 30d";
+const EXPECT_RULES: &str = "expected [[rule]] tables, each with name, listen and target";
+const EXPECT_RULE_NAME: &str = "expected a name of letters, digits, '-', '_' or '.'";
+const EXPECT_PORT: &str = "expected a port from 1 to 65535";
+const EXPECT_TARGET: &str = "expected HOST:PORT with a hostname or IPv4 address";
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    name: Spanned<String>,
-    listen: Spanned<i64>,
-    target: Spanned<String>,
-}
+const MIN_DURATION: Duration = Duration::from_secs(1);
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// sockaddr_un.sun_path holds 108 bytes, one of them the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
 
 /// Positions in the source text, for error messages.
 struct Source<'a> {
@@ -170,200 +198,482 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn error(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> ConfigError {
-        let before = &self.text[..span.start.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    fn error(&self, span: Span, field: &str, message: impl Into<String>) -> ConfigError {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         ConfigError {
             file: self.file.to_string(),
-            line,
-            column,
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
             field: field.to_string(),
             message: message.into(),
         }
     }
 
-    /// The key written on the line of `offset`, for errors the TOML parser reports
-    /// without a field name.
+    /// A TOML syntax error: the parser names no field, so the key written on that line
+    /// (qualified by the table it is in) stands for it.
+    fn syntax_error(&self, e: &toml_edit::TomlError) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let message: Vec<&str> =
+            e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let field = self.key_at(span.start);
+        self.error(span, &field, format!("invalid TOML: {}", message.join("; ")))
+    }
+
     fn key_at(&self, offset: usize) -> String {
-        let start = self.text[..offset.min(self.text.len())].rfind('\n').map_or(0, |i| i + 1);
-        let line = self.text[start..].lines().next().unwrap_or("");
-        match line.split_once('=') {
-            Some((k, _)) if !k.trim().starts_with('[') => k.trim().to_string(),
-            _ => line.trim().trim_matches(|c| c == '[' || c == ']').to_string(),
+        let offset = offset.min(self.text.len());
+        let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line = self.text[start..].lines().next().unwrap_or("").trim();
+        let header = |l: &str| l.trim().trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        if line.starts_with('[') {
+            return header(line);
+        }
+        let key = line.split_once('=').map_or(line, |(k, _)| k).trim().trim_matches('"');
+        let table = self.text[..start].lines().rev().find(|l| l.trim_start().starts_with('['));
+        match (table.map(header), key.is_empty()) {
+            (Some(t), false) => format!("{t}.{key}"),
+            (Some(t), true) => t,
+            (None, false) => key.to_string(),
+            (None, true) => "-".to_string(),
+        }
+    }
+
+    /// The text at `span` as written, for "found ...": its first line, shortened.
+    fn written(&self, span: &Span) -> String {
+        let s = self.text.get(span.clone()).unwrap_or("").lines().next().unwrap_or("").trim();
+        if s.chars().count() > 40 {
+            format!("{}...", s.chars().take(40).collect::<String>())
+        } else {
+            s.to_string()
+        }
+    }
+
+    /// "a string \"x\"", "an integer 5", "a table": what was written where something of
+    /// another type was expected.
+    fn found(&self, item: &Item, span: &Span) -> String {
+        let kind = match item {
+            Item::None => return "nothing".to_string(),
+            Item::Table(_) => return "a table".to_string(),
+            Item::ArrayOfTables(_) => return "an array of tables".to_string(),
+            Item::Value(v) => match v {
+                Value::String(_) => "a string",
+                Value::Integer(_) => "an integer",
+                Value::Float(_) => "a float",
+                Value::Boolean(_) => "a boolean",
+                Value::Datetime(_) => "a date-time",
+                Value::Array(_) => "an array",
+                Value::InlineTable(_) => "an inline table",
+            },
+        };
+        format!("{kind} {}", self.written(span))
+    }
+}
+
+/// One table of the file: the top level, `[timeouts]` or one `[[rule]]`.
+#[derive(Clone, Copy)]
+struct Section<'a> {
+    src: &'a Source<'a>,
+    table: &'a dyn TableLike,
+    /// How its keys are named in errors: "", "timeouts." or "rule.".
+    prefix: &'static str,
+    /// Where it starts (its header), for missing keys.
+    at: usize,
+}
+
+impl<'a> Section<'a> {
+    fn field(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn error(&self, span: Span, key: &str, message: impl Into<String>) -> ConfigError {
+        self.src.error(span, &self.field(key), message)
+    }
+
+    fn deny_unknown(&self, known: &[&str]) -> Result<(), ConfigError> {
+        let table: &'a dyn TableLike = self.table;
+        for (key, item) in table.iter() {
+            if !known.contains(&key) {
+                let span = table
+                    .key(key)
+                    .and_then(Key::span)
+                    .or_else(|| item.span())
+                    .unwrap_or(self.at..self.at);
+                return Err(self.error(
+                    span,
+                    key,
+                    format!("unknown key; expected one of {}", known.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> Option<(Span, &'a Item)> {
+        let table: &'a dyn TableLike = self.table;
+        let (k, item) = table.get_key_value(key)?;
+        let span = item.span().or_else(|| k.span()).unwrap_or(self.at..self.at);
+        Some((span, item))
+    }
+
+    fn missing(&self, key: &str, expected: &str) -> ConfigError {
+        self.error(self.at..self.at, key, format!("missing key; {expected}"))
+    }
+
+    /// A value of the right type but not one of the allowed ones.
+    fn bad(&self, key: &str, span: Span, expected: &str) -> ConfigError {
+        let found = self.src.written(&span);
+        self.error(span, key, format!("{expected}; found {found}"))
+    }
+
+    /// A value of the wrong type.
+    fn wrong_type(&self, key: &str, span: Span, item: &Item, expected: &str) -> ConfigError {
+        let found = self.src.found(item, &span);
+        self.error(span, key, format!("{expected}; found {found}"))
+    }
+
+    fn string(&self, key: &str, expected: &str) -> Result<Option<(&'a str, Span)>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some((span, item)) => match item.as_str() {
+                Some(s) => Ok(Some((s, span))),
+                None => Err(self.wrong_type(key, span, item, expected)),
+            },
+        }
+    }
+
+    fn integer(
+        &self,
+        key: &str,
+        allowed: RangeInclusive<i64>,
+        expected: &str,
+    ) -> Result<Option<(i64, Span)>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some((span, item)) => match item.as_integer() {
+                Some(n) if allowed.contains(&n) => Ok(Some((n, span))),
+                Some(_) => Err(self.bad(key, span, expected)),
+                None => Err(self.wrong_type(key, span, item, expected)),
+            },
+        }
+    }
+
+    fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        let Some((s, span)) = self.string(key, EXPECT_DURATION)? else { return Ok(None) };
+        match humantime::parse_duration(s) {
+            Ok(d) if (MIN_DURATION..=MAX_DURATION).contains(&d) => Ok(Some(d)),
+            _ => Err(self.bad(key, span, EXPECT_DURATION)),
+        }
+    }
+
+    fn socket_addr(&self, key: &str) -> Result<Option<(SocketAddr, Span)>, ConfigError> {
+        let Some((s, span)) = self.string(key, EXPECT_SOCKET)? else { return Ok(None) };
+        match s.parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => Ok(Some((a, span))),
+            _ => Err(self.bad(key, span, EXPECT_SOCKET)),
         }
     }
 }
 
-/// Reads and validates a configuration file. Hostname targets are left unresolved here
-/// (see `resolve`).
+/// Reads and validates a configuration file, and checks it against this host
+/// ([`check_host`]). Hostname targets are left unresolved here (see `plan::resolve`).
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let text = read(path)?;
+    let settings = parse(path, &text)?;
+    check_host(&settings, &text)?;
+    Ok(settings)
+}
+
+/// Reads and validates a configuration file without looking at the host: for commands that
+/// must work when an interface has gone (`unload`, `status`).
+pub fn load_unchecked(path: &Path) -> Result<Settings, ConfigError> {
+    parse(path, &read(path)?)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.display().to_string(),
         line: 0,
         column: 0,
         field: "-".into(),
         message: format!("cannot read the file: {e}"),
-    })?;
-    parse(path, &text)
+    })
 }
 
-/// Parses and validates configuration text that came from `path`.
+/// Parses and validates configuration text that came from `path`. Pure: the host is not
+/// consulted (an interface that does not exist here passes; see [`check_host`]).
 pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
     let file = path.display().to_string();
     let src = Source { file: &file, text };
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        let field = src.key_at(span.start);
-        src.error(span, &field, e.message().trim().to_string())
-    })?;
-    validate(path, &src, raw)
+    let doc = ImDocument::parse(text).map_err(|e| src.syntax_error(&e))?;
+    let root = Section { src: &src, table: doc.as_table(), prefix: "", at: 0 };
+    validate(path, &root)
 }
 
-fn validate(path: &Path, src: &Source, raw: RawConfig) -> Result<Settings, ConfigError> {
-    let interfaces = match raw.interface.get_ref() {
-        OneOrMany::One(s) => vec![s.clone()],
-        OneOrMany::Many(v) => v.clone(),
+/// Checks settings parsed from `text` (with [`parse`]) against this host: every interface
+/// must exist in the caller's network namespace. The error points at the interface's name
+/// in `text`.
+pub fn check_host(settings: &Settings, text: &str) -> Result<(), ConfigError> {
+    let Some(missing) = settings.interfaces.iter().find(|i| !interface_exists(i)) else {
+        return Ok(());
     };
-    if interfaces.is_empty() || interfaces.iter().any(|i| !valid_ifname(i)) {
-        return Err(src.error(
-            raw.interface.span(),
+    let file = settings.path.display().to_string();
+    let src = Source { file: &file, text };
+    let span = ImDocument::parse(text).ok().and_then(|doc| {
+        let root = Section { src: &src, table: doc.as_table(), prefix: "", at: 0 };
+        let entries = interface_entries(&root).ok()?;
+        entries.into_iter().find(|(name, _)| name == missing).map(|(_, span)| span)
+    });
+    Err(src.error(
+        span.unwrap_or(0..0),
+        "interface",
+        format!(
+            "expected an existing network interface; there is no {missing:?} on this host \
+             (see `ip link`)"
+        ),
+    ))
+}
+
+/// Whether a network interface of that name exists in this thread's network namespace.
+/// Asked through if_nametoindex, which answers for the caller's namespace, unlike
+/// /sys/class/net (that shows the namespace sysfs was mounted in); /sys/class/net is the
+/// fallback when the question cannot be asked (no socket allowed, say).
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = CString::new(name) else { return false };
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    if unsafe { libc::if_nametoindex(c.as_ptr()) } != 0 {
+        return true;
+    }
+    if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENODEV) {
+        return false;
+    }
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// The interface names as written, with their places.
+fn interface_entries<'a>(root: &Section<'a>) -> Result<Vec<(&'a str, Span)>, ConfigError> {
+    let Some((span, item)) = root.get("interface") else {
+        return Err(root.missing(
             "interface",
-            "expected an interface name (1-15 characters, no '/' or spaces) or a list of them",
+            "expected interface = \"eth0\" (or a list like [\"eth0\", \"eth1\"]) before the \
+             first [table]",
         ));
+    };
+    match item.as_value() {
+        Some(Value::String(s)) => Ok(vec![(s.value().as_str(), span)]),
+        Some(Value::Array(list)) => {
+            let mut out = Vec::with_capacity(list.len());
+            for v in list.iter() {
+                let vspan = v.span().unwrap_or_else(|| span.clone());
+                match v.as_str() {
+                    Some(s) => out.push((s, vspan)),
+                    None => {
+                        let found = root.src.found(&Item::Value(v.clone()), &vspan);
+                        return Err(root.error(
+                            vspan,
+                            "interface",
+                            format!("{EXPECT_IFNAME}; found {found}"),
+                        ));
+                    }
+                }
+            }
+            if out.is_empty() {
+                return Err(root.error(
+                    span,
+                    "interface",
+                    "expected at least one interface name; found an empty list",
+                ));
+            }
+            Ok(out)
+        }
+        _ => Err(root.wrong_type("interface", span, item, EXPECT_INTERFACE)),
+    }
+}
+
+fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigError> {
+    root.deny_unknown(TOP_KEYS)?;
+
+    let mut interfaces: Vec<String> = Vec::new();
+    for (name, span) in interface_entries(root)? {
+        if !valid_ifname(name) {
+            return Err(root.bad("interface", span, EXPECT_IFNAME));
+        }
+        if interfaces.iter().any(|i| i == name) {
+            return Err(root.error(
+                span,
+                "interface",
+                format!("expected each interface once; {name:?} is listed twice"),
+            ));
+        }
+        interfaces.push(name.to_string());
     }
 
-    let mode = match &raw.mode {
+    let mode = match root.string("mode", EXPECT_MODE)? {
         None => Mode::Auto,
-        Some(m) => match m.get_ref().as_str() {
-            "auto" => Mode::Auto,
-            "xdp" => Mode::Xdp,
-            "xdp-generic" => Mode::XdpGeneric,
-            "tc" => Mode::Tc,
-            other => {
-                return Err(src.error(
-                    m.span(),
-                    "mode",
-                    format!("expected one of auto, xdp, xdp-generic, tc; found {other:?}"),
-                ))
-            }
+        Some(("auto", _)) => Mode::Auto,
+        Some(("xdp", _)) => Mode::Xdp,
+        Some(("xdp-generic", _)) => Mode::XdpGeneric,
+        Some(("tc", _)) => Mode::Tc,
+        Some((_, span)) => return Err(root.bad("mode", span, EXPECT_MODE)),
+    };
+
+    let listen_ip = match root.string("listen_ip", EXPECT_LISTEN_IP)? {
+        None | Some(("auto", _)) => ListenIp::Auto,
+        Some(("any", _)) => ListenIp::Any,
+        Some((s, span)) => match s.parse::<Ipv4Addr>() {
+            Ok(a) if unicast(a) => ListenIp::Addr(a),
+            _ => return Err(root.bad("listen_ip", span, EXPECT_LISTEN_IP)),
         },
     };
 
-    let listen_ip = match &raw.listen_ip {
-        None => ListenIp::Auto,
-        Some(v) => match v.get_ref().as_str() {
-            "auto" => ListenIp::Auto,
-            "any" => ListenIp::Any,
-            s => ListenIp::Addr(s.parse().map_err(|_| {
-                src.error(
-                    v.span(),
-                    "listen_ip",
-                    format!("expected \"auto\", \"any\" or an IPv4 address; found {s:?}"),
-                )
-            })?),
+    let snat_ip = match root.string("snat_ip", EXPECT_SNAT_IP)? {
+        None | Some(("auto", _)) => SnatIp::Auto,
+        Some((s, span)) => match s.parse::<Ipv4Addr>() {
+            Ok(a) if unicast(a) => SnatIp::Addr(a),
+            _ => return Err(root.bad("snat_ip", span, EXPECT_SNAT_IP)),
         },
     };
 
-    let snat_ip = match &raw.snat_ip {
-        None => SnatIp::Auto,
-        Some(v) => match v.get_ref().as_str() {
-            "auto" => SnatIp::Auto,
-            s => SnatIp::Addr(s.parse().map_err(|_| {
-                src.error(
-                    v.span(),
-                    "snat_ip",
-                    format!("expected \"auto\" or an IPv4 address; found {s:?}"),
-                )
-            })?),
-        },
-    };
-
-    let snat_ports = match &raw.snat_ports {
+    let snat_ports = match root.string("snat_ports", EXPECT_PORT_RANGE)? {
         None => 40000..=59999,
-        Some(v) => {
-            parse_port_range(v.get_ref()).map_err(|m| src.error(v.span(), "snat_ports", m))?
-        }
+        Some((s, span)) => parse_port_range(s).map_err(|m| root.error(span, "snat_ports", m))?,
     };
 
-    let allowed_sources = match &raw.allowed_sources {
+    let allowed_sources = match root.get("allowed_sources") {
         None => None,
-        Some(list) => {
+        Some((span, item)) => {
+            let Some(Value::Array(list)) = item.as_value() else {
+                return Err(root.wrong_type("allowed_sources", span, item, EXPECT_SOURCES));
+            };
+            if list.is_empty() {
+                return Err(root.error(
+                    span,
+                    "allowed_sources",
+                    format!(
+                        "{EXPECT_SOURCES}, at least one (omit allowed_sources to allow every \
+                         source); found an empty list"
+                    ),
+                ));
+            }
             let mut nets = Vec::with_capacity(list.len());
-            for item in list {
-                let s = item.get_ref();
+            for v in list.iter() {
+                let vspan = v.span().unwrap_or_else(|| span.clone());
+                let Some(s) = v.as_str() else {
+                    let found = root.src.found(&Item::Value(v.clone()), &vspan);
+                    return Err(root.error(
+                        vspan,
+                        "allowed_sources",
+                        format!("{EXPECT_CIDR}; found {found}"),
+                    ));
+                };
                 let net = s
                     .parse::<Ipv4Net>()
                     .or_else(|_| s.parse::<Ipv4Addr>().map(Ipv4Net::from))
-                    .map_err(|_| {
-                        src.error(
-                            item.span(),
-                            "allowed_sources",
-                            format!("expected an IPv4 CIDR like \"10.0.0.0/8\"; found {s:?}"),
-                        )
-                    })?;
+                    .map_err(|_| root.bad("allowed_sources", vspan, EXPECT_CIDR))?;
                 nets.push(net.trunc());
             }
             Some(nets)
         }
     };
 
-    let max_flows = match &raw.max_flows {
-        None => 262_144,
-        Some(v) => {
-            let n = *v.get_ref();
-            if !(1024..=16_777_216).contains(&n) {
-                return Err(src.error(
-                    v.span(),
-                    "max_flows",
-                    format!("expected a number from 1024 to 16777216; found {n}"),
+    let max_flows = root
+        .integer("max_flows", 1024..=16_777_216, EXPECT_MAX_FLOWS)?
+        .map_or(262_144, |(n, _)| n as u32);
+    let mss_clamp = root.integer("mss_clamp", 536..=9000, EXPECT_MSS)?.map(|(n, _)| n as u16);
+
+    let health = root.socket_addr("health")?;
+    let metrics = root.socket_addr("metrics")?;
+    for (key, sock) in [("health", &health), ("metrics", &metrics)] {
+        if let Some((a, span)) = sock {
+            if snat_ports.contains(&a.port()) {
+                return Err(root.error(
+                    span.clone(),
+                    key,
+                    format!(
+                        "expected a port outside snat_ports {}-{} (reserved for forwarded \
+                         connections); found {a}",
+                        snat_ports.start(),
+                        snat_ports.end()
+                    ),
                 ));
             }
-            n as u32
         }
-    };
-
-    let mss_clamp = match &raw.mss_clamp {
-        None => None,
-        Some(v) => {
-            let n = *v.get_ref();
-            if !(536..=9000).contains(&n) {
-                return Err(src.error(
-                    v.span(),
-                    "mss_clamp",
-                    format!("expected an MSS from 536 to 9000; found {n}"),
-                ));
-            }
-            Some(n as u16)
-        }
-    };
-
-    let health = opt_socket_addr(src, &raw.health, "health")?;
-    let metrics = opt_socket_addr(src, &raw.metrics, "metrics")?;
-    let control_socket = match &raw.control_socket {
-        None => PathBuf::from("/run/forwarder/control.sock"),
-        Some(v) if v.get_ref().starts_with('/') => PathBuf::from(v.get_ref()),
-        Some(v) => return Err(src.error(v.span(), "control_socket", "expected an absolute path")),
-    };
-    let dns_refresh = match &raw.dns_refresh {
-        None => Duration::from_secs(30),
-        Some(v) => parse_duration(src, v, "dns_refresh")?,
-    };
-
-    let mut timeouts = Timeouts::default();
-    if let Some(t) = &raw.timeouts {
-        if let Some(v) = &t.syn {
-            timeouts.syn = parse_duration(src, v, "timeouts.syn")?;
-        }
-        if let Some(v) = &t.established {
-            timeouts.established = parse_duration(src, v, "timeouts.established")?;
-        }
-        if let Some(v) = &t.closing {
-            timeouts.closing = parse_duration(src, v, "timeouts.closing")?;
+    }
+    if let (Some((h, _)), Some((m, span))) = (&health, &metrics) {
+        if h.port() == m.port()
+            && (h.ip() == m.ip() || h.ip().is_unspecified() || m.ip().is_unspecified())
+        {
+            return Err(root.error(
+                span.clone(),
+                "metrics",
+                format!("expected a port other than the health port ({h}); found {m}"),
+            ));
         }
     }
 
-    let rules = validate_rules(src, &raw.rule, &snat_ports)?;
+    let control_socket = match root.string("control_socket", EXPECT_CONTROL)? {
+        None => PathBuf::from("/run/forwarder/control.sock"),
+        Some((s, _))
+            if s.starts_with('/')
+                && !s.ends_with('/')
+                && s.len() <= MAX_SOCKET_PATH
+                && !s.contains('\0') =>
+        {
+            PathBuf::from(s)
+        }
+        Some((_, span)) => return Err(root.bad("control_socket", span, EXPECT_CONTROL)),
+    };
+
+    let pin_path = match root.string("pin_path", EXPECT_PIN)? {
+        None => PathBuf::from(DEFAULT_PIN_PATH),
+        Some((s, span)) => {
+            // A directory inside a bpffs mount (the daemon checks the mount when it starts;
+            // tests use a bpffs of their own, so the place is not fixed).
+            let p = Path::new(s);
+            let parts: Vec<Component> = p.components().collect();
+            match parts.first() {
+                Some(Component::RootDir)
+                    if parts.len() >= 3
+                        && parts[1..].iter().all(|c| matches!(c, Component::Normal(_)))
+                        && !s.contains('\0')
+                        && !s.split('/').any(|c| c == "." || c == "..") =>
+                {
+                    PathBuf::from(s)
+                }
+                _ => return Err(root.bad("pin_path", span, EXPECT_PIN)),
+            }
+        }
+    };
+
+    let dns_refresh = root.duration("dns_refresh")?.unwrap_or(Duration::from_secs(30));
+
+    let mut timeouts = Timeouts::default();
+    if let Some((span, item)) = root.get("timeouts") {
+        let Some(table) = item.as_table_like() else {
+            return Err(root.wrong_type(
+                "timeouts",
+                span,
+                item,
+                "expected a [timeouts] table with syn, established and closing",
+            ));
+        };
+        let t = Section { src: root.src, table, prefix: "timeouts.", at: span.start };
+        t.deny_unknown(TIMEOUT_KEYS)?;
+        if let Some(d) = t.duration("syn")? {
+            timeouts.syn = d;
+        }
+        if let Some(d) = t.duration("established")? {
+            timeouts.established = d;
+        }
+        if let Some(d) = t.duration("closing")? {
+            timeouts.closing = d;
+        }
+    }
+
+    let health = health.map(|(a, _)| a);
+    let metrics = metrics.map(|(a, _)| a);
+    let sockets = [("health", health), ("metrics", metrics)];
+    let rules = validate_rules(root, &snat_ports, listen_ip, &sockets)?;
 
     Ok(Settings {
         path: path.to_path_buf(),
@@ -378,89 +688,180 @@ fn validate(path: &Path, src: &Source, raw: RawConfig) -> Result<Settings, Confi
         health,
         metrics,
         control_socket,
+        pin_path,
         dns_refresh,
         timeouts,
         rules,
     })
 }
 
+/// The `[[rule]]` tables (or `rule = [{ .. }, ..]`), each as a section.
+fn rule_sections<'a>(root: &Section<'a>) -> Result<Vec<Section<'a>>, ConfigError> {
+    let section =
+        |table: &'a dyn TableLike, at: usize| Section { src: root.src, table, prefix: "rule.", at };
+    match root.get("rule") {
+        None => Ok(Vec::new()),
+        Some((span, Item::ArrayOfTables(list))) => {
+            Ok(list.iter().map(|t| section(t, t.span().map_or(span.start, |s| s.start))).collect())
+        }
+        Some((span, Item::Value(Value::Array(list)))) => {
+            let mut out = Vec::with_capacity(list.len());
+            for v in list.iter() {
+                let vspan = v.span().unwrap_or_else(|| span.clone());
+                match v.as_inline_table() {
+                    Some(t) => out.push(section(t, vspan.start)),
+                    None => {
+                        return Err(root.wrong_type(
+                            "rule",
+                            vspan,
+                            &Item::Value(v.clone()),
+                            EXPECT_RULES,
+                        ))
+                    }
+                }
+            }
+            Ok(out)
+        }
+        Some((span, item)) => Err(root.wrong_type("rule", span, item, EXPECT_RULES)),
+    }
+}
+
 fn validate_rules(
-    src: &Source,
-    raw: &[RawRule],
+    root: &Section,
     snat_ports: &RangeInclusive<u16>,
+    listen_ip: ListenIp,
+    sockets: &[(&str, Option<SocketAddr>)],
 ) -> Result<Vec<RuleSpec>, ConfigError> {
-    if raw.len() > forwarder_common::MAX_RULES as usize {
-        return Err(src.error(
-            0..0,
+    let sections = rule_sections(root)?;
+    if let Some(extra) = sections.get(forwarder_common::MAX_RULES as usize) {
+        return Err(root.src.error(
+            extra.at..extra.at,
             "rule",
-            format!("at most {} rules", forwarder_common::MAX_RULES),
+            format!("expected at most {} rules", forwarder_common::MAX_RULES),
         ));
     }
     let mut names = HashSet::new();
     let mut ports = HashSet::new();
-    let mut rules = Vec::with_capacity(raw.len());
-    for r in raw {
-        let name = r.name.get_ref();
+    let mut rules = Vec::with_capacity(sections.len());
+    for r in &sections {
+        r.deny_unknown(RULE_KEYS)?;
+
+        let (name, span) = r
+            .string("name", EXPECT_RULE_NAME)?
+            .ok_or_else(|| r.missing("name", "every [[rule]] needs name, listen and target"))?;
         if name.is_empty()
             || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         {
-            return Err(src.error(
-                r.name.span(),
-                "rule.name",
-                format!("expected letters, digits, '-', '_' or '.'; found {name:?}"),
+            return Err(r.bad("name", span, EXPECT_RULE_NAME));
+        }
+        if !names.insert(name) {
+            return Err(r.error(
+                span,
+                "name",
+                format!("expected a unique name; duplicate rule name {name:?}"),
             ));
         }
-        if !names.insert(name.clone()) {
-            return Err(src.error(
-                r.name.span(),
-                "rule.name",
-                format!("duplicate rule name {name:?}"),
-            ));
-        }
-        let listen = *r.listen.get_ref();
-        if !(1..=65535).contains(&listen) {
-            return Err(src.error(
-                r.listen.span(),
-                "rule.listen",
-                format!("expected a port from 1 to 65535; found {listen}"),
-            ));
-        }
+
+        let (listen, span) = r
+            .integer("listen", 1..=65535, EXPECT_PORT)?
+            .ok_or_else(|| r.missing("listen", "every [[rule]] needs name, listen and target"))?;
         let listen = listen as u16;
         if !ports.insert(listen) {
-            return Err(src.error(
-                r.listen.span(),
-                "rule.listen",
-                format!("port {listen} is already the listen port of another rule"),
+            return Err(r.error(
+                span,
+                "listen",
+                format!(
+                    "expected a port no other rule listens on; port {listen} is already the \
+                     listen port of another rule"
+                ),
             ));
         }
         if snat_ports.contains(&listen) {
-            return Err(src.error(
-                r.listen.span(),
-                "rule.listen",
+            return Err(r.error(
+                span,
+                "listen",
                 format!(
-                    "port {listen} lies inside snat_ports {}-{}",
+                    "expected a port outside snat_ports; port {listen} lies inside snat_ports \
+                     {}-{}",
                     snat_ports.start(),
                     snat_ports.end()
                 ),
             ));
         }
-        let target = parse_target(r.target.get_ref())
-            .map_err(|m| src.error(r.target.span(), "rule.target", m))?;
-        rules.push(RuleSpec { name: name.clone(), listen, target });
+        for (what, sock) in sockets {
+            if let Some(sock) = sock.filter(|s| s.port() == listen && sees_socket(listen_ip, *s)) {
+                return Err(r.error(
+                    span,
+                    "listen",
+                    format!(
+                        "expected a port other than the {what} port; port {listen} is also the \
+                         {what} port ({sock}), whose connections would be forwarded instead \
+                         of answered"
+                    ),
+                ));
+            }
+        }
+
+        let (target, span) = r
+            .string("target", EXPECT_TARGET)?
+            .ok_or_else(|| r.missing("target", "every [[rule]] needs name, listen and target"))?;
+        let target = parse_target(target).map_err(|m| r.error(span, "target", m))?;
+        rules.push(RuleSpec { name: name.to_string(), listen, target });
     }
     Ok(rules)
 }
 
-fn valid_ifname(s: &str) -> bool {
-    !s.is_empty() && s.len() < 16 && !s.contains(['/', ' ', '\t', '\0']) && s != "." && s != ".."
+/// Whether the data path sees packets for `sock`: it takes every TCP packet to a rule's
+/// listen port on a listen address before any local socket does.
+fn sees_socket(listen_ip: ListenIp, sock: SocketAddr) -> bool {
+    match sock.ip() {
+        // [::] is dual-stack: it takes IPv4 connections too. The data path is IPv4 only.
+        IpAddr::V6(a) => a.is_unspecified(),
+        IpAddr::V4(a) => {
+            a.is_unspecified()
+                || match listen_ip {
+                    ListenIp::Any => true,
+                    ListenIp::Addr(l) => l == a,
+                    // The interface's addresses: any but loopback could be one of them.
+                    ListenIp::Auto => !a.is_loopback(),
+                }
+        }
+    }
 }
 
-/// "HOST:PORT" with HOST a hostname or an IPv4 address.
+fn unicast(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast())
+}
+
+fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() < 16
+        && !s.contains(|c: char| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+        && s != "."
+        && s != ".."
+}
+
+/// "HOST:PORT" with HOST a hostname or a unicast, non-loopback IPv4 address.
 pub fn parse_target(s: &str) -> Result<Target, String> {
-    let expected = || format!("expected HOST:PORT with a hostname or IPv4 address; found {s:?}");
-    let (host, port) = s.rsplit_once(':').ok_or_else(expected)?;
-    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(expected)?;
+    let fail =
+        |why: &str| format!("{EXPECT_TARGET} and a port from 1 to 65535; found {s:?} ({why})");
+    if s.starts_with('[') || s.matches(':').count() > 1 {
+        return Err(fail("IPv6 is not supported"));
+    }
+    let Some((host, port)) = s.rsplit_once(':') else { return Err(fail("no port")) };
+    if host.is_empty() {
+        return Err(fail("empty host"));
+    }
+    let port = match port.parse::<u16>() {
+        Ok(0) => return Err(fail("port 0")),
+        Ok(p) => p,
+        Err(_) if port.is_empty() => return Err(fail("no port")),
+        Err(_) => return Err(fail("not a port")),
+    };
     if let Ok(addr) = host.parse::<Ipv4Addr>() {
+        if !unicast(addr) || addr.is_loopback() {
+            return Err(fail("not a unicast address of another host"));
+        }
         return Ok(Target { host: host.to_string(), port, addr: Some(addr) });
     }
     let valid_label = |l: &str| {
@@ -468,58 +869,35 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
             && l.len() <= 63
             && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             && !l.starts_with('-')
+            && !l.ends_with('-')
     };
-    if host.is_empty()
-        || host.len() > 253
+    if host.len() > 253
         || !host.split('.').all(valid_label)
         || host.chars().all(|c| c.is_ascii_digit() || c == '.')
     {
-        return Err(expected());
+        return Err(fail("not a hostname or IPv4 address"));
     }
     Ok(Target { host: host.to_string(), port, addr: None })
 }
 
-/// "40000-59999" (inclusive) or a single port.
+/// "LOW-HIGH" (inclusive), 1024 <= LOW <= HIGH <= 65535. One port is "40000-40000".
 pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
-    let expected = || format!("expected a port range like \"40000-59999\"; found {s:?}");
-    let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let a: u16 = a.trim().parse().map_err(|_| expected())?;
-    let b: u16 = b.trim().parse().map_err(|_| expected())?;
-    if a == 0 || b < a {
-        return Err(expected());
+    let fail = |why: &str| format!("{EXPECT_PORT_RANGE}; found {s:?} ({why})");
+    let Some((a, b)) = s.split_once('-') else { return Err(fail("no '-'")) };
+    let number = |p: &str| p.trim().parse::<u32>().ok();
+    let (Some(a), Some(b)) = (number(a), number(b)) else {
+        return Err(fail("LOW and HIGH must be numbers"));
+    };
+    if a > 65535 || b > 65535 {
+        return Err(fail("ports end at 65535"));
     }
-    Ok(a..=b)
-}
-
-fn parse_duration(src: &Source, v: &Spanned<String>, field: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(v.get_ref()).map_err(|_| {
-        src.error(
-            v.span(),
-            field,
-            format!("expected a duration like \"30s\", \"2m\" or \"2h\"; found {:?}", v.get_ref()),
-        )
-    })?;
-    if d.is_zero() {
-        return Err(src.error(v.span(), field, "expected a duration above zero"));
+    if a < 1024 {
+        return Err(fail("ports below 1024 belong to the host's services"));
     }
-    Ok(d)
-}
-
-fn opt_socket_addr(
-    src: &Source,
-    v: &Option<Spanned<String>>,
-    field: &str,
-) -> Result<Option<SocketAddr>, ConfigError> {
-    match v {
-        None => Ok(None),
-        Some(v) => v.get_ref().parse().map(Some).map_err(|_| {
-            src.error(
-                v.span(),
-                field,
-                format!("expected IP:PORT like \"127.0.0.1:9464\"; found {:?}", v.get_ref()),
-            )
-        }),
+    if b < a {
+        return Err(fail("LOW is above HIGH"));
     }
+    Ok(a as u16..=b as u16)
 }
 
 impl fmt::Display for Target {
@@ -595,5 +973,129 @@ target = "10.20.0.12:9092"
         let e = err(&format!("{BASE}allowed_sources = [\"10.0.0.0/33\"]\n"));
         assert_eq!((e.line, e.field.as_str()), (2, "allowed_sources"));
         assert!(e.to_string().starts_with("f.toml:2:"), "{e}");
+    }
+
+    fn at(e: &ConfigError) -> (usize, usize, &str) {
+        (e.line, e.column, e.field.as_str())
+    }
+
+    const RULE: &str = "[[rule]]\nname = \"a\"\nlisten = 9092\ntarget = \"10.0.0.9:1\"\n";
+
+    #[test]
+    fn types_and_unknown_keys_in_every_table() {
+        let e = err(&format!("{BASE}[timeouts]\nsyn = \"1s\"\nidle = \"1s\"\n"));
+        assert_eq!(at(&e), (4, 1, "timeouts.idle"), "{e}");
+        let e = err(&format!("{BASE}{RULE}weight = 1\n"));
+        assert_eq!(at(&e), (6, 1, "rule.weight"), "{e}");
+        assert!(e.message.contains("expected one of name, listen, target"), "{e}");
+        let e = err("interface = 5\n");
+        assert_eq!(at(&e), (1, 13, "interface"), "{e}");
+        assert!(e.message.contains("found an integer 5"), "{e}");
+        let e = err(&format!("{BASE}timeouts = 5\n"));
+        assert_eq!(at(&e), (2, 12, "timeouts"), "{e}");
+        let e = err(&format!("{BASE}[rule]\nname = \"a\"\n"));
+        assert_eq!(at(&e), (2, 1, "rule"), "{e}");
+        let e = err(&format!("{BASE}[timeouts]\nsyn = 60\n"));
+        assert_eq!(at(&e), (3, 7, "timeouts.syn"), "{e}");
+        // A dotted key and inline tables are the same tables written differently.
+        let e = err(&format!("{BASE}timeouts.syn = \"0s\"\n"));
+        assert_eq!(at(&e), (2, 16, "timeouts.syn"), "{e}");
+        let e = err(&format!(
+            "{BASE}rule = [{{ name = \"a\", listen = 9092, target = \"10.0.0.9:1\" }},\n  {{ name = \"b\", listen = 9092, target = \"10.0.0.9:1\" }}]\n"
+        ));
+        assert_eq!(at(&e), (3, 26, "rule.listen"), "{e}");
+    }
+
+    #[test]
+    fn missing_keys() {
+        let e = err("mode = \"tc\"\n");
+        assert_eq!(at(&e), (1, 1, "interface"), "{e}");
+        let e = err(&format!("{BASE}\n[[rule]]\nname = \"a\"\nlisten = 9092\n"));
+        assert_eq!(at(&e), (3, 1, "rule.target"), "{e}");
+        assert!(e.message.starts_with("missing key"), "{e}");
+    }
+
+    #[test]
+    fn list_items_are_pointed_at() {
+        let e = err("interface = [\"eth0\", \"eth 1\"]\n");
+        assert_eq!(at(&e), (1, 22, "interface"), "{e}");
+        let e = err(&format!("{BASE}allowed_sources = [\n  \"10.0.0.0/8\",\n  \"10.0.0/8\",\n]\n"));
+        assert_eq!(at(&e), (4, 3, "allowed_sources"), "{e}");
+    }
+
+    #[test]
+    fn port_ranges_and_targets() {
+        assert_eq!(parse_port_range("40000-40000"), Ok(40000..=40000));
+        assert_eq!(parse_port_range(" 1024 - 65535 "), Ok(1024..=65535));
+        for bad in ["40000", "59999-40000", "40000-70000", "80-1023", "a-b", "-1", ""] {
+            assert!(parse_port_range(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_target("broker1.corp.example:9092").unwrap().addr, None);
+        assert_eq!(parse_target("10.0.0.9:1").unwrap().addr, Some(Ipv4Addr::new(10, 0, 0, 9)));
+        for (bad, why) in [
+            ("10.0.0.9", "no port"),
+            ("10.0.0.9:", "no port"),
+            ("10.0.0.9:0", "port 0"),
+            ("10.0.0.9:65536", "not a port"),
+            ("[fd00::1]:80", "IPv6"),
+            ("fd00::1:80", "IPv6"),
+            (":80", "empty host"),
+            ("-a.example:80", "not a hostname"),
+            ("10.0.0.256:80", "not a hostname"),
+            ("0.0.0.0:80", "unicast"),
+            ("127.0.0.1:80", "unicast"),
+            ("224.0.0.1:80", "unicast"),
+        ] {
+            let m = parse_target(bad).unwrap_err();
+            assert!(m.contains(why), "{bad}: {m}");
+        }
+    }
+
+    #[test]
+    fn a_rule_may_not_take_the_health_or_metrics_port() {
+        let cfg = |listen_ip: &str, health: &str, listen: u16| {
+            parse(
+                Path::new("f.toml"),
+                &format!(
+                    "{BASE}listen_ip = \"{listen_ip}\"\nhealth = \"{health}\"\n[[rule]]\nname = \"a\"\nlisten = {listen}\ntarget = \"10.0.0.9:1\"\n"
+                ),
+            )
+        };
+        let e = cfg("auto", "0.0.0.0:8080", 8080).unwrap_err();
+        assert_eq!(at(&e), (6, 10, "rule.listen"), "{e}");
+        assert!(e.message.contains("health port"), "{e}");
+        assert!(cfg("auto", "[::]:8080", 8080).is_err());
+        assert!(cfg("any", "127.0.0.1:8080", 8080).is_err());
+        assert!(cfg("10.0.0.4", "10.0.0.4:8080", 8080).is_err());
+        assert!(cfg("auto", "10.0.0.4:8080", 8080).is_err());
+        // The data path never sees these sockets' packets.
+        assert!(cfg("auto", "127.0.0.1:8080", 8080).is_ok());
+        assert!(cfg("10.0.0.4", "10.0.0.5:8080", 8080).is_ok());
+        assert!(cfg("any", "[fd00::1]:8080", 8080).is_ok());
+        assert!(cfg("any", "0.0.0.0:8080", 8081).is_ok());
+    }
+
+    #[test]
+    fn too_many_rules() {
+        let mut text = BASE.to_string();
+        for i in 0..=forwarder_common::MAX_RULES {
+            text += &format!(
+                "[[rule]]\nname = \"r{i}\"\nlisten = {}\ntarget = \"10.0.0.9:1\"\n",
+                1024 + i
+            );
+        }
+        let e = err(&text);
+        assert_eq!(at(&e), (2 + 4 * forwarder_common::MAX_RULES as usize, 1, "rule"), "{e}");
+    }
+
+    #[test]
+    fn the_host_check_points_at_the_missing_interface() {
+        let text = "interface = [\"lo\", \"fwt-nosuch0\"]\n";
+        let s = parse(Path::new("f.toml"), text).unwrap();
+        let e = check_host(&s, text).unwrap_err();
+        assert_eq!(at(&e), (1, 20, "interface"), "{e}");
+        assert!(e.message.contains("\"fwt-nosuch0\""), "{e}");
+        let text = "interface = \"lo\"\n";
+        check_host(&parse(Path::new("f.toml"), text).unwrap(), text).unwrap();
     }
 }

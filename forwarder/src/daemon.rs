@@ -1,41 +1,189 @@
-//! `forwarder run`: load, attach, fill the maps, expire flows, and detach cleanly on
-//! SIGTERM / SIGINT.
+//! `forwarder run`: load (or take over) the pinned data path, fill the maps, serve the
+//! control socket, the health probe and metrics, expire flows, re-resolve targets.
+//!
+//! Exiting on SIGTERM / SIGINT leaves the data path running in the kernel, pinned, so a
+//! restart or an upgrade drops no connection; `forwarder unload` removes it.
 
-use crate::{config::Settings, datapath::Datapath, gc, plan::Plan, stats, sysctl};
+use crate::{
+    config::Settings,
+    control::{Request, Response},
+    datapath::Datapath,
+    gc, health,
+    live::{ChangeError, HealthView, Live},
+    metrics,
+    pins::Pins,
+    plan::Plan,
+    state::{self, State},
+    stats, sysctl, unload,
+};
 use anyhow::Context;
-use std::time::Duration;
-use tokio::signal::unix::{signal, SignalKind};
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{UnixListener, UnixStream},
+    signal::unix::{signal, SignalKind},
+    sync::Notify,
+};
 
 const GC_INTERVAL: Duration = Duration::from_secs(10);
+/// Largest control request read; a rule add is a few hundred bytes.
+const MAX_REQUEST: u64 = 64 * 1024;
 
 pub struct RunOptions {
     pub allow_unresolved: bool,
 }
 
+type Shared = Arc<Mutex<Live>>;
+
 pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
-    let plan = Plan::build(&settings, opts.allow_unresolved)
+    let state_path = state::path_for(&settings.control_socket);
+    refuse_if_running(&settings.control_socket)?;
+    let mut state = State::load(&state_path)?;
+    let mut ids = state.rule_ids.clone();
+    let plan = Plan::build_with_ids(&settings, opts.allow_unresolved, &mut ids)
         .with_context(|| format!("{}: resolving the configuration", settings.path.display()))?;
+    state.rule_ids = ids;
 
-    // Kernel settings first; each is put back when `_restore` is dropped on exit.
-    let mut _restore = Vec::new();
-    _restore.extend(
-        sysctl::reserve_ports(&settings.snat_ports)
-            .context("reserving snat_ports in net.ipv4.ip_local_reserved_ports")?,
-    );
+    // Kernel settings first; their old values go into the state file for `unload`.
+    sysctl::reserve_ports(&settings.snat_ports, &mut state.sysctl_before)
+        .context("reserving snat_ports in net.ipv4.ip_local_reserved_ports")?;
     for iface in &settings.interfaces {
-        _restore.extend(
-            sysctl::slow_path(iface)
-                .with_context(|| format!("setting forwarding/accept_local on {iface}"))?,
-        );
+        sysctl::slow_path(iface, &mut state.sysctl_before)
+            .with_context(|| format!("setting forwarding/accept_local on {iface}"))?;
     }
+    state.save(&state_path)?;
 
-    let mut dp = Datapath::load(settings.max_flows).context("loading the BPF program")?;
+    let pins = Pins::new(&settings.pin_path);
+    let resumed = pins.exist();
+    let mut dp =
+        Datapath::load_pinned(settings.max_flows, &pins).context("loading the BPF program")?;
     // Maps before attaching, so the first packet already sees the rules.
     dp.apply(&plan).context("filling the BPF maps")?;
     for iface in &settings.interfaces {
         let how = dp.attach(iface, settings.mode)?;
         tracing::info!(iface, mode = how.name(), "program attached");
     }
+    if resumed {
+        let flows = crate::flows::all(dp.ebpf()).map(|f| f.len()).unwrap_or(0);
+        tracing::info!(flows, pins = %pins.dir().display(), "resumed the pinned data path");
+    }
+    log_rules(&plan);
+
+    let health_view = Arc::new(HealthView::default());
+    let live = Live {
+        settings: settings.clone(),
+        plan,
+        dp,
+        state,
+        state_path,
+        allow_unresolved: opts.allow_unresolved,
+        health: health_view.clone(),
+    };
+    live.update_health();
+    let shared: Shared = Arc::new(Mutex::new(live));
+
+    let unload_requested = Arc::new(Notify::new());
+    let control = bind_control(&settings.control_socket)?;
+    tokio::spawn(serve_control(control, shared.clone(), unload_requested.clone()));
+    if let Some(addr) = settings.health {
+        tokio::spawn(health::serve(addr, health_view));
+    }
+    if let Some(addr) = settings.metrics {
+        let s = shared.clone();
+        tokio::spawn(metrics::serve(addr, Arc::new(move || snapshot(&s))));
+    }
+    {
+        let l = shared.lock().expect("lock");
+        tracing::info!(snat = %l.plan.snat_addr, ports = ?l.plan.snat_ports, control = %settings.control_socket.display(), "forwarding");
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    let unload = main_loop(&settings, &shared, &unload_requested).await?;
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = std::fs::remove_file(&settings.control_socket);
+    // Tasks still hold the shared state; everything below works under its lock. The
+    // file descriptors close when the process exits, which detaches nothing: the pinned
+    // links hold the program.
+    let live = shared.lock().expect("lock");
+    log_final_counters(&live);
+    let settings = live.settings.clone();
+    if unload {
+        for line in unload::offline(&settings)? {
+            tracing::info!("{line}");
+        }
+        tracing::info!("unloaded");
+    } else {
+        tracing::info!(
+            pins = %settings.pin_path.display(),
+            "stopped; forwarding continues in the kernel (`forwarder unload` removes it)"
+        );
+    }
+    Ok(())
+}
+
+/// Runs until a signal or an unload request; returns whether to unload.
+async fn main_loop(
+    settings: &Settings,
+    shared: &Shared,
+    unload_requested: &Notify,
+) -> anyhow::Result<bool> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut gc_tick = tokio::time::interval(GC_INTERVAL);
+    let mut dns_tick = tokio::time::interval(settings.dns_refresh);
+    dns_tick.tick().await; // the first tick is immediate; targets were just resolved
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(false),
+            _ = int.recv() => return Ok(false),
+            _ = unload_requested.notified() => return Ok(true),
+            _ = hup.recv() => {
+                let s = shared.clone();
+                let r = tokio::task::spawn_blocking(move || s.lock().expect("lock").reload()).await?;
+                match r {
+                    Ok(summary) => tracing::info!("SIGHUP: reloaded: {summary}"),
+                    Err(e) => tracing::error!("SIGHUP: reload refused, nothing changed: {e}"),
+                }
+            }
+            _ = gc_tick.tick() => {
+                let mut l = shared.lock().expect("lock");
+                let cfg = l.plan.config();
+                match gc::sweep(l.dp.ebpf_mut(), &cfg) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(flows = n, "expired flows removed"),
+                    Err(e) => tracing::warn!("flow expiry failed: {e:#}"),
+                }
+            }
+            _ = dns_tick.tick() => refresh_dns(shared).await,
+        }
+    }
+}
+
+/// Re-resolves hostname targets without holding the lock during the lookups.
+async fn refresh_dns(shared: &Shared) {
+    let targets = shared.lock().expect("lock").hostname_targets();
+    if targets.is_empty() {
+        return;
+    }
+    let resolved = tokio::task::spawn_blocking(move || {
+        targets
+            .into_iter()
+            .map(|(name, host, port)| (name, crate::live::resolve_now(&host, port)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    shared.lock().expect("lock").apply_resolved(&resolved);
+}
+
+fn log_rules(plan: &Plan) {
     for r in &plan.rules {
         match r.target {
             Some((a, p)) => {
@@ -46,34 +194,139 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!(snat = %plan.snat_addr, ports = ?plan.snat_ports, "forwarding");
+}
 
-    let cfg = plan.config();
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut tick = tokio::time::interval(GC_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = tick.tick() => {
-                match gc::sweep(dp.ebpf_mut(), &cfg) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(flows = n, "expired flows removed"),
-                    Err(e) => tracing::warn!("flow expiry failed: {e:#}"),
-                }
-            }
-        }
-    }
-    tracing::info!("signal received, detaching");
-    for r in &plan.rules {
-        match stats::rule_totals(dp.ebpf(), r.rule_id) {
+fn log_final_counters(live: &Live) {
+    for r in &live.plan.rules {
+        match stats::rule_totals(live.dp.ebpf(), r.rule_id) {
             Ok(t) => tracing::info!(rule = %r.name, "final counters: {}", t.summary()),
             Err(e) => tracing::warn!(rule = %r.name, "reading counters: {e:#}"),
         }
     }
-    drop(dp);
-    drop(_restore);
-    tracing::info!("stopped");
+}
+
+fn snapshot(shared: &Shared) -> metrics::Snapshot {
+    let l = shared.lock().expect("lock");
+    let Ok(status) = l.status() else {
+        return metrics::Snapshot::default();
+    };
+    let tables = crate::flows::table_fill(l.dp.ebpf(), l.settings.max_flows);
+    metrics::Snapshot {
+        rules: l.stats().unwrap_or_default(),
+        attached: status.interfaces,
+        healthy: status.healthy,
+        drained: status.drained,
+        tables,
+    }
+}
+
+/// Two daemons on one pin directory would fight over the maps.
+fn refuse_if_running(socket: &Path) -> anyhow::Result<()> {
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        anyhow::bail!(
+            "another forwarder is running (its control socket {} answers)",
+            socket.display()
+        );
+    }
     Ok(())
+}
+
+fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("creating the control socket's directory {}", dir.display())
+        })?;
+    }
+    // A socket file left by a daemon that was killed.
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} root-only", path.display()))?;
+    Ok(l)
+}
+
+async fn serve_control(listener: UnixListener, shared: Shared, unload: Arc<Notify>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        let unload = unload.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_connection(stream, shared, unload).await {
+                tracing::debug!("control connection: {e:#}");
+            }
+        });
+    }
+}
+
+async fn handle_connection(
+    mut stream: UnixStream,
+    shared: Shared,
+    unload: Arc<Notify>,
+) -> anyhow::Result<()> {
+    // The request is read whoever sent it (bounded in size and time), so that a refused
+    // client gets its answer rather than a broken pipe.
+    let mut buf = Vec::new();
+    let mut limited = (&mut stream).take(MAX_REQUEST);
+    tokio::time::timeout(Duration::from_secs(5), limited.read_to_end(&mut buf)).await??;
+    let resp = match peer_allowed(&stream) {
+        Err(e) => Response::err(1, e),
+        Ok(()) => match serde_json::from_slice::<Request>(&buf) {
+            Err(e) => Response::err(2, format!("bad request: {e}")),
+            Ok(Request::Unload) => {
+                unload.notify_one();
+                Response::ok("unloading: the program is detached and the pins removed")
+            }
+            Ok(req) => tokio::task::spawn_blocking(move || handle(&shared, req)).await?,
+        },
+    };
+    stream.write_all(&serde_json::to_vec(&resp)?).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+/// Only root (or the daemon's own user) may talk to the daemon, whatever the socket's mode.
+fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
+    let cred = stream.peer_cred().map_err(|e| format!("reading peer credentials: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.uid() == 0 || cred.uid() == me {
+        Ok(())
+    } else {
+        tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "refused a control connection");
+        Err(format!("permission denied: uid {} is not root", cred.uid()))
+    }
+}
+
+fn handle(shared: &Shared, req: Request) -> Response {
+    let mut l = shared.lock().expect("lock");
+    let result: Result<serde_json::Value, ChangeError> = match req {
+        Request::Status => l.status().map(json),
+        Request::RuleList => l.status().map(|s| json(s.rules)),
+        Request::Stats => l.stats().map(json),
+        Request::Flows { rule } => l.flows(rule.as_deref()).map(json),
+        Request::Drain => l.drain(true).map(json),
+        Request::Undrain => l.drain(false).map(json),
+        Request::Reload => l.reload().map(|s| log_change("reload", s)),
+        Request::RuleAdd { name, listen, target } => {
+            l.rule_add(&name, listen, &target).map(|s| log_change("rule add", s))
+        }
+        Request::RuleRemove { name } => l.rule_remove(&name).map(|s| log_change("rule remove", s)),
+        Request::Unload => unreachable!("handled before taking the lock"),
+    };
+    match result {
+        Ok(v) => Response { ok: true, error: None, exit_code: 0, data: v },
+        Err(e) => {
+            tracing::warn!("control request refused, nothing changed: {e}");
+            Response::err(e.exit_code, e.message)
+        }
+    }
+}
+
+fn json(v: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn log_change(what: &str, summary: String) -> serde_json::Value {
+    tracing::info!("{what}: {summary}");
+    serde_json::Value::String(summary)
 }

@@ -4,19 +4,22 @@
 use crate::{
     config::Mode,
     ebpf,
+    pins::{PinError, Pins},
     plan::{ne_addr, Plan},
 };
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
     programs::{
-        tc::{self, TcAttachType},
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{self, SchedClassifierLink, SchedClassifierLinkId, TcAttachType},
+        xdp::{XdpLink, XdpLinkId},
         SchedClassifier, Xdp, XdpMode,
     },
     util::KernelVersion,
     Ebpf,
 };
 use forwarder_common::{map_names, program_names, Config, Rule};
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{collections::HashSet, net::Ipv4Addr, path::Path};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -37,6 +40,22 @@ pub enum DatapathError {
     MissingMap(&'static str),
     #[error("program {0} is missing from the object")]
     MissingProgram(&'static str),
+    #[error(transparent)]
+    Pins(#[from] PinError),
+    #[error("pinned link {0}: {1}")]
+    Link(String, #[source] LinkError),
+    #[error("pinning link {0}: {1}")]
+    Pin(String, #[source] aya::pin::PinError),
+}
+
+/// Whether an attachment in mode `how` satisfies the configured `mode`.
+fn mode_allows(mode: Mode, how: Attached) -> bool {
+    match mode {
+        Mode::Auto => true,
+        Mode::Xdp => how == Attached::XdpDriver,
+        Mode::XdpGeneric => how == Attached::XdpGeneric,
+        Mode::Tc => how == Attached::Tc,
+    }
 }
 
 /// How the program ended up attached to one interface.
@@ -60,12 +79,71 @@ impl Attached {
 pub struct Datapath {
     ebpf: Ebpf,
     pub attached: Vec<(String, Attached)>,
+    pins: Option<Pins>,
+    /// Links this process pinned; holding them only keeps a file descriptor.
+    pinned_links: Vec<PinnedLink>,
+    /// The link of the last attach, until it is pinned.
+    last_xdp_link: Option<XdpLinkId>,
+    last_tc_link: Option<SchedClassifierLinkId>,
 }
 
 impl Datapath {
-    /// Loads the program with tables for `max_flows` flows; attaches nothing yet.
+    /// Loads the program with tables for `max_flows` flows; attaches nothing yet. Nothing
+    /// is pinned: everything goes away with this value (tests, helpers).
     pub fn load(max_flows: u32) -> Result<Self, DatapathError> {
-        Ok(Self { ebpf: ebpf::load(max_flows)?, attached: Vec::new() })
+        Ok(Self {
+            ebpf: ebpf::load(max_flows, None)?,
+            attached: Vec::new(),
+            pins: None,
+            pinned_links: Vec::new(),
+            last_xdp_link: None,
+            last_tc_link: None,
+        })
+    }
+
+    /// Loads the program on the maps pinned in `pins` (creating and pinning them the first
+    /// time); attachments made with `attach` are pinned too, so forwarding outlives this
+    /// process. Refuses pins made by an incompatible build.
+    pub fn load_pinned(max_flows: u32, pins: &Pins) -> Result<Self, DatapathError> {
+        let capacity = pins.check_compatible()?;
+        if let Some(c) = capacity {
+            if c != max_flows.saturating_mul(2) {
+                tracing::warn!(
+                    pinned = c / 2,
+                    configured = max_flows,
+                    "max_flows differs from the pinned tables; the pinned size stays until \
+                     `forwarder unload`"
+                );
+            }
+        }
+        pins.create_dir()?;
+        Ok(Self {
+            ebpf: ebpf::load(max_flows, Some(pins))?,
+            attached: Vec::new(),
+            pins: Some(pins.clone()),
+            pinned_links: Vec::new(),
+            last_xdp_link: None,
+            last_tc_link: None,
+        })
+    }
+
+    /// Program ids of the loaded programs that are attached somewhere.
+    pub fn program_ids(&self) -> Vec<u32> {
+        let mut ids = Vec::new();
+        for name in [program_names::XDP, program_names::TC] {
+            if let Some(p) = self.ebpf.program(name) {
+                if let Ok(info) = p.info() {
+                    if self
+                        .attached
+                        .iter()
+                        .any(|(_, a)| (*a == Attached::Tc) == (name == program_names::TC))
+                    {
+                        ids.push(info.id());
+                    }
+                }
+            }
+        }
+        ids
     }
 
     pub fn ebpf(&self) -> &Ebpf {
@@ -77,7 +155,87 @@ impl Datapath {
     }
 
     /// Attaches to `iface` in `mode`; `auto` tries native XDP, then generic XDP, then TC.
+    /// With pins, an attachment a previous daemon pinned is taken over by swapping this
+    /// program into its link (no packet sees a gap); a new one is pinned.
     pub fn attach(&mut self, iface: &str, mode: Mode) -> Result<Attached, DatapathError> {
+        let Some(pins) = self.pins.clone() else {
+            return self.attach_new(iface, mode);
+        };
+        if let Some((how, path)) = pins.find_link(iface) {
+            if mode_allows(mode, how) {
+                self.take_over(iface, how, &path)?;
+                self.attached.push((iface.to_string(), how));
+                tracing::info!(iface, mode = how.name(), "took over the pinned attachment");
+                return Ok(how);
+            }
+            tracing::warn!(
+                iface,
+                pinned = how.name(),
+                configured = mode.name(),
+                "the configured mode differs from the pinned attachment; re-attaching"
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+        let how = self.attach_new(iface, mode)?;
+        self.pin_link(iface, how, &pins)?;
+        Ok(how)
+    }
+
+    /// Swaps this program into the link pinned at `path`.
+    fn take_over(&mut self, iface: &str, how: Attached, path: &Path) -> Result<(), DatapathError> {
+        let attach_err =
+            |source| DatapathError::Attach { iface: iface.to_string(), mode: how.name(), source };
+        let link = FdLink::from(
+            PinnedLink::from_pin(path)
+                .map_err(|e| DatapathError::Link(path.display().to_string(), e))?,
+        );
+        match how {
+            Attached::XdpDriver | Attached::XdpGeneric => {
+                let link = XdpLink::try_from(link)
+                    .map_err(|e| DatapathError::Link(path.display().to_string(), e))?;
+                self.xdp_program(program_names::XDP)?.attach_to_link(link).map_err(attach_err)?;
+            }
+            Attached::Tc => {
+                let link = SchedClassifierLink::try_from(link)
+                    .map_err(|e| DatapathError::Link(path.display().to_string(), e))?;
+                self.tc_program()?.attach_to_link(link).map_err(attach_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pins the link just made for `iface`, so it outlives this process.
+    fn pin_link(&mut self, iface: &str, how: Attached, pins: &Pins) -> Result<(), DatapathError> {
+        let path = pins.link(iface, how);
+        let link_err = |e| DatapathError::Link(path.display().to_string(), e);
+        let fd_link: FdLink = match how {
+            Attached::XdpDriver | Attached::XdpGeneric => {
+                let id = self.last_xdp_link.take().expect("attach_new recorded the link");
+                let prog = self.xdp_program(program_names::XDP)?;
+                let link = prog
+                    .take_link(id)
+                    .map_err(|e| DatapathError::Program(program_names::XDP, e))?;
+                FdLink::try_from(link).map_err(link_err)?
+            }
+            Attached::Tc => {
+                let Some(id) = self.last_tc_link.take() else {
+                    // Attached through netlink (no TCX before 6.6): that attachment stays
+                    // in the kernel by itself, but cannot be pinned or taken over.
+                    return Ok(());
+                };
+                let prog = self.tc_program()?;
+                let link =
+                    prog.take_link(id).map_err(|e| DatapathError::Program(program_names::TC, e))?;
+                FdLink::try_from(link).map_err(link_err)?
+            }
+        };
+        let pinned =
+            fd_link.pin(&path).map_err(|e| DatapathError::Pin(path.display().to_string(), e))?;
+        self.pinned_links.push(pinned);
+        Ok(())
+    }
+
+    fn attach_new(&mut self, iface: &str, mode: Mode) -> Result<Attached, DatapathError> {
         let order: &[Attached] = match mode {
             Mode::Xdp => &[Attached::XdpDriver],
             Mode::XdpGeneric => &[Attached::XdpGeneric],
@@ -113,28 +271,37 @@ impl Datapath {
             Attached::XdpDriver | Attached::XdpGeneric => {
                 let prog = self.xdp_program(program_names::XDP)?;
                 let mode = if how == Attached::XdpDriver { XdpMode::Driver } else { XdpMode::Skb };
-                prog.attach(iface, mode).map_err(attach_err)?;
+                let id = prog.attach(iface, mode).map_err(attach_err)?;
+                self.last_xdp_link = Some(id);
             }
             Attached::Tc => {
-                let prog: &mut SchedClassifier = self
-                    .ebpf
-                    .program_mut(program_names::TC)
-                    .ok_or(DatapathError::MissingProgram(program_names::TC))?
-                    .try_into()
-                    .map_err(|e| DatapathError::Program(program_names::TC, e))?;
-                if prog.fd().is_err() {
-                    prog.load().map_err(|e| DatapathError::Program(program_names::TC, e))?;
-                }
+                let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
                 // Before 6.6 (no TCX) a classifier hangs off a clsact qdisc, which must exist.
                 // An error here is most often "already there"; any other one makes the
                 // attach below fail with its own message.
-                if KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0)) {
+                if !tcx {
                     let _ = tc::qdisc_add_clsact(iface);
                 }
-                prog.attach(iface, TcAttachType::Ingress).map_err(attach_err)?;
+                let id =
+                    self.tc_program()?.attach(iface, TcAttachType::Ingress).map_err(attach_err)?;
+                // Only a TCX attachment is a link that can be pinned.
+                self.last_tc_link = tcx.then_some(id);
             }
         }
         Ok(())
+    }
+
+    fn tc_program(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(program_names::TC)
+            .ok_or(DatapathError::MissingProgram(program_names::TC))?
+            .try_into()
+            .map_err(|e| DatapathError::Program(program_names::TC, e))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| DatapathError::Program(program_names::TC, e))?;
+        }
+        Ok(prog)
     }
 
     /// The loaded XDP program `name`.

@@ -1,5 +1,6 @@
 //! The kernel program, embedded at build time (see build.rs), and loading it.
 
+use crate::pins::{Pins, ALL_MAPS};
 use aya::{Ebpf, EbpfLoader};
 use forwarder_common::map_names;
 
@@ -13,10 +14,19 @@ pub fn embryonic_capacity(max_flows: u32) -> u32 {
 }
 
 /// Loads the object with conntrack tables sized for `max_flows` connections (each flow is
-/// two entries, one per direction).
-pub fn load(max_flows: u32) -> Result<Ebpf, aya::EbpfError> {
-    EbpfLoader::new()
+/// two entries, one per direction). With `pins`, every map is opened from its pin if one
+/// exists (a previous daemon's maps, flows included) and pinned there if not.
+pub fn load(max_flows: u32, pins: Option<&Pins>) -> Result<Ebpf, aya::EbpfError> {
+    let mut loader = EbpfLoader::new();
+    loader
         .map_max_entries(map_names::CT_ESTABLISHED, max_flows.saturating_mul(2))
-        .map_max_entries(map_names::CT_EMBRYONIC, embryonic_capacity(max_flows) * 2)
-        .load(OBJECT)
+        .map_max_entries(map_names::CT_EMBRYONIC, embryonic_capacity(max_flows) * 2);
+    let paths: Vec<(&str, std::path::PathBuf)> = match pins {
+        Some(p) => ALL_MAPS.iter().map(|m| (*m, p.map(m))).collect(),
+        None => Vec::new(),
+    };
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    loader.load(OBJECT)
 }

@@ -3,12 +3,24 @@
 //! The binary (`main.rs`) only parses arguments; everything it does lives here so the
 //! integration tests can drive the same code.
 
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod doctor;
 pub mod ebpf;
+pub mod flows;
 pub mod gc;
+pub mod health;
+pub mod import_iptables;
+pub mod live;
+pub mod metrics;
 pub mod netif;
+pub mod pins;
 pub mod plan;
+pub mod rule_edit;
+pub mod state;
 pub mod stats;
 pub mod sysctl;
+pub mod unload;

@@ -3,30 +3,102 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use forwarder::{config, daemon, plan::Plan};
-use std::{path::PathBuf, process::ExitCode};
+use forwarder::{
+    cli, config,
+    control::{self, Request},
+    daemon, import_iptables,
+    plan::Plan,
+    unload,
+};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 #[derive(Parser)]
 #[command(name = "forwarder", version, about = "In-kernel TCP port forwarder for NAT VMs")]
 struct Cli {
+    /// The configuration file (it also says where the daemon's control socket is).
+    #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon in the foreground.
+    /// Run the daemon in the foreground (systemd Type=notify).
     Run {
-        #[arg(long, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
         /// Start even if a hostname target does not resolve (its rule waits until it does).
         #[arg(long)]
         allow_unresolved: bool,
     },
     /// Validate the configuration, resolve targets and print the effective rules.
     CheckConfig {
-        #[arg(long, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, add or remove rules on the running daemon (written back to the config file).
+    Rule {
+        #[command(subcommand)]
+        action: RuleAction,
+    },
+    /// Re-read the config file and apply the difference (as SIGHUP does).
+    Reload,
+    /// Make the health probe fail so the load balancer sends no new flows here.
+    Drain,
+    /// Let the health probe answer again.
+    Undrain,
+    /// Detach the program, remove the pins and restore the sysctls (with or without daemon).
+    Unload,
+    /// Mode, interfaces, program ids, health, last probe, rules.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per rule: active flows, connections/s, packets/s, bytes, drops.
+    Stats {
+        #[arg(long)]
+        json: bool,
+        /// Refresh every --interval until interrupted.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// With --watch: stop after this many refreshes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Turn `iptables-save -t nat` output (the ip_fwd.sh rules) into [[rule]] blocks.
+    ImportIptables {
+        /// A file, or - for standard input.
+        #[arg(default_value = "-")]
+        file: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The connection table, like `conntrack -L`.
+    Flows {
+        #[arg(long)]
+        rule: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RuleAction {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Add {
+        name: String,
+        #[arg(long)]
+        listen: u16,
+        /// HOST:PORT, hostname or IPv4.
+        #[arg(long)]
+        target: String,
+    },
+    Remove {
+        name: String,
     },
 }
 
@@ -39,46 +111,154 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Run { config, allow_unresolved } => {
-            let settings = match config::load(&config) {
-                Ok(s) => s,
-                Err(e) => return usage_error(e),
-            };
+    // The one command that needs no configuration.
+    if let Command::ImportIptables { file, json } = &cli.command {
+        return import_iptables(file, *json);
+    }
+    // Only starting and checking need the host to match the file (its interfaces exist);
+    // the other commands must work on a host that changed, to fix or unload it.
+    let needs_host = matches!(cli.command, Command::Run { .. } | Command::CheckConfig { .. });
+    let loaded =
+        if needs_host { config::load(&cli.config) } else { config::load_unchecked(&cli.config) };
+    let settings = match loaded {
+        Ok(s) => s,
+        Err(e) => return usage_error(e),
+    };
+    let code = match cli.command {
+        Command::Run { allow_unresolved } => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return runtime_error(anyhow::Error::new(e).context("starting tokio")),
             };
             match rt.block_on(daemon::run(settings, daemon::RunOptions { allow_unresolved })) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => runtime_error(e),
+                Ok(()) => 0,
+                Err(e) => return runtime_error(e),
             }
         }
-        Command::CheckConfig { config } => {
-            let settings = match config::load(&config) {
-                Ok(s) => s,
-                Err(e) => return usage_error(e),
-            };
-            match Plan::build(&settings, false).context("resolving") {
-                Ok(plan) => {
-                    println!(
-                        "interface {} mode {} snat {} ports {}-{}",
-                        settings.interfaces.join(","),
-                        settings.mode.name(),
-                        plan.snat_addr,
-                        plan.snat_ports.0,
-                        plan.snat_ports.1
-                    );
-                    for r in &plan.rules {
-                        let (a, p) =
-                            r.target.expect("Plan::build(.., false) resolves every target");
-                        println!("rule {:<20} listen {:<5} -> {a}:{p}", r.name, r.listen);
-                    }
-                    ExitCode::SUCCESS
+        Command::CheckConfig { json } => return check_config(&settings, json),
+        Command::Rule { action: RuleAction::List { json } } => {
+            cli::request(&settings, &Request::RuleList, json, cli::rules_table)
+        }
+        Command::Rule { action: RuleAction::Add { name, listen, target } } => {
+            cli::request(&settings, &Request::RuleAdd { name, listen, target }, false, cli::message)
+        }
+        Command::Rule { action: RuleAction::Remove { name } } => {
+            cli::request(&settings, &Request::RuleRemove { name }, false, cli::message)
+        }
+        Command::Reload => cli::request(&settings, &Request::Reload, false, cli::message),
+        Command::Drain => cli::request(&settings, &Request::Drain, false, cli::message),
+        Command::Undrain => cli::request(&settings, &Request::Undrain, false, cli::message),
+        Command::Unload => return unload_cmd(&settings),
+        Command::Status { json } => {
+            cli::request(&settings, &Request::Status, json, cli::status_text)
+        }
+        Command::Stats { json, watch, interval, count } => {
+            cli::stats(&settings, json, watch, interval, count)
+        }
+        Command::Flows { rule, json } => {
+            cli::request(&settings, &Request::Flows { rule }, json, cli::flows_table)
+        }
+        Command::ImportIptables { .. } => unreachable!("handled before loading the config"),
+    };
+    ExitCode::from(code)
+}
+
+fn check_config(settings: &config::Settings, json: bool) -> ExitCode {
+    match Plan::build(settings, false).context("resolving") {
+        Ok(plan) => {
+            if json {
+                let rules: Vec<_> = plan
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        let (a, p) = r.target.expect("Plan::build(.., false) resolves every target");
+                        serde_json::json!({"name": r.name, "listen": r.listen, "target": format!("{a}:{p}")})
+                    })
+                    .collect();
+                let v = serde_json::json!({
+                    "interfaces": settings.interfaces,
+                    "mode": settings.mode.name(),
+                    "snat": plan.snat_addr.to_string(),
+                    "snat_ports": format!("{}-{}", plan.snat_ports.0, plan.snat_ports.1),
+                    "rules": rules,
+                });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                return ExitCode::SUCCESS;
+            }
+            println!(
+                "interface {} mode {} snat {} ports {}-{}",
+                settings.interfaces.join(","),
+                settings.mode.name(),
+                plan.snat_addr,
+                plan.snat_ports.0,
+                plan.snat_ports.1
+            );
+            for r in &plan.rules {
+                let (a, p) = r.target.expect("Plan::build(.., false) resolves every target");
+                println!("rule {:<20} listen {:<5} -> {a}:{p}", r.name, r.listen);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage_error(e),
+    }
+}
+
+/// Through the daemon when one runs (it stops after unloading); by hand otherwise.
+fn unload_cmd(settings: &config::Settings) -> ExitCode {
+    let pid = control::call(&settings.control_socket, &Request::Status)
+        .ok()
+        .and_then(|r| r.data.get("pid").and_then(|p| p.as_u64()));
+    if let Some(pid) = pid {
+        if control::call(&settings.control_socket, &Request::Unload).is_ok_and(|r| r.ok) {
+            // The daemon unloads as it exits; it is done when it is gone.
+            let proc = PathBuf::from(format!("/proc/{pid}"));
+            for _ in 0..200 {
+                if !proc.exists() {
+                    println!("unloaded by the daemon (pid {pid}), which has stopped");
+                    return ExitCode::SUCCESS;
                 }
-                Err(e) => usage_error(e),
+                std::thread::sleep(Duration::from_millis(50));
             }
+            return runtime_error(anyhow::anyhow!(
+                "the daemon (pid {pid}) did not stop within 10 s"
+            ));
         }
+    }
+    match unload::offline(settings) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => runtime_error(e),
+    }
+}
+
+fn import_iptables(file: &str, json: bool) -> ExitCode {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => return usage_error(format!("{file}: {e}")),
+    };
+    let conv = import_iptables::convert(&text);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&conv).unwrap_or_default());
+    } else {
+        print!("{}", conv.to_toml());
+    }
+    for u in &conv.untranslated {
+        eprintln!("{file}:{}: not translated: {} ({})", u.line, u.text, u.reason);
+    }
+    // Rules that could not be carried over are a failure: the operator must look at them.
+    if conv.untranslated.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -7,7 +7,10 @@ use crate::{
 };
 use forwarder_common::{Config, Rule, LAYOUT_VERSION, LISTEN_ADDRS, LISTEN_ANY};
 use ipnet::Ipv4Net;
-use std::net::{Ipv4Addr, ToSocketAddrs};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, ToSocketAddrs},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -59,6 +62,27 @@ impl Plan {
     /// Resolves `settings` on this host. Unresolvable hostnames are an error unless
     /// `allow_unresolved`, in which case their rules stay unserved until they resolve.
     pub fn build(settings: &Settings, allow_unresolved: bool) -> Result<Plan, PlanError> {
+        Self::build_with_ids(settings, allow_unresolved, &mut BTreeMap::new())
+    }
+
+    /// As `build`, keeping each rule's id from `ids` (name -> id) and giving new rules the
+    /// lowest free ids; `ids` is updated to the plan's rules. Conntrack entries and counters
+    /// refer to rules by id, so a rule must keep its id while others come and go.
+    pub fn build_with_ids(
+        settings: &Settings,
+        allow_unresolved: bool,
+        ids: &mut BTreeMap<String, u16>,
+    ) -> Result<Plan, PlanError> {
+        ids.retain(|name, _| settings.rules.iter().any(|r| &r.name == name));
+        for r in &settings.rules {
+            if !ids.contains_key(&r.name) {
+                let used: BTreeSet<u16> = ids.values().copied().collect();
+                let free = (0..forwarder_common::MAX_RULES as u16)
+                    .find(|i| !used.contains(i))
+                    .expect("the config allows at most MAX_RULES rules");
+                ids.insert(r.name.clone(), free);
+            }
+        }
         let primary = &settings.interfaces[0];
         let snat_addr = match settings.snat_ip {
             SnatIp::Addr(a) => a,
@@ -76,7 +100,7 @@ impl Plan {
             }
         };
         let mut rules = Vec::with_capacity(settings.rules.len());
-        for (i, r) in settings.rules.iter().enumerate() {
+        for r in &settings.rules {
             let target = match resolve(&r.target.host, r.target.port) {
                 Ok(addr) => Some((addr, r.target.port)),
                 Err(reason) if allow_unresolved => {
@@ -95,7 +119,7 @@ impl Plan {
                 name: r.name.clone(),
                 listen: r.listen,
                 target,
-                rule_id: i as u16,
+                rule_id: ids[&r.name],
             });
         }
         let t = &settings.timeouts;

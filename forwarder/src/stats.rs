@@ -38,3 +38,16 @@ pub fn rule_totals(ebpf: &Ebpf, rule_id: u16) -> anyhow::Result<Totals> {
     }
     Ok(t)
 }
+
+/// Sets a rule's counters to zero, when its id is given to a new rule.
+pub fn reset(ebpf: &mut Ebpf, rule_id: u16) -> anyhow::Result<()> {
+    let name = map_names::RULE_STATS;
+    let map = ebpf.map_mut(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
+    let mut stats: PerCpuArray<&mut MapData, RuleStats> = PerCpuArray::try_from(map)?;
+    let zeros = aya::maps::PerCpuValues::try_from(vec![
+        RuleStats::default();
+        aya::util::nr_cpus().map_err(|(_, e)| e)?
+    ])?;
+    stats.set(rule_id as u32, zeros, 0)?;
+    Ok(())
+}

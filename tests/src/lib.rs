@@ -4,8 +4,10 @@
 //! Every test needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF); without it they fail with
 //! the reason instead of skipping.
 
+pub mod bad_configs;
 pub mod netns;
 pub mod packet;
+pub mod streams;
 pub mod testrun;
 pub mod topology;
 pub mod traffic;

@@ -91,6 +91,31 @@ impl Topology {
         Ok(Topology { client, router, natvm, broker, nat_ifaces, _peer_programs: peer_programs })
     }
 
+    /// Where this topology's forwarder pins its maps and links (bpffs is not per namespace,
+    /// so each test has its own directory).
+    pub fn pin_dir(&self) -> PathBuf {
+        test_bpffs().join(self.natvm.name())
+    }
+
+    /// The forwarder's control socket and state file directory.
+    pub fn run_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("{}.run", self.natvm.name()))
+    }
+
+    /// The config keys that keep this topology's forwarder apart from every other one.
+    pub fn instance_keys(&self) -> String {
+        format!(
+            "pin_path = \"{}\"\ncontrol_socket = \"{}/control.sock\"\n",
+            self.pin_dir().display(),
+            self.run_dir().display()
+        )
+    }
+
+    /// The seed configuration for this topology.
+    pub fn config(&self, mode: &str, snat_ip: &str) -> String {
+        self.instance_keys() + &seed_config(&self.nat_ifaces, mode, snat_ip)
+    }
+
     /// Fails if any netfilter NAT rule exists in the NAT VM: the forwarding must be ours.
     pub fn assert_no_netfilter_nat(&self) -> Result<()> {
         let out = self.natvm.exec(&["nft", "list", "ruleset"])?;
@@ -103,12 +128,30 @@ impl Topology {
     }
 }
 
+impl Drop for Topology {
+    /// A test that failed half-way may leave its forwarder's pins; the namespaces (and
+    /// with them the sysctls) go when the fields drop.
+    fn drop(&mut self) {
+        let _ = forwarder::pins::Pins::new(self.pin_dir()).remove_all();
+        let _ = std::fs::remove_dir_all(self.run_dir());
+    }
+}
+
 fn attach_xdp_pass(iface: &str) -> Result<Datapath> {
     let mut dp = Datapath::load(1024)?;
     dp.xdp_program(forwarder_common::program_names::XDP_PASS)?
         .attach(iface, aya::programs::XdpMode::Driver)
         .with_context(|| format!("attaching XDP_PASS to {iface}"))?;
     Ok(dp)
+}
+
+/// The bpffs `cargo xtask test` mounts for the daemons under test ($FWT_BPFFS).
+pub fn test_bpffs() -> PathBuf {
+    let dir = std::env::var_os("FWT_BPFFS").map(PathBuf::from).expect(
+        "FWT_BPFFS is not set: run the tests with `cargo xtask test`, which mounts a bpffs for them",
+    );
+    assert!(dir.is_dir(), "FWT_BPFFS={} is not a directory", dir.display());
+    dir
 }
 
 /// The forwarder binary under test: $FORWARDER_BIN (set by `cargo xtask test`), else the
@@ -129,16 +172,34 @@ pub fn forwarder_bin() -> PathBuf {
 pub struct Daemon {
     child: Child,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The config file it runs with.
+    pub config: PathBuf,
+}
+
+/// Runs `forwarder --config CONFIG ARGS` in `ns` and returns its output.
+pub fn cli(ns: &Netns, config: &std::path::Path, args: &[&str]) -> Result<std::process::Output> {
+    ns.command(forwarder_bin().to_str().expect("utf-8 path"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .with_context(|| format!("running forwarder {args:?}"))
 }
 
 impl Daemon {
     /// Starts the daemon with `config` (TOML text) and waits until it says it forwards.
     pub fn start(ns: &Netns, config: &str) -> Result<Daemon> {
-        let dir = std::env::temp_dir().join(format!("{}.toml", ns.name()));
-        std::fs::write(&dir, config)?;
+        let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
+        std::fs::write(&path, config)?;
+        Self::spawn(ns, &path)
+    }
+
+    /// Starts the daemon on an existing config file (a restart) and waits until it forwards.
+    pub fn spawn(ns: &Netns, path: &std::path::Path) -> Result<Daemon> {
         let mut child = ns
             .command(forwarder_bin().to_str().expect("utf-8 path"))
-            .args(["run", "--config", dir.to_str().expect("utf-8 path")])
+            .args(["run", "--config", path.to_str().expect("utf-8 path")])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -157,7 +218,7 @@ impl Daemon {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut d = Daemon { child, log };
+        let mut d = Daemon { child, log, config: path.to_path_buf() };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
@@ -178,9 +239,19 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM, then waits; returns the exit status.
+    /// SIGTERM, then waits; returns the exit status. The data path stays in the kernel.
     pub fn stop(mut self) -> Result<std::process::ExitStatus> {
         self.terminate()
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would; returns the exit status.
+    pub fn kill9(mut self) -> Result<std::process::ExitStatus> {
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn terminate(&mut self) -> Result<std::process::ExitStatus> {

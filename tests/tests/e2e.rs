@@ -5,8 +5,7 @@ use anyhow::Result;
 use forwarder_tests::{
     require_root,
     topology::{
-        seed_config, Daemon, Topology, BROKERS, BROKER_PORT, CLIENT, LISTEN_PORTS, NATVM,
-        NATVM_SECOND,
+        cli, Daemon, Topology, BROKERS, BROKER_PORT, CLIENT, LISTEN_PORTS, NATVM, NATVM_SECOND,
     },
     traffic::{connect, echo_servers, exchange},
 };
@@ -95,7 +94,7 @@ fn run_mode(tag: &str, mode: &str, multi_nic: bool) -> Result<()> {
         BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
     let _servers = echo_servers(&topo.broker, &brokers)?;
     let snat = if multi_nic { NATVM_SECOND } else { NATVM };
-    let config = seed_config(&topo.nat_ifaces, mode, &snat.to_string());
+    let config = topo.config(mode, &snat.to_string());
     let reserved_before = reserved_ports(&topo)?;
     let daemon = Daemon::start(&topo.natvm, &config)?;
     topo.assert_no_netfilter_nat()?;
@@ -108,13 +107,21 @@ fn run_mode(tag: &str, mode: &str, multi_nic: bool) -> Result<()> {
     other_traffic_untouched(&topo)?;
 
     let log = daemon.log.clone();
+    let config_path = daemon.config.clone();
     let status = daemon.stop()?;
     assert!(status.success(), "daemon exited with {status}");
     assert_fast_path(&log.lock().unwrap())?;
-    assert_eq!(reserved_ports(&topo)?, reserved_before, "reserved ports not restored on exit");
+    // Stopping the daemon leaves forwarding in the kernel (restarts lose nothing).
+    let ex = exchange(connect(&topo.client, SocketAddrV4::new(NATVM, LISTEN_PORTS[0]))?, 4096, 3)?;
+    assert_eq!(ex.reached, BROKERS[0], "forwarding stopped with the daemon");
+
+    let out = cli(&topo.natvm, &config_path, &["unload"])?;
+    assert!(out.status.success(), "unload failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(reserved_ports(&topo)?, reserved_before, "reserved ports not restored by unload");
+    assert!(!topo.pin_dir().exists(), "pins left after unload");
     // Detached: the listen port now reaches the NAT VM's own stack, which has no listener.
     let refused = connect(&topo.client, SocketAddrV4::new(NATVM, LISTEN_PORTS[0]));
-    assert!(refused.is_err(), "port 9092 still forwarded after the daemon stopped");
+    assert!(refused.is_err(), "port 9092 still forwarded after unload");
     Ok(())
 }
 

@@ -40,6 +40,8 @@ enum Task {
     },
     /// The whole Azure topology with real Kafka brokers, in namespaces.
     Demo,
+    /// Build the release binary and the .deb (cargo-deb), then check the package's contents.
+    Deb,
 }
 
 fn main() -> Result<()> {
@@ -47,6 +49,7 @@ fn main() -> Result<()> {
         Task::Build { release } => build(release).map(|_| ()),
         Task::Run { release, args } => run(release, &args),
         Task::Test { args } => test(&args),
+        Task::Deb => deb(),
         Task::Demo => bail!(
             "not yet: the Kafka lab (three tansu brokers behind two NAT VMs) comes with the \
              Kafka issue; `cargo xtask test` runs the whole data path in namespaces today"
@@ -94,7 +97,7 @@ fn as_root(program: &Path, args: &[String], envs: &[(&str, &Path)]) -> Result<()
         Command::new(program)
     } else {
         let mut c = Command::new("sudo");
-        c.arg("--preserve-env=FORWARDER_BIN,RUST_LOG,PATH").arg(program);
+        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,RUST_LOG,PATH").arg(program);
         c
     };
     cmd.args(args).current_dir(workspace_root());
@@ -139,5 +142,136 @@ fn test(extra: &[String]) -> Result<()> {
     ];
     args.extend(extra.iter().cloned());
     let cargo_bin = PathBuf::from(env!("CARGO"));
-    as_root(&cargo_bin, &args, &[("FORWARDER_BIN", &bin)])
+    // The daemons under test pin into a bpffs of their own, mounted for the run and gone
+    // after it: /sys/fs/bpf is not always mounted, and `ip netns exec` gives each process
+    // a private /sys, which would lose pins across daemon restarts.
+    let bpffs = PathBuf::from(TEST_BPFFS);
+    mount_bpffs(&bpffs)?;
+    let result = as_root(&cargo_bin, &args, &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", &bpffs)]);
+    let unmounted = unmount_bpffs(&bpffs);
+    result.and(unmounted)
+}
+
+const TEST_BPFFS: &str = "/run/forwarder-tests-bpffs";
+
+fn mount_bpffs(dir: &Path) -> Result<()> {
+    let mounted = std::fs::read_to_string("/proc/self/mounts")?
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(&*dir.to_string_lossy()));
+    if mounted {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let status = root_command("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(dir)
+        .status()
+        .context("running mount")?;
+    if !status.success() {
+        bail!("mounting a bpffs at {} failed ({status}); the tests need root", dir.display());
+    }
+    Ok(())
+}
+
+fn root_command(program: &str) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg(program);
+        c
+    }
+}
+
+fn unmount_bpffs(dir: &Path) -> Result<()> {
+    let status = root_command("umount").arg(dir).status().context("running umount")?;
+    if !status.success() {
+        bail!("unmounting {} failed ({status})", dir.display());
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(())
+}
+
+/// `cargo xtask deb`: the release build, `cargo deb --no-build`, then a look inside the
+/// package (dpkg-deb) so a broken asset list fails here rather than on a VM.
+fn deb() -> Result<()> {
+    let root = workspace_root();
+    let has_cargo_deb = Command::new(env!("CARGO"))
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cargo_deb {
+        bail!("cargo-deb is missing: run .ci/setup.sh or `cargo install cargo-deb --locked`");
+    }
+    build(true)?;
+    // --no-build: the binary was just built by the same cargo invocation as every other
+    // task, so cargo-deb packages exactly that one.
+    let out = Command::new(env!("CARGO"))
+        .args(["deb", "--package", "forwarder", "--no-build"])
+        .current_dir(&root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo deb")?;
+    if !out.status.success() {
+        bail!("cargo deb failed ({})", out.status);
+    }
+    // cargo-deb prints the package's path as its last line of output.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let deb = stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.ends_with(".deb"))
+        .map(|l| root.join(l))
+        .with_context(|| format!("cargo deb printed no .deb path:\n{stdout}"))?;
+
+    // `dpkg-deb OPTION DEB [ARG]`: its standard output.
+    let dpkg_deb = |option: &str, arg: Option<&str>| -> Result<String> {
+        let out = Command::new("dpkg-deb")
+            .arg(option)
+            .arg(&deb)
+            .args(arg)
+            .output()
+            .with_context(|| format!("running dpkg-deb {option} (is dpkg installed?)"))?;
+        if !out.status.success() {
+            bail!("dpkg-deb {option} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let listing = dpkg_deb("--contents", None)?;
+    let files: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .map(|p| p.trim_start_matches('.'))
+        .collect();
+    let mut problems = Vec::new();
+    for want in [
+        "/usr/bin/forwarder",
+        "/lib/systemd/system/forwarder.service",
+        "/etc/forwarder/forwarder.toml",
+        "/usr/share/doc/forwarder/README.md",
+    ] {
+        if !files.contains(&want) {
+            problems.push(format!("{want} is not in the package"));
+        }
+    }
+    // No conffiles member at all is an error of dpkg-deb: the same problem.
+    let conffiles = dpkg_deb("--info", Some("conffiles")).unwrap_or_default();
+    if !conffiles.lines().any(|l| l.trim() == "/etc/forwarder/forwarder.toml") {
+        problems.push(format!(
+            "/etc/forwarder/forwarder.toml is not a conffile (conffiles: {:?})",
+            conffiles.trim()
+        ));
+    }
+    let fields = dpkg_deb("--field", None)?;
+    for want in ["Package: forwarder", "Depends: ", "Architecture: "] {
+        if !fields.lines().any(|l| l.starts_with(want)) {
+            problems.push(format!("control field {want:?} missing:\n{fields}"));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{} is incomplete:\n  {}", deb.display(), problems.join("\n  "));
+    }
+    println!("{}", deb.display());
+    Ok(())
 }

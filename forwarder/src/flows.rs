@@ -1,0 +1,75 @@
+//! Reading the conntrack tables for people: active flows per rule and the flow listing.
+//! A walk over the tables costs time in proportion to the flows tracked; it runs on
+//! demand (status, stats, flows, a metrics scrape), never per packet.
+
+use crate::{datapath::addr_from_ne, gc::monotonic_ns};
+use aya::{
+    maps::{HashMap, MapData},
+    Ebpf,
+};
+use forwarder_common::{map_names, CtEntry, FlowKey, TcpState};
+use std::collections::BTreeMap;
+
+/// One flow, from its original half.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub key: FlowKey,
+    pub entry: CtEntry,
+    pub established_table: bool,
+}
+
+/// Every tracked flow (original halves only; the reply half is `entry.peer`).
+pub fn all(ebpf: &Ebpf) -> anyhow::Result<Vec<Flow>> {
+    let mut out = Vec::new();
+    for (name, established_table) in
+        [(map_names::CT_ESTABLISHED, true), (map_names::CT_EMBRYONIC, false)]
+    {
+        let map = ebpf.map(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
+        let ct: HashMap<&MapData, FlowKey, CtEntry> = HashMap::try_from(map)?;
+        for item in ct.iter() {
+            // An entry deleted during the walk ends its chain early; what was read stands.
+            let Ok((key, entry)) = item else { break };
+            if !entry.is_reply() {
+                out.push(Flow { key, entry, established_table });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Flow count per rule id.
+pub fn active_per_rule(flows: &[Flow]) -> BTreeMap<u16, u64> {
+    let mut m = BTreeMap::new();
+    for f in flows {
+        *m.entry(f.entry.rule_id).or_insert(0) += 1;
+    }
+    m
+}
+
+pub fn endpoint(addr: u32, port_be: u16) -> String {
+    format!("{}:{}", addr_from_ne(addr), u16::from_be(port_be))
+}
+
+/// Seconds between a `bpf_ktime_get_ns` timestamp and now.
+pub fn seconds_since(ns: u64) -> u64 {
+    monotonic_ns().saturating_sub(ns) / 1_000_000_000
+}
+
+pub fn state_name(entry: &CtEntry) -> &'static str {
+    TcpState::from_u8(entry.state).map_or("?", TcpState::name)
+}
+
+/// (table, entries in use, capacity) of both conntrack tables, entries being halves.
+pub fn table_fill(ebpf: &Ebpf, max_flows: u32) -> Vec<(String, u64, u64)> {
+    let mut out = Vec::new();
+    for (name, cap) in [
+        (map_names::CT_ESTABLISHED, max_flows as u64 * 2),
+        (map_names::CT_EMBRYONIC, crate::ebpf::embryonic_capacity(max_flows) as u64 * 2),
+    ] {
+        let Some(map) = ebpf.map(name) else { continue };
+        let Ok(ct) = HashMap::<&MapData, FlowKey, CtEntry>::try_from(map) else { continue };
+        let used = ct.keys().take_while(Result::is_ok).count() as u64;
+        out.push((name.to_lowercase(), used, cap));
+    }
+    out
+}

@@ -1,0 +1,187 @@
+//! What lives in bpffs under `pin_path`, so that forwarding survives the daemon: every map
+//! (the conntrack tables above all) and one link per interface. A new daemon re-opens the
+//! maps and swaps its program into the pinned links atomically (`bpf_link_update`).
+//!
+//! Layout of the directory:
+//! - one file per map, named as in `forwarder_common::map_names`;
+//! - `link_<mode>_<interface>`: the program's attachment to an interface in that mode.
+
+use crate::datapath::Attached;
+use aya::maps::{Array, Map, MapData};
+use forwarder_common::{map_names, Config, CtEntry, FlowKey, Rule, LAYOUT_VERSION};
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+/// Every map of the program, with the key and value sizes this build expects.
+const MAPS: [(&str, usize, usize); 7] = [
+    (map_names::CONFIG, 4, size_of::<Config>()),
+    (map_names::RULES, 2, size_of::<Rule>()),
+    (map_names::LISTEN_ADDRS, 4, 1),
+    // LPM trie keys are a 4-byte prefix length followed by the data.
+    (map_names::ALLOWED_SOURCES, 8, 1),
+    (map_names::CT_EMBRYONIC, size_of::<FlowKey>(), size_of::<CtEntry>()),
+    (map_names::CT_ESTABLISHED, size_of::<FlowKey>(), size_of::<CtEntry>()),
+    (map_names::RULE_STATS, 4, size_of::<forwarder_common::RuleStats>()),
+];
+
+pub const ALL_MAPS: [&str; 7] =
+    [MAPS[0].0, MAPS[1].0, MAPS[2].0, MAPS[3].0, MAPS[4].0, MAPS[5].0, MAPS[6].0];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error(
+        "the pinned maps in {dir} were made by an incompatible build ({what}); this build \
+         uses layout version {LAYOUT_VERSION}. Run `forwarder unload` with the build that \
+         made them (or remove {dir}) -- that drops the tracked connections"
+    )]
+    Incompatible { dir: String, what: String },
+    #[error("reading pinned map {path}: {source}")]
+    Map {
+        path: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0} is not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpffs(String),
+}
+
+/// The pin directory of one forwarder instance.
+#[derive(Debug, Clone)]
+pub struct Pins {
+    dir: PathBuf,
+}
+
+impl Pins {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn link(&self, iface: &str, how: Attached) -> PathBuf {
+        self.dir.join(format!("link_{}_{iface}", how.name()))
+    }
+
+    /// Whether a previous daemon left forwarding state here.
+    pub fn exist(&self) -> bool {
+        self.map(map_names::CONFIG).exists()
+    }
+
+    /// Creates the directory; it must be on a bpffs for pins to work.
+    pub fn create_dir(&self) -> Result<(), PinError> {
+        let parent = self.dir.parent().unwrap_or(Path::new("/"));
+        if !is_bpffs(parent) {
+            return Err(PinError::NotBpffs(parent.display().to_string()));
+        }
+        fs::create_dir_all(&self.dir).map_err(|source| PinError::Io {
+            action: "creating",
+            path: self.dir.display().to_string(),
+            source,
+        })
+    }
+
+    /// The pinned link of `iface`, if any, and the mode it was attached in.
+    pub fn find_link(&self, iface: &str) -> Option<(Attached, PathBuf)> {
+        [Attached::XdpDriver, Attached::XdpGeneric, Attached::Tc]
+            .into_iter()
+            .map(|how| (how, self.link(iface, how)))
+            .find(|(_, p)| p.exists())
+    }
+
+    /// Refuses pinned maps this build cannot read or write correctly: a different layout
+    /// version in CONFIG, or a key or value size that differs. Returns the pinned capacity
+    /// of the established table (to warn when `max_flows` changed), if pinned.
+    pub fn check_compatible(&self) -> Result<Option<u32>, PinError> {
+        let dir = self.dir.display().to_string();
+        let incompatible = |what: String| PinError::Incompatible { dir: dir.clone(), what };
+        let mut established_capacity = None;
+        for (name, key_size, value_size) in MAPS {
+            let path = self.map(name);
+            if !path.exists() {
+                continue;
+            }
+            let md = open(&path)?;
+            let info = md
+                .info()
+                .map_err(|source| PinError::Map { path: path.display().to_string(), source })?;
+            // Per-CPU arrays report the per-CPU value size.
+            if info.key_size() as usize != key_size || info.value_size() as usize != value_size {
+                return Err(incompatible(format!(
+                    "map {name} has key/value sizes {}/{}, expected {key_size}/{value_size}",
+                    info.key_size(),
+                    info.value_size()
+                )));
+            }
+            if name == map_names::CT_ESTABLISHED {
+                established_capacity = Some(info.max_entries());
+            }
+            if name == map_names::CONFIG {
+                let version = pinned_layout_version(&path, md)?;
+                if version != 0 && version != LAYOUT_VERSION {
+                    return Err(incompatible(format!("layout version {version}")));
+                }
+            }
+        }
+        Ok(established_capacity)
+    }
+
+    /// Removes links first (that detaches the program once no daemon holds it), then maps,
+    /// then the directory. Returns what was removed.
+    pub fn remove_all(&self) -> Result<Vec<PathBuf>, PinError> {
+        let mut removed = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(removed);
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        // Links before maps.
+        paths.sort_by_key(|p| {
+            !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+        });
+        for p in paths {
+            fs::remove_file(&p).map_err(|source| PinError::Io {
+                action: "removing",
+                path: p.display().to_string(),
+                source,
+            })?;
+            removed.push(p);
+        }
+        fs::remove_dir(&self.dir).map_err(|source| PinError::Io {
+            action: "removing",
+            path: self.dir.display().to_string(),
+            source,
+        })?;
+        Ok(removed)
+    }
+}
+
+fn open(path: &Path) -> Result<MapData, PinError> {
+    MapData::from_pin(path)
+        .map_err(|source| PinError::Map { path: path.display().to_string(), source })
+}
+
+fn pinned_layout_version(path: &Path, md: MapData) -> Result<u32, PinError> {
+    let err = |source| PinError::Map { path: path.display().to_string(), source };
+    let map = Map::from_map_data(md).map_err(err)?;
+    let cfg: Array<MapData, Config> = Array::try_from(map).map_err(err)?;
+    Ok(cfg.get(&0, 0).map_err(err)?.layout_version)
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}

@@ -1,0 +1,348 @@
+//! The daemon's life with live TCP streams running through it: SIGKILL and restart,
+//! reloads, rule changes from the CLI, a hostname target moving, drain and undrain, the
+//! control socket's access check and the JSON of every listing.
+
+use anyhow::Result;
+use forwarder_tests::{
+    require_root,
+    streams::{assert_all_intact, Streams},
+    topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT, LISTEN_PORTS, NATVM},
+    traffic::{connect, echo_servers, exchange, EchoServers},
+};
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddrV4},
+    path::Path,
+    process::Output,
+    time::{Duration, Instant},
+};
+
+/// The broker a listen port of the seed config forwards to.
+fn seed_broker(to: SocketAddrV4) -> Ipv4Addr {
+    let i = LISTEN_PORTS.iter().position(|p| *p == to.port()).expect("a seed listen port");
+    BROKERS[i]
+}
+
+fn listen(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(NATVM, port)
+}
+
+fn all_listen() -> Vec<SocketAddrV4> {
+    LISTEN_PORTS.iter().map(|p| listen(*p)).collect()
+}
+
+fn brokers(topo: &Topology) -> Result<EchoServers> {
+    let addrs: Vec<SocketAddrV4> =
+        BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
+    echo_servers(&topo.broker, &addrs)
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(out: &Output, what: &str) -> serde_json::Value {
+    let text = ok(out, what);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
+}
+
+/// Polls `cond` every 100 ms for up to `secs`.
+fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("{what}: not within {secs} s")
+}
+
+fn unload(topo: &Topology, config: &Path) -> Result<()> {
+    ok(&cli(&topo.natvm, config, &["unload"])?, "unload");
+    assert!(!topo.pin_dir().exists(), "pins left after unload");
+    Ok(())
+}
+
+#[test]
+fn sigkill_and_restart_keep_every_stream() -> Result<()> {
+    require_root();
+    let topo = Topology::new("k", false, true)?;
+    let _brokers = brokers(&topo)?;
+    let daemon = Daemon::start(&topo.natvm, &topo.config("xdp", "10.0.0.4"))?;
+    let config = daemon.config.clone();
+    let streams = Streams::start(&topo.client, &all_listen(), 2)?;
+
+    daemon.kill9()?;
+    // No daemon at all: the pinned program keeps forwarding.
+    streams.wait_progress()?;
+    let fresh = exchange(connect(&topo.client, listen(9093))?, 64 * 1024, 5)?;
+    assert_eq!(fresh.reached, BROKERS[1], "new connections while no daemon runs");
+
+    let daemon = Daemon::spawn(&topo.natvm, &config)?;
+    streams.wait_progress()?;
+    let log = daemon.log.lock().unwrap().join("\n");
+    assert!(log.contains("took over the pinned attachment"), "{log}");
+    assert!(log.contains("resumed the pinned data path"), "{log}");
+    let flows = json(&cli(&topo.natvm, &config, &["flows", "--json"])?, "flows");
+    assert!(flows.as_array().is_some_and(|f| f.len() >= 6), "flows after restart: {flows}");
+
+    // A clean restart (SIGTERM) too.
+    daemon.stop()?;
+    let daemon = Daemon::spawn(&topo.natvm, &config)?;
+    streams.wait_progress()?;
+
+    assert_all_intact(&streams.finish(), seed_broker);
+    drop(daemon);
+    unload(&topo, &config)
+}
+
+#[test]
+fn twenty_reloads_and_sighup_keep_every_stream() -> Result<()> {
+    require_root();
+    let topo = Topology::new("rl", false, false)?;
+    let _brokers = brokers(&topo)?;
+    let base = topo.config("xdp-generic", "10.0.0.4");
+    let daemon = Daemon::start(&topo.natvm, &base)?;
+    let config = daemon.config.clone();
+    let streams = Streams::start(&topo.client, &all_listen(), 2)?;
+    for i in 0..20 {
+        // Alternate a real change (the MSS clamp) with an unchanged file.
+        let mss = if i % 2 == 0 { "1300" } else { "1360" };
+        std::fs::write(&config, base.replace("mss_clamp = 1360", &format!("mss_clamp = {mss}")))?;
+        ok(&cli(&topo.natvm, &config, &["reload"])?, "reload");
+    }
+    for _ in 0..3 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon.pid() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    streams.wait_progress()?;
+    let log = daemon.log.lock().unwrap().join("\n");
+    assert_eq!(log.matches("SIGHUP: reloaded").count(), 3, "{log}");
+    assert_all_intact(&streams.finish(), seed_broker);
+    drop(daemon);
+    unload(&topo, &config)
+}
+
+#[test]
+fn rules_added_and_removed_live_and_written_back() -> Result<()> {
+    require_root();
+    let topo = Topology::new("ru", false, false)?;
+    let _brokers = brokers(&topo)?;
+    let text = topo.config("xdp-generic", "10.0.0.4").replace(
+        "[[rule]]\nname = \"broker-3\"",
+        "# broker 3 sits in the second rack\n[[rule]]\nname = \"broker-3\" # keep me",
+    );
+    let text = format!("# NAT VM test config\n{text}");
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let config = daemon.config.clone();
+    let streams = Streams::start(&topo.client, &all_listen(), 2)?;
+
+    ok(
+        &cli(
+            &topo.natvm,
+            &config,
+            &["rule", "add", "broker-4", "--listen", "9095", "--target", "10.20.0.13:9092"],
+        )?,
+        "rule add",
+    );
+    let ex = exchange(connect(&topo.client, listen(9095))?, 64 * 1024, 11)?;
+    assert_eq!(ex.reached, BROKERS[2], "the added rule forwards");
+
+    // An invalid change is refused whole: exit 2, the field named, the file untouched.
+    let before = std::fs::read_to_string(&config)?;
+    let out = cli(
+        &topo.natvm,
+        &config,
+        &["rule", "add", "dup", "--listen", "9092", "--target", "10.20.0.11:9092"],
+    )?;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rule.listen") && err.contains("9092"), "{err}");
+    assert_eq!(std::fs::read_to_string(&config)?, before, "a refused change wrote the file");
+
+    ok(&cli(&topo.natvm, &config, &["rule", "remove", "broker-1"])?, "rule remove");
+    // No new connections on the removed rule's port (the VM itself has no listener there).
+    assert!(connect(&topo.client, listen(9092)).is_err(), "port 9092 still forwarded");
+
+    let file = std::fs::read_to_string(&config)?;
+    assert!(file.starts_with("# NAT VM test config\n"), "{file}");
+    assert!(file.contains("# broker 3 sits in the second rack"), "{file}");
+    assert!(file.contains("name = \"broker-3\" # keep me"), "{file}");
+    assert!(
+        file.contains("name = \"broker-4\"") && !file.contains("name = \"broker-1\""),
+        "{file}"
+    );
+    let rules = json(&cli(&topo.natvm, &config, &["rule", "list", "--json"])?, "rule list");
+    let names: Vec<&str> =
+        rules.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["broker-2", "broker-3", "broker-4"]);
+
+    // Every stream, the removed rule's ones included, kept running.
+    assert_all_intact(&streams.finish(), seed_broker);
+    // And the change survives a restart: the daemon reads the file it wrote.
+    daemon.stop()?;
+    let daemon = Daemon::spawn(&topo.natvm, &config)?;
+    let ex = exchange(connect(&topo.client, listen(9095))?, 4096, 12)?;
+    assert_eq!(ex.reached, BROKERS[2]);
+    drop(daemon);
+    unload(&topo, &config)
+}
+
+#[test]
+fn a_moved_hostname_target_takes_new_connections_only() -> Result<()> {
+    require_root();
+    let topo = Topology::new("dn", false, false)?;
+    let _brokers = brokers(&topo)?;
+    // `ip netns exec` shows /etc/netns/NAME/hosts as /etc/hosts to the daemon.
+    let etc = Path::new("/etc/netns").join(topo.natvm.name());
+    std::fs::create_dir_all(&etc)?;
+    let _cleanup = RemoveDir(etc.clone());
+    let hosts = etc.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n10.20.0.11 kafka-a.test\n")?;
+    let text = topo
+        .config("xdp-generic", "10.0.0.4")
+        .replace("\"10.20.0.11:9092\"", "\"kafka-a.test:9092\"")
+        .replace("mss_clamp = 1360\n", "mss_clamp = 1360\ndns_refresh = \"1s\"\n");
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let config = daemon.config.clone();
+    let old = Streams::start(&topo.client, &[listen(9092)], 2)?;
+
+    // Rewritten in place: the bind mount keeps pointing at this inode.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&hosts)?
+        .write_all(b"127.0.0.1 localhost\n10.20.0.12 kafka-a.test\n")?;
+    eventually(15, "the rule follows the new address", || {
+        let rules = json(&cli(&topo.natvm, &config, &["rule", "list", "--json"])?, "rule list");
+        Ok(rules[0]["resolved"] == "10.20.0.12:9092")
+    })?;
+    let new = exchange(connect(&topo.client, listen(9092))?, 64 * 1024, 21)?;
+    assert_eq!(new.reached, BROKERS[1], "a new connection goes to the new address");
+    old.wait_progress()?;
+    // Connections opened before keep their broker.
+    assert_all_intact(&old.finish(), |_| BROKERS[0]);
+    drop(daemon);
+    unload(&topo, &config)
+}
+
+struct RemoveDir(std::path::PathBuf);
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An HTTP GET to the health endpoint from the client (the load balancer's side).
+fn probe(topo: &Topology) -> Result<String> {
+    let mut s = connect(&topo.client, listen(8080))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: nat\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    Ok(resp)
+}
+
+#[test]
+fn drain_fails_the_probe_while_streams_finish() -> Result<()> {
+    require_root();
+    let topo = Topology::new("dr", false, false)?;
+    let _brokers = brokers(&topo)?;
+    let text = topo
+        .config("xdp-generic", "10.0.0.4")
+        .replace("mss_clamp = 1360\n", "mss_clamp = 1360\nhealth = \"0.0.0.0:8080\"\n");
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let config = daemon.config.clone();
+    eventually(5, "the probe answers", || {
+        Ok(probe(&topo).is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
+    })?;
+    let status = json(&cli(&topo.natvm, &config, &["status", "--json"])?, "status");
+    assert_eq!(status["healthy"], true, "{status}");
+    assert_eq!(status["last_probe"]["from"], "10.1.0.2", "probe source recorded: {status}");
+
+    let streams = Streams::start(&topo.client, &all_listen(), 1)?;
+    ok(&cli(&topo.natvm, &config, &["drain"])?, "drain");
+    eventually(5, "the probe fails when drained", || {
+        Ok(connect(&topo.client, listen(8080)).is_err())
+    })?;
+    streams.wait_progress()?;
+    let status = json(&cli(&topo.natvm, &config, &["status", "--json"])?, "status");
+    assert_eq!(status["drained"], true, "{status}");
+    assert_eq!(status["healthy"], false, "{status}");
+    assert!(status["active_flows"].as_u64().unwrap() >= 3, "flows remaining shown: {status}");
+    let human = ok(&cli(&topo.natvm, &config, &["status"])?, "status");
+    assert!(human.contains("drained:") && human.contains("flows remain"), "{human}");
+    assert_all_intact(&streams.finish(), seed_broker);
+
+    ok(&cli(&topo.natvm, &config, &["undrain"])?, "undrain");
+    eventually(5, "the probe answers again", || {
+        Ok(probe(&topo).is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
+    })?;
+    drop(daemon);
+    unload(&topo, &config)
+}
+
+#[test]
+fn control_socket_refuses_other_users_and_listings_are_json() -> Result<()> {
+    require_root();
+    let topo = Topology::new("cs", false, false)?;
+    let _brokers = brokers(&topo)?;
+    let daemon = Daemon::start(&topo.natvm, &topo.config("xdp-generic", "10.0.0.4"))?;
+    let config = daemon.config.clone();
+    let socket = topo.run_dir().join("control.sock");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&socket)?.permissions().mode() & 0o777, 0o600);
+
+    let as_nobody = |args: &[&str]| -> Result<Output> {
+        let bin = forwarder_tests::topology::forwarder_bin();
+        let mut cmd = vec!["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+        cmd.push(bin.to_str().unwrap());
+        cmd.extend(["--config", config.to_str().unwrap()]);
+        cmd.extend(args);
+        Ok(topo.natvm.command(cmd[0]).args(&cmd[1..]).output()?)
+    };
+    // The file mode stops other users...
+    let out = as_nobody(&["status"])?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // ...and so does the daemon's peer check when the mode is wrong.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+    let out = as_nobody(&["drain"])?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("permission denied: uid 65534"), "{err}");
+    let status = json(&cli(&topo.natvm, &config, &["status", "--json"])?, "status");
+    assert_eq!(status["drained"], false, "a refused peer changed something");
+
+    // Every listing's --json parses and says what it should.
+    let _s = Streams::start(&topo.client, &[listen(9092)], 1)?;
+    assert!(status["interfaces"][0]["mode"] == "xdp-generic", "{status}");
+    let rules = json(&cli(&topo.natvm, &config, &["rule", "list", "--json"])?, "rule list");
+    assert_eq!(rules.as_array().unwrap().len(), 3);
+    let stats = json(&cli(&topo.natvm, &config, &["stats", "--json"])?, "stats");
+    assert!(stats[0]["counters"]["new_conns"].as_u64().unwrap() >= 1, "{stats}");
+    let flows =
+        json(&cli(&topo.natvm, &config, &["flows", "--rule", "broker-1", "--json"])?, "flows");
+    assert_eq!(flows.as_array().unwrap().len(), 1, "{flows}");
+    assert_eq!(flows[0]["target"], "10.20.0.11:9092");
+    let checked = json(&cli(&topo.natvm, &config, &["check-config", "--json"])?, "check-config");
+    assert_eq!(checked["rules"].as_array().unwrap().len(), 3);
+    let watch = ok(
+        &cli(&topo.natvm, &config, &["stats", "--watch", "--interval", "200ms", "--count", "2"])?,
+        "stats --watch",
+    );
+    assert!(watch.contains("broker-1"), "{watch}");
+    drop(_s);
+    drop(daemon);
+    unload(&topo, &config)
+}
