@@ -2,20 +2,19 @@
 //! people, `--json` for scripts. Each returns the process exit code (0 ok, 1 runtime
 //! failure, 2 usage / invalid config).
 
-use crate::{
-    config::Settings,
-    control::{self, FlowRow, Request, Response, RuleInfo, RuleStatsRow, Status},
-};
+use std::path::Path;
+
+use crate::control::{self, FlowRow, Request, Response, RuleInfo, RuleStatsRow, Status};
 use std::time::{Duration, Instant};
 
 /// Sends `req` and prints the answer with `print` (or as JSON).
 pub fn request(
-    settings: &Settings,
+    socket: &Path,
     req: &Request,
     as_json: bool,
     print: impl Fn(&serde_json::Value) -> String,
 ) -> u8 {
-    match control::call(&settings.control_socket, req) {
+    match control::call(socket, req) {
         Err(e) => {
             eprintln!("error: {e}");
             1
@@ -168,7 +167,7 @@ pub fn stats_table(rows: &[RuleStatsRow], rates: Option<(&[RuleStatsRow], Durati
 /// `forwarder stats [--watch]`: with `--watch`, a refreshed table every `interval` (rates
 /// from the difference), `count` times or until interrupted.
 pub fn stats(
-    settings: &Settings,
+    socket: &Path,
     as_json: bool,
     watch: bool,
     interval: Duration,
@@ -177,7 +176,7 @@ pub fn stats(
     let mut prev: Option<(Vec<RuleStatsRow>, Instant)> = None;
     let mut n = 0u64;
     loop {
-        let resp = match control::call(&settings.control_socket, &Request::Stats) {
+        let resp = match control::call(socket, &Request::Stats) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -114,7 +114,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     log_final_counters(&live);
     let settings = live.settings.clone();
     if unload {
-        for line in unload::offline(&settings)? {
+        for line in unload::offline(&crate::config::Locations::of(&settings))? {
             tracing::info!("{line}");
         }
         tracing::info!("unloaded");

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use forwarder::{
     cli, config,
     control::{self, Request},
-    daemon, import_iptables,
+    daemon, doctor, import_iptables,
     plan::Plan,
     unload,
 };
@@ -18,6 +18,9 @@ struct Cli {
     /// The configuration file (it also says where the daemon's control socket is).
     #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
     config: PathBuf,
+    /// The daemon's control socket, when not the one the config file names.
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +68,14 @@ enum Command {
         /// With --watch: stop after this many refreshes.
         #[arg(long)]
         count: Option<u64>,
+    },
+    /// Check this host for the known causes of a dead path (probe blocked, stray NAT, ...).
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for each target's TCP connect.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// Turn `iptables-save -t nat` output (the ip_fwd.sh rules) into [[rule]] blocks.
     ImportIptables {
@@ -115,17 +126,23 @@ fn main() -> ExitCode {
     if let Command::ImportIptables { file, json } = &cli.command {
         return import_iptables(file, *json);
     }
-    // Only starting and checking need the host to match the file (its interfaces exist);
-    // the other commands must work on a host that changed, to fix or unload it.
-    let needs_host = matches!(cli.command, Command::Run { .. } | Command::CheckConfig { .. });
-    let loaded =
-        if needs_host { config::load(&cli.config) } else { config::load_unchecked(&cli.config) };
-    let settings = match loaded {
-        Ok(s) => s,
-        Err(e) => return usage_error(e),
+    // Commands for a running daemon only need to find it: they must work while the file
+    // has an error (to see it refused by `reload`) or the host changed (to fix or unload).
+    let mut loc = config::Locations::read(&cli.config);
+    if let Some(s) = &cli.socket {
+        loc.control_socket = s.clone();
+    }
+    let socket = loc.control_socket.as_path();
+    let full = || match config::load(&cli.config) {
+        Ok(s) => Ok(s),
+        Err(e) => Err(usage_error(e)),
     };
     let code = match cli.command {
         Command::Run { allow_unresolved } => {
+            let settings = match full() {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => return runtime_error(anyhow::Error::new(e).context("starting tokio")),
@@ -135,29 +152,34 @@ fn main() -> ExitCode {
                 Err(e) => return runtime_error(e),
             }
         }
-        Command::CheckConfig { json } => return check_config(&settings, json),
+        Command::CheckConfig { json } => match full() {
+            Ok(settings) => return check_config(&settings, json),
+            Err(code) => return code,
+        },
         Command::Rule { action: RuleAction::List { json } } => {
-            cli::request(&settings, &Request::RuleList, json, cli::rules_table)
+            cli::request(socket, &Request::RuleList, json, cli::rules_table)
         }
         Command::Rule { action: RuleAction::Add { name, listen, target } } => {
-            cli::request(&settings, &Request::RuleAdd { name, listen, target }, false, cli::message)
+            cli::request(socket, &Request::RuleAdd { name, listen, target }, false, cli::message)
         }
         Command::Rule { action: RuleAction::Remove { name } } => {
-            cli::request(&settings, &Request::RuleRemove { name }, false, cli::message)
+            cli::request(socket, &Request::RuleRemove { name }, false, cli::message)
         }
-        Command::Reload => cli::request(&settings, &Request::Reload, false, cli::message),
-        Command::Drain => cli::request(&settings, &Request::Drain, false, cli::message),
-        Command::Undrain => cli::request(&settings, &Request::Undrain, false, cli::message),
-        Command::Unload => return unload_cmd(&settings),
-        Command::Status { json } => {
-            cli::request(&settings, &Request::Status, json, cli::status_text)
-        }
+        Command::Reload => cli::request(socket, &Request::Reload, false, cli::message),
+        Command::Drain => cli::request(socket, &Request::Drain, false, cli::message),
+        Command::Undrain => cli::request(socket, &Request::Undrain, false, cli::message),
+        Command::Unload => return unload_cmd(&loc),
+        Command::Status { json } => cli::request(socket, &Request::Status, json, cli::status_text),
         Command::Stats { json, watch, interval, count } => {
-            cli::stats(&settings, json, watch, interval, count)
+            cli::stats(socket, json, watch, interval, count)
         }
         Command::Flows { rule, json } => {
-            cli::request(&settings, &Request::Flows { rule }, json, cli::flows_table)
+            cli::request(socket, &Request::Flows { rule }, json, cli::flows_table)
         }
+        Command::Doctor { json, timeout } => match config::load_unchecked(&cli.config) {
+            Ok(settings) => doctor(&settings, json, timeout),
+            Err(e) => return usage_error(e),
+        },
         Command::ImportIptables { .. } => unreachable!("handled before loading the config"),
     };
     ExitCode::from(code)
@@ -204,7 +226,7 @@ fn check_config(settings: &config::Settings, json: bool) -> ExitCode {
 }
 
 /// Through the daemon when one runs (it stops after unloading); by hand otherwise.
-fn unload_cmd(settings: &config::Settings) -> ExitCode {
+fn unload_cmd(settings: &config::Locations) -> ExitCode {
     let pid = control::call(&settings.control_socket, &Request::Status)
         .ok()
         .and_then(|r| r.data.get("pid").and_then(|p| p.as_u64()));
@@ -232,6 +254,27 @@ fn unload_cmd(settings: &config::Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => runtime_error(e),
+    }
+}
+
+/// Exit 0 only when every check passed.
+fn doctor(settings: &config::Settings, json: bool, timeout: Duration) -> u8 {
+    let status: Option<forwarder::control::Status> =
+        control::call(&settings.control_socket, &Request::Status)
+            .ok()
+            .filter(|r| r.ok)
+            .and_then(|r| serde_json::from_value(r.data).ok());
+    let input = doctor::Input { settings, status: status.as_ref(), netns_probe_timeout: timeout };
+    let findings = doctor::run(&input);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&findings).unwrap_or_default());
+    } else {
+        print!("{}", doctor::render(&findings));
+    }
+    if doctor::all_ok(&findings) {
+        0
+    } else {
+        1
     }
 }
 

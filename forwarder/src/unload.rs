@@ -1,11 +1,11 @@
 //! `forwarder unload`: detach the program, remove the pins, put back the sysctls the
 //! forwarder changed. Works without a running daemon (it may have been killed).
 
-use crate::{config::Settings, pins::Pins, state, sysctl};
+use crate::{config::Locations, pins::Pins, state, sysctl};
 use anyhow::Context;
 
 /// Does the unload in this process; returns what was done, for the operator.
-pub fn offline(settings: &Settings) -> anyhow::Result<Vec<String>> {
+pub fn offline(settings: &Locations) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
     let pins = Pins::new(&settings.pin_path);
     let removed = pins.remove_all().context("removing the pins")?;

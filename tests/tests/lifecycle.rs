@@ -346,3 +346,103 @@ fn control_socket_refuses_other_users_and_listings_are_json() -> Result<()> {
     drop(daemon);
     unload(&topo, &config)
 }
+
+/// GET of the metrics endpoint from inside the NAT VM.
+fn scrape(topo: &Topology, addr: SocketAddrV4) -> Result<String> {
+    let mut s = connect(&topo.natvm, addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    Ok(resp)
+}
+
+#[test]
+fn every_bad_config_is_refused_by_a_running_daemon_and_changes_nothing() -> Result<()> {
+    require_root();
+    let topo = Topology::new("bc", false, true)?;
+    let _brokers = brokers(&topo)?;
+    let base = forwarder_tests::bad_configs::BaseConfig {
+        interface: "n0".into(),
+        control_socket: topo.run_dir().join("control.sock").display().to_string(),
+        pin_path: topo.pin_dir().display().to_string(),
+    };
+    let daemon = Daemon::start(&topo.natvm, &base.text())?;
+    let config = daemon.config.clone();
+    let streams = Streams::start(&topo.client, &all_listen(), 1)?;
+    let rules_before = json(&cli(&topo.natvm, &config, &["rule", "list", "--json"])?, "rule list");
+
+    let cases = forwarder_tests::bad_configs::cases_for(&base);
+    assert!(cases.len() >= 30);
+    let mut failures = Vec::new();
+    for case in &cases {
+        std::fs::write(&config, &case.text)?;
+        let out = cli(&topo.natvm, &config, &["--socket", &base.control_socket, "reload"])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        let place = format!("{}:{}:", config.display(), case.line);
+        if out.status.code() != Some(2)
+            || !err.contains(&place)
+            || !err.contains(case.field)
+            || !err.contains(case.message_contains)
+        {
+            failures.push(format!("{}: exit {:?}: {err}", case.name, out.status.code()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases not refused as expected:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let rules_after = json(&cli(&topo.natvm, &config, &["rule", "list", "--json"])?, "rule list");
+    let strip = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["name"].clone(), r["id"].clone(), r["resolved"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&rules_before), strip(&rules_after), "a refused reload changed the rules");
+    streams.wait_progress()?;
+
+    // The good file back: accepted, nothing to change.
+    std::fs::write(&config, base.text())?;
+    let out = ok(&cli(&topo.natvm, &config, &["reload"])?, "reload");
+    assert!(out.contains("no rule changed"), "{out}");
+
+    // Metrics, doctor and import-iptables speak their formats.
+    let metrics = scrape(&topo, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464))?;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("forwarder_active_flows{rule=\"broker-1\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("forwarder_program_attached{interface=\"n0\",mode=\"xdp\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("forwarder_connections_total{rule=\"broker-2\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("forwarder_drops_total{rule=\"broker-1\",reason=\"no_snat_port\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("forwarder_conntrack_capacity{table=\"ct_established\"} 524288"),
+        "{metrics}"
+    );
+    let doctor = cli(&topo.natvm, &config, &["doctor", "--json", "--timeout", "1s"])?;
+    let findings: serde_json::Value = serde_json::from_slice(&doctor.stdout)?;
+    let checks: Vec<&str> =
+        findings.as_array().unwrap().iter().map(|f| f["check"].as_str().unwrap()).collect();
+    for c in ["daemon", "target", "xdp-mode", "stray-nat", "snat-ports"] {
+        assert!(checks.contains(&c), "doctor ran no {c} check: {findings}");
+    }
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../forwarder/tests/fixtures/ip_fwd_nat.save");
+    let imported = json(
+        &cli(&topo.natvm, &config, &["import-iptables", "--json", fixture.to_str().unwrap()])?,
+        "import-iptables",
+    );
+    assert_eq!(imported["rules"].as_array().unwrap().len(), 3, "{imported}");
+
+    assert_all_intact(&streams.finish(), seed_broker);
+    drop(daemon);
+    unload(&topo, &config)
+}
