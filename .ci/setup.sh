@@ -3,8 +3,9 @@
 # Safe to run again: every step checks before it installs.
 set -euo pipefail
 
+# systemd: systemd-analyze, with which tests/tests/packaging.rs verifies the unit file.
 need_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool ethtool iproute2
-           iptables nftables iperf3)
+           iptables nftables iperf3 systemd)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,5 +23,10 @@ if ! command -v bpf-linker >/dev/null; then
   echo "setup: building bpf-linker (about a minute)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker \
     --no-default-features --features llvm-22
+fi
+# cargo-deb for `cargo xtask deb` (the .deb of packaging/).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-deb (about a minute)"
+  cargo install cargo-deb --locked
 fi
 echo "setup: done"

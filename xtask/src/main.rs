@@ -204,8 +204,7 @@ fn deb() -> Result<()> {
         bail!("cargo-deb is missing: run .ci/setup.sh or `cargo install cargo-deb --locked`");
     }
     build(true)?;
-    // --no-build: the binary was just built by the same cargo invocation as every other
-    // task, so cargo-deb packages exactly that one.
+    // --no-build: package exactly the binary build() made, as every other task runs it.
     let out = Command::new(env!("CARGO"))
         .args(["deb", "--package", "forwarder", "--no-build"])
         .current_dir(&root)
@@ -245,14 +244,15 @@ fn deb() -> Result<()> {
         .map(|p| p.trim_start_matches('.'))
         .collect();
     let mut problems = Vec::new();
+    // cargo-deb puts units in /usr/lib/systemd/system (merged /usr); older ones in /lib.
     for want in [
-        "/usr/bin/forwarder",
-        "/lib/systemd/system/forwarder.service",
-        "/etc/forwarder/forwarder.toml",
-        "/usr/share/doc/forwarder/README.md",
+        &["/usr/bin/forwarder"][..],
+        &["/usr/lib/systemd/system/forwarder.service", "/lib/systemd/system/forwarder.service"],
+        &["/etc/forwarder/forwarder.toml"],
+        &["/usr/share/doc/forwarder/README.md"],
     ] {
-        if !files.contains(&want) {
-            problems.push(format!("{want} is not in the package"));
+        if !want.iter().any(|w| files.contains(w)) {
+            problems.push(format!("{} is not in the package", want[0]));
         }
     }
     // No conffiles member at all is an error of dpkg-deb: the same problem.
@@ -262,6 +262,11 @@ fn deb() -> Result<()> {
             "/etc/forwarder/forwarder.toml is not a conffile (conffiles: {:?})",
             conffiles.trim()
         ));
+    }
+    // Removing the package must take the pinned program out of the kernel.
+    let prerm = dpkg_deb("--info", Some("prerm")).unwrap_or_default();
+    if !prerm.contains("forwarder unload") {
+        problems.push("the prerm script does not run `forwarder unload`".into());
     }
     let fields = dpkg_deb("--field", None)?;
     for want in ["Package: forwarder", "Depends: ", "Architecture: "] {
