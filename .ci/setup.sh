@@ -24,9 +24,11 @@ if ! command -v bpf-linker >/dev/null; then
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker \
     --no-default-features --features llvm-22
 fi
-# cargo-deb for `cargo xtask deb` (the .deb of packaging/).
-if ! cargo deb --version >/dev/null 2>&1; then
-  echo "setup: installing cargo-deb (about a minute)"
-  cargo install cargo-deb --locked
+# cargo-deb for `cargo xtask deb` and the package check of `cargo xtask test`. Pinned: the
+# test packages the debug binary (--profile dev), which newer releases may refuse.
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
+  echo "setup: installing cargo-deb $CARGO_DEB_VERSION (about a minute)"
+  cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
 fi
 echo "setup: done"

@@ -444,3 +444,74 @@ fn ip_fwd_leftovers_are_found_with_exact_delete_commands() {
     apply_fix(&ns, stray, "nft");
     assert_ok(one(&doctor(&ns, basic_settings(""), None), "stray-nat"));
 }
+
+/// The whole thing for real: a daemon forwarding in the test topology, targets answering.
+/// Before any probe the doctor fails exactly the probe check (exit 1); once the "load
+/// balancer" (the client namespace) has probed the health port, it gives a clean bill
+/// (exit 0, every finding ok) through the CLI, as an operator runs it.
+#[test]
+fn a_healthy_nat_vm_gets_a_clean_bill_from_the_cli() -> anyhow::Result<()> {
+    use forwarder_tests::{
+        topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT, NATVM},
+        traffic::{connect, echo_servers},
+    };
+    use std::{
+        io::{Read, Write},
+        net::SocketAddrV4,
+    };
+    require_root();
+    let topo = Topology::new("dh", false, true)?;
+    let targets: Vec<SocketAddrV4> =
+        BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
+    let _brokers = echo_servers(&topo.broker, &targets)?;
+    let text = format!("health = \"{NATVM}:8080\"\n{}", topo.config("xdp", &NATVM.to_string()));
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+
+    let findings = |expect_code: i32| -> anyhow::Result<serde_json::Value> {
+        let out = cli(&topo.natvm, &daemon.config, &["doctor", "--json", "--timeout", "2s"])?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(expect_code), "doctor: {stdout}{out:?}");
+        Ok(serde_json::from_str(&stdout)?)
+    };
+    let failing = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .expect("doctor --json prints an array")
+            .iter()
+            .filter(|f| f["ok"] != true)
+            .map(|f| f["check"].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+
+    let before = findings(1)?;
+    assert_eq!(failing(&before), ["probe"], "before any probe: {before:#}");
+
+    // The probe, as the load balancer sends it: an HTTP GET on the health port.
+    let mut probe = connect(&topo.client, SocketAddrV4::new(NATVM, 8080))?;
+    probe.write_all(b"GET / HTTP/1.1\r\nHost: nat\r\nConnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    probe.read_to_string(&mut answer)?;
+    assert!(answer.starts_with("HTTP/1.1 200"), "health answered {answer:?}");
+
+    let after = findings(0)?;
+    assert!(failing(&after).is_empty(), "a healthy NAT VM: {after:#}");
+    let checks: Vec<&str> =
+        after.as_array().unwrap().iter().filter_map(|f| f["check"].as_str()).collect();
+    for want in ["daemon", "probe", "firewall", "snat-ports", "xdp-mode", "mtu"] {
+        assert!(checks.contains(&want), "no {want} finding in {after:#}");
+    }
+    let probe = after.as_array().unwrap().iter().find(|f| f["check"] == "probe").unwrap();
+    assert!(
+        probe["message"].as_str().is_some_and(|m| m.contains("10.1.0.2")),
+        "the probe's source is the client namespace: {probe}"
+    );
+
+    let config = daemon.config.clone();
+    drop(daemon);
+    ok_unload(&topo, &config)
+}
+
+fn ok_unload(topo: &forwarder_tests::topology::Topology, config: &Path) -> anyhow::Result<()> {
+    let out = forwarder_tests::topology::cli(&topo.natvm, config, &["unload"])?;
+    anyhow::ensure!(out.status.success(), "unload: {out:?}");
+    Ok(())
+}

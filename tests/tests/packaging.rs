@@ -2,9 +2,9 @@
 //! directives the daemon's semantics need and `systemd-analyze verify` accepts it, and the
 //! cargo-deb metadata names files that exist. No root needed.
 //!
-//! The .deb itself is not built here: that is a release build (about 2.5 min cold on two
-//! cores), which no other test needs. `cargo xtask deb` builds it and checks its contents
-//! (binary, unit, conffile, README) with dpkg-deb.
+//! The .deb itself is built and opened by `cargo xtask test` after these tests (from the
+//! debug binary they ran; `cargo xtask deb` does the same from a release build): dpkg-deb must
+//! list binary, unit, conffile and README, and the prerm must run `forwarder unload`.
 
 use forwarder::config::{self, ListenIp, SnatIp};
 use std::{

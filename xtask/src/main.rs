@@ -149,7 +149,12 @@ fn test(extra: &[String]) -> Result<()> {
     mount_bpffs(&bpffs)?;
     let result = as_root(&cargo_bin, &args, &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", &bpffs)]);
     let unmounted = unmount_bpffs(&bpffs);
-    result.and(unmounted)
+    result.and(unmounted)?;
+    // The .deb of the binary just tested: binary, unit, conffile and prerm must be in it.
+    // (tests/tests/packaging.rs checks the unit with systemd-analyze and the config.)
+    let deb = package_deb(false, &workspace_root().join("target/xtask-test-deb"))?;
+    println!("packaging: {} holds binary, unit, conffile and prerm", deb.display());
+    Ok(())
 }
 
 const TEST_BPFFS: &str = "/run/forwarder-tests-bpffs";
@@ -192,9 +197,22 @@ fn unmount_bpffs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask deb`: the release build, `cargo deb --no-build`, then a look inside the
-/// package (dpkg-deb) so a broken asset list fails here rather than on a VM.
+/// `cargo xtask deb`: the release build, then the package and its check.
 fn deb() -> Result<()> {
+    build(true)?;
+    let deb = package_deb(true, &workspace_root().join("target/debian"))?;
+    println!("{}", deb.display());
+    Ok(())
+}
+
+/// `cargo deb --no-build` of the binary build() made, written into `out_dir`, then a look
+/// inside the package (dpkg-deb) so a broken asset list fails here rather than on a VM.
+///
+/// `cargo xtask test` packages the debug binary (cargo-deb's dev profile, which it warns
+/// about but supports in the version .ci/setup.sh pins): the assets, unit, conffile and
+/// maintainer scripts are the same as in the release package, and a second, release build
+/// of the whole tree would double the test run's build time.
+fn package_deb(release: bool, out_dir: &Path) -> Result<PathBuf> {
     let root = workspace_root();
     let has_cargo_deb = Command::new(env!("CARGO"))
         .args(["deb", "--version"])
@@ -203,10 +221,12 @@ fn deb() -> Result<()> {
     if !has_cargo_deb {
         bail!("cargo-deb is missing: run .ci/setup.sh or `cargo install cargo-deb --locked`");
     }
-    build(true)?;
-    // --no-build: package exactly the binary build() made, as every other task runs it.
-    let out = Command::new(env!("CARGO"))
-        .args(["deb", "--package", "forwarder", "--no-build"])
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["deb", "--package", "forwarder", "--no-build", "--output"]).arg(out_dir);
+    if !release {
+        cmd.args(["--profile", "dev"]);
+    }
+    let out = cmd
         .current_dir(&root)
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -277,6 +297,5 @@ fn deb() -> Result<()> {
     if !problems.is_empty() {
         bail!("{} is incomplete:\n  {}", deb.display(), problems.join("\n  "));
     }
-    println!("{}", deb.display());
-    Ok(())
+    Ok(deb)
 }
