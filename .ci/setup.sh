@@ -31,4 +31,23 @@ if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; 
   echo "setup: installing cargo-deb $CARGO_DEB_VERSION (about a minute)"
   cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
 fi
+# The Kafka lab (cargo xtask demo, tests/tests/lab.rs, tests/tests/kafka_cli.rs): tansu, a
+# Kafka-compatible broker from crates.io, with its SQLite storage (the default build has no
+# storage engine and refuses to start). About 11 minutes on two cores, once.
+TANSU_VERSION=0.6.0
+if ! /opt/tansu/bin/tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  echo "setup: building tansu $TANSU_VERSION (about 11 minutes on two cores)"
+  cargo install tansu --version "$TANSU_VERSION" --features libsql --locked --root /opt/tansu
+fi
+# kafka-python: the lab's independent Kafka client.
+KAFKA_PYTHON_VERSION=3.0.12
+if ! command -v python3 >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >/dev/null
+fi
+if ! python3 -c "import kafka, sys; sys.exit(kafka.__version__ != '$KAFKA_PYTHON_VERSION')" 2>/dev/null; then
+  echo "setup: installing kafka-python $KAFKA_PYTHON_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check "kafka-python==$KAFKA_PYTHON_VERSION" \
+    || python3 -m pip install --quiet --break-system-packages "kafka-python==$KAFKA_PYTHON_VERSION"
+fi
 echo "setup: done"

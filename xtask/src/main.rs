@@ -38,7 +38,8 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// The whole Azure topology with real Kafka brokers, in namespaces.
+    /// The whole Azure path in namespaces: a Kafka client, Private Link + load balancer,
+    /// two NAT VMs running forwarder, three real Kafka brokers (tansu); checks and tears down.
     Demo,
     /// Build the release binary and the .deb (cargo-deb), then check the package's contents.
     Deb,
@@ -48,13 +49,32 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Build { release } => build(release).map(|_| ()),
         Task::Run { release, args } => run(release, &args),
-        Task::Test { args } => test(&args),
-        Task::Deb => deb(),
-        Task::Demo => bail!(
-            "not yet: the Kafka lab (three tansu brokers behind two NAT VMs) comes with the \
-             Kafka issue; `cargo xtask test` runs the whole data path in namespaces today"
-        ),
+        Task::Test { args } => setup().and_then(|_| test(&args)),
+        Task::Deb => setup().and_then(|_| deb()),
+        Task::Demo => setup().and_then(|_| demo()),
     }
+}
+
+/// .ci/setup.sh: everything the build, the tests and the lab need (apt packages, nightly
+/// rust-src, bpf-linker, cargo-deb, tansu, kafka-python). Idempotent and quick once done, so
+/// `cargo xtask demo` and `cargo xtask test` work on a fresh machine as they are.
+fn setup() -> Result<()> {
+    let status = root_command("bash")
+        .arg(workspace_root().join(".ci/setup.sh"))
+        .status()
+        .context("running .ci/setup.sh")?;
+    if !status.success() {
+        bail!(".ci/setup.sh failed ({status})");
+    }
+    Ok(())
+}
+
+/// `cargo xtask demo`: the Kafka lab (tests/src/lab) with the seed's three brokers.
+fn demo() -> Result<()> {
+    let bin = build(false)?;
+    cargo(&["build", "--package", "forwarder-tests", "--bin", "demo"])?;
+    let demo = workspace_root().join("target/debug/demo");
+    as_root(&demo, &[], &[("FORWARDER_BIN", &bin)])
 }
 
 fn workspace_root() -> PathBuf {
