@@ -14,6 +14,7 @@ pub mod flows;
 pub mod gc;
 pub mod health;
 pub mod import_iptables;
+pub mod kafka;
 pub mod live;
 pub mod metrics;
 pub mod netif;

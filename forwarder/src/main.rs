@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use forwarder::{
     cli, config,
     control::{self, Request},
-    daemon, doctor, import_iptables,
+    daemon, doctor, import_iptables, kafka,
     plan::Plan,
     unload,
 };
@@ -92,6 +92,69 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Plan the rules from a Kafka cluster's metadata, or test the path to its brokers.
+    Kafka {
+        #[command(subcommand)]
+        action: KafkaAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KafkaAction {
+    /// Ask a broker for the cluster's brokers; print one [[rule]] per broker, and the load
+    /// balancer rules, Private Link services and private DNS records to create in Azure.
+    Discover {
+        /// Any broker's plaintext listener.
+        #[arg(long, value_name = "HOST:PORT", value_parser = kafka::host_port_arg)]
+        bootstrap: String,
+        /// The listen port of the lowest broker id's rule; the next brokers get the next ports.
+        #[arg(long, default_value_t = 9092, value_parser = clap::value_parser!(u16).range(1..))]
+        first_port: u16,
+        #[arg(long)]
+        json: bool,
+        /// The bound on each step: resolving, connecting, each request.
+        #[arg(long, default_value = "5s", value_parser = positive_duration)]
+        timeout: Duration,
+    },
+    /// Fetch metadata through the forwarder, then connect to every advertised broker as a
+    /// client would (resolve, TCP, ApiVersions). Exit 0 only if every broker works.
+    Check {
+        /// Where clients bootstrap (the forwarder); repeat it to check several clusters.
+        #[arg(long, value_name = "HOST:PORT", required = true, value_parser = kafka::host_port_arg)]
+        via: Vec<String>,
+        /// Also produce test messages to TOPIC on every broker leading a partition of it and
+        /// fetch them back (creates TOPIC, one partition per broker, if it does not exist).
+        #[arg(long, value_name = "TOPIC")]
+        produce: Option<String>,
+        /// Messages per broker, with --produce.
+        #[arg(long, default_value_t = 1, requires = "produce",
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(kafka::check::MAX_MESSAGES)))]
+        messages: u32,
+        /// Bytes per message, with --produce (above the path MTU to test PMTU discovery).
+        #[arg(long, default_value_t = 1024, requires = "produce", value_parser = message_size)]
+        message_size: usize,
+        #[arg(long)]
+        json: bool,
+        /// The bound on each step: resolving, connecting, each request.
+        #[arg(long, default_value = "5s", value_parser = positive_duration)]
+        timeout: Duration,
+    },
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn message_size(s: &str) -> Result<usize, String> {
+    use kafka::check::{MAX_MESSAGE_SIZE as MAX, MIN_MESSAGE_SIZE as MIN};
+    match s.parse::<usize>() {
+        Ok(n) if (MIN..=MAX).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number of bytes from {MIN} to {MAX}")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -125,6 +188,9 @@ fn main() -> ExitCode {
     // The one command that needs no configuration.
     if let Command::ImportIptables { file, json } = &cli.command {
         return import_iptables(file, *json);
+    }
+    if let Command::Kafka { action } = &cli.command {
+        return kafka_cmd(action);
     }
     // Commands for a running daemon only need to find it: they must work while the file
     // has an error (to see it refused by `reload`) or the host changed (to fix or unload).
@@ -180,7 +246,9 @@ fn main() -> ExitCode {
             Ok(settings) => doctor(&settings, json, timeout),
             Err(e) => return usage_error(e),
         },
-        Command::ImportIptables { .. } => unreachable!("handled before loading the config"),
+        Command::ImportIptables { .. } | Command::Kafka { .. } => {
+            unreachable!("handled before loading the config")
+        }
     };
     ExitCode::from(code)
 }
@@ -225,6 +293,20 @@ fn check_config(settings: &config::Settings, json: bool) -> ExitCode {
     }
 }
 
+/// Whether `pid` is a live process. A zombie has exited (its fds, and with them the program
+/// and maps it held, are closed) and only waits for its parent to reap it, which a
+/// supervisor other than systemd may do late.
+fn process_running(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')' (comm may hold one).
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 /// Through the daemon when one runs (it stops after unloading); by hand otherwise.
 fn unload_cmd(settings: &config::Locations) -> ExitCode {
     let pid = control::call(&settings.control_socket, &Request::Status)
@@ -233,9 +315,8 @@ fn unload_cmd(settings: &config::Locations) -> ExitCode {
     if let Some(pid) = pid {
         if control::call(&settings.control_socket, &Request::Unload).is_ok_and(|r| r.ok) {
             // The daemon unloads as it exits; it is done when it is gone.
-            let proc = PathBuf::from(format!("/proc/{pid}"));
             for _ in 0..200 {
-                if !proc.exists() {
+                if !process_running(pid) {
                     println!("unloaded by the daemon (pid {pid}), which has stopped");
                     return ExitCode::SUCCESS;
                 }
@@ -302,6 +383,52 @@ fn import_iptables(file: &str, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+fn kafka_cmd(action: &KafkaAction) -> ExitCode {
+    match action {
+        KafkaAction::Discover { bootstrap, first_port, json, timeout } => {
+            let meta = match kafka::discover::fetch(bootstrap, *timeout) {
+                Ok(m) => m,
+                Err(e) => return runtime_error(e.into()),
+            };
+            match kafka::discover::plan(bootstrap, &meta, *first_port) {
+                Ok(plan) if *json => {
+                    let v = kafka::render::discover_json(&plan);
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(plan) => {
+                    print!("{}", kafka::render::discover_text(&plan));
+                    ExitCode::SUCCESS
+                }
+                Err(e) if e.is_usage() => usage_error(e),
+                Err(e) => runtime_error(anyhow::anyhow!("{bootstrap}: {e}")),
+            }
+        }
+        KafkaAction::Check { via, produce, messages, message_size, json, timeout } => {
+            let opts = kafka::check::Options {
+                vias: via.clone(),
+                timeout: *timeout,
+                produce: produce.as_ref().map(|topic| kafka::check::ProduceOptions {
+                    topic: topic.clone(),
+                    messages: *messages,
+                    message_size: *message_size,
+                }),
+            };
+            let report = kafka::check::run(&opts);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                print!("{}", kafka::render::check_text(&report));
+            }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
     }
 }
 

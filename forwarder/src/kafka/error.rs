@@ -1,0 +1,319 @@
+//! What can go wrong between a client and a Kafka listener, named after the hop that failed
+//! (DNS, TCP, the Kafka handshake, a later request) so `kafka check` can say where the path
+//! breaks, and worded for the operator: which address, which step, the likely cause.
+
+use std::{fmt, io, net::SocketAddr, time::Duration};
+
+/// The Kafka requests this tool sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    ApiVersions,
+    Metadata,
+    CreateTopics,
+    Produce,
+    Fetch,
+}
+
+impl Api {
+    pub const ALL: [Api; 5] =
+        [Api::ApiVersions, Api::Metadata, Api::CreateTopics, Api::Produce, Api::Fetch];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::ApiVersions => "ApiVersions",
+            Api::Metadata => "Metadata",
+            Api::CreateTopics => "CreateTopics",
+            Api::Produce => "Produce",
+            Api::Fetch => "Fetch",
+        }
+    }
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The hops of a client's way to a broker, in the order it takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hop {
+    Dns,
+    Tcp,
+    /// The ApiVersions exchange every client starts with.
+    Handshake,
+    /// Metadata, CreateTopics, Produce, Fetch after a good handshake.
+    Request,
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hop::Dns => "DNS",
+            Hop::Tcp => "TCP",
+            Hop::Handshake => "Kafka handshake",
+            Hop::Request => "Kafka request",
+        })
+    }
+}
+
+/// A Kafka error code from a response, shown the way Kafka's documentation names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub i16);
+
+impl ErrorCode {
+    pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = ErrorCode(3);
+    pub const LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(5);
+    pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = ErrorCode(6);
+    pub const ILLEGAL_SASL_STATE: ErrorCode = ErrorCode(34);
+    pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(35);
+    pub const TOPIC_ALREADY_EXISTS: ErrorCode = ErrorCode(36);
+    pub const SASL_AUTHENTICATION_FAILED: ErrorCode = ErrorCode(58);
+
+    /// `None` for 0 (no error).
+    pub fn from_code(code: i16) -> Option<ErrorCode> {
+        (code != 0).then_some(ErrorCode(code))
+    }
+
+    /// UNKNOWN_TOPIC_OR_PARTITION, as in Kafka's protocol guide and broker logs.
+    pub fn name(self) -> String {
+        match kafka_protocol::ResponseError::try_from_code(self.0) {
+            None => "NONE".into(),
+            Some(kafka_protocol::ResponseError::Unknown(_)) => "UNKNOWN".into(),
+            Some(e) => screaming_snake(&format!("{e}")),
+        }
+    }
+
+    /// Codes a listener answers with when the client has not authenticated.
+    pub fn is_authentication(self) -> bool {
+        matches!(self, Self::ILLEGAL_SASL_STATE | Self::SASL_AUTHENTICATION_FAILED)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.0)
+    }
+}
+
+fn screaming_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("{addr:?}: expected HOST:PORT ({why})")]
+    BadAddress { addr: String, why: &'static str },
+    #[error("{addr}: the name does not resolve: {why}")]
+    Resolve { addr: String, why: String },
+    #[error("{addr}: TCP connection to {peer} failed: {}", connect_cause(io, *timeout))]
+    Connect { addr: String, peer: SocketAddr, timeout: Duration, io: io::Error },
+    #[error("{addr} answered but not as a Kafka broker: {detail}")]
+    NotKafka { addr: String, detail: String },
+    #[error(
+        "{addr} probably needs TLS or SASL, which this tool does not speak (plaintext Kafka \
+         only): {detail}"
+    )]
+    NeedsSecurity { addr: String, detail: String },
+    #[error("{addr}: no answer to {api} within {}{}", humantime::format_duration(*timeout), timeout_hint(*api))]
+    Timeout { addr: String, api: Api, timeout: Duration },
+    #[error("{addr}: the connection closed while waiting for the {api} response")]
+    Closed { addr: String, api: Api },
+    #[error("{addr}: {api}: {io}")]
+    Io { addr: String, api: Api, io: io::Error },
+    #[error("{addr}: {api}: the broker supports versions {broker}, this tool {ours}")]
+    Unsupported { addr: String, api: Api, broker: String, ours: String },
+    #[error("{addr}: {api} failed: {code}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Broker { addr: String, api: Api, code: ErrorCode, message: Option<String> },
+    #[error("{addr}: {api}: {detail}")]
+    Protocol { addr: String, api: Api, detail: String },
+}
+
+impl KafkaError {
+    /// Where on the client's way to the broker this failed.
+    pub fn hop(&self) -> Hop {
+        match self {
+            KafkaError::BadAddress { .. } | KafkaError::Resolve { .. } => Hop::Dns,
+            KafkaError::Connect { .. } => Hop::Tcp,
+            KafkaError::NotKafka { .. } | KafkaError::NeedsSecurity { .. } => Hop::Handshake,
+            KafkaError::Timeout { api, .. }
+            | KafkaError::Closed { api, .. }
+            | KafkaError::Io { api, .. }
+            | KafkaError::Unsupported { api, .. }
+            | KafkaError::Broker { api, .. }
+            | KafkaError::Protocol { api, .. } => {
+                if *api == Api::ApiVersions {
+                    Hop::Handshake
+                } else {
+                    Hop::Request
+                }
+            }
+        }
+    }
+}
+
+fn connect_cause(e: &io::Error, timeout: Duration) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            "connection refused (nothing listens on that port, or a firewall rejects it)".into()
+        }
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!(
+            "no answer within {} (SYNs dropped by a firewall or NSG, a wrong address, or no route)",
+            humantime::format_duration(timeout)
+        ),
+        _ => e.to_string(),
+    }
+}
+
+fn timeout_hint(api: Api) -> &'static str {
+    if api == Api::ApiVersions {
+        // A broker answers ApiVersions at once, on any listener it speaks plaintext on.
+        " (the port accepted the connection, but a Kafka broker answers at once: not a Kafka \
+         listener, or one that expects TLS first, which this tool does not speak)"
+    } else {
+        ""
+    }
+}
+
+/// What a listener that is not a plaintext Kafka one sent instead of a response frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Garbage {
+    /// A TLS record (0x15 alert, 0x16 handshake; then 0x03, the TLS major version).
+    Tls { alert: bool },
+    /// The first line of an HTTP answer.
+    Http(String),
+    /// Anything else, shown as text if it is text, else as hex.
+    Other(String),
+}
+
+impl Garbage {
+    /// Names the first bytes a listener sent where a Kafka response's size was expected.
+    pub fn classify(bytes: &[u8]) -> Garbage {
+        if bytes.len() >= 2 && (bytes[0] == 0x15 || bytes[0] == 0x16) && bytes[1] == 0x03 {
+            return Garbage::Tls { alert: bytes[0] == 0x15 };
+        }
+        if bytes.starts_with(b"HTTP/") {
+            let line = bytes.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or(bytes);
+            return Garbage::Http(String::from_utf8_lossy(line).into_owned());
+        }
+        let shown = &bytes[..bytes.len().min(32)];
+        let printable = shown
+            .iter()
+            .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\r' || b == b'\n' || b == b'\t');
+        if printable && !shown.is_empty() {
+            Garbage::Other(format!("{:?}", String::from_utf8_lossy(shown)))
+        } else {
+            let hex: Vec<String> = shown.iter().map(|b| format!("{b:02x}")).collect();
+            Garbage::Other(format!("bytes {}", hex.join(" ")))
+        }
+    }
+
+    /// The error for a listener that sent these bytes in answer to `api`.
+    pub fn into_error(self, addr: &str, api: Api) -> KafkaError {
+        let addr = addr.to_string();
+        match self {
+            Garbage::Tls { alert } => KafkaError::NeedsSecurity {
+                addr,
+                detail: format!(
+                    "it answered {api} with a TLS {} record: the listener speaks TLS \
+                     (SSL or SASL_SSL)",
+                    if alert { "alert" } else { "handshake" }
+                ),
+            },
+            Garbage::Http(line) => KafkaError::NotKafka {
+                addr,
+                detail: format!("it answered {api} with HTTP ({line:?})"),
+            },
+            Garbage::Other(shown) => {
+                KafkaError::NotKafka { addr, detail: format!("it answered {api} with {shown}") }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_alerts_and_handshakes_are_tls() {
+        assert_eq!(
+            Garbage::classify(&[0x15, 0x03, 0x03, 0x00, 0x02]),
+            Garbage::Tls { alert: true }
+        );
+        assert_eq!(Garbage::classify(&[0x16, 0x03, 0x01]), Garbage::Tls { alert: false });
+        let e = Garbage::classify(&[0x15, 0x03, 0x01, 0x00]).into_error("b:9093", Api::ApiVersions);
+        assert!(matches!(e, KafkaError::NeedsSecurity { .. }), "{e}");
+        assert!(e.to_string().contains("TLS or SASL"), "{e}");
+        assert_eq!(e.hop(), Hop::Handshake);
+    }
+
+    #[test]
+    fn http_shows_the_status_line() {
+        let g = Garbage::classify(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(g, Garbage::Http("HTTP/1.1 400 Bad Request".into()));
+        let e = g.into_error("web:80", Api::ApiVersions).to_string();
+        assert!(e.starts_with("web:80 answered but not as a Kafka broker:"), "{e}");
+        assert!(e.contains("HTTP/1.1 400 Bad Request"), "{e}");
+    }
+
+    #[test]
+    fn other_bytes_are_text_or_hex() {
+        assert_eq!(
+            Garbage::classify(b"SSH-2.0-OpenSSH_9.6\r\n"),
+            Garbage::Other("\"SSH-2.0-OpenSSH_9.6\\r\\n\"".into())
+        );
+        assert_eq!(Garbage::classify(&[0xff, 0x00, 0x7f]), Garbage::Other("bytes ff 00 7f".into()));
+    }
+
+    #[test]
+    fn error_codes_read_like_kafka_docs() {
+        assert_eq!(ErrorCode(3).to_string(), "UNKNOWN_TOPIC_OR_PARTITION (3)");
+        assert_eq!(ErrorCode(36).name(), "TOPIC_ALREADY_EXISTS");
+        assert_eq!(ErrorCode(-1).name(), "UNKNOWN_SERVER_ERROR");
+        assert_eq!(ErrorCode(9999).name(), "UNKNOWN");
+        assert_eq!(ErrorCode::from_code(0), None);
+        assert!(ErrorCode(58).is_authentication());
+    }
+
+    #[test]
+    fn hops_follow_the_failing_step() {
+        let addr = "b:9092".to_string();
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let e = KafkaError::Connect {
+            addr: addr.clone(),
+            peer,
+            timeout: Duration::from_secs(5),
+            io: refused,
+        };
+        assert_eq!(e.hop(), Hop::Tcp);
+        assert!(e.to_string().contains("connection refused"), "{e}");
+        let timed_out = io::Error::from(io::ErrorKind::TimedOut);
+        let e = KafkaError::Connect {
+            addr: addr.clone(),
+            peer,
+            timeout: Duration::from_secs(5),
+            io: timed_out,
+        };
+        assert!(e.to_string().contains("no answer within 5s"), "{e}");
+        assert_eq!(KafkaError::Resolve { addr: addr.clone(), why: "x".into() }.hop(), Hop::Dns);
+        let e = KafkaError::Timeout {
+            addr: addr.clone(),
+            api: Api::ApiVersions,
+            timeout: Duration::from_secs(5),
+        };
+        assert_eq!(e.hop(), Hop::Handshake);
+        assert!(e.to_string().contains("not a Kafka listener"), "{e}");
+        let e = KafkaError::Timeout { addr, api: Api::Fetch, timeout: Duration::from_secs(5) };
+        assert_eq!(e.hop(), Hop::Request);
+    }
+}

@@ -1,0 +1,651 @@
+//! `forwarder kafka discover | check` against real sockets on 127.0.0.1: a fake metadata
+//! server encoding its answers with kafka-protocol, listeners that are not Kafka (HTTP, one
+//! that says nothing, one that hangs up, a closed port), and real tansu brokers (plaintext,
+//! and with SASL required). Nothing here sends traffic anywhere but 127.0.0.1.
+//!
+//! The tansu tests need its binary: TANSU_BIN, else /opt/tansu/bin/tansu; without it they
+//! fail and say so.
+
+use forwarder::kafka::{
+    bytes::Bytes,
+    kafka_protocol::{
+        messages::{
+            api_versions_response::ApiVersion, metadata_response::MetadataResponseBroker, ApiKey,
+            ApiVersionsRequest, ApiVersionsResponse, BrokerId, MetadataRequest, MetadataResponse,
+        },
+        protocol::{decode_request_header_from_buffer, StrBytes},
+    },
+    wire::encode_response,
+};
+use forwarder_tests::topology::forwarder_bin;
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+// ---- running the CLI ------------------------------------------------------------------------
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+fn kafka(args: &[&str]) -> Run {
+    let started = Instant::now();
+    let out: Output = Command::new(forwarder_bin())
+        .arg("kafka")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running forwarder kafka");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        took: started.elapsed(),
+    }
+}
+
+impl Run {
+    fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code; stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+// ---- listeners on 127.0.0.1 -----------------------------------------------------------------
+
+/// A listener on an ephemeral port whose connections `serve` handles, one thread each,
+/// stopped (and joined) when dropped. Bounded: 60 s, 64 connections.
+struct Listener {
+    addr: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    fn start(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> Listener {
+        let l = TcpListener::bind("127.0.0.1:0").expect("binding a test listener");
+        l.set_nonblocking(true).expect("nonblocking listener");
+        let addr = l.local_addr().expect("local addr").to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let serve = Arc::new(serve);
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut conns = Vec::new();
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline && conns.len() < 64 {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let serve = serve.clone();
+                        conns.push(std::thread::spawn(move || serve(s)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            // Connection threads end on their own (read timeouts); do not wait for them.
+        });
+        Listener { addr, stop, thread: Some(thread) }
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("port")
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding");
+    let addr = l.local_addr().expect("addr").to_string();
+    drop(l);
+    addr
+}
+
+fn http_server() -> Listener {
+    Listener::start(|mut s| {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let _ = s.shutdown(Shutdown::Both);
+    })
+}
+
+/// Accepts and says nothing, holding the connection for a while (longer than any timeout
+/// the tests give the CLI).
+fn silent_server() -> Listener {
+    Listener::start(|s| {
+        std::thread::sleep(Duration::from_secs(15));
+        drop(s);
+    })
+}
+
+/// Accepts and hangs up at once.
+fn hangup_server() -> Listener {
+    Listener::start(|s| {
+        let _ = s.shutdown(Shutdown::Both);
+    })
+}
+
+/// A broker as the fake metadata server lists it.
+#[derive(Clone)]
+struct FakeBroker {
+    id: i32,
+    host: String,
+    port: u16,
+    rack: Option<String>,
+}
+
+/// Answers ApiVersions and Metadata (with `brokers`), encoded by kafka-protocol at the
+/// version asked; hangs up on anything else.
+fn metadata_server(brokers: Vec<FakeBroker>) -> Listener {
+    Listener::start(move |mut s| {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        for _ in 0..100 {
+            let mut size = [0u8; 4];
+            if s.read_exact(&mut size).is_err() {
+                return;
+            }
+            let mut body = vec![0u8; i32::from_be_bytes(size).clamp(0, 1 << 20) as usize];
+            if s.read_exact(&mut body).is_err() {
+                return;
+            }
+            let mut body = Bytes::from(body);
+            let Ok(header) = decode_request_header_from_buffer(&mut body) else { return };
+            let (v, corr) = (header.request_api_version, header.correlation_id);
+            let frame = match ApiKey::try_from(header.request_api_key) {
+                Ok(ApiKey::ApiVersions) => {
+                    let keys = [(ApiKey::ApiVersions, 0, 3), (ApiKey::Metadata, 0, 12)]
+                        .map(|(k, lo, hi)| {
+                            ApiVersion::default()
+                                .with_api_key(k as i16)
+                                .with_min_version(lo)
+                                .with_max_version(hi)
+                        })
+                        .to_vec();
+                    let resp = ApiVersionsResponse::default().with_api_keys(keys);
+                    encode_response::<ApiVersionsRequest>(&resp, v, corr)
+                }
+                Ok(ApiKey::Metadata) => {
+                    let resp = MetadataResponse::default()
+                        .with_cluster_id(Some(StrBytes::from_static_str("fake-cluster")))
+                        .with_controller_id(BrokerId(brokers[0].id))
+                        .with_brokers(
+                            brokers
+                                .iter()
+                                .map(|b| {
+                                    MetadataResponseBroker::default()
+                                        .with_node_id(BrokerId(b.id))
+                                        .with_host(StrBytes::from_string(b.host.clone()))
+                                        .with_port(i32::from(b.port))
+                                        .with_rack(b.rack.clone().map(StrBytes::from_string))
+                                })
+                                .collect(),
+                        );
+                    encode_response::<MetadataRequest>(&resp, v, corr)
+                }
+                _ => return,
+            };
+            let frame = frame.expect("encoding the fake response");
+            if s.write_all(&frame).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+fn three_brokers() -> Vec<FakeBroker> {
+    // Listed out of id order: the rules must come out in id order anyway.
+    [(3, "az3"), (1, "az1"), (2, "az2")]
+        .map(|(id, rack)| FakeBroker {
+            id,
+            host: format!("broker{id}.corp.example"),
+            port: 9092,
+            rack: Some(rack.into()),
+        })
+        .to_vec()
+}
+
+/// The `[[rule]]` blocks in the text output: each header and the three lines after it.
+fn rule_blocks(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        if *l == "[[rule]]" {
+            for l in &lines[i..(i + 4).min(lines.len())] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+// ---- discover -------------------------------------------------------------------------------
+
+#[test]
+fn kafka_discover_prints_rules_and_azure_resources_per_broker() {
+    let fake = metadata_server(three_brokers());
+    let run = kafka(&["discover", "--bootstrap", &fake.addr, "--first-port", "19092"]);
+    run.assert_code(0);
+    let blocks = rule_blocks(&run.stdout);
+    let config = format!("interface = \"lo\"\n\n{blocks}");
+    let settings = forwarder::config::parse(&PathBuf::from("discovered.toml"), &config)
+        .unwrap_or_else(|e| panic!("the printed rules do not parse: {e}\n{config}"));
+    let rules: Vec<(String, u16, String)> = settings
+        .rules
+        .iter()
+        .map(|r| (r.name.clone(), r.listen, format!("{}:{}", r.target.host, r.target.port)))
+        .collect();
+    assert_eq!(rules.len(), 3, "{config}");
+    for (i, (name, listen, target)) in rules.iter().enumerate() {
+        let id = i + 1;
+        assert_eq!(name, &format!("broker-{id}"));
+        assert_eq!(*listen, 19092 + i as u16);
+        assert_eq!(target, &format!("broker{id}.corp.example:9092"));
+    }
+    assert!(blocks.contains("target = \"broker2.corp.example:9092\""), "{blocks}");
+    for id in 1..=3 {
+        let port = 19092 + id - 1;
+        for needle in [
+            format!("broker{id}.corp.example:9092  az{id}"),
+            format!("--name kafka-broker-{id} --protocol Tcp --frontend-ip-name fe-kafka-broker-{id} --frontend-port 9092 --backend-pool-name <BACKEND_POOL> --backend-port {port} "),
+            format!("az network private-link-service create --resource-group <RESOURCE_GROUP> --name pls-kafka-broker-{id} "),
+            format!("az network private-dns record-set a add-record --resource-group <DNS_RESOURCE_GROUP> --zone-name corp.example --record-set-name broker{id} --ipv4-address <PE_IP_BROKER_{id}>"),
+        ] {
+            assert!(run.stdout.contains(&needle), "missing {needle:?} in:\n{}", run.stdout);
+        }
+    }
+}
+
+#[test]
+fn kafka_discover_json_lists_the_brokers() {
+    let fake = metadata_server(three_brokers());
+    let run = kafka(&["discover", "--bootstrap", &fake.addr, "--json"]);
+    let j = run.assert_code(0).json();
+    assert_eq!(j["cluster_id"], "fake-cluster");
+    let brokers: Vec<(i64, String, String)> = j["brokers"]
+        .as_array()
+        .expect("brokers")
+        .iter()
+        .map(|b| {
+            (
+                b["id"].as_i64().unwrap(),
+                b["host"].as_str().unwrap().into(),
+                b["rack"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        brokers,
+        [1, 2, 3].map(|id| (id, format!("broker{id}.corp.example"), format!("az{id}"))).to_vec()
+    );
+    let listens: Vec<i64> =
+        j["rules"].as_array().unwrap().iter().map(|r| r["listen"].as_i64().unwrap()).collect();
+    assert_eq!(listens, [9092, 9093, 9094]);
+    let commands: Vec<&str> = j["az_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["commands"].as_array().unwrap())
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(commands.iter().filter(|c| c.starts_with("az network lb rule create")).count(), 3);
+}
+
+#[test]
+fn kafka_discover_says_an_http_server_is_not_kafka() {
+    let http = http_server();
+    let run = kafka(&["discover", "--bootstrap", &http.addr]);
+    run.assert_code(1);
+    let want = format!("{} answered but not as a Kafka broker", http.addr);
+    assert!(run.stderr.contains(&want), "{}", run.stderr);
+    assert!(run.stderr.contains("HTTP/1.1 400 Bad Request"), "{}", run.stderr);
+}
+
+#[test]
+fn kafka_discover_says_a_listener_that_hangs_up_is_not_kafka() {
+    let hangup = hangup_server();
+    let run = kafka(&["discover", "--bootstrap", &hangup.addr]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("answered but not as a Kafka broker"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("closed the connection without answering ApiVersions"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn kafka_discover_gives_up_on_a_silent_listener_within_its_timeout() {
+    let silent = silent_server();
+    let run = kafka(&["discover", "--bootstrap", &silent.addr, "--timeout", "2s"]);
+    run.assert_code(1);
+    assert!(run.took < Duration::from_secs(2 + 5), "took {:?}", run.took);
+    assert!(run.took >= Duration::from_secs(2), "took {:?}: gave up before the timeout", run.took);
+    assert!(run.stderr.contains("no answer to ApiVersions within 2s"), "{}", run.stderr);
+}
+
+#[test]
+fn kafka_discover_names_a_refused_connection() {
+    let addr = closed_port();
+    let run = kafka(&["discover", "--bootstrap", &addr]);
+    run.assert_code(1);
+    assert!(run.took < Duration::from_secs(5), "took {:?}", run.took);
+    assert!(
+        run.stderr
+            .contains(&format!("{addr}: TCP connection to {addr} failed: connection refused")),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn kafka_usage_errors_exit_2() {
+    for args in [
+        &["discover"][..],
+        &["discover", "--bootstrap", "no-port"],
+        &["discover", "--bootstrap", "127.0.0.1:9092", "--first-port", "0"],
+        &["discover", "--bootstrap", "127.0.0.1:9092", "--timeout", "0s"],
+        &["check"],
+        &["check", "--via", "127.0.0.1"],
+        &["check", "--via", "127.0.0.1:9092", "--messages", "3"],
+        &["check", "--via", "127.0.0.1:9092", "--produce", "t", "--messages", "0"],
+        &["check", "--via", "127.0.0.1:9092", "--produce", "t", "--message-size", "1"],
+    ] {
+        let run = kafka(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+    }
+}
+
+// ---- check ----------------------------------------------------------------------------------
+
+#[test]
+fn kafka_check_reports_the_failing_hop_per_broker() {
+    // Broker 1 speaks Kafka (a second fake: the via's port is not known before it runs),
+    // broker 2 is a closed port, broker 3 an HTTP server behind the name localhost.
+    let http = http_server();
+    let closed = closed_port();
+    let closed_port: u16 = closed.rsplit_once(':').unwrap().1.parse().unwrap();
+    let inner =
+        metadata_server(vec![FakeBroker { id: 1, host: "127.0.0.1".into(), port: 1, rack: None }]);
+    let brokers = vec![
+        FakeBroker {
+            id: 1,
+            host: "127.0.0.1".into(),
+            port: inner.port(),
+            rack: Some("az1".into()),
+        },
+        FakeBroker { id: 2, host: "127.0.0.1".into(), port: closed_port, rack: None },
+        FakeBroker { id: 3, host: "localhost".into(), port: http.port(), rack: None },
+    ];
+    let via = metadata_server(brokers);
+    let run = kafka(&["check", "--via", &via.addr, "--json", "--timeout", "3s"]);
+    let j = run.assert_code(1).json();
+    assert_eq!(j["ok"], false);
+    let v = &j["vias"][0];
+    assert_eq!(v["via"], via.addr.as_str());
+    assert!(v["failure"].is_null(), "{v}");
+    let b = v["brokers"].as_array().expect("brokers");
+    assert_eq!(b.len(), 3, "{v}");
+    assert_eq!((b[0]["id"].as_i64(), b[0]["reachable"].as_bool()), (Some(1), Some(true)), "{v}");
+    assert!(b[0]["latency_ms"].as_f64().is_some(), "{v}");
+    assert_eq!(b[0]["via"], via.addr.as_str());
+    assert_eq!(
+        (b[1]["reachable"].as_bool(), b[1]["failure"]["hop"].as_str()),
+        (Some(false), Some("tcp")),
+        "{v}"
+    );
+    assert!(b[1]["failure"]["error"].as_str().unwrap().contains("connection refused"), "{v}");
+    assert_eq!(b[2]["failure"]["hop"], "handshake", "{v}");
+    assert!(b[2]["failure"]["error"].as_str().unwrap().contains("not as a Kafka broker"), "{v}");
+    // localhost went through the system resolver (/etc/hosts).
+    assert!(!b[2]["resolved"].as_array().unwrap().is_empty(), "{v}");
+
+    // The same in text: one line per broker naming the via, and what failed.
+    let run = kafka(&["check", "--via", &via.addr, "--timeout", "3s"]);
+    run.assert_code(1);
+    assert!(run.stdout.contains("FAILED at TCP"), "{}", run.stdout);
+    assert!(run.stdout.contains("FAILED at Kafka handshake"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("FAILED via {} broker 2", via.addr)), "{}", run.stdout);
+    assert!(run.stdout.contains("1 of 3 broker(s) ok"), "{}", run.stdout);
+}
+
+#[test]
+fn kafka_check_reports_vias_that_are_not_kafka_within_the_timeout() {
+    let http = http_server();
+    let silent = silent_server();
+    let closed = closed_port();
+    let run = kafka(&[
+        "check",
+        "--via",
+        &http.addr,
+        "--via",
+        &silent.addr,
+        "--via",
+        &closed,
+        "--timeout",
+        "2s",
+        "--json",
+    ]);
+    let j = run.assert_code(1).json();
+    assert!(run.took < Duration::from_secs(2 + 5), "took {:?}", run.took);
+    let hops: Vec<(&str, &str)> = j["vias"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["via"].as_str().unwrap(), v["failure"]["hop"].as_str().unwrap_or("none")))
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            (http.addr.as_str(), "handshake"),
+            (silent.addr.as_str(), "handshake"),
+            (closed.as_str(), "tcp")
+        ]
+    );
+    let err = |i: usize| j["vias"][i]["failure"]["error"].as_str().unwrap().to_string();
+    assert!(err(0).contains("answered but not as a Kafka broker"), "{}", err(0));
+    assert!(err(1).contains("no answer to ApiVersions within 2s"), "{}", err(1));
+    assert!(err(2).contains("connection refused"), "{}", err(2));
+}
+
+// ---- real tansu brokers ---------------------------------------------------------------------
+
+/// A tansu broker on 127.0.0.1 (a one-node cluster, node id fixed by tansu), killed and its
+/// files removed when dropped.
+struct Tansu {
+    child: Child,
+    addr: String,
+    dir: PathBuf,
+}
+
+fn tansu_bin() -> PathBuf {
+    let path = std::env::var_os("TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/tansu/bin/tansu"));
+    assert!(
+        path.exists(),
+        "tansu not found at {} (set TANSU_BIN, or `cargo install tansu --features libsql --root \
+         /opt/tansu`): the Kafka tests need a real broker",
+        path.display()
+    );
+    path
+}
+
+impl Tansu {
+    fn start(tag: &str, extra: &[&str]) -> Tansu {
+        let bin = tansu_bin();
+        let dir = std::env::temp_dir().join(format!("fwt-tansu-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the tansu dir");
+        // A free ephemeral port: bound by us, released, then given to tansu.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.join("tansu.log")).expect("tansu log");
+        // tansu resolves a sqlite:// path against its working directory, even one that
+        // starts with '/': run it in its directory with a relative name.
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &format!("tcp://{addr}")])
+            .args(["--advertised-listener-url", &format!("tcp://{addr}")])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(extra)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        let mut t = Tansu { child, addr, dir };
+        t.wait_ready();
+        t
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tansu exited ({status}) before listening:\n{}", self.log());
+            }
+            if TcpStream::connect_timeout(
+                &self.addr.parse().expect("addr"),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tansu did not listen on {} within 20 s:\n{}", self.addr, self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        // Our child, by its pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn kafka_discover_against_tansu() {
+    let broker = Tansu::start("discover", &[]);
+    let run = kafka(&["discover", "--bootstrap", &broker.addr, "--json"]);
+    let j = run.assert_code(0).json();
+    let brokers = j["brokers"].as_array().expect("brokers");
+    assert_eq!(brokers.len(), 1, "{j}");
+    assert_eq!(j["rules"][0]["target"], broker.addr.as_str(), "{j}");
+    assert_eq!(j["rules"][0]["listen"], 9092, "{j}");
+    // tansu advertises an IP address here: the plan says a DNS record cannot help.
+    assert!(
+        j["warnings"][0].as_str().unwrap().contains("advertises the IP address 127.0.0.1"),
+        "{j}"
+    );
+}
+
+#[test]
+fn kafka_check_produces_and_fetches_through_two_one_node_tansu_clusters() {
+    // Two clusters whose single brokers have the same node id, as in the lab.
+    let a = Tansu::start("check-a", &[]);
+    let b = Tansu::start("check-b", &[]);
+    let topic = "forwarder-check";
+    let run = kafka(&[
+        "check",
+        "--via",
+        &a.addr,
+        "--via",
+        &b.addr,
+        "--produce",
+        topic,
+        "--messages",
+        "50",
+        "--json",
+    ]);
+    let j = run.assert_code(0).json();
+    assert_eq!(j["ok"], true);
+    let vias = j["vias"].as_array().expect("vias");
+    assert_eq!(vias.len(), 2, "{j}");
+    for (v, t) in vias.iter().zip([&a, &b]) {
+        assert_eq!(v["via"], t.addr.as_str(), "{v}");
+        assert_eq!(v["topic_created"], true, "{v}");
+        let brokers = v["brokers"].as_array().unwrap();
+        assert_eq!(brokers.len(), 1, "{v}");
+        let br = &brokers[0];
+        assert_eq!(br["via"], t.addr.as_str(), "{v}");
+        assert_eq!(br["connected"], t.addr.as_str(), "{v}");
+        let p = &br["produce"];
+        assert_eq!(
+            (p["produced"].as_u64(), p["consumed"].as_u64(), p["ok"].as_bool()),
+            (Some(50), Some(50), Some(true)),
+            "{v}"
+        );
+        assert!(p["produce_mb_s"].as_f64().is_some() && p["fetch_mb_s"].as_f64().is_some(), "{v}");
+    }
+    assert_eq!(
+        vias[0]["brokers"][0]["id"], vias[1]["brokers"][0]["id"],
+        "tansu's node id is fixed"
+    );
+
+    // Again, in text: the topic exists now; the new messages are found after the old ones.
+    let run = kafka(&["check", "--via", &a.addr, "--produce", topic, "--messages", "5"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("1 of 1 broker(s) ok"), "{}", run.stdout);
+    assert!(!run.stdout.contains("created the topic"), "{}", run.stdout);
+}
+
+#[test]
+fn kafka_discover_says_a_sasl_tansu_needs_sasl() {
+    let broker = Tansu::start("sasl", &["--authentication"]);
+    let run = kafka(&["discover", "--bootstrap", &broker.addr]);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("probably needs TLS or SASL"),
+        "{}\ntansu:\n{}",
+        run.stderr,
+        broker.log()
+    );
+}
