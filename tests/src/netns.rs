@@ -26,12 +26,51 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(tag: &str) -> Result<Self> {
+        Self::with_prefix("fwt", tag)
+    }
+
+    /// A namespace named `<prefix>-<tag>-<pid>-<n>` (the demo uses its own prefix, so its
+    /// namespaces are told apart from the tests' at a glance).
+    pub fn with_prefix(prefix: &str, tag: &str) -> Result<Self> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("fwt-{tag}-{}-{n}", std::process::id());
+        let name = format!("{prefix}-{tag}-{}-{n}", std::process::id());
         run("ip", &["netns", "add", &name])?;
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// The hosts file of this namespace: `ip netns exec` bind-mounts /etc/netns/<name>/hosts
+    /// over /etc/hosts for what it runs, which is how a VM's private DNS zone is played here.
+    /// Removed with the namespace.
+    pub fn set_hosts(&self, entries: &[(std::net::Ipv4Addr, &str)]) -> Result<()> {
+        let dir = self.etc_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for (ip, name) in entries {
+            text += &format!("{ip} {name}\n");
+        }
+        let path = dir.join("hosts");
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn etc_dir(&self) -> std::path::PathBuf {
+        std::path::Path::new("/etc/netns").join(&self.name)
+    }
+
+    /// Runs `f` on a new thread inside this namespace and returns at once (for loops that
+    /// live as long as the namespace, such as a load balancer's health prober).
+    pub fn spawn<F>(&self, f: F) -> Result<std::thread::JoinHandle<()>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        Ok(std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("setns into the namespace");
+            f()
+        }))
     }
 
     pub fn name(&self) -> &str {
@@ -91,6 +130,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = std::fs::remove_dir_all(self.etc_dir());
     }
 }
 

@@ -137,7 +137,9 @@ impl Drop for Topology {
     }
 }
 
-fn attach_xdp_pass(iface: &str) -> Result<Datapath> {
+/// An XDP_PASS program on `iface` (the peer of a native-XDP veth, which needs one to take
+/// XDP_TX / XDP_REDIRECT frames); detached when the returned value drops.
+pub fn attach_xdp_pass(iface: &str) -> Result<Datapath> {
     let mut dp = Datapath::load(1024)?;
     dp.xdp_program(forwarder_common::program_names::XDP_PASS)?
         .attach(iface, aya::programs::XdpMode::Driver)
@@ -168,10 +170,43 @@ pub fn forwarder_bin() -> PathBuf {
     path
 }
 
+/// The log of a daemon, filled line by line from its stderr.
+pub type DaemonLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Collects the stderr of a just-spawned `forwarder run` (piped) and waits until the daemon
+/// logs that it forwards. Fails with the log when it exits or is not ready within `limit`.
+pub fn wait_forwarding(child: &mut Child, limit: Duration) -> Result<DaemonLog> {
+    let stderr = child.stderr.take().context("the daemon's stderr is not piped")?;
+    let log = DaemonLog::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("forwarding") {
+                let _ = tx.send(());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let deadline = Instant::now() + limit;
+    loop {
+        if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+            return Ok(log);
+        }
+        let text = || log.lock().unwrap().join("\n");
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("forwarder exited with {status}:\n{}", text());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("forwarder not ready after {limit:?}:\n{}", text());
+        }
+    }
+}
+
 /// A `forwarder run` process inside a namespace, stopped with SIGTERM when dropped.
 pub struct Daemon {
     child: Child,
-    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub log: DaemonLog,
     /// The config file it runs with.
     pub config: PathBuf,
 }
@@ -206,37 +241,8 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .context("spawning forwarder")?;
-        let stderr = child.stderr.take().expect("piped");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("forwarding") {
-                    let _ = tx.send(());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut d = Daemon { child, log, config: path.to_path_buf() };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
-                return Ok(d);
-            }
-            if let Some(status) = d.child.try_wait()? {
-                anyhow::bail!(
-                    "forwarder exited with {status}:\n{}",
-                    d.log.lock().unwrap().join("\n")
-                );
-            }
-            if Instant::now() > deadline {
-                anyhow::bail!(
-                    "forwarder not ready after 20 s:\n{}",
-                    d.log.lock().unwrap().join("\n")
-                );
-            }
-        }
+        let log = wait_forwarding(&mut child, Duration::from_secs(20))?;
+        Ok(Daemon { child, log, config: path.to_path_buf() })
     }
 
     /// SIGTERM, then waits; returns the exit status. The data path stays in the kernel.

@@ -1,0 +1,102 @@
+//! The Kafka clients of the lab, run inside the client namespaces so they resolve the
+//! brokers' FQDNs through that namespace's hosts file, as a Spark executor resolves them
+//! through the private DNS zone: kafka-python (an independent implementation) and the
+//! project's own Rust client (`forwarder kafka check --produce`).
+
+use super::net::{Broker, KAFKA_PORT};
+use crate::{netns::Netns, topology::forwarder_bin};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// The kafka-python script of the lab.
+pub fn python_script() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/lab/kafka_roundtrip.py")
+}
+
+/// What kafka_roundtrip.py reports.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PyReport {
+    pub bootstrap: String,
+    #[serde(default)]
+    pub brokers: Vec<String>,
+    #[serde(default)]
+    pub produced: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub produce_seconds: f64,
+    #[serde(default)]
+    pub mb_per_s: f64,
+    pub consumed: Option<u64>,
+    pub in_order: Option<bool>,
+    pub error: Option<String>,
+}
+
+/// One kafka-python run (`roundtrip` or `produce`) against broker `b` from `ns`.
+pub fn python(
+    ns: &Netns,
+    mode: &str,
+    b: &Broker,
+    topic: &str,
+    messages: usize,
+    size: usize,
+    partitions: usize,
+) -> Result<PyReport> {
+    let bootstrap = format!("{}:{KAFKA_PORT}", b.fqdn);
+    let out = ns
+        .command("timeout")
+        .args([
+            "120",
+            "python3",
+            python_script(),
+            mode,
+            "--bootstrap",
+            &bootstrap,
+            "--topic",
+            topic,
+        ])
+        .args(["--messages", &messages.to_string(), "--size", &size.to_string()])
+        .args(["--partitions", &partitions.to_string()])
+        .output()
+        .context("running python3 (is it installed, with kafka-python?)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let report: PyReport = serde_json::from_str(line).with_context(|| {
+        format!(
+            "kafka-python against {bootstrap} printed no report ({}): {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if let Some(e) = &report.error {
+        bail!("kafka-python against {bootstrap}: {e}");
+    }
+    Ok(report)
+}
+
+/// `forwarder kafka check --via brokerN... --produce TOPIC --messages N --json` from `ns`:
+/// metadata through the path, every advertised broker connected to as a client would, and
+/// N messages produced and read back per broker. Fails unless it exits 0.
+pub fn rust_check(
+    ns: &Netns,
+    brokers: &[Broker],
+    topic: &str,
+    messages: usize,
+) -> Result<serde_json::Value> {
+    let mut cmd = ns.command(forwarder_bin().to_str().context("utf-8 path")?);
+    cmd.args(["kafka", "check"]);
+    for b in brokers {
+        cmd.args(["--via", &format!("{}:{KAFKA_PORT}", b.fqdn)]);
+    }
+    cmd.args(["--produce", topic, "--messages", &messages.to_string(), "--json"]);
+    let out = cmd.output().context("running forwarder kafka check")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "forwarder kafka check failed ({}): {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_str(&stdout).with_context(|| format!("kafka check printed no JSON: {stdout}"))
+}
