@@ -48,8 +48,12 @@ fn main() -> ExitCode {
             println!("  took:         {:.0} s; nothing left behind", s.seconds);
             ExitCode::SUCCESS
         }
+        Err(_) if lab::INTERRUPTED.load(Ordering::Relaxed) => {
+            eprintln!("interrupted: everything the demo started is torn down");
+            ExitCode::from(130)
+        }
         Err(e) => {
-            eprintln!("demo failed: {e:#}");
+            eprintln!("demo failed (everything it started is torn down): {e:#}");
             ExitCode::FAILURE
         }
     }
