@@ -5,6 +5,7 @@
 //! the reason instead of skipping.
 
 pub mod bad_configs;
+pub mod bench;
 pub mod lab;
 pub mod netns;
 pub mod packet;

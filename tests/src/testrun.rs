@@ -174,6 +174,14 @@ impl Harness {
         run_xdp(prog, ifindex, frame)
     }
 
+    /// Runs the XDP program `program` `repeat` times on `frame` in one test run; `duration`
+    /// is the kernel's mean time per run (the benchmark's measure).
+    pub fn xdp_repeat(&mut self, program: &'static str, frame: &[u8], repeat: u32) -> Result<Run> {
+        let ifindex = self.ifindex;
+        let prog: &Xdp = self.dp.xdp_program(program)?;
+        run_once(prog, frame, &xdp_ctx(ifindex, frame), repeat, "XDP test run")
+    }
+
     /// Runs the TC program once on `frame`, as an skb of the NAT VM's interface.
     pub fn tc(&mut self, frame: &[u8]) -> Result<Run> {
         let ifindex = self.ifindex;
@@ -182,7 +190,7 @@ impl Harness {
         // only a few fields of it as input and wants every other one zero.
         let mut ctx = [0u8; 44];
         ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-        run_once(prog, frame, &ctx, "TC test run")
+        run_once(prog, frame, &ctx, 1, "TC test run")
     }
 
     fn ct(&mut self, table: Table) -> Result<HashMap<&mut MapData, FlowKey, CtEntry>> {
@@ -263,13 +271,16 @@ impl Drop for Harness {
 pub fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8]) -> Result<Run> {
     // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
     // egress_ifindex }: data_end must equal the frame's length, data and data_meta 0.
+    run_once(prog, frame, &xdp_ctx(ifindex, frame), 1, "XDP test run")
+}
+
+fn xdp_ctx(ifindex: u32, frame: &[u8]) -> Vec<u8> {
     let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-    let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
-    run_once(prog, frame, &ctx, "XDP test run")
+    md.iter().flat_map(|v| v.to_ne_bytes()).collect()
 }
 
 /// One BPF_PROG_TEST_RUN of `prog` on `frame` with context `ctx` (XDP and TC alike).
-fn run_once<P>(prog: &P, frame: &[u8], ctx: &[u8], what: &'static str) -> Result<Run>
+fn run_once<P>(prog: &P, frame: &[u8], ctx: &[u8], repeat: u32, what: &'static str) -> Result<Run>
 where
     P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
 {
@@ -279,7 +290,7 @@ where
             data_in: Some(frame),
             data_out: Some(&mut out),
             ctx_in: Some(ctx),
-            repeat: 1,
+            repeat,
             ..Default::default()
         })
         .context(what)?;

@@ -43,6 +43,9 @@ enum Task {
     Demo,
     /// Build the release binary and the .deb (cargo-deb), then check the package's contents.
     Deb,
+    /// Measure program cost, whole-connection throughput and rate against iptables, and
+    /// map memory; writes BENCHMARKS.md.
+    Bench,
 }
 
 fn main() -> Result<()> {
@@ -52,6 +55,7 @@ fn main() -> Result<()> {
         Task::Test { args } => setup().and_then(|_| test(&args)),
         Task::Deb => setup().and_then(|_| deb()),
         Task::Demo => setup().and_then(|_| demo()),
+        Task::Bench => setup().and_then(|_| bench()),
     }
 }
 
@@ -67,6 +71,24 @@ fn setup() -> Result<()> {
         bail!(".ci/setup.sh failed ({status})");
     }
     Ok(())
+}
+
+/// `cargo xtask bench`: tests/src/bench, written to BENCHMARKS.md. The daemons it starts pin
+/// into the same throwaway bpffs as the tests.
+fn bench() -> Result<()> {
+    let bin = build(false)?;
+    cargo(&["build", "--package", "forwarder-tests", "--bin", "bench"])?;
+    let bench = workspace_root().join("target/debug/bench");
+    let out = workspace_root().join("BENCHMARKS.md");
+    let bpffs = PathBuf::from(TEST_BPFFS);
+    mount_bpffs(&bpffs)?;
+    let result = as_root(
+        &bench,
+        &[out.to_string_lossy().into_owned()],
+        &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", &bpffs)],
+    );
+    let unmounted = unmount_bpffs(&bpffs);
+    result.and(unmounted)
 }
 
 /// `cargo xtask demo`: the Kafka lab (tests/src/lab) with the seed's three brokers.

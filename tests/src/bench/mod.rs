@@ -1,0 +1,120 @@
+//! `cargo xtask bench`: the numbers behind BENCHMARKS.md. Every figure is measured side by
+//! side with its baseline in the same run (these machines are shared and noisy), so the
+//! ratios are the result; absolute numbers only describe this machine on this day.
+
+pub mod memory;
+pub mod path;
+pub mod program;
+
+use anyhow::Result;
+use std::fmt::Write;
+
+pub struct Options {
+    /// Single test runs per program path.
+    pub runs: usize,
+    pub rounds: usize,
+    pub iperf_seconds: u32,
+    pub conns: usize,
+    pub max_flows: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { runs: 20_000, rounds: 3, iperf_seconds: 4, conns: 1000, max_flows: 262_144 }
+    }
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs every benchmark (bounded: about two minutes) and returns the Markdown report.
+pub fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<String> {
+    let mut md = String::new();
+
+    say("program cost (BPF_PROG_TEST_RUN)...");
+    let cases = program::measure(opts.runs)?;
+    let base = cases[0].ns;
+    writeln!(md, "## Per-packet cost of the XDP program\n")?;
+    writeln!(
+        md,
+        "BPF_PROG_TEST_RUN, median of {} single runs per path, each timed by the kernel around \
+         the program (the timer's own cost is in every row, the baseline's included), paths \
+         interleaved run by run. The baseline is an XDP program that only returns XDP_PASS; \
+         the forwarded rows include the FIB lookup and the rewrite.\n",
+        opts.runs
+    )?;
+    writeln!(md, "| path | ns / packet | above XDP_PASS | vs. XDP_PASS |\n|---|---:|---:|---:|")?;
+    for c in &cases {
+        writeln!(md, "| {} | {:.0} | {:.0} | {:.2}x |", c.name, c.ns, c.ns - base, c.ns / base)?;
+    }
+
+    say("whole connections: direct, iptables, forwarder modes (iperf3, connection rate)...");
+    let ways = path::measure(opts.rounds, opts.iperf_seconds, opts.conns)?;
+    let mut rows: Vec<(String, f64, f64, f64)> = ways
+        .into_iter()
+        .map(|(w, mut s)| {
+            let slowest = s.slowest_ms.iter().copied().fold(0.0, f64::max);
+            (w, median(&mut s.gbit_s), median(&mut s.conns_s), slowest)
+        })
+        .collect();
+    let (ipt_g, ipt_c) =
+        rows.iter().find(|r| r.0 == "iptables").map(|r| (r.1, r.2)).unwrap_or((1.0, 1.0));
+    writeln!(md, "\n## Whole connections through the NAT VM\n")?;
+    writeln!(
+        md,
+        "The e2e topology (client -> router -> NAT VM -> router -> broker, veth, GRO on the NAT \
+         VM): one iperf3 stream for {} s, then {} sequential short connections (connect, one \
+         byte each way, close); median of {} interleaved rounds. `iptables` is what \
+         `ip_fwd.sh` sets up (DNAT + MASQUERADE); `direct` skips the NAT VM.\n",
+        opts.iperf_seconds, opts.conns, opts.rounds
+    )?;
+    writeln!(
+        md,
+        "| way | Gbit/s | vs. iptables | connections/s | vs. iptables | slowest connection |\n|---|---:|---:|---:|---:|---:|"
+    )?;
+    for (w, g, c, slowest) in rows.iter_mut() {
+        writeln!(
+            md,
+            "| {w} | {g:.2} | {:.2}x | {c:.0} | {:.2}x | {slowest:.1} ms |",
+            *g / ipt_g,
+            *c / ipt_c
+        )?;
+    }
+
+    say("memory of the connection table...");
+    let mem = memory::measure(opts.max_flows)?;
+    writeln!(md, "\n## Kernel memory\n")?;
+    writeln!(
+        md,
+        "The daemon's maps with `max_flows = {}` as the kernel accounts them (`bpftool map \
+         show`, bytes_memlock), allocated up front:\n",
+        mem.max_flows
+    )?;
+    writeln!(md, "| map | max entries | bytes |\n|---|---:|---:|")?;
+    for m in &mem.maps {
+        writeln!(md, "| {} | {} | {} |", m.name, m.max_entries, m.bytes)?;
+    }
+    writeln!(
+        md,
+        "| **total** | | **{}** ({:.1} MiB) |",
+        mem.total(),
+        mem.total() as f64 / 1048576.0
+    )?;
+    let per_flow = mem.ct_bytes_per_flow();
+    match mem.nf_conntrack_objsize {
+        Some(nf) => writeln!(
+            md,
+            "\nConnection tracking per flow (both directions, CT_* maps / max_flows): {per_flow:.0} \
+             bytes, {:.2}x one netfilter conntrack entry ({nf} bytes, nf_conntrack slab object) \
+             of the iptables set-up, which it replaces.",
+            per_flow / nf as f64
+        )?,
+        None => writeln!(md, "\nConnection tracking per flow: {per_flow:.0} bytes.")?,
+    }
+    Ok(md)
+}

@@ -1,0 +1,241 @@
+//! Whole connections through the NAT VM of the test topology (client -> router -> NAT VM ->
+//! router -> broker, veth everywhere): bulk throughput (iperf3) and short-connection rate,
+//! for each way of forwarding, in interleaved rounds:
+//!
+//! - `direct`: the client talks to the broker's address, routed, no NAT VM (the ceiling);
+//! - `iptables`: what `ip_fwd.sh` sets up (DNAT per port + MASQUERADE, kernel forwarding);
+//! - `forwarder xdp`, `forwarder xdp-generic`, `forwarder tc`.
+
+use crate::{
+    netns::Netns,
+    topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT, NATVM},
+};
+use anyhow::{bail, Context, Result};
+use std::{
+    io::{Read, Write},
+    net::{SocketAddrV4, TcpStream},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+pub const WAYS: [&str; 5] =
+    ["direct", "iptables", "forwarder xdp", "forwarder xdp-generic", "forwarder tc"];
+
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    pub gbit_s: Vec<f64>,
+    pub conns_s: Vec<f64>,
+    pub slowest_ms: Vec<f64>,
+}
+
+/// An iperf3 server in the broker namespace, killed when dropped.
+struct Iperf(Child);
+
+impl Drop for Iperf {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The iperf3 target (broker 2, reached on listen port 9093) and the echo target for the
+/// connection rate (broker 1, on listen port 9092).
+const IPERF_LISTEN: u16 = 9093;
+const ECHO_LISTEN: u16 = 9092;
+
+pub fn measure(rounds: usize, seconds: u32, conns: usize) -> Result<Vec<(String, Sample)>> {
+    let topo = Topology::new("bx", false, true)?;
+    let _echo = OneByteServer::start(&topo.broker, SocketAddrV4::new(BROKERS[0], BROKER_PORT))?;
+    let server = topo
+        .broker
+        .command("iperf3")
+        .args(["-s", "-B", &BROKERS[1].to_string(), "-p", &BROKER_PORT.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting iperf3 (is it installed?)")?;
+    let _server = Iperf(server);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut results: Vec<(String, Sample)> =
+        WAYS.iter().map(|w| (w.to_string(), Sample::default())).collect();
+    for _ in 0..rounds {
+        for (way, sample) in results.iter_mut() {
+            let (iperf_to, echo_to) = match way.as_str() {
+                "direct" => (
+                    SocketAddrV4::new(BROKERS[1], BROKER_PORT),
+                    SocketAddrV4::new(BROKERS[0], BROKER_PORT),
+                ),
+                _ => {
+                    (SocketAddrV4::new(NATVM, IPERF_LISTEN), SocketAddrV4::new(NATVM, ECHO_LISTEN))
+                }
+            };
+            let setup = Setup::enter(&topo, way)?;
+            sample.gbit_s.push(iperf(&topo.client, iperf_to, seconds)?);
+            let (rate, slowest) = conn_rate(&topo.client, echo_to, conns)?;
+            sample.conns_s.push(rate);
+            sample.slowest_ms.push(slowest);
+            setup.leave(&topo)?;
+        }
+    }
+    Ok(results)
+}
+
+/// The NAT VM set up for one way of forwarding.
+enum Setup {
+    None,
+    Iptables,
+    Forwarder(Daemon),
+}
+
+impl Setup {
+    fn enter(topo: &Topology, way: &str) -> Result<Setup> {
+        Ok(match way {
+            "direct" => Setup::None,
+            "iptables" => {
+                // ip_fwd.sh -f 9092 -a broker1 -b 9092 (and 9093 -> broker2): DNAT + MASQUERADE.
+                topo.natvm.sysctl("net.ipv4.ip_forward", "1")?;
+                for (listen, broker) in [(ECHO_LISTEN, BROKERS[0]), (IPERF_LISTEN, BROKERS[1])] {
+                    topo.natvm.exec(&[
+                        "iptables",
+                        "-t",
+                        "nat",
+                        "-A",
+                        "PREROUTING",
+                        "-p",
+                        "tcp",
+                        "--dport",
+                        &listen.to_string(),
+                        "-j",
+                        "DNAT",
+                        "--to-destination",
+                        &format!("{broker}:{BROKER_PORT}"),
+                    ])?;
+                }
+                topo.natvm.exec(&[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-j",
+                    "MASQUERADE",
+                ])?;
+                Setup::Iptables
+            }
+            w => {
+                let mode = w.strip_prefix("forwarder ").context("a forwarder mode")?;
+                Setup::Forwarder(Daemon::start(
+                    &topo.natvm,
+                    &topo.config(mode, &NATVM.to_string()),
+                )?)
+            }
+        })
+    }
+
+    fn leave(self, topo: &Topology) -> Result<()> {
+        match self {
+            Setup::None => Ok(()),
+            Setup::Iptables => {
+                topo.natvm.exec(&["iptables", "-t", "nat", "-F"])?;
+                // Forget the NAT bindings too, so the next way starts clean.
+                let _ = topo.natvm.exec(&["conntrack", "-F"]);
+                topo.natvm.sysctl("net.ipv4.ip_forward", "0")
+            }
+            Setup::Forwarder(d) => {
+                let config = d.config.clone();
+                d.stop()?;
+                let out = cli(&topo.natvm, &config, &["unload"])?;
+                if !out.status.success() {
+                    bail!("unload: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Answers each connection's first byte with one byte, then closes: a blocking accept
+/// loop, so the rate measured is the path's, not a poll interval's.
+struct OneByteServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    addr: SocketAddrV4,
+    ns: String,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OneByteServer {
+    fn start(ns: &Netns, addr: SocketAddrV4) -> Result<OneByteServer> {
+        let listener = ns.enter(move || std::net::TcpListener::bind(addr))??;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                if let Ok(mut c) = conn {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut b = [0u8; 1];
+                    if c.read_exact(&mut b).is_ok() {
+                        let _ = c.write_all(&b);
+                    }
+                }
+            }
+        });
+        Ok(OneByteServer { stop, addr, ns: ns.name().to_string(), thread: Some(thread) })
+    }
+}
+
+impl Drop for OneByteServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wake the blocking accept with one last connection from inside the namespace.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/{}/{}", self.addr.ip(), self.addr.port()))
+            .output();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One iperf3 run of `seconds` from `ns` to `to`; the receiver's Gbit/s.
+fn iperf(ns: &Netns, to: SocketAddrV4, seconds: u32) -> Result<f64> {
+    let out = ns
+        .command("timeout")
+        .args([&(seconds + 15).to_string(), "iperf3", "-c", &to.ip().to_string()])
+        .args(["-p", &to.port().to_string(), "-t", &seconds.to_string(), "-J"])
+        .output()
+        .context("running iperf3")?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("iperf3 to {to}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("iperf3 to {to}: {e}");
+    }
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .with_context(|| format!("iperf3 to {to}: no result"))
+}
+
+/// `count` short connections in a row from `ns` to `to` (connect, 1 byte each way, close):
+/// connections per second, and the slowest connection in ms.
+fn conn_rate(ns: &Netns, to: SocketAddrV4, count: usize) -> Result<(f64, f64)> {
+    ns.enter(move || -> Result<(f64, f64)> {
+        let start = Instant::now();
+        let mut slowest = Duration::ZERO;
+        for i in 0..count {
+            let t = Instant::now();
+            let mut s = TcpStream::connect_timeout(&to.into(), Duration::from_secs(3))
+                .with_context(|| format!("connection {i} to {to}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            s.write_all(b"x")?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).with_context(|| format!("echo on connection {i} to {to}"))?;
+            slowest = slowest.max(t.elapsed());
+        }
+        Ok((count as f64 / start.elapsed().as_secs_f64(), slowest.as_secs_f64() * 1e3))
+    })?
+}
