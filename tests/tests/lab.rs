@@ -6,7 +6,7 @@
 use forwarder_tests::{lab, require_root};
 
 #[test]
-fn two_brokers_through_two_nat_vms_with_drain_and_clean_teardown() {
+fn lab_two_brokers_through_two_nat_vms_with_drain_and_clean_teardown() {
     require_root();
     let opts = lab::Options {
         prefix: "fwt-lab".into(),
@@ -34,6 +34,8 @@ fn two_brokers_through_two_nat_vms_with_drain_and_clean_teardown() {
     assert!(s.conns_per_vm.values().all(|n| *n > 0), "{s:?}");
     assert_eq!(s.conns_while_drained.get("natvm-a"), Some(&0), "{s:?}");
     assert!(s.conns_while_drained.get("natvm-b").is_some_and(|n| *n > 0), "{s:?}");
+    // Connections opened before the drain kept producing after it (8 per broker).
+    assert_eq!(s.live_connections_kept, 2 * 8, "{s:?}");
     // Nothing left: run() checked its own namespaces and daemons; no lab namespace at all.
     assert!(
         lab::net::namespaces_with_prefix("fwt-lab").unwrap().is_empty(),

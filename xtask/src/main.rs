@@ -92,11 +92,30 @@ fn bench() -> Result<()> {
 }
 
 /// `cargo xtask demo`: the Kafka lab (tests/src/lab) with the seed's three brokers.
+///
+/// Ctrl-C goes to the demo, which tears everything down before it exits; xtask ignores it
+/// meanwhile so the prompt does not come back while the teardown runs, then exits with the
+/// demo's code (130 after Ctrl-C) without a trace of its own.
 fn demo() -> Result<()> {
     let bin = build(false)?;
     cargo(&["build", "--package", "forwarder-tests", "--bin", "demo"])?;
     let demo = workspace_root().join("target/debug/demo");
-    as_root(&demo, &[], &[("FORWARDER_BIN", &bin)])
+    let mut cmd = if is_root() {
+        Command::new(&demo)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("--preserve-env=FORWARDER_BIN,PATH").arg(&demo);
+        c
+    };
+    cmd.env("FORWARDER_BIN", &bin).current_dir(workspace_root());
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions. The demo
+    // installs its own handler (a caught signal, unlike an ignored one, is reset on exec).
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let status = cmd.status().with_context(|| format!("running {}", demo.display()))?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {

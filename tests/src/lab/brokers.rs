@@ -39,8 +39,10 @@ impl Tansu {
     pub fn start(ns: &Netns, b: &Broker, dir: &Path) -> Result<Tansu> {
         let bin = tansu_bin()?;
         let log = dir.join(format!("broker{}.log", b.id));
-        let child = ns
-            .command(bin.to_str().context("utf-8 path")?)
+        let log_file = std::fs::File::create(&log)?;
+        let mut cmd = ns.command(bin.to_str().context("utf-8 path")?);
+        super::die_with_lab(&mut cmd, libc::SIGKILL);
+        let child = cmd
             .arg("broker")
             .arg("--listener-url")
             .arg(format!("tcp://{}:{KAFKA_PORT}", b.onprem))
@@ -54,8 +56,9 @@ impl Tansu {
             .arg(format!("onprem-{}", b.id))
             .current_dir(dir)
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::create(&log)?.try_clone()?)
+            // One open file for both streams, so they append instead of overwriting.
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
             .process_group(0)
             .spawn()
             .context("spawning tansu")?;
@@ -78,6 +81,10 @@ impl Tansu {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log_text(&self) -> String {

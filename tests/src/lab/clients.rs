@@ -100,3 +100,24 @@ pub fn rust_check(
     }
     serde_json::from_str(&stdout).with_context(|| format!("kafka check printed no JSON: {stdout}"))
 }
+
+/// Produce throughput of the project's Rust client (one connection, batches of up to 1000
+/// messages, acks=all) against broker `b` from `ns`: MB/s as `kafka check` reports it.
+/// Faster than kafka-python, so it shows more of the path's own cost.
+pub fn rust_produce_mb_s(ns: &Netns, b: &Broker, topic: &str, messages: usize) -> Result<f64> {
+    let out = ns
+        .command(forwarder_bin().to_str().context("utf-8 path")?)
+        .args(["kafka", "check", "--via", &format!("{}:{KAFKA_PORT}", b.fqdn)])
+        .args(["--produce", topic, "--messages", &messages.to_string()])
+        .args(["--message-size", "1000", "--json"])
+        .output()
+        .context("running forwarder kafka check")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("forwarder kafka check --produce failed ({}): {stdout}", out.status);
+    }
+    let v: serde_json::Value = serde_json::from_str(&stdout)?;
+    v["vias"][0]["brokers"][0]["produce"]["produce_mb_s"]
+        .as_f64()
+        .with_context(|| format!("kafka check reported no produce_mb_s: {stdout}"))
+}

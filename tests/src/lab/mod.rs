@@ -17,18 +17,35 @@ pub mod net;
 
 use anyhow::{bail, ensure, Context, Result};
 use brokers::Tansu;
+use forwarder::kafka;
 use lb::LoadBalancer;
 use natvm::NatVm;
 use net::{LabNet, NAT_VMS};
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 /// Set by the demo's SIGINT / SIGTERM handler: the run stops at the next step and tears down.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Makes a child of the lab get `signal` when the lab process dies, however it dies (even
+/// SIGKILL), so no broker or daemon outlives it. Set on the spawning thread's behalf: the
+/// lab spawns every long-lived child from the thread that runs `run`.
+pub(crate) fn die_with_lab(cmd: &mut std::process::Command, signal: libc::c_int) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent's.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
 
 fn check_interrupt() -> Result<()> {
     if INTERRUPTED.load(Ordering::Relaxed) {
@@ -93,11 +110,15 @@ pub struct Summary {
     pub python_messages: u64,
     /// Messages produced and read back by the Rust client (all brokers).
     pub rust_messages: u64,
+    /// Produce throughput of kafka-python, and of the Rust client, direct and forwarded.
     pub throughput: Throughput,
+    pub rust_throughput: Throughput,
     /// New connections each NAT VM forwarded, over the whole run.
     pub conns_per_vm: BTreeMap<String, u64>,
     /// New connections per VM while natvm-a was drained.
     pub conns_while_drained: BTreeMap<String, u64>,
+    /// Connections opened before the drain that kept producing after it.
+    pub live_connections_kept: usize,
     pub seconds: f64,
 }
 
@@ -126,7 +147,12 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(String)) -> Result<Summary> {
     ensure!((1..=3).contains(&opts.brokers), "the lab has 1 to 3 brokers");
     let started = Instant::now();
     brokers::tansu_bin()?;
+    for gone in sweep_stale(&opts.prefix)? {
+        say(format!("removed {gone}, left by a lab run that was killed"));
+    }
     let dir = std::env::temp_dir().join(format!("{}-{}", opts.prefix, std::process::id()));
+    // Fresh: a store left by an earlier run with this pid would break the order checks.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut lab = Lab { lb: None, vms: Vec::new(), brokers: Vec::new(), net: None, dir };
 
@@ -135,15 +161,17 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(String)) -> Result<Summary> {
         NAT_VMS.len(),
         opts.brokers
     ));
-    let net = LabNet::build(&opts.prefix, opts.brokers)?;
+    // Owned by `lab` at once, so any failure from here on tears down in order.
+    let net: &LabNet = lab.net.insert(LabNet::build(&opts.prefix, opts.brokers)?);
     let names = net.names();
-    for b in &net.brokers {
+    let brokers = net.brokers.clone();
+    for b in &brokers {
         check_interrupt()?;
         lab.brokers.push(Tansu::start(&net.onprem, b, &lab.dir)?);
         say(format!("broker{}: tansu on {}:9092, advertised as {}:9092", b.id, b.onprem, b.fqdn));
     }
     let config = lab.dir.join("forwarder.toml");
-    std::fs::write(&config, natvm::shared_config(&net.brokers))?;
+    std::fs::write(&config, natvm::shared_config(&brokers))?;
     for ((name, addr), ns) in NAT_VMS.iter().zip(&net.natvms) {
         check_interrupt()?;
         let vm = NatVm::start(name, ns, &config)?;
@@ -154,13 +182,9 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(String)) -> Result<Summary> {
         ));
         lab.vms.push(vm);
     }
-    let lb = LoadBalancer::start(&net.azure, &net.brokers)?;
+    let lb = lab.lb.insert(LoadBalancer::start(&net.azure, &brokers)?);
     lb.wait_pool(&[true, true], Duration::from_secs(15))?;
     say("load balancer: probe on :8080 from 168.63.129.16 admits natvm-a and natvm-b".into());
-    lab.lb = Some(lb);
-    let brokers = net.brokers.clone();
-    lab.net = Some(net);
-    let net = lab.net.as_ref().expect("set above");
     let mut summary = Summary { brokers: brokers.len(), ..Default::default() };
 
     // 1. kafka-python, the independent client: every broker, produce + consume in order.
@@ -255,36 +279,54 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(String)) -> Result<Summary> {
         }
     }
 
-    // 4. Throughput: the same client and broker, through the forwarder and direct, in turns.
-    let mut direct = Vec::new();
-    let mut forwarded = Vec::new();
+    // 4. Throughput: the same client and broker, through the forwarder and direct, in turns,
+    // with kafka-python (the independent client) and the Rust client (faster, so more of the
+    // path's own cost shows).
+    let mut py = [Vec::new(), Vec::new()];
+    let mut rs = [Vec::new(), Vec::new()];
     let b = &brokers[0];
     for round in 0..opts.bench_rounds {
-        check_interrupt()?;
-        for (ns, list, path) in
-            [(&net.direct, &mut direct, "direct"), (&net.client, &mut forwarded, "forwarded")]
+        for (i, (ns, path)) in
+            [(&net.direct, "direct"), (&net.client, "forwarded")].into_iter().enumerate()
         {
-            let topic = format!("lab-bench-{path}-{round}");
-            let r = clients::python(ns, "produce", b, &topic, opts.bench_messages, 1000, 1)?;
-            list.push(r.mb_per_s);
+            check_interrupt()?;
+            let topic = format!("lab-bench-py-{path}-{round}");
+            py[i].push(
+                clients::python(ns, "produce", b, &topic, opts.bench_messages, 1000, 1)?.mb_per_s,
+            );
+            let topic = format!("lab-bench-rs-{path}-{round}");
+            rs[i].push(clients::rust_produce_mb_s(ns, b, &topic, opts.bench_messages)?);
         }
     }
-    summary.throughput =
-        Throughput { direct_mb_s: median(&mut direct), forwarded_mb_s: median(&mut forwarded) };
-    say(format!(
-        "produce throughput, kafka-python, {} x 1000 B, median of {}: direct {:.2} MB/s, through the forwarder {:.2} MB/s ({:.0} %)",
-        opts.bench_messages,
-        opts.bench_rounds,
-        summary.throughput.direct_mb_s,
-        summary.throughput.forwarded_mb_s,
-        summary.throughput.ratio() * 100.0
-    ));
+    let [mut py_direct, mut py_forwarded] = py;
+    let [mut rs_direct, mut rs_forwarded] = rs;
+    summary.throughput = Throughput {
+        direct_mb_s: median(&mut py_direct),
+        forwarded_mb_s: median(&mut py_forwarded),
+    };
+    summary.rust_throughput = Throughput {
+        direct_mb_s: median(&mut rs_direct),
+        forwarded_mb_s: median(&mut rs_forwarded),
+    };
+    for (client, t) in
+        [("kafka-python", &summary.throughput), ("Rust client", &summary.rust_throughput)]
+    {
+        say(format!(
+            "produce throughput, {client}, {} x 1000 B, median of {}: direct {:.2} MB/s, through the forwarder {:.2} MB/s ({:.0} %)",
+            opts.bench_messages,
+            opts.bench_rounds,
+            t.direct_mb_s,
+            t.forwarded_mb_s,
+            t.ratio() * 100.0
+        ));
+    }
 
-    // 5. Drain natvm-a: its probe fails, the LB takes it out, new flows go to natvm-b.
+    // 5. Drain natvm-a: its probe fails, the LB takes it out, new flows go to natvm-b, and
+    // connections opened before the drain (hash-spread over both VMs) keep working.
     check_interrupt()?;
+    let mut live = LiveConnections::open(&net.client, &brokers, LIVE_CONNECTIONS)?;
     let before = new_conns_per_vm(&lab.vms)?;
     lab.vms[0].cli_ok(&["drain"])?;
-    let lb = lab.lb.as_ref().expect("started");
     lb.wait_pool(&[false, true], Duration::from_secs(10))?;
     let status = lab.vms[0].cli_json(&["status"])?;
     ensure!(status["drained"] == true, "natvm-a status after drain: {status}");
@@ -310,6 +352,11 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(String)) -> Result<Summary> {
         );
         summary.python_messages += r.produced;
     }
+    let kept = live.produce_again()?;
+    summary.live_connections_kept = kept;
+    say(format!(
+        "{kept} connections opened before the drain, over both VMs, kept producing through it"
+    ));
     let after = new_conns_per_vm(&lab.vms)?;
     for (vm, n) in &after {
         summary.conns_while_drained.insert(vm.clone(), n - before.get(vm).copied().unwrap_or(0));
@@ -328,8 +375,11 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(String)) -> Result<Summary> {
     say("natvm-a undrained: back in the pool".into());
     summary.conns_per_vm = new_conns_per_vm(&lab.vms)?;
 
-    // 6. Teardown, checked: no daemon, broker, namespace or lab file left.
-    let pids: Vec<u32> = lab.vms.iter().map(NatVm::pid).collect();
+    // 6. Teardown, checked: no daemon, broker, namespace, hosts file or lab file left.
+    drop(live);
+    let mut pids: Vec<u32> = lab.vms.iter().map(NatVm::pid).collect();
+    pids.extend(lab.brokers.iter().map(Tansu::pid));
+    let dir = lab.dir.clone();
     lab.lb.take();
     for vm in lab.vms.drain(..) {
         vm.unload()?;
@@ -338,15 +388,121 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(String)) -> Result<Summary> {
     let left = net::namespaces_with_prefix(&opts.prefix)?;
     let ours: Vec<&String> = left.iter().filter(|n| names.contains(n)).collect();
     ensure!(ours.is_empty(), "namespaces left after teardown: {ours:?}");
+    let etc: Vec<&String> =
+        names.iter().filter(|n| Path::new("/etc/netns").join(n).exists()).collect();
+    ensure!(etc.is_empty(), "/etc/netns entries left after teardown: {etc:?}");
+    ensure!(!dir.exists(), "{} left after teardown", dir.display());
     for pid in pids {
+        // Every child was reaped by its owner's drop, so a live /proc entry would be a
+        // process that outlived its handle.
         ensure!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "forwarder pid {pid} still running after teardown"
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} (a daemon or broker) still running after teardown"
         );
     }
-    say("teardown: daemons unloaded, brokers stopped, namespaces and files removed".into());
+    say("teardown: daemons unloaded, brokers stopped, namespaces, hosts files and lab files removed"
+        .into());
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Connections opened before the drain; their produce after it proves established flows
+/// keep working on a drained VM (and on the other one).
+const LIVE_CONNECTIONS: usize = 8;
+
+struct LiveConnections {
+    conns: Vec<(kafka::Connection, String)>,
+}
+
+impl LiveConnections {
+    /// `per_broker` connections to every broker's private endpoint from `ns`, each producing
+    /// one message to its own topic.
+    fn open(ns: &crate::netns::Netns, brokers: &[net::Broker], per_broker: usize) -> Result<Self> {
+        let targets: Vec<(String, String)> = brokers
+            .iter()
+            .flat_map(|b| {
+                (0..per_broker).map(move |i| {
+                    (format!("{}:9092", b.private_endpoint), format!("lab-live-{}-{i}", b.id))
+                })
+            })
+            .collect();
+        let conns = ns.enter(move || -> Result<Vec<(kafka::Connection, String)>> {
+            let mut out = Vec::new();
+            for (addr, topic) in targets {
+                let mut c = kafka::Connection::connect(&addr, Duration::from_secs(5))?;
+                c.create_topic(&topic, 1)?;
+                out.push((c, topic));
+            }
+            Ok(out)
+        })??;
+        let mut live = LiveConnections { conns };
+        live.produce(b"before the drain")?;
+        Ok(live)
+    }
+
+    fn produce(&mut self, value: &[u8]) -> Result<()> {
+        for (c, topic) in &mut self.conns {
+            // A just-created topic may need a moment for its leader; bounded retries.
+            let mut last = None;
+            for _ in 0..50 {
+                match c.produce(topic, 0, &[value.to_vec()]) {
+                    Ok(_) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if let Some(e) = last {
+                bail!("producing on a connection to {} ({topic}): {e}", c.addr());
+            }
+        }
+        Ok(())
+    }
+
+    /// Produces on every connection again and reads both messages back on it; the count.
+    fn produce_again(&mut self) -> Result<usize> {
+        self.produce(b"after the drain")?;
+        for (c, topic) in &mut self.conns {
+            let records = c.fetch(topic, 0, 0, 1 << 20)?;
+            let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_slice()).collect();
+            ensure!(
+                values == [&b"before the drain"[..], &b"after the drain"[..]],
+                "{topic} on {}: read back {values:?}",
+                c.addr()
+            );
+        }
+        Ok(self.conns.len())
+    }
+}
+
+/// Removes what a killed lab run left: namespaces `<prefix>-<role>-<pid>-<n>` (with their
+/// /etc/netns entries) and `/tmp/<prefix>-<pid>` whose pid is no longer running. Its
+/// brokers and daemons died with it (they get a parent-death signal).
+fn sweep_stale(prefix: &str) -> Result<Vec<String>> {
+    let dead = |pid: &str| !Path::new("/proc").join(pid).exists();
+    let mut removed = Vec::new();
+    for name in net::namespaces_with_prefix(prefix)? {
+        let parts: Vec<&str> = name.rsplitn(3, '-').collect();
+        if let [_, pid, _] = parts[..] {
+            if pid.chars().all(|c| c.is_ascii_digit()) && dead(pid) {
+                crate::netns::run("ip", &["netns", "del", &name])?;
+                let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&name));
+                removed.push(format!("namespace {name}"));
+            }
+        }
+    }
+    for entry in std::fs::read_dir(std::env::temp_dir())?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix(&format!("{prefix}-")) {
+            if pid.chars().all(|c| c.is_ascii_digit()) && dead(pid) {
+                std::fs::remove_dir_all(entry.path())?;
+                removed.push(entry.path().display().to_string());
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -57,8 +57,10 @@ impl NatVm {
         // `ip netns exec` gives the command a mount namespace of its own (with the
         // namespace's hosts file); the mounts made here stay inside it.
         let script = "mount -t tmpfs tmpfs /run && mount -t bpf bpf /sys/fs/bpf && exec \"$0\" run --config \"$1\"";
-        let mut child = ns
-            .command("sh")
+        let mut cmd = ns.command("sh");
+        // SIGTERM: the daemon exits and its private bpffs, pins and all, goes with it.
+        super::die_with_lab(&mut cmd, libc::SIGTERM);
+        let mut child = cmd
             .args(["-c", script])
             .arg(&bin)
             .arg(config)
