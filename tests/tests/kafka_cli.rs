@@ -649,3 +649,41 @@ fn kafka_discover_says_a_sasl_tansu_needs_sasl() {
         broker.log()
     );
 }
+
+/// A bootstrap whose SYNs vanish (a firewall DROP, the usual NSG symptom): the connect
+/// itself times out, bounded by --timeout, and the message names the TCP hop. Staged in a
+/// namespace of its own whose INPUT drops the port (on its own loopback).
+#[test]
+fn kafka_discover_and_check_bound_a_bootstrap_that_drops_syns() {
+    forwarder_tests::require_root();
+    let ns = forwarder_tests::netns::Netns::new("kdrop").expect("namespace");
+    ns.exec(&["nft", "add table ip t"]).expect("nft table");
+    ns.exec(&[
+        "nft",
+        "add chain ip t input { type filter hook input priority 0; tcp dport 19099 drop; }",
+    ])
+    .expect("nft chain");
+    for args in [
+        &["kafka", "discover", "--bootstrap", "127.0.0.1:19099", "--timeout", "2s"][..],
+        &["kafka", "check", "--via", "127.0.0.1:19099", "--timeout", "2s"],
+    ] {
+        let start = Instant::now();
+        let out = ns
+            .command(forwarder_bin().to_str().unwrap())
+            .args(args)
+            .output()
+            .expect("running forwarder");
+        let took = start.elapsed();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(7),
+            "{args:?} took {took:?}"
+        );
+        assert!(text.contains("127.0.0.1:19099") && text.contains("TCP"), "{args:?}: {text}");
+    }
+}
