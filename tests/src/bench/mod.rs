@@ -20,7 +20,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { runs: 20_000, rounds: 3, iperf_seconds: 4, conns: 1000, max_flows: 262_144 }
+        Options { runs: 20_000, rounds: 5, iperf_seconds: 4, conns: 1000, max_flows: 262_144 }
     }
 }
 

@@ -43,24 +43,30 @@ impl Drop for Iperf {
 const IPERF_LISTEN: u16 = 9093;
 const ECHO_LISTEN: u16 = 9092;
 
+/// Every sample runs in a topology of its own: ways that share the NAT VM's address would
+/// otherwise meet each other's leftovers. The broker keeps TIME_WAIT sockets for the
+/// (NAT VM address, port) pairs of the previous way's short connections, and the next way's
+/// SNAT or MASQUERADE ports collide with them, stalling some handshakes (seen: the first
+/// version of this benchmark, with one topology for all, put whichever way ran second at a
+/// fraction of its rate).
 pub fn measure(rounds: usize, seconds: u32, conns: usize) -> Result<Vec<(String, Sample)>> {
-    let topo = Topology::new("bx", false, true)?;
-    let _echo = OneByteServer::start(&topo.broker, SocketAddrV4::new(BROKERS[0], BROKER_PORT))?;
-    let server = topo
-        .broker
-        .command("iperf3")
-        .args(["-s", "-B", &BROKERS[1].to_string(), "-p", &BROKER_PORT.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting iperf3 (is it installed?)")?;
-    let _server = Iperf(server);
-    std::thread::sleep(Duration::from_millis(300));
-
     let mut results: Vec<(String, Sample)> =
         WAYS.iter().map(|w| (w.to_string(), Sample::default())).collect();
     for _ in 0..rounds {
         for (way, sample) in results.iter_mut() {
+            let topo = Topology::new("bx", false, true)?;
+            let _echo =
+                OneByteServer::start(&topo.broker, SocketAddrV4::new(BROKERS[0], BROKER_PORT))?;
+            let server = topo
+                .broker
+                .command("iperf3")
+                .args(["-s", "-B", &BROKERS[1].to_string(), "-p", &BROKER_PORT.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting iperf3 (is it installed?)")?;
+            let _server = Iperf(server);
+            std::thread::sleep(Duration::from_millis(300));
             let (iperf_to, echo_to) = match way.as_str() {
                 "direct" => (
                     SocketAddrV4::new(BROKERS[1], BROKER_PORT),
@@ -137,10 +143,8 @@ impl Setup {
         match self {
             Setup::None => Ok(()),
             Setup::Iptables => {
-                topo.natvm.exec(&["iptables", "-t", "nat", "-F"])?;
-                // Forget the NAT bindings too, so the next way starts clean.
-                let _ = topo.natvm.exec(&["conntrack", "-F"]);
-                topo.natvm.sysctl("net.ipv4.ip_forward", "0")
+                // The namespace goes with the topology, its conntrack table with it.
+                topo.natvm.exec(&["iptables", "-t", "nat", "-F"]).map(|_| ())
             }
             Setup::Forwarder(d) => {
                 let config = d.config.clone();

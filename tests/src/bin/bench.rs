@@ -23,12 +23,13 @@ fn main() -> anyhow::Result<()> {
     let doc = format!(
         "# Benchmarks\n\nMade by `cargo xtask bench` (as root) on {}, commit {}: kernel {}, {} \
          CPUs ({}), shared with other work. Ratios are what to compare: every figure was \
-         measured next to its baseline in the same run.\n\n{results}",
+         measured next to its baseline in the same run.\n\n{results}{}",
         sh("date", &["-u", "+%Y-%m-%d"]),
         sh("git", &["rev-parse", "--short", "HEAD"]),
         sh("uname", &["-r"]),
         sh("nproc", &[]),
         cpu.trim(),
+        include_str!("../bench/reading.md"),
     );
     std::fs::write(&out, doc)?;
     eprintln!("wrote {out} in {:.0} s", start.elapsed().as_secs_f64());
