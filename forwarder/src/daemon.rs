@@ -45,8 +45,11 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     refuse_if_running(&settings.control_socket)?;
     let mut state = State::load(&state_path)?;
     let mut ids = state.rule_ids.clone();
-    let plan = Plan::build_with_ids(&settings, opts.allow_unresolved, &mut ids)
-        .with_context(|| format!("{}: resolving the configuration", settings.path.display()))?;
+    // Flows of rules removed while no daemon ran are not known yet (the maps are opened
+    // below); the ids kept in the state file cover the rules of the last run.
+    let plan =
+        Plan::build_with_ids(&settings, opts.allow_unresolved, &mut ids, &Default::default())
+            .with_context(|| format!("{}: resolving the configuration", settings.path.display()))?;
     state.rule_ids = ids;
 
     // Kernel settings first; their old values go into the state file for `unload`.

@@ -125,7 +125,11 @@ impl Live {
         config::check_host(&new, text).map_err(ChangeError::invalid)?;
         self.check_live_changeable(&new)?;
         let mut ids = self.state.rule_ids.clone();
-        let plan = Plan::build_with_ids(&new, self.allow_unresolved, &mut ids)
+        // Ids that tracked flows carry: a removed rule's stay reserved while its flows live.
+        let held: std::collections::BTreeSet<u16> = flows::all(self.dp.ebpf())
+            .map(|all| flows::active_per_rule(&all).into_keys().collect())
+            .map_err(ChangeError::runtime)?;
+        let plan = Plan::build_with_ids(&new, self.allow_unresolved, &mut ids, &held)
             .map_err(ChangeError::invalid)?;
         let summary = describe_change(&self.plan, &plan);
         // Ids given to a new rule may have counted for a removed one.

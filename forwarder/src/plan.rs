@@ -62,27 +62,21 @@ impl Plan {
     /// Resolves `settings` on this host. Unresolvable hostnames are an error unless
     /// `allow_unresolved`, in which case their rules stay unserved until they resolve.
     pub fn build(settings: &Settings, allow_unresolved: bool) -> Result<Plan, PlanError> {
-        Self::build_with_ids(settings, allow_unresolved, &mut BTreeMap::new())
+        Self::build_with_ids(settings, allow_unresolved, &mut BTreeMap::new(), &BTreeSet::new())
     }
 
     /// As `build`, keeping each rule's id from `ids` (name -> id) and giving new rules the
-    /// lowest free ids; `ids` is updated to the plan's rules. Conntrack entries and counters
+    /// lowest free ids, avoiding those in `held` (ids that tracked flows of removed rules
+    /// still carry); `ids` is updated to the plan's rules. Conntrack entries and counters
     /// refer to rules by id, so a rule must keep its id while others come and go.
     pub fn build_with_ids(
         settings: &Settings,
         allow_unresolved: bool,
         ids: &mut BTreeMap<String, u16>,
+        held: &BTreeSet<u16>,
     ) -> Result<Plan, PlanError> {
-        ids.retain(|name, _| settings.rules.iter().any(|r| &r.name == name));
-        for r in &settings.rules {
-            if !ids.contains_key(&r.name) {
-                let used: BTreeSet<u16> = ids.values().copied().collect();
-                let free = (0..forwarder_common::MAX_RULES as u16)
-                    .find(|i| !used.contains(i))
-                    .expect("the config allows at most MAX_RULES rules");
-                ids.insert(r.name.clone(), free);
-            }
-        }
+        let names: Vec<&str> = settings.rules.iter().map(|r| r.name.as_str()).collect();
+        assign_ids(&names, ids, held);
         let primary = &settings.interfaces[0];
         let snat_addr = match settings.snat_ip {
             SnatIp::Addr(a) => a,
@@ -164,4 +158,57 @@ pub fn resolve(host: &str, port: u16) -> Result<Ipv4Addr, String> {
         })
         .next()
         .ok_or_else(|| ": it has no IPv4 address".to_string())
+}
+
+/// Keeps the ids of `names` already in `ids`, drops the others, and gives each new name the
+/// lowest id that is neither taken nor `held` (a removed rule's id while its flows live,
+/// so their counters do not land on the new rule). When every free id is held, a held one
+/// is taken rather than failing: the config allows at most MAX_RULES rules.
+fn assign_ids(names: &[&str], ids: &mut BTreeMap<String, u16>, held: &BTreeSet<u16>) {
+    ids.retain(|name, _| names.contains(&name.as_str()));
+    for name in names {
+        if ids.contains_key(*name) {
+            continue;
+        }
+        let used: BTreeSet<u16> = ids.values().copied().collect();
+        let mut free = (0..forwarder_common::MAX_RULES as u16).filter(|i| !used.contains(i));
+        let id = free
+            .clone()
+            .find(|i| !held.contains(i))
+            .or_else(|| free.next())
+            .expect("the config allows at most MAX_RULES rules");
+        ids.insert(name.to_string(), id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_stay_and_new_rules_skip_ids_whose_flows_live() {
+        let mut ids = BTreeMap::new();
+        assign_ids(&["a", "b", "c"], &mut ids, &BTreeSet::new());
+        assert_eq!(ids, BTreeMap::from([("a".into(), 0), ("b".into(), 1), ("c".into(), 2)]));
+        // b removed while its flows live: d must not take id 1.
+        assign_ids(&["a", "c", "d"], &mut ids, &BTreeSet::from([1]));
+        assert_eq!(ids["a"], 0);
+        assert_eq!(ids["c"], 2);
+        assert_eq!(ids["d"], 3);
+        // Once b's flows are gone, its id is free again.
+        assign_ids(&["a", "c", "d", "e"], &mut ids, &BTreeSet::new());
+        assert_eq!(ids["e"], 1);
+    }
+
+    #[test]
+    fn a_held_id_is_taken_when_nothing_else_is_free() {
+        let names: Vec<String> =
+            (0..forwarder_common::MAX_RULES).map(|i| format!("r{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut ids = BTreeMap::new();
+        assign_ids(&refs[..refs.len() - 1], &mut ids, &BTreeSet::new());
+        let last = (forwarder_common::MAX_RULES - 1) as u16;
+        assign_ids(&refs, &mut ids, &BTreeSet::from([last]));
+        assert_eq!(ids[refs[refs.len() - 1]], last);
+    }
 }

@@ -175,6 +175,23 @@ fn rules_added_and_removed_live_and_written_back() -> Result<()> {
     // No new connections on the removed rule's port (the VM itself has no listener there).
     assert!(connect(&topo.client, listen(9092)).is_err(), "port 9092 still forwarded");
 
+    // A rule added while broker-1's streams still run does not take broker-1's id (0), so
+    // their counters do not land on it.
+    ok(
+        &cli(
+            &topo.natvm,
+            &config,
+            &["rule", "add", "broker-5", "--listen", "9096", "--target", "10.20.0.13:9092"],
+        )?,
+        "rule add",
+    );
+    let rules = json(&cli(&topo.natvm, &config, &["rule", "list", "--json"])?, "rule list");
+    let id5 = rules.as_array().unwrap().iter().find(|r| r["name"] == "broker-5").unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(id5, 0, "broker-5 took the id of broker-1, whose flows still run: {rules}");
+    ok(&cli(&topo.natvm, &config, &["rule", "remove", "broker-5"])?, "rule remove");
+
     let file = std::fs::read_to_string(&config)?;
     assert!(file.starts_with("# NAT VM test config\n"), "{file}");
     assert!(file.contains("# broker 3 sits in the second rack"), "{file}");
