@@ -208,14 +208,16 @@ fn log_final_counters(live: &Live) {
     }
 }
 
+/// What a metrics scrape shows, from one walk over the conntrack tables.
 fn snapshot(shared: &Shared) -> metrics::Snapshot {
     let l = shared.lock().expect("lock");
-    let Ok(status) = l.status() else {
+    let Ok(scan) = crate::flows::scan(l.dp.ebpf()) else {
         return metrics::Snapshot::default();
     };
-    let tables = crate::flows::table_fill(l.dp.ebpf(), l.settings.max_flows);
+    let status = l.status_of(&scan.flows);
+    let tables = crate::flows::table_fill(&scan, l.settings.max_flows);
     metrics::Snapshot {
-        rules: l.stats().unwrap_or_default(),
+        rules: l.stats_of(&scan.flows).unwrap_or_default(),
         attached: status.interfaces,
         healthy: status.healthy,
         drained: status.drained,

@@ -20,17 +20,32 @@ pub struct Flow {
 
 /// Every tracked flow (original halves only; the reply half is `entry.peer`).
 pub fn all(ebpf: &Ebpf) -> anyhow::Result<Vec<Flow>> {
-    let mut out = Vec::new();
-    for (name, established_table) in
+    Ok(scan(ebpf)?.flows)
+}
+
+/// One walk over both conntrack tables: the flows, and how many entries (halves) each
+/// table holds, so a metrics scrape reads the tables once.
+pub struct Scan {
+    pub flows: Vec<Flow>,
+    /// Entries in use: CT_ESTABLISHED, CT_EMBRYONIC.
+    pub used: [u64; 2],
+}
+
+pub fn scan(ebpf: &Ebpf) -> anyhow::Result<Scan> {
+    let mut out = Scan { flows: Vec::new(), used: [0; 2] };
+    for (i, (name, established_table)) in
         [(map_names::CT_ESTABLISHED, true), (map_names::CT_EMBRYONIC, false)]
+            .into_iter()
+            .enumerate()
     {
         let map = ebpf.map(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
         let ct: HashMap<&MapData, FlowKey, CtEntry> = HashMap::try_from(map)?;
         for item in ct.iter() {
             // An entry deleted during the walk ends its chain early; what was read stands.
             let Ok((key, entry)) = item else { break };
+            out.used[i] += 1;
             if !entry.is_reply() {
-                out.push(Flow { key, entry, established_table });
+                out.flows.push(Flow { key, entry, established_table });
             }
         }
     }
@@ -60,16 +75,13 @@ pub fn state_name(entry: &CtEntry) -> &'static str {
 }
 
 /// (table, entries in use, capacity) of both conntrack tables, entries being halves.
-pub fn table_fill(ebpf: &Ebpf, max_flows: u32) -> Vec<(String, u64, u64)> {
-    let mut out = Vec::new();
-    for (name, cap) in [
-        (map_names::CT_ESTABLISHED, max_flows as u64 * 2),
-        (map_names::CT_EMBRYONIC, crate::ebpf::embryonic_capacity(max_flows) as u64 * 2),
-    ] {
-        let Some(map) = ebpf.map(name) else { continue };
-        let Ok(ct) = HashMap::<&MapData, FlowKey, CtEntry>::try_from(map) else { continue };
-        let used = ct.keys().take_while(Result::is_ok).count() as u64;
-        out.push((name.to_lowercase(), used, cap));
-    }
-    out
+pub fn table_fill(scan: &Scan, max_flows: u32) -> Vec<(String, u64, u64)> {
+    vec![
+        (map_names::CT_ESTABLISHED.to_lowercase(), scan.used[0], max_flows as u64 * 2),
+        (
+            map_names::CT_EMBRYONIC.to_lowercase(),
+            scan.used[1],
+            crate::ebpf::embryonic_capacity(max_flows) as u64 * 2,
+        ),
+    ]
 }

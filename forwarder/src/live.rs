@@ -286,9 +286,14 @@ impl Live {
 
     pub fn status(&self) -> Result<Status, ChangeError> {
         let flows = flows::all(self.dp.ebpf()).map_err(ChangeError::runtime)?;
+        Ok(self.status_of(&flows))
+    }
+
+    /// `status` from flows already read.
+    pub fn status_of(&self, flows: &[flows::Flow]) -> Status {
         let probe = *self.health.last_probe.lock().expect("probe lock");
         let now = SystemTime::now();
-        Ok(Status {
+        Status {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").into(),
             config: self.settings.path.display().to_string(),
@@ -313,13 +318,18 @@ impl Live {
                 seconds_ago: now.duration_since(at).map_or(0, |d| d.as_secs()),
             }),
             active_flows: flows.len() as u64,
-            rules: self.rules(&flows),
-        })
+            rules: self.rules(flows),
+        }
     }
 
     pub fn stats(&self) -> Result<Vec<RuleStatsRow>, ChangeError> {
         let flows = flows::all(self.dp.ebpf()).map_err(ChangeError::runtime)?;
-        let active = flows::active_per_rule(&flows);
+        self.stats_of(&flows)
+    }
+
+    /// `stats` from flows already read.
+    pub fn stats_of(&self, flows: &[flows::Flow]) -> Result<Vec<RuleStatsRow>, ChangeError> {
+        let active = flows::active_per_rule(flows);
         let mut rows = Vec::new();
         for r in &self.plan.rules {
             let t = stats::rule_totals(self.dp.ebpf(), r.rule_id).map_err(ChangeError::runtime)?;
