@@ -15,6 +15,7 @@ pub mod lb;
 pub mod natvm;
 pub mod net;
 
+use crate::bench::median;
 use anyhow::{bail, ensure, Context, Result};
 use brokers::Tansu;
 use forwarder::kafka;
@@ -503,14 +504,6 @@ fn sweep_stale(prefix: &str) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// New connections each VM has forwarded (all rules), from `forwarder stats --json`.
