@@ -44,13 +44,13 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     let state_path = state::path_for(&settings.control_socket);
     refuse_if_running(&settings.control_socket)?;
     let mut state = State::load(&state_path)?;
-    let mut ids = state.rule_ids.clone();
-    // Flows of rules removed while no daemon ran are not known yet (the maps are opened
-    // below); the ids kept in the state file cover the rules of the last run.
-    let plan =
+    let old_ids = state.rule_ids.clone();
+    let mut ids = old_ids.clone();
+    // Resolve and validate before touching the kernel; new rules' ids are settled below,
+    // once the pinned maps show which ids tracked flows still carry.
+    let mut plan =
         Plan::build_with_ids(&settings, opts.allow_unresolved, &mut ids, &Default::default())
             .with_context(|| format!("{}: resolving the configuration", settings.path.display()))?;
-    state.rule_ids = ids;
 
     // Kernel settings first; their old values go into the state file for `unload`.
     sysctl::reserve_ports(&settings.snat_ports, &mut state.sysctl_before)
@@ -65,6 +65,13 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     let resumed = pins.exist();
     let mut dp =
         Datapath::load_pinned(settings.max_flows, &pins).context("loading the BPF program")?;
+    // A rule removed from the file while no daemon ran may still have flows: its id stays
+    // theirs, so their counters do not land on a new rule.
+    let held = crate::flows::all(dp.ebpf())
+        .map(|all| crate::flows::active_per_rule(&all).into_keys().collect())
+        .context("reading the tracked flows")?;
+    state.rule_ids = plan.settle_ids(&old_ids, &held);
+    state.save(&state_path)?;
     // Maps before attaching, so the first packet already sees the rules.
     dp.apply(&plan).context("filling the BPF maps")?;
     for iface in &settings.interfaces {

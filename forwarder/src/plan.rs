@@ -160,6 +160,25 @@ pub fn resolve(host: &str, port: u16) -> Result<Ipv4Addr, String> {
         .ok_or_else(|| ": it has no IPv4 address".to_string())
 }
 
+impl Plan {
+    /// Settles the rule ids once the tracked flows can be read: rules `old` knows keep
+    /// their ids, new rules take ids no tracked flow carries (`held`). For a daemon start,
+    /// where the plan is built before the pinned maps are opened. Returns name -> id.
+    pub fn settle_ids(
+        &mut self,
+        old: &BTreeMap<String, u16>,
+        held: &BTreeSet<u16>,
+    ) -> BTreeMap<String, u16> {
+        let names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
+        let mut ids = old.clone();
+        assign_ids(&names, &mut ids, held);
+        for r in &mut self.rules {
+            r.rule_id = ids[&r.name];
+        }
+        ids
+    }
+}
+
 /// Keeps the ids of `names` already in `ids`, drops the others, and gives each new name the
 /// lowest id that is neither taken nor `held` (a removed rule's id while its flows live,
 /// so their counters do not land on the new rule). When every free id is held, a held one

@@ -463,3 +463,38 @@ fn every_bad_config_is_refused_by_a_running_daemon_and_changes_nothing() -> Resu
     drop(daemon);
     unload(&topo, &config)
 }
+
+/// A rule removed from the file while no daemon runs keeps its id while its flows live: the
+/// next daemon gives a new rule another id, so those flows' counters stay apart.
+#[test]
+fn a_rule_removed_between_daemons_keeps_its_id_while_its_flows_live() -> Result<()> {
+    require_root();
+    let topo = Topology::new("rid", false, false)?;
+    let _brokers = brokers(&topo)?;
+    let base = topo.config("xdp-generic", "10.0.0.4");
+    let daemon = Daemon::start(&topo.natvm, &base)?;
+    let config = daemon.config.clone();
+    let streams = Streams::start(&topo.client, &all_listen(), 1)?;
+    daemon.stop()?;
+
+    let broker1 = "[[rule]]\nname = \"broker-1\"\nlisten = 9092\ntarget = \"10.20.0.11:9092\"\n";
+    assert!(base.contains(broker1), "{base}");
+    let edited = base.replace(
+        broker1,
+        "[[rule]]\nname = \"broker-9\"\nlisten = 9099\ntarget = \"10.20.0.13:9092\"\n",
+    );
+    std::fs::write(&config, edited)?;
+    let daemon = Daemon::spawn(&topo.natvm, &config)?;
+    let rules = json(&cli(&topo.natvm, &config, &["rule", "list", "--json"])?, "rule list");
+    let id = |name: &str| {
+        rules.as_array().unwrap().iter().find(|r| r["name"] == name).map(|r| r["id"].as_u64())
+    };
+    assert_eq!(id("broker-1"), None, "{rules}");
+    assert_ne!(id("broker-9"), Some(Some(0)), "broker-9 took broker-1's id: {rules}");
+    let ex = exchange(connect(&topo.client, listen(9099))?, 4096, 21)?;
+    assert_eq!(ex.reached, BROKERS[2], "the new rule forwards");
+    // broker-1's streams ran on without their rule, through both daemons.
+    assert_all_intact(&streams.finish(), seed_broker);
+    drop(daemon);
+    unload(&topo, &config)
+}
