@@ -67,9 +67,8 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         Datapath::load_pinned(settings.max_flows, &pins).context("loading the BPF program")?;
     // A rule removed from the file while no daemon ran may still have flows: its id stays
     // theirs, so their counters do not land on a new rule.
-    let held = crate::flows::all(dp.ebpf())
-        .map(|all| crate::flows::active_per_rule(&all).into_keys().collect())
-        .context("reading the tracked flows")?;
+    let tracked = crate::flows::all(dp.ebpf()).context("reading the tracked flows")?;
+    let held = crate::flows::active_per_rule(&tracked).into_keys().collect();
     state.rule_ids = plan.settle_ids(&old_ids, &held);
     state.save(&state_path)?;
     // Maps before attaching, so the first packet already sees the rules.
@@ -79,7 +78,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         tracing::info!(iface, mode = how.name(), "program attached");
     }
     if resumed {
-        let flows = crate::flows::all(dp.ebpf()).map(|f| f.len()).unwrap_or(0);
+        let flows = tracked.len();
         tracing::info!(flows, pins = %pins.dir().display(), "resumed the pinned data path");
     }
     log_rules(&plan);

@@ -116,6 +116,20 @@ impl Topology {
         self.instance_keys() + &seed_config(&self.nat_ifaces, mode, snat_ip)
     }
 
+    /// `forwarder unload` for the daemon of `config` (through it when it runs, offline
+    /// otherwise); fails unless it succeeds and the pins are gone.
+    pub fn unload(&self, config: &std::path::Path) -> Result<()> {
+        let out = cli(&self.natvm, config, &["unload"])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "unload failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        anyhow::ensure!(!self.pin_dir().exists(), "pins left after unload");
+        Ok(())
+    }
+
     /// Fails if any netfilter NAT rule exists in the NAT VM: the forwarding must be ours.
     pub fn assert_no_netfilter_nat(&self) -> Result<()> {
         let out = self.natvm.exec(&["nft", "list", "ruleset"])?;

@@ -507,11 +507,5 @@ fn a_healthy_nat_vm_gets_a_clean_bill_from_the_cli() -> anyhow::Result<()> {
 
     let config = daemon.config.clone();
     drop(daemon);
-    ok_unload(&topo, &config)
-}
-
-fn ok_unload(topo: &forwarder_tests::topology::Topology, config: &Path) -> anyhow::Result<()> {
-    let out = forwarder_tests::topology::cli(&topo.natvm, config, &["unload"])?;
-    anyhow::ensure!(out.status.success(), "unload: {out:?}");
-    Ok(())
+    topo.unload(&config)
 }

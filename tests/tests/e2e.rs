@@ -4,9 +4,7 @@
 use anyhow::Result;
 use forwarder_tests::{
     require_root,
-    topology::{
-        cli, Daemon, Topology, BROKERS, BROKER_PORT, CLIENT, LISTEN_PORTS, NATVM, NATVM_SECOND,
-    },
+    topology::{Daemon, Topology, BROKERS, BROKER_PORT, CLIENT, LISTEN_PORTS, NATVM, NATVM_SECOND},
     traffic::{connect, echo_servers, exchange},
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -115,10 +113,8 @@ fn run_mode(tag: &str, mode: &str, multi_nic: bool) -> Result<()> {
     let ex = exchange(connect(&topo.client, SocketAddrV4::new(NATVM, LISTEN_PORTS[0]))?, 4096, 3)?;
     assert_eq!(ex.reached, BROKERS[0], "forwarding stopped with the daemon");
 
-    let out = cli(&topo.natvm, &config_path, &["unload"])?;
-    assert!(out.status.success(), "unload failed: {}", String::from_utf8_lossy(&out.stderr));
+    topo.unload(&config_path)?;
     assert_eq!(reserved_ports(&topo)?, reserved_before, "reserved ports not restored by unload");
-    assert!(!topo.pin_dir().exists(), "pins left after unload");
     // Detached: the listen port now reaches the NAT VM's own stack, which has no listener.
     let refused = connect(&topo.client, SocketAddrV4::new(NATVM, LISTEN_PORTS[0]));
     assert!(refused.is_err(), "port 9092 still forwarded after unload");

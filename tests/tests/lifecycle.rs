@@ -65,12 +65,6 @@ fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> 
     anyhow::bail!("{what}: not within {secs} s")
 }
 
-fn unload(topo: &Topology, config: &Path) -> Result<()> {
-    ok(&cli(&topo.natvm, config, &["unload"])?, "unload");
-    assert!(!topo.pin_dir().exists(), "pins left after unload");
-    Ok(())
-}
-
 #[test]
 fn sigkill_and_restart_keep_every_stream() -> Result<()> {
     require_root();
@@ -101,7 +95,7 @@ fn sigkill_and_restart_keep_every_stream() -> Result<()> {
 
     assert_all_intact(&streams.finish(), seed_broker);
     drop(daemon);
-    unload(&topo, &config)
+    topo.unload(&config)
 }
 
 #[test]
@@ -131,7 +125,7 @@ fn twenty_reloads_and_sighup_keep_every_stream() -> Result<()> {
     assert_eq!(log.matches("SIGHUP: reloaded").count(), 3, "{log}");
     assert_all_intact(&streams.finish(), seed_broker);
     drop(daemon);
-    unload(&topo, &config)
+    topo.unload(&config)
 }
 
 #[test]
@@ -213,7 +207,7 @@ fn rules_added_and_removed_live_and_written_back() -> Result<()> {
     let ex = exchange(connect(&topo.client, listen(9095))?, 4096, 12)?;
     assert_eq!(ex.reached, BROKERS[2]);
     drop(daemon);
-    unload(&topo, &config)
+    topo.unload(&config)
 }
 
 #[test]
@@ -251,7 +245,7 @@ fn a_moved_hostname_target_takes_new_connections_only() -> Result<()> {
     // Connections opened before keep their broker.
     assert_all_intact(&old.finish(), |_| BROKERS[0]);
     drop(daemon);
-    unload(&topo, &config)
+    topo.unload(&config)
 }
 
 struct RemoveDir(std::path::PathBuf);
@@ -307,7 +301,7 @@ fn drain_fails_the_probe_while_streams_finish() -> Result<()> {
         Ok(probe(&topo).is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
     })?;
     drop(daemon);
-    unload(&topo, &config)
+    topo.unload(&config)
 }
 
 #[test]
@@ -361,7 +355,7 @@ fn control_socket_refuses_other_users_and_listings_are_json() -> Result<()> {
     assert!(watch.contains("broker-1"), "{watch}");
     drop(_s);
     drop(daemon);
-    unload(&topo, &config)
+    topo.unload(&config)
 }
 
 /// GET of the metrics endpoint from inside the NAT VM.
@@ -461,7 +455,7 @@ fn every_bad_config_is_refused_by_a_running_daemon_and_changes_nothing() -> Resu
 
     assert_all_intact(&streams.finish(), seed_broker);
     drop(daemon);
-    unload(&topo, &config)
+    topo.unload(&config)
 }
 
 /// A rule removed from the file while no daemon runs keeps its id while its flows live: the
@@ -496,5 +490,5 @@ fn a_rule_removed_between_daemons_keeps_its_id_while_its_flows_live() -> Result<
     // broker-1's streams ran on without their rule, through both daemons.
     assert_all_intact(&streams.finish(), seed_broker);
     drop(daemon);
-    unload(&topo, &config)
+    topo.unload(&config)
 }

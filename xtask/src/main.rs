@@ -80,15 +80,13 @@ fn bench() -> Result<()> {
     cargo(&["build", "--package", "forwarder-tests", "--bin", "bench"])?;
     let bench = workspace_root().join("target/debug/bench");
     let out = workspace_root().join("BENCHMARKS.md");
-    let bpffs = PathBuf::from(TEST_BPFFS);
-    mount_bpffs(&bpffs)?;
-    let result = as_root(
-        &bench,
-        &[out.to_string_lossy().into_owned()],
-        &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", &bpffs)],
-    );
-    let unmounted = unmount_bpffs(&bpffs);
-    result.and(unmounted)
+    with_test_bpffs(|bpffs| {
+        as_root(
+            &bench,
+            &[out.to_string_lossy().into_owned()],
+            &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs)],
+        )
+    })
 }
 
 /// `cargo xtask demo`: the Kafka lab (tests/src/lab) with the seed's three brokers.
@@ -100,14 +98,7 @@ fn demo() -> Result<()> {
     let bin = build(false)?;
     cargo(&["build", "--package", "forwarder-tests", "--bin", "demo"])?;
     let demo = workspace_root().join("target/debug/demo");
-    let mut cmd = if is_root() {
-        Command::new(&demo)
-    } else {
-        let mut c = Command::new("sudo");
-        c.arg("--preserve-env=FORWARDER_BIN,PATH").arg(&demo);
-        c
-    };
-    cmd.env("FORWARDER_BIN", &bin).current_dir(workspace_root());
+    let mut cmd = as_root_command(&demo, &[("FORWARDER_BIN", &bin)]);
     // SAFETY: setting a signal disposition to SIG_IGN has no preconditions. The demo
     // installs its own handler (a caught signal, unlike an ignored one, is reset on exec).
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
@@ -152,8 +143,9 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Runs `program args` as root: directly when we are root, else through sudo.
-fn as_root(program: &Path, args: &[String], envs: &[(&str, &Path)]) -> Result<()> {
+/// `program` as root, in the workspace, with `envs`: directly when we are root, else
+/// through sudo keeping the variables the tests and tools read.
+fn as_root_command(program: &Path, envs: &[(&str, &Path)]) -> Command {
     let mut cmd = if is_root() {
         Command::new(program)
     } else {
@@ -161,11 +153,19 @@ fn as_root(program: &Path, args: &[String], envs: &[(&str, &Path)]) -> Result<()
         c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,RUST_LOG,PATH").arg(program);
         c
     };
-    cmd.args(args).current_dir(workspace_root());
+    cmd.current_dir(workspace_root());
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let status = cmd.status().with_context(|| format!("running {}", program.display()))?;
+    cmd
+}
+
+/// Runs `program args` as root; fails unless it succeeds.
+fn as_root(program: &Path, args: &[String], envs: &[(&str, &Path)]) -> Result<()> {
+    let status = as_root_command(program, envs)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", program.display()))?;
     if !status.success() {
         bail!("{} failed ({status})", program.display());
     }
@@ -203,14 +203,9 @@ fn test(extra: &[String]) -> Result<()> {
     ];
     args.extend(extra.iter().cloned());
     let cargo_bin = PathBuf::from(env!("CARGO"));
-    // The daemons under test pin into a bpffs of their own, mounted for the run and gone
-    // after it: /sys/fs/bpf is not always mounted, and `ip netns exec` gives each process
-    // a private /sys, which would lose pins across daemon restarts.
-    let bpffs = PathBuf::from(TEST_BPFFS);
-    mount_bpffs(&bpffs)?;
-    let result = as_root(&cargo_bin, &args, &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", &bpffs)]);
-    let unmounted = unmount_bpffs(&bpffs);
-    result.and(unmounted)?;
+    with_test_bpffs(|bpffs| {
+        as_root(&cargo_bin, &args, &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs)])
+    })?;
     // The .deb of the binary just tested: binary, unit, conffile and prerm must be in it.
     // (tests/tests/packaging.rs checks the unit with systemd-analyze and the config.)
     let deb = package_deb(false, &workspace_root().join("target/xtask-test-deb"))?;
@@ -219,6 +214,18 @@ fn test(extra: &[String]) -> Result<()> {
 }
 
 const TEST_BPFFS: &str = "/run/forwarder-tests-bpffs";
+
+/// Runs `f` with a bpffs of its own mounted at TEST_BPFFS, unmounted after it whatever
+/// `f` returned. The daemons of the tests and benchmarks pin there: /sys/fs/bpf is not
+/// always mounted, and `ip netns exec` gives each process a private /sys, which would lose
+/// pins across daemon restarts.
+fn with_test_bpffs(f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let bpffs = PathBuf::from(TEST_BPFFS);
+    mount_bpffs(&bpffs)?;
+    let result = f(&bpffs);
+    let unmounted = unmount_bpffs(&bpffs);
+    result.and(unmounted)
+}
 
 fn mount_bpffs(dir: &Path) -> Result<()> {
     let mounted = std::fs::read_to_string("/proc/self/mounts")?

@@ -60,10 +60,7 @@ pub fn measure(max_flows: u64) -> Result<Memory> {
     maps.sort_by(|a, b| b.bytes.cmp(&a.bytes));
     let config_path = daemon.config.clone();
     daemon.stop()?;
-    let out = cli(&topo.natvm, &config_path, &["unload"])?;
-    if !out.status.success() {
-        bail!("unload: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    topo.unload(&config_path)?;
     let nf_conntrack_objsize = std::fs::read_to_string("/proc/slabinfo").ok().and_then(|s| {
         s.lines()
             .find(|l| l.split_whitespace().next() == Some("nf_conntrack"))

@@ -8,7 +8,7 @@
 
 use crate::{
     netns::Netns,
-    topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT, NATVM},
+    topology::{Daemon, Topology, BROKERS, BROKER_PORT, NATVM},
 };
 use anyhow::{bail, Context, Result};
 use std::{
@@ -149,11 +149,7 @@ impl Setup {
             Setup::Forwarder(d) => {
                 let config = d.config.clone();
                 d.stop()?;
-                let out = cli(&topo.natvm, &config, &["unload"])?;
-                if !out.status.success() {
-                    bail!("unload: {}", String::from_utf8_lossy(&out.stderr));
-                }
-                Ok(())
+                topo.unload(&config)
             }
         }
     }

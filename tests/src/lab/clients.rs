@@ -83,13 +83,45 @@ pub fn rust_check(
     topic: &str,
     messages: usize,
 ) -> Result<serde_json::Value> {
-    let mut cmd = ns.command(forwarder_bin().to_str().context("utf-8 path")?);
-    cmd.args(["kafka", "check"]);
+    let mut args = Vec::new();
     for b in brokers {
-        cmd.args(["--via", &format!("{}:{KAFKA_PORT}", b.fqdn)]);
+        args.extend(["--via".to_string(), format!("{}:{KAFKA_PORT}", b.fqdn)]);
     }
-    cmd.args(["--produce", topic, "--messages", &messages.to_string(), "--json"]);
-    let out = cmd.output().context("running forwarder kafka check")?;
+    args.extend(["--produce".into(), topic.into(), "--messages".into(), messages.to_string()]);
+    kafka_check(ns, &args)
+}
+
+/// Produce throughput of the project's Rust client (one connection, batches of up to 1000
+/// messages, acks=all) against broker `b` from `ns`: MB/s as `kafka check` reports it.
+/// Faster than kafka-python, so it shows more of the path's own cost.
+pub fn rust_produce_mb_s(ns: &Netns, b: &Broker, topic: &str, messages: usize) -> Result<f64> {
+    let v = kafka_check(
+        ns,
+        &[
+            "--via".into(),
+            format!("{}:{KAFKA_PORT}", b.fqdn),
+            "--produce".into(),
+            topic.into(),
+            "--messages".into(),
+            messages.to_string(),
+            "--message-size".into(),
+            "1000".into(),
+        ],
+    )?;
+    v["vias"][0]["brokers"][0]["produce"]["produce_mb_s"]
+        .as_f64()
+        .with_context(|| format!("kafka check reported no produce_mb_s: {v}"))
+}
+
+/// `forwarder kafka check ARGS --json` from `ns`, parsed; fails unless it exits 0.
+fn kafka_check(ns: &Netns, args: &[String]) -> Result<serde_json::Value> {
+    let out = ns
+        .command(forwarder_bin().to_str().context("utf-8 path")?)
+        .args(["kafka", "check"])
+        .args(args)
+        .arg("--json")
+        .output()
+        .context("running forwarder kafka check")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(
@@ -99,25 +131,4 @@ pub fn rust_check(
         );
     }
     serde_json::from_str(&stdout).with_context(|| format!("kafka check printed no JSON: {stdout}"))
-}
-
-/// Produce throughput of the project's Rust client (one connection, batches of up to 1000
-/// messages, acks=all) against broker `b` from `ns`: MB/s as `kafka check` reports it.
-/// Faster than kafka-python, so it shows more of the path's own cost.
-pub fn rust_produce_mb_s(ns: &Netns, b: &Broker, topic: &str, messages: usize) -> Result<f64> {
-    let out = ns
-        .command(forwarder_bin().to_str().context("utf-8 path")?)
-        .args(["kafka", "check", "--via", &format!("{}:{KAFKA_PORT}", b.fqdn)])
-        .args(["--produce", topic, "--messages", &messages.to_string()])
-        .args(["--message-size", "1000", "--json"])
-        .output()
-        .context("running forwarder kafka check")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!("forwarder kafka check --produce failed ({}): {stdout}", out.status);
-    }
-    let v: serde_json::Value = serde_json::from_str(&stdout)?;
-    v["vias"][0]["brokers"][0]["produce"]["produce_mb_s"]
-        .as_f64()
-        .with_context(|| format!("kafka check reported no produce_mb_s: {stdout}"))
 }

@@ -104,20 +104,13 @@ impl NatVm {
     pub fn cli_json(&self, args: &[&str]) -> Result<serde_json::Value> {
         let mut all = args.to_vec();
         all.push("--json");
-        let out = self.cli(&all)?;
-        if !out.status.success() {
-            bail!(
-                "{}: forwarder {args:?} failed: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        let out = self.cli_ok(&all)?;
         serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("{}: forwarder {args:?} printed no JSON", self.name))
+            .with_context(|| format!("{}: forwarder {all:?} printed no JSON", self.name))
     }
 
-    /// `forwarder ARGS`, which must succeed.
-    pub fn cli_ok(&self, args: &[&str]) -> Result<()> {
+    /// `forwarder ARGS`, which must succeed; its output.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<Output> {
         let out = self.cli(args)?;
         if !out.status.success() {
             bail!(
@@ -126,13 +119,13 @@ impl NatVm {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Takes the program out of the kernel (`forwarder unload`, which also ends the daemon),
     /// then makes sure the process is gone.
     pub fn unload(mut self) -> Result<()> {
-        let unloaded = self.cli_ok(&["unload"]);
+        let unloaded = self.cli_ok(&["unload"]).map(drop);
         let exited = self.wait_exit(Duration::from_secs(10));
         unloaded.and(exited)
     }
