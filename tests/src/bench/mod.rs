@@ -19,6 +19,8 @@ pub struct Options {
     pub max_flows: u64,
     /// Tracked flows at which the program cost is measured.
     pub fills: Vec<u32>,
+    /// Run the Kafka lab for the produce ratio (about a minute; needs tansu).
+    pub kafka: bool,
 }
 
 impl Default for Options {
@@ -30,6 +32,7 @@ impl Default for Options {
             conns: 1000,
             max_flows: 262_144,
             fills: program::FILLS.to_vec(),
+            kafka: true,
         }
     }
 }
@@ -94,6 +97,35 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<String> {
             ipt_cpu / *cpu,
             *c / ipt_c
         )?;
+    }
+
+    if opts.kafka {
+        say("Kafka produce through the lab (tansu brokers, kafka-python and the Rust client)...");
+        let mut lab = crate::lab::Options::demo();
+        lab.prefix = "fwd-bench".into();
+        let summary = crate::lab::run(&lab, &mut |line| say(&line))?;
+        writeln!(md, "\n## Kafka produce through the Azure path\n")?;
+        writeln!(
+            md,
+            "The lab of `cargo xtask demo` ({} tansu brokers behind the load balancer and two \
+             NAT VMs running the forwarder in `xdp` mode): {} x {} B produced per run, the \
+             same client direct to the broker and through the whole path in turns, median of \
+             {} pairs. The forwarded path also crosses the load balancer's nftables NAT and \
+             two more veth hops on the same two cores.\n",
+            lab.brokers, lab.bench_messages, lab.message_size, lab.bench_rounds
+        )?;
+        writeln!(md, "| client | direct MB/s | through the forwarder MB/s | ratio |\n|---|---:|---:|---:|")?;
+        for (name, t) in
+            [("kafka-python", &summary.throughput), ("Rust (kafka-protocol)", &summary.rust_throughput)]
+        {
+            writeln!(
+                md,
+                "| {name} | {:.2} | {:.2} | {:.2}x |",
+                t.direct_mb_s,
+                t.forwarded_mb_s,
+                t.ratio()
+            )?;
+        }
     }
 
     say("memory of the connection table...");
