@@ -91,13 +91,15 @@ pub enum Lookup {
 /// spot and reported absent, as is a handshake half whose other half the LRU evicted.
 #[inline(always)]
 pub fn lookup(key: &FlowKey, cfg: &Config, now: u64) -> Lookup {
-    if let Some(e) = CT_ESTABLISHED.get_ptr_mut(key) {
-        return check(Table::Established, key, e, cfg, now);
-    }
-    match CT_EMBRYONIC.get_ptr_mut(key) {
-        Some(e) => check(Table::Embryonic, key, e, cfg, now),
-        None => Lookup::New,
-    }
+    let (table, entry) = if let Some(e) = CT_ESTABLISHED.get_ptr_mut(key) {
+        (Table::Established, e)
+    } else if let Some(e) = CT_EMBRYONIC.get_ptr_mut(key) {
+        (Table::Embryonic, e)
+    } else {
+        return Lookup::New;
+    };
+    // One copy of the checks for both tables keeps the program (and its verification) small.
+    check(table, key, entry, cfg, now)
 }
 
 #[inline(always)]
@@ -164,20 +166,21 @@ fn delete_flow(table: Table, orig: &FlowKey, reply: &FlowKey) {
 fn count_add(n: u64) {
     if let Some(p) = CT_COUNT.get_ptr_mut(CT_COUNT_KERNEL) {
         // SAFETY: an aligned u64 map value; every writer of this slot adds atomically (a
-        // BPF atomic add: core's AtomicU64 has no fetch_add on the BPF target).
+        // BPF atomic add: core's AtomicU64 has no fetch_add on the BPF target, and a
+        // fetching add needs BPF CPU v3, which the build does not target).
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
     }
 }
 
-/// Whether one more established flow fits under `max_flows`.
+/// Whether one more established flow fits under `max_flows`: the early answer at the SYN,
+/// so that a client of a full NAT VM sees its SYN dropped (and retried) rather than a
+/// reset. Handshakes in flight are not counted here; the limit itself is the established
+/// table's size (`max_flows` flows exactly), which `promote` cannot get past.
 #[inline(always)]
 pub fn has_room(cfg: &Config) -> bool {
-    let (Some(kernel), Some(swept)) = (CT_COUNT.get(CT_COUNT_KERNEL), CT_COUNT.get(CT_COUNT_SWEPT))
-    else {
-        return false;
-    };
-    let flows = kernel.wrapping_sub(*swept) as i64;
-    flows < cfg.max_flows as i64
+    let kernel = CT_COUNT.get(CT_COUNT_KERNEL).copied().unwrap_or(0);
+    let swept = CT_COUNT.get(CT_COUNT_SWEPT).copied().unwrap_or(0);
+    (kernel.wrapping_sub(swept) as i64) < cfg.max_flows as i64
 }
 
 /// Inserts a new flow (both halves) into the embryonic table.
@@ -306,8 +309,9 @@ fn advance(m: &mut CtEntry, tcp: &Tcp, reply: bool) {
 }
 
 /// Moves a flow that completed its handshake into the established table, where nothing
-/// evicts it. `found` is either half. Fails only when the table is full (the flow then
-/// stays in the embryonic table, working, and its next packet tries again).
+/// evicts it. `found` is either half. Fails when the table is full (`max_flows` flows):
+/// the caller then forgets the flow, so no established flow ever lives in the evicting
+/// table.
 #[inline(always)]
 pub fn promote(found: &Found) -> Result<(), ()> {
     // SAFETY: map values, valid for the rest of the program run.
@@ -339,6 +343,15 @@ pub fn promote(found: &Found) -> Result<(), ()> {
     remove(Table::Embryonic, &orig_key);
     remove(Table::Embryonic, &reply_key);
     Ok(())
+}
+
+/// Deletes a flow that was refused its promotion (both halves, from the embryonic table).
+#[inline(always)]
+pub fn forget(found: &Found) {
+    // SAFETY: a live map value.
+    let peer = unsafe { (*found.entry).peer };
+    remove(Table::Embryonic, &found.key);
+    remove(Table::Embryonic, &peer);
 }
 
 /// Whether a reply key (target -> SNAT address:port) is taken. A plain existence check: the

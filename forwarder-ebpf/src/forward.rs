@@ -46,10 +46,8 @@ pub fn cached_or_lookup<C: PacketContext>(
     t: &Translation,
     ip_tot_len: u16,
 ) -> Route {
-    let gen = match NEXTHOP_GEN.get(0) {
-        Some(g) => *g,
-        None => return route(ctx, proto, t.src_addr, t.dst_addr, ctx.fib_tot_len(ip_tot_len)).0,
-    };
+    // (The map always has its one entry; 0 would only keep caching on generation 0.)
+    let gen = NEXTHOP_GEN.get(0).copied().unwrap_or(0);
     let cacheable = ctx.cacheable_len(ip_tot_len);
     if cache.ifindex != 0 && cache.gen == gen {
         if let Some(len) = cacheable {

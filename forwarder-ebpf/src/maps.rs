@@ -33,9 +33,9 @@ pub static CT_EMBRYONIC: LruHashMap<FlowKey, CtEntry> = LruHashMap::with_max_ent
 
 /// Flows past the handshake (and their closing states). A plain hash, not an LRU: an
 /// established flow is never evicted to make room, idle ones included (a Kafka connection
-/// idle for ten minutes is normal). Admission against `Config::max_flows` happens at the
-/// SYN (`CT_COUNT`), as netfilter refuses new conntracks at nf_conntrack_max; the daemon
-/// sizes the table with headroom for handshakes in flight.
+/// idle for ten minutes is normal). The daemon sizes it for exactly `max_flows` flows: a
+/// promotion past that fails, as netfilter refuses new conntracks at nf_conntrack_max.
+/// `CT_COUNT` lets a SYN be refused early, before the handshake.
 #[map(name = "CT_ESTABLISHED")]
 pub static CT_ESTABLISHED: HashMap<FlowKey, CtEntry> = HashMap::with_max_entries(524288, 0);
 

@@ -44,69 +44,89 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
+/// What a packet of ours is rewritten to, and whose counters it goes to. Alongside it, the
+/// next hop cache of the half it matched (null: none, as for a new flow's first packet).
+struct Forward {
+    t: Translation,
+    rule_id: u16,
+    reply: bool,
+}
+
 #[inline(always)]
 fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
     let now = now();
     let key = FlowKey::new(tcp.ip.src, tcp.ip.dst, tcp.sport, tcp.dport, IpProto::Tcp as u8);
+    // A flow's next hop is cached in its half; a packet whose half is new or just moved
+    // uses this one, and the flow's next packet caches it.
+    let mut scratch = NextHop::default();
     // A tracked flow first, in either direction. The original direction is looked up before
     // the rule, so a flow outlives the removal of its rule: `forwarder rule remove` stops
     // new connections only.
-    match conntrack::lookup(&key, cfg, now) {
-        Lookup::Original(found) => tracked(ctx, tcp, cfg, &found, false, now),
-        Lookup::Reply(found) => tracked(ctx, tcp, cfg, &found, true, now),
-        Lookup::New => new_flow(ctx, tcp, cfg, &key, now),
+    let looked = conntrack::lookup(&key, cfg, now);
+    // One call site each, so the program holds one copy of each path.
+    let step = match &looked {
+        Lookup::New => new_flow(tcp, cfg, &key, now),
+        Lookup::Original(found) | Lookup::Reply(found) => {
+            tracked(ctx, tcp, found, matches!(looked, Lookup::Reply(_)), now)
+        }
+    };
+    match step {
+        Ok((f, nexthop)) => {
+            // SAFETY: a non-null `nexthop` is in the matched half, a map value that lives
+            // for the rest of the program run.
+            let nexthop = if nexthop.is_null() { &mut scratch } else { unsafe { &mut *nexthop } };
+            translate_and_send(ctx, tcp, cfg, &f.t, f.rule_id, f.reply, nexthop)
+        }
+        Err(verdict) => verdict,
     }
 }
 
 /// A packet no flow claims: a SYN to a rule's listen port opens one.
 #[inline(always)]
-fn new_flow<C: PacketContext>(
-    ctx: &C,
+fn new_flow(
     tcp: &Tcp,
     cfg: &Config,
     key: &FlowKey,
     now: u64,
-) -> Verdict {
+) -> Result<(Forward, *mut NextHop), Verdict> {
     // A rule's listen port, on a listen address.
     let dport = u16::from_be(tcp.dport);
     // SAFETY: RULES is only read here; the daemon replaces values whole.
     let Some(rule) = (unsafe { RULES.get(dport) }) else {
-        return Verdict::Pass;
+        return Err(Verdict::Pass);
     };
     // SAFETY: LISTEN_ADDRS is only read.
     if cfg.listen_mode == LISTEN_MODE_ADDRS && unsafe { LISTEN_ADDRS.get(tcp.ip.dst) }.is_none() {
-        return Verdict::Pass;
+        return Err(Verdict::Pass);
     }
     // Only a SYN opens a flow; anything else of an unknown flow is the kernel's (it answers
     // with a RST).
     if !tcp.is_syn() {
-        return Verdict::Pass;
+        return Err(Verdict::Pass);
     }
     let rule_id = rule.rule_id;
     if cfg.allow_all_sources == 0 && ALLOWED_SOURCES.get(Key::new(32, tcp.ip.src)).is_none() {
         stats::inc(rule_id, Counter::NotAllowed);
-        return Verdict::Pass;
+        return Err(Verdict::Pass);
     }
     // At max_flows a new flow is refused, as netfilter does at nf_conntrack_max: no live
     // flow is evicted to make room.
     if !conntrack::has_room(cfg) {
         stats::inc(rule_id, Counter::DropTableFull);
-        return Verdict::Drop;
+        return Err(Verdict::Drop);
     }
     let Some(reply_key) = nat::alloc_reply_key(key, rule.target_addr, rule.target_port, cfg)
     else {
         stats::inc(rule_id, Counter::DropNoSnatPort);
-        return Verdict::Drop;
+        return Err(Verdict::Drop);
     };
     if conntrack::create(key, &reply_key, rule_id, tcp.ip.tot_len, now).is_err() {
         stats::inc(rule_id, Counter::DropTableFull);
-        return Verdict::Drop;
+        return Err(Verdict::Drop);
     }
     stats::inc(rule_id, Counter::NewConns);
     let t = Translation::to_reverse_of(&reply_key);
-    // The new entry's next hop is cached by the flow's next packet.
-    let mut scratch = NextHop::default();
-    translate_and_send(ctx, tcp, cfg, &t, rule_id, false, &mut scratch)
+    Ok((Forward { t, rule_id, reply: false }, core::ptr::null_mut()))
 }
 
 /// A packet of a tracked flow, in either direction: one entry, the one it matched, holds
@@ -115,11 +135,10 @@ fn new_flow<C: PacketContext>(
 fn tracked<C: PacketContext>(
     ctx: &C,
     tcp: &Tcp,
-    cfg: &Config,
     found: &Found,
     reply: bool,
     now: u64,
-) -> Verdict {
+) -> Result<(Forward, *mut NextHop), Verdict> {
     // SAFETY: a map value, valid for the rest of the program run.
     let half = unsafe { &mut *found.entry };
     let rule_id = half.rule_id;
@@ -132,22 +151,24 @@ fn tracked<C: PacketContext>(
         // second even while no daemon bumps the generation.
         half.nexthop.ifindex = 0;
     }
-    let t = Translation::to_reverse_of(&half.peer);
-    if conntrack::is_steady(found, tcp)
-        || conntrack::track(found, tcp, reply) == Transition::Stay
+    let f = Forward { t: Translation::to_reverse_of(&half.peer), rule_id, reply };
+    if conntrack::is_steady(found, tcp) || conntrack::track(found, tcp, reply) == Transition::Stay
     {
-        return translate_and_send(ctx, tcp, cfg, &t, rule_id, reply, &mut half.nexthop);
+        return Ok((f, &mut half.nexthop));
     }
-    // The handshake just completed: the flow moves to the established table. After a
-    // move the matched entry is freed memory another flow may reuse, so nothing more is
-    // written to it.
+    // The handshake just completed: the flow moves to the established table. After a move
+    // the matched entry is freed memory another flow may reuse, so nothing more is written
+    // to it.
     if conntrack::promote(found).is_err() {
-        // No room: the flow keeps working from the embryonic table, and its next packet
-        // tries again.
+        // max_flows are established (handshakes that completed together took the last
+        // places). The flow is forgotten and the packet goes to the kernel untranslated, as
+        // for any unknown flow: it answers the client with a reset, and the target's next
+        // packet to the SNAT port with another.
+        conntrack::forget(found);
         stats::inc(rule_id, Counter::DropTableFull);
+        return Err(Verdict::Pass);
     }
-    let mut scratch = NextHop::default();
-    translate_and_send(ctx, tcp, cfg, &t, rule_id, reply, &mut scratch)
+    Ok((f, core::ptr::null_mut()))
 }
 
 #[inline(always)]

@@ -13,12 +13,11 @@ pub fn embryonic_capacity(max_flows: u32) -> u32 {
     (max_flows / 4).max(1024)
 }
 
-/// Entries (halves) of CT_ESTABLISHED. New flows are admitted while fewer than `max_flows`
-/// are established, so every handshake still in the embryonic table when that count is
-/// reached must still find room when it completes: the table holds those too, and a
-/// promotion never fails for lack of room.
+/// Entries (halves) of CT_ESTABLISHED: exactly `max_flows` flows. The table's size is the
+/// limit itself: a preallocated hash refuses a new key when full, so no count can let more
+/// flows in than there are places.
 pub fn established_capacity(max_flows: u32) -> u32 {
-    max_flows.saturating_add(embryonic_capacity(max_flows)).saturating_mul(2)
+    max_flows.saturating_mul(2)
 }
 
 /// Loads the object with conntrack tables sized for `max_flows` connections (each flow is

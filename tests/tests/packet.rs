@@ -1067,3 +1067,44 @@ fn established_packets_use_the_cached_next_hop_until_its_generation_changes() {
     f.age(&mut h, Table::Established, 1_000_000_000, true, false);
     assert_eq!(parse_tcp(&h.xdp(&data.frame()).unwrap().data).eth.destination, ROUTER_MAC);
 }
+
+/// Handshakes that complete together at the limit: each was admitted at its SYN (the count
+/// then had room), but only as many as there are places get promoted; the others are
+/// forgotten and their final ACK goes to the kernel untranslated (it resets the client),
+/// so no established flow is left in the evicting embryonic table.
+#[test]
+fn handshakes_completing_together_at_max_flows_take_only_the_places_left() {
+    const MAX_FLOWS: u32 = 1024;
+    let mut h = Harness::with_capacity("burst", &default_plan(), MAX_FLOWS).unwrap();
+    for i in 0..1020 {
+        handshake(&mut h, many_clients(i), 0);
+    }
+    // Ten SYNs and SYN-ACKs in flight at once: all admitted, 4 places left.
+    let pending: Vec<Flow> = (0..10)
+        .map(|i| {
+            let client = many_clients(5000 + i);
+            let syn = Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC);
+            let f = open(&mut h, client, 0, &syn);
+            f.target_sends(&mut h, &f.target_pkt(flags::SYN | flags::ACK));
+            f
+        })
+        .collect();
+    let mut promoted = 0;
+    for f in &pending {
+        let ack = f.client_pkt(flags::ACK);
+        let r = h.xdp(&ack.frame()).unwrap();
+        if r.action == XDP_TX {
+            promoted += 1;
+            assert_eq!(f.state(&mut h), (Table::Established, TcpState::Established));
+        } else {
+            assert_eq!(r.action, XDP_PASS, "a refused promotion goes to the kernel");
+            assert_eq!(r.data, ack.frame(), "untranslated");
+            assert!(h.ct_get(Table::Embryonic, &f.orig_key()).unwrap().is_none());
+            assert!(h.ct_get(Table::Embryonic, &f.reply_key()).unwrap().is_none());
+        }
+    }
+    assert_eq!(promoted, 4);
+    assert_eq!(h.counter(0, Counter::DropTableFull).unwrap(), 6);
+    assert_eq!(h.ct_entries(Table::Established).unwrap().len(), 2 * MAX_FLOWS as usize);
+    assert!(h.ct_entries(Table::Embryonic).unwrap().is_empty());
+}

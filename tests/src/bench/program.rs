@@ -44,7 +44,8 @@ pub const SYN: &str = "SYN of a new flow (SNAT port, both halves inserted)";
 /// Median ns/packet of each path over `runs` single runs per fill in `fills`, the cases
 /// interleaved run by run so machine noise hits them alike.
 pub fn measure(runs: usize, fills: &[u32]) -> Result<Vec<AtFill>> {
-    let capacity = fills.iter().copied().max().unwrap_or(1).max(1024);
+    // Room for the largest fill and the handshake's own flow.
+    let capacity = fills.iter().copied().max().unwrap_or(1).max(1024) + 1;
     let mut h = Harness::with_capacity("bp", &default_plan(), capacity)?;
     let listen = SocketAddrV4::new(NAT_IP, LISTEN_PORTS[0]);
     let target = SocketAddrV4::new(TARGETS[0], TARGET_PORT);
