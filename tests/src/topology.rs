@@ -97,6 +97,14 @@ impl Topology {
         test_bpffs().join(self.natvm.name())
     }
 
+    /// One of the forwarder's pinned maps, opened from the test (bpffs is not per namespace),
+    /// for tests that read what the data path itself counts or caches.
+    pub fn pinned_map(&self, name: &str) -> Result<aya::maps::MapData> {
+        let path = forwarder::pins::Pins::new(self.pin_dir()).map(name);
+        aya::maps::MapData::from_pin(&path)
+            .with_context(|| format!("opening the pinned map {}", path.display()))
+    }
+
     /// The forwarder's control socket and state file directory.
     pub fn run_dir(&self) -> PathBuf {
         std::env::temp_dir().join(format!("{}.run", self.natvm.name()))
