@@ -14,7 +14,7 @@ use aya_ebpf::{
 #[map(name = "TEMPLATE")]
 pub static TEMPLATE: Array<[u8; FRAME_LEN]> = Array::with_max_entries(1, 0);
 
-/// What a delivered frame must look like, and which real frames to note.
+/// What a delivered frame must look like.
 #[repr(u32)]
 pub enum Expect {
     /// Source address, network order as read from the header.
@@ -22,12 +22,10 @@ pub enum Expect {
     Daddr = 1,
     /// Source and destination ports, the header's 4 bytes read as a native u32.
     Ports = 2,
-    /// Destination port (host order) of the real frames to note in `Slot::LastReal`.
-    RecordDport = 3,
 }
 
 #[map(name = "EXPECT")]
-pub static EXPECT: Array<u32> = Array::with_max_entries(4, 0);
+pub static EXPECT: Array<u32> = Array::with_max_entries(3, 0);
 
 /// The sink's counters, per CPU.
 #[repr(u32)]
@@ -41,18 +39,15 @@ pub enum Count {
 #[map(name = "COUNTS")]
 pub static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
-/// Frames the sink keeps whole (their first FRAME_LEN bytes).
+/// Frames the sink keeps whole.
 #[repr(u32)]
 pub enum Slot {
-    /// The last real (unmarked) TCP frame towards `Expect::RecordDport`: the connection's
-    /// translated addresses and sequence numbers.
-    LastReal = 0,
     /// One delivered frame in `SAMPLE_EVERY`.
-    Sample = 1,
+    Sample = 0,
 }
 
 #[map(name = "FRAMES")]
-pub static FRAMES: Array<[u8; FRAME_LEN]> = Array::with_max_entries(2, 0);
+pub static FRAMES: Array<[u8; FRAME_LEN]> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn expect(e: Expect) -> u32 {

@@ -4,23 +4,66 @@
 
 pub mod memory;
 pub mod path;
+pub mod plot;
 pub mod program;
+pub mod rate;
 
-use anyhow::Result;
-use std::fmt::Write;
+use anyhow::{bail, Result};
+use std::{fmt::Write, path::Path};
+
+/// The parts of the report, in the order they are run and written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Program,
+    Path,
+    Rate,
+    Memory,
+}
+
+impl Section {
+    pub const ALL: [Section; 4] = [Section::Program, Section::Path, Section::Rate, Section::Memory];
+
+    pub fn parse(name: &str) -> Result<Section> {
+        Ok(match name {
+            "program" => Section::Program,
+            "path" => Section::Path,
+            "rate" => Section::Rate,
+            "memory" => Section::Memory,
+            other => bail!("no bench section {other:?} (program, path, rate, memory)"),
+        })
+    }
+}
 
 pub struct Options {
+    pub sections: Vec<Section>,
     /// Single test runs per program path.
     pub runs: usize,
     pub rounds: usize,
     pub iperf_seconds: u32,
     pub conns: usize,
     pub max_flows: u64,
+    pub rate: rate::Options,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { runs: 20_000, rounds: 5, iperf_seconds: 4, conns: 1000, max_flows: 262_144 }
+        Options {
+            sections: Section::ALL.to_vec(),
+            runs: 20_000,
+            rounds: 5,
+            iperf_seconds: 4,
+            conns: 1000,
+            max_flows: 262_144,
+            rate: rate::Options::full(),
+        }
+    }
+}
+
+impl Options {
+    /// `cargo xtask bench --quick`: the packet-rate bed only, every shape and contender
+    /// once with few frames. It checks that the bed works, its figures are rough.
+    pub fn quick() -> Self {
+        Options { sections: vec![Section::Rate], rate: rate::Options::quick(), ..Self::default() }
     }
 }
 
@@ -32,10 +75,56 @@ pub fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs every benchmark (bounded: about two minutes) and returns the Markdown report.
-pub fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<String> {
+/// Runs the benchmarks of `opts.sections` (bounded: a few minutes) and returns the Markdown
+/// report; charts are written into `out_dir`, beside the report.
+pub fn run(opts: &Options, out_dir: &Path, say: &mut dyn FnMut(&str)) -> Result<String> {
     let mut md = String::new();
+    for section in &opts.sections {
+        match section {
+            Section::Program => program_section(opts, &mut md, say)?,
+            Section::Path => path_section(opts, &mut md, say)?,
+            Section::Rate => rate_section(opts, out_dir, &mut md, say)?,
+            Section::Memory => memory_section(opts, &mut md, say)?,
+        }
+        md.push('\n');
+    }
+    Ok(md)
+}
 
+/// The packet-rate bed (rate/), its tables and its chart.
+fn rate_section(
+    opts: &Options,
+    out_dir: &Path,
+    md: &mut String,
+    say: &mut dyn FnMut(&str),
+) -> Result<()> {
+    say("packet rate: one TCP flow of 64-byte frames, every contender, both shapes...");
+    let outcomes = rate::measure(&opts.rate, say)?;
+    let rows = rate::report::rows(&outcomes);
+    let bars: Vec<(String, f64)> = rows
+        .iter()
+        .filter(|r| r.shape == rate::Shape::Hairpin && r.unavailable.is_none())
+        .map(|r| (r.contender.name().to_string(), r.ns))
+        .collect();
+    const CHART: &str = "bench-cpu-per-packet.svg";
+    let chart = if bars.is_empty() {
+        None
+    } else {
+        plot::bars(
+            &out_dir.join(CHART),
+            &plot::Bars {
+                title: "Busy CPU per delivered 64-byte packet, hairpin (lower is better)",
+                y_label: "ns per packet",
+                bars,
+            },
+        )?;
+        Some(CHART)
+    };
+    md.push_str(&rate::report::markdown(&opts.rate, &rows, chart));
+    Ok(())
+}
+
+fn program_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
     say("program cost (BPF_PROG_TEST_RUN)...");
     let cases = program::measure(opts.runs)?;
     let base = cases[0].ns;
@@ -52,7 +141,10 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<String> {
     for c in &cases {
         writeln!(md, "| {} | {:.0} | {:.0} | {:.2}x |", c.name, c.ns, c.ns - base, c.ns / base)?;
     }
+    Ok(())
+}
 
+fn path_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
     say("whole connections: direct, iptables, forwarder modes (iperf3, connection rate)...");
     let ways = path::measure(opts.rounds, opts.iperf_seconds, opts.conns)?;
     let mut rows: Vec<(String, f64, f64, f64)> = ways
@@ -64,7 +156,7 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<String> {
         .collect();
     let (ipt_g, ipt_c) =
         rows.iter().find(|r| r.0 == "iptables").map(|r| (r.1, r.2)).unwrap_or((1.0, 1.0));
-    writeln!(md, "\n## Whole connections through the NAT VM\n")?;
+    writeln!(md, "## Whole connections through the NAT VM\n")?;
     writeln!(
         md,
         "The e2e topology (client -> router -> NAT VM -> router -> broker, veth, GRO on the NAT \
@@ -85,10 +177,13 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<String> {
             *c / ipt_c
         )?;
     }
+    Ok(())
+}
 
+fn memory_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
     say("memory of the connection table...");
     let mem = memory::measure(opts.max_flows)?;
-    writeln!(md, "\n## Kernel memory\n")?;
+    writeln!(md, "## Kernel memory\n")?;
     writeln!(
         md,
         "The daemon's maps with `max_flows = {}` as the kernel accounts them (`bpftool map \
@@ -116,5 +211,5 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<String> {
         )?,
         None => writeln!(md, "\nConnection tracking per flow: {per_flow:.0} bytes.")?,
     }
-    Ok(md)
+    Ok(())
 }

@@ -1,0 +1,106 @@
+//! Medians of the samples, ratios against iptables and the ceiling, and the Markdown.
+
+use super::{send::Sample, Contender, Options, Outcome, Shape};
+use crate::bench::median;
+use std::fmt::Write;
+
+/// One contender's medians in one shape.
+pub struct Row {
+    pub shape: Shape,
+    pub contender: Contender,
+    pub mpps: f64,
+    /// Busy CPU (all CPUs) per delivered frame, ns.
+    pub ns: f64,
+    /// Busy time of the generator's CPU per delivered frame, ns.
+    pub gen_cpu_ns: f64,
+    /// The generator thread's own CPU time per delivered frame, ns.
+    pub gen_thread_ns: f64,
+    /// Delivered / sent.
+    pub delivered_share: f64,
+    pub unavailable: Option<String>,
+}
+
+pub fn rows(outcomes: &[Outcome]) -> Vec<Row> {
+    outcomes
+        .iter()
+        .map(|o| {
+            let m = |f: fn(&Sample) -> f64| median(&mut o.samples.iter().map(f).collect::<Vec<_>>());
+            Row {
+                shape: o.shape,
+                contender: o.contender,
+                mpps: m(Sample::mpps),
+                ns: m(Sample::busy_ns_per_packet),
+                gen_cpu_ns: m(Sample::gen_cpu_ns_per_packet),
+                gen_thread_ns: m(Sample::gen_thread_ns_per_packet),
+                delivered_share: m(|s| s.delivered as f64 / s.sent.max(1) as f64),
+                unavailable: o.unavailable.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The Markdown section: what was measured, then one table per shape.
+pub fn markdown(opts: &Options, rows: &[Row], plot: Option<&str>) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "## Packet rate: one TCP flow of 64-byte frames\n");
+    let _ = writeln!(
+        md,
+        "A live-frames generator (BPF_PROG_TEST_RUN, `BPF_F_TEST_XDP_LIVE_FRAMES`) pinned to one \
+         CPU sends {} frames of 64 bytes per sample: the next segments (ACK + 10 bytes, in the \
+         window) of a real TCP connection first opened through the contender, client -> NAT VM \
+         listen port -> broker. A counting XDP sink on the broker's veth end counts the frames \
+         that arrive translated (addresses, ports; one in 4096 is also checked whole: \
+         checksums, TTL, MACs, payload) and drops them. The generator, the NAT VM and the sink \
+         share the generator's CPU (veth runs the receiver's NAPI where the frame was sent). \
+         **ns/pkt** is the busy time of all CPUs (/proc/stat: user, nice, system, irq, softirq, \
+         steal) over the send window per delivered frame, generator and sink included; the \
+         other CPU's unrelated load is noise in it, hence {} interleaved round(s), each sample \
+         in fresh namespaces, and medians. *gen. CPU* is the generator CPU's busy time alone, \
+         *gen. thread* the generator thread's own CPU time (the test-run loop, with the softirq \
+         work it runs inline as far as the kernel charges it to the thread). `vs. iptables` is \
+         iptables' ns/pkt over the row's (how many times less CPU); `vs. ceiling` the row's \
+         over the ceiling's. The ceiling is an XDP program doing only FIB lookup, MAC rewrite, \
+         TTL decrement and XDP_TX / redirect; `Linux routing` forwards frames addressed to the \
+         broker with no NAT and no netfilter (no connection needed, so none is made).\n",
+        opts.frames, opts.rounds
+    );
+    if let Some(p) = plot {
+        let _ = writeln!(md, "![busy CPU ns per delivered packet, hairpin]({p})\n");
+    }
+    for shape in Shape::ALL {
+        let of_shape: Vec<&Row> = rows.iter().filter(|r| r.shape == shape).collect();
+        if of_shape.is_empty() {
+            continue;
+        }
+        let ns_of = |c: Contender| {
+            of_shape.iter().find(|r| r.contender == c && r.unavailable.is_none()).map(|r| r.ns)
+        };
+        let (ipt, ceil) = (ns_of(Contender::Iptables), ns_of(Contender::Ceiling));
+        let _ = writeln!(md, "### {}\n", shape.name());
+        let _ = writeln!(
+            md,
+            "| contender | Mpps delivered | ns/pkt (all CPUs) | vs. iptables | vs. ceiling | gen. CPU ns/pkt | gen. thread ns/pkt | delivered |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for r in of_shape {
+            if let Some(why) = &r.unavailable {
+                let _ = writeln!(md, "| {} | {why} | | | | | | |", r.contender.name());
+                continue;
+            }
+            let ratio = |v: Option<f64>| v.map(|v| format!("{v:.2}x")).unwrap_or_default();
+            let _ = writeln!(
+                md,
+                "| {} | {:.2} | {:.0} | {} | {} | {:.0} | {:.0} | {:.1} % |",
+                r.contender.name(),
+                r.mpps,
+                r.ns,
+                ratio(ipt.map(|i| i / r.ns)),
+                ratio(ceil.map(|c| r.ns / c)),
+                r.gen_cpu_ns,
+                r.gen_thread_ns,
+                r.delivered_share * 100.0
+            );
+        }
+        let _ = writeln!(md);
+    }
+    md
+}
