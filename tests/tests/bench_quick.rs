@@ -1,0 +1,36 @@
+//! `cargo xtask bench --quick` as a test: the packet-rate bed sets up every contender in
+//! both shapes and each one delivers the generator's frames, translated. No speed is
+//! asserted (these machines are shared and noisy); only that the bed works, so that the
+//! figure BENCHMARKS.md is judged by cannot silently stop being measured.
+//!
+//! The only contender allowed to be missing is the nftables flowtable on a kernel without
+//! CONFIG_NF_FLOW_TABLE, and that is printed.
+
+use forwarder_tests::bench::rate::{self, Contender};
+
+#[test]
+fn every_contender_is_set_up_and_delivers_translated_frames() {
+    forwarder_tests::require_root();
+    let opts = rate::Options::quick();
+    // measure() fails on any contender that cannot be set up, whose flow does not go
+    // through it, that delivers nothing, or whose delivered frames are not translated
+    // exactly (addresses, ports, checksums, TTL, MACs, payload).
+    let outcomes = rate::measure(&opts, &mut |s| eprintln!("{s}")).expect("the packet-rate bed");
+    assert_eq!(outcomes.len(), opts.shapes.len() * opts.contenders.len());
+    for o in &outcomes {
+        let what = format!("{:?} {}", o.shape, o.contender.name());
+        if let Some(why) = &o.unavailable {
+            assert_eq!(o.contender, Contender::NftFlowtable, "{what} was skipped: {why}");
+            assert!(why.starts_with("not available on this kernel"), "{what}: {why}");
+            println!("SKIPPED {what}: {why}");
+            continue;
+        }
+        assert_eq!(o.samples.len(), opts.rounds, "{what}: samples");
+        for s in &o.samples {
+            assert!(s.delivered > 0, "{what} delivered nothing of {} frames", s.sent);
+            assert_eq!(s.sent, opts.frames, "{what}: the send window was cut short");
+        }
+    }
+    let md = rate::report::markdown(&opts, &rate::report::rows(&outcomes), None);
+    println!("{md}");
+}
