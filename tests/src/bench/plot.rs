@@ -69,7 +69,11 @@ pub fn bars(path: &Path, chart: &Bars) -> Result<()> {
     }))
     .map_err(err)?;
     c.draw_series(chart.bars.iter().enumerate().map(|(i, (_, v))| {
-        Text::new(format!("{v:.0}"), (SegmentValue::CenterOf(i), *v + top * 0.02), ("sans-serif", 13))
+        Text::new(
+            format!("{v:.0}"),
+            (SegmentValue::CenterOf(i), *v + top * 0.02),
+            ("sans-serif", 13),
+        )
     }))
     .map_err(err)?;
     root.present().map_err(err)
@@ -96,6 +100,10 @@ pub fn lines(path: &Path, chart: &Lines) -> Result<()> {
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
         c.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled()))).map_err(err)?;
     }
-    c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err)?;
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
     root.present().map_err(err)
 }

@@ -65,7 +65,10 @@ impl Contender {
 /// A contender running in a bed.
 pub enum Setup {
     Ceiling(#[allow(dead_code)] Vec<Ceiling>),
-    Forwarder { daemon: Daemon, config: PathBuf },
+    Forwarder {
+        daemon: Daemon,
+        config: PathBuf,
+    },
     /// Netfilter rules or plain routing: they go with the namespace.
     Kernel,
 }
@@ -89,10 +92,35 @@ impl Setup {
                 // interface towards the broker, which is n0 itself in the hairpin).
                 let (port, to) = (listen.port().to_string(), broker.to_string());
                 nat.exec(&[
-                    "iptables", "-t", "nat", "-A", "PREROUTING", "-i", "n0", "-p", "tcp", "-m",
-                    "tcp", "--dport", &port, "-j", "DNAT", "--to-destination", &to,
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "PREROUTING",
+                    "-i",
+                    "n0",
+                    "-p",
+                    "tcp",
+                    "-m",
+                    "tcp",
+                    "--dport",
+                    &port,
+                    "-j",
+                    "DNAT",
+                    "--to-destination",
+                    &to,
                 ])?;
-                nat.exec(&["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", out, "-j", "MASQUERADE"])?;
+                nat.exec(&[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    out,
+                    "-j",
+                    "MASQUERADE",
+                ])?;
                 Setup::Kernel
             }
             Contender::Nftables => {
@@ -143,7 +171,11 @@ impl Setup {
         Ok(self.flow_row(bed, client)?.and_then(|r| r["packets"].as_u64()))
     }
 
-    fn flow_row(&self, bed: &Bed, client: std::net::SocketAddrV4) -> Result<Option<serde_json::Value>> {
+    fn flow_row(
+        &self,
+        bed: &Bed,
+        client: std::net::SocketAddrV4,
+    ) -> Result<Option<serde_json::Value>> {
         let Setup::Forwarder { config, .. } = self else { return Ok(None) };
         let out = cli(&bed.nat, config, &["flows", "--json"])?;
         if !out.status.success() {

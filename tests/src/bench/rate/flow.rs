@@ -96,9 +96,8 @@ fn freeze(s: &TcpStream) -> Result<(u32, u32)> {
     let fd = s.as_raw_fd();
     let set = |opt, v: libc::c_int| -> Result<()> {
         // SAFETY: fd is an open socket; v outlives the call.
-        let rc = unsafe {
-            libc::setsockopt(fd, libc::IPPROTO_TCP, opt, &v as *const _ as *const _, 4)
-        };
+        let rc =
+            unsafe { libc::setsockopt(fd, libc::IPPROTO_TCP, opt, &v as *const _ as *const _, 4) };
         ensure!(rc == 0, "setsockopt {opt}: {}", std::io::Error::last_os_error());
         Ok(())
     };
@@ -108,7 +107,13 @@ fn freeze(s: &TcpStream) -> Result<(u32, u32)> {
         let mut len: libc::socklen_t = 4;
         // SAFETY: fd is an open socket; v and len are valid for writing.
         let rc = unsafe {
-            libc::getsockopt(fd, libc::IPPROTO_TCP, TCP_QUEUE_SEQ, &mut v as *mut _ as *mut _, &mut len)
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                TCP_QUEUE_SEQ,
+                &mut v as *mut _ as *mut _,
+                &mut len,
+            )
         };
         ensure!(rc == 0, "TCP_QUEUE_SEQ: {}", std::io::Error::last_os_error());
         Ok(v)

@@ -83,6 +83,13 @@ impl Sink {
         Ok(Counts { delivered: sum(COUNT_DELIVERED)?, untranslated: sum(COUNT_UNTRANSLATED)? })
     }
 
+    pub fn clear_sample(&mut self) -> Result<()> {
+        let mut m: Array<&mut MapData, [u8; FRAME_LEN]> =
+            Array::try_from(self.0.map_mut("FRAMES").context("no FRAMES map")?)?;
+        m.set(0, [0u8; FRAME_LEN], 0)?;
+        Ok(())
+    }
+
     /// The last delivered frame the sink kept whole (one in 4096 per CPU), if any yet.
     pub fn sample(&self) -> Result<Option<[u8; FRAME_LEN]>> {
         let m: Array<&MapData, [u8; FRAME_LEN]> =
@@ -126,13 +133,13 @@ impl Generator {
         let md: [u32; 6] = [0, FRAME_LEN as u32, 0, self.ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
         prog.test_run(TestRunOptions {
-                data_in: Some(&self.frame),
-                ctx_in: Some(&ctx),
-                repeat: frames,
-                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
-                ..Default::default()
-            })
-            .context("live-frames test run of the generator")?;
+            data_in: Some(&self.frame),
+            ctx_in: Some(&ctx),
+            repeat: frames,
+            attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+            ..Default::default()
+        })
+        .context("live-frames test run of the generator")?;
         Ok(())
     }
 }

@@ -24,7 +24,8 @@ pub fn rows(outcomes: &[Outcome]) -> Vec<Row> {
     outcomes
         .iter()
         .map(|o| {
-            let m = |f: fn(&Sample) -> f64| median(&mut o.samples.iter().map(f).collect::<Vec<_>>());
+            let m =
+                |f: fn(&Sample) -> f64| median(&mut o.samples.iter().map(f).collect::<Vec<_>>());
             Row {
                 shape: o.shape,
                 contender: o.contender,

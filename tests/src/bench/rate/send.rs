@@ -75,7 +75,7 @@ pub fn sample(shape: Shape, c: Contender, frames: u64) -> Result<Result<Sample, 
 
 fn measure(bed: &mut Bed, setup: &Setup, c: Contender, frames: u64) -> Result<Sample> {
     let ((gen_smac, gen_dmac), (fwd_smac, fwd_dmac)) = bed.macs();
-    let (_flow, plan) = if c.nat() {
+    let (flow, plan) = if c.nat() {
         let flow = Flow::open(bed)?;
         setup.check_flow(bed, flow.client)?;
         let frame = Tcp::new(flow.client, bed.listen(), flags::ACK | flags::PSH)
@@ -107,6 +107,8 @@ fn measure(bed: &mut Bed, setup: &Setup, c: Contender, frames: u64) -> Result<Sa
             warm.untranslated
         );
     }
+    // The sample checked below must come from the measured window.
+    bed.sink().clear_sample()?;
     let (_gen, mut s) = window(bed, gen, frames)?;
     let after = bed.sink().counts()?;
     s.delivered = after.delivered - warm.delivered;
@@ -114,7 +116,12 @@ fn measure(bed: &mut Bed, setup: &Setup, c: Contender, frames: u64) -> Result<Sa
     // The frames that arrived were translated as a whole and correctly.
     let sample = bed.sink().sample()?.context("the sink kept no delivered frame")?;
     let got = parse_tcp(&sample);
-    ensure!(got.src() == plan.expect_src && got.dst() == plan.expect_dst, "delivered {} -> {}", got.src(), got.dst());
+    ensure!(
+        got.src() == plan.expect_src && got.dst() == plan.expect_dst,
+        "delivered {} -> {}",
+        got.src(),
+        got.dst()
+    );
     ensure!(got.ip.identification == MARK, "delivered frame's IP id {:#x}", got.ip.identification);
     ensure!(got.ip.time_to_live == frame.ttl - 1, "delivered TTL {}", got.ip.time_to_live);
     ensure!(got.tcp.sequence_number == frame.seq, "delivered seq {}", got.tcp.sequence_number);
@@ -127,11 +134,19 @@ fn measure(bed: &mut Bed, setup: &Setup, c: Contender, frames: u64) -> Result<Sa
     );
     if let Some(client_sink) = bed.client_sink() {
         let back = client_sink.counts()?;
-        ensure!(back.delivered + back.untranslated == 0, "{} frames came back to the client", back.untranslated);
+        ensure!(
+            back.delivered + back.untranslated == 0,
+            "{} frames came back to the client",
+            back.untranslated
+        );
     }
-    if let Some(client) = _flow.as_ref().map(|f| f.client) {
+    if let Some(client) = flow.as_ref().map(|f| f.client) {
         if let Some(p) = setup.flow_packets(bed, client)? {
-            ensure!(p >= s.delivered, "the forwarder counted {p} packets on the flow, the sink {}", s.delivered);
+            ensure!(
+                p >= s.delivered,
+                "the forwarder counted {p} packets on the flow, the sink {}",
+                s.delivered
+            );
         }
     }
     Ok(s)
