@@ -114,7 +114,7 @@ fn rate_section(
             &out_dir.join(CHART),
             &plot::Bars {
                 title: "Busy CPU per delivered 64-byte packet, hairpin (lower is better)",
-                y_label: "ns per packet",
+                x_label: "busy CPU ns per delivered packet (all CPUs)",
                 bars,
             },
         )?;

@@ -33,6 +33,9 @@ const MAC_N0: [u8; 6] = [0x02, 0, 0, 0, 0, 0x04];
 const MAC_N1: [u8; 6] = [0x02, 0, 0, 0, 0, 0x05];
 const MAC_B0: [u8; 6] = [0x02, 0, 0, 0, 0, 0x06];
 
+/// Source and destination MAC of a frame.
+pub type MacPair = ([u8; 6], [u8; 6]);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
     Hairpin,
@@ -157,7 +160,7 @@ impl Bed {
     }
 
     /// MACs of a frame sent from g0 to N, and of one forwarded to the broker.
-    pub fn macs(&self) -> (([u8; 6], [u8; 6]), ([u8; 6], [u8; 6])) {
+    pub fn macs(&self) -> (MacPair, MacPair) {
         match self.shape {
             Shape::Hairpin => ((MAC_G0, MAC_N0), (MAC_N0, MAC_G0)),
             Shape::Router => ((MAC_G0, MAC_N0), (MAC_N1, MAC_B0)),
