@@ -36,3 +36,38 @@ fn every_contender_is_set_up_and_delivers_translated_frames() {
     let md = rate::report::markdown(&opts, &rate::report::rows(&outcomes), None);
     println!("{md}");
 }
+
+/// The sink's guard: frames that arrive but are not translated as expected are not counted
+/// as delivered, so a contender that passes frames on unchanged cannot look fast. Plain
+/// routing forwards them unchanged while the sink expects the NAT VM's source address.
+#[test]
+fn untranslated_frames_are_not_counted_as_delivered() -> anyhow::Result<()> {
+    use forwarder_tests::{
+        bench::rate::{
+            bed::{Bed, Shape, CLIENT},
+            progs::Generator,
+            send::{generator_frame, PAYLOAD},
+        },
+        packet::{flags, Tcp},
+    };
+    use std::net::SocketAddrV4;
+
+    forwarder_tests::require_root();
+    let mut bed = Bed::new(Shape::Hairpin, "rq")?;
+    let ((smac, dmac), _) = bed.macs();
+    let src = SocketAddrV4::new(CLIENT, 40001);
+    let tcp = Tcp::new(src, bed.broker(), flags::ACK).macs(smac, dmac).payload(PAYLOAD.to_vec());
+    let frame = generator_frame(&tcp)?;
+    let (broker, snat) = (bed.broker(), SocketAddrV4::new(bed.snat_ip(), 40001));
+    bed.sink().expect(snat, broker)?;
+    let ifindex = bed.gen.ifindex("g0")?;
+    bed.gen.enter(move || Generator::new(ifindex, frame)?.send(10_000))??;
+    let c = bed.sink().counts()?;
+    assert_eq!(c.delivered, 0, "untranslated frames were counted as delivered");
+    assert!(c.untranslated > 0, "the routed frames did not reach the sink at all");
+    // The same frames, expected as they are, count.
+    bed.sink().expect(src, broker)?;
+    bed.gen.enter(move || Generator::new(ifindex, frame)?.send(10_000))??;
+    assert!(bed.sink().counts()?.delivered > 0, "routed frames were not counted");
+    Ok(())
+}

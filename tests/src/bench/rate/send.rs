@@ -23,7 +23,8 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// Frames sent before the window, which must arrive (neighbours, caches, the contender's
 /// first-packet work).
 const WARMUP: u64 = 20_000;
-const PAYLOAD: &[u8; 10] = b"bench-rate";
+/// The generator's payload: 10 bytes make the frame 64.
+pub const PAYLOAD: &[u8; 10] = b"bench-rate";
 
 #[derive(Clone, Debug)]
 pub struct Sample {
@@ -89,11 +90,8 @@ fn measure(bed: &mut Bed, setup: &Setup, c: Contender, frames: u64) -> Result<Sa
         let frame = Tcp::new(src, bed.broker(), flags::ACK | flags::PSH);
         (None, Plan { frame, expect_src: src, expect_dst: bed.broker() })
     };
-    let mut frame = plan.frame.clone().macs(gen_smac, gen_dmac).payload(PAYLOAD.to_vec());
-    frame.ip_id = MARK;
-    let bytes: [u8; FRAME_LEN] = frame.frame().try_into().map_err(|f: Vec<u8>| {
-        anyhow::anyhow!("the generator's frame is {} bytes, not {FRAME_LEN}", f.len())
-    })?;
+    let frame = plan.frame.clone().macs(gen_smac, gen_dmac).payload(PAYLOAD.to_vec());
+    let bytes = generator_frame(&frame)?;
     bed.sink().expect(plan.expect_src, plan.expect_dst)?;
 
     let ifindex = bed.gen.ifindex("g0")?;
@@ -150,6 +148,15 @@ fn measure(bed: &mut Bed, setup: &Setup, c: Contender, frames: u64) -> Result<Sa
         }
     }
     Ok(s)
+}
+
+/// `tcp` as the generator sends it: marked, 64 bytes.
+pub fn generator_frame(tcp: &Tcp) -> Result<[u8; FRAME_LEN]> {
+    let mut tcp = tcp.clone();
+    tcp.ip_id = MARK;
+    tcp.frame().try_into().map_err(|f: Vec<u8>| {
+        anyhow::anyhow!("the generator's frame is {} bytes, not {FRAME_LEN}", f.len())
+    })
 }
 
 /// Sends `frames` from a thread in G pinned to the generator's CPU, in chunks, stopping at
