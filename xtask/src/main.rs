@@ -233,12 +233,14 @@ fn test(extra: &[String]) -> Result<()> {
 
 const TEST_BPFFS: &str = "/run/forwarder-tests-bpffs";
 
-/// Runs `f` with a bpffs of its own mounted at TEST_BPFFS, unmounted after it whatever
-/// `f` returned. The daemons of the tests and benchmarks pin there: /sys/fs/bpf is not
-/// always mounted, and `ip netns exec` gives each process a private /sys, which would lose
-/// pins across daemon restarts.
+/// Runs `f` with a bpffs of its own mounted at TEST_BPFFS-<pid>, unmounted after it
+/// whatever `f` returned. One per xtask process: a `cargo xtask bench` beside a `cargo xtask
+/// test` (two work trees on one machine) must not unmount the other's bpffs under it.
+/// The daemons of the tests and benchmarks pin there: /sys/fs/bpf is not always mounted,
+/// and `ip netns exec` gives each process a private /sys, which would lose pins across
+/// daemon restarts.
 fn with_test_bpffs(f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let bpffs = PathBuf::from(TEST_BPFFS);
+    let bpffs = PathBuf::from(format!("{TEST_BPFFS}-{}", std::process::id()));
     mount_bpffs(&bpffs)?;
     let result = f(&bpffs);
     let unmounted = unmount_bpffs(&bpffs);
