@@ -125,21 +125,23 @@ impl Generator {
         Ok(Generator { ebpf, ifindex, frame })
     }
 
-    /// Sends `frames` frames out of the interface in one live-frames test run.
-    pub fn send(&self, frames: u32) -> Result<()> {
+    /// Sends `frames` frames out of the interface in one live-frames test run; returns the
+    /// time the kernel spent in its send loop (its mean per frame, in whole ns, times frames).
+    pub fn send(&self, frames: u32) -> Result<std::time::Duration> {
         let prog: &Xdp = self.ebpf.program("bench_gen").context("no bench_gen")?.try_into()?;
         // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
         // egress_ifindex }
         let md: [u32; 6] = [0, FRAME_LEN as u32, 0, self.ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        prog.test_run(TestRunOptions {
-            data_in: Some(&self.frame),
-            ctx_in: Some(&ctx),
-            repeat: frames,
-            attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
-            ..Default::default()
-        })
-        .context("live-frames test run of the generator")?;
-        Ok(())
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&self.frame),
+                ctx_in: Some(&ctx),
+                repeat: frames,
+                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                ..Default::default()
+            })
+            .context("live-frames test run of the generator")?;
+        Ok(r.duration * frames)
     }
 }

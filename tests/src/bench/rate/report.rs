@@ -17,6 +17,8 @@ pub struct Row {
     pub gen_thread_ns: f64,
     /// Delivered / sent.
     pub delivered_share: f64,
+    /// How busy the other CPUs were (0..1).
+    pub others_busy: f64,
     pub unavailable: Option<String>,
 }
 
@@ -34,6 +36,7 @@ pub fn rows(outcomes: &[Outcome]) -> Vec<Row> {
                 gen_cpu_ns: m(Sample::gen_cpu_ns_per_packet),
                 gen_thread_ns: m(Sample::gen_thread_ns_per_packet),
                 delivered_share: m(|s| s.delivered as f64 / s.sent.max(1) as f64),
+                others_busy: m(Sample::others_busy),
                 unavailable: o.unavailable.clone(),
             }
         })
@@ -50,19 +53,23 @@ pub fn markdown(opts: &Options, rows: &[Row], plot: Option<&str>) -> String {
          CPU sends {} frames of 64 bytes per sample: the next segments (ACK + 10 bytes, in the \
          window) of a real TCP connection first opened through the contender, client -> NAT VM \
          listen port -> broker. A counting XDP sink on the broker's veth end counts the frames \
-         that arrive translated (addresses, ports; one in 4096 is also checked whole: \
+         that arrive translated (addresses and ports; one in 4096 is also checked whole: \
          checksums, TTL, MACs, payload) and drops them. The generator, the NAT VM and the sink \
-         share the generator's CPU (veth runs the receiver's NAPI where the frame was sent). \
-         **ns/pkt** is the busy time of all CPUs (/proc/stat: user, nice, system, irq, softirq, \
-         steal) over the send window per delivered frame, generator and sink included; the \
-         other CPU's unrelated load is noise in it, hence {} interleaved round(s), each sample \
-         in fresh namespaces, and medians. *gen. CPU* is the generator CPU's busy time alone, \
-         *gen. thread* the generator thread's own CPU time (the test-run loop, with the softirq \
-         work it runs inline as far as the kernel charges it to the thread). `vs. iptables` is \
-         iptables' ns/pkt over the row's (how many times less CPU); `vs. ceiling` the row's \
-         over the ceiling's. The ceiling is an XDP program doing only FIB lookup, MAC rewrite, \
-         TTL decrement and XDP_TX / redirect; `Linux routing` forwards frames addressed to the \
-         broker with no NAT and no netfilter (no connection needed, so none is made).\n",
+         share the generator's CPU (veth runs the receiver's NAPI where the frame was sent), \
+         so every row includes the same cost of generating and receiving.\n\n\
+         - **ns/pkt**: busy time of all CPUs (/proc/stat: user, nice, system, irq, softirq, \
+         steal) over the send window per delivered frame. It also holds whatever ran on the \
+         other CPU meanwhile (*other CPUs busy*), hence {} interleaved round(s), each sample in \
+         fresh namespaces, and medians; *gen. CPU* is the generator CPU's busy time alone and \
+         *gen. thread* the generator thread's own CPU time (the test-run loop with the softirq \
+         work it runs inline): the two figures unrelated load does not reach.\n\
+         - **Mpps**: delivered frames per second of sending, timed by the kernel around its send \
+         loop (each test run's page-pool set-up and tear-down leaves the CPU idle ~25 ms).\n\
+         - **vs. iptables**: iptables' ns/pkt over the row's (how many times less CPU); \
+         **vs. ceiling**: the row's over the ceiling's. The ceiling is an XDP program doing only \
+         FIB lookup, MAC rewrite, TTL decrement and XDP_TX / redirect; `Linux routing` forwards \
+         frames addressed to the broker with no NAT and no netfilter (no connection needed, so \
+         none is made).\n",
         opts.frames, opts.rounds
     );
     if let Some(p) = plot {
@@ -80,17 +87,17 @@ pub fn markdown(opts: &Options, rows: &[Row], plot: Option<&str>) -> String {
         let _ = writeln!(md, "### {}\n", shape.name());
         let _ = writeln!(
             md,
-            "| contender | Mpps delivered | ns/pkt (all CPUs) | vs. iptables | vs. ceiling | gen. CPU ns/pkt | gen. thread ns/pkt | delivered |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+            "| contender | Mpps delivered | ns/pkt (all CPUs) | vs. iptables | vs. ceiling | gen. CPU ns/pkt | gen. thread ns/pkt | other CPUs busy | delivered |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for r in of_shape {
             if let Some(why) = &r.unavailable {
-                let _ = writeln!(md, "| {} | {why} | | | | | | |", r.contender.name());
+                let _ = writeln!(md, "| {} | {why} | | | | | | | |", r.contender.name());
                 continue;
             }
             let ratio = |v: Option<f64>| v.map(|v| format!("{v:.2}x")).unwrap_or_default();
             let _ = writeln!(
                 md,
-                "| {} | {:.2} | {:.0} | {} | {} | {:.0} | {:.0} | {:.1} % |",
+                "| {} | {:.2} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} % | {:.1} % |",
                 r.contender.name(),
                 r.mpps,
                 r.ns,
@@ -98,6 +105,7 @@ pub fn markdown(opts: &Options, rows: &[Row], plot: Option<&str>) -> String {
                 ratio(ceil.map(|c| r.ns / c)),
                 r.gen_cpu_ns,
                 r.gen_thread_ns,
+                r.others_busy * 100.0,
                 r.delivered_share * 100.0
             );
         }
