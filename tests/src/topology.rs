@@ -172,8 +172,10 @@ pub fn unload(ns: &Netns, config: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes what a forwarder in `ns` may have left when a test failed half-way.
+/// Removes what a forwarder in `ns` may have left: its config file ([`Daemon::start`]), and
+/// its pins and run directory when a test failed half-way.
 pub fn remove_leftovers(ns: &Netns) {
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.toml", ns.name())));
     if std::env::var_os("FWT_BPFFS").is_none() {
         return;
     }

@@ -1,7 +1,7 @@
 //! The ways N can forward the flow, each set up in a fresh bed and taken down after it.
 
-use super::{bed::Bed, progs::Ceiling};
-use crate::topology::{cli, instance_keys, unload, Daemon};
+use super::{bed::Bed, progs::Ceiling, rules};
+use crate::topology::{cli, unload, Daemon};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -79,7 +79,6 @@ pub struct Unavailable(pub String);
 impl Setup {
     pub fn enter(bed: &Bed, c: Contender) -> Result<Result<Setup, Unavailable>> {
         let nat = &bed.nat;
-        let (listen, broker, out) = (bed.listen(), bed.broker(), bed.out_iface());
         Ok(Ok(match c {
             Contender::Ceiling => {
                 let progs: Result<Vec<_>> =
@@ -88,67 +87,40 @@ impl Setup {
             }
             Contender::Routing => Setup::Kernel,
             Contender::Iptables => {
-                // ip_fwd.sh -i n0 -f 9092 -a 10.20.0.11 -b 9192 (MASQUERADE out of the
-                // interface towards the broker, which is n0 itself in the hairpin).
-                let (port, to) = (listen.port().to_string(), broker.to_string());
-                nat.exec(&[
-                    "iptables",
-                    "-t",
-                    "nat",
-                    "-A",
-                    "PREROUTING",
-                    "-i",
-                    "n0",
-                    "-p",
-                    "tcp",
-                    "-m",
-                    "tcp",
-                    "--dport",
-                    &port,
-                    "-j",
-                    "DNAT",
-                    "--to-destination",
-                    &to,
-                ])?;
-                nat.exec(&[
-                    "iptables",
-                    "-t",
-                    "nat",
-                    "-A",
-                    "POSTROUTING",
-                    "-o",
-                    out,
-                    "-j",
-                    "MASQUERADE",
-                ])?;
+                for rule in rules::ip_fwd(bed) {
+                    let mut cmd = vec!["iptables"];
+                    cmd.extend(rule.split_whitespace());
+                    nat.exec(&cmd)?;
+                }
                 Setup::Kernel
             }
             Contender::Nftables => {
-                nft(bed, &nft_nat(bed))?;
+                nft(bed, &rules::nft_nat(bed))?;
                 Setup::Kernel
             }
             Contender::NftFlowtable => {
-                let devices = bed.nat_ifaces().join(", ");
-                let ft = format!(
-                    "table ip bench_ft {{\n  flowtable ft {{ hook ingress priority 0; devices = {{ {devices} }}; }}\n  \
-                     chain forward {{ type filter hook forward priority 0; policy accept; ip protocol tcp flow add @ft; }}\n}}\n"
-                );
                 // CONFIG_NF_FLOW_TABLE may be missing (and modules cannot be loaded here).
-                if let Err(e) = nft(bed, &ft) {
+                if let Err(e) = nft(bed, &rules::nft_flowtable(bed)) {
                     // nft quotes the ruleset around its error: keep the error line alone.
                     let text = format!("{e:#}");
                     let line = text.lines().find(|l| l.contains("Error:")).unwrap_or(&text);
                     let why = line.split("Error:").last().unwrap_or(line).trim();
+                    // The kernel's answer when it has no flowtable type; anything else (a
+                    // ruleset nft refuses, say) is the bench's fault and must fail loudly.
+                    if !why.contains("No such file or directory") && !why.contains("not supported")
+                    {
+                        return Err(e.context("creating the flowtable"));
+                    }
                     return Ok(Err(Unavailable(format!(
                         "not available on this kernel (creating a flowtable: {why})"
                     ))));
                 }
-                nft(bed, &nft_nat(bed))?;
+                nft(bed, &rules::nft_nat(bed))?;
                 Setup::Kernel
             }
             c => {
                 let mode = c.forwarder_mode().expect("the other contenders are the forwarder's");
-                let daemon = Daemon::start(nat, &forwarder_config(bed, mode))?;
+                let daemon = Daemon::start(nat, &rules::forwarder_config(bed, mode))?;
                 let config = daemon.config.clone();
                 Setup::Forwarder { daemon, config }
             }
@@ -198,17 +170,6 @@ impl Setup {
     }
 }
 
-fn nft_nat(bed: &Bed) -> String {
-    format!(
-        "table ip bench_nat {{\n  chain prerouting {{ type nat hook prerouting priority dstnat; \
-         iifname \"n0\" tcp dport {} dnat to {}; }}\n  chain postrouting {{ type nat hook \
-         postrouting priority srcnat; oifname \"{}\" masquerade; }}\n}}\n",
-        bed.listen().port(),
-        bed.broker(),
-        bed.out_iface()
-    )
-}
-
 /// `nft -f` of `ruleset` in N.
 fn nft(bed: &Bed, ruleset: &str) -> Result<()> {
     let path = std::env::temp_dir().join(format!("{}.nft", bed.nat.name()));
@@ -216,17 +177,4 @@ fn nft(bed: &Bed, ruleset: &str) -> Result<()> {
     let r = bed.nat.exec(&["nft", "-f", path.to_str().expect("utf-8 path")]);
     let _ = std::fs::remove_file(&path);
     r.map(|_| ())
-}
-
-fn forwarder_config(bed: &Bed, mode: &str) -> String {
-    let ifaces: Vec<String> = bed.nat_ifaces().iter().map(|i| format!("{i:?}")).collect();
-    format!(
-        "{}interface = [{}]\nmode = \"{mode}\"\nsnat_ip = \"{}\"\nsnat_ports = \"40000-59999\"\n\
-         allowed_sources = [\"10.0.0.0/24\"]\n\n[[rule]]\nname = \"bench\"\nlisten = {}\ntarget = \"{}\"\n",
-        instance_keys(&bed.nat),
-        ifaces.join(", "),
-        bed.snat_ip(),
-        bed.listen().port(),
-        bed.broker()
-    )
 }

@@ -2,7 +2,8 @@
 //! each frame costs in CPU, for every way of forwarding it, side by side.
 //!
 //! - `bed`: the namespaces (hairpin: one NIC, XDP_TX; router: two NICs, redirect).
-//! - `contender`: the ways of forwarding, set up and taken down in a fresh bed each.
+//! - `contender`: the ways of forwarding, set up and taken down in a fresh bed each;
+//!   `rules` what each is configured with.
 //! - `flow`: the real TCP connection opened through the contender, then frozen.
 //! - `progs`: the bench-only XDP programs: live-frames generator, counting sink, ceiling.
 //! - `send`: one measured send window (frames, delivered, CPU time).
@@ -20,6 +21,7 @@ mod cpu;
 pub mod flow;
 pub mod progs;
 pub mod report;
+mod rules;
 pub mod send;
 
 use anyhow::Result;
