@@ -13,7 +13,11 @@
 use core::mem::size_of;
 
 /// Bumped whenever a map type below changes size or meaning.
-pub const LAYOUT_VERSION: u32 = 1;
+///
+/// 2: each conntrack half carries its own state, counters and cached next hop
+/// ([`CtEntry`], [`NextHop`]); CT_ESTABLISHED is a plain hash that never evicts; new maps
+/// NEXTHOP_GEN and CT_COUNT; `Config::max_flows`.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Rules are numbered 0..MAX_RULES; the number indexes the per-rule counters.
 pub const MAX_RULES: u32 = 256;
@@ -27,6 +31,8 @@ pub mod map_names {
     pub const CT_EMBRYONIC: &str = "CT_EMBRYONIC";
     pub const CT_ESTABLISHED: &str = "CT_ESTABLISHED";
     pub const RULE_STATS: &str = "RULE_STATS";
+    pub const NEXTHOP_GEN: &str = "NEXTHOP_GEN";
+    pub const CT_COUNT: &str = "CT_COUNT";
 }
 
 /// Program names in the object file.
@@ -71,7 +77,9 @@ impl FlowKey {
     }
 }
 
-/// TCP connection state, kept in the original-direction entry of a flow.
+/// TCP connection state. Both halves of a flow carry it: the original half is the one the
+/// state machine writes, the reply half a copy made on every transition, so that a packet
+/// of an established flow learns everything it needs from the one entry it matched.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcpState {
@@ -115,40 +123,90 @@ pub const CT_FLAG_FIN_ORIG: u8 = 1 << 1;
 /// `CtEntry::flags` (original entry only): a FIN was seen from the target.
 pub const CT_FLAG_FIN_REPLY: u8 = 1 << 2;
 
-/// A conntrack entry. Every flow has two, one per direction, in the same map:
-/// the original one keyed by client -> listen address, the reply one keyed by
-/// target -> SNAT address.
+/// How often (at most) a half's `last_seen_ns` is rewritten, and its cached next hop
+/// re-checked by a full FIB lookup. Writing the timestamp on every packet would dirty the
+/// entry's cache line for nothing (Cilium's report interval does the same); the timeouts
+/// it feeds are tens of seconds and more.
+pub const REFRESH_NS: u64 = 1_000_000_000;
+
+/// Where a half's packets leave, cached from `bpf_fib_lookup` so that an established
+/// packet needs no route lookup (Katran keeps its gateway MAC in a map for the same reason).
+///
+/// Valid while `gen` equals the `NEXTHOP_GEN` value (the daemon bumps it on every route,
+/// neighbour, address or link change it hears over rtnetlink) and the packet is no longer
+/// than `max_len`; re-checked at least every [`REFRESH_NS`] even with no daemon running.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// Egress interface; 0: nothing cached.
+    pub ifindex: u32,
+    /// `NEXTHOP_GEN` when cached.
+    pub gen: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    /// Largest IP length known to fit the route's MTU (XDP: the largest packet the FIB
+    /// accepted; TC: the egress device MTU the kernel reported).
+    pub max_len: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(size_of::<NextHop>() == 24);
+
+/// One half of a tracked flow. Every flow has two, one per direction, in the same map: the
+/// original one keyed by client -> listen address, the reply one keyed by target -> SNAT
+/// address.
 ///
 /// `peer` is the key of the other half. A packet that matches an entry is rewritten to the
 /// reverse of `peer`: source := (peer.dst_addr, peer.dst_port), destination :=
 /// (peer.src_addr, peer.src_port). That single rule serves both directions.
 ///
-/// State, timestamps and counters live in the original half only (the flow's "master");
-/// reply packets reach it through `peer`.
+/// Each half holds what its own direction needs (translation, next hop, state, its own
+/// counters and timestamp), so an established packet touches one entry, written only by the
+/// CPU that receives that direction: no cache line bounces between the two directions.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CtEntry {
     pub peer: FlowKey,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet of either direction.
+    pub nexthop: NextHop,
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE) of this direction's last packet,
+    /// refreshed when it moved by [`REFRESH_NS`] or more. A flow is idle when both halves are.
     pub last_seen_ns: u64,
     pub created_ns: u64,
-    /// Both directions, counted on the master only.
+    /// This direction's packets and bytes.
     pub packets: u64,
     pub bytes: u64,
     pub rule_id: u16,
-    /// A [`TcpState`] as u8 (master only).
+    /// A [`TcpState`] as u8 (written on the original half, copied to the reply half).
     pub state: u8,
     /// `CT_FLAG_*`.
     pub flags: u8,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<CtEntry>() == 56);
+const _: () = assert!(size_of::<CtEntry>() == 80);
+// Field offsets too, so a reordered field is a compile error like a resized one.
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(CtEntry, nexthop) == 16);
+    assert!(offset_of!(CtEntry, last_seen_ns) == 40);
+    assert!(offset_of!(CtEntry, packets) == 56);
+    assert!(offset_of!(CtEntry, rule_id) == 72);
+    assert!(offset_of!(CtEntry, state) == 74);
+    assert!(offset_of!(CtEntry, flags) == 75);
+    assert!(offset_of!(NextHop, smac) == 8);
+    assert!(offset_of!(NextHop, max_len) == 20);
+};
 
 impl CtEntry {
     pub const fn is_reply(&self) -> bool {
         self.flags & CT_FLAG_REPLY != 0
     }
 }
+
+/// `CT_COUNT` slots: established flows are admitted against `Config::max_flows` with this
+/// count. Each slot has one kind of writer, so no update is lost without atomics across
+/// the user/kernel boundary: the program adds promotions and subtracts the flows it
+/// deletes (atomically), the daemon counts the flows its expiry sweep deletes.
+pub const CT_COUNT_KERNEL: u32 = 0;
+pub const CT_COUNT_SWEPT: u32 = 1;
 
 /// `Config::listen_mode`: accept a rule's port on any destination address (floating IP).
 pub const LISTEN_ANY: u8 = 0;
@@ -176,8 +234,13 @@ pub struct Config {
     pub timeout_syn_ns: u64,
     pub timeout_established_ns: u64,
     pub timeout_closing_ns: u64,
+    /// Established flows admitted at most; past it new flows are refused and counted
+    /// (`drop_table_full`), never made room for by evicting a live one.
+    pub max_flows: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Config>() == 40);
+const _: () = assert!(size_of::<Config>() == 48);
+const _: () = assert!(core::mem::offset_of!(Config, max_flows) == 40);
 
 impl Config {
     /// How long an entry in `state` may stay idle before it counts as gone.
@@ -291,4 +354,5 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Rule {}
     unsafe impl aya::Pod for super::RuleStats {}
+    unsafe impl aya::Pod for super::NextHop {}
 }

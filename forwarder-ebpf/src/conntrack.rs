@@ -1,13 +1,21 @@
-//! Connection tracking: two LRU tables (embryonic, established), each flow stored as two
-//! halves (original and reply), an explicit TCP state machine, per-state timeouts.
+//! Connection tracking: an LRU table for handshakes (a SYN flood churns only it) and a plain
+//! hash for established flows (never evicted; new flows are refused at `max_flows`), each
+//! flow stored as two halves (original and reply), an explicit TCP state machine and
+//! per-state timeouts.
+//!
+//! One lookup per packet: the half a packet matches holds everything its direction needs.
+//! The other half is read only by packets that can change the flow's state (a SYN, FIN or
+//! RST, or any packet before the flow is established) and when a half looks idle.
 
 use crate::{
-    maps::{CT_EMBRYONIC, CT_ESTABLISHED},
+    maps::{CT_COUNT, CT_EMBRYONIC, CT_ESTABLISHED},
     parse::{Tcp, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
-use aya_ebpf::{bindings::BPF_NOEXIST, maps::LruHashMap};
+use aya_ebpf::bindings::BPF_NOEXIST;
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use forwarder_common::{
-    Config, CtEntry, FlowKey, TcpState, CT_FLAG_FIN_ORIG, CT_FLAG_FIN_REPLY, CT_FLAG_REPLY,
+    Config, CtEntry, FlowKey, TcpState, CT_COUNT_KERNEL, CT_COUNT_SWEPT, CT_FLAG_FIN_ORIG,
+    CT_FLAG_FIN_REPLY, CT_FLAG_REPLY,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -16,80 +24,160 @@ pub enum Table {
     Established,
 }
 
-#[inline(always)]
-fn map(t: Table) -> &'static LruHashMap<FlowKey, CtEntry> {
-    match t {
-        Table::Embryonic => &CT_EMBRYONIC,
-        Table::Established => &CT_ESTABLISHED,
+impl Table {
+    #[inline(always)]
+    fn other(self) -> Table {
+        match self {
+            Table::Embryonic => Table::Established,
+            Table::Established => Table::Embryonic,
+        }
     }
 }
 
-/// A live flow that a packet matched.
+// The two tables have different map types (LRU and plain hash) with the same operations.
+#[inline(always)]
+fn get(t: Table, key: &FlowKey) -> Option<*mut CtEntry> {
+    match t {
+        Table::Embryonic => CT_EMBRYONIC.get_ptr_mut(key),
+        Table::Established => CT_ESTABLISHED.get_ptr_mut(key),
+    }
+}
+
+/// Whether the key was there (and is now gone).
+#[inline(always)]
+fn remove(t: Table, key: &FlowKey) -> bool {
+    match t {
+        Table::Embryonic => CT_EMBRYONIC.remove(key).is_ok(),
+        Table::Established => CT_ESTABLISHED.remove(key).is_ok(),
+    }
+}
+
+#[inline(always)]
+fn insert(t: Table, key: &FlowKey, value: &CtEntry, flags: u64) -> bool {
+    try_insert(t, key, value, flags).is_ok()
+}
+
+/// An insert that says why it failed (a negative errno).
+#[inline(always)]
+fn try_insert(t: Table, key: &FlowKey, value: &CtEntry, flags: u64) -> Result<(), i64> {
+    let r = match t {
+        Table::Embryonic => CT_EMBRYONIC.insert(key, value, flags),
+        Table::Established => CT_ESTABLISHED.insert(key, value, flags),
+    };
+    r.map_err(|e| e as i64)
+}
+
+const EEXIST: i64 = 17;
+
+/// A live half that a packet matched.
 pub struct Found {
     pub table: Table,
-    /// The half the packet's key matched.
+    /// The matched half: a map value, valid for the rest of the program run.
     pub entry: *mut CtEntry,
-    /// The original-direction half, which holds state and counters.
-    pub master: *mut CtEntry,
-    pub master_key: FlowKey,
+    pub key: FlowKey,
 }
 
-impl Found {
-    #[inline(always)]
-    pub fn is_reply(&self) -> bool {
-        // SAFETY: entry points into a map value that lives for the rest of the program run.
-        unsafe { (*self.entry).is_reply() }
-    }
-
-    #[inline(always)]
-    pub fn peer(&self) -> FlowKey {
-        // SAFETY: as above.
-        unsafe { (*self.entry).peer }
-    }
+/// What one lookup says about a packet's key.
+pub enum Lookup {
+    /// Not tracked (or its flow just expired).
+    New,
+    /// The client -> listen address half.
+    Original(Found),
+    /// The target -> SNAT address half.
+    Reply(Found),
 }
 
-/// Looks a key up, established flows first. A half whose flow timed out, or whose other half
-/// is gone, is deleted on the spot and reported absent.
+/// Looks a key up, established flows first. A flow idle past its timeout is deleted on the
+/// spot and reported absent, as is a handshake half whose other half the LRU evicted.
 #[inline(always)]
-pub fn lookup(key: &FlowKey, cfg: &Config, now: u64) -> Option<Found> {
-    match lookup_in(Table::Established, key, cfg, now) {
-        Some(f) => Some(f),
-        None => lookup_in(Table::Embryonic, key, cfg, now),
+pub fn lookup(key: &FlowKey, cfg: &Config, now: u64) -> Lookup {
+    if let Some(e) = CT_ESTABLISHED.get_ptr_mut(key) {
+        return check(Table::Established, key, e, cfg, now);
+    }
+    match CT_EMBRYONIC.get_ptr_mut(key) {
+        Some(e) => check(Table::Embryonic, key, e, cfg, now),
+        None => Lookup::New,
     }
 }
 
 #[inline(always)]
-fn lookup_in(table: Table, key: &FlowKey, cfg: &Config, now: u64) -> Option<Found> {
-    let m = map(table);
-    let entry = m.get_ptr_mut(key)?;
+fn check(table: Table, key: &FlowKey, entry: *mut CtEntry, cfg: &Config, now: u64) -> Lookup {
     // SAFETY: map values stay valid until the program returns.
-    let e = unsafe { *entry };
-    let (master, master_key) = if e.is_reply() {
-        match m.get_ptr_mut(&e.peer) {
-            Some(p) => (p, e.peer),
-            None => {
-                let _ = m.remove(key);
-                return None;
-            }
-        }
-    } else {
-        // An original half whose reply half the LRU evicted must not live on: its SNAT port
-        // would look free and be given to a second flow. During a promotion the reply half
-        // is briefly in the other table only, so both are asked.
-        if !in_use(&e.peer) {
-            let _ = m.remove(key);
-            return None;
-        }
-        (entry, *key)
-    };
-    // SAFETY: as above.
-    let mst = unsafe { &*master };
-    if now.saturating_sub(mst.last_seen_ns) > cfg.timeout_ns(mst.state) {
-        let _ = m.remove(key);
-        let _ = m.remove(&e.peer);
-        return None;
+    let e = unsafe { &*entry };
+    // Only the LRU evicts one half alone. An original half whose reply half went would
+    // keep translating with a SNAT port that looks free to the next flow. During a
+    // promotion the other half is briefly in the other table only, so both are asked.
+    if table == Table::Embryonic && !in_use(&e.peer) {
+        remove(table, key);
+        return Lookup::New;
     }
-    Some(Found { table, entry, master, master_key })
+    if now.saturating_sub(e.last_seen_ns) > cfg.timeout_ns(e.state) && expire_if_idle(table, key, e, cfg, now) {
+        return Lookup::New;
+    }
+    let found = Found { table, entry, key: *key };
+    if e.is_reply() {
+        Lookup::Reply(found)
+    } else {
+        Lookup::Original(found)
+    }
+}
+
+/// This half is idle past its state's timeout; the flow is gone only if the other half is
+/// idle too (each half stamps its own direction). Returns whether it was deleted.
+#[inline(always)]
+fn expire_if_idle(table: Table, key: &FlowKey, e: &CtEntry, cfg: &Config, now: u64) -> bool {
+    let peer = e.peer;
+    let peer_seen = match other_half(table, &peer) {
+        // SAFETY: a live map value.
+        Some((_, p)) => unsafe { (*p).last_seen_ns },
+        None => 0,
+    };
+    if now.saturating_sub(peer_seen) <= cfg.timeout_ns(e.state) {
+        return false;
+    }
+    let (orig, reply) = if e.is_reply() { (peer, *key) } else { (*key, peer) };
+    delete_flow(table, &orig, &reply);
+    true
+}
+
+/// The other half of a flow: in `table`, or during a promotion in the other table.
+#[inline(always)]
+fn other_half(table: Table, peer: &FlowKey) -> Option<(Table, *mut CtEntry)> {
+    if let Some(p) = get(table, peer) {
+        return Some((table, p));
+    }
+    get(table.other(), peer).map(|p| (table.other(), p))
+}
+
+/// Deletes both halves, the original first: a reply half left alone for a moment is
+/// harmless (its SNAT port stays taken until it goes too), the reverse is not.
+#[inline(always)]
+fn delete_flow(table: Table, orig: &FlowKey, reply: &FlowKey) {
+    if remove(table, orig) && table == Table::Established {
+        count_add(u64::MAX); // -1
+    }
+    remove(table, reply);
+}
+
+/// Adds `n` (wrapping: u64::MAX subtracts one) to the program's established-flow count.
+#[inline(always)]
+fn count_add(n: u64) {
+    if let Some(p) = CT_COUNT.get_ptr_mut(CT_COUNT_KERNEL) {
+        // SAFETY: an aligned u64 map value; every writer of this slot adds atomically (a
+        // BPF atomic add: core's AtomicU64 has no fetch_add on the BPF target).
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
+    }
+}
+
+/// Whether one more established flow fits under `max_flows`.
+#[inline(always)]
+pub fn has_room(cfg: &Config) -> bool {
+    let (Some(kernel), Some(swept)) = (CT_COUNT.get(CT_COUNT_KERNEL), CT_COUNT.get(CT_COUNT_SWEPT))
+    else {
+        return false;
+    };
+    let flows = kernel.wrapping_sub(*swept) as i64;
+    flows < cfg.max_flows as i64
 }
 
 /// Inserts a new flow (both halves) into the embryonic table.
@@ -103,6 +191,7 @@ pub fn create(
     len: u16,
     now: u64,
 ) -> Result<(), ()> {
+    let state = TcpState::SynSent as u8;
     let master = CtEntry {
         peer: *reply_key,
         last_seen_ns: now,
@@ -110,62 +199,90 @@ pub fn create(
         packets: 1,
         bytes: len as u64,
         rule_id,
-        state: TcpState::SynSent as u8,
+        state,
         ..CtEntry::default()
     };
-    let reply = CtEntry { peer: *orig_key, rule_id, flags: CT_FLAG_REPLY, ..CtEntry::default() };
+    let reply = CtEntry {
+        peer: *orig_key,
+        last_seen_ns: now,
+        created_ns: now,
+        rule_id,
+        state,
+        flags: CT_FLAG_REPLY,
+        ..CtEntry::default()
+    };
     // NOEXIST on the reply half: if another CPU took the same SNAT port a moment ago, fail
     // rather than steal its flow.
-    CT_EMBRYONIC.insert(reply_key, &reply, BPF_NOEXIST as u64).map_err(|_| ())?;
-    if CT_EMBRYONIC.insert(orig_key, &master, 0).is_err() {
-        let _ = CT_EMBRYONIC.remove(reply_key);
+    if !insert(Table::Embryonic, reply_key, &reply, BPF_NOEXIST as u64) {
+        return Err(());
+    }
+    if !insert(Table::Embryonic, orig_key, &master, 0) {
+        remove(Table::Embryonic, reply_key);
         return Err(());
     }
     Ok(())
 }
 
-/// Moves a flow that completed its handshake into the established table, where new SYNs
-/// cannot evict it.
-#[inline(always)]
-pub fn promote(found: &Found) {
-    // SAFETY: master is a live map value.
-    let master = unsafe { *found.master };
-    let reply = CtEntry {
-        peer: found.master_key,
-        rule_id: master.rule_id,
-        flags: CT_FLAG_REPLY,
-        ..CtEntry::default()
-    };
-    // Master first: a reply packet on another CPU that finds the reply half here must also
-    // find its master, or lookup_in would delete the reply half as an orphan.
-    if CT_ESTABLISHED.insert(&found.master_key, &master, 0).is_err() {
-        return;
-    }
-    if CT_ESTABLISHED.insert(&master.peer, &reply, 0).is_err() {
-        let _ = CT_ESTABLISHED.remove(&found.master_key);
-        return;
-    }
-    let _ = CT_EMBRYONIC.remove(&found.master_key);
-    let _ = CT_EMBRYONIC.remove(&master.peer);
-}
-
-/// Result of feeding one packet to the state machine.
+/// Result of feeding a packet to the state machine.
 #[derive(PartialEq, Eq)]
 pub enum Transition {
     Stay,
-    /// The handshake just completed: move the flow to the established table.
+    /// The flow is established but still in the embryonic table: move it.
     Promote,
 }
 
-/// The TCP state machine. `reply` is the packet's direction.
+/// Whether a packet of this half may go without the state machine: an established flow in
+/// its table, and no flag that changes TCP state.
 #[inline(always)]
-pub fn advance(m: &mut CtEntry, tcp: &Tcp, reply: bool, len: u16, now: u64) -> Transition {
-    m.last_seen_ns = now;
-    m.packets += 1;
-    m.bytes += len as u64;
+pub fn is_steady(found: &Found, tcp: &Tcp) -> bool {
+    // SAFETY: a live map value.
+    let state = unsafe { (*found.entry).state };
+    found.table == Table::Established
+        && state == TcpState::Established as u8
+        && tcp.flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0
+}
 
+/// Runs the state machine for a packet that may change the flow's state. It writes the
+/// original half and copies the new state into the reply half. `reply` is the packet's
+/// direction.
+#[inline(always)]
+pub fn track(found: &Found, tcp: &Tcp, reply: bool) -> Transition {
+    // SAFETY: map values, valid for the rest of the program run.
+    let own = unsafe { &mut *found.entry };
+    let other = other_half(found.table, &own.peer);
+    let state = match (reply, other) {
+        (false, other) => {
+            advance(own, tcp, false);
+            if let Some((_, p)) = other {
+                // SAFETY: as above.
+                unsafe { (*p).state = own.state };
+            }
+            own.state
+        }
+        (true, Some((_, master))) => {
+            // SAFETY: as above.
+            let master = unsafe { &mut *master };
+            advance(master, tcp, true);
+            own.state = master.state;
+            own.state
+        }
+        // A reply half without its original: nothing to keep in step.
+        (true, None) => {
+            advance(own, tcp, true);
+            own.state
+        }
+    };
+    if found.table == Table::Embryonic && state == TcpState::Established as u8 {
+        Transition::Promote
+    } else {
+        Transition::Stay
+    }
+}
+
+/// The TCP state machine, on the original half. `reply` is the packet's direction.
+#[inline(always)]
+fn advance(m: &mut CtEntry, tcp: &Tcp, reply: bool) {
     let state = m.state;
-    let mut t = Transition::Stay;
     if tcp.has(TCP_RST) {
         m.state = TcpState::Close as u8;
     } else if tcp.has(TCP_SYN) {
@@ -185,14 +302,48 @@ pub fn advance(m: &mut CtEntry, tcp: &Tcp, reply: bool, len: u16, now: u64) -> T
             if m.flags & both == both { TcpState::TimeWait as u8 } else { TcpState::FinWait as u8 };
     } else if !reply && tcp.has(TCP_ACK) && state == TcpState::SynRecv as u8 {
         m.state = TcpState::Established as u8;
-        t = Transition::Promote;
     }
-    t
+}
+
+/// Moves a flow that completed its handshake into the established table, where nothing
+/// evicts it. `found` is either half. Fails only when the table is full (the flow then
+/// stays in the embryonic table, working, and its next packet tries again).
+#[inline(always)]
+pub fn promote(found: &Found) -> Result<(), ()> {
+    // SAFETY: map values, valid for the rest of the program run.
+    let own = unsafe { &*found.entry };
+    // Gone from here: another CPU promoted it a moment ago (or the LRU took it, which the
+    // next lookup sees).
+    let Some(other) = get(Table::Embryonic, &own.peer) else {
+        return Ok(());
+    };
+    // SAFETY: as above.
+    let other = unsafe { &*other };
+    let (orig_key, orig, reply_key, reply) = if own.is_reply() {
+        (own.peer, other, found.key, own)
+    } else {
+        (found.key, own, own.peer, other)
+    };
+    // Original first: a reply packet on another CPU that finds its half here finds the
+    // original too. NOEXIST: two CPUs promoting the same flow count it once.
+    match try_insert(Table::Established, &orig_key, orig, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => return Ok(()),
+        Err(_) => return Err(()),
+    }
+    if !insert(Table::Established, &reply_key, reply, 0) {
+        remove(Table::Established, &orig_key);
+        return Err(());
+    }
+    count_add(1);
+    remove(Table::Embryonic, &orig_key);
+    remove(Table::Embryonic, &reply_key);
+    Ok(())
 }
 
 /// Whether a reply key (target -> SNAT address:port) is taken. A plain existence check: the
 /// SNAT loop runs it up to 32 times and the verifier walks every try, so it must stay
-/// small. Timed-out flows give their port back when the lookup path or the daemon's GC
+/// small. Timed-out flows give their port back when the lookup path or the daemon's sweep
 /// deletes them.
 #[inline(always)]
 pub fn in_use(reply_key: &FlowKey) -> bool {

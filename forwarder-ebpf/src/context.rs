@@ -30,6 +30,10 @@ pub trait PacketContext {
     fn fib_tot_len(&self, ip_tot_len: u16) -> u16;
     /// How many wire packets this one stands for (a GRO-merged skb stands for several).
     fn segments(&self) -> u64;
+    /// The length to compare with a cached next hop's `max_len`; `None` when a cached hop
+    /// cannot vouch for this packet (a GRO-merged skb: only the kernel's own check knows
+    /// whether its segments fit).
+    fn cacheable_len(&self, ip_tot_len: u16) -> Option<u16>;
     /// Folds `d` into the IPv4 header checksum at `off`.
     fn fix_l3_csum(&self, off: usize, d: CsumDelta);
     /// Folds `d` into the TCP checksum at `off`. `pseudo` says the change is to the
@@ -74,6 +78,10 @@ impl PacketContext for XdpContext {
     fn segments(&self) -> u64 {
         1
     }
+    #[inline(always)]
+    fn cacheable_len(&self, ip_tot_len: u16) -> Option<u16> {
+        Some(ip_tot_len)
+    }
     /// An XDP frame is always a complete packet with complete checksums.
     #[inline(always)]
     fn fix_l3_csum(&self, off: usize, d: CsumDelta) {
@@ -117,6 +125,16 @@ impl PacketContext for TcContext {
             segs as u64
         } else {
             1
+        }
+    }
+    #[inline(always)]
+    fn cacheable_len(&self, ip_tot_len: u16) -> Option<u16> {
+        // SAFETY: the context is a valid __sk_buff for the whole program run.
+        let gso = unsafe { (*self.skb.skb).gso_size };
+        if gso == 0 {
+            Some(ip_tot_len)
+        } else {
+            None
         }
     }
     // After GRO (hv_netvsc and most NICs merge TCP segments) an skb is CHECKSUM_PARTIAL:

@@ -7,7 +7,7 @@
 //! addressed to the peer's source, from the peer's destination -- as netfilter does.
 
 use crate::{
-    conntrack,
+    conntrack::{self, Lookup},
     context::{ptr_at, PacketContext, Verdict},
     csum::CsumDelta,
     forward::{self, Route},
@@ -69,13 +69,15 @@ fn handle_inner<C: PacketContext>(ctx: &C, ip: &Ipv4, cfg: &Config, now: u64) ->
         read_u16(&q.dest),
         IpProto::Tcp as u8,
     );
-    let found = conntrack::lookup(&quoted.reversed(), cfg, now)?;
-    let peer = found.peer();
-    // SAFETY: master is a live map value.
-    let rule_id = unsafe { (*found.master).rule_id };
+    let found = match conntrack::lookup(&quoted.reversed(), cfg, now) {
+        Lookup::Original(f) | Lookup::Reply(f) => f,
+        Lookup::New => return None,
+    };
+    // SAFETY: a live map value.
+    let (peer, rule_id) = unsafe { ((*found.entry).peer, (*found.entry).rule_id) };
 
     let (outer_src, outer_dst) = (peer.dst_addr, peer.src_addr);
-    let route =
+    let (route, _) =
         forward::route(ctx, IpProto::Icmp, outer_src, outer_dst, ctx.fib_tot_len(ip.tot_len));
     if let Route::Unreachable = route {
         stats::inc(rule_id, Counter::DropNoRoute);
@@ -120,7 +122,7 @@ fn handle_inner<C: PacketContext>(ctx: &C, ip: &Ipv4, cfg: &Config, now: u64) ->
     let mut l3 = CsumDelta::new();
     l3.dword(ip.src, outer_src);
     l3.dword(ip.dst, outer_dst);
-    let direct = matches!(route, Route::Direct { .. }) && outer.ttl > 1;
+    let direct = matches!(route, Route::Direct(_)) && outer.ttl > 1;
     if direct {
         dec_ttl_delta(outer, &mut l3);
     }
@@ -130,9 +132,7 @@ fn handle_inner<C: PacketContext>(ctx: &C, ip: &Ipv4, cfg: &Config, now: u64) ->
     stats::inc(rule_id, Counter::IcmpTranslated);
 
     match route {
-        Route::Direct { ifindex, smac, dmac } if direct => {
-            Some(forward::send(ctx, ifindex, smac, dmac))
-        }
+        Route::Direct(hop) if direct => Some(forward::send(ctx, &hop)),
         _ => {
             stats::inc(rule_id, Counter::SlowPath);
             Some(Verdict::Pass)

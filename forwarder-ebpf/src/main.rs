@@ -3,6 +3,9 @@
 //! This file holds the entry points only; the journey of a packet is in `pipeline`.
 #![no_std]
 #![no_main]
+// atomic_xadd: the established-flow count (conntrack::count_add).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod conntrack;
 mod context;

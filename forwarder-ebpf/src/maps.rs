@@ -31,9 +31,26 @@ pub static ALLOWED_SOURCES: LpmTrie<u32, u8> =
 #[map(name = "CT_EMBRYONIC")]
 pub static CT_EMBRYONIC: LruHashMap<FlowKey, CtEntry> = LruHashMap::with_max_entries(65536, 0);
 
-/// Flows past the handshake (and their closing states).
+/// Flows past the handshake (and their closing states). A plain hash, not an LRU: an
+/// established flow is never evicted to make room, idle ones included (a Kafka connection
+/// idle for ten minutes is normal). Admission against `Config::max_flows` happens at the
+/// SYN (`CT_COUNT`), as netfilter refuses new conntracks at nf_conntrack_max; the daemon
+/// sizes the table with headroom for handshakes in flight.
 #[map(name = "CT_ESTABLISHED")]
-pub static CT_ESTABLISHED: LruHashMap<FlowKey, CtEntry> = LruHashMap::with_max_entries(524288, 0);
+pub static CT_ESTABLISHED: HashMap<FlowKey, CtEntry> = HashMap::with_max_entries(524288, 0);
+
+/// Established flows: [`CT_COUNT_KERNEL`] promoted minus deleted by the program (atomic),
+/// [`CT_COUNT_SWEPT`] deleted by the daemon's sweep.
+///
+/// [`CT_COUNT_KERNEL`]: forwarder_common::CT_COUNT_KERNEL
+/// [`CT_COUNT_SWEPT`]: forwarder_common::CT_COUNT_SWEPT
+#[map(name = "CT_COUNT")]
+pub static CT_COUNT: Array<u64> = Array::with_max_entries(2, 0);
+
+/// The next-hop generation: bumped by the daemon on every route, neighbour, address or
+/// link change; a cached [`forwarder_common::NextHop`] of another generation is stale.
+#[map(name = "NEXTHOP_GEN")]
+pub static NEXTHOP_GEN: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Per-rule counters, indexed by rule id.
 #[map(name = "RULE_STATS")]

@@ -1,8 +1,9 @@
 //! The packet's journey, shared by the XDP and TC entry points:
-//! parse -> reply or original direction -> conntrack -> translate -> route -> rewrite -> send.
+//! parse -> one conntrack lookup (original, reply or new) -> state machine if the packet can
+//! change state -> translate -> next hop (cached in the flow) -> rewrite -> send.
 
 use crate::{
-    conntrack::{self, Found, Transition},
+    conntrack::{self, Found, Lookup, Transition},
     context::{PacketContext, Verdict},
     csum::CsumDelta,
     forward::{self, Route},
@@ -13,8 +14,10 @@ use crate::{
     parse::{self, Tcp, L4},
     stats,
 };
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
-use forwarder_common::{Config, Counter, FlowKey, LISTEN_ADDRS as LISTEN_MODE_ADDRS};
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
+use forwarder_common::{
+    Config, Counter, FlowKey, NextHop, LISTEN_ADDRS as LISTEN_MODE_ADDRS, REFRESH_NS,
+};
 use network_types::ip::IpProto;
 
 #[inline(always)]
@@ -33,38 +36,39 @@ pub fn process<C: PacketContext>(ctx: &C) -> Verdict {
     }
 }
 
+/// The coarse clock: a packet's timestamp only has to be good to a second (REFRESH_NS), and
+/// it is read on every packet.
 #[inline(always)]
 fn now() -> u64 {
     // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_ns() }
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 #[inline(always)]
 fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
     let now = now();
     let key = FlowKey::new(tcp.ip.src, tcp.ip.dst, tcp.sport, tcp.dport, IpProto::Tcp as u8);
-
-    // 1. Reply direction: only ports of the SNAT range can carry replies (the range is
-    //    reserved, so no local socket uses it).
-    let dport = u16::from_be(tcp.dport);
-    if dport >= cfg.snat_port_min && dport <= cfg.snat_port_max {
-        if let Some(found) = conntrack::lookup(&key, cfg, now) {
-            if found.is_reply() {
-                return established(ctx, tcp, cfg, &found, true, now);
-            }
-        }
+    // A tracked flow first, in either direction. The original direction is looked up before
+    // the rule, so a flow outlives the removal of its rule: `forwarder rule remove` stops
+    // new connections only.
+    match conntrack::lookup(&key, cfg, now) {
+        Lookup::Original(found) => tracked(ctx, tcp, cfg, &found, false, now),
+        Lookup::Reply(found) => tracked(ctx, tcp, cfg, &found, true, now),
+        Lookup::New => new_flow(ctx, tcp, cfg, &key, now),
     }
+}
 
-    // 2. Original direction of a tracked flow. Looked up before the rule, so a flow
-    //    outlives the removal of its rule: `forwarder rule remove` stops new connections
-    //    only. (This costs one hash lookup for the VM's own traffic, none for forwarded.)
-    if let Some(found) = conntrack::lookup(&key, cfg, now) {
-        if !found.is_reply() {
-            return established(ctx, tcp, cfg, &found, false, now);
-        }
-    }
-
+/// A packet no flow claims: a SYN to a rule's listen port opens one.
+#[inline(always)]
+fn new_flow<C: PacketContext>(
+    ctx: &C,
+    tcp: &Tcp,
+    cfg: &Config,
+    key: &FlowKey,
+    now: u64,
+) -> Verdict {
     // A rule's listen port, on a listen address.
+    let dport = u16::from_be(tcp.dport);
     // SAFETY: RULES is only read here; the daemon replaces values whole.
     let Some(rule) = (unsafe { RULES.get(dport) }) else {
         return Verdict::Pass;
@@ -73,9 +77,8 @@ fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
     if cfg.listen_mode == LISTEN_MODE_ADDRS && unsafe { LISTEN_ADDRS.get(tcp.ip.dst) }.is_none() {
         return Verdict::Pass;
     }
-
-    // 3. A new flow: only a SYN opens one; anything else of an unknown flow is the kernel's
-    //    (it answers with a RST).
+    // Only a SYN opens a flow; anything else of an unknown flow is the kernel's (it answers
+    // with a RST).
     if !tcp.is_syn() {
         return Verdict::Pass;
     }
@@ -84,23 +87,32 @@ fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
         stats::inc(rule_id, Counter::NotAllowed);
         return Verdict::Pass;
     }
-    let Some(reply_key) = nat::alloc_reply_key(&key, rule.target_addr, rule.target_port, cfg)
+    // At max_flows a new flow is refused, as netfilter does at nf_conntrack_max: no live
+    // flow is evicted to make room.
+    if !conntrack::has_room(cfg) {
+        stats::inc(rule_id, Counter::DropTableFull);
+        return Verdict::Drop;
+    }
+    let Some(reply_key) = nat::alloc_reply_key(key, rule.target_addr, rule.target_port, cfg)
     else {
         stats::inc(rule_id, Counter::DropNoSnatPort);
         return Verdict::Drop;
     };
-    if conntrack::create(&key, &reply_key, rule_id, tcp.ip.tot_len, now).is_err() {
+    if conntrack::create(key, &reply_key, rule_id, tcp.ip.tot_len, now).is_err() {
         stats::inc(rule_id, Counter::DropTableFull);
         return Verdict::Drop;
     }
     stats::inc(rule_id, Counter::NewConns);
     let t = Translation::to_reverse_of(&reply_key);
-    translate_and_send(ctx, tcp, cfg, &t, rule_id, false)
+    // The new entry's next hop is cached by the flow's next packet.
+    let mut scratch = NextHop::default();
+    translate_and_send(ctx, tcp, cfg, &t, rule_id, false, &mut scratch)
 }
 
-/// A packet of a tracked flow, in either direction.
+/// A packet of a tracked flow, in either direction: one entry, the one it matched, holds
+/// what it needs; the state machine runs only for packets that can change the state.
 #[inline(always)]
-fn established<C: PacketContext>(
+fn tracked<C: PacketContext>(
     ctx: &C,
     tcp: &Tcp,
     cfg: &Config,
@@ -108,16 +120,34 @@ fn established<C: PacketContext>(
     reply: bool,
     now: u64,
 ) -> Verdict {
-    // SAFETY: master is a live map value for the rest of the program run.
-    let master = unsafe { &mut *found.master };
-    let rule_id = master.rule_id;
-    let t = Translation::to_reverse_of(&found.peer());
-    if conntrack::advance(master, tcp, reply, tcp.ip.tot_len, now) == Transition::Promote
-        && found.table == conntrack::Table::Embryonic
-    {
-        conntrack::promote(found);
+    // SAFETY: a map value, valid for the rest of the program run.
+    let half = unsafe { &mut *found.entry };
+    let rule_id = half.rule_id;
+    // This direction's own counters and timestamp: written by the CPU that receives it.
+    half.packets += ctx.segments();
+    half.bytes += tcp.ip.tot_len as u64;
+    if now.saturating_sub(half.last_seen_ns) >= REFRESH_NS {
+        half.last_seen_ns = now;
+        // Re-check the route once per refresh, so a stale next hop cannot outlive a
+        // second even while no daemon bumps the generation.
+        half.nexthop.ifindex = 0;
     }
-    translate_and_send(ctx, tcp, cfg, &t, rule_id, reply)
+    let t = Translation::to_reverse_of(&half.peer);
+    if conntrack::is_steady(found, tcp)
+        || conntrack::track(found, tcp, reply) == Transition::Stay
+    {
+        return translate_and_send(ctx, tcp, cfg, &t, rule_id, reply, &mut half.nexthop);
+    }
+    // The handshake just completed: the flow moves to the established table. After a
+    // move the matched entry is freed memory another flow may reuse, so nothing more is
+    // written to it.
+    if conntrack::promote(found).is_err() {
+        // No room: the flow keeps working from the embryonic table, and its next packet
+        // tries again.
+        stats::inc(rule_id, Counter::DropTableFull);
+    }
+    let mut scratch = NextHop::default();
+    translate_and_send(ctx, tcp, cfg, &t, rule_id, reply, &mut scratch)
 }
 
 #[inline(always)]
@@ -128,9 +158,9 @@ fn translate_and_send<C: PacketContext>(
     t: &Translation,
     rule_id: u16,
     reply: bool,
+    nexthop: &mut NextHop,
 ) -> Verdict {
-    let tot_len = ctx.fib_tot_len(tcp.ip.tot_len);
-    let route = forward::route(ctx, IpProto::Tcp, t.src_addr, t.dst_addr, tot_len);
+    let route = forward::cached_or_lookup(ctx, nexthop, IpProto::Tcp, t, tcp.ip.tot_len);
     if let Route::Unreachable = route {
         stats::inc(rule_id, Counter::DropNoRoute);
         return Verdict::Drop;
@@ -145,18 +175,12 @@ fn translate_and_send<C: PacketContext>(
     }
     // SAFETY: the IP header was bounds-checked by the parser.
     let ttl = unsafe { (*tcp.ip.hdr).ttl };
-    let direct = matches!(route, Route::Direct { .. }) && ttl > 1;
+    let direct = matches!(route, Route::Direct(_)) && ttl > 1;
     nat::rewrite_tcp(ctx, tcp, t, extra, direct);
 
-    let (packets, bytes) = if reply {
-        (Counter::ReplyPackets, Counter::ReplyBytes)
-    } else {
-        (Counter::Packets, Counter::Bytes)
-    };
-    stats::add(rule_id, packets, ctx.segments());
-    stats::add(rule_id, bytes, tcp.ip.tot_len as u64);
+    stats::forwarded(rule_id, reply, ctx.segments(), tcp.ip.tot_len as u64);
     match route {
-        Route::Direct { ifindex, smac, dmac } if direct => forward::send(ctx, ifindex, smac, dmac),
+        Route::Direct(hop) if direct => forward::send(ctx, &hop),
         _ => {
             stats::inc(rule_id, Counter::SlowPath);
             Verdict::Pass

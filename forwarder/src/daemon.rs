@@ -61,6 +61,9 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     }
     state.save(&state_path)?;
 
+    // Before the load: a route or neighbour change from here on reaches the watch below.
+    let nexthop_events =
+        crate::nexthop_watch::subscribe().context("subscribing to route changes")?;
     let pins = Pins::new(&settings.pin_path);
     let resumed = pins.exist();
     let mut dp =
@@ -95,6 +98,18 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     };
     live.update_health();
     let shared: Shared = Arc::new(Mutex::new(live));
+
+    {
+        let pins = pins.clone();
+        tokio::spawn(async move {
+            if let Err(e) = nexthop_events.watch(pins).await {
+                tracing::error!(
+                    "route changes are not followed: {e:#}; cached next hops are still \
+                     re-checked every second"
+                );
+            }
+        });
+    }
 
     let unload_requested = Arc::new(Notify::new());
     let control = bind_control(&settings.control_socket)?;
@@ -221,7 +236,7 @@ fn snapshot(shared: &Shared) -> metrics::Snapshot {
         return metrics::Snapshot::default();
     };
     let status = l.status_of(&scan.flows);
-    let tables = crate::flows::table_fill(&scan, l.settings.max_flows);
+    let tables = crate::flows::table_fill(&scan, l.dp.max_flows());
     metrics::Snapshot {
         rules: l.stats_of(&scan.flows).unwrap_or_default(),
         attached: status.interfaces,

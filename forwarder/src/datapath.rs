@@ -78,6 +78,8 @@ impl Attached {
 
 pub struct Datapath {
     ebpf: Ebpf,
+    /// The `max_flows` the conntrack tables were made for (the pinned ones' when resumed).
+    max_flows: u32,
     pub attached: Vec<(String, Attached)>,
     pins: Option<Pins>,
     /// Links this process pinned; holding them only keeps a file descriptor.
@@ -93,6 +95,7 @@ impl Datapath {
     pub fn load(max_flows: u32) -> Result<Self, DatapathError> {
         Ok(Self {
             ebpf: ebpf::load(max_flows, None)?,
+            max_flows,
             attached: Vec::new(),
             pins: None,
             pinned_links: Vec::new(),
@@ -105,26 +108,46 @@ impl Datapath {
     /// time); attachments made with `attach` are pinned too, so forwarding outlives this
     /// process. Refuses pins made by an incompatible build.
     pub fn load_pinned(max_flows: u32, pins: &Pins) -> Result<Self, DatapathError> {
-        let capacity = pins.check_compatible()?;
-        if let Some(c) = capacity {
-            if c != max_flows.saturating_mul(2) {
+        let pinned = pins.check_compatible()?;
+        let mut effective = max_flows;
+        if let Some(p) = pinned {
+            if p != max_flows {
                 tracing::warn!(
-                    pinned = c / 2,
+                    pinned = p,
                     configured = max_flows,
                     "max_flows differs from the pinned tables; the pinned size stays until \
                      `forwarder unload`"
                 );
+                effective = p;
             }
         }
         pins.create_dir()?;
-        Ok(Self {
+        let mut dp = Self {
             ebpf: ebpf::load(max_flows, Some(pins))?,
+            max_flows: effective,
             attached: Vec::new(),
             pins: Some(pins.clone()),
             pinned_links: Vec::new(),
             last_xdp_link: None,
             last_tc_link: None,
-        })
+        };
+        // Whatever changed while no daemon listened, no cached next hop survives a start.
+        dp.bump_nexthop_gen()?;
+        Ok(dp)
+    }
+
+    pub fn max_flows(&self) -> u32 {
+        self.max_flows
+    }
+
+    /// Invalidates every next hop cached in the flows: their next packet looks its route
+    /// up again.
+    pub fn bump_nexthop_gen(&mut self) -> Result<(), DatapathError> {
+        let name = map_names::NEXTHOP_GEN;
+        let mut arr: Array<&mut MapData, u32> =
+            Array::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
+        bump_nexthop_gen(&mut arr).map_err(|e| DatapathError::Map(name, e))?;
+        Ok(())
     }
 
     /// Program ids of the loaded programs that are attached somewhere.
@@ -332,9 +355,10 @@ impl Datapath {
         self.sync_allowed(plan.allowed_sources.as_deref().unwrap_or(&[]))?;
 
         let name = map_names::CONFIG;
+        let value = Config { max_flows: self.max_flows, ..plan.config() };
         let mut cfg: Array<_, Config> =
             Array::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
-        cfg.set(0, plan.config(), 0).map_err(|e| DatapathError::Map(name, e))?;
+        cfg.set(0, value, 0).map_err(|e| DatapathError::Map(name, e))?;
         Ok(())
     }
 
@@ -381,6 +405,16 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// Adds one to the NEXTHOP_GEN value (wrapping) and returns the new one. The daemon is its
+/// only writer, the program only compares it.
+pub fn bump_nexthop_gen<T: std::borrow::BorrowMut<MapData>>(
+    arr: &mut Array<T, u32>,
+) -> Result<u32, aya::maps::MapError> {
+    let gen = arr.get(&0, 0)?.wrapping_add(1);
+    arr.set(0, gen, 0)?;
+    Ok(gen)
 }
 
 /// Convenience for logs and tests.

@@ -13,13 +13,21 @@ pub fn embryonic_capacity(max_flows: u32) -> u32 {
     (max_flows / 4).max(1024)
 }
 
+/// Entries (halves) of CT_ESTABLISHED. New flows are admitted while fewer than `max_flows`
+/// are established, so every handshake still in the embryonic table when that count is
+/// reached must still find room when it completes: the table holds those too, and a
+/// promotion never fails for lack of room.
+pub fn established_capacity(max_flows: u32) -> u32 {
+    max_flows.saturating_add(embryonic_capacity(max_flows)).saturating_mul(2)
+}
+
 /// Loads the object with conntrack tables sized for `max_flows` connections (each flow is
 /// two entries, one per direction). With `pins`, every map is opened from its pin if one
 /// exists (a previous daemon's maps, flows included) and pinned there if not.
 pub fn load(max_flows: u32, pins: Option<&Pins>) -> Result<Ebpf, aya::EbpfError> {
     let mut loader = EbpfLoader::new();
     loader
-        .map_max_entries(map_names::CT_ESTABLISHED, max_flows.saturating_mul(2))
+        .map_max_entries(map_names::CT_ESTABLISHED, established_capacity(max_flows))
         .map_max_entries(map_names::CT_EMBRYONIC, embryonic_capacity(max_flows) * 2);
     let paths: Vec<(&str, std::path::PathBuf)> = match pins {
         Some(p) => ALL_MAPS.iter().map(|m| (*m, p.map(m))).collect(),

@@ -4,18 +4,35 @@
 
 use crate::{datapath::addr_from_ne, gc::monotonic_ns};
 use aya::{
-    maps::{HashMap, MapData},
+    maps::{HashMap as BpfHashMap, MapData},
     Ebpf,
 };
 use forwarder_common::{map_names, CtEntry, FlowKey, TcpState};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-/// One flow, from its original half.
+/// One flow: its original half, and its reply half when the walk saw it.
 #[derive(Debug, Clone)]
 pub struct Flow {
     pub key: FlowKey,
     pub entry: CtEntry,
+    pub reply: Option<CtEntry>,
     pub established_table: bool,
+}
+
+impl Flow {
+    /// Both directions.
+    pub fn packets(&self) -> u64 {
+        self.entry.packets + self.reply.map_or(0, |r| r.packets)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.entry.bytes + self.reply.map_or(0, |r| r.bytes)
+    }
+
+    /// The last packet of either direction.
+    pub fn last_seen_ns(&self) -> u64 {
+        self.entry.last_seen_ns.max(self.reply.map_or(0, |r| r.last_seen_ns))
+    }
 }
 
 /// Every tracked flow (original halves only; the reply half is `entry.peer`).
@@ -33,21 +50,27 @@ pub struct Scan {
 
 pub fn scan(ebpf: &Ebpf) -> anyhow::Result<Scan> {
     let mut out = Scan { flows: Vec::new(), used: [0; 2] };
+    let mut replies: HashMap<FlowKey, CtEntry> = HashMap::new();
     for (i, (name, established_table)) in
         [(map_names::CT_ESTABLISHED, true), (map_names::CT_EMBRYONIC, false)]
             .into_iter()
             .enumerate()
     {
         let map = ebpf.map(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
-        let ct: HashMap<&MapData, FlowKey, CtEntry> = HashMap::try_from(map)?;
+        let ct: BpfHashMap<&MapData, FlowKey, CtEntry> = BpfHashMap::try_from(map)?;
         for item in ct.iter() {
             // An entry deleted during the walk ends its chain early; what was read stands.
             let Ok((key, entry)) = item else { break };
             out.used[i] += 1;
-            if !entry.is_reply() {
-                out.flows.push(Flow { key, entry, established_table });
+            if entry.is_reply() {
+                replies.insert(key, entry);
+            } else {
+                out.flows.push(Flow { key, entry, reply: None, established_table });
             }
         }
+    }
+    for f in &mut out.flows {
+        f.reply = replies.get(&f.entry.peer).copied();
     }
     Ok(out)
 }
@@ -74,7 +97,9 @@ pub fn state_name(entry: &CtEntry) -> &'static str {
     TcpState::from_u8(entry.state).map_or("?", TcpState::name)
 }
 
-/// (table, entries in use, capacity) of both conntrack tables, entries being halves.
+/// (table, entries in use, capacity) of both conntrack tables, entries being halves. The
+/// established table's capacity is what admission allows (`max_flows` flows); its map holds
+/// some more for handshakes in flight (see `ebpf::established_capacity`).
 pub fn table_fill(scan: &Scan, max_flows: u32) -> Vec<(String, u64, u64)> {
     vec![
         (map_names::CT_ESTABLISHED.to_lowercase(), scan.used[0], max_flows as u64 * 2),

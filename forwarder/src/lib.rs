@@ -18,6 +18,7 @@ pub mod kafka;
 pub mod live;
 pub mod metrics;
 pub mod netif;
+pub mod nexthop_watch;
 pub mod pins;
 pub mod plan;
 pub mod rule_edit;

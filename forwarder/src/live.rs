@@ -372,10 +372,10 @@ impl Live {
                     listen: flows::endpoint(k.dst_addr, k.dst_port),
                     snat: flows::endpoint(p.dst_addr, p.dst_port),
                     target: flows::endpoint(p.src_addr, p.src_port),
-                    packets: f.entry.packets,
-                    bytes: f.entry.bytes,
+                    packets: f.packets(),
+                    bytes: f.bytes(),
                     age_s: flows::seconds_since(f.entry.created_ns),
-                    idle_s: flows::seconds_since(f.entry.last_seen_ns),
+                    idle_s: flows::seconds_since(f.last_seen_ns()),
                     established_table: f.established_table,
                 }
             })

@@ -15,7 +15,7 @@ use std::{
 };
 
 /// Every map of the program, with the key and value sizes this build expects.
-const MAPS: [(&str, usize, usize); 7] = [
+const MAPS: [(&str, usize, usize); 9] = [
     (map_names::CONFIG, 4, size_of::<Config>()),
     (map_names::RULES, 2, size_of::<Rule>()),
     (map_names::LISTEN_ADDRS, 4, 1),
@@ -24,10 +24,19 @@ const MAPS: [(&str, usize, usize); 7] = [
     (map_names::CT_EMBRYONIC, size_of::<FlowKey>(), size_of::<CtEntry>()),
     (map_names::CT_ESTABLISHED, size_of::<FlowKey>(), size_of::<CtEntry>()),
     (map_names::RULE_STATS, 4, size_of::<forwarder_common::RuleStats>()),
+    (map_names::NEXTHOP_GEN, 4, 4),
+    (map_names::CT_COUNT, 4, 8),
 ];
 
-pub const ALL_MAPS: [&str; 7] =
-    [MAPS[0].0, MAPS[1].0, MAPS[2].0, MAPS[3].0, MAPS[4].0, MAPS[5].0, MAPS[6].0];
+pub const ALL_MAPS: [&str; 9] = {
+    let mut names = [""; 9];
+    let mut i = 0;
+    while i < MAPS.len() {
+        names[i] = MAPS[i].0;
+        i += 1;
+    }
+    names
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -104,16 +113,24 @@ impl Pins {
     }
 
     /// Refuses pinned maps this build cannot read or write correctly: a different layout
-    /// version in CONFIG, or a key or value size that differs. Returns the pinned capacity
-    /// of the established table (to warn when `max_flows` changed), if pinned.
+    /// version in CONFIG, a map this build lacks or has of another type, or a key or value
+    /// size that differs. Returns the `max_flows` the pinned tables were made for, if
+    /// pinned and configured.
     pub fn check_compatible(&self) -> Result<Option<u32>, PinError> {
         let dir = self.dir.display().to_string();
         let incompatible = |what: String| PinError::Incompatible { dir: dir.clone(), what };
-        let mut established_capacity = None;
+        if !self.exist() {
+            return Ok(None);
+        }
+        // The version first: it says more than any size that follows from it.
+        let (version, max_flows) = pinned_config_head(&self.map(map_names::CONFIG))?;
+        if version != 0 && version != LAYOUT_VERSION {
+            return Err(incompatible(format!("layout version {version}")));
+        }
         for (name, key_size, value_size) in MAPS {
             let path = self.map(name);
             if !path.exists() {
-                continue;
+                return Err(incompatible(format!("map {name} is not pinned")));
             }
             let md = open(&path)?;
             let info = md
@@ -127,17 +144,13 @@ impl Pins {
                     info.value_size()
                 )));
             }
-            if name == map_names::CT_ESTABLISHED {
-                established_capacity = Some(info.max_entries());
-            }
-            if name == map_names::CONFIG {
-                let version = pinned_layout_version(&path, md)?;
-                if version != 0 && version != LAYOUT_VERSION {
-                    return Err(incompatible(format!("layout version {version}")));
-                }
+            if name == map_names::CT_ESTABLISHED
+                && !matches!(info.map_type(), Ok(aya::maps::MapType::Hash))
+            {
+                return Err(incompatible(format!("map {name} is not a plain hash")));
             }
         }
-        Ok(established_capacity)
+        Ok((version != 0).then_some(max_flows))
     }
 
     /// Removes links first (that detaches the program once no daemon holds it), then maps,
@@ -174,11 +187,33 @@ fn open(path: &Path) -> Result<MapData, PinError> {
         .map_err(|source| PinError::Map { path: path.display().to_string(), source })
 }
 
-fn pinned_layout_version(path: &Path, md: MapData) -> Result<u32, PinError> {
+/// The layout version and `max_flows` of a pinned CONFIG. The first field has been the
+/// version in every layout, so it is read from the raw value whatever its size.
+fn pinned_config_head(path: &Path) -> Result<(u32, u32), PinError> {
     let err = |source| PinError::Map { path: path.display().to_string(), source };
+    let md = open(path)?;
+    let size = md.info().map_err(err)?.value_size() as usize;
     let map = Map::from_map_data(md).map_err(err)?;
-    let cfg: Array<MapData, Config> = Array::try_from(map).map_err(err)?;
-    Ok(cfg.get(&0, 0).map_err(err)?.layout_version)
+    let value: Vec<u8> = match size {
+        // Layout 1's Config.
+        40 => raw_value::<40>(map).map_err(err)?.to_vec(),
+        48 => raw_value::<48>(map).map_err(err)?.to_vec(),
+        other => {
+            return Err(PinError::Incompatible {
+                dir: path.parent().unwrap_or(path).display().to_string(),
+                what: format!("map CONFIG has a value of {other} bytes"),
+            })
+        }
+    };
+    let word = |off: usize| u32::from_ne_bytes(value[off..off + 4].try_into().expect("4 bytes"));
+    let max_flows =
+        if size == size_of::<Config>() { word(std::mem::offset_of!(Config, max_flows)) } else { 0 };
+    Ok((word(0), max_flows))
+}
+
+fn raw_value<const N: usize>(map: Map) -> Result<[u8; N], aya::maps::MapError> {
+    let arr: Array<MapData, [u8; N]> = Array::try_from(map)?;
+    arr.get(&0, 0)
 }
 
 fn is_bpffs(path: &Path) -> bool {

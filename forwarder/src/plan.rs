@@ -141,6 +141,9 @@ impl Plan {
             timeout_syn_ns: self.timeouts_ns[0],
             timeout_established_ns: self.timeouts_ns[1],
             timeout_closing_ns: self.timeouts_ns[2],
+            // The datapath knows the tables' size (see `Datapath::apply`).
+            max_flows: 0,
+            _pad: 0,
         }
     }
 }

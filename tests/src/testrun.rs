@@ -113,6 +113,11 @@ impl Harness {
     }
 
     pub fn with_plan(tag: &str, plan: &Plan) -> Result<Self> {
+        Self::with_capacity(tag, plan, 4096)
+    }
+
+    /// A harness whose tables are made for `max_flows` flows.
+    pub fn with_capacity(tag: &str, plan: &Plan, max_flows: u32) -> Result<Self> {
         crate::require_root();
         let nat = Netns::new(&format!("{tag}n"))?;
         let router = Netns::new(&format!("{tag}r"))?;
@@ -142,7 +147,7 @@ impl Harness {
         nix::sched::setns(target.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             .context("setns into the NAT VM namespace")?;
         let mut h =
-            Harness { dp: Datapath::load(4096)?, ifindex, orig_ns, _nat: nat, _router: router };
+            Harness { dp: Datapath::load(max_flows)?, ifindex, orig_ns, _nat: nat, _router: router };
         h.dp.xdp_program(program_names::XDP)?;
         h.tc_program()?;
         h.apply(plan)?;
@@ -249,6 +254,11 @@ impl Harness {
             }
         }
         Ok(sum)
+    }
+
+    /// What the daemon does on a route or neighbour change: cached next hops go stale.
+    pub fn bump_nexthop_gen(&mut self) -> Result<()> {
+        Ok(self.dp.bump_nexthop_gen()?)
     }
 
     pub fn counter(&mut self, rule_id: u16, c: Counter) -> Result<u64> {

@@ -120,15 +120,37 @@ impl Flow {
         p
     }
 
+    /// The flow's table and state; the reply half must be beside it with the same state
+    /// (each half carries it, so that a packet needs only the half it matched).
     fn state(&self, h: &mut Harness) -> (Table, TcpState) {
         for t in [Table::Established, Table::Embryonic] {
             if let Some(e) = h.ct_get(t, &self.orig_key()).unwrap() {
                 assert_eq!(e.rule_id, self.rule_id, "rule id of {self:?}");
                 assert_eq!(e.peer, self.reply_key(), "peer of {self:?}");
+                let r = h.ct_get(t, &self.reply_key()).unwrap().expect("reply half beside");
+                assert_eq!(r.state, e.state, "the reply half's copy of the state of {self:?}");
                 return (t, TcpState::from_u8(e.state).expect("valid state"));
             }
         }
         panic!("flow {self:?} is in no conntrack table");
+    }
+
+    /// Moves the last packet of the chosen halves `ns` into the past, through the map.
+    fn age(&self, h: &mut Harness, t: Table, ns: u64, orig: bool, reply: bool) {
+        for (key, yes) in [(self.orig_key(), orig), (self.reply_key(), reply)] {
+            if yes {
+                let mut e: CtEntry = h.ct_get(t, &key).unwrap().expect("half present");
+                e.last_seen_ns = e.last_seen_ns.saturating_sub(ns);
+                h.ct_set(t, &key, &e).unwrap();
+            }
+        }
+    }
+
+    /// Packets counted by each half: (client -> target, target -> client).
+    fn packets(&self, h: &mut Harness, t: Table) -> (u64, u64) {
+        let o = h.ct_get(t, &self.orig_key()).unwrap().expect("original half");
+        let r = h.ct_get(t, &self.reply_key()).unwrap().expect("reply half");
+        (o.packets, r.packets)
     }
 }
 
@@ -251,7 +273,8 @@ fn handshake_reverse_nat_and_promotion() {
     assert_eq!(est.len(), 2);
     let m = h.ct_get(Table::Established, &f.orig_key()).unwrap().unwrap();
     assert_eq!(m.peer, f.reply_key());
-    assert_eq!(m.packets, 3);
+    // Each half counts its own direction: SYN + ACK, and the SYN-ACK.
+    assert_eq!(f.packets(&mut h, Table::Established), (2, 1));
     let rp = h.ct_get(Table::Established, &f.reply_key()).unwrap().unwrap();
     assert_eq!(rp.peer, f.orig_key());
     assert!(rp.is_reply());
@@ -309,8 +332,7 @@ fn data_of_every_length_both_directions_with_and_without_options() {
     assert_eq!(s.get(Counter::SlowPath), slow);
     assert_eq!(s.get(Counter::Packets), 2 * 1461 + 2);
     assert_eq!(s.get(Counter::ReplyPackets), 2 * 1461 + 1);
-    let m = h.ct_get(Table::Established, &f.orig_key()).unwrap().unwrap();
-    assert_eq!(m.packets, 4 * 1461 + 3);
+    assert_eq!(f.packets(&mut h, Table::Established), (2 * 1461 + 2, 2 * 1461 + 1));
 }
 
 #[test]
@@ -659,11 +681,10 @@ fn expired_entries_are_not_used() {
     plan.timeouts_ns = [2, 5, 2].map(|s| s * 1_000_000_000);
     let mut h = harness_with("exp", &plan);
 
-    // Established flow, idle past its timeout (last_seen moved back through the map).
+    // Established flow, idle past its timeout in both directions (last_seen moved back
+    // through the map).
     let f = handshake(&mut h, sa(CLIENT_IP, 45000), 0);
-    let mut m: CtEntry = h.ct_get(Table::Established, &f.orig_key()).unwrap().unwrap();
-    m.last_seen_ns -= 6_000_000_000;
-    h.ct_set(Table::Established, &f.orig_key(), &m).unwrap();
+    f.age(&mut h, Table::Established, 6_000_000_000, true, true);
     let data = f.client_pkt(flags::ACK).payload_len(10);
     assert_passes_unchanged(&mut h, &data.frame(), "client data of an expired flow");
     assert!(h.ct_get(Table::Established, &f.orig_key()).unwrap().is_none(), "expired half removed");
@@ -671,19 +692,25 @@ fn expired_entries_are_not_used() {
 
     // Same, seen first from the reply direction.
     let g = handshake(&mut h, sa(CLIENT_IP, 45001), 0);
-    let mut m = h.ct_get(Table::Established, &g.orig_key()).unwrap().unwrap();
-    m.last_seen_ns -= 6_000_000_000;
-    h.ct_set(Table::Established, &g.orig_key(), &m).unwrap();
+    g.age(&mut h, Table::Established, 6_000_000_000, true, true);
     let reply = g.target_pkt(flags::ACK).payload_len(10);
     assert_passes_unchanged(&mut h, &reply.frame(), "target data of an expired flow");
     assert!(h.ct_entries(Table::Established).unwrap().is_empty());
 
     // A flow just short of its timeout is still used.
     let k = handshake(&mut h, sa(CLIENT_IP, 45002), 0);
-    let mut m = h.ct_get(Table::Established, &k.orig_key()).unwrap().unwrap();
-    m.last_seen_ns -= 4_000_000_000;
-    h.ct_set(Table::Established, &k.orig_key(), &m).unwrap();
+    k.age(&mut h, Table::Established, 4_000_000_000, true, true);
     k.client_sends(&mut h, &k.client_pkt(flags::ACK));
+
+    // Each half stamps its own direction: one idle direction does not end a flow whose
+    // other direction is live, whichever direction the next packet takes.
+    let q = handshake(&mut h, sa(CLIENT_IP, 45004), 0);
+    q.age(&mut h, Table::Established, 6_000_000_000, true, false);
+    q.client_sends(&mut h, &q.client_pkt(flags::ACK));
+    let r = handshake(&mut h, sa(CLIENT_IP, 45005), 0);
+    r.age(&mut h, Table::Established, 6_000_000_000, false, true);
+    r.target_sends(&mut h, &r.target_pkt(flags::ACK));
+    assert_eq!(r.state(&mut h), (Table::Established, TcpState::Established));
 
     // Embryonic flow with a tiny SYN timeout: the SYN-ACK arrives too late.
     let mut plan = plan.clone();
@@ -692,7 +719,8 @@ fn expired_entries_are_not_used() {
     let client = sa(CLIENT_IP, 45003);
     let syn = Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC);
     let e = open(&mut h, client, 0, &syn);
-    std::thread::sleep(std::time::Duration::from_millis(1));
+    // Entries are stamped with the coarse clock (one tick: 1-10 ms), so wait a few ticks.
+    std::thread::sleep(std::time::Duration::from_millis(25));
     let synack = e.target_pkt(flags::SYN | flags::ACK);
     assert_passes_unchanged(&mut h, &synack.frame(), "SYN-ACK of an expired embryonic flow");
     assert!(h.ct_get(Table::Embryonic, &e.reply_key()).unwrap().is_none());
@@ -821,8 +849,7 @@ fn measure_established_data_packet_ns() {
         runs_ns[0],
         wall.as_nanos() as f64 / N as f64
     );
-    let m = h.ct_get(Table::Established, &f.orig_key()).unwrap().unwrap();
-    assert_eq!(m.packets, 3 + N as u64);
+    assert_eq!(f.packets(&mut h, Table::Established).0, 2 + N as u64);
 
     // Baseline: the same measurement of an XDP program that only returns XDP_PASS.
     let ifindex = h.ifindex;
@@ -885,9 +912,10 @@ fn gc_sweep_removes_expired_and_orphaned_entries() {
     plan.timeouts_ns[1] = 5_000_000_000;
     let live = handshake(&mut h, sa(CLIENT_IP, 50010), 0);
     let old = handshake(&mut h, sa(CLIENT_IP, 50011), 1);
-    let mut m = h.ct_get(Table::Established, &old.orig_key()).unwrap().unwrap();
-    m.last_seen_ns = forwarder::gc::monotonic_ns() - 6_000_000_000;
-    h.ct_set(Table::Established, &old.orig_key(), &m).unwrap();
+    old.age(&mut h, Table::Established, 6_000_000_000, true, true);
+    // Idle one way only: live.
+    let half_idle = handshake(&mut h, sa(CLIENT_IP, 50012), 2);
+    half_idle.age(&mut h, Table::Established, 6_000_000_000, true, false);
     // An orphaned reply half (its original half is gone).
     let orphan_key = fkey(sa(TARGETS[2], TARGET_PORT), sa(NAT_IP, 41234));
     let orphan = CtEntry {
@@ -901,6 +929,141 @@ fn gc_sweep_removes_expired_and_orphaned_entries() {
     assert_eq!(removed, 1, "exactly the expired flow is counted");
     let left: Vec<FlowKey> =
         h.ct_entries(Table::Established).unwrap().into_iter().map(|(k, _)| k).collect();
-    assert_eq!(left.len(), 2, "only the live flow's two halves remain: {left:?}");
-    assert!(left.contains(&live.orig_key()) && left.contains(&live.reply_key()));
+    assert_eq!(left.len(), 4, "only the live flows' halves remain: {left:?}");
+    for f in [&live, &half_idle] {
+        assert!(left.contains(&f.orig_key()) && left.contains(&f.reply_key()));
+    }
+}
+
+/// Client addresses for many flows: 10.1.x.y, every one distinct.
+fn many_clients(i: usize) -> SocketAddrV4 {
+    sa(Ipv4Addr::new(10, 1, (i / 250) as u8 + 1, (i % 250) as u8 + 1), 30000 + (i % 20000) as u16)
+}
+
+/// The scenario a user met with the LRU table: max_flows = 1024, 40 idle established
+/// connections (idle for ten minutes, normal for Kafka), then 1160 new ones. None of the
+/// idle ones may be evicted; past max_flows new flows are refused and counted, and once
+/// flows go, new ones are admitted again.
+#[test]
+fn at_max_flows_new_flows_are_refused_and_no_established_flow_is_evicted() {
+    const MAX_FLOWS: u32 = 1024;
+    let mut h = Harness::with_capacity("full", &default_plan(), MAX_FLOWS).unwrap();
+    let idle: Vec<Flow> = (0..40).map(|i| handshake(&mut h, many_clients(i), 0)).collect();
+    for f in &idle {
+        f.age(&mut h, Table::Established, 600_000_000_000, true, true);
+    }
+
+    let mut admitted = Vec::new();
+    let mut refused = 0u64;
+    for i in 40..1200 {
+        let client = many_clients(i);
+        let syn = Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC);
+        let run = h.xdp(&syn.frame()).unwrap();
+        match run.action {
+            XDP_TX => {
+                let snat = parse_tcp(&run.data).src();
+                let f = Flow {
+                    client,
+                    listen: sa(NAT_IP, 9092),
+                    target: sa(TARGETS[0], TARGET_PORT),
+                    snat,
+                    rule_id: 0,
+                };
+                f.target_sends(&mut h, &f.target_pkt(flags::SYN | flags::ACK));
+                f.client_sends(&mut h, &f.client_pkt(flags::ACK));
+                admitted.push(f);
+            }
+            XDP_DROP => refused += 1,
+            a => panic!("SYN {i}: action {a}"),
+        }
+    }
+    assert_eq!(admitted.len(), MAX_FLOWS as usize - idle.len(), "flows admitted up to max_flows");
+    assert_eq!(refused, 1200 - MAX_FLOWS as u64);
+    assert_eq!(h.counter(0, Counter::DropTableFull).unwrap(), refused, "every refusal counted");
+    assert_eq!(h.counter(0, Counter::NewConns).unwrap(), MAX_FLOWS as u64);
+    assert_eq!(h.ct_entries(Table::Established).unwrap().len(), 2 * MAX_FLOWS as usize);
+    // A refused SYN leaves nothing behind.
+    assert!(h.ct_entries(Table::Embryonic).unwrap().is_empty());
+
+    // Every idle flow is still there and still forwards both ways.
+    for f in &idle {
+        assert_eq!(f.state(&mut h), (Table::Established, TcpState::Established));
+        f.client_sends(&mut h, &f.client_pkt(flags::ACK | flags::PSH).payload_len(10));
+        f.target_sends(&mut h, &f.target_pkt(flags::ACK | flags::PSH).payload_len(10));
+    }
+
+    // Flows that end make room: ten reset, expired and swept by the daemon's sweep.
+    let mut plan = default_plan();
+    plan.timeouts_ns[2] = 1_000_000_000;
+    for f in &admitted[..10] {
+        f.client_sends(&mut h, &f.client_pkt(flags::RST | flags::ACK));
+        f.age(&mut h, Table::Established, 2_000_000_000, true, true);
+    }
+    let removed = forwarder::gc::sweep(h.dp.ebpf_mut(), &plan.config()).unwrap();
+    assert_eq!(removed, 10);
+    for i in 0..10 {
+        handshake(&mut h, many_clients(2000 + i), 0);
+    }
+    let syn = Tcp::new(many_clients(3000), sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC);
+    assert_eq!(h.xdp(&syn.frame()).unwrap().action, XDP_DROP, "full again after ten");
+
+    // Flows expired by the data path itself (a packet finds them idle) make room too.
+    plan.timeouts_ns[1] = 5_000_000_000;
+    h.apply(&plan).unwrap();
+    for f in &admitted[10..15] {
+        f.age(&mut h, Table::Established, 6_000_000_000, true, true);
+        assert_passes_unchanged(&mut h, &f.client_pkt(flags::ACK).frame(), "expired flow");
+    }
+    for i in 0..5 {
+        handshake(&mut h, many_clients(4000 + i), 0);
+    }
+    assert_eq!(h.xdp(&syn.frame()).unwrap().action, XDP_DROP, "full again after five");
+}
+
+/// An established packet takes its next hop from the flow, not from a FIB lookup: a
+/// neighbour change the program is not told about leaves it on the cached MAC. A bump of
+/// NEXTHOP_GEN (the daemon's answer to the rtnetlink event) moves it to the new MAC at the
+/// next packet, and so does the once-a-second re-check by itself.
+#[test]
+fn established_packets_use_the_cached_next_hop_until_its_generation_changes() {
+    let mut h = harness("nh");
+    let f = handshake(&mut h, sa(CLIENT_IP, 47000), 0);
+    let data = f.client_pkt(flags::ACK | flags::PSH).payload_len(100);
+    assert_eq!(f.client_sends(&mut h, &data).eth.destination, ROUTER_MAC);
+    let cached = h.ct_get(Table::Established, &f.orig_key()).unwrap().unwrap().nexthop;
+    assert_eq!((cached.ifindex, cached.dmac, cached.smac), (h.ifindex, ROUTER_MAC, NAT_MAC));
+
+    // The router's MAC changes. The harness thread lives in the NAT VM's namespace, so the
+    // command runs there.
+    const NEW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+    let out = std::process::Command::new("ip")
+        .args(["neigh", "replace", &ROUTER_IP.to_string(), "lladdr", "02:00:00:00:00:99"])
+        .args(["dev", NAT_IF, "nud", "permanent"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip neigh replace: {}", String::from_utf8_lossy(&out.stderr));
+    let r = h.xdp(&data.frame()).unwrap();
+    assert_eq!(r.action, XDP_TX);
+    assert_eq!(parse_tcp(&r.data).eth.destination, ROUTER_MAC, "the cached hop, no FIB lookup");
+    // The reply direction has a hop of its own, cached too.
+    let back = f.target_pkt(flags::ACK | flags::PSH).payload_len(100);
+    f.target_sends(&mut h, &back);
+
+    // What the daemon does on the neighbour event.
+    h.bump_nexthop_gen().unwrap();
+    let r = h.xdp(&data.frame()).unwrap();
+    assert_eq!(parse_tcp(&r.data).eth.destination, NEW_MAC, "a new generation looks it up");
+    let r = h.xdp(&back.frame()).unwrap();
+    assert_eq!(parse_tcp(&r.data).eth.destination, NEW_MAC, "both directions");
+
+    // With no daemon to bump the generation, a second of age is enough.
+    let out = std::process::Command::new("ip")
+        .args(["neigh", "replace", &ROUTER_IP.to_string(), "lladdr", "02:00:00:00:00:01"])
+        .args(["dev", NAT_IF, "nud", "permanent"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(parse_tcp(&h.xdp(&data.frame()).unwrap().data).eth.destination, NEW_MAC);
+    f.age(&mut h, Table::Established, 1_000_000_000, true, false);
+    assert_eq!(parse_tcp(&h.xdp(&data.frame()).unwrap().data).eth.destination, ROUTER_MAC);
 }

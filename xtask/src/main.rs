@@ -51,7 +51,7 @@ enum Task {
         /// written to target/bench-quick/ instead of BENCHMARKS.md.
         #[arg(long)]
         quick: bool,
-        /// Run only these sections: program, path, rate, memory (repeatable).
+        /// Run only these sections: program, path, kafka, rate, memory (repeatable).
         #[arg(long)]
         only: Vec<String>,
     },

@@ -2,6 +2,7 @@
 //! side with its baseline in the same run (these machines are shared and noisy), so the
 //! ratios are the result; absolute numbers only describe this machine on this day.
 
+pub mod cpu;
 pub mod memory;
 pub mod path;
 pub mod plot;
@@ -16,20 +17,24 @@ use std::{fmt::Write, path::Path};
 pub enum Section {
     Program,
     Path,
+    /// The Kafka lab's produce ratio (about a minute; needs tansu).
+    Kafka,
     Rate,
     Memory,
 }
 
 impl Section {
-    pub const ALL: [Section; 4] = [Section::Program, Section::Path, Section::Rate, Section::Memory];
+    pub const ALL: [Section; 5] =
+        [Section::Program, Section::Path, Section::Kafka, Section::Rate, Section::Memory];
 
     pub fn parse(name: &str) -> Result<Section> {
         Ok(match name {
             "program" => Section::Program,
             "path" => Section::Path,
+            "kafka" => Section::Kafka,
             "rate" => Section::Rate,
             "memory" => Section::Memory,
-            other => bail!("no bench section {other:?} (program, path, rate, memory)"),
+            other => bail!("no bench section {other:?} (program, path, kafka, rate, memory)"),
         })
     }
 }
@@ -42,6 +47,8 @@ pub struct Options {
     pub iperf_seconds: u32,
     pub conns: usize,
     pub max_flows: u64,
+    /// Tracked flows at which the program cost is measured.
+    pub fills: Vec<u32>,
     pub rate: rate::Options,
 }
 
@@ -54,6 +61,7 @@ impl Default for Options {
             iperf_seconds: 4,
             conns: 1000,
             max_flows: 262_144,
+            fills: program::FILLS.to_vec(),
             rate: rate::Options::full(),
         }
     }
@@ -65,6 +73,11 @@ impl Options {
     pub fn quick() -> Self {
         Options { sections: vec![Section::Rate], rate: rate::Options::quick(), ..Self::default() }
     }
+}
+
+/// The conntrack entries' clock (CLOCK_MONOTONIC_COARSE), for entries made by hand.
+pub fn coarse_now_ns() -> u64 {
+    forwarder::gc::monotonic_ns()
 }
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -83,12 +96,95 @@ pub fn run(opts: &Options, out_dir: &Path, say: &mut dyn FnMut(&str)) -> Result<
         match section {
             Section::Program => program_section(opts, &mut md, say)?,
             Section::Path => path_section(opts, &mut md, say)?,
+            Section::Kafka => kafka_section(&mut md, say)?,
             Section::Rate => rate_section(opts, out_dir, &mut md, say)?,
             Section::Memory => memory_section(opts, &mut md, say)?,
         }
         md.push('\n');
     }
     Ok(md)
+}
+
+fn program_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
+    say("program cost (BPF_PROG_TEST_RUN) at 1 to 1M tracked flows...");
+    let fills = program::measure(opts.runs, &opts.fills)?;
+    program_cost_tables(md, opts.runs, &fills)?;
+    Ok(())
+}
+
+fn path_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
+    say("whole connections: direct, iptables, forwarder modes (iperf3, connection rate)...");
+    let ways = path::measure(opts.rounds, opts.iperf_seconds, opts.conns)?;
+    let mut rows: Vec<(String, f64, f64, f64, f64)> = ways
+        .into_iter()
+        .map(|(w, mut s)| {
+            let slowest = s.slowest_ms.iter().copied().fold(0.0, f64::max);
+            let cpu = median(&mut s.cpu_s_per_gbit);
+            (w, median(&mut s.gbit_s), cpu, median(&mut s.conns_s), slowest)
+        })
+        .collect();
+    let (ipt_g, ipt_cpu, ipt_c) =
+        rows.iter().find(|r| r.0 == "iptables").map(|r| (r.1, r.2, r.3)).unwrap_or((1.0, 1.0, 1.0));
+    writeln!(md, "## Whole connections through the NAT VM\n")?;
+    writeln!(
+        md,
+        "The e2e topology (client -> router -> NAT VM -> router -> broker, veth, GRO on the NAT \
+         VM): one iperf3 stream for {} s, then {} sequential short connections (connect, one \
+         byte each way, close); median of {} interleaved rounds. `iptables` is what \
+         `ip_fwd.sh` sets up (DNAT + MASQUERADE); `direct` skips the NAT VM. CPU per Gbit is \
+         the busy time of both cores (every namespace of the path, /proc/stat) over the \
+         gigabits the stream moved; \"Gbit per CPU-s vs iptables\" is iptables' CPU per Gbit \
+         over this way's.\n",
+        opts.iperf_seconds, opts.conns, opts.rounds
+    )?;
+    writeln!(
+        md,
+        "| way | Gbit/s | vs. iptables | CPU s per Gbit | Gbit per CPU-s vs. iptables | connections/s | vs. iptables | slowest connection |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for (w, g, cpu, c, slowest) in rows.iter_mut() {
+        writeln!(
+            md,
+            "| {w} | {g:.2} | {:.2}x | {cpu:.3} | {:.2}x | {c:.0} | {:.2}x | {slowest:.1} ms |",
+            *g / ipt_g,
+            ipt_cpu / *cpu,
+            *c / ipt_c
+        )?;
+    }
+    Ok(())
+}
+
+/// The Kafka lab's produce throughput, direct and through the forwarder.
+fn kafka_section(md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
+    say("Kafka produce through the lab (tansu brokers, kafka-python and the Rust client)...");
+    let mut lab = crate::lab::Options::demo();
+    lab.prefix = "fwd-bench".into();
+    let summary = crate::lab::run(&lab, &mut |line| say(&line))?;
+    writeln!(md, "## Kafka produce through the Azure path\n")?;
+    writeln!(
+        md,
+        "The lab of `cargo xtask demo` ({} tansu brokers behind the load balancer and two \
+         NAT VMs running the forwarder in `xdp` mode): {} x {} B produced per run, the \
+         same client direct to the broker and through the whole path in turns, median of \
+         {} pairs. The forwarded path also crosses the load balancer's nftables NAT and \
+         two more veth hops on the same two cores.\n",
+        lab.brokers, lab.bench_messages, lab.message_size, lab.bench_rounds
+    )?;
+    writeln!(
+        md,
+        "| client | direct MB/s | through the forwarder MB/s | ratio |\n|---|---:|---:|---:|"
+    )?;
+    for (name, t) in
+        [("kafka-python", &summary.throughput), ("Rust (kafka-protocol)", &summary.rust_throughput)]
+    {
+        writeln!(
+            md,
+            "| {name} | {:.2} | {:.2} | {:.2}x |",
+            t.direct_mb_s,
+            t.forwarded_mb_s,
+            t.ratio()
+        )?;
+    }
+    Ok(())
 }
 
 /// The packet-rate bed (rate/), its tables and its chart.
@@ -124,62 +220,6 @@ fn rate_section(
     Ok(())
 }
 
-fn program_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
-    say("program cost (BPF_PROG_TEST_RUN)...");
-    let cases = program::measure(opts.runs)?;
-    let base = cases[0].ns;
-    writeln!(md, "## Per-packet cost of the XDP program\n")?;
-    writeln!(
-        md,
-        "BPF_PROG_TEST_RUN, median of {} single runs per path, each timed by the kernel around \
-         the program (the timer's own cost is in every row, the baseline's included), paths \
-         interleaved run by run. The baseline is an XDP program that only returns XDP_PASS; \
-         the forwarded rows include the FIB lookup and the rewrite.\n",
-        opts.runs
-    )?;
-    writeln!(md, "| path | ns / packet | above XDP_PASS | vs. XDP_PASS |\n|---|---:|---:|---:|")?;
-    for c in &cases {
-        writeln!(md, "| {} | {:.0} | {:.0} | {:.2}x |", c.name, c.ns, c.ns - base, c.ns / base)?;
-    }
-    Ok(())
-}
-
-fn path_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
-    say("whole connections: direct, iptables, forwarder modes (iperf3, connection rate)...");
-    let ways = path::measure(opts.rounds, opts.iperf_seconds, opts.conns)?;
-    let mut rows: Vec<(String, f64, f64, f64)> = ways
-        .into_iter()
-        .map(|(w, mut s)| {
-            let slowest = s.slowest_ms.iter().copied().fold(0.0, f64::max);
-            (w, median(&mut s.gbit_s), median(&mut s.conns_s), slowest)
-        })
-        .collect();
-    let (ipt_g, ipt_c) =
-        rows.iter().find(|r| r.0 == "iptables").map(|r| (r.1, r.2)).unwrap_or((1.0, 1.0));
-    writeln!(md, "## Whole connections through the NAT VM\n")?;
-    writeln!(
-        md,
-        "The e2e topology (client -> router -> NAT VM -> router -> broker, veth, GRO on the NAT \
-         VM): one iperf3 stream for {} s, then {} sequential short connections (connect, one \
-         byte each way, close); median of {} interleaved rounds. `iptables` is what \
-         `ip_fwd.sh` sets up (DNAT + MASQUERADE); `direct` skips the NAT VM.\n",
-        opts.iperf_seconds, opts.conns, opts.rounds
-    )?;
-    writeln!(
-        md,
-        "| way | Gbit/s | vs. iptables | connections/s | vs. iptables | slowest connection |\n|---|---:|---:|---:|---:|---:|"
-    )?;
-    for (w, g, c, slowest) in rows.iter_mut() {
-        writeln!(
-            md,
-            "| {w} | {g:.2} | {:.2}x | {c:.0} | {:.2}x | {slowest:.1} ms |",
-            *g / ipt_g,
-            *c / ipt_c
-        )?;
-    }
-    Ok(())
-}
-
 fn memory_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
     say("memory of the connection table...");
     let mem = memory::measure(opts.max_flows)?;
@@ -210,6 +250,48 @@ fn memory_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) ->
             per_flow / nf as f64
         )?,
         None => writeln!(md, "\nConnection tracking per flow: {per_flow:.0} bytes.")?,
+    }
+    Ok(())
+}
+
+/// The per-path table at one flow, then each path's cost against the tracked flows.
+fn program_cost_tables(md: &mut String, runs: usize, fills: &[program::AtFill]) -> Result<()> {
+    let Some(first) = fills.first() else { return Ok(()) };
+    let base = first.cases[0].ns;
+    writeln!(md, "## Per-packet cost of the XDP program\n")?;
+    writeln!(
+        md,
+        "BPF_PROG_TEST_RUN, median of {runs} single runs per path, each timed by the kernel \
+         around the program (the timer's own cost is in every row, the baseline's included), \
+         paths interleaved run by run. The baseline is an XDP program that only returns \
+         XDP_PASS; the forwarded rows include the next hop (cached in the flow) and the \
+         rewrite. {} tracked flow(s):\n",
+        first.flows
+    )?;
+    writeln!(md, "| path | ns / packet | above XDP_PASS | vs. XDP_PASS |\n|---|---:|---:|---:|")?;
+    for c in &first.cases {
+        writeln!(md, "| {} | {:.0} | {:.0} | {:.2}x |", c.name, c.ns, c.ns - base, c.ns / base)?;
+    }
+    writeln!(md, "\n### Against the number of tracked flows\n")?;
+    writeln!(
+        md,
+        "The established table prefilled with that many flows (both halves each), the same \
+         measurement; the last column is the cost at the largest fill over the cost at 1 flow.\n"
+    )?;
+    let mut head = String::from("| path |");
+    let mut rule = String::from("|---|");
+    for f in fills {
+        head += &format!(" {} flows |", f.flows);
+        rule += "---:|";
+    }
+    writeln!(md, "{head} largest / 1 |\n{rule}---:|")?;
+    let last = fills.last().expect("not empty");
+    for (i, c) in first.cases.iter().enumerate() {
+        let mut row = format!("| {} |", c.name);
+        for f in fills {
+            row += &format!(" {:.0} |", f.cases[i].ns);
+        }
+        writeln!(md, "{row} {:.2}x |", last.cases[i].ns / c.ns)?;
     }
     Ok(())
 }

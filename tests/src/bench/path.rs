@@ -24,6 +24,8 @@ pub const WAYS: [&str; 5] =
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
     pub gbit_s: Vec<f64>,
+    /// Busy CPU seconds of the machine per gigabit moved by the iperf3 stream.
+    pub cpu_s_per_gbit: Vec<f64>,
     pub conns_s: Vec<f64>,
     pub slowest_ms: Vec<f64>,
 }
@@ -77,7 +79,11 @@ pub fn measure(rounds: usize, seconds: u32, conns: usize) -> Result<Vec<(String,
                 }
             };
             let setup = Setup::enter(&topo, way)?;
-            sample.gbit_s.push(iperf(&topo.client, iperf_to, seconds)?);
+            let busy = super::cpu::busy_ns()?;
+            let gbit_s = iperf(&topo.client, iperf_to, seconds)?;
+            let cpu_s = (super::cpu::busy_ns()? - busy) as f64 / 1e9;
+            sample.gbit_s.push(gbit_s);
+            sample.cpu_s_per_gbit.push(cpu_s / (gbit_s * seconds as f64).max(1e-9));
             let (rate, slowest) = conn_rate(&topo.client, echo_to, conns)?;
             sample.conns_s.push(rate);
             sample.slowest_ms.push(slowest);

@@ -3,7 +3,7 @@
 //!
 //! `bench [--quick] [--only SECTION]... [OUT]`: `--quick` runs the packet-rate bed only,
 //! with few frames, into target/bench-quick/BENCHMARKS.md unless OUT is given; `--only`
-//! runs the named sections (program, path, rate, memory).
+//! runs the named sections (program, path, kafka, rate, memory).
 
 use forwarder_tests::{bench, require_root};
 use std::{process::Command, time::Instant};

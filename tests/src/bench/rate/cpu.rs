@@ -1,50 +1,7 @@
-//! CPU time around a send window: busy time of every CPU (/proc/stat), of the generator's
-//! own CPU, and of the generator thread itself.
+//! The generator's side of the CPU accounting: its CPU, pinning, and its own thread time
+//! (the machine's busy time is `bench::cpu`).
 
-use anyhow::{bail, Context, Result};
-
-/// Non-idle jiffies (user + nice + system + irq + softirq + steal) per CPU.
-#[derive(Clone, Debug)]
-pub struct Busy(Vec<u64>);
-
-impl Busy {
-    pub fn now() -> Result<Busy> {
-        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-        let mut cpus = Vec::new();
-        for line in stat.lines() {
-            let mut f = line.split_whitespace();
-            let Some(name) = f.next() else { continue };
-            // "cpu" is the sum; "cpuN" one CPU each, in order.
-            if !name.starts_with("cpu") || name == "cpu" {
-                continue;
-            }
-            let v: Vec<u64> = f.map(|x| x.parse().unwrap_or(0)).collect();
-            if v.len() < 8 {
-                bail!("/proc/stat: short line {line:?}");
-            }
-            // user nice system idle iowait irq softirq steal
-            cpus.push(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]);
-        }
-        Ok(Busy(cpus))
-    }
-
-    /// Busy nanoseconds since `before`, over all CPUs and on CPU `cpu`.
-    pub fn since(&self, before: &Busy, cpu: usize) -> (f64, f64) {
-        let ns = 1e9 / clock_ticks();
-        let d: Vec<u64> = self.0.iter().zip(&before.0).map(|(a, b)| a.saturating_sub(*b)).collect();
-        (d.iter().sum::<u64>() as f64 * ns, d.get(cpu).copied().unwrap_or(0) as f64 * ns)
-    }
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
+use anyhow::{Context, Result};
 
 /// CPU time of the calling thread, ns.
 pub fn thread_ns() -> u64 {

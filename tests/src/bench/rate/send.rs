@@ -8,7 +8,10 @@ use super::{
     flow::Flow,
     progs::{Generator, FRAME_LEN, MARK},
 };
-use crate::packet::{flags, parse_tcp, Tcp};
+use crate::{
+    bench::cpu::Busy,
+    packet::{flags, parse_tcp, Tcp},
+};
 use anyhow::{bail, ensure, Context, Result};
 use std::{
     net::SocketAddrV4,
@@ -177,7 +180,7 @@ fn window(bed: &mut Bed, gen: Generator, frames: u64) -> Result<(Generator, Samp
     let cpu_n = cpu::generator_cpu();
     bed.gen.enter(move || -> Result<(Generator, Sample)> {
         cpu::pin(cpu_n)?;
-        let (busy0, thread0, t0) = (cpu::Busy::now()?, cpu::thread_ns(), Instant::now());
+        let (busy0, thread0, t0) = (Busy::now()?, cpu::thread_ns(), Instant::now());
         let (mut sent, mut loop_ns) = (0, 0.0);
         while sent < frames && t0.elapsed() < LIMIT {
             let n = CHUNK.min(frames - sent);
@@ -185,7 +188,7 @@ fn window(bed: &mut Bed, gen: Generator, frames: u64) -> Result<(Generator, Samp
             sent += n;
         }
         let (thread1, wall) = (cpu::thread_ns(), t0.elapsed());
-        let (busy_ns, gen_cpu_busy_ns) = cpu::Busy::now()?.since(&busy0, cpu_n);
+        let (busy_ns, gen_cpu_busy_ns) = Busy::now()?.since(&busy0, cpu_n);
         let s = Sample {
             sent,
             delivered: 0,
