@@ -9,6 +9,8 @@
 //!   check, and drops them; passes everything else (ARP, the real TCP connection) on.
 //! - `bench_ceiling`: the fastest a forwarding XDP program can be here: FIB lookup, MAC
 //!   rewrite, TTL decrement, XDP_TX or redirect. No NAT, no connection tracking.
+//! - `bench_floor`: the ceiling without its FIB lookup (next hop from `FLOOR_HOP`): what the
+//!   bed itself costs per frame (generator, veth hops, sink) plus the least a forwarder does.
 #![no_std]
 #![no_main]
 
@@ -22,8 +24,11 @@ use aya_ebpf::{
     programs::XdpContext,
     EbpfContext,
 };
-use maps::{count, expect, record, Count, Expect, Slot, TEMPLATE};
-use network_types::ip::IpProto;
+use maps::{count, expect, record, Count, Expect, Slot, FLOOR_HOP, TEMPLATE};
+use network_types::{
+    eth::EthHdr,
+    ip::{IpProto, Ipv4Hdr},
+};
 use parse::{ptr_at, Headers, FRAME_LEN};
 
 /// IP id of the generator's frames (network order on the wire: 0xBE, 0xEF).
@@ -81,16 +86,27 @@ pub fn bench_ceiling(ctx: XdpContext) -> u32 {
     }
 }
 
+#[xdp]
+pub fn bench_floor(ctx: XdpContext) -> u32 {
+    match floor(&ctx) {
+        Some(action) => action,
+        None => xdp_action::XDP_PASS,
+    }
+}
+
+/// The frame goes out to the fixed next hop of `FLOOR_HOP`: TTL, MACs, XDP_TX / redirect.
+#[inline(always)]
+fn floor(ctx: &XdpContext) -> Option<u32> {
+    let (eth, ip) = l3(ctx)?;
+    let hop = FLOOR_HOP.get(0)?;
+    decrement_ttl(ip);
+    send(ctx, eth, hop.ifindex, hop.smac, hop.dmac)
+}
+
 /// FIB lookup, then the frame goes out as a router would send it; None: the kernel takes it.
 #[inline(always)]
 fn ceiling(ctx: &XdpContext) -> Option<u32> {
-    let ip = ptr_at::<network_types::ip::Ipv4Hdr>(ctx, parse::ETH_LEN)?;
-    let eth = ptr_at::<network_types::eth::EthHdr>(ctx, 0)?;
-    // SAFETY: both bounds checked by ptr_at.
-    let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
-    if eth.ether_type != parse::ETH_P_IP_BE || ip.ttl <= 1 {
-        return None;
-    }
+    let (eth, ip) = l3(ctx)?;
     // SAFETY: an all-zero bpf_fib_lookup is a valid value (integers and unions of them).
     let mut p: FibParams = unsafe { core::mem::zeroed() };
     p.family = AF_INET;
@@ -106,17 +122,47 @@ fn ceiling(ctx: &XdpContext) -> Option<u32> {
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
         return None;
     }
-    // TTL - 1 and the header checksum + 0x0100, folded (as the kernel's ip_decrease_ttl).
+    decrement_ttl(ip);
+    send(ctx, eth, p.ifindex, p.smac, p.dmac)
+}
+
+/// The Ethernet and IPv4 headers of a frame a router may forward (TTL above 1).
+#[inline(always)]
+fn l3(ctx: &XdpContext) -> Option<(&mut EthHdr, &mut Ipv4Hdr)> {
+    let ip = ptr_at::<Ipv4Hdr>(ctx, parse::ETH_LEN)?;
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: both bounds checked by ptr_at; the frame outlives the program run.
+    let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
+    if eth.ether_type != parse::ETH_P_IP_BE || ip.ttl <= 1 {
+        return None;
+    }
+    Some((eth, ip))
+}
+
+/// TTL - 1 and the header checksum + 0x0100, folded (as the kernel's ip_decrease_ttl).
+#[inline(always)]
+fn decrement_ttl(ip: &mut Ipv4Hdr) {
     ip.ttl -= 1;
     let sum = u16::from_be_bytes(ip.check) as u32 + 0x0100;
     ip.check = ((sum + (sum >= 0xffff) as u32) as u16).to_be_bytes();
-    eth.src_addr = p.smac;
-    eth.dst_addr = p.dmac;
-    if p.ifindex == ctx.ingress_ifindex() as u32 {
+}
+
+/// Writes the next hop's MACs; back out of the same interface or to another one.
+#[inline(always)]
+fn send(
+    ctx: &XdpContext,
+    eth: &mut EthHdr,
+    ifindex: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+) -> Option<u32> {
+    eth.src_addr = smac;
+    eth.dst_addr = dmac;
+    if ifindex == ctx.ingress_ifindex() as u32 {
         Some(xdp_action::XDP_TX)
     } else {
         // SAFETY: plain helper call; returns XDP_REDIRECT or XDP_ABORTED.
-        Some(unsafe { bpf_redirect(p.ifindex, 0) } as u32)
+        Some(unsafe { bpf_redirect(ifindex, 0) } as u32)
     }
 }
 

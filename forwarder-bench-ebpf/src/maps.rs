@@ -1,6 +1,6 @@
-//! The bench programs' maps. Values are plain integers and byte arrays, so userspace
-//! (tests/src/bench/rate/progs.rs) needs no shared type crate; the index enums below are
-//! mirrored there.
+//! The bench programs' maps. Values are plain integers and byte arrays (and `Hop`, 16 bytes:
+//! two MACs and an ifindex), so userspace (tests/src/bench/rate/progs.rs) needs no shared
+//! type crate; the index enums and `Hop` are mirrored there.
 
 use crate::parse::FRAME_LEN;
 use aya_ebpf::{
@@ -13,6 +13,20 @@ use aya_ebpf::{
 /// The generator's frame; entry 0.
 #[map(name = "TEMPLATE")]
 pub static TEMPLATE: Array<[u8; FRAME_LEN]> = Array::with_max_entries(1, 0);
+
+/// The floor program's next hop (entry 0), set by userspace.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Hop {
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub ifindex: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Hop>() == 16);
+
+#[map(name = "FLOOR_HOP")]
+pub static FLOOR_HOP: Array<Hop> = Array::with_max_entries(1, 0);
 
 /// What a delivered frame must look like.
 #[repr(u32)]

@@ -1,12 +1,19 @@
 //! The ways N can forward the flow, each set up in a fresh bed and taken down after it.
 
-use super::{bed::Bed, progs::Ceiling, rules};
+use super::{
+    bed::Bed,
+    progs::{Ceiling, Floor},
+    rules,
+};
 use crate::topology::{cli, unload, Daemon};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contender {
+    /// forwarder-bench-ebpf's floor: TTL, MACs of a fixed next hop, XDP_TX / redirect. What
+    /// the bed costs per frame, with the least any XDP forwarder does.
+    Floor,
     /// forwarder-bench-ebpf's FIB-forwarding XDP program: no NAT, no conntrack.
     Ceiling,
     ForwarderXdp,
@@ -22,7 +29,8 @@ pub enum Contender {
 }
 
 impl Contender {
-    pub const ALL: [Contender; 8] = [
+    pub const ALL: [Contender; 9] = [
+        Contender::Floor,
         Contender::Ceiling,
         Contender::ForwarderXdp,
         Contender::ForwarderXdpGeneric,
@@ -35,6 +43,7 @@ impl Contender {
 
     pub fn name(self) -> &'static str {
         match self {
+            Contender::Floor => "floor (XDP, fixed next hop, no NAT)",
             Contender::Ceiling => "ceiling (XDP FIB forward, no NAT)",
             Contender::ForwarderXdp => "forwarder xdp",
             Contender::ForwarderXdpGeneric => "forwarder xdp-generic",
@@ -49,7 +58,7 @@ impl Contender {
     /// Whether it translates: the generator then continues a real connection made through
     /// it; otherwise frames go to the broker's address directly and need no handshake.
     pub fn nat(self) -> bool {
-        !matches!(self, Contender::Ceiling | Contender::Routing)
+        !matches!(self, Contender::Floor | Contender::Ceiling | Contender::Routing)
     }
 
     fn forwarder_mode(self) -> Option<&'static str> {
@@ -65,6 +74,7 @@ impl Contender {
 /// A contender running in a bed.
 pub enum Setup {
     Ceiling(#[allow(dead_code)] Vec<Ceiling>),
+    Floor(#[allow(dead_code)] Floor),
     Forwarder {
         daemon: Daemon,
         config: PathBuf,
@@ -84,6 +94,10 @@ impl Setup {
                 let progs: Result<Vec<_>> =
                     bed.nat_ifaces().iter().map(|i| Ceiling::attach(nat, i)).collect();
                 Setup::Ceiling(progs?)
+            }
+            Contender::Floor => {
+                let out = nat.ifindex(bed.out_iface())?;
+                Setup::Floor(Floor::attach(nat, "n0", bed.macs().1, out)?)
             }
             Contender::Routing => Setup::Kernel,
             Contender::Iptables => {
@@ -165,7 +179,7 @@ impl Setup {
                 daemon.stop()?;
                 unload(&bed.nat, &config)
             }
-            Setup::Ceiling(_) | Setup::Kernel => Ok(()),
+            Setup::Ceiling(_) | Setup::Floor(_) | Setup::Kernel => Ok(()),
         }
     }
 }

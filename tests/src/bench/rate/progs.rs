@@ -1,5 +1,5 @@
 //! The bench-only XDP programs (forwarder-bench-ebpf, built by tests/build.rs): the
-//! live-frames generator, the counting sink and the FIB-forwarding ceiling.
+//! live-frames generator, the counting sink, the FIB-forwarding ceiling and the floor.
 
 use crate::netns::Netns;
 use anyhow::{Context, Result};
@@ -105,6 +105,30 @@ pub struct Ceiling(#[allow(dead_code)] Ebpf);
 impl Ceiling {
     pub fn attach(ns: &Netns, iface: &str) -> Result<Ceiling> {
         Ok(Ceiling(attach(ns, iface, "bench_ceiling")?))
+    }
+}
+
+/// The floor: the ceiling without its FIB lookup, to a next hop given here.
+pub struct Floor(#[allow(dead_code)] Ebpf);
+
+impl Floor {
+    /// On `iface` of `ns`: every IPv4 frame leaves by `out_ifindex` with these MACs.
+    pub fn attach(
+        ns: &Netns,
+        iface: &str,
+        (smac, dmac): ([u8; 6], [u8; 6]),
+        out_ifindex: u32,
+    ) -> Result<Floor> {
+        let mut ebpf = attach(ns, iface, "bench_floor")?;
+        // forwarder-bench-ebpf's Hop: smac, dmac, ifindex (native order), 16 bytes.
+        let mut hop = [0u8; 16];
+        hop[..6].copy_from_slice(&smac);
+        hop[6..12].copy_from_slice(&dmac);
+        hop[12..].copy_from_slice(&out_ifindex.to_ne_bytes());
+        let mut m: Array<&mut MapData, [u8; 16]> =
+            Array::try_from(ebpf.map_mut("FLOOR_HOP").context("no FLOOR_HOP map")?)?;
+        m.set(0, hop, 0)?;
+        Ok(Floor(ebpf))
     }
 }
 

@@ -67,9 +67,16 @@ pub fn markdown(opts: &Options, rows: &[Row], plot: Option<&str>) -> String {
          loop (each test run's page-pool set-up and tear-down leaves the CPU idle ~25 ms).\n\
          - **vs. iptables**: iptables' ns/pkt over the row's (how many times less CPU); \
          **vs. ceiling**: the row's over the ceiling's. The ceiling is an XDP program doing only \
-         FIB lookup, MAC rewrite, TTL decrement and XDP_TX / redirect; `Linux routing` forwards \
-         frames addressed to the broker with no NAT and no netfilter (no connection needed, so \
-         none is made).\n",
+         FIB lookup, MAC rewrite, TTL decrement and XDP_TX / redirect; the floor the same \
+         without the FIB lookup (a fixed next hop), so its row is what the bed itself costs \
+         per frame (generator, veth hops, sink) plus the least any forwarder does; `Linux \
+         routing` forwards frames addressed to the broker with no NAT and no netfilter. These \
+         three need no connection, so none is made.\n\
+         - The second table of each shape takes the generator's CPU alone: *gen. CPU* (its \
+         busy jiffies) and *gen. thread* (the thread's own CPU time, the test-run loop with the \
+         softirq work it runs inline; the finest figure here). *above the floor* is gen. thread \
+         less the floor's: what the contender adds to the bed, compared again with iptables and \
+         the ceiling.\n",
         opts.frames, opts.rounds
     );
     if let Some(p) = plot {
@@ -77,39 +84,74 @@ pub fn markdown(opts: &Options, rows: &[Row], plot: Option<&str>) -> String {
     }
     for shape in Shape::ALL {
         let of_shape: Vec<&Row> = rows.iter().filter(|r| r.shape == shape).collect();
-        if of_shape.is_empty() {
-            continue;
+        if !of_shape.is_empty() {
+            let _ = writeln!(md, "### {}\n", shape.name());
+            judged_table(&mut md, &of_shape);
+            breakdown_table(&mut md, &of_shape);
         }
-        let ns_of = |c: Contender| {
-            of_shape.iter().find(|r| r.contender == c && r.unavailable.is_none()).map(|r| r.ns)
-        };
-        let (ipt, ceil) = (ns_of(Contender::Iptables), ns_of(Contender::Ceiling));
-        let _ = writeln!(md, "### {}\n", shape.name());
-        let _ = writeln!(
-            md,
-            "| contender | Mpps delivered | ns/pkt (all CPUs) | vs. iptables | vs. ceiling | gen. CPU ns/pkt | gen. thread ns/pkt | other CPUs busy | delivered |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-        );
-        for r in of_shape {
-            if let Some(why) = &r.unavailable {
-                let _ = writeln!(md, "| {} | {why} | | | | | | | |", r.contender.name());
-                continue;
-            }
-            let ratio = |v: Option<f64>| v.map(|v| format!("{v:.2}x")).unwrap_or_default();
-            let _ = writeln!(
-                md,
-                "| {} | {:.2} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} % | {:.1} % |",
-                r.contender.name(),
-                r.mpps,
-                r.ns,
-                ratio(ipt.map(|i| i / r.ns)),
-                ratio(ceil.map(|c| r.ns / c)),
-                r.gen_cpu_ns,
-                r.gen_thread_ns,
-                r.others_busy * 100.0,
-                r.delivered_share * 100.0
-            );
-        }
-        let _ = writeln!(md);
     }
     md
+}
+
+/// The figure of a contender that ran (not the unavailable ones).
+fn figure(rows: &[&Row], c: Contender, f: fn(&Row) -> f64) -> Option<f64> {
+    rows.iter().find(|r| r.contender == c && r.unavailable.is_none()).map(|r| f(r))
+}
+
+fn ratio(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite() && *v > 0.0).map(|v| format!("{v:.2}x")).unwrap_or("-".into())
+}
+
+/// Rate and busy CPU of all CPUs per delivered frame: the judged figures.
+fn judged_table(md: &mut String, rows: &[&Row]) {
+    let ipt = figure(rows, Contender::Iptables, |r| r.ns);
+    let ceil = figure(rows, Contender::Ceiling, |r| r.ns);
+    let _ = writeln!(
+        md,
+        "| contender | Mpps delivered | busy CPU ns/pkt | vs. iptables | vs. ceiling | other CPUs busy | delivered |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        if let Some(why) = &r.unavailable {
+            let _ = writeln!(md, "| {} | {why} | | | | | |", r.contender.name());
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.0} | {} | {} | {:.0} % | {:.1} % |",
+            r.contender.name(),
+            r.mpps,
+            r.ns,
+            ratio(ipt.map(|i| i / r.ns)),
+            ratio(ceil.map(|c| r.ns / c)),
+            r.others_busy * 100.0,
+            r.delivered_share * 100.0
+        );
+    }
+    let _ = writeln!(md);
+}
+
+/// The generator's CPU alone, and what each contender adds above the floor.
+fn breakdown_table(md: &mut String, rows: &[&Row]) {
+    let floor = figure(rows, Contender::Floor, |r| r.gen_thread_ns);
+    let above = |r: &Row| floor.map(|f| r.gen_thread_ns - f);
+    let ipt = figure(rows, Contender::Iptables, |r| r.gen_thread_ns).zip(floor).map(|(i, f)| i - f);
+    let ceil = figure(rows, Contender::Ceiling, |r| r.gen_thread_ns).zip(floor).map(|(c, f)| c - f);
+    let _ = writeln!(
+        md,
+        "| contender | gen. CPU ns/pkt | gen. thread ns/pkt | above the floor | vs. iptables | vs. ceiling |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for r in rows.iter().filter(|r| r.unavailable.is_none()) {
+        let a = above(r);
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {} | {} | {} |",
+            r.contender.name(),
+            r.gen_cpu_ns,
+            r.gen_thread_ns,
+            a.map(|a| format!("{a:.0}")).unwrap_or("-".into()),
+            ratio(ipt.zip(a).map(|(i, a)| i / a)),
+            ratio(ceil.zip(a).map(|(c, a)| a / c)),
+        );
+    }
+    let _ = writeln!(md);
 }
