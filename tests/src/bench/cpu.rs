@@ -49,3 +49,33 @@ fn tick_ns() -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
     1e9 / hz as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One entry per CPU, and the per-CPU sum is the machine's "cpu" line (to a jiffy per
+    /// CPU: the two reads are not atomic).
+    #[test]
+    fn per_cpu_busy_adds_up_to_the_machine_line() {
+        let b = Busy::now().unwrap();
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(b.0.len(), cpus);
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        let f: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let line = f[0] + f[1] + f[2] + f[5] + f[6] + f[7];
+        let sum: u64 = b.0.iter().sum();
+        assert!(
+            line >= sum && line - sum <= 10 * cpus as u64,
+            "cpu line {line}, per-CPU sum {sum}"
+        );
+        assert!(busy_ns().unwrap() > 0);
+    }
+}
