@@ -94,7 +94,7 @@ impl Topology {
     /// Where this topology's forwarder pins its maps and links (bpffs is not per namespace,
     /// so each test has its own directory).
     pub fn pin_dir(&self) -> PathBuf {
-        test_bpffs().join(self.natvm.name())
+        pin_dir(&self.natvm)
     }
 
     /// One of the forwarder's pinned maps, opened from the test (bpffs is not per namespace),
@@ -107,16 +107,12 @@ impl Topology {
 
     /// The forwarder's control socket and state file directory.
     pub fn run_dir(&self) -> PathBuf {
-        std::env::temp_dir().join(format!("{}.run", self.natvm.name()))
+        run_dir(&self.natvm)
     }
 
     /// The config keys that keep this topology's forwarder apart from every other one.
     pub fn instance_keys(&self) -> String {
-        format!(
-            "pin_path = \"{}\"\ncontrol_socket = \"{}/control.sock\"\n",
-            self.pin_dir().display(),
-            self.run_dir().display()
-        )
+        instance_keys(&self.natvm)
     }
 
     /// The seed configuration for this topology.
@@ -127,15 +123,7 @@ impl Topology {
     /// `forwarder unload` for the daemon of `config` (through it when it runs, offline
     /// otherwise); fails unless it succeeds and the pins are gone.
     pub fn unload(&self, config: &std::path::Path) -> Result<()> {
-        let out = cli(&self.natvm, config, &["unload"])?;
-        anyhow::ensure!(
-            out.status.success(),
-            "unload failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        anyhow::ensure!(!self.pin_dir().exists(), "pins left after unload");
-        Ok(())
+        unload(&self.natvm, config)
     }
 
     /// Fails if any netfilter NAT rule exists in the NAT VM: the forwarding must be ours.
@@ -154,9 +142,53 @@ impl Drop for Topology {
     /// A test that failed half-way may leave its forwarder's pins; the namespaces (and
     /// with them the sysctls) go when the fields drop.
     fn drop(&mut self) {
-        let _ = forwarder::pins::Pins::new(self.pin_dir()).remove_all();
-        let _ = std::fs::remove_dir_all(self.run_dir());
+        remove_leftovers(&self.natvm);
     }
+}
+
+/// Where the forwarder running in `ns` pins its maps and links (bpffs is not per namespace,
+/// so each namespace's daemon has its own directory).
+pub fn pin_dir(ns: &Netns) -> PathBuf {
+    test_bpffs().join(ns.name())
+}
+
+/// The control socket and state file directory of the forwarder running in `ns`.
+pub fn run_dir(ns: &Netns) -> PathBuf {
+    std::env::temp_dir().join(format!("{}.run", ns.name()))
+}
+
+/// The config keys that keep the forwarder of `ns` apart from every other one.
+pub fn instance_keys(ns: &Netns) -> String {
+    format!(
+        "pin_path = \"{}\"\ncontrol_socket = \"{}/control.sock\"\n",
+        pin_dir(ns).display(),
+        run_dir(ns).display()
+    )
+}
+
+/// `forwarder unload` for the daemon of `config` in `ns` (through it when it runs, offline
+/// otherwise); fails unless it succeeds and the pins are gone.
+pub fn unload(ns: &Netns, config: &std::path::Path) -> Result<()> {
+    let out = cli(ns, config, &["unload"])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "unload failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    anyhow::ensure!(!pin_dir(ns).exists(), "pins left after unload");
+    Ok(())
+}
+
+/// Removes what a forwarder in `ns` may have left: its config file ([`Daemon::start`]), and
+/// its pins and run directory when a test failed half-way.
+pub fn remove_leftovers(ns: &Netns) {
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.toml", ns.name())));
+    if std::env::var_os("FWT_BPFFS").is_none() {
+        return;
+    }
+    let _ = forwarder::pins::Pins::new(pin_dir(ns)).remove_all();
+    let _ = std::fs::remove_dir_all(run_dir(ns));
 }
 
 /// An XDP_PASS program on `iface` (the peer of a native-XDP veth, which needs one to take

@@ -43,9 +43,18 @@ enum Task {
     Demo,
     /// Build the release binary and the .deb (cargo-deb), then check the package's contents.
     Deb,
-    /// Measure program cost, whole-connection throughput and rate against iptables, and
-    /// map memory; writes BENCHMARKS.md.
-    Bench,
+    /// Measure program cost, whole-connection throughput and rate against iptables, the
+    /// packet rate and CPU per packet of one flow, and map memory; writes BENCHMARKS.md
+    /// and its chart.
+    Bench {
+        /// The packet-rate bed only, every contender once with few frames (under a minute),
+        /// written to target/bench-quick/ instead of BENCHMARKS.md.
+        #[arg(long)]
+        quick: bool,
+        /// Run only these sections: program, path, kafka, rate, memory (repeatable).
+        #[arg(long)]
+        only: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -55,7 +64,7 @@ fn main() -> Result<()> {
         Task::Test { args } => setup().and_then(|_| test(&args)),
         Task::Deb => setup().and_then(|_| deb()),
         Task::Demo => setup().and_then(|_| demo()),
-        Task::Bench => setup().and_then(|_| bench()),
+        Task::Bench { quick, only } => setup().and_then(|_| bench(quick, &only)),
     }
 }
 
@@ -73,19 +82,28 @@ fn setup() -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench`: tests/src/bench, written to BENCHMARKS.md. The daemons it starts pin
-/// into the same throwaway bpffs as the tests.
-fn bench() -> Result<()> {
+/// `cargo xtask bench`: tests/src/bench, written to BENCHMARKS.md (with `--quick`, to
+/// target/bench-quick/BENCHMARKS.md). The daemons it starts pin into the same throwaway
+/// bpffs as the tests.
+fn bench(quick: bool, only: &[String]) -> Result<()> {
     let bin = build(false)?;
     cargo(&["build", "--package", "forwarder-tests", "--bin", "bench"])?;
     let bench = workspace_root().join("target/debug/bench");
-    let out = workspace_root().join("BENCHMARKS.md");
+    let out = if quick {
+        workspace_root().join("target/bench-quick/BENCHMARKS.md")
+    } else {
+        workspace_root().join("BENCHMARKS.md")
+    };
+    let mut args = Vec::new();
+    if quick {
+        args.push("--quick".to_string());
+    }
+    for section in only {
+        args.extend(["--only".to_string(), section.clone()]);
+    }
+    args.push(out.to_string_lossy().into_owned());
     with_test_bpffs(|bpffs| {
-        as_root(
-            &bench,
-            &[out.to_string_lossy().into_owned()],
-            &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs)],
-        )
+        as_root(&bench, &args, &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs)])
     })
 }
 
@@ -215,12 +233,14 @@ fn test(extra: &[String]) -> Result<()> {
 
 const TEST_BPFFS: &str = "/run/forwarder-tests-bpffs";
 
-/// Runs `f` with a bpffs of its own mounted at TEST_BPFFS, unmounted after it whatever
-/// `f` returned. The daemons of the tests and benchmarks pin there: /sys/fs/bpf is not
-/// always mounted, and `ip netns exec` gives each process a private /sys, which would lose
-/// pins across daemon restarts.
+/// Runs `f` with a bpffs of its own mounted at TEST_BPFFS-<pid>, unmounted after it
+/// whatever `f` returned. One per xtask process: a `cargo xtask bench` beside a `cargo xtask
+/// test` (two work trees on one machine) must not unmount the other's bpffs under it.
+/// The daemons of the tests and benchmarks pin there: /sys/fs/bpf is not always mounted,
+/// and `ip netns exec` gives each process a private /sys, which would lose pins across
+/// daemon restarts.
 fn with_test_bpffs(f: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let bpffs = PathBuf::from(TEST_BPFFS);
+    let bpffs = PathBuf::from(format!("{TEST_BPFFS}-{}", std::process::id()));
     mount_bpffs(&bpffs)?;
     let result = f(&bpffs);
     let unmounted = unmount_bpffs(&bpffs);

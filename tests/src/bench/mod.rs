@@ -5,12 +5,42 @@
 pub mod cpu;
 pub mod memory;
 pub mod path;
+pub mod plot;
 pub mod program;
+pub mod rate;
 
-use anyhow::Result;
-use std::fmt::Write;
+use anyhow::{bail, Result};
+use std::{fmt::Write, path::Path};
+
+/// The parts of the report, in the order they are run and written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Program,
+    Path,
+    /// The Kafka lab's produce ratio (about a minute; needs tansu).
+    Kafka,
+    Rate,
+    Memory,
+}
+
+impl Section {
+    pub const ALL: [Section; 5] =
+        [Section::Program, Section::Path, Section::Kafka, Section::Rate, Section::Memory];
+
+    pub fn parse(name: &str) -> Result<Section> {
+        Ok(match name {
+            "program" => Section::Program,
+            "path" => Section::Path,
+            "kafka" => Section::Kafka,
+            "rate" => Section::Rate,
+            "memory" => Section::Memory,
+            other => bail!("no bench section {other:?} (program, path, kafka, rate, memory)"),
+        })
+    }
+}
 
 pub struct Options {
+    pub sections: Vec<Section>,
     /// Single test runs per program path.
     pub runs: usize,
     pub rounds: usize,
@@ -19,21 +49,29 @@ pub struct Options {
     pub max_flows: u64,
     /// Tracked flows at which the program cost is measured.
     pub fills: Vec<u32>,
-    /// Run the Kafka lab for the produce ratio (about a minute; needs tansu).
-    pub kafka: bool,
+    pub rate: rate::Options,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
+            sections: Section::ALL.to_vec(),
             runs: 20_000,
             rounds: 5,
             iperf_seconds: 4,
             conns: 1000,
             max_flows: 262_144,
             fills: program::FILLS.to_vec(),
-            kafka: true,
+            rate: rate::Options::full(),
         }
+    }
+}
+
+impl Options {
+    /// `cargo xtask bench --quick`: the packet-rate bed only, every shape and contender
+    /// once with few frames. It checks that the bed works, its figures are rough.
+    pub fn quick() -> Self {
+        Options { sections: vec![Section::Rate], rate: rate::Options::quick(), ..Self::default() }
     }
 }
 
@@ -50,14 +88,31 @@ pub fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs every benchmark (bounded: about two minutes) and returns the Markdown report.
-pub fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<String> {
+/// Runs the benchmarks of `opts.sections` (bounded: a few minutes) and returns the Markdown
+/// report; charts are written into `out_dir`, beside the report.
+pub fn run(opts: &Options, out_dir: &Path, say: &mut dyn FnMut(&str)) -> Result<String> {
     let mut md = String::new();
+    for section in &opts.sections {
+        match section {
+            Section::Program => program_section(opts, &mut md, say)?,
+            Section::Path => path_section(opts, &mut md, say)?,
+            Section::Kafka => kafka_section(&mut md, say)?,
+            Section::Rate => rate_section(opts, out_dir, &mut md, say)?,
+            Section::Memory => memory_section(opts, &mut md, say)?,
+        }
+        md.push('\n');
+    }
+    Ok(md)
+}
 
+fn program_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
     say("program cost (BPF_PROG_TEST_RUN) at 1 to 1M tracked flows...");
     let fills = program::measure(opts.runs, &opts.fills)?;
-    program_cost_tables(&mut md, opts.runs, &fills)?;
+    program_cost_tables(md, opts.runs, &fills)?;
+    Ok(())
+}
 
+fn path_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
     say("whole connections: direct, iptables, forwarder modes (iperf3, connection rate)...");
     let ways = path::measure(opts.rounds, opts.iperf_seconds, opts.conns)?;
     let mut rows: Vec<(String, f64, f64, f64, f64)> = ways
@@ -68,12 +123,9 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<String> {
             (w, median(&mut s.gbit_s), cpu, median(&mut s.conns_s), slowest)
         })
         .collect();
-    let (ipt_g, ipt_cpu, ipt_c) = rows
-        .iter()
-        .find(|r| r.0 == "iptables")
-        .map(|r| (r.1, r.2, r.3))
-        .unwrap_or((1.0, 1.0, 1.0));
-    writeln!(md, "\n## Whole connections through the NAT VM\n")?;
+    let (ipt_g, ipt_cpu, ipt_c) =
+        rows.iter().find(|r| r.0 == "iptables").map(|r| (r.1, r.2, r.3)).unwrap_or((1.0, 1.0, 1.0));
+    writeln!(md, "## Whole connections through the NAT VM\n")?;
     writeln!(
         md,
         "The e2e topology (client -> router -> NAT VM -> router -> broker, veth, GRO on the NAT \
@@ -98,39 +150,80 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<String> {
             *c / ipt_c
         )?;
     }
+    Ok(())
+}
 
-    if opts.kafka {
-        say("Kafka produce through the lab (tansu brokers, kafka-python and the Rust client)...");
-        let mut lab = crate::lab::Options::demo();
-        lab.prefix = "fwd-bench".into();
-        let summary = crate::lab::run(&lab, &mut |line| say(&line))?;
-        writeln!(md, "\n## Kafka produce through the Azure path\n")?;
+/// The Kafka lab's produce throughput, direct and through the forwarder.
+fn kafka_section(md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
+    say("Kafka produce through the lab (tansu brokers, kafka-python and the Rust client)...");
+    let mut lab = crate::lab::Options::demo();
+    lab.prefix = "fwd-bench".into();
+    let summary = crate::lab::run(&lab, &mut |line| say(&line))?;
+    writeln!(md, "## Kafka produce through the Azure path\n")?;
+    writeln!(
+        md,
+        "The lab of `cargo xtask demo` ({} tansu brokers behind the load balancer and two \
+         NAT VMs running the forwarder in `xdp` mode): {} x {} B produced per run, the \
+         same client direct to the broker and through the whole path in turns, median of \
+         {} pairs. The forwarded path also crosses the load balancer's nftables NAT and \
+         two more veth hops on the same two cores.\n",
+        lab.brokers, lab.bench_messages, lab.message_size, lab.bench_rounds
+    )?;
+    writeln!(
+        md,
+        "| client | direct MB/s | through the forwarder MB/s | ratio |\n|---|---:|---:|---:|"
+    )?;
+    for (name, t) in
+        [("kafka-python", &summary.throughput), ("Rust (kafka-protocol)", &summary.rust_throughput)]
+    {
         writeln!(
             md,
-            "The lab of `cargo xtask demo` ({} tansu brokers behind the load balancer and two \
-             NAT VMs running the forwarder in `xdp` mode): {} x {} B produced per run, the \
-             same client direct to the broker and through the whole path in turns, median of \
-             {} pairs. The forwarded path also crosses the load balancer's nftables NAT and \
-             two more veth hops on the same two cores.\n",
-            lab.brokers, lab.bench_messages, lab.message_size, lab.bench_rounds
+            "| {name} | {:.2} | {:.2} | {:.2}x |",
+            t.direct_mb_s,
+            t.forwarded_mb_s,
+            t.ratio()
         )?;
-        writeln!(md, "| client | direct MB/s | through the forwarder MB/s | ratio |\n|---|---:|---:|---:|")?;
-        for (name, t) in
-            [("kafka-python", &summary.throughput), ("Rust (kafka-protocol)", &summary.rust_throughput)]
-        {
-            writeln!(
-                md,
-                "| {name} | {:.2} | {:.2} | {:.2}x |",
-                t.direct_mb_s,
-                t.forwarded_mb_s,
-                t.ratio()
-            )?;
-        }
     }
+    Ok(())
+}
 
+/// The packet-rate bed (rate/), its tables and its chart.
+fn rate_section(
+    opts: &Options,
+    out_dir: &Path,
+    md: &mut String,
+    say: &mut dyn FnMut(&str),
+) -> Result<()> {
+    say("packet rate: one TCP flow of 64-byte frames, every contender, both shapes...");
+    let outcomes = rate::measure(&opts.rate, say)?;
+    let rows = rate::report::rows(&outcomes);
+    let bars: Vec<(String, f64)> = rows
+        .iter()
+        .filter(|r| r.shape == rate::Shape::Hairpin && r.unavailable.is_none())
+        .map(|r| (r.contender.name().to_string(), r.ns))
+        .collect();
+    const CHART: &str = "bench-cpu-per-packet.svg";
+    let chart = if bars.is_empty() {
+        None
+    } else {
+        plot::bars(
+            &out_dir.join(CHART),
+            &plot::Bars {
+                title: "Busy CPU per delivered 64-byte packet, hairpin (lower is better)",
+                x_label: "busy CPU ns per delivered packet (all CPUs)",
+                bars,
+            },
+        )?;
+        Some(CHART)
+    };
+    md.push_str(&rate::report::markdown(&opts.rate, &rows, chart));
+    Ok(())
+}
+
+fn memory_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
     say("memory of the connection table...");
     let mem = memory::measure(opts.max_flows)?;
-    writeln!(md, "\n## Kernel memory\n")?;
+    writeln!(md, "## Kernel memory\n")?;
     writeln!(
         md,
         "The daemon's maps with `max_flows = {}` as the kernel accounts them (`bpftool map \
@@ -158,7 +251,7 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<String> {
         )?,
         None => writeln!(md, "\nConnection tracking per flow: {per_flow:.0} bytes.")?,
     }
-    Ok(md)
+    Ok(())
 }
 
 /// The per-path table at one flow, then each path's cost against the tracked flows.

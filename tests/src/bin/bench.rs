@@ -1,5 +1,9 @@
-//! `cargo xtask bench`: runs tests/src/bench and writes BENCHMARKS.md (or the path given as
-//! the first argument) with the command, the machine and the results.
+//! `cargo xtask bench`: runs tests/src/bench and writes BENCHMARKS.md (or the path given)
+//! with the command, the machine and the results; charts go beside it.
+//!
+//! `bench [--quick] [--only SECTION]... [OUT]`: `--quick` runs the packet-rate bed only,
+//! with few frames, into target/bench-quick/BENCHMARKS.md unless OUT is given; `--only`
+//! runs the named sections (program, path, kafka, rate, memory).
 
 use forwarder_tests::{bench, require_root};
 use std::{process::Command, time::Instant};
@@ -14,9 +18,12 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 
 fn main() -> anyhow::Result<()> {
     require_root();
-    let out = std::env::args().nth(1).unwrap_or_else(|| "BENCHMARKS.md".into());
+    let (opts, out) = parse_args()?;
+    let out = std::path::PathBuf::from(out);
+    let out_dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(".".as_ref());
+    std::fs::create_dir_all(out_dir)?;
     let start = Instant::now();
-    let results = bench::run(&bench::Options::default(), &mut |s| {
+    let results = bench::run(&opts, out_dir, &mut |s| {
         eprintln!("[{:>5.1}s] {s}", start.elapsed().as_secs_f64())
     })?;
     let cpu = sh("sh", &["-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]);
@@ -32,6 +39,28 @@ fn main() -> anyhow::Result<()> {
         include_str!("../bench/reading.md"),
     );
     std::fs::write(&out, doc)?;
-    eprintln!("wrote {out} in {:.0} s", start.elapsed().as_secs_f64());
+    eprintln!("wrote {} in {:.0} s", out.display(), start.elapsed().as_secs_f64());
     Ok(())
+}
+
+fn parse_args() -> anyhow::Result<(bench::Options, String)> {
+    let mut args = std::env::args().skip(1);
+    let (mut quick, mut only, mut out) = (false, Vec::new(), None);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--only" => {
+                let name = args.next().ok_or_else(|| anyhow::anyhow!("--only needs a section"))?;
+                only.push(bench::Section::parse(&name)?);
+            }
+            flag if flag.starts_with("--") => anyhow::bail!("unknown option {flag}"),
+            path => out = Some(path.to_string()),
+        }
+    }
+    let mut opts = if quick { bench::Options::quick() } else { bench::Options::default() };
+    if !only.is_empty() {
+        opts.sections = only;
+    }
+    let default_out = if quick { "target/bench-quick/BENCHMARKS.md" } else { "BENCHMARKS.md" };
+    Ok((opts, out.unwrap_or_else(|| default_out.into())))
 }

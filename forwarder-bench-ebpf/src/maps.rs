@@ -1,0 +1,101 @@
+//! The bench programs' maps. Values are plain integers and byte arrays (and `Hop`, 16 bytes:
+//! two MACs and an ifindex), so userspace (tests/src/bench/rate/progs.rs) needs no shared
+//! type crate; the index enums and `Hop` are mirrored there.
+
+use crate::parse::FRAME_LEN;
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+    EbpfContext,
+};
+
+/// The generator's frame; entry 0.
+#[map(name = "TEMPLATE")]
+pub static TEMPLATE: Array<[u8; FRAME_LEN]> = Array::with_max_entries(1, 0);
+
+/// The floor program's next hop (entry 0), set by userspace.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Hop {
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub ifindex: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Hop>() == 16);
+
+#[map(name = "FLOOR_HOP")]
+pub static FLOOR_HOP: Array<Hop> = Array::with_max_entries(1, 0);
+
+/// What a delivered frame must look like.
+#[repr(u32)]
+pub enum Expect {
+    /// Source address, network order as read from the header.
+    Saddr = 0,
+    Daddr = 1,
+    /// Source and destination ports, the header's 4 bytes read as a native u32.
+    Ports = 2,
+}
+
+#[map(name = "EXPECT")]
+pub static EXPECT: Array<u32> = Array::with_max_entries(3, 0);
+
+/// The sink's counters, per CPU.
+#[repr(u32)]
+pub enum Count {
+    /// Marked frames that arrived as expected (dropped).
+    Delivered = 0,
+    /// Marked frames with other addresses or ports (dropped, not counted as delivered).
+    Untranslated = 1,
+}
+
+#[map(name = "COUNTS")]
+pub static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Frames the sink keeps whole.
+#[repr(u32)]
+pub enum Slot {
+    /// One delivered frame in `SAMPLE_EVERY`.
+    Sample = 0,
+}
+
+#[map(name = "FRAMES")]
+pub static FRAMES: Array<[u8; FRAME_LEN]> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn expect(e: Expect) -> u32 {
+    EXPECT.get(e as u32).copied().unwrap_or(0)
+}
+
+/// Adds one to a counter; returns the new value on this CPU.
+#[inline(always)]
+pub fn count(c: Count) -> u64 {
+    match COUNTS.get_ptr_mut(c as u32) {
+        // SAFETY: a per-CPU value, only this program on this CPU writes it.
+        Some(v) => unsafe {
+            *v += 1;
+            *v
+        },
+        None => 0,
+    }
+}
+
+/// Copies the frame's first FRAME_LEN bytes into `slot` (shorter frames are not kept).
+#[inline(always)]
+pub fn record(ctx: &XdpContext, slot: Slot) {
+    if ctx.data() + FRAME_LEN > ctx.data_end() {
+        return;
+    }
+    if let Some(dst) = FRAMES.get_ptr_mut(slot as u32) {
+        // SAFETY: dst is a map value of FRAME_LEN bytes; the helper checks the packet bounds.
+        unsafe {
+            aya_ebpf::helpers::bpf_xdp_load_bytes(
+                ctx.as_ptr() as *mut _,
+                0,
+                dst as *mut _,
+                FRAME_LEN as u32,
+            )
+        };
+    }
+}

@@ -1,0 +1,171 @@
+//! The bench-only XDP programs (forwarder-bench-ebpf, built by tests/build.rs): the
+//! live-frames generator, the counting sink, the FIB-forwarding ceiling and the floor.
+
+use crate::netns::Netns;
+use anyhow::{Context, Result};
+use aya::{
+    maps::{Array, MapData, PerCpuArray},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    Ebpf,
+};
+use std::net::SocketAddrV4;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/forwarder-bench"));
+
+/// The generator's frame length (forwarder-bench-ebpf's FRAME_LEN): 64 bytes on the wire
+/// before the FCS, Ethernet + IPv4 + TCP + 10 payload bytes.
+pub const FRAME_LEN: usize = 64;
+/// IP id of the generator's frames; the sink counts only these.
+pub const MARK: u16 = 0xbeef;
+/// Frames per batch of a live-frames run (the kernel's default, NAPI_POLL_WEIGHT).
+const BATCH: u32 = 64;
+
+/// forwarder-bench-ebpf's `Expect` and `Count` indexes.
+const EXPECT_SADDR: u32 = 0;
+const EXPECT_DADDR: u32 = 1;
+const EXPECT_PORTS: u32 = 2;
+const COUNT_DELIVERED: u32 = 0;
+const COUNT_UNTRANSLATED: u32 = 1;
+
+fn load(program: &str) -> Result<Ebpf> {
+    let mut ebpf = Ebpf::load(OBJECT).context("loading forwarder-bench-ebpf")?;
+    let prog: &mut Xdp =
+        ebpf.program_mut(program).with_context(|| format!("no program {program}"))?.try_into()?;
+    prog.load().with_context(|| format!("loading {program}"))?;
+    Ok(ebpf)
+}
+
+/// Loads `program` and attaches it in driver mode to `iface` of `ns`; detached when the
+/// returned object drops.
+fn attach(ns: &Netns, iface: &str, program: &'static str) -> Result<Ebpf> {
+    let iface = iface.to_string();
+    ns.enter(move || -> Result<Ebpf> {
+        let mut ebpf = load(program)?;
+        let prog: &mut Xdp = ebpf.program_mut(program).expect("loaded above").try_into()?;
+        prog.attach(&iface, XdpMode::Driver)
+            .with_context(|| format!("attaching {program} to {iface}"))?;
+        Ok(ebpf)
+    })?
+}
+
+/// The counting sink on a receiving veth end.
+pub struct Sink(Ebpf);
+
+/// What the sink saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    /// Marked frames that arrived with the expected addresses and ports.
+    pub delivered: u64,
+    /// Marked frames that arrived otherwise.
+    pub untranslated: u64,
+}
+
+impl Sink {
+    pub fn attach(ns: &Netns, iface: &str) -> Result<Sink> {
+        Ok(Sink(attach(ns, iface, "bench_sink")?))
+    }
+
+    /// The addresses and ports a delivered frame must carry.
+    pub fn expect(&mut self, src: SocketAddrV4, dst: SocketAddrV4) -> Result<()> {
+        let mut m: Array<&mut MapData, u32> =
+            Array::try_from(self.0.map_mut("EXPECT").context("no EXPECT map")?)?;
+        let ports = [src.port().to_be_bytes(), dst.port().to_be_bytes()].concat();
+        m.set(EXPECT_SADDR, u32::from_ne_bytes(src.ip().octets()), 0)?;
+        m.set(EXPECT_DADDR, u32::from_ne_bytes(dst.ip().octets()), 0)?;
+        m.set(EXPECT_PORTS, u32::from_ne_bytes(ports.try_into().expect("4 bytes")), 0)?;
+        Ok(())
+    }
+
+    pub fn counts(&self) -> Result<Counts> {
+        let m: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.0.map("COUNTS").context("no COUNTS map")?)?;
+        let sum = |i| -> Result<u64> { Ok(m.get(&i, 0)?.iter().sum()) };
+        Ok(Counts { delivered: sum(COUNT_DELIVERED)?, untranslated: sum(COUNT_UNTRANSLATED)? })
+    }
+
+    pub fn clear_sample(&mut self) -> Result<()> {
+        let mut m: Array<&mut MapData, [u8; FRAME_LEN]> =
+            Array::try_from(self.0.map_mut("FRAMES").context("no FRAMES map")?)?;
+        m.set(0, [0u8; FRAME_LEN], 0)?;
+        Ok(())
+    }
+
+    /// The last delivered frame the sink kept whole (one in 4096 per CPU), if any yet.
+    pub fn sample(&self) -> Result<Option<[u8; FRAME_LEN]>> {
+        let m: Array<&MapData, [u8; FRAME_LEN]> =
+            Array::try_from(self.0.map("FRAMES").context("no FRAMES map")?)?;
+        let f = m.get(&0, 0)?;
+        Ok(if f.iter().all(|b| *b == 0) { None } else { Some(f) })
+    }
+}
+
+/// The ceiling: FIB lookup + MAC rewrite + TTL decrement + XDP_TX / redirect.
+pub struct Ceiling(#[allow(dead_code)] Ebpf);
+
+impl Ceiling {
+    pub fn attach(ns: &Netns, iface: &str) -> Result<Ceiling> {
+        Ok(Ceiling(attach(ns, iface, "bench_ceiling")?))
+    }
+}
+
+/// The floor: the ceiling without its FIB lookup, to a next hop given here.
+pub struct Floor(#[allow(dead_code)] Ebpf);
+
+impl Floor {
+    /// On `iface` of `ns`: every IPv4 frame leaves by `out_ifindex` with these MACs.
+    pub fn attach(
+        ns: &Netns,
+        iface: &str,
+        (smac, dmac): ([u8; 6], [u8; 6]),
+        out_ifindex: u32,
+    ) -> Result<Floor> {
+        let mut ebpf = attach(ns, iface, "bench_floor")?;
+        // forwarder-bench-ebpf's Hop: smac, dmac, ifindex (native order), 16 bytes.
+        let mut hop = [0u8; 16];
+        hop[..6].copy_from_slice(&smac);
+        hop[6..12].copy_from_slice(&dmac);
+        hop[12..].copy_from_slice(&out_ifindex.to_ne_bytes());
+        let mut m: Array<&mut MapData, [u8; 16]> =
+            Array::try_from(ebpf.map_mut("FLOOR_HOP").context("no FLOOR_HOP map")?)?;
+        m.set(0, hop, 0)?;
+        Ok(Floor(ebpf))
+    }
+}
+
+/// The live-frames generator. `send` must run on a thread inside the namespace of the
+/// interface it sends from (the kernel resolves the context's ingress_ifindex there).
+pub struct Generator {
+    ebpf: Ebpf,
+    ifindex: u32,
+    frame: [u8; FRAME_LEN],
+}
+
+impl Generator {
+    pub fn new(ifindex: u32, frame: [u8; FRAME_LEN]) -> Result<Generator> {
+        let mut ebpf = load("bench_gen")?;
+        let mut m: Array<&mut MapData, [u8; FRAME_LEN]> =
+            Array::try_from(ebpf.map_mut("TEMPLATE").context("no TEMPLATE map")?)?;
+        m.set(0, frame, 0)?;
+        Ok(Generator { ebpf, ifindex, frame })
+    }
+
+    /// Sends `frames` frames out of the interface in one live-frames test run; returns the
+    /// time the kernel spent in its send loop (its mean per frame, in whole ns, times frames).
+    pub fn send(&self, frames: u32) -> Result<std::time::Duration> {
+        let prog: &Xdp = self.ebpf.program("bench_gen").context("no bench_gen")?.try_into()?;
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex }
+        let md: [u32; 6] = [0, FRAME_LEN as u32, 0, self.ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&self.frame),
+                ctx_in: Some(&ctx),
+                repeat: frames,
+                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                ..Default::default()
+            })
+            .context("live-frames test run of the generator")?;
+        Ok(r.duration * frames)
+    }
+}

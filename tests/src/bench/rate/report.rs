@@ -1,0 +1,157 @@
+//! Medians of the samples, ratios against iptables and the ceiling, and the Markdown.
+
+use super::{send::Sample, Contender, Options, Outcome, Shape};
+use crate::bench::median;
+use std::fmt::Write;
+
+/// One contender's medians in one shape.
+pub struct Row {
+    pub shape: Shape,
+    pub contender: Contender,
+    pub mpps: f64,
+    /// Busy CPU (all CPUs) per delivered frame, ns.
+    pub ns: f64,
+    /// Busy time of the generator's CPU per delivered frame, ns.
+    pub gen_cpu_ns: f64,
+    /// The generator thread's own CPU time per delivered frame, ns.
+    pub gen_thread_ns: f64,
+    /// Delivered / sent.
+    pub delivered_share: f64,
+    /// How busy the other CPUs were (0..1).
+    pub others_busy: f64,
+    pub unavailable: Option<String>,
+}
+
+pub fn rows(outcomes: &[Outcome]) -> Vec<Row> {
+    outcomes
+        .iter()
+        .map(|o| {
+            let m =
+                |f: fn(&Sample) -> f64| median(&mut o.samples.iter().map(f).collect::<Vec<_>>());
+            Row {
+                shape: o.shape,
+                contender: o.contender,
+                mpps: m(Sample::mpps),
+                ns: m(Sample::busy_ns_per_packet),
+                gen_cpu_ns: m(Sample::gen_cpu_ns_per_packet),
+                gen_thread_ns: m(Sample::gen_thread_ns_per_packet),
+                delivered_share: m(|s| s.delivered as f64 / s.sent.max(1) as f64),
+                others_busy: m(Sample::others_busy),
+                unavailable: o.unavailable.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The Markdown section: what was measured, then one table per shape.
+pub fn markdown(opts: &Options, rows: &[Row], plot: Option<&str>) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "## Packet rate: one TCP flow of 64-byte frames\n");
+    let _ = writeln!(
+        md,
+        "A live-frames generator (BPF_PROG_TEST_RUN, `BPF_F_TEST_XDP_LIVE_FRAMES`) pinned to one \
+         CPU sends {} frames of 64 bytes per sample: the next segments (ACK + 10 bytes, in the \
+         window) of a real TCP connection first opened through the contender, client -> NAT VM \
+         listen port -> broker. A counting XDP sink on the broker's veth end counts the frames \
+         that arrive translated (addresses and ports; one in 4096 is also checked whole: \
+         checksums, TTL, MACs, payload) and drops them. The generator, the NAT VM and the sink \
+         share the generator's CPU (veth runs the receiver's NAPI where the frame was sent), \
+         so every row includes the same cost of generating and receiving.\n\n\
+         - **ns/pkt**: busy time of all CPUs (/proc/stat: user, nice, system, irq, softirq, \
+         steal) over the send window per delivered frame. It also holds whatever ran on the \
+         other CPU meanwhile (*other CPUs busy*), hence {} interleaved round(s), each sample in \
+         fresh namespaces, and medians; *gen. CPU* is the generator CPU's busy time alone and \
+         *gen. thread* the generator thread's own CPU time (the test-run loop with the softirq \
+         work it runs inline): the two figures unrelated load does not reach.\n\
+         - **Mpps**: delivered frames per second of sending, timed by the kernel around its send \
+         loop (each test run's page-pool set-up and tear-down leaves the CPU idle ~25 ms).\n\
+         - **vs. iptables**: iptables' ns/pkt over the row's (how many times less CPU); \
+         **vs. ceiling**: the row's over the ceiling's. The ceiling is an XDP program doing only \
+         FIB lookup, MAC rewrite, TTL decrement and XDP_TX / redirect; the floor the same \
+         without the FIB lookup (a fixed next hop), so its row is what the bed itself costs \
+         per frame (generator, veth hops, sink) plus the least any forwarder does; `Linux \
+         routing` forwards frames addressed to the broker with no NAT and no netfilter. These \
+         three need no connection, so none is made.\n\
+         - The second table of each shape takes the generator's CPU alone: *gen. CPU* (its \
+         busy jiffies) and *gen. thread* (the thread's own CPU time, the test-run loop with the \
+         softirq work it runs inline; the finest figure here). *above the floor* is gen. thread \
+         less the floor's: what the contender adds to the bed, compared again with iptables and \
+         the ceiling.\n",
+        opts.frames, opts.rounds
+    );
+    if let Some(p) = plot {
+        let _ = writeln!(md, "![busy CPU ns per delivered packet, hairpin]({p})\n");
+    }
+    for shape in Shape::ALL {
+        let of_shape: Vec<&Row> = rows.iter().filter(|r| r.shape == shape).collect();
+        if !of_shape.is_empty() {
+            let _ = writeln!(md, "### {}\n", shape.name());
+            judged_table(&mut md, &of_shape);
+            breakdown_table(&mut md, &of_shape);
+        }
+    }
+    md
+}
+
+/// The figure of a contender that ran (not the unavailable ones).
+fn figure(rows: &[&Row], c: Contender, f: fn(&Row) -> f64) -> Option<f64> {
+    rows.iter().find(|r| r.contender == c && r.unavailable.is_none()).map(|r| f(r))
+}
+
+fn ratio(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite() && *v > 0.0).map(|v| format!("{v:.2}x")).unwrap_or("-".into())
+}
+
+/// Rate and busy CPU of all CPUs per delivered frame: the judged figures.
+fn judged_table(md: &mut String, rows: &[&Row]) {
+    let ipt = figure(rows, Contender::Iptables, |r| r.ns);
+    let ceil = figure(rows, Contender::Ceiling, |r| r.ns);
+    let _ = writeln!(
+        md,
+        "| contender | Mpps delivered | busy CPU ns/pkt | vs. iptables | vs. ceiling | other CPUs busy | delivered |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        if let Some(why) = &r.unavailable {
+            let _ = writeln!(md, "| {} | {why} | | | | | |", r.contender.name());
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.0} | {} | {} | {:.0} % | {:.1} % |",
+            r.contender.name(),
+            r.mpps,
+            r.ns,
+            ratio(ipt.map(|i| i / r.ns)),
+            ratio(ceil.map(|c| r.ns / c)),
+            r.others_busy * 100.0,
+            r.delivered_share * 100.0
+        );
+    }
+    let _ = writeln!(md);
+}
+
+/// The generator's CPU alone, and what each contender adds above the floor.
+fn breakdown_table(md: &mut String, rows: &[&Row]) {
+    let floor = figure(rows, Contender::Floor, |r| r.gen_thread_ns);
+    let above = |r: &Row| floor.map(|f| r.gen_thread_ns - f);
+    let ipt = figure(rows, Contender::Iptables, |r| r.gen_thread_ns).zip(floor).map(|(i, f)| i - f);
+    let ceil = figure(rows, Contender::Ceiling, |r| r.gen_thread_ns).zip(floor).map(|(c, f)| c - f);
+    let _ = writeln!(
+        md,
+        "| contender | gen. CPU ns/pkt | gen. thread ns/pkt | above the floor | vs. iptables | vs. ceiling |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for r in rows.iter().filter(|r| r.unavailable.is_none()) {
+        let a = above(r);
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {} | {} | {} |",
+            r.contender.name(),
+            r.gen_cpu_ns,
+            r.gen_thread_ns,
+            a.map(|a| format!("{a:.0}")).unwrap_or("-".into()),
+            ratio(ipt.zip(a).map(|(i, a)| i / a)),
+            ratio(ceil.zip(a).map(|(c, a)| a / c)),
+        );
+    }
+    let _ = writeln!(md);
+}

@@ -1,0 +1,203 @@
+//! One sample: a fresh bed, the contender in it, the flow through it, then a bounded send
+//! window measured and its delivered frames checked.
+
+use super::{
+    bed::{Bed, Shape, CLIENT},
+    contender::{Contender, Setup, Unavailable},
+    cpu,
+    flow::Flow,
+    progs::{Generator, FRAME_LEN, MARK},
+};
+use crate::{
+    bench::cpu::Busy,
+    packet::{flags, parse_tcp, Tcp},
+};
+use anyhow::{bail, ensure, Context, Result};
+use std::{
+    net::SocketAddrV4,
+    time::{Duration, Instant},
+};
+
+/// Frames per live-frames test run: the send window is checked against its time limit
+/// between runs. Each run also sets up and tears down its page pool, which leaves the CPU
+/// idle for ~25 ms (seen here: 250k-frame runs put the ceiling at half its rate), so runs
+/// are long and the rate is taken from the kernel's own timing of the send loop.
+const CHUNK: u64 = 1_000_000;
+/// Longest send window; a contender slower than FRAMES / LIMIT is cut short.
+const LIMIT: Duration = Duration::from_secs(20);
+/// Frames sent before the window, which must arrive (neighbours, caches, the contender's
+/// first-packet work).
+const WARMUP: u64 = 20_000;
+/// The generator's payload: 10 bytes make the frame 64.
+pub const PAYLOAD: &[u8; 10] = b"bench-rate";
+
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub sent: u64,
+    pub delivered: u64,
+    pub wall_ns: f64,
+    /// Time inside the test runs' send loops, as the kernel timed them (the window less
+    /// each run's set-up and tear-down).
+    pub loop_ns: f64,
+    /// Busy time of all CPUs during the window.
+    pub busy_ns: f64,
+    /// Busy time of the generator's CPU.
+    pub gen_cpu_busy_ns: f64,
+    /// CPU time of the generator thread itself.
+    pub gen_thread_ns: f64,
+}
+
+impl Sample {
+    /// Delivered frames per second of sending.
+    pub fn mpps(&self) -> f64 {
+        self.delivered as f64 / self.loop_ns * 1e3
+    }
+    pub fn busy_ns_per_packet(&self) -> f64 {
+        self.busy_ns / self.delivered.max(1) as f64
+    }
+    pub fn gen_cpu_ns_per_packet(&self) -> f64 {
+        self.gen_cpu_busy_ns / self.delivered.max(1) as f64
+    }
+    /// How busy the other CPUs were during the window (0..1): unrelated load there shows
+    /// up in `busy_ns`.
+    pub fn others_busy(&self) -> f64 {
+        let others = std::thread::available_parallelism().map(|n| n.get() - 1).unwrap_or(1);
+        (self.busy_ns - self.gen_cpu_busy_ns).max(0.0) / (self.wall_ns * others.max(1) as f64)
+    }
+    pub fn gen_thread_ns_per_packet(&self) -> f64 {
+        self.gen_thread_ns / self.delivered.max(1) as f64
+    }
+}
+
+/// The generator's frame and what it must look like at the sink.
+struct Plan {
+    frame: Tcp,
+    expect_src: SocketAddrV4,
+    expect_dst: SocketAddrV4,
+}
+
+pub fn sample(shape: Shape, c: Contender, frames: u64) -> Result<Result<Sample, Unavailable>> {
+    let mut bed = Bed::new(shape, "rt")?;
+    let setup = match Setup::enter(&bed, c).with_context(|| format!("setting up {}", c.name()))? {
+        Ok(s) => s,
+        Err(why) => return Ok(Err(why)),
+    };
+    let result = measure(&mut bed, &setup, c, frames);
+    let left = setup.leave(&bed).with_context(|| format!("taking {} down", c.name()));
+    let s = result.with_context(|| format!("{:?} bed, {}", shape, c.name()))?;
+    left?;
+    Ok(Ok(s))
+}
+
+fn measure(bed: &mut Bed, setup: &Setup, c: Contender, frames: u64) -> Result<Sample> {
+    let ((gen_smac, gen_dmac), (fwd_smac, fwd_dmac)) = bed.macs();
+    let (flow, plan) = if c.nat() {
+        let flow = Flow::open(bed)?;
+        setup.check_flow(bed, flow.client)?;
+        let frame = Tcp::new(flow.client, bed.listen(), flags::ACK | flags::PSH)
+            .seq(flow.seq)
+            .ack(flow.ack);
+        let plan = Plan { frame, expect_src: flow.snat, expect_dst: bed.broker() };
+        (Some(flow), plan)
+    } else {
+        // No connection: routing and the ceiling forward by address alone.
+        let src = SocketAddrV4::new(CLIENT, 40001);
+        let frame = Tcp::new(src, bed.broker(), flags::ACK | flags::PSH);
+        (None, Plan { frame, expect_src: src, expect_dst: bed.broker() })
+    };
+    let frame = plan.frame.clone().macs(gen_smac, gen_dmac).payload(PAYLOAD.to_vec());
+    let bytes = generator_frame(&frame)?;
+    bed.sink().expect(plan.expect_src, plan.expect_dst)?;
+
+    let ifindex = bed.gen.ifindex("g0")?;
+    let gen = bed.gen.enter(move || Generator::new(ifindex, bytes))??;
+    let (gen, _) = window(bed, gen, WARMUP)?;
+    let warm = bed.sink().counts()?;
+    if warm.delivered == 0 {
+        bail!(
+            "{} delivered none of {WARMUP} warm-up frames ({} arrived untranslated)",
+            c.name(),
+            warm.untranslated
+        );
+    }
+    // The sample checked below must come from the measured window.
+    bed.sink().clear_sample()?;
+    let (_gen, mut s) = window(bed, gen, frames)?;
+    let after = bed.sink().counts()?;
+    s.delivered = after.delivered - warm.delivered;
+
+    // The frames that arrived were translated as a whole and correctly.
+    let sample = bed.sink().sample()?.context("the sink kept no delivered frame")?;
+    let got = parse_tcp(&sample);
+    ensure!(
+        got.src() == plan.expect_src && got.dst() == plan.expect_dst,
+        "delivered {} -> {}",
+        got.src(),
+        got.dst()
+    );
+    ensure!(got.ip.identification == MARK, "delivered frame's IP id {:#x}", got.ip.identification);
+    ensure!(got.ip.time_to_live == frame.ttl - 1, "delivered TTL {}", got.ip.time_to_live);
+    ensure!(got.tcp.sequence_number == frame.seq, "delivered seq {}", got.tcp.sequence_number);
+    ensure!(got.payload == PAYLOAD, "delivered payload {:?}", got.payload);
+    ensure!(
+        got.eth.source == fwd_smac && got.eth.destination == fwd_dmac,
+        "delivered MACs {:x?} -> {:x?}",
+        got.eth.source,
+        got.eth.destination
+    );
+    if let Some(client_sink) = bed.client_sink() {
+        let back = client_sink.counts()?;
+        ensure!(
+            back.delivered + back.untranslated == 0,
+            "{} frames came back to the client",
+            back.untranslated
+        );
+    }
+    if let Some(client) = flow.as_ref().map(|f| f.client) {
+        if let Some(p) = setup.flow_packets(bed, client)? {
+            ensure!(
+                p >= s.delivered,
+                "the forwarder counted {p} packets on the flow, the sink {}",
+                s.delivered
+            );
+        }
+    }
+    Ok(s)
+}
+
+/// `tcp` as the generator sends it: marked, 64 bytes.
+pub fn generator_frame(tcp: &Tcp) -> Result<[u8; FRAME_LEN]> {
+    let mut tcp = tcp.clone();
+    tcp.ip_id = MARK;
+    tcp.frame().try_into().map_err(|f: Vec<u8>| {
+        anyhow::anyhow!("the generator's frame is {} bytes, not {FRAME_LEN}", f.len())
+    })
+}
+
+/// Sends `frames` from a thread in G pinned to the generator's CPU, in chunks, stopping at
+/// LIMIT; measures wall, CPU and the generator thread's time around the sending.
+fn window(bed: &mut Bed, gen: Generator, frames: u64) -> Result<(Generator, Sample)> {
+    let cpu_n = cpu::generator_cpu();
+    bed.gen.enter(move || -> Result<(Generator, Sample)> {
+        cpu::pin(cpu_n)?;
+        let (busy0, thread0, t0) = (Busy::now()?, cpu::thread_ns(), Instant::now());
+        let (mut sent, mut loop_ns) = (0, 0.0);
+        while sent < frames && t0.elapsed() < LIMIT {
+            let n = CHUNK.min(frames - sent);
+            loop_ns += gen.send(n as u32)?.as_nanos() as f64;
+            sent += n;
+        }
+        let (thread1, wall) = (cpu::thread_ns(), t0.elapsed());
+        let (busy_ns, gen_cpu_busy_ns) = Busy::now()?.since(&busy0, cpu_n);
+        let s = Sample {
+            sent,
+            delivered: 0,
+            wall_ns: wall.as_nanos() as f64,
+            loop_ns,
+            busy_ns,
+            gen_cpu_busy_ns,
+            gen_thread_ns: (thread1 - thread0) as f64,
+        };
+        Ok((gen, s))
+    })?
+}
