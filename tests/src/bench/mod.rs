@@ -94,7 +94,7 @@ pub fn run(opts: &Options, out_dir: &Path, say: &mut dyn FnMut(&str)) -> Result<
     let mut md = String::new();
     for section in &opts.sections {
         match section {
-            Section::Program => program_section(opts, &mut md, say)?,
+            Section::Program => program_section(opts, out_dir, &mut md, say)?,
             Section::Path => path_section(opts, &mut md, say)?,
             Section::Kafka => kafka_section(&mut md, say)?,
             Section::Rate => rate_section(opts, out_dir, &mut md, say)?,
@@ -105,10 +105,37 @@ pub fn run(opts: &Options, out_dir: &Path, say: &mut dyn FnMut(&str)) -> Result<
     Ok(md)
 }
 
-fn program_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
+fn program_section(
+    opts: &Options,
+    out_dir: &Path,
+    md: &mut String,
+    say: &mut dyn FnMut(&str),
+) -> Result<()> {
     say("program cost (BPF_PROG_TEST_RUN) at 1 to 1M tracked flows...");
     let fills = program::measure(opts.runs, &opts.fills)?;
     program_cost_tables(md, opts.runs, &fills)?;
+    let Some(first) = fills.first() else { return Ok(()) };
+    const CHART: &str = "bench-program-cost.svg";
+    let series = first
+        .cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let points =
+                fills.iter().map(|f| ((f.flows as f64).log10(), f.cases[i].ns)).collect();
+            (c.name.to_string(), points)
+        })
+        .collect();
+    plot::lines(
+        &out_dir.join(CHART),
+        &plot::Lines {
+            title: "XDP program cost per packet against tracked flows (BPF_PROG_TEST_RUN)",
+            x_label: "tracked flows, log10 (0 = 1 flow, 6 = 1M)",
+            y_label: "ns per packet",
+            series,
+        },
+    )?;
+    writeln!(md, "\n![program cost against tracked flows]({CHART})")?;
     Ok(())
 }
 
