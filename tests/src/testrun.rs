@@ -66,6 +66,18 @@ impl Table {
     }
 }
 
+/// The conntrack key of a packet from `src` to `dst` (addresses and ports as the packet
+/// carries them).
+pub fn flow_key(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4) -> FlowKey {
+    FlowKey::new(
+        u32::from_ne_bytes(src.ip().octets()),
+        u32::from_ne_bytes(dst.ip().octets()),
+        src.port().to_be(),
+        dst.port().to_be(),
+        6,
+    )
+}
+
 /// What one test run returned.
 #[derive(Debug)]
 pub struct Run {

@@ -21,16 +21,6 @@ fn sa(ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(ip, port)
 }
 
-fn fkey(src: SocketAddrV4, dst: SocketAddrV4) -> FlowKey {
-    FlowKey::new(
-        u32::from_ne_bytes(src.ip().octets()),
-        u32::from_ne_bytes(dst.ip().octets()),
-        src.port().to_be(),
-        dst.port().to_be(),
-        6,
-    )
-}
-
 fn harness(tag: &str) -> Harness {
     forwarder_tests::require_root();
     Harness::new(tag).expect("test harness")
@@ -86,10 +76,10 @@ struct Flow {
 
 impl Flow {
     fn orig_key(&self) -> FlowKey {
-        fkey(self.client, self.listen)
+        flow_key(self.client, self.listen)
     }
     fn reply_key(&self) -> FlowKey {
-        fkey(self.target, self.snat)
+        flow_key(self.target, self.snat)
     }
     fn client_pkt(&self, f: u8) -> Tcp {
         Tcp::new(self.client, self.listen, f).macs(ROUTER_MAC, NAT_MAC)
@@ -917,9 +907,9 @@ fn gc_sweep_removes_expired_and_orphaned_entries() {
     let half_idle = handshake(&mut h, sa(CLIENT_IP, 50012), 2);
     half_idle.age(&mut h, Table::Established, 6_000_000_000, true, false);
     // An orphaned reply half (its original half is gone).
-    let orphan_key = fkey(sa(TARGETS[2], TARGET_PORT), sa(NAT_IP, 41234));
+    let orphan_key = flow_key(sa(TARGETS[2], TARGET_PORT), sa(NAT_IP, 41234));
     let orphan = CtEntry {
-        peer: fkey(sa(CLIENT_IP, 1), sa(NAT_IP, 9094)),
+        peer: flow_key(sa(CLIENT_IP, 1), sa(NAT_IP, 9094)),
         flags: forwarder_common::CT_FLAG_REPLY,
         ..CtEntry::default()
     };

@@ -10,7 +10,7 @@
 use crate::{
     packet::{flags, parse_tcp, Tcp},
     testrun::{
-        default_plan, Harness, Table, LISTEN_PORTS, NAT_IP, NAT_MAC, ROUTER_MAC, TARGETS,
+        default_plan, flow_key, Harness, Table, LISTEN_PORTS, NAT_IP, NAT_MAC, ROUTER_MAC, TARGETS,
         TARGET_PORT, XDP_PASS, XDP_TX,
     },
 };
@@ -108,8 +108,8 @@ pub fn measure(runs: usize, fills: &[u32]) -> Result<Vec<AtFill>> {
             samples[fixed.len()].push(run.duration.as_nanos() as f64);
             // Its entries go again, so the SNAT range never fills up over the runs.
             let out = parse_tcp(&run.data);
-            h.ct_remove(Table::Embryonic, &key(client, listen))?;
-            h.ct_remove(Table::Embryonic, &key(target, out.src()))?;
+            h.ct_remove(Table::Embryonic, &flow_key(client, listen))?;
+            h.ct_remove(Table::Embryonic, &flow_key(target, out.src()))?;
         }
         let names = fixed.iter().map(|c| c.0).chain([SYN]);
         let cases = names
@@ -121,15 +121,6 @@ pub fn measure(runs: usize, fills: &[u32]) -> Result<Vec<AtFill>> {
     Ok(results)
 }
 
-fn key(src: SocketAddrV4, dst: SocketAddrV4) -> FlowKey {
-    FlowKey::new(
-        u32::from_ne_bytes(src.ip().octets()),
-        u32::from_ne_bytes(dst.ip().octets()),
-        src.port().to_be(),
-        dst.port().to_be(),
-        6,
-    )
-}
 
 /// Inserts established flows `from..to` (both halves) as the program would have made
 /// them, from clients 10.100.0.0/16.. to the first target, so the table holds `to` flows.
