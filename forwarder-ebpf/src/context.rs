@@ -23,6 +23,9 @@ pub enum Verdict {
 pub trait PacketContext {
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
+    /// The whole packet's length from the Ethernet header on (on TC also the part outside
+    /// the linear data), to check the IP total length against.
+    fn packet_len(&self) -> usize;
     /// The context pointer `bpf_fib_lookup` takes.
     fn as_ptr(&self) -> *mut c_void;
     fn ingress_ifindex(&self) -> u32;
@@ -63,6 +66,10 @@ impl PacketContext for XdpContext {
         XdpContext::data_end(self)
     }
     #[inline(always)]
+    fn packet_len(&self) -> usize {
+        XdpContext::data_end(self) - XdpContext::data(self)
+    }
+    #[inline(always)]
     fn as_ptr(&self) -> *mut c_void {
         EbpfContext::as_ptr(self)
     }
@@ -101,6 +108,10 @@ impl PacketContext for TcContext {
     #[inline(always)]
     fn data_end(&self) -> usize {
         TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn packet_len(&self) -> usize {
+        TcContext::len(self) as usize
     }
     #[inline(always)]
     fn as_ptr(&self) -> *mut c_void {

@@ -28,6 +28,8 @@ pub struct Ipv4 {
     pub hdr: *mut Ipv4Hdr,
     /// Offset of the layer-4 header from the start of the frame.
     pub l4_off: usize,
+    /// Header length including options, in bytes.
+    pub hdr_len: usize,
     pub src: u32,
     pub dst: u32,
     pub tot_len: u16,
@@ -76,9 +78,23 @@ pub fn read_u32(p: *const [u8; 4]) -> u32 {
 }
 
 /// Parses the IPv4 header at `off`; `None` for anything that is not a whole, unfragmented
-/// IPv4 packet.
+/// IPv4 packet. (Quoted headers inside ICMP errors are parsed with `ipv4_header_at`: they are
+/// truncated by nature.)
 #[inline(always)]
 pub fn ipv4_at<C: PacketContext>(ctx: &C, off: usize) -> Option<Ipv4> {
+    let ip = ipv4_header_at(ctx, off)?;
+    // The total length must cover the header and fit the frame (which may carry Ethernet
+    // padding after it): netfilter treats anything else as invalid, so it is not ours.
+    let tot_len = ip.tot_len as usize;
+    if tot_len < ip.hdr_len || off + tot_len > ctx.packet_len() {
+        return None;
+    }
+    Some(ip)
+}
+
+/// The IPv4 header at `off`, checked on its own (version, IHL, not a fragment).
+#[inline(always)]
+pub fn ipv4_header_at<C: PacketContext>(ctx: &C, off: usize) -> Option<Ipv4> {
     let hdr: *mut Ipv4Hdr = ptr_at(ctx, off)?;
     // SAFETY: bounds checked by ptr_at.
     let h = unsafe { &*hdr };
@@ -92,6 +108,7 @@ pub fn ipv4_at<C: PacketContext>(ctx: &C, off: usize) -> Option<Ipv4> {
     Some(Ipv4 {
         hdr,
         l4_off: off + ihl * 4,
+        hdr_len: ihl * 4,
         src: read_u32(&h.src_addr),
         dst: read_u32(&h.dst_addr),
         tot_len: u16::from_be_bytes(h.tot_len),
@@ -106,7 +123,10 @@ pub fn tcp_at<C: PacketContext>(ctx: &C, ip: Ipv4) -> Option<Tcp> {
     // SAFETY: bounds checked by ptr_at; the flags byte lies inside the 20-byte header.
     let (h, flags) = unsafe { (&*hdr, *(hdr as *const u8).add(TCP_FLAGS_OFF)) };
     let hdr_len = (h.doff() as usize & 0x0f) * 4;
-    if hdr_len < TcpHdr::LEN {
+    // The TCP header (options included) must fit in the IP payload: a data offset past the
+    // segment's end makes an invalid packet, which goes to the kernel untouched, untracked.
+    let ip_payload = (ip.tot_len as usize).saturating_sub(ip.hdr_len);
+    if hdr_len < TcpHdr::LEN || hdr_len > ip_payload {
         return None;
     }
     Some(Tcp { sport: read_u16(&h.source), dport: read_u16(&h.dest), flags, hdr_len, hdr, ip })

@@ -1098,3 +1098,42 @@ fn handshakes_completing_together_at_max_flows_take_only_the_places_left() {
     assert_eq!(h.ct_entries(Table::Established).unwrap().len(), 2 * MAX_FLOWS as usize);
     assert!(h.ct_entries(Table::Embryonic).unwrap().is_empty());
 }
+
+/// Invalid packets to a rule's port are not ours: a TCP data offset past the segment's end,
+/// an IP total length past the frame or short of the IP header. Each goes to the kernel
+/// byte for byte (which drops it, as netfilter does), with no flow, port or counter taken,
+/// in XDP and TC alike.
+#[test]
+fn invalid_lengths_to_a_rule_port_pass_untouched_and_untracked() {
+    let mut h = harness("inval");
+    let client = sa(CLIENT_IP, 48000);
+    let syn = Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC).frame();
+    const IP: usize = 14;
+    const TCP: usize = IP + 20;
+    let patched = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = syn.clone();
+        f(&mut v);
+        v
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // Data offset 15 (60 bytes) in a 20-byte TCP header: what netfilter calls invalid.
+        ("data offset 15 in a 20-byte segment", patched(&|v| v[TCP + 12] = 0xf0 | (v[TCP + 12] & 0x0f))),
+        ("data offset 6 with no option bytes", patched(&|v| v[TCP + 12] = 0x60 | (v[TCP + 12] & 0x0f))),
+        // IP total length beyond the frame, and short of the IP header.
+        ("IP total length past the frame", patched(&|v| v[IP + 2..IP + 4].copy_from_slice(&1000u16.to_be_bytes()))),
+        ("IP total length below the IP header", patched(&|v| v[IP + 2..IP + 4].copy_from_slice(&16u16.to_be_bytes()))),
+        ("IP total length cutting the TCP header", patched(&|v| v[IP + 2..IP + 4].copy_from_slice(&30u16.to_be_bytes()))),
+    ];
+    for (what, frame) in &cases {
+        assert_passes_unchanged(&mut h, frame, what);
+        let r = h.tc(frame).unwrap();
+        assert_eq!(r.action, TC_ACT_OK, "{what}: TC action");
+        assert_frame_eq(&r.data, frame, &format!("{what} (TC)"));
+    }
+    assert!(h.ct_entries(Table::Embryonic).unwrap().is_empty(), "nothing tracked");
+    assert!(h.ct_entries(Table::Established).unwrap().is_empty(), "nothing tracked");
+    let s = h.stats(0).unwrap();
+    assert!(s.counters.iter().all(|&c| c == 0), "no counter moved: {:?}", s.counters);
+    // The same SYN, whole, is ours.
+    assert_eq!(h.xdp(&syn).unwrap().action, XDP_TX);
+}
