@@ -38,6 +38,13 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// The long reliability runs that do not fit in `test` (RELIABILITY.md): ten million
+    /// hostile frames through the program, with every invariant checked on each.
+    Stress {
+        /// Hostile frames to run (default ten million).
+        #[arg(long, default_value_t = 10_000_000)]
+        frames: u64,
+    },
     /// The whole Azure path in namespaces: a Kafka client, Private Link + load balancer,
     /// two NAT VMs running forwarder, three real Kafka brokers (tansu); checks and tears down.
     Demo,
@@ -64,6 +71,7 @@ fn main() -> Result<()> {
         Task::Test { args } => setup().and_then(|_| test(&args)),
         Task::Deb => setup().and_then(|_| deb()),
         Task::Demo => setup().and_then(|_| demo()),
+        Task::Stress { frames } => setup().and_then(|_| stress(frames)),
         Task::Bench { quick, only } => setup().and_then(|_| bench(quick, &only)),
     }
 }
@@ -168,7 +176,7 @@ fn as_root_command(program: &Path, envs: &[(&str, &Path)]) -> Command {
         Command::new(program)
     } else {
         let mut c = Command::new("sudo");
-        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,RUST_LOG,PATH").arg(program);
+        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_HOSTILE_FRAMES,RUST_LOG,PATH").arg(program);
         c
     };
     cmd.current_dir(workspace_root());
@@ -229,6 +237,27 @@ fn test(extra: &[String]) -> Result<()> {
     let deb = package_deb(false, &workspace_root().join("target/xtask-test-deb"))?;
     println!("packaging: {} holds binary, unit, conffile and prerm", deb.display());
     Ok(())
+}
+
+/// `cargo xtask stress`: the reliability runs too long for `test`, each a test of the tests
+/// crate run with bigger numbers (printed, for RELIABILITY.md).
+fn stress(frames: u64) -> Result<()> {
+    let bin = build(false)?;
+    cargo(&["test", "--package", "forwarder-tests", "--no-run"])?;
+    let args: Vec<String> = ["test", "--package", "forwarder-tests", "--test", "hostile", "--"]
+        .into_iter()
+        .chain(["--nocapture", "--test-threads=1"])
+        .map(String::from)
+        .collect();
+    let frames = PathBuf::from(frames.to_string());
+    let cargo_bin = PathBuf::from(env!("CARGO"));
+    with_test_bpffs(|bpffs| {
+        as_root(
+            &cargo_bin,
+            &args,
+            &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs), ("FWT_HOSTILE_FRAMES", &frames)],
+        )
+    })
 }
 
 const TEST_BPFFS: &str = "/run/forwarder-tests-bpffs";
