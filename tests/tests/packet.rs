@@ -354,6 +354,17 @@ fn fin_from_both_sides_then_time_wait() {
 
     // The first flow was untouched by the second.
     assert_eq!(f.state(&mut h).1, TcpState::TimeWait);
+
+    // The client reuses its port during TIME_WAIT: a new connection on the same flow, with
+    // its SNAT port, through a whole handshake, to ESTABLISHED again.
+    let again = f.client_sends(&mut h, &f.client_pkt(flags::SYN).seq(5_000_000));
+    assert_eq!(again.src(), f.snat);
+    assert_eq!(f.state(&mut h).1, TcpState::SynSent);
+    f.target_sends(&mut h, &f.target_pkt(flags::SYN | flags::ACK));
+    f.client_sends(&mut h, &f.client_pkt(flags::ACK));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Established));
+    let m = h.ct_get(Table::Established, &f.orig_key()).unwrap().unwrap();
+    assert_eq!(m.flags & (CT_FLAG_FIN_ORIG | CT_FLAG_FIN_REPLY), 0, "FIN flags cleared");
 }
 
 #[test]
