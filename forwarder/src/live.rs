@@ -143,15 +143,20 @@ impl Live {
             stats::reset(self.dp.ebpf_mut(), id).map_err(ChangeError::runtime)?;
         }
         if let Err(e) = self.dp.apply(&plan) {
-            let _ = self.dp.apply(&self.plan);
-            return Err(ChangeError::runtime(format!("applying to the BPF maps: {e}")));
+            return Err(ChangeError::runtime(format!(
+                "applying to the BPF maps: {e}; {}",
+                self.undo()
+            )));
         }
+        // After the maps: a change the maps refuse never reaches the file. A file that
+        // cannot be written (full disk) undoes the live change, so the running rules stay
+        // what the file says and a restart brings back what runs now.
         if write {
-            if let Err(e) = write_file(&path, text) {
-                let _ = self.dp.apply(&self.plan);
+            if let Err(e) = crate::file_replace::replace(&path, text.as_bytes()) {
                 return Err(ChangeError::runtime(format!(
-                    "{}: cannot write, change undone: {e}",
-                    path.display()
+                    "{}: cannot write the config: {e}; {}",
+                    path.display(),
+                    self.undo()
                 )));
             }
         }
@@ -161,6 +166,17 @@ impl Live {
         self.save_state()?;
         self.update_health();
         Ok(summary)
+    }
+
+    /// Puts the maps back to the running plan after a failed change; says how that went.
+    fn undo(&mut self) -> String {
+        match self.dp.apply(&self.plan) {
+            Ok(()) => "change undone, the rules are as they were".into(),
+            Err(e) => format!(
+                "undoing the change failed too ({e}): the maps may hold part of it; run \
+                 `forwarder reload`"
+            ),
+        }
     }
 
     /// Keys whose change needs a restart are refused whole rather than half applied.
@@ -403,12 +419,6 @@ fn describe_change(old: &Plan, new: &Plan) -> String {
     } else {
         parts.join(", ")
     }
-}
-
-/// Replaces the file's content in place: same inode, so its owner, mode and any bind
-/// mount stay; the text was validated before.
-fn write_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
 
 /// The address of `host` now, for DNS refresh; `None` if it does not resolve.
