@@ -241,6 +241,9 @@ impl Live {
     /// flows keep the target in their conntrack entry). `resolved` maps rule name to the
     /// new lookup result, done by the caller without holding this state.
     pub fn apply_resolved(&mut self, resolved: &[(String, Option<std::net::Ipv4Addr>)]) {
+        // A name that moves to this host's own address would expose its services; the
+        // change is refused like a file naming that address would be.
+        let host = crate::netif::host_ipv4_addrs().unwrap_or_default();
         let mut changed = false;
         for (name, addr) in resolved {
             let Some(rule) = self.plan.rules.iter_mut().find(|r| &r.name == name) else {
@@ -250,6 +253,10 @@ impl Live {
                 continue;
             };
             let new = addr.map(|a| (a, spec.target.port));
+            if let Some(iface) = addr.and_then(|a| crate::netif::interface_of(&host, a)) {
+                tracing::warn!(rule = %name, target = %spec.target, "re-resolved to an address of this host ({iface}); keeping the last address");
+                continue;
+            }
             match (rule.target, new) {
                 (old, Some(n)) if old != Some(n) => {
                     tracing::info!(rule = %name, target = %spec.target, was = ?old.map(|t| t.0), now = %n.0, "target address changed; new connections go to the new address");
