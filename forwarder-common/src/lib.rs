@@ -22,6 +22,14 @@ pub const LAYOUT_VERSION: u32 = 2;
 /// Rules are numbered 0..MAX_RULES; the number indexes the per-rule counters.
 pub const MAX_RULES: u32 = 256;
 
+/// Entries of LISTEN_ADDRS: the addresses a rule's port is accepted on (`listen_ip`).
+/// The config is checked against it, so a host with more addresses is a config error
+/// rather than a map insert failing half-way through an apply.
+pub const MAX_LISTEN_ADDRS: u32 = 64;
+
+/// Entries of ALLOWED_SOURCES: the `allowed_sources` prefixes (checked with the config).
+pub const MAX_ALLOWED_SOURCES: u32 = 1024;
+
 /// Names of the maps in the object file, shared so the daemon cannot misspell one.
 pub mod map_names {
     pub const CONFIG: &str = "CONFIG";

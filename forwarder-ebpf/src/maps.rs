@@ -6,7 +6,9 @@ use aya_ebpf::{
     macros::map,
     maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray},
 };
-use forwarder_common::{Config, CtEntry, FlowKey, Rule, RuleStats, MAX_RULES};
+use forwarder_common::{
+    Config, CtEntry, FlowKey, Rule, RuleStats, MAX_ALLOWED_SOURCES, MAX_LISTEN_ADDRS, MAX_RULES,
+};
 
 /// Global settings; entry 0.
 #[map(name = "CONFIG")]
@@ -18,12 +20,12 @@ pub static RULES: HashMap<u16, Rule> = HashMap::with_max_entries(MAX_RULES, 0);
 
 /// Local addresses (network order) a rule's port is accepted on, when `listen_mode` says so.
 #[map(name = "LISTEN_ADDRS")]
-pub static LISTEN_ADDRS: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+pub static LISTEN_ADDRS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_LISTEN_ADDRS, 0);
 
 /// `allowed_sources` prefixes (network order), consulted unless `allow_all_sources`.
 #[map(name = "ALLOWED_SOURCES")]
 pub static ALLOWED_SOURCES: LpmTrie<u32, u8> =
-    LpmTrie::with_max_entries(1024, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+    LpmTrie::with_max_entries(MAX_ALLOWED_SOURCES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 /// Flows that have not completed the three-way handshake. Kept apart from established flows
 /// so that a SYN flood only churns this LRU and can never evict an established connection

@@ -19,6 +19,8 @@
 //! - Durations are 1s to 30d; `allowed_sources = []` (nothing allowed) is refused: omit the
 //!   key to allow every source.
 
+use crate::netif;
+use forwarder_common::{MAX_ALLOWED_SOURCES, MAX_LISTEN_ADDRS};
 use ipnet::Ipv4Net;
 use std::{
     collections::HashSet,
@@ -183,12 +185,16 @@ const EXPECT_PIN: &str =
     "expected an absolute directory inside a bpffs mount, like \"/sys/fs/bpf/forwarder\"";
 const EXPECT_DURATION: &str = "expected a duration like \"30s\", \"2m\" or \"2h\", from 1s to 30d";
 const EXPECT_RULES: &str = "expected [[rule]] tables, each with name, listen and target";
-const EXPECT_RULE_NAME: &str = "expected a name of letters, digits, '-', '_' or '.'";
+const EXPECT_RULE_NAME: &str =
+    "expected a name of letters, digits, '-', '_' or '.', at most 64 characters";
 const EXPECT_PORT: &str = "expected a port from 1 to 65535";
 const EXPECT_TARGET: &str = "expected HOST:PORT with a hostname or IPv4 address";
 
 const MIN_DURATION: Duration = Duration::from_secs(1);
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Rule names go into every table the CLI prints, the metrics' labels and the state file;
+/// a bound keeps one mistyped or pasted name from breaking all of those.
+pub const MAX_RULE_NAME: usize = 64;
 /// sockaddr_un.sun_path holds 108 bytes, one of them the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -411,28 +417,92 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
     validate(path, &root)
 }
 
-/// Checks settings parsed from `text` (with [`parse`]) against this host: every interface
-/// must exist in the caller's network namespace. The error points at the interface's name
-/// in `text`.
+/// Checks settings parsed from `text` (with [`parse`]) against this host, in the caller's
+/// network namespace: every interface exists; no rule's target is one of this host's own
+/// addresses (the rule would hand this VM's own services, SSH say, to every client of the
+/// load balancer); with `listen_ip = "auto"`, the interfaces have no more IPv4 addresses
+/// than the data path's table holds. The error points at the place in `text`.
 pub fn check_host(settings: &Settings, text: &str) -> Result<(), ConfigError> {
-    let Some(missing) = settings.interfaces.iter().find(|i| !interface_exists(i)) else {
-        return Ok(());
-    };
     let file = settings.path.display().to_string();
     let src = Source { file: &file, text };
-    let span = ImDocument::parse(text).ok().and_then(|doc| {
-        let root = Section { src: &src, table: doc.as_table(), prefix: "", at: 0 };
-        let entries = interface_entries(&root).ok()?;
-        entries.into_iter().find(|(name, _)| name == missing).map(|(_, span)| span)
-    });
-    Err(src.error(
-        span.unwrap_or(0..0),
-        "interface",
-        format!(
-            "expected an existing network interface; there is no {missing:?} on this host \
-             (see `ip link`)"
-        ),
-    ))
+    let doc = ImDocument::parse(text).ok();
+    let root = doc.as_ref().map(|d| Section { src: &src, table: d.as_table(), prefix: "", at: 0 });
+
+    if let Some(missing) = settings.interfaces.iter().find(|i| !interface_exists(i)) {
+        return Err(src.error(
+            interface_span(root.as_ref(), missing),
+            "interface",
+            format!(
+                "expected an existing network interface; there is no {missing:?} on this host \
+                 (see `ip link`)"
+            ),
+        ));
+    }
+
+    let host = netif::host_ipv4_addrs().map_err(|e| {
+        src.error(
+            0..0,
+            "interface",
+            format!("cannot list this host's addresses to check the file: {e}"),
+        )
+    })?;
+
+    for (i, rule) in settings.rules.iter().enumerate() {
+        let Some(addr) = rule.target.addr else { continue };
+        if let Some(iface) = netif::interface_of(&host, addr) {
+            let span = root
+                .as_ref()
+                .and_then(|r| rule_sections(r).ok())
+                .and_then(|rules| rules.get(i).and_then(|r| r.get("target")).map(|(s, _)| s))
+                .unwrap_or(0..0);
+            return Err(src.error(span, "rule.target", own_address_message(addr, iface)));
+        }
+    }
+
+    if settings.listen_ip == ListenIp::Auto {
+        let mut listen: Vec<Ipv4Addr> = host
+            .iter()
+            .filter(|(iface, _)| settings.interfaces.contains(iface))
+            .map(|(_, a)| *a)
+            .collect();
+        listen.sort_unstable();
+        listen.dedup();
+        if listen.len() > MAX_LISTEN_ADDRS as usize {
+            let message = format!(
+                "expected at most {MAX_LISTEN_ADDRS} listen addresses (the size of the data \
+                 path's table); listen_ip = \"auto\" takes every IPv4 address of {}, {} of \
+                 them: set listen_ip to the one address the load balancer sends to, or \"any\"",
+                settings.interfaces.join(", "),
+                listen.len()
+            );
+            // At listen_ip when it is written, else at the interfaces whose addresses count.
+            return Err(match root.as_ref().and_then(|r| r.get("listen_ip")) {
+                Some((span, _)) => src.error(span, "listen_ip", message),
+                None => src.error(
+                    interface_span(root.as_ref(), &settings.interfaces[0]),
+                    "interface",
+                    message,
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Why a target of `addr` (an address of `iface` here) is refused; shared with the CLI's
+/// `rule add` and the plan's check of resolved hostnames.
+pub fn own_address_message(addr: Ipv4Addr, iface: &str) -> String {
+    format!(
+        "expected the address of another host; {addr} is this host's own (on {iface}), so \
+         the rule would expose this VM's own services to every client of the load balancer"
+    )
+}
+
+/// Where the interface `name` is written, for errors about it.
+fn interface_span(root: Option<&Section>, name: &str) -> Span {
+    root.and_then(|r| interface_entries(r).ok())
+        .and_then(|entries| entries.into_iter().find(|(n, _)| *n == name).map(|(_, s)| s))
+        .unwrap_or(0..0)
 }
 
 /// Whether a network interface of that name exists in this thread's network namespace.
@@ -556,7 +626,7 @@ fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigError> {
                     ),
                 ));
             }
-            let mut nets = Vec::with_capacity(list.len());
+            let mut nets: Vec<Ipv4Net> = Vec::with_capacity(list.len());
             for v in list.iter() {
                 let vspan = v.span().unwrap_or_else(|| span.clone());
                 let Some(s) = v.as_str() else {
@@ -570,8 +640,24 @@ fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigError> {
                 let net = s
                     .parse::<Ipv4Net>()
                     .or_else(|_| s.parse::<Ipv4Addr>().map(Ipv4Net::from))
-                    .map_err(|_| root.bad("allowed_sources", vspan, EXPECT_CIDR))?;
-                nets.push(net.trunc());
+                    .map_err(|_| root.bad("allowed_sources", vspan.clone(), EXPECT_CIDR))?;
+                // One map entry per distinct prefix: the data path's table has a fixed size,
+                // and a list it cannot hold must fail here, not half-way through filling it.
+                let net = net.trunc();
+                if nets.contains(&net) {
+                    continue;
+                }
+                if nets.len() == MAX_ALLOWED_SOURCES as usize {
+                    return Err(root.error(
+                        vspan,
+                        "allowed_sources",
+                        format!(
+                            "expected at most {MAX_ALLOWED_SOURCES} distinct prefixes (the size \
+                             of the data path's table); this is one more"
+                        ),
+                    ));
+                }
+                nets.push(net);
             }
             Some(nets)
         }
@@ -750,10 +836,13 @@ fn validate_rules(
         let (name, span) = r
             .string("name", EXPECT_RULE_NAME)?
             .ok_or_else(|| r.missing("name", "every [[rule]] needs name, listen and target"))?;
-        if name.is_empty()
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        {
-            return Err(r.bad("name", span, EXPECT_RULE_NAME));
+        if !valid_rule_name(name) {
+            let len = name.chars().count();
+            return Err(if len > MAX_RULE_NAME {
+                r.error(span, "name", format!("{EXPECT_RULE_NAME}; found one of {len}"))
+            } else {
+                r.bad("name", span, EXPECT_RULE_NAME)
+            });
         }
         if !names.insert(name) {
             return Err(r.error(
@@ -828,6 +917,12 @@ fn sees_socket(listen_ip: ListenIp, sock: SocketAddr) -> bool {
                 }
         }
     }
+}
+
+/// 1 to [`MAX_RULE_NAME`] of `[A-Za-z0-9._-]`.
+pub fn valid_rule_name(name: &str) -> bool {
+    (1..=MAX_RULE_NAME).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 fn unicast(a: Ipv4Addr) -> bool {
@@ -1074,6 +1169,30 @@ target = "10.20.0.12:9092"
         assert!(cfg("10.0.0.4", "10.0.0.5:8080", 8080).is_ok());
         assert!(cfg("any", "[fd00::1]:8080", 8080).is_ok());
         assert!(cfg("any", "0.0.0.0:8080", 8081).is_ok());
+    }
+
+    #[test]
+    fn rule_names_are_bounded_and_allowed_sources_fit_the_table() {
+        let rule = |name: &str| {
+            format!("{BASE}[[rule]]\nname = \"{name}\"\nlisten = 9092\ntarget = \"10.0.0.9:1\"\n")
+        };
+        parse(Path::new("f.toml"), &rule(&"a".repeat(MAX_RULE_NAME))).unwrap();
+        let e = err(&rule(&"a".repeat(MAX_RULE_NAME + 1)));
+        assert_eq!(at(&e), (3, 8, "rule.name"), "{e}");
+        assert!(e.message.contains("found one of 65"), "{e}");
+
+        let list = |n: u32| {
+            let items: Vec<String> =
+                (0..n).map(|i| format!("\"10.9.{}.{}\"", i / 256, i % 256)).collect();
+            format!("{BASE}allowed_sources = [{}]\n", items.join(", "))
+        };
+        parse(Path::new("f.toml"), &list(MAX_ALLOWED_SOURCES)).unwrap();
+        let e = err(&list(MAX_ALLOWED_SOURCES + 1));
+        assert_eq!((e.line, e.field.as_str()), (2, "allowed_sources"), "{e}");
+        // The same prefix twice is one entry of the table.
+        let twice = format!("{BASE}allowed_sources = [\"10.0.0.0/8\", \"10.1.2.3/8\"]\n");
+        let s = parse(Path::new("f.toml"), &twice).unwrap();
+        assert_eq!(s.allowed_sources.unwrap().len(), 1);
     }
 
     #[test]

@@ -366,7 +366,10 @@ impl Datapath {
         self.ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))
     }
 
-    /// Inserts `want` and removes every other key.
+    /// Removes every key not in `want`, then inserts `want`. Stale keys go first: the maps
+    /// are full size (the config is checked against their capacity), so a change that
+    /// replaces most keys at once, near capacity, only fits once the old ones are gone.
+    /// A kept key is updated in place, so its packets never see it missing.
     fn sync_hash<K, V>(&mut self, name: &'static str, want: &[(K, V)]) -> Result<(), DatapathError>
     where
         K: aya::Pod + Eq + std::hash::Hash,
@@ -374,27 +377,25 @@ impl Datapath {
     {
         let mut map: HashMap<&mut MapData, K, V> =
             HashMap::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
-        for (k, v) in want {
-            map.insert(k, v, 0).map_err(|e| DatapathError::Map(name, e))?;
-        }
         let keep: HashSet<&K> = want.iter().map(|(k, _)| k).collect();
         let stale: Vec<K> =
             map.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
         for k in stale {
             map.remove(&k).map_err(|e| DatapathError::Map(name, e))?;
         }
+        for (k, v) in want {
+            map.insert(k, v, 0).map_err(|e| DatapathError::Map(name, e))?;
+        }
         Ok(())
     }
 
+    /// As [`Self::sync_hash`] for the allowed-sources trie: stale prefixes first.
     fn sync_allowed(&mut self, nets: &[ipnet::Ipv4Net]) -> Result<(), DatapathError> {
         let name = map_names::ALLOWED_SOURCES;
         let mut trie: LpmTrie<&mut MapData, u32, u8> =
             LpmTrie::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
         let want: Vec<(u32, u32)> =
             nets.iter().map(|n| (n.prefix_len() as u32, ne_addr(n.network()))).collect();
-        for (len, addr) in &want {
-            trie.insert(&Key::new(*len, *addr), 1, 0).map_err(|e| DatapathError::Map(name, e))?;
-        }
         let stale: Vec<Key<u32>> = trie
             .keys()
             .filter_map(Result::ok)
@@ -402,6 +403,9 @@ impl Datapath {
             .collect();
         for k in stale {
             trie.remove(&k).map_err(|e| DatapathError::Map(name, e))?;
+        }
+        for (len, addr) in &want {
+            trie.insert(&Key::new(*len, *addr), 1, 0).map_err(|e| DatapathError::Map(name, e))?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod doctor;
 pub mod ebpf;
+pub mod file_replace;
 pub mod flows;
 pub mod gc;
 pub mod health;

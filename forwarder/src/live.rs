@@ -143,15 +143,20 @@ impl Live {
             stats::reset(self.dp.ebpf_mut(), id).map_err(ChangeError::runtime)?;
         }
         if let Err(e) = self.dp.apply(&plan) {
-            let _ = self.dp.apply(&self.plan);
-            return Err(ChangeError::runtime(format!("applying to the BPF maps: {e}")));
+            return Err(ChangeError::runtime(format!(
+                "applying to the BPF maps: {e}; {}",
+                self.undo()
+            )));
         }
+        // After the maps: a change the maps refuse never reaches the file. A file that
+        // cannot be written (full disk) undoes the live change, so the running rules stay
+        // what the file says and a restart brings back what runs now.
         if write {
-            if let Err(e) = write_file(&path, text) {
-                let _ = self.dp.apply(&self.plan);
+            if let Err(e) = crate::file_replace::replace(&path, text.as_bytes()) {
                 return Err(ChangeError::runtime(format!(
-                    "{}: cannot write, change undone: {e}",
-                    path.display()
+                    "{}: cannot write the config: {e}; {}",
+                    path.display(),
+                    self.undo()
                 )));
             }
         }
@@ -161,6 +166,17 @@ impl Live {
         self.save_state()?;
         self.update_health();
         Ok(summary)
+    }
+
+    /// Puts the maps back to the running plan after a failed change; says how that went.
+    fn undo(&mut self) -> String {
+        match self.dp.apply(&self.plan) {
+            Ok(()) => "change undone, the rules are as they were".into(),
+            Err(e) => format!(
+                "undoing the change failed too ({e}): the maps may hold part of it; run \
+                 `forwarder reload`"
+            ),
+        }
     }
 
     /// Keys whose change needs a restart are refused whole rather than half applied.
@@ -225,6 +241,9 @@ impl Live {
     /// flows keep the target in their conntrack entry). `resolved` maps rule name to the
     /// new lookup result, done by the caller without holding this state.
     pub fn apply_resolved(&mut self, resolved: &[(String, Option<std::net::Ipv4Addr>)]) {
+        // A name that moves to this host's own address would expose its services; the
+        // change is refused like a file naming that address would be.
+        let host = crate::netif::host_ipv4_addrs().unwrap_or_default();
         let mut changed = false;
         for (name, addr) in resolved {
             let Some(rule) = self.plan.rules.iter_mut().find(|r| &r.name == name) else {
@@ -234,6 +253,10 @@ impl Live {
                 continue;
             };
             let new = addr.map(|a| (a, spec.target.port));
+            if let Some(iface) = addr.and_then(|a| crate::netif::interface_of(&host, a)) {
+                tracing::warn!(rule = %name, target = %spec.target, "re-resolved to an address of this host ({iface}); keeping the last address");
+                continue;
+            }
             match (rule.target, new) {
                 (old, Some(n)) if old != Some(n) => {
                     tracing::info!(rule = %name, target = %spec.target, was = ?old.map(|t| t.0), now = %n.0, "target address changed; new connections go to the new address");
@@ -403,12 +426,6 @@ fn describe_change(old: &Plan, new: &Plan) -> String {
     } else {
         parts.join(", ")
     }
-}
-
-/// Replaces the file's content in place: same inode, so its owner, mode and any bind
-/// mount stay; the text was validated before.
-fn write_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
 
 /// The address of `host` now, for DNS refresh; `None` if it does not resolve.

@@ -35,3 +35,20 @@ pub fn ipv4_addrs(name: &str) -> Result<Vec<Ipv4Addr>, NetifError> {
 pub fn primary_ipv4(name: &str) -> Result<Ipv4Addr, NetifError> {
     ipv4_addrs(name)?.into_iter().next().ok_or_else(|| NetifError::NoAddress(name.to_string()))
 }
+
+/// Every IPv4 address of every interface in this thread's network namespace, with its
+/// interface's name: the addresses that are this host's own.
+pub fn host_ipv4_addrs() -> Result<Vec<(String, Ipv4Addr)>, NetifError> {
+    let mut out = Vec::new();
+    for ifa in getifaddrs()? {
+        if let Some(sin) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) {
+            out.push((ifa.interface_name.clone(), sin.ip()));
+        }
+    }
+    Ok(out)
+}
+
+/// The interface `addr` is on, if it is one of `host`'s addresses ([`host_ipv4_addrs`]).
+pub fn interface_of(host: &[(String, Ipv4Addr)], addr: Ipv4Addr) -> Option<&str> {
+    host.iter().find(|(_, a)| *a == addr).map(|(i, _)| i.as_str())
+}

@@ -16,6 +16,10 @@ use std::{
 pub enum PlanError {
     #[error(transparent)]
     Netif(#[from] netif::NetifError),
+    /// A hostname target that resolves to this host (literal addresses are refused with
+    /// the file, see `config::check_host`).
+    #[error("rule {rule:?}: target {target} resolves to {message}")]
+    OwnAddress { rule: String, target: String, message: String },
     #[error("rule {rule:?}: target {target} does not resolve to an IPv4 address{reason} (use --allow-unresolved to start anyway)")]
     Unresolved { rule: String, target: String, reason: String },
 }
@@ -93,10 +97,20 @@ impl Plan {
                 Some(all)
             }
         };
+        let host = netif::host_ipv4_addrs()?;
         let mut rules = Vec::with_capacity(settings.rules.len());
         for r in &settings.rules {
             let target = match resolve(&r.target.host, r.target.port) {
-                Ok(addr) => Some((addr, r.target.port)),
+                Ok(addr) => {
+                    if let Some(iface) = netif::interface_of(&host, addr) {
+                        return Err(PlanError::OwnAddress {
+                            rule: r.name.clone(),
+                            target: r.target.to_string(),
+                            message: crate::config::own_address_message(addr, iface),
+                        });
+                    }
+                    Some((addr, r.target.port))
+                }
                 Err(reason) if allow_unresolved => {
                     tracing::warn!(rule = %r.name, target = %r.target, "unresolved{reason}; not served until it resolves");
                     None

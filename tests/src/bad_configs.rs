@@ -5,7 +5,8 @@
 //! `forwarder check-config` and through a live daemon's reload (which must then change
 //! nothing). The base it varies is [`BaseConfig`]: by default on interface "lo", so the host
 //! check passes anywhere; a test with its own daemon can put in its interface, control
-//! socket and pin path (those only change the values on their lines, never a line number).
+//! socket and pin path (those only change the values on their lines, never a line number),
+//! and the address that is its host's own (a target there is refused).
 
 /// One invalid configuration file and the error it must produce.
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct BaseConfig {
     pub interface: String,
     pub control_socket: String,
     pub pin_path: String,
+    /// An IPv4 address of the host the file is checked on, other than loopback (which
+    /// targets refuse as such); `None` leaves out the case that needs one.
+    pub own_address: Option<std::net::Ipv4Addr>,
 }
 
 impl Default for BaseConfig {
@@ -36,8 +40,17 @@ impl Default for BaseConfig {
             interface: "lo".into(),
             control_socket: "/run/forwarder/control.sock".into(),
             pin_path: "/sys/fs/bpf/forwarder".into(),
+            own_address: own_address(),
         }
     }
+}
+
+/// The first IPv4 address of this namespace that is not loopback.
+pub fn own_address() -> Option<std::net::Ipv4Addr> {
+    nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter_map(|i| i.address.and_then(|a| a.as_sockaddr_in().map(|s| s.ip())))
+        .find(|a| !a.is_loopback())
 }
 
 impl BaseConfig {
@@ -337,6 +350,11 @@ pub fn cases_for(base: &BaseConfig) -> Vec<BadConfig> {
     case("rule_name_with_space", t, l, "rule.name", "expected a name of letters");
     let (t, l) = set_rule(2, "name", "2");
     case("rule_name_integer", t, l, "rule.name", "expected a name of letters");
+    // A pasted blob as a name would go into every table, label and the state file.
+    let (t, l) = set_rule(2, "name", &format!("{:?}", "n".repeat(10_000)));
+    case("rule_name_10000_characters", t, l, "rule.name", "at most 64 characters");
+    let (t, l) = set_rule(2, "name", &format!("{:?}", "n".repeat(65)));
+    case("rule_name_65_characters", t, l, "rule.name", "at most 64 characters");
     let (t, l) = set_rule(3, "listen", "9092");
     case("rule_listen_taken", t, l, "rule.listen", "already the listen port of another rule");
     let (t, l) = set_rule(2, "listen", "45000");
@@ -390,6 +408,34 @@ pub fn cases_for(base: &BaseConfig) -> Vec<BadConfig> {
     case("target_loopback", t, l, "rule.target", "not a unicast address of another host");
     let (t, l) = set_rule(2, "target", "10");
     case("target_integer", t, l, "rule.target", "expected HOST:PORT");
+    // The VM's own SSH, offered to every client of the load balancer.
+    if let Some(own) = base.own_address {
+        let (t, l) = set_rule(2, "target", &format!("\"{own}:22\""));
+        case("target_own_address", t, l, "rule.target", "this host's own");
+    }
+    let (t, l) = set_rule(2, "target", "\"0.0.0.0:22\"");
+    case("target_unspecified", t, l, "rule.target", "not a unicast address of another host");
+    let (t, l) = set_rule(2, "target", "\"127.3.4.5:22\"");
+    case("target_loopback_net", t, l, "rule.target", "not a unicast address of another host");
+
+    // ---- what the data path's tables hold (1024 allowed prefixes, 256 rules)
+    let sources: Vec<String> =
+        (0..1025u32).map(|i| format!("\"10.9.{}.{}/32\"", i / 256, i % 256)).collect();
+    let (t, l) = set("allowed_sources", &format!("[{}]", sources.join(", ")));
+    case("allowed_sources_over_capacity", t, l, "allowed_sources", "at most 1024");
+    let last = b.rule(3, "target =");
+    let extra: Vec<String> = (0..254)
+        .map(|i| {
+            format!(
+                "\n[[rule]]\nname = \"extra-{i}\"\nlisten = {}\ntarget = \"10.20.0.11:9092\"",
+                10000 + i
+            )
+        })
+        .collect();
+    let t = b.insert_after(last, &extra.join("\n"));
+    // The 257th [[rule]] header: three in the base, then 254 of five lines each.
+    let l = last + 2 + 5 * 253;
+    case("rules_over_capacity", t, l, "rule", "at most 256 rules");
 
     cases
 }

@@ -377,6 +377,7 @@ fn every_bad_config_is_refused_by_a_running_daemon_and_changes_nothing() -> Resu
         interface: "n0".into(),
         control_socket: topo.run_dir().join("control.sock").display().to_string(),
         pin_path: topo.pin_dir().display().to_string(),
+        own_address: Some(NATVM),
     };
     let daemon = Daemon::start(&topo.natvm, &base.text())?;
     let config = daemon.config.clone();

@@ -1,0 +1,93 @@
+//! Replacing a file whole: the new text goes to a temporary file beside it, is synced, and
+//! is renamed over the old one, then the directory is synced. A failure at any point (a
+//! full disk, a crash, power loss) leaves the old file or the new one, never a mix; a
+//! truncate-and-write in place would leave a cut-off config that stops the next start.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    #[error("finding the file {0}: {1}")]
+    Locate(PathBuf, #[source] io::Error),
+    #[error("writing the temporary file {0} (the file is as it was): {1}")]
+    Write(PathBuf, #[source] io::Error),
+    #[error("renaming {0} over the file (the file is as it was): {1}")]
+    Rename(PathBuf, #[source] io::Error),
+}
+
+/// Replaces the content of `path` with `text`, keeping its mode and owner. A symlink is
+/// followed: the file it names is replaced and the link stays. On error the file is as
+/// it was and no temporary file is left.
+pub fn replace(path: &Path, text: &[u8]) -> Result<(), ReplaceError> {
+    let target = fs::canonicalize(path).map_err(|e| ReplaceError::Locate(path.into(), e))?;
+    let meta = fs::metadata(&target).map_err(|e| ReplaceError::Locate(target.clone(), e))?;
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let name = target.file_name().map_or("config".into(), |n| n.to_string_lossy());
+    // Hidden and named after the process, so a leftover from a crash is recognisable and
+    // two writers never share one.
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+
+    if let Err(e) = write_synced(&tmp, text, &meta) {
+        let _ = fs::remove_file(&tmp);
+        return Err(ReplaceError::Write(tmp, e));
+    }
+    if let Err(e) = fs::rename(&tmp, &target) {
+        let _ = fs::remove_file(&tmp);
+        return Err(ReplaceError::Rename(tmp, e));
+    }
+    // The rename is done and visible: a failure to sync the directory cannot be undone
+    // and only means the new name may not survive a power loss yet, so it is not an
+    // error of the change (the caller would otherwise roll back the live rules while the
+    // file already holds the new ones).
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), "syncing the directory after replacing {name}: {e}");
+    }
+    Ok(())
+}
+
+/// Creates `tmp` with the old file's mode and owner, writes `text` and syncs it.
+fn write_synced(tmp: &Path, text: &[u8], old: &fs::Metadata) -> io::Result<()> {
+    // A leftover of an earlier process with the same pid.
+    let _ = fs::remove_file(tmp);
+    let mode = old.mode() & 0o7777;
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode & 0o600).open(tmp)?;
+    std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid()))?;
+    // After the chown (which clears set-id bits) and unaffected by the umask.
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(text)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_keeps_the_mode_and_follows_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("fwd-replace-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("f.toml");
+        fs::write(&file, "old").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+        let link = dir.join("link.toml");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+
+        replace(&link, b"new text").unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "new text");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640);
+        let mut names: Vec<_> =
+            fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["f.toml", "link.toml"]);
+
+        assert!(matches!(replace(&dir.join("none"), b"x"), Err(ReplaceError::Locate(..))));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
