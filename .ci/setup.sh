@@ -31,6 +31,12 @@ if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; 
   echo "setup: installing cargo-deb $CARGO_DEB_VERSION (about a minute)"
   cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
 fi
+# cargo-deny: licenses, bans and sources of every dependency, checked by `cargo xtask test`.
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+  echo "setup: installing cargo-deny $CARGO_DENY_VERSION (a few minutes)"
+  cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked
+fi
 # The Kafka lab (cargo xtask demo, tests/tests/lab.rs, tests/tests/kafka_cli.rs): tansu, a
 # Kafka-compatible broker from crates.io, with its SQLite storage (the default build has no
 # storage engine and refuses to start). About 11 minutes on two cores, once.

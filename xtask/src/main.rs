@@ -215,6 +215,9 @@ fn run(release: bool, args: &[String]) -> Result<()> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
+    // Every dependency's license, no banned or wildcard dependency, crates.io only
+    // (deny.toml; advisories need the RustSec database from GitHub, out of reach here).
+    cargo(&["deny", "check", "licenses", "bans", "sources"])?;
     let bin = build(false)?;
     // Unit tests of the library and the shared types (no privileges needed).
     cargo(&["test", "--package", "forwarder", "--package", "forwarder-common"])?;
