@@ -5,6 +5,7 @@
 //! restart or an upgrade drops no connection; `forwarder unload` removes it.
 
 use crate::{
+    accept::Backoff,
     config::Settings,
     control::{Request, Response},
     datapath::Datapath,
@@ -273,8 +274,18 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 async fn serve_control(listener: UnixListener, shared: Shared, unload: Arc<Notify>) {
+    let mut backoff = Backoff::new("control");
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                backoff.failed(&e).await;
+                continue;
+            }
+        };
         let shared = shared.clone();
         let unload = unload.clone();
         tokio::spawn(async move {

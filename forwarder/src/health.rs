@@ -4,7 +4,7 @@
 //! other NAT VM. Every accepted probe is recorded: a probe that never arrives (NSG, local
 //! firewall) is the most common reason this set-up carries no traffic.
 
-use crate::live::HealthView;
+use crate::{accept::Backoff, live::HealthView};
 use std::{
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
@@ -21,6 +21,7 @@ const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub async fn serve(addr: SocketAddr, view: Arc<HealthView>) {
     let mut listener: Option<TcpListener> = None;
+    let mut backoff = Backoff::new("health");
     loop {
         let healthy = view.healthy.load(Ordering::SeqCst);
         if !healthy {
@@ -46,10 +47,11 @@ pub async fn serve(addr: SocketAddr, view: Arc<HealthView>) {
         tokio::select! {
             accepted = l.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    backoff.succeeded();
                     *view.last_probe.lock().expect("probe lock") = Some((SystemTime::now(), peer));
                     tokio::spawn(answer(stream));
                 }
-                Err(e) => tracing::debug!("health accept: {e}"),
+                Err(e) => backoff.failed(&e).await,
             },
             _ = tokio::time::sleep(POLL) => {}
         }

@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only parses arguments; everything it does lives here so the
 //! integration tests can drive the same code.
 
+pub mod accept;
 pub mod cli;
 pub mod config;
 pub mod control;

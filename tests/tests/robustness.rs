@@ -1,0 +1,118 @@
+//! The daemon stays responsive when its surroundings misbehave: a resolver that never
+//! answers, an unload racing the load balancer's probe, a process out of file descriptors.
+
+use anyhow::{Context, Result};
+use forwarder_tests::{
+    require_root,
+    topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT},
+    traffic::{echo_servers, EchoServers},
+};
+use std::{
+    net::{SocketAddrV4, TcpStream},
+    os::unix::net::UnixStream,
+    time::{Duration, Instant},
+};
+
+fn brokers(topo: &Topology) -> Result<EchoServers> {
+    let addrs: Vec<SocketAddrV4> =
+        BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
+    echo_servers(&topo.broker, &addrs)
+}
+
+/// Polls `cond` every 100 ms for up to `secs`.
+fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("{what}: not within {secs} s")
+}
+
+fn log_text(daemon: &Daemon) -> String {
+    daemon.log.lock().unwrap().join("\n")
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("/proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After "pid (comm)": state is field 3, utime 14, stime 15.
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+fn set_nofile(pid: u32, n: u64) -> Result<()> {
+    let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+    // SAFETY: prlimit only reads `lim`; a null old-limit pointer is allowed.
+    let r = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    anyhow::ensure!(r == 0, "prlimit: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
+/// Out of file descriptors (EMFILE), the accept loops back off instead of spinning, and
+/// serve again once descriptors are free.
+#[test]
+fn accept_loops_back_off_when_out_of_descriptors() -> Result<()> {
+    require_root();
+    let topo = Topology::new("rfd", false, false)?;
+    let _brokers = brokers(&topo)?;
+    let text = topo.config("xdp-generic", "10.0.0.4").replace(
+        "mss_clamp = 1360\n",
+        "mss_clamp = 1360\nhealth = \"127.0.0.1:8080\"\nmetrics = \"127.0.0.1:9464\"\n",
+    );
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let config = daemon.config.clone();
+    let pid = daemon.pid();
+    let socket = topo.run_dir().join("control.sock");
+    eventually(5, "the probe answers", || {
+        Ok(topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())?)
+    })?;
+
+    // A few descriptors to spare, then more connections than that on every listener: the
+    // control connections are held open (the daemon waits for their request), the others
+    // wait in the listen queues with accept failing on EMFILE.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+    set_nofile(pid, open + 4)?;
+    let mut held: Vec<UnixStream> = Vec::new();
+    for _ in 0..32 {
+        held.push(UnixStream::connect(&socket)?);
+    }
+    let tcp: Vec<TcpStream> = topo.natvm.enter(|| -> std::io::Result<Vec<TcpStream>> {
+        let mut v = Vec::new();
+        for port in [8080, 9464] {
+            for _ in 0..8 {
+                v.push(TcpStream::connect(("127.0.0.1", port))?);
+            }
+        }
+        Ok(v)
+    })??;
+    std::thread::sleep(Duration::from_millis(300));
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+    assert!(fds >= open + 4, "descriptors not exhausted: {fds} of {}", open + 4);
+
+    let window = Duration::from_secs(2);
+    let before = cpu_ticks(pid)?;
+    std::thread::sleep(window);
+    let used = cpu_ticks(pid)? - before;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let share = used as f64 / hz / window.as_secs_f64();
+    eprintln!("daemon CPU while out of descriptors: {:.0} % of one CPU", share * 100.0);
+    assert!(share < 0.2, "the daemon used {:.0} % of a CPU out of descriptors", share * 100.0);
+
+    drop(held);
+    drop(tcp);
+    eventually(10, "the control socket answers again", || {
+        Ok(cli(&topo.natvm, &config, &["status"])?.status.success())
+    })?;
+    eventually(10, "the probe answers again", || {
+        Ok(topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())?)
+    })?;
+    let log = log_text(&daemon);
+    assert!(log.contains("accept"), "the accept failures were not logged:\n{log}");
+    drop(daemon);
+    topo.unload(&config)
+}
