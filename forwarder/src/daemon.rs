@@ -28,10 +28,12 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{UnixListener, UnixStream},
     signal::unix::{signal, SignalKind},
-    sync::Notify,
+    sync::{watch, Notify},
 };
 
 const GC_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a stopping daemon waits for one of its tasks to finish.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Largest control request read; a rule add is a few hundred bytes.
 const MAX_REQUEST: u64 = 64 * 1024;
 
@@ -112,12 +114,13 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         });
     }
 
+    // One stop signal for the tasks that must end before the daemon does.
+    let (stop, stopped) = watch::channel(());
     let unload_requested = Arc::new(Notify::new());
     let control = bind_control(&settings.control_socket)?;
     tokio::spawn(serve_control(control, shared.clone(), unload_requested.clone()));
-    if let Some(addr) = settings.health {
-        tokio::spawn(health::serve(addr, health_view));
-    }
+    let health_task =
+        settings.health.map(|addr| tokio::spawn(health::serve(addr, health_view, stopped.clone())));
     if let Some(addr) = settings.metrics {
         let s = shared.clone();
         tokio::spawn(metrics::serve(addr, Arc::new(move || snapshot(&s))));
@@ -131,16 +134,29 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     let unload = main_loop(&settings, &shared, &unload_requested).await?;
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // The health endpoint closes first: on unload the load balancer must stop sending new
+    // flows before the program that would forward them goes.
+    let _ = stop.send(());
+    if let Some(task) = health_task {
+        if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
+            tracing::warn!("the health endpoint did not close within {STOP_GRACE:?}");
+        }
+    }
     let _ = std::fs::remove_file(&settings.control_socket);
-    // Tasks still hold the shared state; everything below works under its lock. The
-    // file descriptors close when the process exits, which detaches nothing: the pinned
-    // links hold the program.
-    let live = shared.lock().expect("lock");
+    // Tasks still hold the shared state; everything below works under its lock. Without
+    // an unload the file descriptors close when the process exits, which detaches nothing:
+    // the pinned links hold the program.
+    let mut live = shared.lock().expect("lock");
     log_final_counters(&live);
     let settings = live.settings.clone();
     if unload {
         for line in unload::offline(&crate::config::Locations::of(&settings))? {
             tracing::info!("{line}");
+        }
+        // The link pins are gone: letting go of our own handles detaches the program now.
+        match live.dp.detach() {
+            Ok(()) => tracing::info!("program detached"),
+            Err(e) => tracing::warn!("detaching: {e}; the program goes when the daemon exits"),
         }
         tracing::info!("unloaded");
     } else {

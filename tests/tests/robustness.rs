@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use forwarder_tests::{
+    netns::Netns,
     require_root,
     topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT},
     traffic::{echo_servers, EchoServers},
@@ -10,6 +11,11 @@ use forwarder_tests::{
 use std::{
     net::{SocketAddrV4, TcpStream},
     os::unix::net::UnixStream,
+    process::Output,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -17,6 +23,17 @@ fn brokers(topo: &Topology) -> Result<EchoServers> {
     let addrs: Vec<SocketAddrV4> =
         BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
     echo_servers(&topo.broker, &addrs)
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Polls `cond` every 100 ms for up to `secs`.
@@ -33,6 +50,91 @@ fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> 
 
 fn log_text(daemon: &Daemon) -> String {
     daemon.log.lock().unwrap().join("\n")
+}
+
+/// Whether an XDP program is attached to `iface` in `ns`.
+fn xdp_attached(ns: &Netns, iface: &str) -> Result<bool> {
+    let out = ns.ip(&["link", "show", "dev", iface])?;
+    Ok(String::from_utf8_lossy(&out.stdout).contains("xdp"))
+}
+
+/// `forwarder unload` closes the health endpoint before it detaches the program: the load
+/// balancer must stop sending new flows before they would no longer be forwarded.
+#[test]
+fn unload_fails_the_health_probe_before_it_detaches() -> Result<()> {
+    require_root();
+    let topo = Topology::new("rhu", false, false)?;
+    let _brokers = brokers(&topo)?;
+    let text = topo
+        .config("xdp-generic", "10.0.0.4")
+        .replace("mss_clamp = 1360\n", "mss_clamp = 1360\nhealth = \"0.0.0.0:8080\"\n");
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let config = daemon.config.clone();
+    let health: std::net::SocketAddr = "127.0.0.1:8080".parse()?;
+    eventually(5, "the probe answers", || {
+        Ok(topo.natvm.enter(move || TcpStream::connect(health).is_ok())?)
+    })?;
+    assert!(xdp_attached(&topo.natvm, "n0")?);
+
+    // A prober as fast as it can go, each attempt stamped with its start.
+    let stop = Arc::new(AtomicBool::new(false));
+    let probes: Arc<Mutex<Vec<(Instant, bool)>>> = Arc::default();
+    let prober = {
+        let (stop, probes) = (stop.clone(), probes.clone());
+        topo.natvm.spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                let answered =
+                    TcpStream::connect_timeout(&health, Duration::from_millis(200)).is_ok();
+                probes.lock().unwrap().push((at, answered));
+            }
+        })?
+    };
+    let unload = {
+        let (ns, config) = (topo.natvm.name().to_string(), config.clone());
+        std::thread::spawn(move || {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .arg(forwarder_tests::topology::forwarder_bin())
+                .arg("--config")
+                .arg(config)
+                .arg("unload")
+                .output()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let detached = loop {
+        if !xdp_attached(&topo.natvm, "n0")? {
+            break Instant::now();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the program was not detached");
+    };
+    let out = unload.join().expect("unload thread")?;
+    stop.store(true, Ordering::SeqCst);
+    prober.join().expect("prober");
+    ok(&out, "unload");
+
+    let probes = probes.lock().unwrap();
+    assert!(probes.iter().any(|(_, a)| *a), "no probe ever answered");
+    let late: Vec<_> = probes.iter().filter(|(at, a)| *a && *at >= detached).collect();
+    assert!(
+        late.is_empty(),
+        "{} probes answered after the program was seen detached (of {})",
+        late.len(),
+        probes.len()
+    );
+    // The order, from the daemon itself.
+    eventually(5, "the daemon logs its unload", || Ok(log_text(&daemon).contains("unloaded")))?;
+    let log = log_text(&daemon);
+    let closed = log.find("health endpoint closed").context(format!("never closed:\n{log}"))?;
+    let removed = log.find("pins from").context(format!("no pins removed:\n{log}"))?;
+    let detach = log.find("program detached").context(format!("no detach logged:\n{log}"))?;
+    assert!(
+        closed < removed && removed < detach,
+        "not closed, then unloaded, then detached:\n{log}"
+    );
+    eprintln!("{} probes during the unload, none answered after the detach", probes.len());
+    Ok(())
 }
 
 /// utime + stime of `pid`, in clock ticks.
