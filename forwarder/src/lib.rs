@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod dns_refresh;
 pub mod doctor;
 pub mod ebpf;
 pub mod flows;

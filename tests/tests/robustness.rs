@@ -9,8 +9,9 @@ use forwarder_tests::{
     traffic::{echo_servers, EchoServers},
 };
 use std::{
-    net::{SocketAddrV4, TcpStream},
+    net::{SocketAddrV4, TcpStream, UdpSocket},
     os::unix::net::UnixStream,
+    path::Path,
     process::Output,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -18,6 +19,9 @@ use std::{
     },
     time::{Duration, Instant},
 };
+
+/// How long a control request or a SIGTERM may take, at most, whatever else is going on.
+const PROMPT: Duration = Duration::from_secs(2);
 
 fn brokers(topo: &Topology) -> Result<EchoServers> {
     let addrs: Vec<SocketAddrV4> =
@@ -50,6 +54,75 @@ fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> 
 
 fn log_text(daemon: &Daemon) -> String {
     daemon.log.lock().unwrap().join("\n")
+}
+
+/// Rewrites a file in place: `ip netns exec` bind-mounts it, so the inode must stay.
+fn rewrite(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?
+        .write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// While a DNS refresh hangs on a resolver that never answers, the control socket answers
+/// and SIGTERM ends the daemon at once; the hung lookup is abandoned after its timeout.
+#[test]
+fn a_hung_resolver_delays_neither_control_requests_nor_sigterm() -> Result<()> {
+    require_root();
+    let topo = Topology::new("rdns", false, false)?;
+    let _brokers = brokers(&topo)?;
+    // /etc/netns/<ns>/ goes with the namespace (Netns::drop), also on failure.
+    let etc = Path::new("/etc/netns").join(topo.natvm.name());
+    std::fs::create_dir_all(&etc)?;
+    let hosts = etc.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n10.20.0.11 kafka-a.test\n")?;
+    // The longest the resolver may wait: 30 s per try, 5 tries.
+    std::fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:30 attempts:5\n",
+    )?;
+    // A name server that reads the queries and never answers (no ICMP unreachable either).
+    let dns = topo.natvm.enter(|| UdpSocket::bind("127.0.0.1:53"))??;
+    dns.set_read_timeout(Some(Duration::from_secs(15)))?;
+
+    let text = topo
+        .config("xdp-generic", "10.0.0.4")
+        .replace("\"10.20.0.11:9092\"", "\"kafka-a.test:9092\"")
+        .replace("mss_clamp = 1360\n", "mss_clamp = 1360\ndns_refresh = \"1s\"\n");
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let config = daemon.config.clone();
+
+    // The name leaves the hosts file: the next refresh asks the silent server.
+    rewrite(&hosts, "127.0.0.1 localhost\n")?;
+    let mut buf = [0u8; 512];
+    dns.recv_from(&mut buf).context("no DNS query reached the silent server")?;
+
+    for _ in 0..3 {
+        let t = Instant::now();
+        let status = ok(&cli(&topo.natvm, &config, &["status", "--json"])?, "status");
+        let took = t.elapsed();
+        assert!(took < PROMPT, "status took {took:?} while a lookup hung");
+        let status: serde_json::Value = serde_json::from_str(&status)?;
+        assert_eq!(
+            status["rules"][0]["resolved"], "10.20.0.11:9092",
+            "the last good address is kept: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The lookup is given up (its thread left to the resolver) and logged.
+    eventually(20, "the hung lookup is abandoned", || Ok(log_text(&daemon).contains("abandoned")))?;
+
+    let t = Instant::now();
+    let exit = daemon.stop()?;
+    let took = t.elapsed();
+    assert!(took < PROMPT, "SIGTERM took {took:?} while a lookup hung");
+    eprintln!("SIGTERM while a lookup hung: the daemon exited in {took:?}");
+    assert!(exit.success(), "the daemon exited with {exit}");
+    topo.unload(&config)
 }
 
 /// Whether an XDP program is attached to `iface` in `ns`.
