@@ -5,11 +5,12 @@
 //! restart or an upgrade drops no connection; `forwarder unload` removes it.
 
 use crate::{
+    accept::Backoff,
     config::Settings,
     control::{Request, Response},
     datapath::Datapath,
-    gc, health,
-    live::{ChangeError, HealthView, Live},
+    dns_refresh, gc, health,
+    live::{ChangeError, HealthView, Live, Shared},
     metrics,
     pins::Pins,
     plan::Plan,
@@ -27,18 +28,18 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{UnixListener, UnixStream},
     signal::unix::{signal, SignalKind},
-    sync::Notify,
+    sync::{watch, Notify},
 };
 
 const GC_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a stopping daemon waits for one of its tasks to finish.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Largest control request read; a rule add is a few hundred bytes.
 const MAX_REQUEST: u64 = 64 * 1024;
 
 pub struct RunOptions {
     pub allow_unresolved: bool,
 }
-
-type Shared = Arc<Mutex<Live>>;
 
 pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     let state_path = state::path_for(&settings.control_socket);
@@ -111,12 +112,21 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         });
     }
 
+    // One stop signal for the tasks that must end before the daemon does.
+    let (stop, stopped) = watch::channel(());
     let unload_requested = Arc::new(Notify::new());
     let control = bind_control(&settings.control_socket)?;
     tokio::spawn(serve_control(control, shared.clone(), unload_requested.clone()));
-    if let Some(addr) = settings.health {
-        tokio::spawn(health::serve(addr, health_view));
-    }
+    let health_task =
+        settings.health.map(|addr| tokio::spawn(health::serve(addr, health_view, stopped.clone())));
+    // Flow expiry and DNS refresh run beside the main loop, never under the lock for long:
+    // a big sweep or a silent resolver must not hold up signals, control requests or health.
+    let gc_task = {
+        let s = shared.clone();
+        let config = move || s.lock().expect("lock").plan.config();
+        tokio::spawn(gc::run(pins.clone(), GC_INTERVAL, config, stopped.clone()))
+    };
+    tokio::spawn(dns_refresh::run(settings.dns_refresh, shared.clone(), stopped.clone()));
     if let Some(addr) = settings.metrics {
         let s = shared.clone();
         tokio::spawn(metrics::serve(addr, Arc::new(move || snapshot(&s))));
@@ -127,19 +137,36 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
-    let unload = main_loop(&settings, &shared, &unload_requested).await?;
+    let unload = main_loop(&shared, &unload_requested).await?;
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // The health endpoint closes first: on unload the load balancer must stop sending new
+    // flows before the program that would forward them goes.
+    let _ = stop.send(());
+    if let Some(task) = health_task {
+        if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
+            tracing::warn!("the health endpoint did not close within {STOP_GRACE:?}");
+        }
+    }
+    // A sweep stopped half-way still counts what it removed; wait for that.
+    if tokio::time::timeout(STOP_GRACE, gc_task).await.is_err() {
+        tracing::warn!("flow expiry did not stop within {STOP_GRACE:?}");
+    }
     let _ = std::fs::remove_file(&settings.control_socket);
-    // Tasks still hold the shared state; everything below works under its lock. The
-    // file descriptors close when the process exits, which detaches nothing: the pinned
-    // links hold the program.
-    let live = shared.lock().expect("lock");
+    // Tasks still hold the shared state; everything below works under its lock. Without
+    // an unload the file descriptors close when the process exits, which detaches nothing:
+    // the pinned links hold the program.
+    let mut live = shared.lock().expect("lock");
     log_final_counters(&live);
     let settings = live.settings.clone();
     if unload {
         for line in unload::offline(&crate::config::Locations::of(&settings))? {
             tracing::info!("{line}");
+        }
+        // The link pins are gone: letting go of our own handles detaches the program now.
+        match live.dp.detach() {
+            Ok(()) => tracing::info!("program detached"),
+            Err(e) => tracing::warn!("detaching: {e}; the program goes when the daemon exits"),
         }
         tracing::info!("unloaded");
     } else {
@@ -152,17 +179,10 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Runs until a signal or an unload request; returns whether to unload.
-async fn main_loop(
-    settings: &Settings,
-    shared: &Shared,
-    unload_requested: &Notify,
-) -> anyhow::Result<bool> {
+async fn main_loop(shared: &Shared, unload_requested: &Notify) -> anyhow::Result<bool> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut gc_tick = tokio::time::interval(GC_INTERVAL);
-    let mut dns_tick = tokio::time::interval(settings.dns_refresh);
-    dns_tick.tick().await; // the first tick is immediate; targets were just resolved
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(false),
@@ -176,35 +196,8 @@ async fn main_loop(
                     Err(e) => tracing::error!("SIGHUP: reload refused, nothing changed: {e}"),
                 }
             }
-            _ = gc_tick.tick() => {
-                let mut l = shared.lock().expect("lock");
-                let cfg = l.plan.config();
-                match gc::sweep(l.dp.ebpf_mut(), &cfg) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(flows = n, "expired flows removed"),
-                    Err(e) => tracing::warn!("flow expiry failed: {e:#}"),
-                }
-            }
-            _ = dns_tick.tick() => refresh_dns(shared).await,
         }
     }
-}
-
-/// Re-resolves hostname targets without holding the lock during the lookups.
-async fn refresh_dns(shared: &Shared) {
-    let targets = shared.lock().expect("lock").hostname_targets();
-    if targets.is_empty() {
-        return;
-    }
-    let resolved = tokio::task::spawn_blocking(move || {
-        targets
-            .into_iter()
-            .map(|(name, host, port)| (name, crate::live::resolve_now(&host, port)))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    shared.lock().expect("lock").apply_resolved(&resolved);
 }
 
 fn log_rules(plan: &Plan) {
@@ -273,8 +266,18 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 async fn serve_control(listener: UnixListener, shared: Shared, unload: Arc<Notify>) {
+    let mut backoff = Backoff::new("control");
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                backoff.failed(&e).await;
+                continue;
+            }
+        };
         let shared = shared.clone();
         let unload = unload.clone();
         tokio::spawn(async move {

@@ -150,6 +150,30 @@ impl Datapath {
         Ok(())
     }
 
+    /// Lets go of every attachment this process holds. Once `forwarder unload` has removed
+    /// the link pins, that detaches the program now, at a moment the daemon chooses (after
+    /// the health endpoint closed), rather than whenever the process ends. Errors from an
+    /// attachment that is already gone do not matter; the first other one is returned.
+    pub fn detach(&mut self) -> Result<(), DatapathError> {
+        self.pinned_links.clear();
+        self.attached.clear();
+        let mut first_err = None;
+        for name in [program_names::XDP, program_names::TC] {
+            let result = match self.ebpf.program_mut(name) {
+                Some(aya::programs::Program::Xdp(p)) => p.unload(),
+                Some(aya::programs::Program::SchedClassifier(p)) => p.unload(),
+                _ => continue,
+            };
+            match result {
+                Ok(()) | Err(aya::programs::ProgramError::NotLoaded) => {}
+                Err(e) => {
+                    first_err.get_or_insert(DatapathError::Program(name, e));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     /// Program ids of the loaded programs that are attached somewhere.
     pub fn program_ids(&self) -> Vec<u32> {
         let mut ids = Vec::new();

@@ -1,13 +1,50 @@
 //! Flow expiry: removes timed-out flows (both halves) and orphaned halves from the
 //! conntrack tables. The data path already ignores expired entries; this returns their
 //! memory and their SNAT ports.
+//!
+//! The daemon sweeps in a task of its own, on map handles opened from the pins, so a long
+//! sweep (a million flows) holds no lock and delays neither signals nor control requests.
 
+use crate::pins::Pins;
 use aya::{
-    maps::{Array, HashMap, MapData},
+    maps::{Array, HashMap, Map, MapData, MapError},
     Ebpf,
 };
 use forwarder_common::{map_names, Config, CtEntry, FlowKey, CT_COUNT_SWEPT};
-use std::collections::HashMap as StdHashMap;
+use std::{
+    borrow::BorrowMut,
+    collections::HashMap as StdHashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::sync::watch;
+
+/// A sweep still running after this long is logged (and left to finish: two sweeps at once
+/// would race on the swept-flow count).
+const SLOW_SWEEP: Duration = Duration::from_secs(30);
+/// How many entries a sweep handles between two looks at its stop flag.
+const STOP_CHECK_EVERY: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("map {0} is missing")]
+    Missing(&'static str),
+    #[error("opening the pinned map {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: MapError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
 
 /// CLOCK_MONOTONIC_COARSE in ns, the clock of `bpf_ktime_get_coarse_ns` that stamps the
 /// conntrack entries.
@@ -17,15 +54,137 @@ pub fn monotonic_ns() -> u64 {
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
-/// One pass over both tables; returns the number of flows removed.
-pub fn sweep(ebpf: &mut Ebpf, cfg: &Config) -> anyhow::Result<usize> {
+/// The maps a sweep works on.
+pub struct Tables<T> {
+    embryonic: HashMap<T, FlowKey, CtEntry>,
+    established: HashMap<T, FlowKey, CtEntry>,
+    count: Array<T, u64>,
+}
+
+impl Tables<MapData> {
+    /// Handles of their own on the pinned maps, shared with nothing in this process.
+    pub fn open(pins: &Pins) -> Result<Self, GcError> {
+        let open = |name: &'static str| {
+            let path = pins.map(name);
+            let md = MapData::from_pin(&path)
+                .map_err(|source| GcError::Open { path: path.display().to_string(), source })?;
+            Map::from_map_data(md).map_err(|source| GcError::Map { name, source })
+        };
+        let typed = |name: &'static str| move |source| GcError::Map { name, source };
+        Ok(Self {
+            embryonic: HashMap::try_from(open(map_names::CT_EMBRYONIC)?)
+                .map_err(typed(map_names::CT_EMBRYONIC))?,
+            established: HashMap::try_from(open(map_names::CT_ESTABLISHED)?)
+                .map_err(typed(map_names::CT_ESTABLISHED))?,
+            count: Array::try_from(open(map_names::CT_COUNT)?)
+                .map_err(typed(map_names::CT_COUNT))?,
+        })
+    }
+}
+
+/// One pass over both tables of a loaded object; returns the number of flows removed.
+pub fn sweep(ebpf: &mut Ebpf, cfg: &Config) -> Result<usize, GcError> {
+    let (mut embryonic, mut established, mut count) = (None, None, None);
+    for (name, map) in ebpf.maps_mut() {
+        match name {
+            map_names::CT_EMBRYONIC => embryonic = Some(map),
+            map_names::CT_ESTABLISHED => established = Some(map),
+            map_names::CT_COUNT => count = Some(map),
+            _ => {}
+        }
+    }
+    let typed = |name: &'static str| move |source| GcError::Map { name, source };
+    let mut tables = Tables {
+        embryonic: HashMap::try_from(embryonic.ok_or(GcError::Missing(map_names::CT_EMBRYONIC))?)
+            .map_err(typed(map_names::CT_EMBRYONIC))?,
+        established: HashMap::try_from(
+            established.ok_or(GcError::Missing(map_names::CT_ESTABLISHED))?,
+        )
+        .map_err(typed(map_names::CT_ESTABLISHED))?,
+        count: Array::try_from(count.ok_or(GcError::Missing(map_names::CT_COUNT))?)
+            .map_err(typed(map_names::CT_COUNT))?,
+    };
+    sweep_tables(&mut tables, cfg, &AtomicBool::new(false))
+}
+
+/// Sweeps every `every` until `stop` fires, each pass in a blocking thread on its own map
+/// handles. `config` is called in that thread for the timeouts in force (it may wait for
+/// the daemon's lock, which must not hold up the runtime). On stop, a running pass ends at
+/// its next check, with what it removed counted.
+pub async fn run<F>(pins: Pins, every: Duration, config: F, mut stop: watch::Receiver<()>)
+where
+    F: Fn() -> Config + Send + Sync + 'static,
+{
+    let config = Arc::new(config);
+    let halt = Arc::new(AtomicBool::new(false));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let (pins, config, h) = (pins.clone(), config.clone(), halt.clone());
+        let mut job = tokio::task::spawn_blocking(move || {
+            let cfg = config();
+            sweep_tables(&mut Tables::open(&pins)?, &cfg, &h)
+        });
+        let slow = tokio::time::sleep(SLOW_SWEEP);
+        tokio::pin!(slow);
+        let (mut warned, mut stopping) = (false, false);
+        let result = loop {
+            tokio::select! {
+                r = &mut job => break r,
+                _ = &mut slow, if !warned => {
+                    warned = true;
+                    tracing::warn!("flow expiry still running after {SLOW_SWEEP:?}");
+                }
+                _ = stop.changed(), if !stopping => {
+                    stopping = true;
+                    halt.store(true, Ordering::SeqCst);
+                }
+            }
+        };
+        match result {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(flows = n, "expired flows removed"),
+            Ok(Err(e)) => tracing::warn!("flow expiry failed: {e}"),
+            Err(e) => tracing::warn!("flow expiry failed: {e}"),
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// One pass over both tables; returns the number of flows removed. Stops early, with what
+/// it removed counted, once `halt` is set.
+fn sweep_tables<T: BorrowMut<MapData>>(
+    t: &mut Tables<T>,
+    cfg: &Config,
+    halt: &AtomicBool,
+) -> Result<usize, GcError> {
     let now = monotonic_ns();
     let mut removed = 0;
     let mut removed_established = 0u64;
-    for name in [map_names::CT_EMBRYONIC, map_names::CT_ESTABLISHED] {
-        let map = ebpf.map_mut(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
-        let mut ct: HashMap<&mut MapData, FlowKey, CtEntry> = HashMap::try_from(map)?;
-        let entries: StdHashMap<FlowKey, CtEntry> = ct.iter().filter_map(Result::ok).collect();
+    let halted = || halt.load(Ordering::Relaxed);
+    for (name, ct) in [
+        (map_names::CT_EMBRYONIC, &mut t.embryonic),
+        (map_names::CT_ESTABLISHED, &mut t.established),
+    ] {
+        let mut entries: StdHashMap<FlowKey, CtEntry> = StdHashMap::new();
+        for (i, kv) in ct.iter().enumerate() {
+            if i % STOP_CHECK_EVERY == 0 && halted() {
+                break;
+            }
+            if let Ok((k, v)) = kv {
+                entries.insert(k, v);
+            }
+        }
+        // A partial walk would take halves whose peer it has not reached for orphans.
+        if halted() {
+            break;
+        }
         let mut doomed: Vec<(FlowKey, FlowKey)> = Vec::new();
         let mut orphans: Vec<(FlowKey, FlowKey)> = Vec::new();
         for (key, e) in &entries {
@@ -51,7 +210,10 @@ pub fn sweep(ebpf: &mut Ebpf, cfg: &Config) -> anyhow::Result<usize> {
                 doomed.push(if original { (key, peer) } else { (key, key) });
             }
         }
-        for (orig, reply) in doomed {
+        for (i, (orig, reply)) in doomed.into_iter().enumerate() {
+            if i % STOP_CHECK_EVERY == 0 && halted() {
+                break;
+            }
             // The original first, as the data path does. Already gone (the data path
             // removed it) is fine, and then it is not counted twice.
             if ct.remove(&orig).is_ok() && orig != reply {
@@ -64,17 +226,14 @@ pub fn sweep(ebpf: &mut Ebpf, cfg: &Config) -> anyhow::Result<usize> {
         }
     }
     if removed_established > 0 {
-        count_swept(ebpf, removed_established)?;
+        count_swept(&mut t.count, removed_established)
+            .map_err(|source| GcError::Map { name: map_names::CT_COUNT, source })?;
     }
     Ok(removed)
 }
 
 /// Adds to the established-flow count's daemon slot (the program subtracts it).
-fn count_swept(ebpf: &mut Ebpf, n: u64) -> anyhow::Result<()> {
-    let name = map_names::CT_COUNT;
-    let map = ebpf.map_mut(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
-    let mut count: Array<&mut MapData, u64> = Array::try_from(map)?;
+fn count_swept<T: BorrowMut<MapData>>(count: &mut Array<T, u64>, n: u64) -> Result<(), MapError> {
     let swept = count.get(&CT_COUNT_SWEPT, 0)?;
-    count.set(CT_COUNT_SWEPT, swept + n, 0)?;
-    Ok(())
+    count.set(CT_COUNT_SWEPT, swept + n, 0)
 }

@@ -4,7 +4,7 @@
 //! other NAT VM. Every accepted probe is recorded: a probe that never arrives (NSG, local
 //! firewall) is the most common reason this set-up carries no traffic.
 
-use crate::live::HealthView;
+use crate::{accept::Backoff, live::HealthView};
 use std::{
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
@@ -13,21 +13,27 @@ use std::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    sync::watch,
 };
 
 /// How quickly a change of health reaches the socket.
 const POLL: Duration = Duration::from_millis(200);
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
-pub async fn serve(addr: SocketAddr, view: Arc<HealthView>) {
+/// Serves until `stop` fires (or its sender is gone); the listening socket is closed when
+/// this returns, so the caller can order what comes after it (detaching on unload).
+pub async fn serve(addr: SocketAddr, view: Arc<HealthView>, mut stop: watch::Receiver<()>) {
     let mut listener: Option<TcpListener> = None;
+    let mut backoff = Backoff::new("health");
     loop {
         let healthy = view.healthy.load(Ordering::SeqCst);
         if !healthy {
             if listener.take().is_some() {
                 tracing::info!(%addr, "health endpoint closed: not forwarding");
             }
-            tokio::time::sleep(POLL).await;
+            if stopped_within(POLL, &mut stop).await {
+                break;
+            }
             continue;
         }
         let Some(l) = &listener else {
@@ -38,7 +44,9 @@ pub async fn serve(addr: SocketAddr, view: Arc<HealthView>) {
                 }
                 Err(e) => {
                     tracing::warn!(%addr, "cannot open the health endpoint: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if stopped_within(Duration::from_secs(1), &mut stop).await {
+                        break;
+                    }
                 }
             }
             continue;
@@ -46,13 +54,26 @@ pub async fn serve(addr: SocketAddr, view: Arc<HealthView>) {
         tokio::select! {
             accepted = l.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    backoff.succeeded();
                     *view.last_probe.lock().expect("probe lock") = Some((SystemTime::now(), peer));
                     tokio::spawn(answer(stream));
                 }
-                Err(e) => tracing::debug!("health accept: {e}"),
+                Err(e) => backoff.failed(&e).await,
             },
             _ = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => break,
         }
+    }
+    if listener.take().is_some() {
+        tracing::info!(%addr, "health endpoint closed: the daemon stops");
+    }
+}
+
+/// Waits `d`; true if `stop` fired meanwhile.
+async fn stopped_within(d: Duration, stop: &mut watch::Receiver<()>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.changed() => true,
     }
 }
 

@@ -3,11 +3,13 @@
 //! The binary (`main.rs`) only parses arguments; everything it does lives here so the
 //! integration tests can drive the same code.
 
+pub mod accept;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod dns_refresh;
 pub mod doctor;
 pub mod ebpf;
 pub mod file_replace;

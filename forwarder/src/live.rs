@@ -47,6 +47,9 @@ pub struct HealthView {
     pub last_probe: Mutex<Option<(SystemTime, SocketAddr)>>,
 }
 
+/// The daemon's state as its tasks share it.
+pub type Shared = Arc<Mutex<Live>>;
+
 pub struct Live {
     pub settings: Settings,
     pub plan: Plan,

@@ -213,7 +213,12 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return runtime_error(anyhow::Error::new(e).context("starting tokio")),
             };
-            match rt.block_on(daemon::run(settings, daemon::RunOptions { allow_unresolved })) {
+            let result =
+                rt.block_on(daemon::run(settings, daemon::RunOptions { allow_unresolved }));
+            // Not the runtime's drop, which waits for every blocking thread: a DNS lookup
+            // abandoned on a silent resolver may hang in one for minutes.
+            rt.shutdown_timeout(Duration::from_millis(500));
+            match result {
                 Ok(()) => 0,
                 Err(e) => return runtime_error(e),
             }

@@ -1,7 +1,10 @@
 //! Prometheus text exposition on `metrics` (prometheus-client encodes; this module only
 //! maps a snapshot of the daemon onto metric families and serves them over plain HTTP).
 
-use crate::control::{Attachment, RuleStatsRow};
+use crate::{
+    accept::Backoff,
+    control::{Attachment, RuleStatsRow},
+};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -121,8 +124,18 @@ where
         }
     };
     tracing::info!(%addr, "metrics endpoint open");
+    let mut backoff = Backoff::new("metrics");
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(e) => {
+                backoff.failed(&e).await;
+                continue;
+            }
+        };
         let snapshot = snapshot.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];

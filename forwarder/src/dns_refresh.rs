@@ -1,0 +1,72 @@
+//! Re-resolving hostname targets every `dns_refresh`, in a task of its own.
+//!
+//! The lookups run in a blocking thread (getaddrinfo cannot be cancelled) under a timeout:
+//! a resolver that never answers costs one abandoned thread, logged, and holds up nothing
+//! else. The daemon's lock is taken only to read the targets and to apply the results.
+
+use crate::live::{resolve_now, Shared};
+use std::{net::Ipv4Addr, time::Duration};
+use tokio::{sync::watch, task::JoinHandle};
+
+/// Longest wait for one round of lookups; glibc's own default gives up on a silent name
+/// server after 2 x 5 s.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Resolved = Vec<(String, Option<Ipv4Addr>)>;
+
+/// Refreshes every `every` until `stop` fires. No new round starts while an abandoned one
+/// still hangs, so a dead resolver never piles up threads.
+pub async fn run(every: Duration, shared: Shared, mut stop: watch::Receiver<()>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; targets were just resolved
+    let mut hung: Option<JoinHandle<Resolved>> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if hung.as_ref().is_some_and(|h| !h.is_finished()) {
+            tracing::debug!("DNS refresh skipped: the abandoned lookup still hangs");
+            continue;
+        }
+        tokio::select! {
+            left = refresh(&shared) => hung = left,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One round; returns the lookup if it was abandoned.
+async fn refresh(shared: &Shared) -> Option<JoinHandle<Resolved>> {
+    let s = shared.clone();
+    let targets = tokio::task::spawn_blocking(move || s.lock().expect("lock").hostname_targets())
+        .await
+        .unwrap_or_default();
+    if targets.is_empty() {
+        return None;
+    }
+    let hosts: Vec<String> = targets.iter().map(|(_, h, _)| h.clone()).collect();
+    let mut lookup = tokio::task::spawn_blocking(move || {
+        targets.into_iter().map(|(name, host, port)| (name, resolve_now(&host, port))).collect()
+    });
+    let resolved = match tokio::time::timeout(LOOKUP_TIMEOUT, &mut lookup).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!("DNS refresh failed: {e}; the last addresses stay");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(
+                ?hosts,
+                "DNS refresh: no answer within {LOOKUP_TIMEOUT:?}; lookup abandoned to the \
+                 resolver, the last addresses stay"
+            );
+            return Some(lookup);
+        }
+    };
+    let s = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || s.lock().expect("lock").apply_resolved(&resolved))
+        .await;
+    None
+}

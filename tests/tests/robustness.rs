@@ -1,0 +1,293 @@
+//! The daemon stays responsive when its surroundings misbehave: a resolver that never
+//! answers, an unload racing the load balancer's probe, a process out of file descriptors.
+
+use anyhow::{Context, Result};
+use forwarder_tests::{
+    netns::Netns,
+    require_root,
+    topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT},
+    traffic::{echo_servers, EchoServers},
+};
+use std::{
+    net::{SocketAddrV4, TcpStream, UdpSocket},
+    os::unix::net::UnixStream,
+    path::Path,
+    process::Output,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+/// How long a control request or a SIGTERM may take, at most, whatever else is going on.
+const PROMPT: Duration = Duration::from_secs(2);
+
+fn brokers(topo: &Topology) -> Result<EchoServers> {
+    let addrs: Vec<SocketAddrV4> =
+        BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
+    echo_servers(&topo.broker, &addrs)
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `cond` every 100 ms for up to `secs`.
+fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("{what}: not within {secs} s")
+}
+
+fn log_text(daemon: &Daemon) -> String {
+    daemon.log.lock().unwrap().join("\n")
+}
+
+/// Rewrites a file in place: `ip netns exec` bind-mounts it, so the inode must stay.
+fn rewrite(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?
+        .write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// While a DNS refresh hangs on a resolver that never answers, the control socket answers
+/// and SIGTERM ends the daemon at once; the hung lookup is abandoned after its timeout.
+#[test]
+fn a_hung_resolver_delays_neither_control_requests_nor_sigterm() -> Result<()> {
+    require_root();
+    let topo = Topology::new("rdns", false, false)?;
+    let _brokers = brokers(&topo)?;
+    // /etc/netns/<ns>/ goes with the namespace (Netns::drop), also on failure.
+    let etc = Path::new("/etc/netns").join(topo.natvm.name());
+    std::fs::create_dir_all(&etc)?;
+    let hosts = etc.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n10.20.0.11 kafka-a.test\n")?;
+    // The longest the resolver may wait: 30 s per try, 5 tries.
+    std::fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:30 attempts:5\n",
+    )?;
+    // A name server that reads the queries and never answers (no ICMP unreachable either).
+    let dns = topo.natvm.enter(|| UdpSocket::bind("127.0.0.1:53"))??;
+    dns.set_read_timeout(Some(Duration::from_secs(15)))?;
+
+    let text = topo
+        .config("xdp-generic", "10.0.0.4")
+        .replace("\"10.20.0.11:9092\"", "\"kafka-a.test:9092\"")
+        .replace("mss_clamp = 1360\n", "mss_clamp = 1360\ndns_refresh = \"1s\"\n");
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let config = daemon.config.clone();
+
+    // The name leaves the hosts file: the next refresh asks the silent server.
+    rewrite(&hosts, "127.0.0.1 localhost\n")?;
+    let mut buf = [0u8; 512];
+    dns.recv_from(&mut buf).context("no DNS query reached the silent server")?;
+
+    for _ in 0..3 {
+        let t = Instant::now();
+        let status = ok(&cli(&topo.natvm, &config, &["status", "--json"])?, "status");
+        let took = t.elapsed();
+        assert!(took < PROMPT, "status took {took:?} while a lookup hung");
+        let status: serde_json::Value = serde_json::from_str(&status)?;
+        assert_eq!(
+            status["rules"][0]["resolved"], "10.20.0.11:9092",
+            "the last good address is kept: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The lookup is given up (its thread left to the resolver) and logged.
+    eventually(20, "the hung lookup is abandoned", || Ok(log_text(&daemon).contains("abandoned")))?;
+
+    let t = Instant::now();
+    let exit = daemon.stop()?;
+    let took = t.elapsed();
+    assert!(took < PROMPT, "SIGTERM took {took:?} while a lookup hung");
+    eprintln!("SIGTERM while a lookup hung: the daemon exited in {took:?}");
+    assert!(exit.success(), "the daemon exited with {exit}");
+    topo.unload(&config)
+}
+
+/// Whether an XDP program is attached to `iface` in `ns`.
+fn xdp_attached(ns: &Netns, iface: &str) -> Result<bool> {
+    let out = ns.ip(&["link", "show", "dev", iface])?;
+    Ok(String::from_utf8_lossy(&out.stdout).contains("xdp"))
+}
+
+/// `forwarder unload` closes the health endpoint before it detaches the program: the load
+/// balancer must stop sending new flows before they would no longer be forwarded.
+#[test]
+fn unload_fails_the_health_probe_before_it_detaches() -> Result<()> {
+    require_root();
+    let topo = Topology::new("rhu", false, false)?;
+    let _brokers = brokers(&topo)?;
+    let text = topo
+        .config("xdp-generic", "10.0.0.4")
+        .replace("mss_clamp = 1360\n", "mss_clamp = 1360\nhealth = \"0.0.0.0:8080\"\n");
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let config = daemon.config.clone();
+    let health: std::net::SocketAddr = "127.0.0.1:8080".parse()?;
+    eventually(5, "the probe answers", || {
+        Ok(topo.natvm.enter(move || TcpStream::connect(health).is_ok())?)
+    })?;
+    assert!(xdp_attached(&topo.natvm, "n0")?);
+
+    // A prober as fast as it can go, each attempt stamped with its start.
+    let stop = Arc::new(AtomicBool::new(false));
+    let probes: Arc<Mutex<Vec<(Instant, bool)>>> = Arc::default();
+    let prober = {
+        let (stop, probes) = (stop.clone(), probes.clone());
+        topo.natvm.spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                let answered =
+                    TcpStream::connect_timeout(&health, Duration::from_millis(200)).is_ok();
+                probes.lock().unwrap().push((at, answered));
+            }
+        })?
+    };
+    let unload = {
+        let (ns, config) = (topo.natvm.name().to_string(), config.clone());
+        std::thread::spawn(move || {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .arg(forwarder_tests::topology::forwarder_bin())
+                .arg("--config")
+                .arg(config)
+                .arg("unload")
+                .output()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let detached = loop {
+        if !xdp_attached(&topo.natvm, "n0")? {
+            break Instant::now();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the program was not detached");
+    };
+    let out = unload.join().expect("unload thread")?;
+    stop.store(true, Ordering::SeqCst);
+    prober.join().expect("prober");
+    ok(&out, "unload");
+
+    let probes = probes.lock().unwrap();
+    assert!(probes.iter().any(|(_, a)| *a), "no probe ever answered");
+    let late: Vec<_> = probes.iter().filter(|(at, a)| *a && *at >= detached).collect();
+    assert!(
+        late.is_empty(),
+        "{} probes answered after the program was seen detached (of {})",
+        late.len(),
+        probes.len()
+    );
+    // The order, from the daemon itself.
+    eventually(5, "the daemon logs its unload", || Ok(log_text(&daemon).contains("unloaded")))?;
+    let log = log_text(&daemon);
+    let closed = log.find("health endpoint closed").context(format!("never closed:\n{log}"))?;
+    let removed = log.find("pins from").context(format!("no pins removed:\n{log}"))?;
+    let detach = log.find("program detached").context(format!("no detach logged:\n{log}"))?;
+    assert!(
+        closed < removed && removed < detach,
+        "not closed, then unloaded, then detached:\n{log}"
+    );
+    eprintln!("{} probes during the unload, none answered after the detach", probes.len());
+    Ok(())
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("/proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After "pid (comm)": state is field 3, utime 14, stime 15.
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+fn set_nofile(pid: u32, n: u64) -> Result<()> {
+    let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+    // SAFETY: prlimit only reads `lim`; a null old-limit pointer is allowed.
+    let r = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    anyhow::ensure!(r == 0, "prlimit: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
+/// Out of file descriptors (EMFILE), the accept loops back off instead of spinning, and
+/// serve again once descriptors are free.
+#[test]
+fn accept_loops_back_off_when_out_of_descriptors() -> Result<()> {
+    require_root();
+    let topo = Topology::new("rfd", false, false)?;
+    let _brokers = brokers(&topo)?;
+    let text = topo.config("xdp-generic", "10.0.0.4").replace(
+        "mss_clamp = 1360\n",
+        "mss_clamp = 1360\nhealth = \"127.0.0.1:8080\"\nmetrics = \"127.0.0.1:9464\"\n",
+    );
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let config = daemon.config.clone();
+    let pid = daemon.pid();
+    let socket = topo.run_dir().join("control.sock");
+    eventually(5, "the probe answers", || {
+        Ok(topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())?)
+    })?;
+
+    // A few descriptors to spare, then more connections than that on every listener: the
+    // control connections are held open (the daemon waits for their request), the others
+    // wait in the listen queues with accept failing on EMFILE.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+    set_nofile(pid, open + 4)?;
+    let mut held: Vec<UnixStream> = Vec::new();
+    for _ in 0..32 {
+        held.push(UnixStream::connect(&socket)?);
+    }
+    let tcp: Vec<TcpStream> = topo.natvm.enter(|| -> std::io::Result<Vec<TcpStream>> {
+        let mut v = Vec::new();
+        for port in [8080, 9464] {
+            for _ in 0..8 {
+                v.push(TcpStream::connect(("127.0.0.1", port))?);
+            }
+        }
+        Ok(v)
+    })??;
+    std::thread::sleep(Duration::from_millis(300));
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+    assert!(fds >= open + 4, "descriptors not exhausted: {fds} of {}", open + 4);
+
+    let window = Duration::from_secs(2);
+    let before = cpu_ticks(pid)?;
+    std::thread::sleep(window);
+    let used = cpu_ticks(pid)? - before;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let share = used as f64 / hz / window.as_secs_f64();
+    eprintln!("daemon CPU while out of descriptors: {:.0} % of one CPU", share * 100.0);
+    assert!(share < 0.2, "the daemon used {:.0} % of a CPU out of descriptors", share * 100.0);
+
+    drop(held);
+    drop(tcp);
+    eventually(10, "the control socket answers again", || {
+        Ok(cli(&topo.natvm, &config, &["status"])?.status.success())
+    })?;
+    eventually(10, "the probe answers again", || {
+        Ok(topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())?)
+    })?;
+    let log = log_text(&daemon);
+    assert!(log.contains("accept"), "the accept failures were not logged:\n{log}");
+    drop(daemon);
+    topo.unload(&config)
+}
