@@ -4,6 +4,9 @@
 //! - `bench_gen`: the generator, run by BPF_PROG_TEST_RUN in live-frames mode. The kernel
 //!   recycles each frame's page holding whatever the receivers wrote into it (TTL, MACs, NAT
 //!   rewrites), so every run restores the whole frame from `TEMPLATE`, then sends it (XDP_TX).
+//! - `bench_flood`: the generator's SYN flood mode: the template restored as `bench_gen`
+//!   does, then a random source address and port and the next destination port written
+//!   into it, checksums updated (`flood`).
 //! - `bench_sink`: on the receiving veth end. Counts the generator's frames (IP id `MARK`)
 //!   that arrive translated as `EXPECT` says, keeps one now and then whole for userspace to
 //!   check, and drops them; passes everything else (ARP, the real TCP connection) on.
@@ -14,6 +17,7 @@
 #![no_std]
 #![no_main]
 
+mod flood;
 mod maps;
 mod parse;
 
@@ -39,6 +43,20 @@ const SAMPLE_EVERY: u64 = 4096;
 
 #[xdp]
 pub fn bench_gen(ctx: XdpContext) -> u32 {
+    restore(&ctx)
+}
+
+#[xdp]
+pub fn bench_flood(ctx: XdpContext) -> u32 {
+    match restore(&ctx) {
+        xdp_action::XDP_TX if flood::randomize(&ctx).is_some() => xdp_action::XDP_TX,
+        _ => xdp_action::XDP_ABORTED,
+    }
+}
+
+/// Writes the template over the frame; XDP_TX, or XDP_ABORTED if it cannot.
+#[inline(always)]
+fn restore(ctx: &XdpContext) -> u32 {
     let Some(template) = TEMPLATE.get_ptr(0) else { return xdp_action::XDP_ABORTED };
     // SAFETY: the template is a map value of FRAME_LEN bytes; the helper checks the frame's
     // bounds itself.

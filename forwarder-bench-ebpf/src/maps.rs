@@ -1,6 +1,6 @@
 //! The bench programs' maps. Values are plain integers and byte arrays (and `Hop`, 16 bytes:
-//! two MACs and an ifindex), so userspace (tests/src/bench/rate/progs.rs) needs no shared
-//! type crate; the index enums and `Hop` are mirrored there.
+//! two MACs and an ifindex; `Flood`, 28 bytes), so userspace (tests/src/bench/rate/progs.rs)
+//! needs no shared type crate; the index enums, `Hop` and `Flood` are mirrored there.
 
 use crate::parse::FRAME_LEN;
 use aya_ebpf::{
@@ -27,6 +27,32 @@ const _: () = assert!(core::mem::size_of::<Hop>() == 16);
 
 #[map(name = "FLOOR_HOP")]
 pub static FLOOR_HOP: Array<Hop> = Array::with_max_entries(1, 0);
+
+/// Destination ports the flood cycles over, at most.
+pub const MAX_FLOOD_PORTS: usize = 8;
+
+/// The flood generator's settings (entry 0), set by userspace.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Flood {
+    /// Source network, its octets read as a native u32 (network order in memory).
+    pub src_net: u32,
+    /// The bits of the source address drawn at random, in the same representation.
+    pub src_mask: u32,
+    /// How many of `ports` are used (1..=MAX_FLOOD_PORTS).
+    pub nports: u32,
+    /// Destination ports, host order.
+    pub ports: [u16; MAX_FLOOD_PORTS],
+}
+
+const _: () = assert!(core::mem::size_of::<Flood>() == 28);
+
+#[map(name = "FLOOD")]
+pub static FLOOD: Array<Flood> = Array::with_max_entries(1, 0);
+
+/// The flood generator's frame count per CPU (entry 0): the destination port cycles on it.
+#[map(name = "FLOOD_SEQ")]
+pub static FLOOD_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// What a delivered frame must look like.
 #[repr(u32)]

@@ -4,11 +4,15 @@
 
 use crate::{datapath::addr_from_ne, gc::monotonic_ns};
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData},
+    maps::{HashMap as BpfHashMap, IterableMap, MapData},
     Ebpf,
 };
 use forwarder_common::{map_names, CtEntry, FlowKey, TcpState};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A walk over a table visits at most this many times its capacity in keys (restarts
+/// included), so it ends while the table churns.
+const WALK_BOUND: usize = 3;
 
 /// One flow: its original half, and its reply half when the walk saw it.
 #[derive(Debug, Clone)]
@@ -58,9 +62,17 @@ pub fn scan(ebpf: &Ebpf) -> anyhow::Result<Scan> {
     {
         let map = ebpf.map(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
         let ct: BpfHashMap<&MapData, FlowKey, CtEntry> = BpfHashMap::try_from(map)?;
-        for item in ct.iter() {
-            // An entry deleted during the walk ends its chain early; what was read stands.
+        // The kernel answers "next key" after a key deleted meanwhile with the table's first
+        // key, so a walk over a table that churns (a SYN flood in the embryonic LRU) starts
+        // over and meets keys again: each is counted once, and the walk is bounded.
+        let capacity = IterableMap::map(&ct).info()?.max_entries() as usize;
+        let mut seen: HashSet<FlowKey> = HashSet::new();
+        for item in ct.iter().take(capacity.saturating_mul(WALK_BOUND)) {
+            // An error ends the walk; what was read stands.
             let Ok((key, entry)) = item else { break };
+            if !seen.insert(key) {
+                continue;
+            }
             out.used[i] += 1;
             if entry.is_reply() {
                 replies.insert(key, entry);
@@ -68,6 +80,9 @@ pub fn scan(ebpf: &Ebpf) -> anyhow::Result<Scan> {
                 out.flows.push(Flow { key, entry, reply: None, established_table });
             }
         }
+        // Nor is a walk a snapshot: keys that came while others went are all seen, more than
+        // the table ever holds at once. It cannot hold more than its capacity.
+        out.used[i] = out.used[i].min(capacity as u64);
     }
     for f in &mut out.flows {
         f.reply = replies.get(&f.entry.peer).copied();

@@ -39,11 +39,15 @@ enum Task {
         args: Vec<String>,
     },
     /// The long reliability runs that do not fit in `test` (RELIABILITY.md): ten million
-    /// hostile frames through the program, with every invariant checked on each.
+    /// hostile frames through the program, with every invariant checked on each; then a
+    /// SYN flood of a million spoofed SYNs, against the forwarder and iptables.
     Stress {
         /// Hostile frames to run (default ten million).
         #[arg(long, default_value_t = 10_000_000)]
         frames: u64,
+        /// Spoofed SYNs of the flood (default one million).
+        #[arg(long, default_value_t = 1_000_000)]
+        flood_syns: u64,
     },
     /// The whole Azure path in namespaces: a Kafka client, Private Link + load balancer,
     /// two NAT VMs running forwarder, three real Kafka brokers (tansu); checks and tears down.
@@ -71,7 +75,7 @@ fn main() -> Result<()> {
         Task::Test { args } => setup().and_then(|_| test(&args)),
         Task::Deb => setup().and_then(|_| deb()),
         Task::Demo => setup().and_then(|_| demo()),
-        Task::Stress { frames } => setup().and_then(|_| stress(frames)),
+        Task::Stress { frames, flood_syns } => setup().and_then(|_| stress(frames, flood_syns)),
         Task::Bench { quick, only } => setup().and_then(|_| bench(quick, &only)),
     }
 }
@@ -176,7 +180,8 @@ fn as_root_command(program: &Path, envs: &[(&str, &Path)]) -> Command {
         Command::new(program)
     } else {
         let mut c = Command::new("sudo");
-        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_HOSTILE_FRAMES,RUST_LOG,PATH").arg(program);
+        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_HOSTILE_FRAMES,FWT_FLOOD_SYNS,RUST_LOG,PATH")
+            .arg(program);
         c
     };
     cmd.current_dir(workspace_root());
@@ -244,23 +249,29 @@ fn test(extra: &[String]) -> Result<()> {
 
 /// `cargo xtask stress`: the reliability runs too long for `test`, each a test of the tests
 /// crate run with bigger numbers (printed, for RELIABILITY.md).
-fn stress(frames: u64) -> Result<()> {
+fn stress(frames: u64, flood_syns: u64) -> Result<()> {
     let bin = build(false)?;
     cargo(&["test", "--package", "forwarder-tests", "--no-run"])?;
-    let args: Vec<String> = ["test", "--package", "forwarder-tests", "--test", "hostile", "--"]
-        .into_iter()
-        .chain(["--nocapture", "--test-threads=1"])
-        .map(String::from)
-        .collect();
-    let frames = PathBuf::from(frames.to_string());
     let cargo_bin = PathBuf::from(env!("CARGO"));
-    with_test_bpffs(|bpffs| {
-        as_root(
-            &cargo_bin,
-            &args,
-            &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs), ("FWT_HOSTILE_FRAMES", &frames)],
-        )
-    })
+    let frames = PathBuf::from(frames.to_string());
+    let flood_syns = PathBuf::from(flood_syns.to_string());
+    for (test, var, value) in
+        [("hostile", "FWT_HOSTILE_FRAMES", &frames), ("syn_flood", "FWT_FLOOD_SYNS", &flood_syns)]
+    {
+        let args: Vec<String> = ["test", "--package", "forwarder-tests", "--test", test, "--"]
+            .into_iter()
+            .chain(["--nocapture", "--test-threads=1"])
+            .map(String::from)
+            .collect();
+        with_test_bpffs(|bpffs| {
+            as_root(
+                &cargo_bin,
+                &args,
+                &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs), (var, value.as_path())],
+            )
+        })?;
+    }
+    Ok(())
 }
 
 const TEST_BPFFS: &str = "/run/forwarder-tests-bpffs";

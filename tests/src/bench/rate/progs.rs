@@ -1,5 +1,6 @@
 //! The bench-only XDP programs (forwarder-bench-ebpf, built by tests/build.rs): the
-//! live-frames generator, the counting sink, the FIB-forwarding ceiling and the floor.
+//! live-frames generator (one established flow, or a SYN flood), the counting sink, the
+//! FIB-forwarding ceiling and the floor.
 
 use crate::netns::Netns;
 use anyhow::{Context, Result};
@@ -8,7 +9,7 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
     Ebpf,
 };
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/forwarder-bench"));
 
@@ -136,23 +137,85 @@ impl Floor {
 /// interface it sends from (the kernel resolves the context's ingress_ifindex there).
 pub struct Generator {
     ebpf: Ebpf,
+    program: &'static str,
     ifindex: u32,
     frame: [u8; FRAME_LEN],
 }
 
+/// What the flood mode varies: sources drawn from `src` (an IPv4 network), destination
+/// ports cycling over `ports` (at most MAX_FLOOD_PORTS).
+#[derive(Clone, Debug)]
+pub struct FloodSpec {
+    pub src: (Ipv4Addr, u8),
+    pub ports: Vec<u16>,
+}
+
+/// forwarder-bench-ebpf's MAX_FLOOD_PORTS.
+pub const MAX_FLOOD_PORTS: usize = 8;
+
 impl Generator {
+    /// Sends `frame` as it is, again and again (one established flow).
     pub fn new(ifindex: u32, frame: [u8; FRAME_LEN]) -> Result<Generator> {
-        let mut ebpf = load("bench_gen")?;
+        Self::load_with(ifindex, frame, "bench_gen")
+    }
+
+    /// Sends `frame`, a TCP SYN, each time from a random address of `spec.src` and a random
+    /// port, to the next of `spec.ports`, with its checksums updated.
+    pub fn flood(ifindex: u32, frame: [u8; FRAME_LEN], spec: &FloodSpec) -> Result<Generator> {
+        let (net, len) = spec.src;
+        anyhow::ensure!(len <= 32, "source prefix /{len}");
+        anyhow::ensure!(
+            (1..=MAX_FLOOD_PORTS).contains(&spec.ports.len()),
+            "{} flood ports (1..={MAX_FLOOD_PORTS})",
+            spec.ports.len()
+        );
+        let mut g = Self::load_with(ifindex, frame, "bench_flood")?;
+        let mask = u32::MAX.checked_shr(len as u32).unwrap_or(0);
+        // forwarder-bench-ebpf's Flood: src_net, src_mask (octets as native u32s), nports,
+        // ports (host order), 28 bytes.
+        let mut v = [0u8; 28];
+        v[..4].copy_from_slice(&(u32::from(net) & !mask).to_be_bytes());
+        v[4..8].copy_from_slice(&mask.to_be_bytes());
+        v[8..12].copy_from_slice(&(spec.ports.len() as u32).to_ne_bytes());
+        for (i, p) in spec.ports.iter().enumerate() {
+            v[12 + 2 * i..14 + 2 * i].copy_from_slice(&p.to_ne_bytes());
+        }
+        let mut m: Array<&mut MapData, [u8; 28]> =
+            Array::try_from(g.ebpf.map_mut("FLOOD").context("no FLOOD map")?)?;
+        m.set(0, v, 0)?;
+        Ok(g)
+    }
+
+    fn load_with(ifindex: u32, frame: [u8; FRAME_LEN], program: &'static str) -> Result<Self> {
+        let mut ebpf = load(program)?;
         let mut m: Array<&mut MapData, [u8; FRAME_LEN]> =
             Array::try_from(ebpf.map_mut("TEMPLATE").context("no TEMPLATE map")?)?;
         m.set(0, frame, 0)?;
-        Ok(Generator { ebpf, ifindex, frame })
+        Ok(Generator { ebpf, program, ifindex, frame })
+    }
+
+    /// One plain (not live) test run: the program's action and the frame it would send, to
+    /// check what the generator makes of its template.
+    pub fn one(&self) -> Result<(u32, [u8; FRAME_LEN])> {
+        let prog: &Xdp =
+            self.ebpf.program(self.program).context("no generator program")?.try_into()?;
+        let mut out = [0u8; FRAME_LEN];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&self.frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .context("test run of the generator")?;
+        anyhow::ensure!(r.data_size_out as usize == FRAME_LEN, "{} bytes out", r.data_size_out);
+        Ok((r.return_value, out))
     }
 
     /// Sends `frames` frames out of the interface in one live-frames test run; returns the
     /// time the kernel spent in its send loop (its mean per frame, in whole ns, times frames).
     pub fn send(&self, frames: u32) -> Result<std::time::Duration> {
-        let prog: &Xdp = self.ebpf.program("bench_gen").context("no bench_gen")?.try_into()?;
+        let prog: &Xdp =
+            self.ebpf.program(self.program).context("no generator program")?.try_into()?;
         // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
         // egress_ifindex }
         let md: [u32; 6] = [0, FRAME_LEN as u32, 0, self.ifindex, 0, 0];
