@@ -111,6 +111,8 @@ pub fn lines(path: &Path, chart: &Lines) -> Result<()> {
         c.draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled()))).map_err(err)?;
     }
     c.configure_series_labels()
+        // Upper left: lines that grow do so to the right, where the legend would hide them.
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
