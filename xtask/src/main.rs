@@ -281,8 +281,9 @@ fn stress(frames: u64, flood_syns: u64, fuzz_seconds: u64) -> Result<()> {
 }
 
 /// Runs each target of fuzz/ for `seconds` (libFuzzer's -max_total_time), from its seeds
-/// and the corpus earlier runs grew; fails on the first crash, whose input libFuzzer
-/// leaves in fuzz/artifacts/TARGET/. cargo-fuzz needs nightly: the rustup proxy's `cargo`.
+/// and the corpus earlier runs grew; fails if any found a crash, whose input libFuzzer
+/// leaves in fuzz/artifacts/TARGET/. Every target runs even after one fails, so one known
+/// defect hides no other. cargo-fuzz needs nightly: the rustup proxy's `cargo`.
 fn fuzz(seconds: u64) -> Result<()> {
     let dir = workspace_root().join("fuzz");
     let nightly_fuzz = |args: &[&str]| {
@@ -295,6 +296,7 @@ fn fuzz(seconds: u64) -> Result<()> {
         bail!("cargo +nightly fuzz list failed ({})", list.status);
     }
     let max_time = format!("-max_total_time={seconds}");
+    let mut failed = Vec::new();
     for target in String::from_utf8(list.stdout)?.lines() {
         let corpus = format!("corpus/{target}");
         std::fs::create_dir_all(dir.join(&corpus))?;
@@ -303,10 +305,11 @@ fn fuzz(seconds: u64) -> Result<()> {
             .status()
             .with_context(|| format!("running fuzz target {target}"))?;
         if !status.success() {
-            bail!(
-                "fuzz target {target} failed ({status}); its input is in fuzz/artifacts/{target}/"
-            );
+            failed.push(target.to_string());
         }
+    }
+    if !failed.is_empty() {
+        bail!("fuzz targets failed: {}; their inputs are in fuzz/artifacts/", failed.join(", "));
     }
     Ok(())
 }
