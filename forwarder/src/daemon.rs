@@ -127,6 +127,14 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         tokio::spawn(gc::run(pins.clone(), GC_INTERVAL, config, stopped.clone()))
     };
     tokio::spawn(dns_refresh::run(settings.dns_refresh, shared.clone(), stopped.clone()));
+    {
+        let s = shared.clone();
+        let names: crate::drop_watch::RuleNames = Box::new(move || {
+            let l = s.lock().expect("lock");
+            l.plan.rules.iter().map(|r| (r.rule_id, r.name.clone())).collect()
+        });
+        tokio::spawn(crate::drop_watch::run(pins.clone(), GC_INTERVAL, names, stopped.clone()));
+    }
     if let Some(addr) = settings.metrics {
         let s = shared.clone();
         tokio::spawn(metrics::serve(addr, Arc::new(move || snapshot(&s))));

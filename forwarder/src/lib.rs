@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod dns_refresh;
 pub mod doctor;
+pub mod drop_watch;
 pub mod ebpf;
 pub mod file_replace;
 pub mod flows;
