@@ -131,7 +131,8 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         tokio::spawn(gc::run(pins.clone(), GC_INTERVAL, config, stopped.clone()))
     };
     tokio::spawn(dns_refresh::run(settings.dns_refresh, shared.clone(), stopped.clone()));
-    tokio::spawn(attach_watch::run(ATTACH_CHECK_INTERVAL, shared.clone(), stopped.clone()));
+    let attach_task =
+        tokio::spawn(attach_watch::run(ATTACH_CHECK_INTERVAL, shared.clone(), stopped.clone()));
     if let Some(addr) = settings.metrics {
         let s = shared.clone();
         tokio::spawn(metrics::serve(addr, Arc::new(move || snapshot(&s))));
@@ -152,6 +153,10 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
             tracing::warn!("the health endpoint did not close within {STOP_GRACE:?}");
         }
+    }
+    // A check under way must not find the pins `unload` removes and re-attach.
+    if tokio::time::timeout(STOP_GRACE, attach_task).await.is_err() {
+        tracing::warn!("the attachment check did not stop within {STOP_GRACE:?}");
     }
     // A sweep stopped half-way still counts what it removed; wait for that.
     if tokio::time::timeout(STOP_GRACE, gc_task).await.is_err() {
