@@ -4,6 +4,7 @@
 //! integration tests can drive the same code.
 
 pub mod accept;
+pub mod attach_watch;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -19,6 +20,7 @@ pub mod gc;
 pub mod health;
 pub mod import_iptables;
 pub mod kafka;
+pub mod link_info;
 pub mod live;
 pub mod metrics;
 pub mod netif;
