@@ -107,9 +107,10 @@ fn check(table: Table, key: &FlowKey, entry: *mut CtEntry, cfg: &Config, now: u6
     // SAFETY: map values stay valid until the program returns.
     let e = unsafe { &*entry };
     // Only the LRU evicts one half alone. An original half whose reply half went would
-    // keep translating with a SNAT port that looks free to the next flow. During a
-    // promotion the other half is briefly in the other table only, so both are asked.
-    if table == Table::Embryonic && !in_use(&e.peer) {
+    // keep translating with a SNAT port that looks free to the next flow (or that a new
+    // flow already took). During a promotion the other half is briefly in the other table
+    // only, so both are asked.
+    if table == Table::Embryonic && !points_back(&e.peer, key) {
         remove(table, key);
         return Lookup::New;
     }
@@ -214,13 +215,15 @@ pub fn create(
         flags: CT_FLAG_REPLY,
         ..CtEntry::default()
     };
-    // NOEXIST on the reply half: if another CPU took the same SNAT port a moment ago, fail
-    // rather than steal its flow.
-    if !insert(Table::Embryonic, reply_key, &reply, BPF_NOEXIST as u64) {
+    // The original half first: a reply half never exists without its original, so the
+    // SNAT search may take the port of a reply half found alone (`port_taken`). NOEXIST on
+    // the reply half: if another CPU took the same SNAT port a moment ago, fail rather than
+    // steal its flow.
+    if !insert(Table::Embryonic, orig_key, &master, 0) {
         return Err(());
     }
-    if !insert(Table::Embryonic, orig_key, &master, 0) {
-        remove(Table::Embryonic, reply_key);
+    if !insert(Table::Embryonic, reply_key, &reply, BPF_NOEXIST as u64) {
+        remove(Table::Embryonic, orig_key);
         return Err(());
     }
     Ok(())
@@ -354,11 +357,41 @@ pub fn forget(found: &Found) {
     remove(Table::Embryonic, &peer);
 }
 
-/// Whether a reply key (target -> SNAT address:port) is taken. A plain existence check: the
-/// SNAT loop runs it up to 32 times and the verifier walks every try, so it must stay
-/// small. Timed-out flows give their port back when the lookup path or the daemon's sweep
-/// deletes them.
+/// Whether the half at `other` (in either table) is the other half of `me`: present, and
+/// naming `me` as its peer. A half whose partner the LRU evicted fails this even when a new
+/// flow has since taken the partner's key (its SNAT port).
 #[inline(always)]
-pub fn in_use(reply_key: &FlowKey) -> bool {
-    CT_ESTABLISHED.get_ptr(reply_key).is_some() || CT_EMBRYONIC.get_ptr(reply_key).is_some()
+fn points_back(other: &FlowKey, me: &FlowKey) -> bool {
+    let p = match CT_ESTABLISHED.get_ptr(other) {
+        Some(p) => p,
+        None => match CT_EMBRYONIC.get_ptr(other) {
+            Some(p) => p,
+            None => return false,
+        },
+    };
+    // SAFETY: a map value, valid for the rest of the program run.
+    unsafe { (*p).peer == *me }
+}
+
+/// Whether a reply key (target -> SNAT address:port) is taken, for the SNAT port search.
+/// A reply half in the embryonic table whose original half the LRU evicted holds its port
+/// for nothing (a SYN flood leaves many: the LRU evicts halves one by one); it is removed
+/// here and the port counts as free. Timed-out flows give their port back when the lookup
+/// path or the daemon's sweep deletes them. The search runs this up to 32 times and the
+/// verifier walks every try, so it stays small.
+#[inline(always)]
+pub fn port_taken(reply_key: &FlowKey) -> bool {
+    if CT_ESTABLISHED.get_ptr(reply_key).is_some() {
+        return true;
+    }
+    let Some(reply) = CT_EMBRYONIC.get_ptr(reply_key) else {
+        return false;
+    };
+    // SAFETY: a map value, valid for the rest of the program run.
+    let original = unsafe { (*reply).peer };
+    if points_back(&original, reply_key) {
+        return true;
+    }
+    remove(Table::Embryonic, reply_key);
+    false
 }

@@ -63,7 +63,7 @@ pub fn alloc_reply_key(
         let port = (min + offset) as u16;
         let key =
             FlowKey::new(target_addr, cfg.snat_addr, target_port, port.to_be(), IpProto::Tcp as u8);
-        if !conntrack::in_use(&key) {
+        if !conntrack::port_taken(&key) {
             return Some(key);
         }
         offset += 1;

@@ -84,7 +84,11 @@ pub fn status_text(v: &serde_json::Value) -> String {
     out += &format!("program ids: {:?}, pins in {}\n", s.program_ids, s.pin_path);
     out += &format!("snat:        {} ports {}\n", s.snat, s.snat_ports);
     let health = match (&s.health, s.healthy) {
-        (None, _) => "no health endpoint configured".to_string(),
+        (None, true) => "no health endpoint configured".to_string(),
+        (None, false) => format!(
+            "no health endpoint configured; NOT healthy ({})",
+            s.unhealthy_reason.as_deref().unwrap_or("?")
+        ),
         (Some(a), true) => format!("{a}: answering"),
         (Some(a), false) => {
             format!("{a}: FAILING ({})", s.unhealthy_reason.as_deref().unwrap_or("?"))

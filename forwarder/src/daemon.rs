@@ -6,6 +6,7 @@
 
 use crate::{
     accept::Backoff,
+    attach_watch,
     config::Settings,
     control::{self, Request, Response},
     datapath::Datapath,
@@ -32,6 +33,8 @@ use tokio::{
 };
 
 const GC_INTERVAL: Duration = Duration::from_secs(10);
+/// How often each interface's attachment is checked (someone else may detach it).
+const ATTACH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a stopping daemon waits for one of its tasks to finish.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Largest control request read; a rule add is a few hundred bytes.
@@ -96,6 +99,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         state_path,
         allow_unresolved: opts.allow_unresolved,
         health: health_view.clone(),
+        attach_faults: Default::default(),
     };
     live.update_health();
     let shared: Shared = Arc::new(Mutex::new(live));
@@ -127,6 +131,16 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         tokio::spawn(gc::run(pins.clone(), GC_INTERVAL, config, stopped.clone()))
     };
     tokio::spawn(dns_refresh::run(settings.dns_refresh, shared.clone(), stopped.clone()));
+    {
+        let s = shared.clone();
+        let names: crate::drop_watch::RuleNames = Box::new(move || {
+            let l = s.lock().expect("lock");
+            l.plan.rules.iter().map(|r| (r.rule_id, r.name.clone())).collect()
+        });
+        tokio::spawn(crate::drop_watch::run(pins.clone(), GC_INTERVAL, names, stopped.clone()));
+    }
+    let attach_task =
+        tokio::spawn(attach_watch::run(ATTACH_CHECK_INTERVAL, shared.clone(), stopped.clone()));
     if let Some(addr) = settings.metrics {
         let s = shared.clone();
         tokio::spawn(metrics::serve(addr, Arc::new(move || snapshot(&s))));
@@ -147,6 +161,10 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
             tracing::warn!("the health endpoint did not close within {STOP_GRACE:?}");
         }
+    }
+    // A check under way must not find the pins `unload` removes and re-attach.
+    if tokio::time::timeout(STOP_GRACE, attach_task).await.is_err() {
+        tracing::warn!("the attachment check did not stop within {STOP_GRACE:?}");
     }
     // A sweep stopped half-way still counts what it removed; wait for that.
     if tokio::time::timeout(STOP_GRACE, gc_task).await.is_err() {

@@ -82,8 +82,9 @@ pub struct Datapath {
     max_flows: u32,
     pub attached: Vec<(String, Attached)>,
     pins: Option<Pins>,
-    /// Links this process pinned; holding them only keeps a file descriptor.
-    pinned_links: Vec<PinnedLink>,
+    /// The links this process holds, per interface; holding one only keeps a file
+    /// descriptor (the pin keeps the attachment).
+    held: Vec<(String, HeldLink)>,
     /// The link of the last attach, until it is pinned.
     last_xdp_link: Option<XdpLinkId>,
     last_tc_link: Option<SchedClassifierLinkId>,
@@ -98,7 +99,7 @@ impl Datapath {
             max_flows,
             attached: Vec::new(),
             pins: None,
-            pinned_links: Vec::new(),
+            held: Vec::new(),
             last_xdp_link: None,
             last_tc_link: None,
         })
@@ -127,7 +128,7 @@ impl Datapath {
             max_flows: effective,
             attached: Vec::new(),
             pins: Some(pins.clone()),
-            pinned_links: Vec::new(),
+            held: Vec::new(),
             last_xdp_link: None,
             last_tc_link: None,
         };
@@ -155,7 +156,7 @@ impl Datapath {
     /// the health endpoint closed), rather than whenever the process ends. Errors from an
     /// attachment that is already gone do not matter; the first other one is returned.
     pub fn detach(&mut self) -> Result<(), DatapathError> {
-        self.pinned_links.clear();
+        self.held.clear();
         self.attached.clear();
         let mut first_err = None;
         for name in [program_names::XDP, program_names::TC] {
@@ -228,8 +229,109 @@ impl Datapath {
         Ok(how)
     }
 
+    /// Why this program no longer runs on `iface` as it was attached, if it does not: its
+    /// pinned link detached or handed to another program by someone else, or the pin gone.
+    /// Not checked: an attachment without a link (TC through netlink, before TCX) and an
+    /// unpinned `Datapath`.
+    pub fn attachment_problem(&self, iface: &str, how: Attached) -> Option<String> {
+        let pins = self.pins.as_ref()?;
+        if how == Attached::Tc && !tcx_available() {
+            return None;
+        }
+        let path = pins.link(iface, how);
+        let link = match crate::link_info::pinned(&path) {
+            Ok(l) => l,
+            Err(e) => return Some(format!("the pinned link {} is gone: {e}", path.display())),
+        };
+        let id = link.link_id;
+        if link.ifindex == 0 {
+            return Some(format!("detached from {iface} by someone else (link {id} is defunct)"));
+        }
+        if let Ok(want) = crate::netif::ifindex(iface) {
+            if link.ifindex != want {
+                return Some(format!(
+                    "link {id} is attached to interface index {}, not {iface} ({want})",
+                    link.ifindex
+                ));
+            }
+        }
+        let ours = self.program_id(how);
+        if ours.is_some_and(|p| p != link.prog_id) {
+            return Some(format!(
+                "link {id} on {iface} runs program {}, not this daemon's ({})",
+                link.prog_id,
+                ours.unwrap_or(0)
+            ));
+        }
+        None
+    }
+
+    /// Attaches to `iface` again after [`Self::attachment_problem`] found it gone: a link
+    /// still on the interface gets this program swapped back in; a detached one is let go,
+    /// its pin removed, and a new link attached and pinned in its place.
+    pub fn reattach(&mut self, iface: &str, how: Attached) -> Result<(), DatapathError> {
+        let Some(pins) = self.pins.clone() else {
+            return Ok(());
+        };
+        let path = pins.link(iface, how);
+        let still_on = crate::link_info::pinned(&path).is_ok_and(|l| l.ifindex != 0);
+        self.release(iface);
+        if still_on {
+            let held = self.swap_into(iface, how, &path)?;
+            self.held.push((iface.to_string(), held));
+        } else {
+            let _ = std::fs::remove_file(&path);
+            self.attach_as(iface, how)?;
+            self.pin_link(iface, how, &pins)?;
+        }
+        Ok(())
+    }
+
+    /// Closes this process's handles on `iface`'s link (a detached link then goes).
+    fn release(&mut self, iface: &str) {
+        let mine: Vec<HeldLink> = {
+            let (mine, rest) = std::mem::take(&mut self.held).into_iter().partition::<Vec<_>, _>(
+                |(i, _)| i == iface,
+            );
+            self.held = rest;
+            mine.into_iter().map(|(_, h)| h).collect()
+        };
+        for h in mine {
+            match h {
+                HeldLink::Pinned(p) => drop(p),
+                HeldLink::Xdp(id) => {
+                    if let Ok(p) = self.xdp_program(program_names::XDP) {
+                        drop(p.take_link(id));
+                    }
+                }
+                HeldLink::Tc(id) => {
+                    if let Ok(p) = self.tc_program() {
+                        drop(p.take_link(id));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The id of the loaded program that attachments of kind `how` run.
+    fn program_id(&self, how: Attached) -> Option<u32> {
+        let name = if how == Attached::Tc { program_names::TC } else { program_names::XDP };
+        self.ebpf.program(name)?.info().ok().map(|i| i.id())
+    }
+
     /// Swaps this program into the link pinned at `path`.
     fn take_over(&mut self, iface: &str, how: Attached, path: &Path) -> Result<(), DatapathError> {
+        let held = self.swap_into(iface, how, path)?;
+        self.held.push((iface.to_string(), held));
+        Ok(())
+    }
+
+    fn swap_into(
+        &mut self,
+        iface: &str,
+        how: Attached,
+        path: &Path,
+    ) -> Result<HeldLink, DatapathError> {
         let attach_err =
             |source| DatapathError::Attach { iface: iface.to_string(), mode: how.name(), source };
         let link = FdLink::from(
@@ -240,15 +342,15 @@ impl Datapath {
             Attached::XdpDriver | Attached::XdpGeneric => {
                 let link = XdpLink::try_from(link)
                     .map_err(|e| DatapathError::Link(path.display().to_string(), e))?;
-                self.xdp_program(program_names::XDP)?.attach_to_link(link).map_err(attach_err)?;
+                let prog = self.xdp_program(program_names::XDP)?;
+                Ok(HeldLink::Xdp(prog.attach_to_link(link).map_err(attach_err)?))
             }
             Attached::Tc => {
                 let link = SchedClassifierLink::try_from(link)
                     .map_err(|e| DatapathError::Link(path.display().to_string(), e))?;
-                self.tc_program()?.attach_to_link(link).map_err(attach_err)?;
+                Ok(HeldLink::Tc(self.tc_program()?.attach_to_link(link).map_err(attach_err)?))
             }
         }
-        Ok(())
     }
 
     /// Pins the link just made for `iface`, so it outlives this process.
@@ -278,7 +380,7 @@ impl Datapath {
         };
         let pinned =
             fd_link.pin(&path).map_err(|e| DatapathError::Pin(path.display().to_string(), e))?;
-        self.pinned_links.push(pinned);
+        self.held.push((iface.to_string(), HeldLink::Pinned(pinned)));
         Ok(())
     }
 
@@ -322,7 +424,7 @@ impl Datapath {
                 self.last_xdp_link = Some(id);
             }
             Attached::Tc => {
-                let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+                let tcx = tcx_available();
                 // Before 6.6 (no TCX) a classifier hangs off a clsact qdisc, which must exist.
                 // An error here is most often "already there"; any other one makes the
                 // attach below fail with its own message.
@@ -433,6 +535,21 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// TCX (6.6): TC attachments are links, which can be pinned, taken over and checked.
+fn tcx_available() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
+/// A handle this process keeps on an interface's link.
+enum HeldLink {
+    /// A link this process made and pinned.
+    Pinned(PinnedLink),
+    /// A pinned link a previous daemon made, which this program was swapped into; the
+    /// program object holds it.
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
 }
 
 /// Adds one to the NEXTHOP_GEN value (wrapping) and returns the new one. The daemon is its

@@ -4,6 +4,7 @@
 //! integration tests can drive the same code.
 
 pub mod accept;
+pub mod attach_watch;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -11,6 +12,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod dns_refresh;
 pub mod doctor;
+pub mod drop_watch;
 pub mod ebpf;
 pub mod file_replace;
 pub mod flows;
@@ -18,6 +20,7 @@ pub mod gc;
 pub mod health;
 pub mod import_iptables;
 pub mod kafka;
+pub mod link_info;
 pub mod live;
 pub mod metrics;
 pub mod netif;

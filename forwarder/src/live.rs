@@ -58,6 +58,9 @@ pub struct Live {
     pub state_path: PathBuf,
     pub allow_unresolved: bool,
     pub health: Arc<HealthView>,
+    /// Interfaces whose attachment someone else removed, and what was done about it
+    /// (`attach_watch`); empty while all is well.
+    pub attach_faults: std::collections::BTreeMap<String, String>,
 }
 
 pub fn unix_now() -> u64 {
@@ -69,6 +72,10 @@ impl Live {
     pub fn unhealthy_reason(&self) -> Option<String> {
         if self.dp.attached.is_empty() {
             Some("the program is not attached".into())
+        } else if !self.attach_faults.is_empty() {
+            let faults: Vec<String> =
+                self.attach_faults.iter().map(|(i, f)| format!("{i}: {f}")).collect();
+            Some(format!("the program is not attached: {}", faults.join("; ")))
         } else if !self.plan.rules.iter().any(|r| r.target.is_some()) {
             Some("no rule has a resolved target".into())
         } else if self.state.drained_since.is_some() {

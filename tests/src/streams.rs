@@ -57,6 +57,11 @@ impl Streams {
         Ok(s)
     }
 
+    /// Each stream's round counter, for a watcher that measures stalls from its own thread.
+    pub fn counters(&self) -> Vec<Arc<AtomicU64>> {
+        self.rounds.clone()
+    }
+
     /// Total rounds so far, over all streams.
     pub fn rounds(&self) -> u64 {
         self.rounds.iter().map(|r| r.load(Ordering::Relaxed)).sum()

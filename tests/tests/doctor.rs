@@ -19,6 +19,16 @@ const D0_ADDR: &str = "10.99.0.1";
 
 /// Fails loudly when a tool a test stages its failure with is missing: installing it is the
 /// operator's call, and a silently skipped check would prove nothing.
+/// The tests of this file run one at a time. Some hold a listening socket and check which
+/// process the doctor says holds it; a test running alongside that forks a child (every
+/// `ip`, `iptables` or daemon it starts) makes that child hold an inherited copy of the
+/// socket until it execs. Seen here: the port still taken when rebound, and the doctor
+/// naming the other test's child as the listener's owner.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn require_tool(name: &str) {
     match Command::new(name).arg("--version").output() {
         Ok(_) => {}
@@ -155,6 +165,7 @@ fn apply_fix(ns: &Netns, f: &Finding, tool: &str) {
 #[test]
 fn daemon_not_running_is_a_failure_and_skips_its_checks() {
     require_root();
+    let _serial = serial();
     let ns = namespace("dr1");
     let down = doctor(&ns, basic_settings(""), None);
     assert_fails(one(&down, "daemon"), &["not running"], &["systemctl start forwarder"]);
@@ -180,6 +191,7 @@ fn daemon_not_running_is_a_failure_and_skips_its_checks() {
 #[test]
 fn iptables_drop_on_the_health_port_explains_the_missing_probe() {
     require_root();
+    let _serial = serial();
     require_tool("iptables");
     require_tool("iptables-save");
     let ns = namespace("dr2");
@@ -215,6 +227,7 @@ fn iptables_drop_on_the_health_port_explains_the_missing_probe() {
 #[test]
 fn nft_input_chain_with_policy_drop_blocks_unlisted_ports() {
     require_root();
+    let _serial = serial();
     require_tool("nft");
     let ns = namespace("dr3");
     let chain = "{ type filter hook input priority 0 ; policy drop ; }";
@@ -255,6 +268,7 @@ fn nft_input_chain_with_policy_drop_blocks_unlisted_ports() {
 #[test]
 fn a_listener_on_a_rule_port_clashes_but_the_daemons_health_listener_does_not() {
     require_root();
+    let _serial = serial();
     let ns = namespace("dr4");
     let me = std::process::id();
     assert_ok(one(&doctor(&ns, basic_settings(""), None), "port-clash"));
@@ -271,10 +285,6 @@ fn a_listener_on_a_rule_port_clashes_but_the_daemons_health_listener_does_not() 
     let health = || TcpListener::bind("0.0.0.0:8080").unwrap();
     let f = doctor_with(&ns, basic_settings(""), Some(status(me, "xdp", Some(1))), health);
     assert_ok(one(&f, "port-clash"));
-    // A namespace of its own for the second listener: twice in CI the first one's port was
-    // still taken when the second bound it (a process forked by a test running alongside
-    // can hold the listener until it execs), which is not what this test is about.
-    let ns = namespace("dr4b");
     let f = doctor_with(&ns, basic_settings(""), Some(status(1, "xdp", Some(1))), health);
     assert_fails(
         one(&f, "port-clash"),
@@ -286,6 +296,7 @@ fn a_listener_on_a_rule_port_clashes_but_the_daemons_health_listener_does_not() 
 #[test]
 fn snat_ports_must_be_reserved_and_unused() {
     require_root();
+    let _serial = serial();
     let ns = namespace("dr5");
     let f = doctor(&ns, basic_settings(""), None);
     assert_fails(
@@ -311,6 +322,7 @@ fn snat_ports_must_be_reserved_and_unused() {
 #[test]
 fn targets_that_refuse_time_out_or_do_not_resolve_are_told_apart() {
     require_root();
+    let _serial = serial();
     let ns = namespace("dr6");
     let rules = [
         ("up", 9092, "10.99.0.1:7001"),
@@ -342,6 +354,7 @@ fn targets_that_refuse_time_out_or_do_not_resolve_are_told_apart() {
 #[test]
 fn mtu_below_1500_needs_mss_clamp() {
     require_root();
+    let _serial = serial();
     let ns = namespace("dr7");
     assert_ok(one(&doctor(&ns, basic_settings(""), None), "mtu"));
 
@@ -372,6 +385,7 @@ fn mtu_below_1500_needs_mss_clamp() {
 #[test]
 fn a_slow_attach_mode_names_the_interface_and_the_reason() {
     require_root();
+    let _serial = serial();
     let ns = namespace("dr8");
     let running = |mode| Some(status(4242, mode, Some(1)));
     let native = doctor(&ns, basic_settings(""), running("xdp"));
@@ -398,6 +412,7 @@ fn a_slow_attach_mode_names_the_interface_and_the_reason() {
 #[test]
 fn ip_fwd_leftovers_are_found_with_exact_delete_commands() {
     require_root();
+    let _serial = serial();
     require_tool("iptables");
     require_tool("iptables-save");
     require_tool("nft");
@@ -464,6 +479,7 @@ fn a_healthy_nat_vm_gets_a_clean_bill_from_the_cli() -> anyhow::Result<()> {
         net::SocketAddrV4,
     };
     require_root();
+    let _serial = serial();
     let topo = Topology::new("dh", false, true)?;
     let targets: Vec<SocketAddrV4> =
         BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();

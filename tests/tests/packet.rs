@@ -1148,3 +1148,51 @@ fn invalid_lengths_to_a_rule_port_pass_untouched_and_untracked() {
     // The same SYN, whole, is ours.
     assert_eq!(h.xdp(&syn).unwrap().action, XDP_TX);
 }
+
+/// A SYN flood makes the embryonic LRU evict halves one by one. A reply half left without
+/// its original must not hold its SNAT port: the next SYN's port search takes it (and an
+/// original half whose reply half now belongs to another flow is not used).
+#[test]
+fn a_reply_half_the_lru_left_alone_gives_its_port_back() {
+    let mut plan = default_plan();
+    plan.snat_ports = (40000, 40000);
+    let mut h = harness_with("orph", &plan);
+    let syn = |client: SocketAddrV4| {
+        Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC)
+    };
+    let c1 = sa(CLIENT_IP, 43001);
+    let f1 = open(&mut h, c1, 0, &syn(c1));
+    assert_eq!(f1.snat.port(), 40000);
+    // The LRU takes the original half and leaves the reply half.
+    h.ct_remove(Table::Embryonic, &f1.orig_key()).unwrap();
+
+    // The only port of the range is free again.
+    let c2 = sa(Ipv4Addr::new(192, 168, 1, 61), 43002);
+    let f2 = open(&mut h, c2, 0, &syn(c2));
+    assert_eq!(f2.snat.port(), 40000);
+    assert_eq!(h.counter(0, Counter::DropNoSnatPort).unwrap(), 0);
+    let rp = h.ct_get(Table::Embryonic, &f2.reply_key()).unwrap().expect("the new reply half");
+    assert_eq!(rp.peer, f2.orig_key(), "the port belongs to the new flow");
+    // The new flow works both ways.
+    f2.target_sends(&mut h, &f2.target_pkt(flags::SYN | flags::ACK));
+    f2.client_sends(&mut h, &f2.client_pkt(flags::ACK));
+    assert_eq!(f2.state(&mut h), (Table::Established, TcpState::Established));
+
+    // The other way round: an original half whose reply key now belongs to another flow
+    // is not used (its client's packets are not the new flow's).
+    plan.snat_ports = (40001, 40001);
+    h.apply(&plan).unwrap();
+    let c3 = sa(CLIENT_IP, 43003);
+    let f3 = open(&mut h, c3, 0, &syn(c3));
+    h.ct_remove(Table::Embryonic, &f3.reply_key()).unwrap();
+    let c4 = sa(Ipv4Addr::new(192, 168, 1, 62), 43004);
+    let f4 = open(&mut h, c4, 0, &syn(c4));
+    assert_eq!(f4.snat.port(), 40001, "the port looked free and was taken");
+    assert_passes_unchanged(
+        &mut h,
+        &f3.client_pkt(flags::ACK).frame(),
+        "the old client's packet, whose port is another flow's now",
+    );
+    assert!(h.ct_get(Table::Embryonic, &f3.orig_key()).unwrap().is_none());
+    f4.target_sends(&mut h, &f4.target_pkt(flags::SYN | flags::ACK));
+}

@@ -291,3 +291,45 @@ fn accept_loops_back_off_when_out_of_descriptors() -> Result<()> {
     drop(daemon);
     topo.unload(&config)
 }
+
+/// SNAT ports run out: the SYN is dropped and counted, the daemon says so in its log (once
+/// per interval, naming the rule and what to do), and once a port is free again new
+/// connections get through and the log says the drops stopped.
+#[test]
+fn snat_ports_running_out_is_logged_and_recovers() -> Result<()> {
+    require_root();
+    let topo = Topology::new("rsn", false, false)?;
+    let _brokers = brokers(&topo)?;
+    let text = topo
+        .config("xdp-generic", "10.0.0.4")
+        .replace("snat_ports = \"40000-59999\"", "snat_ports = \"40000-40001\"")
+        .replace("[timeouts]", "[timeouts]\nclosing = \"1s\"");
+    let text = if text.contains("[timeouts]") {
+        text
+    } else {
+        format!("{text}\n[timeouts]\nclosing = \"1s\"\n")
+    };
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let listen = SocketAddrV4::new(forwarder_tests::topology::NATVM, 9092);
+    let connect = || -> Result<std::io::Result<TcpStream>> {
+        Ok(topo.client.enter(move || {
+            TcpStream::connect_timeout(&listen.into(), Duration::from_millis(1500))
+        })?)
+    };
+    let held: Vec<TcpStream> = (0..2).map(|_| connect()?.context("one of two ports")).collect::<Result<_>>()?;
+    assert!(connect()?.is_err(), "a third connection got a port out of two");
+    let line = "every SNAT port tried was taken";
+    eventually(25, "the daemon logs the SNAT drops", || Ok(log_text(&daemon).contains(line)))?;
+    let log = log_text(&daemon);
+    let warn = log.lines().find(|l| l.contains(line)).unwrap();
+    assert!(warn.contains("rule=") && warn.contains("drop_no_snat_port"), "{warn}");
+
+    // The two connections close; their ports come back after the closing timeout and the
+    // next sweep, and a new connection gets through.
+    drop(held);
+    eventually(30, "a new connection after the ports freed up", || Ok(connect()?.is_ok()))?;
+    eventually(25, "the daemon logs that the drops stopped", || {
+        Ok(log_text(&daemon).contains("no more drops since the last look"))
+    })?;
+    Ok(())
+}

@@ -40,8 +40,9 @@ enum Task {
     },
     /// The long reliability runs that do not fit in `test` (RELIABILITY.md): ten million
     /// hostile frames through the program, with every invariant checked on each; then a
-    /// SYN flood of a million spoofed SYNs, against the forwarder and iptables; then every
-    /// fuzz target of fuzz/ (the userspace parsers) for a while.
+    /// SYN flood of a million spoofed SYNs, against the forwarder and iptables; then faults
+    /// under live streams (10 SIGKILL restarts, 200 rule cycles, link flaps, detaches); then
+    /// every fuzz target of fuzz/ (the userspace parsers) for a while.
     Stress {
         /// Hostile frames to run (default ten million).
         #[arg(long, default_value_t = 10_000_000)]
@@ -186,7 +187,7 @@ fn as_root_command(program: &Path, envs: &[(&str, &Path)]) -> Command {
         Command::new(program)
     } else {
         let mut c = Command::new("sudo");
-        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_HOSTILE_FRAMES,FWT_FLOOD_SYNS,RUST_LOG,PATH")
+        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_HOSTILE_FRAMES,FWT_FLOOD_SYNS,FWT_FAULTS,RUST_LOG,PATH")
             .arg(program);
         c
     };
@@ -261,9 +262,12 @@ fn stress(frames: u64, flood_syns: u64, fuzz_seconds: u64) -> Result<()> {
     let cargo_bin = PathBuf::from(env!("CARGO"));
     let frames = PathBuf::from(frames.to_string());
     let flood_syns = PathBuf::from(flood_syns.to_string());
-    for (test, var, value) in
-        [("hostile", "FWT_HOSTILE_FRAMES", &frames), ("syn_flood", "FWT_FLOOD_SYNS", &flood_syns)]
-    {
+    let faults = PathBuf::from("stress");
+    for (test, var, value) in [
+        ("hostile", "FWT_HOSTILE_FRAMES", &frames),
+        ("syn_flood", "FWT_FLOOD_SYNS", &flood_syns),
+        ("faults", "FWT_FAULTS", &faults),
+    ] {
         let args: Vec<String> = ["test", "--package", "forwarder-tests", "--test", test, "--"]
             .into_iter()
             .chain(["--nocapture", "--test-threads=1"])

@@ -1,0 +1,87 @@
+//! Says in the log when the data path refuses new connections or drops packets for a reason
+//! an operator can act on, per rule, at most once per interval: the counters only count, and
+//! a NAT VM out of SNAT ports at 3 a.m. should say so in the journal. Reads the pinned
+//! per-rule counters on its own, never under the daemon's lock.
+
+use crate::pins::Pins;
+use aya::maps::{Map, MapData, PerCpuArray};
+use forwarder_common::{map_names, Counter, RuleStats};
+use std::{collections::BTreeMap, time::Duration};
+use tokio::sync::watch;
+
+/// The counters that mean "an operator should hear about this", with what to do.
+const WATCHED: [(Counter, &str); 3] = [
+    (
+        Counter::DropNoSnatPort,
+        "new connections dropped: every SNAT port tried was taken (widen snat_ports)",
+    ),
+    (
+        Counter::DropTableFull,
+        "new connections refused: max_flows connections are established (raise max_flows)",
+    ),
+    (Counter::DropNoRoute, "packets dropped: the FIB has no route to the target"),
+];
+
+/// Per rule id: its name, as the log should show it.
+pub type RuleNames = Box<dyn Fn() -> BTreeMap<u16, String> + Send + Sync>;
+
+pub async fn run(pins: Pins, every: Duration, names: RuleNames, mut stop: watch::Receiver<()>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<BTreeMap<u16, RuleStats>> = None;
+    // Rules that logged drops in the last interval, to say when they stop.
+    let mut dropping: BTreeMap<u16, bool> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let ids: Vec<u16> = names().into_keys().collect();
+        let p = pins.clone();
+        let now = match tokio::task::spawn_blocking(move || read(&p, &ids)).await {
+            Ok(Ok(now)) => now,
+            Ok(Err(e)) => {
+                tracing::debug!("reading the drop counters: {e}");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if let Some(before) = &last {
+            let names = names();
+            for (id, stats) in &now {
+                let Some(prev) = before.get(id) else { continue };
+                let name = names.get(id).map_or("?", String::as_str);
+                let mut any = false;
+                for (counter, what) in WATCHED {
+                    let n = stats.get(counter).saturating_sub(prev.get(counter));
+                    if n > 0 {
+                        any = true;
+                        tracing::warn!(rule = name, reason = counter.name(), count = n, "{what}");
+                    }
+                }
+                if !any && dropping.get(id).copied().unwrap_or(false) {
+                    tracing::info!(rule = name, "no more drops since the last look");
+                }
+                dropping.insert(*id, any);
+            }
+        }
+        last = Some(now);
+    }
+}
+
+/// The rules' counters summed over the CPUs, from the pinned map.
+fn read(pins: &Pins, ids: &[u16]) -> Result<BTreeMap<u16, RuleStats>, aya::maps::MapError> {
+    let md = MapData::from_pin(pins.map(map_names::RULE_STATS))?;
+    let stats: PerCpuArray<MapData, RuleStats> = PerCpuArray::try_from(Map::PerCpuArray(md))?;
+    let mut out = BTreeMap::new();
+    for &id in ids {
+        let mut sum = RuleStats::default();
+        for cpu in stats.get(&(id as u32), 0)?.iter() {
+            for (s, v) in sum.counters.iter_mut().zip(cpu.counters) {
+                *s += v;
+            }
+        }
+        out.insert(id, sum);
+    }
+    Ok(out)
+}
