@@ -37,6 +37,12 @@ if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION
   echo "setup: installing cargo-deny $CARGO_DENY_VERSION (a few minutes)"
   cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked
 fi
+# cargo-fuzz for the fuzz step of `cargo xtask stress` (fuzz/: libFuzzer, nightly).
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
+  echo "setup: installing cargo-fuzz $CARGO_FUZZ_VERSION (about a minute)"
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+fi
 # The Kafka lab (cargo xtask demo, tests/tests/lab.rs, tests/tests/kafka_cli.rs): tansu, a
 # Kafka-compatible broker from crates.io, with its SQLite storage (the default build has no
 # storage engine and refuses to start). About 11 minutes on two cores, once.

@@ -13,7 +13,7 @@ use std::{
 };
 
 /// A request from the CLI.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
     Status,
@@ -50,6 +50,13 @@ impl Response {
     pub fn err(exit_code: u8, error: impl Into<String>) -> Self {
         Self { ok: false, error: Some(error.into()), exit_code, data: serde_json::Value::Null }
     }
+}
+
+/// Decodes one request as the daemon reads it off the socket; a request that does not decode
+/// gets this refusal (exit code 2). Public for the fuzz target (fuzz/), which feeds it
+/// arbitrary bytes.
+pub fn decode_request(buf: &[u8]) -> Result<Request, Response> {
+    serde_json::from_slice(buf).map_err(|e| Response::err(2, format!("bad request: {e}")))
 }
 
 /// `forwarder status`.

@@ -8,7 +8,7 @@ use crate::{
     accept::Backoff,
     attach_watch,
     config::Settings,
-    control::{Request, Response},
+    control::{self, Request, Response},
     datapath::Datapath,
     dns_refresh, gc, health,
     live::{ChangeError, HealthView, Live, Shared},
@@ -318,8 +318,8 @@ async fn handle_connection(
     tokio::time::timeout(Duration::from_secs(5), limited.read_to_end(&mut buf)).await??;
     let resp = match peer_allowed(&stream) {
         Err(e) => Response::err(1, e),
-        Ok(()) => match serde_json::from_slice::<Request>(&buf) {
-            Err(e) => Response::err(2, format!("bad request: {e}")),
+        Ok(()) => match control::decode_request(&buf) {
+            Err(refused) => refused,
             Ok(Request::Unload) => {
                 unload.notify_one();
                 Response::ok("unloading: the program is detached and the pins removed")

@@ -14,6 +14,7 @@
 //! listed as not translated with its line and the reason, so nothing is silently dropped
 //! or widened. Lines that are not NAT (RETURN, ACCEPT, jumps, other tables) are skipped.
 
+use crate::config;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
@@ -250,7 +251,13 @@ fn dnat_target(to: &str, listen: u16) -> Result<String, String> {
         }
         Some(p) => port(p)?,
     };
-    Ok(format!("{ip}:{target_port}"))
+    let target = format!("{ip}:{target_port}");
+    // iptables takes any address; a rule's target must pass check-config too (found by
+    // fuzz/fuzz_targets/import_iptables.rs: a DNAT to 127.0.0.1 came out as a rule that
+    // check-config refuses).
+    config::parse_target(&target)
+        .map_err(|_| format!("{ip} is not a unicast address of another host"))?;
+    Ok(target)
 }
 
 fn port(s: &str) -> Result<u16, String> {
@@ -918,6 +925,19 @@ mod tests {
             let (line, reason) = refused(&format!("-A PREROUTING -p tcp {rest}\n"));
             assert_eq!(line, 6);
             assert!(reason.starts_with(want), "{rest}: {reason}");
+        }
+    }
+
+    /// Targets iptables takes but a rule cannot have: the imported rule would fail
+    /// check-config. The first is the input the import_iptables fuzz target reported.
+    #[test]
+    fn targets_that_are_not_another_host_are_named() {
+        for ip in ["127.0.0.1", "0.0.0.0", "224.0.0.5", "255.255.255.255"] {
+            let (line, reason) = refused(&format!(
+                "-A PREROUTING -i eth0 -p tcp --dport 9093 -j DNAT --to-destination {ip}:9092\n"
+            ));
+            assert_eq!(line, 6);
+            assert_eq!(reason, format!("{ip} is not a unicast address of another host"));
         }
     }
 

@@ -41,7 +41,8 @@ enum Task {
     /// The long reliability runs that do not fit in `test` (RELIABILITY.md): ten million
     /// hostile frames through the program, with every invariant checked on each; then a
     /// SYN flood of a million spoofed SYNs, against the forwarder and iptables; then faults
-    /// under live streams (10 SIGKILL restarts, 200 rule cycles, link flaps, detaches).
+    /// under live streams (10 SIGKILL restarts, 200 rule cycles, link flaps, detaches); then
+    /// every fuzz target of fuzz/ (the userspace parsers) for a while.
     Stress {
         /// Hostile frames to run (default ten million).
         #[arg(long, default_value_t = 10_000_000)]
@@ -49,6 +50,9 @@ enum Task {
         /// Spoofed SYNs of the flood (default one million).
         #[arg(long, default_value_t = 1_000_000)]
         flood_syns: u64,
+        /// Seconds of fuzzing per fuzz target (default 60).
+        #[arg(long, default_value_t = 60)]
+        fuzz_seconds: u64,
     },
     /// The whole Azure path in namespaces: a Kafka client, Private Link + load balancer,
     /// two NAT VMs running forwarder, three real Kafka brokers (tansu); checks and tears down.
@@ -76,7 +80,9 @@ fn main() -> Result<()> {
         Task::Test { args } => setup().and_then(|_| test(&args)),
         Task::Deb => setup().and_then(|_| deb()),
         Task::Demo => setup().and_then(|_| demo()),
-        Task::Stress { frames, flood_syns } => setup().and_then(|_| stress(frames, flood_syns)),
+        Task::Stress { frames, flood_syns, fuzz_seconds } => {
+            setup().and_then(|_| stress(frames, flood_syns, fuzz_seconds))
+        }
         Task::Bench { quick, only } => setup().and_then(|_| bench(quick, &only)),
     }
 }
@@ -250,7 +256,7 @@ fn test(extra: &[String]) -> Result<()> {
 
 /// `cargo xtask stress`: the reliability runs too long for `test`, each a test of the tests
 /// crate run with bigger numbers (printed, for RELIABILITY.md).
-fn stress(frames: u64, flood_syns: u64) -> Result<()> {
+fn stress(frames: u64, flood_syns: u64, fuzz_seconds: u64) -> Result<()> {
     let bin = build(false)?;
     cargo(&["test", "--package", "forwarder-tests", "--no-run"])?;
     let cargo_bin = PathBuf::from(env!("CARGO"));
@@ -274,6 +280,40 @@ fn stress(frames: u64, flood_syns: u64) -> Result<()> {
                 &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs), (var, value.as_path())],
             )
         })?;
+    }
+    fuzz(fuzz_seconds)
+}
+
+/// Runs each target of fuzz/ for `seconds` (libFuzzer's -max_total_time), from its seeds
+/// and the corpus earlier runs grew; fails if any found a crash, whose input libFuzzer
+/// leaves in fuzz/artifacts/TARGET/. Every target runs even after one fails, so one known
+/// defect hides no other. cargo-fuzz needs nightly: the rustup proxy's `cargo`.
+fn fuzz(seconds: u64) -> Result<()> {
+    let dir = workspace_root().join("fuzz");
+    let nightly_fuzz = |args: &[&str]| {
+        let mut cmd = Command::new("cargo");
+        cmd.args(["+nightly", "fuzz"]).args(args).current_dir(&dir);
+        cmd
+    };
+    let list = nightly_fuzz(&["list"]).output().context("running cargo +nightly fuzz list")?;
+    if !list.status.success() {
+        bail!("cargo +nightly fuzz list failed ({})", list.status);
+    }
+    let max_time = format!("-max_total_time={seconds}");
+    let mut failed = Vec::new();
+    for target in String::from_utf8(list.stdout)?.lines() {
+        let corpus = format!("corpus/{target}");
+        std::fs::create_dir_all(dir.join(&corpus))?;
+        let seeds = format!("seeds/{target}");
+        let status = nightly_fuzz(&["run", target, &corpus, &seeds, "--", &max_time])
+            .status()
+            .with_context(|| format!("running fuzz target {target}"))?;
+        if !status.success() {
+            failed.push(target.to_string());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("fuzz targets failed: {}; their inputs are in fuzz/artifacts/", failed.join(", "));
     }
     Ok(())
 }
