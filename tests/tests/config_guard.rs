@@ -4,12 +4,13 @@
 //! than the data path's table is a config error; a reload that swaps full tables fits.
 
 use anyhow::{Context, Result};
+use forwarder_tests::daemon_tests::{all_listen, brokers, listen};
 use forwarder_tests::{
     netns::run,
     require_root,
     streams::{assert_all_intact, Streams},
-    topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT, LISTEN_PORTS, NATVM},
-    traffic::{connect, echo_servers, exchange, EchoServers},
+    topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT, LISTEN_PORTS},
+    traffic::{connect, exchange},
 };
 use std::{
     io::Write,
@@ -19,22 +20,8 @@ use std::{
     process::Output,
 };
 
-fn listen(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(NATVM, port)
-}
-
-fn all_listen() -> Vec<SocketAddrV4> {
-    LISTEN_PORTS.iter().map(|p| listen(*p)).collect()
-}
-
 fn seed_broker(to: SocketAddrV4) -> Ipv4Addr {
     BROKERS[LISTEN_PORTS.iter().position(|p| *p == to.port()).expect("a seed listen port")]
-}
-
-fn brokers(topo: &Topology) -> Result<EchoServers> {
-    let addrs: Vec<SocketAddrV4> =
-        BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
-    echo_servers(&topo.broker, &addrs)
 }
 
 fn stderr(out: &Output) -> String {

@@ -9,17 +9,16 @@
 //! detaches.
 
 use anyhow::Result;
+use forwarder_tests::daemon_tests::{all_listen, brokers, json, listen, ok, seed_broker};
 use forwarder_tests::{
     require_root,
     streams::{assert_all_intact, StreamReport, Streams},
-    topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT, LISTEN_PORTS, NATVM},
-    traffic::{connect, echo_servers, exchange, EchoServers},
+    topology::{cli, Daemon, Topology, BROKERS},
+    traffic::{connect, exchange},
 };
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddrV4},
     path::Path,
-    process::Output,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -43,41 +42,6 @@ fn sizes() -> Sizes {
     } else {
         Sizes { restarts: 3, reloads: 5, rule_cycles: 20, flaps: 1, detaches: 1 }
     }
-}
-
-fn seed_broker(to: SocketAddrV4) -> Ipv4Addr {
-    let i = LISTEN_PORTS.iter().position(|p| *p == to.port()).expect("a seed listen port");
-    BROKERS[i]
-}
-
-fn listen(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(NATVM, port)
-}
-
-fn all_listen() -> Vec<SocketAddrV4> {
-    LISTEN_PORTS.iter().map(|p| listen(*p)).collect()
-}
-
-fn brokers(topo: &Topology) -> Result<EchoServers> {
-    let addrs: Vec<SocketAddrV4> =
-        BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
-    echo_servers(&topo.broker, &addrs)
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(out: &Output, what: &str) -> serde_json::Value {
-    let text = ok(out, what);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
 }
 
 /// Polls `cond` every 50 ms for up to `secs`; returns how long it took.
@@ -110,10 +74,8 @@ impl StallMeter {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
-            let mut last: Vec<(u64, Instant)> = counters
-                .iter()
-                .map(|c| (c.load(Ordering::Relaxed), Instant::now()))
-                .collect();
+            let mut last: Vec<(u64, Instant)> =
+                counters.iter().map(|c| (c.load(Ordering::Relaxed), Instant::now())).collect();
             let mut worst = Duration::ZERO;
             // Bounded by the streams' own lifetime cap.
             let limit = Instant::now() + Duration::from_secs(600);
@@ -224,7 +186,10 @@ fn reloads_and_rule_cycles_on_other_rules() -> Result<()> {
         "reload+rules",
         &reports,
         stall,
-        &format!("{reloads} reloads, {rule_cycles} add/remove cycles in {:.1} s", took.as_secs_f64()),
+        &format!(
+            "{reloads} reloads, {rule_cycles} add/remove cycles in {:.1} s",
+            took.as_secs_f64()
+        ),
     );
     assert_all_intact(&reports, seed_broker);
     drop(daemon);

@@ -3,67 +3,22 @@
 //! control socket's access check and the JSON of every listing.
 
 use anyhow::Result;
+use forwarder_tests::daemon_tests::{
+    all_listen, brokers, eventually, json, listen, ok, seed_broker,
+};
 use forwarder_tests::{
     require_root,
     streams::{assert_all_intact, Streams},
-    topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT, LISTEN_PORTS, NATVM},
-    traffic::{connect, echo_servers, exchange, EchoServers},
+    topology::{cli, Daemon, Topology, BROKERS, NATVM},
+    traffic::{connect, exchange},
 };
 use std::{
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4},
     path::Path,
     process::Output,
-    time::{Duration, Instant},
+    time::Duration,
 };
-
-/// The broker a listen port of the seed config forwards to.
-fn seed_broker(to: SocketAddrV4) -> Ipv4Addr {
-    let i = LISTEN_PORTS.iter().position(|p| *p == to.port()).expect("a seed listen port");
-    BROKERS[i]
-}
-
-fn listen(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(NATVM, port)
-}
-
-fn all_listen() -> Vec<SocketAddrV4> {
-    LISTEN_PORTS.iter().map(|p| listen(*p)).collect()
-}
-
-fn brokers(topo: &Topology) -> Result<EchoServers> {
-    let addrs: Vec<SocketAddrV4> =
-        BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
-    echo_servers(&topo.broker, &addrs)
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(out: &Output, what: &str) -> serde_json::Value {
-    let text = ok(out, what);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
-}
-
-/// Polls `cond` every 100 ms for up to `secs`.
-fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("{what}: not within {secs} s")
-}
 
 #[test]
 fn sigkill_and_restart_keep_every_stream() -> Result<()> {

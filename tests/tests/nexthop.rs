@@ -6,11 +6,12 @@ use anyhow::{ensure, Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData};
 use forwarder::gc::monotonic_ns;
 use forwarder_common::{map_names, CtEntry, FlowKey};
+use forwarder_tests::daemon_tests::listen;
 use forwarder_tests::{
     netns::Netns,
     require_root,
     streams::{assert_all_intact, Streams},
-    topology::{Daemon, Topology, BROKERS, BROKER_PORT, LISTEN_PORTS, NATVM},
+    topology::{Daemon, Topology, BROKERS, BROKER_PORT, LISTEN_PORTS},
     traffic::{connect, echo_servers},
 };
 use std::{
@@ -33,10 +34,6 @@ const DEAD_WINDOW: Duration = Duration::from_millis(150);
 const PROMPT: Duration = Duration::from_millis(500);
 /// The echo server's first bytes on every connection (see tests/src/traffic.rs).
 const HEADER_LEN: usize = 10;
-
-fn listen(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(NATVM, port)
-}
 
 fn mac_text(mac: [u8; 6]) -> String {
     mac.map(|b| format!("{b:02x}")).join(":")

@@ -2,17 +2,16 @@
 //! answers, an unload racing the load balancer's probe, a process out of file descriptors.
 
 use anyhow::{Context, Result};
+use forwarder_tests::daemon_tests::{brokers, eventually, ok};
 use forwarder_tests::{
     netns::Netns,
     require_root,
-    topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT},
-    traffic::{echo_servers, EchoServers},
+    topology::{cli, Daemon, Topology},
 };
 use std::{
     net::{SocketAddrV4, TcpStream, UdpSocket},
     os::unix::net::UnixStream,
     path::Path,
-    process::Output,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -22,35 +21,6 @@ use std::{
 
 /// How long a control request or a SIGTERM may take, at most, whatever else is going on.
 const PROMPT: Duration = Duration::from_secs(2);
-
-fn brokers(topo: &Topology) -> Result<EchoServers> {
-    let addrs: Vec<SocketAddrV4> =
-        BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
-    echo_servers(&topo.broker, &addrs)
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Polls `cond` every 100 ms for up to `secs`.
-fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if cond()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("{what}: not within {secs} s")
-}
 
 fn log_text(daemon: &Daemon) -> String {
     daemon.log.lock().unwrap().join("\n")
@@ -316,7 +286,8 @@ fn snat_ports_running_out_is_logged_and_recovers() -> Result<()> {
             TcpStream::connect_timeout(&listen.into(), Duration::from_millis(1500))
         })?)
     };
-    let held: Vec<TcpStream> = (0..2).map(|_| connect()?.context("one of two ports")).collect::<Result<_>>()?;
+    let held: Vec<TcpStream> =
+        (0..2).map(|_| connect()?.context("one of two ports")).collect::<Result<_>>()?;
     assert!(connect()?.is_err(), "a third connection got a port out of two");
     let line = "every SNAT port tried was taken";
     eventually(25, "the daemon logs the SNAT drops", || Ok(log_text(&daemon).contains(line)))?;
