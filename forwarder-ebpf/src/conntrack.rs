@@ -114,7 +114,9 @@ fn check(table: Table, key: &FlowKey, entry: *mut CtEntry, cfg: &Config, now: u6
         remove(table, key);
         return Lookup::New;
     }
-    if now.saturating_sub(e.last_seen_ns) > cfg.timeout_ns(e.state) && expire_if_idle(table, key, e, cfg, now) {
+    if now.saturating_sub(e.last_seen_ns) > cfg.timeout_ns(e.state)
+        && expire_if_idle(table, key, e, cfg, now)
+    {
         return Lookup::New;
     }
     let found = Found { table, entry, key: *key };

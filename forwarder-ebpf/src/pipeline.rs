@@ -115,8 +115,7 @@ fn new_flow(
         stats::inc(rule_id, Counter::DropTableFull);
         return Err(Verdict::Drop);
     }
-    let Some(reply_key) = nat::alloc_reply_key(key, rule.target_addr, rule.target_port, cfg)
-    else {
+    let Some(reply_key) = nat::alloc_reply_key(key, rule.target_addr, rule.target_port, cfg) else {
         stats::inc(rule_id, Counter::DropNoSnatPort);
         return Err(Verdict::Drop);
     };
@@ -152,8 +151,7 @@ fn tracked<C: PacketContext>(
         half.nexthop.ifindex = 0;
     }
     let f = Forward { t: Translation::to_reverse_of(&half.peer), rule_id, reply };
-    if conntrack::is_steady(found, tcp) || conntrack::track(found, tcp, reply) == Transition::Stay
-    {
+    if conntrack::is_steady(found, tcp) || conntrack::track(found, tcp, reply) == Transition::Stay {
         return Ok((f, &mut half.nexthop));
     }
     // The handshake just completed: the flow moves to the established table. After a move

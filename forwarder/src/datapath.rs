@@ -290,9 +290,9 @@ impl Datapath {
     /// Closes this process's handles on `iface`'s link (a detached link then goes).
     fn release(&mut self, iface: &str) {
         let mine: Vec<HeldLink> = {
-            let (mine, rest) = std::mem::take(&mut self.held).into_iter().partition::<Vec<_>, _>(
-                |(i, _)| i == iface,
-            );
+            let (mine, rest) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(i, _)| i == iface);
             self.held = rest;
             mine.into_iter().map(|(_, h)| h).collect()
         };

@@ -77,14 +77,8 @@ fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
 }
 
 fn target(fd: &OwnedFd) -> io::Result<LinkTarget> {
-    let mut info = RawLinkInfo {
-        link_type: 0,
-        id: 0,
-        prog_id: 0,
-        _pad: 0,
-        ifindex: 0,
-        _rest: [0; 108],
-    };
+    let mut info =
+        RawLinkInfo { link_type: 0, id: 0, prog_id: 0, _pad: 0, ifindex: 0, _rest: [0; 108] };
     let attr = InfoAttr {
         bpf_fd: fd.as_raw_fd() as u32,
         info_len: size_of::<RawLinkInfo>() as u32,

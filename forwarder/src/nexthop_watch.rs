@@ -45,8 +45,7 @@ impl Subscription {
         let path = pins.map(map_names::NEXTHOP_GEN);
         let map_err = |source| WatchError::Map { path: path.display().to_string(), source };
         let md = MapData::from_pin(&path).map_err(map_err)?;
-        let mut gen: Array<MapData, u32> =
-            Array::try_from(Map::Array(md)).map_err(map_err)?;
+        let mut gen: Array<MapData, u32> = Array::try_from(Map::Array(md)).map_err(map_err)?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             buf.clear();

@@ -82,7 +82,12 @@ pub fn run(h: &mut Harness, count: u64, seed: u64) -> Result<Report> {
         let run = h.xdp(&frame).map_err(|e| anyhow::anyhow!("{kind} {}: {e:#}", frame.len()))?;
         let what = || format!("seed {seed} frame {n} ({kind}, {} bytes)", frame.len());
         if let Err(v) = check(run.action, &frame, &run.data, ours, Prog::Xdp) {
-            violations.push(format!("{}: {v}\n  in:  {}\n  out: {}", what(), packet::hex(&frame), packet::hex(&run.data)));
+            violations.push(format!(
+                "{}: {v}\n  in:  {}\n  out: {}",
+                what(),
+                packet::hex(&frame),
+                packet::hex(&run.data)
+            ));
         }
         match run.action {
             XDP_DROP => report.dropped += 1,
@@ -93,10 +98,17 @@ pub fn run(h: &mut Harness, count: u64, seed: u64) -> Result<Report> {
         // the kernel's skb test run takes it: it refuses an IPv4 or IPv6 frame shorter
         // than that IP header.
         if n % 4 == 0 && tc_runnable(&frame) {
-            let run = h.tc(&frame).map_err(|e| anyhow::anyhow!("{}: {e:#}\n  in: {}", what(), packet::hex(&frame)))?;
+            let run = h
+                .tc(&frame)
+                .map_err(|e| anyhow::anyhow!("{}: {e:#}\n  in: {}", what(), packet::hex(&frame)))?;
             report.tc_frames += 1;
             if let Err(v) = check(run.action, &frame, &run.data, ours, Prog::Tc) {
-                violations.push(format!("{} through TC: {v}\n  in:  {}\n  out: {}", what(), packet::hex(&frame), packet::hex(&run.data)));
+                violations.push(format!(
+                    "{} through TC: {v}\n  in:  {}\n  out: {}",
+                    what(),
+                    packet::hex(&frame),
+                    packet::hex(&run.data)
+                ));
             }
         }
         if violations.len() >= 5 {
@@ -231,7 +243,10 @@ fn valid_checksums(frame: &[u8]) -> Result<(), String> {
             let quoted = &l4[8.min(l4.len())..];
             if quoted.len() >= 20 && quoted[0] >> 4 == 4 {
                 let qihl = (quoted[0] & 0x0f) as usize * 4;
-                if qihl >= 20 && quoted.len() >= qihl && ones_complement_sum(&[&quoted[..qihl]]) != 0xffff {
+                if qihl >= 20
+                    && quoted.len() >= qihl
+                    && ones_complement_sum(&[&quoted[..qihl]]) != 0xffff
+                {
                     return Err("bad checksum of the quoted IPv4 header".into());
                 }
             }

@@ -158,8 +158,13 @@ impl Harness {
         let target = File::open(format!("/run/netns/{}", nat.name()))?;
         nix::sched::setns(target.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             .context("setns into the NAT VM namespace")?;
-        let mut h =
-            Harness { dp: Datapath::load(max_flows)?, ifindex, orig_ns, _nat: nat, _router: router };
+        let mut h = Harness {
+            dp: Datapath::load(max_flows)?,
+            ifindex,
+            orig_ns,
+            _nat: nat,
+            _router: router,
+        };
         h.dp.xdp_program(program_names::XDP)?;
         h.tc_program()?;
         h.apply(plan)?;

@@ -1128,12 +1128,27 @@ fn invalid_lengths_to_a_rule_port_pass_untouched_and_untracked() {
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
         // Data offset 15 (60 bytes) in a 20-byte TCP header: what netfilter calls invalid.
-        ("data offset 15 in a 20-byte segment", patched(&|v| v[TCP + 12] = 0xf0 | (v[TCP + 12] & 0x0f))),
-        ("data offset 6 with no option bytes", patched(&|v| v[TCP + 12] = 0x60 | (v[TCP + 12] & 0x0f))),
+        (
+            "data offset 15 in a 20-byte segment",
+            patched(&|v| v[TCP + 12] = 0xf0 | (v[TCP + 12] & 0x0f)),
+        ),
+        (
+            "data offset 6 with no option bytes",
+            patched(&|v| v[TCP + 12] = 0x60 | (v[TCP + 12] & 0x0f)),
+        ),
         // IP total length beyond the frame, and short of the IP header.
-        ("IP total length past the frame", patched(&|v| v[IP + 2..IP + 4].copy_from_slice(&1000u16.to_be_bytes()))),
-        ("IP total length below the IP header", patched(&|v| v[IP + 2..IP + 4].copy_from_slice(&16u16.to_be_bytes()))),
-        ("IP total length cutting the TCP header", patched(&|v| v[IP + 2..IP + 4].copy_from_slice(&30u16.to_be_bytes()))),
+        (
+            "IP total length past the frame",
+            patched(&|v| v[IP + 2..IP + 4].copy_from_slice(&1000u16.to_be_bytes())),
+        ),
+        (
+            "IP total length below the IP header",
+            patched(&|v| v[IP + 2..IP + 4].copy_from_slice(&16u16.to_be_bytes())),
+        ),
+        (
+            "IP total length cutting the TCP header",
+            patched(&|v| v[IP + 2..IP + 4].copy_from_slice(&30u16.to_be_bytes())),
+        ),
     ];
     for (what, frame) in &cases {
         assert_passes_unchanged(&mut h, frame, what);

@@ -21,7 +21,10 @@ fn pin_layout_1_config(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(map_names::CONFIG);
     let path = path.to_str().unwrap();
-    bpftool(&["map", "create", path, "type", "array", "key", "4", "value", "40", "entries", "1", "name", "CONFIG"]);
+    bpftool(&[
+        "map", "create", path, "type", "array", "key", "4", "value", "40", "entries", "1", "name",
+        "CONFIG",
+    ]);
     let mut update = vec!["map", "update", "pinned", path, "key", "0", "0", "0", "0"];
     update.extend(["value", "1", "0", "0", "0"]);
     update.extend(std::iter::repeat_n("0", 36));

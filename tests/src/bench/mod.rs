@@ -121,8 +121,7 @@ fn program_section(
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let points =
-                fills.iter().map(|f| ((f.flows as f64).log10(), f.cases[i].ns)).collect();
+            let points = fills.iter().map(|f| ((f.flows as f64).log10(), f.cases[i].ns)).collect();
             (c.name.to_string(), points)
         })
         .collect();

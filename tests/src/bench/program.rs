@@ -121,7 +121,6 @@ pub fn measure(runs: usize, fills: &[u32]) -> Result<Vec<AtFill>> {
     Ok(results)
 }
 
-
 /// Inserts established flows `from..to` (both halves) as the program would have made
 /// them, from clients 10.100.0.0/16.. to the first target, so the table holds `to` flows.
 fn prefill(h: &mut Harness, from: u32, to: u32) -> Result<()> {
@@ -139,7 +138,8 @@ fn prefill(h: &mut Harness, from: u32, to: u32) -> Result<()> {
         let rep = FlowKey::new(target, nat, target_port, snat_port, 6);
         let state = TcpState::Established as u8;
         let now = crate::bench::coarse_now_ns();
-        let o = CtEntry { peer: rep, last_seen_ns: now, created_ns: now, state, ..Default::default() };
+        let o =
+            CtEntry { peer: rep, last_seen_ns: now, created_ns: now, state, ..Default::default() };
         let r = CtEntry { peer: orig, flags: CT_FLAG_REPLY, ..o };
         h.ct_set(Table::Established, &orig, &o)?;
         h.ct_set(Table::Established, &rep, &r)?;
