@@ -39,6 +39,23 @@ impl Backoff {
         self.last_log = None;
     }
 
+    /// The next connection `accept` gives, every failure on the way waited out and logged.
+    pub async fn accept<T, F, Fut>(&mut self, mut accept: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<T>>,
+    {
+        loop {
+            match accept().await {
+                Ok(accepted) => {
+                    self.succeeded();
+                    return accepted;
+                }
+                Err(e) => self.failed(&e).await,
+            }
+        }
+    }
+
     /// Logs the failure (rate-limited) and waits before the next `accept`.
     pub async fn failed(&mut self, err: &std::io::Error) {
         self.failures += 1;

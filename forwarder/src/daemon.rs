@@ -286,16 +286,7 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
 async fn serve_control(listener: UnixListener, shared: Shared, unload: Arc<Notify>) {
     let mut backoff = Backoff::new("control");
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                backoff.succeeded();
-                stream
-            }
-            Err(e) => {
-                backoff.failed(&e).await;
-                continue;
-            }
-        };
+        let (stream, _) = backoff.accept(|| listener.accept()).await;
         let shared = shared.clone();
         let unload = unload.clone();
         tokio::spawn(async move {

@@ -126,16 +126,7 @@ where
     tracing::info!(%addr, "metrics endpoint open");
     let mut backoff = Backoff::new("metrics");
     loop {
-        let mut stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                backoff.succeeded();
-                stream
-            }
-            Err(e) => {
-                backoff.failed(&e).await;
-                continue;
-            }
-        };
+        let (mut stream, _) = backoff.accept(|| listener.accept()).await;
         let snapshot = snapshot.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
