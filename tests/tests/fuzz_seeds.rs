@@ -10,7 +10,8 @@
 use forwarder::{
     control::{Request, Response},
     kafka::{
-        bytes::{Bytes, BytesMut},
+        bytes::Bytes,
+        client,
         kafka_protocol::{
             messages::{
                 api_versions_response::ApiVersion,
@@ -25,10 +26,6 @@ use forwarder::{
                 MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
             },
             protocol::StrBytes,
-            records::{
-                Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-                NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
-            },
         },
         wire::encode_response,
     },
@@ -205,32 +202,10 @@ fn conversation(max: Maxima, api_versions: i16, first: i32) -> Vec<u8> {
     out
 }
 
-/// A record batch as `client::encode_batch` writes it, at a fixed time (the seeds stay the
-/// same from run to run).
+/// A record batch as the client writes it, at a fixed time (the seeds stay the same from
+/// run to run).
 fn batch(values: &[&[u8]]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v)),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    buf.freeze()
+    client::encode_batch_at(values, 1_700_000_000_000).expect("encoding a record batch")
 }
 
 fn api_keys(max: Maxima) -> Vec<ApiVersion> {

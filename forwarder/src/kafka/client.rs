@@ -483,10 +483,16 @@ fn millis(d: Duration) -> i32 {
     i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
 }
 
-/// One record batch (magic 2), no compression, no producer id.
+/// One record batch (magic 2), no compression, no producer id, stamped now.
 pub fn encode_batch(values: &[Vec<u8>]) -> Result<Bytes, String> {
     let now =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    encode_batch_at(values, now)
+}
+
+/// The same batch with a given timestamp (ms since the epoch), for output that must not
+/// change from run to run (the fuzz seeds).
+pub fn encode_batch_at<V: AsRef<[u8]>>(values: &[V], timestamp: i64) -> Result<Bytes, String> {
     let records: Vec<BatchRecord> = values
         .iter()
         .enumerate()
@@ -502,9 +508,9 @@ pub fn encode_batch(values: &[Vec<u8>]) -> Result<Bytes, String> {
             // The encoder starts a new batch when offset - sequence changes; this keeps it
             // constant and makes the batch's base sequence -1 (no sequence).
             sequence: i as i32 - 1,
-            timestamp: now,
+            timestamp,
             key: None,
-            value: Some(Bytes::copy_from_slice(v)),
+            value: Some(Bytes::copy_from_slice(v.as_ref())),
             headers: Default::default(),
         })
         .collect();
