@@ -6,18 +6,14 @@
 //! keeps being removed keeps the VM out of the pool instead of flapping.
 
 use crate::live::{Live, Shared};
+use crate::ticker::Ticker;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Checks every `every` until `stop` fires.
-pub async fn run(every: Duration, shared: Shared, mut stop: watch::Receiver<()>) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
+pub async fn run(every: Duration, shared: Shared, stop: watch::Receiver<()>) {
+    let mut ticker = Ticker::new(every, stop);
+    while ticker.next().await {
         let s = shared.clone();
         let _ = tokio::task::spawn_blocking(move || check(&mut s.lock().expect("lock"))).await;
     }

@@ -5,6 +5,7 @@
 //! else. The daemon's lock is taken only to read the targets and to apply the results.
 
 use crate::live::{resolve_now, Shared};
+use crate::ticker::Ticker;
 use std::{net::Ipv4Addr, time::Duration};
 use tokio::{sync::watch, task::JoinHandle};
 
@@ -16,23 +17,21 @@ type Resolved = Vec<(String, Option<Ipv4Addr>)>;
 
 /// Refreshes every `every` until `stop` fires. No new round starts while an abandoned one
 /// still hangs, so a dead resolver never piles up threads.
-pub async fn run(every: Duration, shared: Shared, mut stop: watch::Receiver<()>) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is immediate; targets were just resolved
+pub async fn run(every: Duration, shared: Shared, stop: watch::Receiver<()>) {
+    let mut ticker = Ticker::new(every, stop);
+    // The first tick is immediate; targets were just resolved.
+    if !ticker.next().await {
+        return;
+    }
     let mut hung: Option<JoinHandle<Resolved>> = None;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
+    while ticker.next().await {
         if hung.as_ref().is_some_and(|h| !h.is_finished()) {
             tracing::debug!("DNS refresh skipped: the abandoned lookup still hangs");
             continue;
         }
         tokio::select! {
             left = refresh(&shared) => hung = left,
-            _ = stop.changed() => return,
+            _ = ticker.stop().changed() => return,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! per-rule counters on its own, never under the daemon's lock.
 
 use crate::pins::Pins;
+use crate::ticker::Ticker;
 use aya::maps::{Map, MapData, PerCpuArray};
 use forwarder_common::{map_names, Counter, RuleStats};
 use std::{collections::BTreeMap, time::Duration};
@@ -25,17 +26,12 @@ const WATCHED: [(Counter, &str); 3] = [
 /// Per rule id: its name, as the log should show it.
 pub type RuleNames = Box<dyn Fn() -> BTreeMap<u16, String> + Send + Sync>;
 
-pub async fn run(pins: Pins, every: Duration, names: RuleNames, mut stop: watch::Receiver<()>) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+pub async fn run(pins: Pins, every: Duration, names: RuleNames, stop: watch::Receiver<()>) {
+    let mut ticker = Ticker::new(every, stop);
     let mut last: Option<BTreeMap<u16, RuleStats>> = None;
     // Rules that logged drops in the last interval, to say when they stop.
     let mut dropping: BTreeMap<u16, bool> = BTreeMap::new();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
+    while ticker.next().await {
         let ids: Vec<u16> = names().into_keys().collect();
         let p = pins.clone();
         let now = match tokio::task::spawn_blocking(move || read(&p, &ids)).await {

@@ -6,6 +6,7 @@
 //! sweep (a million flows) holds no lock and delays neither signals nor control requests.
 
 use crate::pins::Pins;
+use crate::ticker::Ticker;
 use aya::{
     maps::{Array, HashMap, Map, MapData, MapError},
     Ebpf,
@@ -111,19 +112,14 @@ pub fn sweep(ebpf: &mut Ebpf, cfg: &Config) -> Result<usize, GcError> {
 /// handles. `config` is called in that thread for the timeouts in force (it may wait for
 /// the daemon's lock, which must not hold up the runtime). On stop, a running pass ends at
 /// its next check, with what it removed counted.
-pub async fn run<F>(pins: Pins, every: Duration, config: F, mut stop: watch::Receiver<()>)
+pub async fn run<F>(pins: Pins, every: Duration, config: F, stop: watch::Receiver<()>)
 where
     F: Fn() -> Config + Send + Sync + 'static,
 {
     let config = Arc::new(config);
     let halt = Arc::new(AtomicBool::new(false));
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
+    let mut ticker = Ticker::new(every, stop);
+    while ticker.next().await {
         let (pins, config, h) = (pins.clone(), config.clone(), halt.clone());
         let mut job = tokio::task::spawn_blocking(move || {
             let cfg = config();
@@ -139,7 +135,7 @@ where
                     warned = true;
                     tracing::warn!("flow expiry still running after {SLOW_SWEEP:?}");
                 }
-                _ = stop.changed(), if !stopping => {
+                _ = ticker.stop().changed(), if !stopping => {
                     stopping = true;
                     halt.store(true, Ordering::SeqCst);
                 }

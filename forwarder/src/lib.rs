@@ -31,4 +31,5 @@ pub mod rule_edit;
 pub mod state;
 pub mod stats;
 pub mod sysctl;
+pub mod ticker;
 pub mod unload;
