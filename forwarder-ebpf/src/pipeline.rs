@@ -44,12 +44,13 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// What a packet of ours is rewritten to, and whose counters it goes to. Alongside it, the
-/// next hop cache of the half it matched (null: none, as for a new flow's first packet).
+/// What a packet of ours is rewritten to, whose counters it goes to, and the next hop cache
+/// of the half it matched (null: none, as for a new flow's first packet).
 struct Forward {
     t: Translation,
     rule_id: u16,
     reply: bool,
+    nexthop: *mut NextHop,
 }
 
 #[inline(always)]
@@ -71,10 +72,11 @@ fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
         }
     };
     match step {
-        Ok((f, nexthop)) => {
+        Ok(f) => {
             // SAFETY: a non-null `nexthop` is in the matched half, a map value that lives
             // for the rest of the program run.
-            let nexthop = if nexthop.is_null() { &mut scratch } else { unsafe { &mut *nexthop } };
+            let nexthop =
+                if f.nexthop.is_null() { &mut scratch } else { unsafe { &mut *f.nexthop } };
             translate_and_send(ctx, tcp, cfg, &f.t, f.rule_id, f.reply, nexthop)
         }
         Err(verdict) => verdict,
@@ -83,12 +85,7 @@ fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
 
 /// A packet no flow claims: a SYN to a rule's listen port opens one.
 #[inline(always)]
-fn new_flow(
-    tcp: &Tcp,
-    cfg: &Config,
-    key: &FlowKey,
-    now: u64,
-) -> Result<(Forward, *mut NextHop), Verdict> {
+fn new_flow(tcp: &Tcp, cfg: &Config, key: &FlowKey, now: u64) -> Result<Forward, Verdict> {
     // A rule's listen port, on a listen address.
     let dport = u16::from_be(tcp.dport);
     // SAFETY: RULES is only read here; the daemon replaces values whole.
@@ -125,7 +122,7 @@ fn new_flow(
     }
     stats::inc(rule_id, Counter::NewConns);
     let t = Translation::to_reverse_of(&reply_key);
-    Ok((Forward { t, rule_id, reply: false }, core::ptr::null_mut()))
+    Ok(Forward { t, rule_id, reply: false, nexthop: core::ptr::null_mut() })
 }
 
 /// A packet of a tracked flow, in either direction: one entry, the one it matched, holds
@@ -137,7 +134,7 @@ fn tracked<C: PacketContext>(
     found: &Found,
     reply: bool,
     now: u64,
-) -> Result<(Forward, *mut NextHop), Verdict> {
+) -> Result<Forward, Verdict> {
     // SAFETY: a map value, valid for the rest of the program run.
     let half = unsafe { &mut *found.entry };
     let rule_id = half.rule_id;
@@ -150,9 +147,14 @@ fn tracked<C: PacketContext>(
         // second even while no daemon bumps the generation.
         half.nexthop.ifindex = 0;
     }
-    let f = Forward { t: Translation::to_reverse_of(&half.peer), rule_id, reply };
+    let mut f = Forward {
+        t: Translation::to_reverse_of(&half.peer),
+        rule_id,
+        reply,
+        nexthop: &mut half.nexthop,
+    };
     if conntrack::is_steady(found, tcp) || conntrack::track(found, tcp, reply) == Transition::Stay {
-        return Ok((f, &mut half.nexthop));
+        return Ok(f);
     }
     // The handshake just completed: the flow moves to the established table. After a move
     // the matched entry is freed memory another flow may reuse, so nothing more is written
@@ -166,7 +168,8 @@ fn tracked<C: PacketContext>(
         stats::inc(rule_id, Counter::DropTableFull);
         return Err(Verdict::Pass);
     }
-    Ok((f, core::ptr::null_mut()))
+    f.nexthop = core::ptr::null_mut();
+    Ok(f)
 }
 
 #[inline(always)]

@@ -117,7 +117,11 @@ pub fn state_name(entry: &CtEntry) -> &'static str {
 /// some more for handshakes in flight (see `ebpf::established_capacity`).
 pub fn table_fill(scan: &Scan, max_flows: u32) -> Vec<(String, u64, u64)> {
     vec![
-        (map_names::CT_ESTABLISHED.to_lowercase(), scan.used[0], max_flows as u64 * 2),
+        (
+            map_names::CT_ESTABLISHED.to_lowercase(),
+            scan.used[0],
+            crate::ebpf::established_capacity(max_flows) as u64,
+        ),
         (
             map_names::CT_EMBRYONIC.to_lowercase(),
             scan.used[1],
