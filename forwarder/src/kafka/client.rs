@@ -605,6 +605,39 @@ mod tests {
         assert_eq!(conn.versions().get(Api::Produce), None);
     }
 
+    /// A frame that claims 2^32-2 ApiVersions entries in a few bytes. The decoder used to
+    /// reserve room for all of them first (over 100 GB): the allocation failed and the process
+    /// aborted. With the patched kafka-protocol (third_party/) it is a parse error. (On this
+    /// kernel's default heuristic overcommit the old reservation fails for certain: it is
+    /// larger than RAM and swap together.)
+    #[test]
+    fn huge_array_count_is_an_error() {
+        use std::{io::Read, io::Write, net::TcpListener};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let broker = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut size = [0u8; 4];
+            s.read_exact(&mut size).unwrap();
+            let mut request = vec![0u8; i32::from_be_bytes(size) as usize];
+            s.read_exact(&mut request).unwrap();
+            let correlation_id = &request[4..8];
+            // ApiVersions v3: error_code 0, then api_keys as a compact array whose
+            // length varint is 2^32-1 (2^32-2 entries), then three bytes of them.
+            let body = [&[0u8, 0][..], &[0xff, 0xff, 0xff, 0xff, 0x0f], &[0, 18, 0]].concat();
+            let frame_len = (correlation_id.len() + body.len()) as i32;
+            s.write_all(&[&frame_len.to_be_bytes()[..], correlation_id, &body].concat()).unwrap();
+        });
+        let stream = TcpStream::connect(addr).unwrap();
+        let err = Connection::handshake("huge:9092", stream, addr, Duration::from_secs(5))
+            .err()
+            .expect("a frame this short cannot hold that many entries");
+        broker.join().unwrap();
+        let shown = err.to_string();
+        assert!(shown.contains("does not parse"), "{shown}");
+    }
+
     #[test]
     fn batches_round_trip_and_skip_earlier_offsets() {
         let values: Vec<Vec<u8>> = (0..5).map(|i| format!("m{i}").into_bytes()).collect();
