@@ -37,8 +37,16 @@ impl Translation {
 }
 
 /// Picks a free SNAT port for a new flow to (target_addr, target_port) and returns the reply
-/// key its packets will carry. Starts from a hash of the client tuple and walks the range,
-/// at most SNAT_TRIES ports; `None` when all tried ports are in use.
+/// key its packets will carry; `None` when all tried ports are in use.
+///
+/// Each try is an independent position in the range (the client tuple's hash, mixed again
+/// with the try's number), not the next port after the last: with "first free port after a
+/// hashed start", ports are handed out at the ends of runs of taken ports while the LRU frees
+/// the oldest at their beginnings, so the runs creep along the range, merge and grow. Under a
+/// SYN flood that filled the embryonic table (a quarter of the ports of each target in use)
+/// runs of 176 taken ports formed and 2.8 % of SYNs found 32 taken ports in a row
+/// (`a_syn_flood_leaves_no_run_of_taken_ports`). Independent tries fail only when 32 random
+/// ports are all taken: (fill)^32. A range no larger than the tries is walked whole instead.
 #[inline(always)]
 pub fn alloc_reply_key(
     orig: &FlowKey,
@@ -52,26 +60,32 @@ pub fn alloc_reply_key(
         return None;
     }
     let range = max - min + 1;
-    let tries = if range < SNAT_TRIES { range } else { SNAT_TRIES };
-    let mut offset = flow_hash(orig) % range;
-    // The counter is compared with a constant so the verifier sees a bounded loop; the
-    // offset wraps around the range by hand (no modulo inside the loop).
+    let small = range <= SNAT_TRIES;
+    let hash = flow_hash(orig);
+    // The counter is compared with a constant so the verifier sees a bounded loop.
     for i in 0..SNAT_TRIES {
-        if i >= tries {
-            break;
-        }
+        let offset = if small {
+            if i >= range {
+                break;
+            }
+            i
+        } else {
+            reduce(mix(hash.wrapping_add(i)), range)
+        };
         let port = (min + offset) as u16;
         let key =
             FlowKey::new(target_addr, cfg.snat_addr, target_port, port.to_be(), IpProto::Tcp as u8);
         if !conntrack::port_taken(&key) {
             return Some(key);
         }
-        offset += 1;
-        if offset >= range {
-            offset = 0;
-        }
     }
     None
+}
+
+/// Maps a uniform 32-bit value onto 0..range without a division (Lemire's multiply-shift).
+#[inline(always)]
+fn reduce(x: u32, range: u32) -> u32 {
+    ((x as u64 * range as u64) >> 32) as u32
 }
 
 /// Hash of the client tuple: each field mixed in turn, so fields that change together
