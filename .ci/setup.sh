@@ -62,4 +62,15 @@ if ! python3 -c "import kafka, sys; sys.exit(kafka.__version__ != '$KAFKA_PYTHON
   python3 -m pip install --quiet --disable-pip-version-check "kafka-python==$KAFKA_PYTHON_VERSION" \
     || python3 -m pip install --quiet --break-system-packages "kafka-python==$KAFKA_PYTHON_VERSION"
 fi
+# The Azure CLI, from PyPI in a venv of its own: tests/tests/kafka_cli.rs runs every `az`
+# command `forwarder kafka discover` prints through its argument parser (no login, no
+# network: a well-formed command stops at "Please run 'az login'"). About 8 minutes, once.
+AZURE_CLI_VERSION=2.91.0
+if ! /opt/azure-cli/bin/python -c "
+import importlib.metadata as m, sys
+sys.exit(m.version('azure-cli') != '$AZURE_CLI_VERSION')" 2>/dev/null; then
+  echo "setup: installing azure-cli $AZURE_CLI_VERSION into /opt/azure-cli (about 8 minutes)"
+  python3 -m venv /opt/azure-cli
+  /opt/azure-cli/bin/pip install --quiet --disable-pip-version-check "azure-cli==$AZURE_CLI_VERSION"
+fi
 echo "setup: done"

@@ -110,6 +110,13 @@ enum KafkaAction {
         /// The listen port of the lowest broker id's rule; the next brokers get the next ports.
         #[arg(long, default_value_t = 9092, value_parser = clap::value_parser!(u16).range(1..))]
         first_port: u16,
+        /// Where the Kafka clients run: managed private endpoints of a Synapse workspace or
+        /// a data factory, or private endpoints and private DNS in a VNet of your own.
+        #[arg(long, value_enum, default_value_t = kafka::azure::ClientSide::Synapse)]
+        client: kafka::azure::ClientSide,
+        /// Also write the Azure commands as one bash script (variables at the top).
+        #[arg(long, value_name = "FILE")]
+        script: Option<PathBuf>,
         #[arg(long)]
         json: bool,
         /// The bound on each step: resolving, connecting, each request.
@@ -139,6 +146,14 @@ enum KafkaAction {
         #[arg(long, default_value = "5s", value_parser = positive_duration)]
         timeout: Duration,
     },
+}
+
+/// An executable script (0755).
+fn write_script(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -393,24 +408,31 @@ fn import_iptables(file: &str, json: bool) -> ExitCode {
 
 fn kafka_cmd(action: &KafkaAction) -> ExitCode {
     match action {
-        KafkaAction::Discover { bootstrap, first_port, json, timeout } => {
+        KafkaAction::Discover { bootstrap, first_port, client, script, json, timeout } => {
             let meta = match kafka::discover::fetch(bootstrap, *timeout) {
                 Ok(m) => m,
                 Err(e) => return runtime_error(e.into()),
             };
-            match kafka::discover::plan(bootstrap, &meta, *first_port) {
-                Ok(plan) if *json => {
-                    let v = kafka::render::discover_json(&plan);
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                    ExitCode::SUCCESS
+            let plan = match kafka::discover::plan(bootstrap, &meta, *first_port) {
+                Ok(plan) => plan,
+                Err(e) if e.is_usage() => return usage_error(e),
+                Err(e) => return runtime_error(anyhow::anyhow!("{bootstrap}: {e}")),
+            };
+            let setup = kafka::azure::setup(&plan, *client);
+            if let Some(path) = script {
+                let text = kafka::azure::script(&setup, bootstrap);
+                if let Err(e) = write_script(path, &text) {
+                    return runtime_error(e);
                 }
-                Ok(plan) => {
-                    print!("{}", kafka::render::discover_text(&plan));
-                    ExitCode::SUCCESS
-                }
-                Err(e) if e.is_usage() => usage_error(e),
-                Err(e) => runtime_error(anyhow::anyhow!("{bootstrap}: {e}")),
+                eprintln!("wrote {}", path.display());
             }
+            if *json {
+                let v = kafka::render::discover_json(&plan, &setup);
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", kafka::render::discover_text(&plan, &setup));
+            }
+            ExitCode::SUCCESS
         }
         KafkaAction::Check { via, produce, messages, message_size, json, timeout } => {
             let opts = kafka::check::Options {

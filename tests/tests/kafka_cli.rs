@@ -280,16 +280,39 @@ fn kafka_discover_prints_rules_and_azure_resources_per_broker() {
     }
     assert!(blocks.contains("target = \"broker2.corp.example:9092\""), "{blocks}");
     for id in 1..=3 {
-        let port = 19092 + id - 1;
         for needle in [
             format!("broker{id}.corp.example:9092  az{id}"),
-            format!("--name kafka-broker-{id} --protocol Tcp --frontend-ip-name fe-kafka-broker-{id} --frontend-port 9092 --backend-pool-name <BACKEND_POOL> --backend-port {port} "),
-            format!("az network private-link-service create --resource-group <RESOURCE_GROUP> --name pls-kafka-broker-{id} "),
-            format!("az network private-dns record-set a add-record --resource-group <DNS_RESOURCE_GROUP> --zone-name corp.example --record-set-name broker{id} --ipv4-address <PE_IP_BROKER_{id}>"),
+            format!(
+                "pls-kafka-broker-{id}    mpe-kafka-broker-{id}        broker{id}.corp.example"
+            ),
+            format!(
+                "--name kafka-broker-{id} --protocol Tcp --frontend-ip-name fe-kafka-broker-{id}"
+            ),
+            format!("--pe-name mpe-kafka-broker-{id} \\\n    --file @mpe-kafka-broker-{id}.json"),
         ] {
             assert!(run.stdout.contains(&needle), "missing {needle:?} in:\n{}", run.stdout);
         }
     }
+    assert!(run.stdout.contains("spark.readStream.format(\"kafka\")"), "{}", run.stdout);
+}
+
+/// The az commands of the JSON output, argv joined by spaces.
+fn az_lines(j: &serde_json::Value) -> Vec<String> {
+    j["az_commands"]
+        .as_array()
+        .expect("az_commands")
+        .iter()
+        .flat_map(|s| s["commands"].as_array().expect("commands"))
+        .map(|c| {
+            c["argv"]
+                .as_array()
+                .expect("argv")
+                .iter()
+                .map(|w| w.as_str().expect("a word"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
 }
 
 #[test]
@@ -317,14 +340,148 @@ fn kafka_discover_json_lists_the_brokers() {
     let listens: Vec<i64> =
         j["rules"].as_array().unwrap().iter().map(|r| r["listen"].as_i64().unwrap()).collect();
     assert_eq!(listens, [9092, 9093, 9094]);
-    let commands: Vec<&str> = j["az_commands"]
-        .as_array()
-        .unwrap()
+    let lines = az_lines(&j);
+    let rules: Vec<&String> =
+        lines.iter().filter(|c| c.starts_with("network lb rule create")).collect();
+    assert_eq!(rules.len(), 3, "{lines:#?}");
+    for (i, rule) in rules.iter().enumerate() {
+        let want = format!(
+            "--frontend-port 9092 --backend-pool-name ${{BACKEND_POOL}} --backend-port {}",
+            9092 + i
+        );
+        assert!(rule.contains(&want), "{want} in {rule}");
+    }
+    assert_eq!(j["client"], "synapse");
+    assert!(j["notebook"].as_str().unwrap().contains("broker1.corp.example:9092,"));
+}
+
+/// What the tests give each variable of the commands: names as an operator would choose
+/// them, and IDs in the form Azure's validators expect.
+fn az_value(name: &str) -> String {
+    match name {
+        "SUBSCRIPTION_ID" => "6f1c2e34-5b7a-4c8d-9e0f-123456789abc".into(),
+        "HEALTH_PORT" => "8080".into(),
+        "CONNECTION" => "mpe-kafka-broker-1.8d3f0a4e-1b2c-4d5e-8f90-a1b2c3d4e5f6".into(),
+        n if n.starts_with("PE_IP_BROKER_") => format!("10.1.0.{}", 10 + n.len()),
+        n => n.to_lowercase().replace('_', "-"),
+    }
+}
+
+fn expand(word: &str) -> String {
+    let mut out = String::new();
+    let mut rest = word;
+    while let Some(start) = rest.find("${") {
+        let end = start + rest[start..].find('}').expect("a closed reference");
+        out.push_str(&rest[..start]);
+        out.push_str(&az_value(&rest[start + 2..end]));
+        rest = &rest[end + 1..];
+    }
+    out + rest
+}
+
+/// Every `az` command `kafka discover` prints, for every client side, through the real
+/// Azure CLI's parser (installed from PyPI by .ci/setup.sh). Without a login the CLI stops
+/// at "Please run 'az login'" once the command and its arguments are well-formed, and exits
+/// 2 with "unrecognized arguments" or "the following arguments are required" when not;
+/// validators that check an ID's form run before the login check too. No request leaves
+/// the machine: the CLI has no account to send one with.
+#[test]
+fn every_az_command_passes_the_azure_cli_parser() {
+    let az = std::env::var("FWT_AZ").unwrap_or_else(|_| "/opt/azure-cli/bin/az".into());
+    assert!(
+        std::path::Path::new(&az).exists(),
+        "the Azure CLI is not at {az}: run .ci/setup.sh (or set FWT_AZ)"
+    );
+    let fake = metadata_server(three_brokers());
+    let config_dir = tempfile::tempdir().expect("AZURE_CONFIG_DIR");
+    let work = tempfile::tempdir().expect("a directory for the definition files");
+    let mut jobs = Vec::new();
+    for client in ["synapse", "adf", "vnet"] {
+        let run = kafka(&["discover", "--bootstrap", &fake.addr, "--client", client, "--json"]);
+        let j = run.assert_code(0).json();
+        for step in j["az_commands"].as_array().expect("az_commands") {
+            for f in step["files"].as_array().expect("files") {
+                let text = expand(f["text"].as_str().expect("text"));
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .expect("a definition file is JSON");
+                std::fs::write(work.path().join(f["name"].as_str().unwrap()), text).unwrap();
+            }
+            for c in step["commands"].as_array().expect("commands") {
+                let argv: Vec<String> = c["argv"]
+                    .as_array()
+                    .expect("argv")
+                    .iter()
+                    .map(|w| expand(w.as_str().expect("a word")))
+                    .collect();
+                jobs.push((client, argv));
+            }
+        }
+    }
+    assert!(jobs.len() >= 3 * 15, "only {} commands", jobs.len());
+    // Two at a time: each is a Python start-up of about half a CPU second.
+    let results = std::sync::Mutex::new(Vec::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((client, argv)) = jobs.get(i) else { break };
+                let out = Command::new(&az)
+                    .args(argv)
+                    .current_dir(work.path())
+                    .env("AZURE_CONFIG_DIR", config_dir.path())
+                    .env("AZURE_CORE_COLLECT_TELEMETRY", "false")
+                    .env("AZURE_CORE_NO_COLOR", "true")
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("running az");
+                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                results.lock().unwrap().push((*client, argv.join(" "), out.status.code(), stderr));
+            });
+        }
+    });
+    let results = results.into_inner().unwrap();
+    assert_eq!(results.len(), jobs.len());
+    let bad: Vec<String> = results
         .iter()
-        .flat_map(|s| s["commands"].as_array().unwrap())
-        .map(|c| c.as_str().unwrap())
+        .filter(|(_, _, code, stderr)| {
+            *code != Some(1) || !stderr.contains("Please run 'az login'")
+        })
+        .map(|(client, line, code, stderr)| {
+            format!("--client {client}: az {line}\n  exit {code:?}: {}", stderr.trim())
+        })
         .collect();
-    assert_eq!(commands.iter().filter(|c| c.starts_with("az network lb rule create")).count(), 3);
+    assert!(
+        bad.is_empty(),
+        "{} of {} commands refused:\n{}",
+        bad.len(),
+        results.len(),
+        bad.join("\n")
+    );
+    println!("{} az commands parsed by the Azure CLI", results.len());
+}
+
+#[test]
+fn kafka_discover_writes_the_script() {
+    let fake = metadata_server(three_brokers());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("setup-azure.sh");
+    let p = path.to_str().unwrap();
+    let run = kafka(&["discover", "--bootstrap", &fake.addr, "--client", "adf", "--script", p]);
+    run.assert_code(0);
+    assert!(run.stderr.contains(&format!("wrote {p}")), "{}", run.stderr);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("#!/usr/bin/env bash\n"), "{text}");
+    assert!(text.contains("\nset -euo pipefail\n"), "{text}");
+    assert!(text.contains("FACTORY_NAME=\"${FACTORY_NAME:-<data-factory>}\""), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o755);
+    // bash reads it, and it refuses to run before its variables are set.
+    let syntax = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+    let out = Command::new("bash").arg(&path).current_dir(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set SUBSCRIPTION_ID first"));
 }
 
 #[test]

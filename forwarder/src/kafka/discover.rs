@@ -29,6 +29,11 @@ pub enum PlanError {
          {brokers} brokers"
     )]
     PortsExhausted { first_port: u16, room: u32, brokers: usize },
+    #[error(
+        "broker {id} advertises the host {host:?}, which is neither an IP address nor a DNS \
+         name (letters, digits, '-', '_' and '.'); it is not written into commands or scripts"
+    )]
+    UnsafeHost { id: i32, host: String },
 }
 
 impl PlanError {
@@ -73,7 +78,10 @@ pub struct AzurePlan {
     /// The NAT VM's port for this broker: the rule's `listen`.
     pub backend_port: u16,
     pub private_link_service: String,
+    /// In a VNet of the clients' own (`--client vnet`).
     pub private_endpoint: String,
+    /// In a Synapse workspace's or data factory's managed VNet.
+    pub managed_private_endpoint: String,
     /// The A record clients must resolve, or `None` when the broker advertises an IP
     /// address (no DNS record can redirect that; see `warnings`).
     pub dns: Option<DnsRecord>,
@@ -122,6 +130,10 @@ pub fn plan(bootstrap: &str, meta: &ClusterMetadata, first_port: u16) -> Result<
     }
     let mut brokers = meta.brokers.clone();
     brokers.sort_by_key(|b| b.id);
+    // The names go into shell commands and here-documents: only what a name can be.
+    if let Some(b) = brokers.iter().find(|b| !is_host_name_or_ip(&b.host)) {
+        return Err(PlanError::UnsafeHost { id: b.id, host: b.host.clone() });
+    }
     let room = 65535 - u32::from(first_port) + 1;
     if brokers.len() as u32 > room {
         return Err(PlanError::PortsExhausted { first_port, room, brokers: brokers.len() });
@@ -141,6 +153,7 @@ pub fn plan(bootstrap: &str, meta: &ClusterMetadata, first_port: u16) -> Result<
                     backend_port: listen,
                     private_link_service: format!("pls-kafka-{tag}"),
                     private_endpoint: format!("pe-kafka-{tag}"),
+                    managed_private_endpoint: format!("mpe-kafka-{tag}"),
                     dns: dns_record(&broker.host),
                     endpoint_ip: format!("<PE_IP_BROKER_{}>", broker.id),
                 },
@@ -154,6 +167,13 @@ pub fn plan(bootstrap: &str, meta: &ClusterMetadata, first_port: u16) -> Result<
         controller_id: meta.controller_id,
         brokers,
     })
+}
+
+fn is_host_name_or_ip(host: &str) -> bool {
+    host.parse::<IpAddr>().is_ok()
+        || (!host.is_empty()
+            && host.len() <= 253
+            && host.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
 }
 
 fn dns_record(host: &str) -> Option<DnsRecord> {
@@ -181,6 +201,17 @@ mod tests {
                 .map(|&(id, host, port)| Broker { id, host: host.into(), port, rack: None })
                 .collect(),
             topics: vec![],
+        }
+    }
+
+    #[test]
+    fn a_host_that_is_not_a_name_is_refused() {
+        for bad in ["b$(id).corp", "a b", "x`y`", "", "a\\b", "q\"x"] {
+            let err = plan("boot:9092", &meta(&[(1, "ok.corp", 9092), (2, bad, 9092)]), 9092);
+            assert_eq!(err, Err(PlanError::UnsafeHost { id: 2, host: bad.into() }), "{bad:?}");
+        }
+        for good in ["broker_1.corp-x.example", "10.0.0.5", "fd00::5", "single"] {
+            assert!(plan("boot:9092", &meta(&[(1, good, 9092)]), 9092).is_ok(), "{good}");
         }
     }
 

@@ -31,7 +31,7 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
-pub fn discover_text(plan: &Plan) -> String {
+pub fn discover_text(plan: &Plan, setup: &azure::Setup) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -55,14 +55,15 @@ pub fn discover_text(plan: &Plan) -> String {
     out.push_str(&rule_blocks(plan));
 
     out.push_str("\nAzure resources per broker:\n");
+    let managed = setup.client != azure::ClientSide::Vnet;
     let mut rows = vec![cells([
         "BROKER",
         "LB FRONTEND",
         "LB RULE",
         "FRONTEND -> BACKEND PORT",
         "PRIVATE LINK SERVICE",
-        "PRIVATE ENDPOINT",
-        "PRIVATE DNS A RECORD",
+        if managed { "MANAGED PRIVATE ENDPOINT" } else { "PRIVATE ENDPOINT" },
+        if managed { "ITS FQDN" } else { "PRIVATE DNS A RECORD" },
     ])];
     for b in &plan.brokers {
         let a = &b.azure;
@@ -72,10 +73,11 @@ pub fn discover_text(plan: &Plan) -> String {
             a.lb_rule.clone(),
             format!("{} -> {}", a.frontend_port, a.backend_port),
             a.private_link_service.clone(),
-            a.private_endpoint.clone(),
-            match &a.dns {
-                Some(d) => format!("{} -> {} (zone {})", d.fqdn, a.endpoint_ip, d.zone),
-                None => "(advertised as an IP: none possible)".into(),
+            if managed { a.managed_private_endpoint.clone() } else { a.private_endpoint.clone() },
+            match (&a.dns, managed) {
+                (Some(d), true) => d.fqdn.clone(),
+                (Some(d), false) => format!("{} -> {} (zone {})", d.fqdn, a.endpoint_ip, d.zone),
+                (None, _) => "(advertised as an IP: none possible)".into(),
             },
         ]);
     }
@@ -84,17 +86,28 @@ pub fn discover_text(plan: &Plan) -> String {
         let _ = writeln!(out, "\nwarning: {w}");
     }
 
-    out.push_str("\nAzure CLI (replace the <PLACEHOLDERS>):\n");
-    for step in azure::steps(plan) {
-        let _ = writeln!(out, "\n# {}", step.title);
-        for c in &step.commands {
-            let _ = writeln!(out, "{c}");
-        }
+    let _ = writeln!(
+        out,
+        "\nAzure CLI, client side {} (set the variables first; --script FILE writes it all as \
+         one script):\n",
+        client_name(setup.client)
+    );
+    for v in setup.variables.iter().filter(|v| !v.derived) {
+        let _ = writeln!(out, "{}=\"{}\"  # {}", v.name, v.value, v.about);
     }
+    for (i, step) in setup.steps.iter().enumerate() {
+        let _ = write!(out, "\n# {}. {}\n{}", i + 1, step.title, step.script);
+    }
+    let _ =
+        write!(out, "\nThen test the path from a notebook of the workspace:\n\n{}", setup.notebook);
     out
 }
 
-pub fn discover_json(plan: &Plan) -> serde_json::Value {
+fn client_name(c: azure::ClientSide) -> String {
+    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+pub fn discover_json(plan: &Plan, setup: &azure::Setup) -> serde_json::Value {
     serde_json::json!({
         "bootstrap": plan.bootstrap,
         "cluster_id": plan.cluster_id,
@@ -107,7 +120,10 @@ pub fn discover_json(plan: &Plan) -> serde_json::Value {
             v["broker_id"] = b.broker.id.into();
             v
         }).collect::<Vec<_>>(),
-        "az_commands": azure::steps(plan),
+        "client": setup.client,
+        "variables": setup.variables,
+        "az_commands": setup.steps,
+        "notebook": setup.notebook,
         "warnings": plan.warnings(),
     })
 }
@@ -306,20 +322,36 @@ mod tests {
 
     #[test]
     fn discover_text_has_every_part() {
-        let t = discover_text(&sample());
-        for needle in [
-            "Cluster abc via 10.0.0.4:9092: 3 broker(s), controller 2",
-            "broker2.corp.example:9092  az2",
-            "name = \"broker-3\"",
-            "9092 -> 9094",
-            "broker3.corp.example -> <PE_IP_BROKER_3> (zone corp.example)",
-            "az network lb rule create --resource-group <RESOURCE_GROUP> --lb-name <LB_NAME> --name kafka-broker-1 ",
-            "az network private-link-service create --resource-group <RESOURCE_GROUP> --name pls-kafka-broker-2 ",
-            "az network private-dns record-set a add-record --resource-group <DNS_RESOURCE_GROUP> --zone-name corp.example --record-set-name broker3 --ipv4-address <PE_IP_BROKER_3>",
-        ] {
-            assert!(t.contains(needle), "missing {needle:?} in\n{t}");
+        let p = sample();
+        let vnet = discover_text(&p, &azure::setup(&p, azure::ClientSide::Vnet));
+        let synapse = discover_text(&p, &azure::setup(&p, azure::ClientSide::Synapse));
+        for t in [&vnet, &synapse] {
+            for needle in [
+                "Cluster abc via 10.0.0.4:9092: 3 broker(s), controller 2",
+                "broker2.corp.example:9092  az2",
+                "name = \"broker-3\"",
+                "9092 -> 9094",
+                "SUBSCRIPTION_ID=\"<subscription-id>\"  # the subscription",
+                "az network lb rule create --subscription \"${SUBSCRIPTION_ID}\" \\\n    --resource-group",
+                "--name kafka-broker-1 ",
+                "--name pls-kafka-broker-2 ",
+                "spark.readStream",
+            ] {
+                assert!(t.contains(needle), "missing {needle:?} in\n{t}");
+            }
         }
-        let j = discover_json(&sample());
+        for needle in [
+            "broker3.corp.example -> <PE_IP_BROKER_3> (zone corp.example)",
+            "--record-set-name broker3 --ipv4-address \"${PE_IP_BROKER_3}\"",
+        ] {
+            assert!(vnet.contains(needle), "missing {needle:?} in\n{vnet}");
+        }
+        for needle in ["mpe-kafka-broker-3", "\"fqdns\": [\n    \"broker3.corp.example\"\n  ]"] {
+            assert!(synapse.contains(needle), "missing {needle:?} in\n{synapse}");
+        }
+        assert!(!synapse.contains("private-dns"), "{synapse}");
+        let j = discover_json(&p, &azure::setup(&p, azure::ClientSide::Synapse));
+        assert_eq!(j["client"], "synapse");
         assert_eq!(j["brokers"][2]["rack"], "az3");
         assert_eq!(j["rules"][1]["listen"], 9093);
         assert_eq!(j["azure"][0]["broker_id"], 1);

@@ -1,0 +1,534 @@
+//! The Azure side of a [`Plan`], as `az` commands and as one bash script.
+//!
+//! The NAT side is the same for every client: the internal Standard Load Balancer with both
+//! NAT VMs' NICs in its backend pool and an HTTP probe on the daemon's `health` port, the
+//! network security rule that lets the probe in, then per broker a frontend, a rule
+//! (the advertised port -> the broker's listen port) and a Private Link Service on that
+//! frontend. The client side depends on where Spark runs ([`ClientSide`]); each ends with the
+//! approval of the pending endpoint connections on the Private Link Services.
+//!
+//! Every name that only the operator knows is a variable at the top of the script; the
+//! JSON output carries each command's argv with `${NAME}` references, which is what the
+//! tests hand to the real Azure CLI.
+
+mod script;
+mod shell;
+
+pub use script::script;
+pub use shell::{AzCommand, Word};
+
+use super::discover::{BrokerPlan, Plan};
+use serde::Serialize;
+
+/// Where the Spark (or copy) jobs that read Kafka run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientSide {
+    /// A Synapse workspace in a managed VNet: a managed private endpoint per broker with
+    /// the broker's name attached (the workspace resolves it to the endpoint).
+    Synapse,
+    /// A Data Factory in a managed VNet: the same managed private endpoints, through the
+    /// ARM REST API (`az rest`).
+    Adf,
+    /// A VNet of your own: private endpoints and a private DNS zone for the names.
+    Vnet,
+}
+
+/// Minutes. The longest the load balancer allows; Kafka clients leave connections idle for
+/// 9-10 minutes, and an idle timeout below that resets them silently.
+const LB_IDLE_TIMEOUT_MIN: u32 = 30;
+
+/// The ARM API version of Data Factory's managed private endpoints.
+const ADF_API_VERSION: &str = "2018-06-01";
+
+/// A shell variable the commands refer to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Variable {
+    pub name: String,
+    /// For an input, what the script starts with (a `<placeholder>` the operator replaces,
+    /// or a default that works); for a derived one, an example of what a step sets.
+    pub value: String,
+    pub about: String,
+    /// Set by a step of the script (from an earlier command's output), not by the operator.
+    pub derived: bool,
+}
+
+/// A file a command reads (`--file @NAME`, `--body @NAME`), written by the script first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DefinitionFile {
+    pub name: String,
+    /// The JSON text, `${NAME}` references expanded by the shell when written.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub title: String,
+    pub files: Vec<DefinitionFile>,
+    /// Every `az` invocation of the step, each once (a loop's body too).
+    pub commands: Vec<AzCommand>,
+    /// The step as bash: the commands, the files they read, captures and loops.
+    pub script: String,
+}
+
+/// Everything to create, for one client side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setup {
+    pub client: ClientSide,
+    pub variables: Vec<Variable>,
+    pub steps: Vec<Step>,
+    /// A notebook cell (PySpark) that reads a topic through the path.
+    pub notebook: String,
+}
+
+/// The variables every client side uses, then the client's own.
+fn inputs(client: ClientSide) -> Vec<Variable> {
+    let v = |name: &str, value: &str, about: &str| Variable {
+        name: name.into(),
+        value: value.into(),
+        about: about.into(),
+        derived: false,
+    };
+    let mut vars = vec![
+        v("SUBSCRIPTION_ID", "<subscription-id>", "the subscription of the NAT VMs' resources"),
+        v("NAT_RESOURCE_GROUP", "<nat-resource-group>", "the NAT VMs' resource group"),
+        v("NAT_VNET", "<nat-vnet>", "the NAT VMs' virtual network"),
+        v("LB_SUBNET", "<nat-subnet>", "the subnet of the load balancer's frontends"),
+        v("PLS_SUBNET", "<pls-subnet>", "the subnet of the Private Link Services' NAT addresses"),
+        v("LB_NAME", "lb-kafka-nat", "the internal Standard Load Balancer (created)"),
+        v("BACKEND_POOL", "nat-vms", "its backend pool (created)"),
+        v("NAT_VM1_NIC", "<nat-vm-1-nic>", "the first NAT VM's NIC"),
+        v("NAT_VM2_NIC", "<nat-vm-2-nic>", "the second NAT VM's NIC"),
+        v("NAT_VM_IPCONFIG", "ipconfig1", "the NICs' IP configuration"),
+        v("NAT_NSG", "<nat-nsg>", "the network security group of the NAT VMs' NICs"),
+        v("HEALTH_PORT", "8080", "forwarder.toml's `health` port"),
+    ];
+    match client {
+        ClientSide::Synapse => {
+            vars.push(v("WORKSPACE_NAME", "<synapse-workspace>", "the Synapse workspace"));
+        }
+        ClientSide::Adf => {
+            vars.push(v("ADF_RESOURCE_GROUP", "<adf-resource-group>", "the data factory's group"));
+            vars.push(v("FACTORY_NAME", "<data-factory>", "the data factory"));
+        }
+        ClientSide::Vnet => {
+            vars.push(v("CLIENT_RESOURCE_GROUP", "<client-resource-group>", "the clients' group"));
+            vars.push(v("CLIENT_VNET", "<client-vnet>", "the clients' virtual network"));
+            vars.push(v("CLIENT_SUBNET", "<client-subnet>", "the private endpoints' subnet"));
+            vars.push(v(
+                "DNS_RESOURCE_GROUP",
+                "<dns-resource-group>",
+                "the private DNS zones' group",
+            ));
+        }
+    }
+    vars
+}
+
+/// Builds one step: its bash text and the list of its commands together.
+struct StepBuilder<'v> {
+    title: String,
+    vars: &'v [String],
+    files: Vec<DefinitionFile>,
+    commands: Vec<AzCommand>,
+    script: String,
+}
+
+impl<'v> StepBuilder<'v> {
+    fn new(title: impl Into<String>, vars: &'v [String]) -> Self {
+        Self { title: title.into(), vars, files: vec![], commands: vec![], script: String::new() }
+    }
+
+    /// `template` with `${NAME}` references to the known variables.
+    fn t(&self, template: &str) -> Word {
+        let names: Vec<&str> = self.vars.iter().map(String::as_str).collect();
+        Word::template(template, &names)
+    }
+
+    /// `az SUBCOMMAND --subscription "$SUBSCRIPTION_ID"`: every command names the
+    /// subscription rather than relying on the CLI's default one.
+    fn az(&self, subcommand: &str) -> AzCommand {
+        AzCommand::new(subcommand).arg("--subscription", self.t("${SUBSCRIPTION_ID}"))
+    }
+
+    fn run(&mut self, cmd: AzCommand) {
+        self.script.push_str(&cmd.line());
+        self.script.push('\n');
+        self.commands.push(cmd);
+    }
+
+    /// `VAR=$(cmd)`: a derived variable from a command's output.
+    fn capture(&mut self, var: &str, cmd: AzCommand) {
+        self.script.push_str(&format!("{var}=$({})\n", cmd.line()));
+        self.commands.push(cmd);
+    }
+
+    /// `body` once per line of `list`'s output, the line in `$VAR`. The list is captured
+    /// first, so a failing `az` stops the script (set -e) instead of running no body.
+    fn for_each(&mut self, var: &str, list: AzCommand, body: AzCommand) {
+        let body_line = body.line().replace('\n', "\n  ");
+        self.script.push_str(&format!(
+            "{var}S=$({})\nwhile IFS= read -r {var}; do\n  [ -n \"${var}\" ] || continue\n  \
+             {body_line}\ndone <<< \"${var}S\"\n",
+            list.line()
+        ));
+        self.commands.push(list);
+        self.commands.push(body);
+    }
+
+    /// A JSON file written with an unquoted here-document, so the `${NAME}` references in
+    /// it expand. Its literal text is ours or a validated broker name (no `$`, backquote or
+    /// backslash: see `discover::plan`).
+    fn file(&mut self, name: &str, json: &serde_json::Value) {
+        let text = serde_json::to_string_pretty(json).unwrap_or_default();
+        self.script.push_str(&format!("cat > {name} <<EOF\n{text}\nEOF\n"));
+        self.files.push(DefinitionFile { name: name.into(), text });
+    }
+
+    fn comment(&mut self, text: &str) {
+        for line in text.lines() {
+            self.script.push_str(&format!("# {line}\n"));
+        }
+    }
+
+    fn done(self) -> Step {
+        Step { title: self.title, files: self.files, commands: self.commands, script: self.script }
+    }
+}
+
+/// The steps for `client`, in the order they must run.
+pub fn setup(plan: &Plan, client: ClientSide) -> Setup {
+    let mut variables = inputs(client);
+    if client == ClientSide::Vnet {
+        for b in &plan.brokers {
+            variables.push(Variable {
+                name: endpoint_ip_var(b),
+                value: format!("10.1.0.{}", 10 + b.broker.id.rem_euclid(200)),
+                about: format!("broker {}'s private endpoint address", b.broker.id),
+                derived: true,
+            });
+        }
+    }
+    variables.push(Variable {
+        name: "CONNECTION".into(),
+        value: "pls-kafka-broker-1.1f2e3d4c-0000-4000-8000-000000000001".into(),
+        about: "a pending endpoint connection of a Private Link Service".into(),
+        derived: true,
+    });
+    let names: Vec<String> = variables.iter().map(|v| v.name.clone()).collect();
+    let mut steps = nat_side(plan, &names);
+    match client {
+        ClientSide::Synapse | ClientSide::Adf => {
+            steps.push(managed_endpoints(plan, client, &names))
+        }
+        ClientSide::Vnet => steps.extend(vnet_endpoints(plan, &names)),
+    }
+    steps.push(approvals(plan, &names));
+    Setup { client, variables, steps, notebook: notebook(plan) }
+}
+
+fn pls_id_template(b: &BrokerPlan) -> String {
+    format!(
+        "/subscriptions/${{SUBSCRIPTION_ID}}/resourceGroups/${{NAT_RESOURCE_GROUP}}/providers/\
+         Microsoft.Network/privateLinkServices/{}",
+        b.azure.private_link_service
+    )
+}
+
+fn endpoint_ip_var(b: &BrokerPlan) -> String {
+    format!("PE_IP_BROKER_{}", b.broker.id.unsigned_abs())
+}
+
+fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
+    let first = &plan.brokers[0].azure;
+    let mut lb = StepBuilder::new(
+        "Internal Standard Load Balancer: backend pool with both NAT VMs, HTTP probe on the \
+         health port",
+        vars,
+    );
+    let cmd = lb
+        .az("network lb create")
+        .arg("--resource-group", lb.t("${NAT_RESOURCE_GROUP}"))
+        .arg("--name", lb.t("${LB_NAME}"))
+        .arg("--sku", Word::text("Standard"))
+        .arg("--vnet-name", lb.t("${NAT_VNET}"))
+        .arg("--subnet", lb.t("${LB_SUBNET}"))
+        .arg("--frontend-ip-name", Word::text(&first.lb_frontend))
+        .arg("--backend-pool-name", lb.t("${BACKEND_POOL}"));
+    lb.run(cmd);
+    for nic in ["${NAT_VM1_NIC}", "${NAT_VM2_NIC}"] {
+        let cmd = lb
+            .az("network nic ip-config address-pool add")
+            .arg("--resource-group", lb.t("${NAT_RESOURCE_GROUP}"))
+            .arg("--nic-name", lb.t(nic))
+            .arg("--ip-config-name", lb.t("${NAT_VM_IPCONFIG}"))
+            .arg("--lb-name", lb.t("${LB_NAME}"))
+            .arg("--address-pool", lb.t("${BACKEND_POOL}"));
+        lb.run(cmd);
+    }
+    // The daemon answers 200 once attached and 503 while draining or detached: the load
+    // balancer takes a VM out after two failed probes 5 s apart.
+    let cmd = lb
+        .az("network lb probe create")
+        .arg("--resource-group", lb.t("${NAT_RESOURCE_GROUP}"))
+        .arg("--lb-name", lb.t("${LB_NAME}"))
+        .arg("--name", Word::text("forwarder-health"))
+        .arg("--protocol", Word::text("Http"))
+        .arg("--port", lb.t("${HEALTH_PORT}"))
+        .arg("--path", Word::text("/"))
+        .arg("--interval", Word::text("5"))
+        .arg("--probe-threshold", Word::text("2"));
+    lb.run(cmd);
+    lb.comment("The probe comes from 168.63.129.16 (service tag AzureLoadBalancer).");
+    let cmd = lb
+        .az("network nsg rule create")
+        .arg("--resource-group", lb.t("${NAT_RESOURCE_GROUP}"))
+        .arg("--nsg-name", lb.t("${NAT_NSG}"))
+        .arg("--name", Word::text("allow-azure-lb-probe-forwarder"))
+        .arg("--priority", Word::text("200"))
+        .arg("--direction", Word::text("Inbound"))
+        .arg("--access", Word::text("Allow"))
+        .arg("--protocol", Word::text("Tcp"))
+        .arg("--source-address-prefixes", Word::text("AzureLoadBalancer"))
+        .arg("--destination-port-ranges", lb.t("${HEALTH_PORT}"));
+    lb.run(cmd);
+
+    let mut per_broker = StepBuilder::new(
+        "Per broker: a frontend, a rule (the advertised port -> the broker's listen port) and \
+         a Private Link Service on that frontend",
+        vars,
+    );
+    per_broker.comment("A Private Link Service's NAT addresses need the subnet's policies off.");
+    let cmd = per_broker
+        .az("network vnet subnet update")
+        .arg("--resource-group", per_broker.t("${NAT_RESOURCE_GROUP}"))
+        .arg("--vnet-name", per_broker.t("${NAT_VNET}"))
+        .arg("--name", per_broker.t("${PLS_SUBNET}"))
+        .arg("--private-link-service-network-policies", Word::text("Disabled"));
+    per_broker.run(cmd);
+    for (i, b) in plan.brokers.iter().enumerate() {
+        let a = &b.azure;
+        per_broker.comment(&format!("broker {} ({})", b.broker.id, b.broker.address()));
+        if i > 0 {
+            let cmd = per_broker
+                .az("network lb frontend-ip create")
+                .arg("--resource-group", per_broker.t("${NAT_RESOURCE_GROUP}"))
+                .arg("--lb-name", per_broker.t("${LB_NAME}"))
+                .arg("--name", Word::text(&a.lb_frontend))
+                .arg("--vnet-name", per_broker.t("${NAT_VNET}"))
+                .arg("--subnet", per_broker.t("${LB_SUBNET}"));
+            per_broker.run(cmd);
+        }
+        // Floating IP off: packets reach the VM addressed to its own IP and the backend
+        // port, which is what the rule listens on. TCP reset off, as in the seed set-up.
+        let cmd = per_broker
+            .az("network lb rule create")
+            .arg("--resource-group", per_broker.t("${NAT_RESOURCE_GROUP}"))
+            .arg("--lb-name", per_broker.t("${LB_NAME}"))
+            .arg("--name", Word::text(&a.lb_rule))
+            .arg("--protocol", Word::text("Tcp"))
+            .arg("--frontend-ip-name", Word::text(&a.lb_frontend))
+            .arg("--frontend-port", Word::text(a.frontend_port.to_string()))
+            .arg("--backend-pool-name", per_broker.t("${BACKEND_POOL}"))
+            .arg("--backend-port", Word::text(a.backend_port.to_string()))
+            .arg("--probe-name", Word::text("forwarder-health"))
+            .arg("--idle-timeout", Word::text(LB_IDLE_TIMEOUT_MIN.to_string()))
+            .arg("--enable-tcp-reset", Word::text("false"))
+            .arg("--floating-ip", Word::text("false"));
+        per_broker.run(cmd);
+        let cmd = per_broker
+            .az("network private-link-service create")
+            .arg("--resource-group", per_broker.t("${NAT_RESOURCE_GROUP}"))
+            .arg("--name", Word::text(&a.private_link_service))
+            .arg("--vnet-name", per_broker.t("${NAT_VNET}"))
+            .arg("--subnet", per_broker.t("${PLS_SUBNET}"))
+            .arg("--lb-name", per_broker.t("${LB_NAME}"))
+            .arg("--lb-frontend-ip-configs", Word::text(&a.lb_frontend));
+        per_broker.run(cmd);
+    }
+    vec![lb.done(), per_broker.done()]
+}
+
+/// Synapse and Data Factory: one managed private endpoint per Private Link Service, with
+/// the broker's advertised name as its FQDN.
+fn managed_endpoints(plan: &Plan, client: ClientSide, vars: &[String]) -> Step {
+    let title = match client {
+        ClientSide::Synapse => {
+            "Managed private endpoints in the Synapse workspace, one per broker, \
+                                with the broker's advertised name"
+        }
+        _ => {
+            "Managed private endpoints in the data factory's managed VNet, one per broker, with \
+              the broker's advertised name"
+        }
+    };
+    let mut step = StepBuilder::new(title, vars);
+    for b in &plan.brokers {
+        let name = &b.azure.managed_private_endpoint;
+        let file = format!("{name}.json");
+        let properties = serde_json::json!({
+            "privateLinkResourceId": pls_id_template(b),
+            "fqdns": [b.broker.host.trim_end_matches('.')],
+        });
+        match client {
+            ClientSide::Synapse => {
+                // The CLI wraps the file's object into the endpoint's "properties".
+                step.file(&file, &properties);
+                let cmd = step
+                    .az("synapse managed-private-endpoints create")
+                    .arg("--workspace-name", step.t("${WORKSPACE_NAME}"))
+                    .arg("--pe-name", Word::text(name))
+                    .arg("--file", Word::text(format!("@{file}")));
+                step.run(cmd);
+            }
+            _ => {
+                step.file(&file, &serde_json::json!({ "properties": properties }));
+                let url = format!(
+                    "https://management.azure.com/subscriptions/${{SUBSCRIPTION_ID}}/\
+                     resourceGroups/${{ADF_RESOURCE_GROUP}}/providers/Microsoft.DataFactory/\
+                     factories/${{FACTORY_NAME}}/managedVirtualNetworks/default/\
+                     managedPrivateEndpoints/{name}?api-version={ADF_API_VERSION}"
+                );
+                let cmd = AzCommand::new("rest")
+                    .arg("--method", Word::text("put"))
+                    .arg("--url", step.t(&url))
+                    .arg("--body", Word::text(format!("@{file}")));
+                step.run(cmd);
+            }
+        }
+    }
+    step.done()
+}
+
+/// A VNet of the clients' own: a private endpoint per Private Link Service, then a private
+/// DNS zone per domain of the advertised names with an A record per broker.
+fn vnet_endpoints(plan: &Plan, vars: &[String]) -> Vec<Step> {
+    let mut pe =
+        StepBuilder::new("Private endpoints in the clients' VNet, and their addresses", vars);
+    for b in &plan.brokers {
+        let name = &b.azure.private_endpoint;
+        let cmd = pe
+            .az("network private-endpoint create")
+            .arg("--resource-group", pe.t("${CLIENT_RESOURCE_GROUP}"))
+            .arg("--name", Word::text(name))
+            .arg("--vnet-name", pe.t("${CLIENT_VNET}"))
+            .arg("--subnet", pe.t("${CLIENT_SUBNET}"))
+            .arg("--connection-name", Word::text(name))
+            .arg("--private-connection-resource-id", pe.t(&pls_id_template(b)));
+        pe.run(cmd);
+        let cmd = pe
+            .az("network private-endpoint show")
+            .arg("--resource-group", pe.t("${CLIENT_RESOURCE_GROUP}"))
+            .arg("--name", Word::text(name))
+            .arg("--query", Word::text("customDnsConfigs[0].ipAddresses[0]"))
+            .arg("--output", Word::text("tsv"));
+        pe.capture(&endpoint_ip_var(b), cmd);
+    }
+    let mut dns = StepBuilder::new(
+        "Private DNS: each advertised name -> its private endpoint (a zone answers for every \
+         name in it in the linked VNet)",
+        vars,
+    );
+    let mut zones: Vec<&str> = Vec::new();
+    for b in &plan.brokers {
+        if let Some(d) = &b.azure.dns {
+            if !zones.contains(&d.zone.as_str()) {
+                zones.push(&d.zone);
+            }
+        }
+    }
+    let vnet_id = "/subscriptions/${SUBSCRIPTION_ID}/resourceGroups/${CLIENT_RESOURCE_GROUP}/\
+                   providers/Microsoft.Network/virtualNetworks/${CLIENT_VNET}";
+    for z in &zones {
+        let cmd = dns
+            .az("network private-dns zone create")
+            .arg("--resource-group", dns.t("${DNS_RESOURCE_GROUP}"))
+            .arg("--name", Word::text(*z));
+        dns.run(cmd);
+        let link = format!("{}-clients", z.replace(['.', '<', '>'], "-").trim_matches('-'));
+        let cmd = dns
+            .az("network private-dns link vnet create")
+            .arg("--resource-group", dns.t("${DNS_RESOURCE_GROUP}"))
+            .arg("--zone-name", Word::text(*z))
+            .arg("--name", Word::text(link))
+            .arg("--virtual-network", dns.t(vnet_id))
+            .arg("--registration-enabled", Word::text("false"));
+        dns.run(cmd);
+    }
+    for b in &plan.brokers {
+        let Some(d) = &b.azure.dns else {
+            dns.comment(&format!(
+                "broker {} advertises the address {}: no DNS record can redirect it",
+                b.broker.id, b.broker.host
+            ));
+            continue;
+        };
+        let cmd = dns
+            .az("network private-dns record-set a add-record")
+            .arg("--resource-group", dns.t("${DNS_RESOURCE_GROUP}"))
+            .arg("--zone-name", Word::text(&d.zone))
+            .arg("--record-set-name", Word::text(&d.name))
+            .arg("--ipv4-address", dns.t(&format!("${{{}}}", endpoint_ip_var(b))));
+        dns.run(cmd);
+    }
+    let mut out = vec![pe.done()];
+    if !zones.is_empty() {
+        out.push(dns.done());
+    }
+    out
+}
+
+/// The endpoint connections wait on each Private Link Service until approved there.
+fn approvals(plan: &Plan, vars: &[String]) -> Step {
+    let mut step = StepBuilder::new(
+        "Approve each pending endpoint connection on its Private Link Service",
+        vars,
+    );
+    for b in &plan.brokers {
+        let pls = &b.azure.private_link_service;
+        let list = step
+            .az("network private-link-service show")
+            .arg("--resource-group", step.t("${NAT_RESOURCE_GROUP}"))
+            .arg("--name", Word::text(pls))
+            .arg(
+                "--query",
+                Word::text(
+                    "privateEndpointConnections[?privateLinkServiceConnectionState.status=='Pending'].name",
+                ),
+            )
+            .arg("--output", Word::text("tsv"));
+        let approve = step
+            .az("network private-link-service connection update")
+            .arg("--resource-group", step.t("${NAT_RESOURCE_GROUP}"))
+            .arg("--service-name", Word::text(pls))
+            .arg("--name", step.t("${CONNECTION}"))
+            .arg("--connection-status", Word::text("Approved"))
+            .arg("--description", Word::text("Kafka through the forwarder NAT VMs"));
+        step.for_each("CONNECTION", list, approve);
+    }
+    step.done()
+}
+
+/// A Synapse notebook cell (PySpark) that reads a topic through the whole path with the
+/// advertised names, as the Spark jobs do; `display` shows the rows as they arrive.
+fn notebook(plan: &Plan) -> String {
+    let servers: Vec<String> = plan.brokers.iter().map(|b| b.broker.address()).collect();
+    format!(
+        "# Synapse notebook cell (PySpark): reads TOPIC through the managed private endpoints.\n\
+         # Write to it first, e.g. `forwarder kafka check --via {first} --produce TOPIC`.\n\
+         df = (spark.readStream.format(\"kafka\")\n      \
+         .option(\"kafka.bootstrap.servers\", \"{servers}\")\n      \
+         .option(\"subscribe\", \"TOPIC\")\n      \
+         .option(\"startingOffsets\", \"earliest\")\n      \
+         .load())\n\
+         query = (df.selectExpr(\"CAST(value AS STRING) AS value\", \"partition\", \"offset\")\n         \
+         .writeStream.format(\"memory\").queryName(\"kafka_path_check\").start())\n\
+         query.processAllAvailable()\n\
+         display(spark.sql(\"SELECT * FROM kafka_path_check\"))\n",
+        first = servers[0],
+        servers = servers.join(","),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+use super::*;
+use crate::kafka::{
+    client::{Broker, ClusterMetadata},
+    discover::plan,
+};
+use std::{collections::HashMap, process::Command};
+
+fn three_brokers() -> Plan {
+    let meta = ClusterMetadata {
+        cluster_id: None,
+        controller_id: 1,
+        brokers: (1..=3)
+            .map(|id| Broker {
+                id,
+                host: format!("broker{id}.corp.example"),
+                port: 9092,
+                rack: None,
+            })
+            .collect(),
+        topics: vec![],
+    };
+    plan("boot:9092", &meta, 9092).unwrap()
+}
+
+const CLIENTS: [ClientSide; 3] = [ClientSide::Synapse, ClientSide::Adf, ClientSide::Vnet];
+
+fn lines(s: &Setup) -> Vec<String> {
+    s.steps.iter().flat_map(|s| &s.commands).map(|c| c.argv().join(" ")).collect()
+}
+
+fn count(s: &Setup, prefix: &str) -> usize {
+    lines(s).iter().filter(|l| l.starts_with(prefix)).count()
+}
+
+#[test]
+fn the_nat_side_is_complete_for_every_client() {
+    for client in CLIENTS {
+        let s = setup(&three_brokers(), client);
+        assert_eq!(count(&s, "network lb create"), 1, "{client:?}");
+        assert_eq!(count(&s, "network nic ip-config address-pool add"), 2);
+        assert_eq!(count(&s, "network lb probe create"), 1);
+        assert_eq!(count(&s, "network nsg rule create"), 1);
+        // The first frontend comes with the load balancer.
+        assert_eq!(count(&s, "network lb frontend-ip create"), 2);
+        assert_eq!(count(&s, "network lb rule create"), 3);
+        assert_eq!(count(&s, "network private-link-service create"), 3);
+        assert_eq!(count(&s, "network private-link-service connection update"), 3);
+        let all = lines(&s);
+        let rule2 = all.iter().find(|c| c.contains("--name kafka-broker-2 ")).unwrap();
+        for want in [
+            "--frontend-port 9092 ",
+            "--backend-port 9093 ",
+            "--frontend-ip-name fe-kafka-broker-2 ",
+            "--probe-name forwarder-health ",
+            "--idle-timeout 30 ",
+            "--enable-tcp-reset false ",
+            "--floating-ip false",
+        ] {
+            assert!(rule2.contains(want), "{want} in {rule2}");
+        }
+        let probe = all.iter().find(|c| c.starts_with("network lb probe create")).unwrap();
+        assert!(probe.contains("--protocol Http --port ${HEALTH_PORT} --path /"), "{probe}");
+        let nsg = all.iter().find(|c| c.starts_with("network nsg rule create")).unwrap();
+        assert!(nsg.contains("--source-address-prefixes AzureLoadBalancer"), "{nsg}");
+    }
+}
+
+#[test]
+fn each_client_side_gets_its_own_endpoints() {
+    let synapse = setup(&three_brokers(), ClientSide::Synapse);
+    assert_eq!(count(&synapse, "synapse managed-private-endpoints create"), 3);
+    assert_eq!(count(&synapse, "network private-endpoint create"), 0);
+    assert_eq!(count(&synapse, "network private-dns"), 0, "the workspace resolves the names");
+    let files: Vec<&DefinitionFile> = synapse.steps.iter().flat_map(|s| &s.files).collect();
+    assert_eq!(files.len(), 3);
+    let f2: serde_json::Value = serde_json::from_str(&files[1].text).unwrap();
+    assert_eq!(f2["fqdns"], serde_json::json!(["broker2.corp.example"]));
+    assert_eq!(
+        f2["privateLinkResourceId"],
+        "/subscriptions/${SUBSCRIPTION_ID}/resourceGroups/${NAT_RESOURCE_GROUP}/providers/\
+         Microsoft.Network/privateLinkServices/pls-kafka-broker-2"
+    );
+
+    let adf = setup(&three_brokers(), ClientSide::Adf);
+    let rest: Vec<String> = lines(&adf).into_iter().filter(|l| l.starts_with("rest ")).collect();
+    assert_eq!(rest.len(), 3);
+    assert!(rest[2].contains(
+        "/providers/Microsoft.DataFactory/factories/${FACTORY_NAME}/managedVirtualNetworks/\
+         default/managedPrivateEndpoints/mpe-kafka-broker-3?api-version=2018-06-01"
+    ));
+    let body: serde_json::Value =
+        serde_json::from_str(&adf.steps.iter().flat_map(|s| &s.files).next().unwrap().text)
+            .unwrap();
+    assert_eq!(body["properties"]["fqdns"], serde_json::json!(["broker1.corp.example"]));
+
+    let vnet = setup(&three_brokers(), ClientSide::Vnet);
+    assert_eq!(count(&vnet, "network private-endpoint create"), 3);
+    assert_eq!(count(&vnet, "network private-dns zone create"), 1);
+    assert_eq!(count(&vnet, "network private-dns record-set a add-record"), 3);
+    let rec3 = lines(&vnet).into_iter().find(|c| c.contains("--record-set-name broker3 ")).unwrap();
+    assert!(rec3.ends_with("--ipv4-address ${PE_IP_BROKER_3}"), "{rec3}");
+}
+
+#[test]
+fn every_reference_is_a_declared_variable() {
+    for client in CLIENTS {
+        let s = setup(&three_brokers(), client);
+        let declared: Vec<&str> = s.variables.iter().map(|v| v.name.as_str()).collect();
+        for c in s.steps.iter().flat_map(|s| &s.commands) {
+            for v in c.variables() {
+                assert!(declared.contains(&v), "{client:?}: {v} in {:?}", c.argv());
+            }
+        }
+    }
+}
+
+/// A stand-in `az` that logs its arguments, one invocation per line (words NUL-separated),
+/// and answers the two queries whose output the script uses.
+const FAKE_AZ: &str = r#"#!/usr/bin/env bash
+printf '%s\0' "$@" >> "$AZ_LOG"; echo >> "$AZ_LOG"
+case "$*" in
+  *"private-link-service show"*) echo "$FAKE_CONNECTION" ;;
+  *"private-endpoint show"*) echo "$FAKE_IP" ;;
+esac
+"#;
+
+/// Runs the script under bash with the fake `az`; returns its exit status, stderr and the
+/// logged invocations.
+fn run_script(s: &Setup, env: &[(String, String)]) -> (bool, String, Vec<Vec<String>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let az = dir.path().join("az");
+    std::fs::write(&az, FAKE_AZ).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("setup.sh");
+    std::fs::write(&path, script(s, "boot:9092")).unwrap();
+    let log = dir.path().join("az.log");
+    let out = Command::new("bash")
+        .arg(&path)
+        .current_dir(dir.path())
+        .env("PATH", format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap()))
+        .env("AZ_LOG", &log)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let calls = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split('\0').filter(|w| !w.is_empty()).map(String::from).collect())
+        .collect();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into(), calls)
+}
+
+#[test]
+fn the_script_runs_exactly_the_listed_commands() {
+    for client in CLIENTS {
+        let s = setup(&three_brokers(), client);
+        let values: HashMap<String, String> = s
+            .variables
+            .iter()
+            .map(|v| (v.name.clone(), format!("value of {}", v.name.to_lowercase())))
+            .collect();
+        let mut env: Vec<(String, String)> = values
+            .iter()
+            .filter(|(k, _)| !k.starts_with("PE_IP") && *k != "CONNECTION")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("FAKE_CONNECTION".into(), values["CONNECTION"].clone()));
+        // Every endpoint answers with the same address in the fake.
+        env.push(("FAKE_IP".into(), "10.1.0.99".into()));
+        let (ok, stderr, calls) = run_script(&s, &env);
+        assert!(ok, "{client:?}: {stderr}");
+        let want: Vec<Vec<String>> = s
+            .steps
+            .iter()
+            .flat_map(|s| &s.commands)
+            .map(|c| {
+                c.words[1..]
+                    .iter()
+                    .map(|w| {
+                        w.expand(|v| {
+                            if v.starts_with("PE_IP") {
+                                "10.1.0.99".into()
+                            } else {
+                                values[v].clone()
+                            }
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(calls, want, "{client:?}");
+    }
+}
+
+#[test]
+fn the_script_refuses_to_run_with_placeholders() {
+    let s = setup(&three_brokers(), ClientSide::Synapse);
+    let (ok, stderr, calls) = run_script(&s, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("set SUBSCRIPTION_ID first"), "{stderr}");
+    assert!(calls.is_empty(), "{calls:?}");
+}
+
+#[test]
+fn the_notebook_reads_through_the_advertised_names() {
+    let nb = setup(&three_brokers(), ClientSide::Synapse).notebook;
+    assert!(nb.contains(
+        "\"kafka.bootstrap.servers\", \"broker1.corp.example:9092,broker2.corp.example:9092,\
+         broker3.corp.example:9092\""
+    ));
+    assert!(nb.contains("spark.readStream.format(\"kafka\")"), "{nb}");
+}
