@@ -97,11 +97,15 @@ impl Word {
     }
 }
 
-/// Bare when every character is one bash leaves alone, else single quotes ('\'' for a quote).
+/// Bare when every character is one bash leaves alone; else single quotes, or double
+/// quotes for text with a single quote and nothing bash reads inside double quotes (a
+/// JMESPath query); else single quotes with '\'' for each quote.
 fn quote(s: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c);
     if !s.is_empty() && s.chars().all(safe) {
         s.to_string()
+    } else if s.contains('\'') && !s.contains(['"', '\\', '$', '`', '!']) {
+        format!("\"{s}\"")
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
