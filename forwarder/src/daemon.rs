@@ -248,12 +248,19 @@ fn snapshot(shared: &Shared) -> metrics::Snapshot {
     };
     let status = l.status_of(&scan.flows);
     let tables = crate::flows::table_fill(&scan, l.dp.max_flows());
+    let probes = l.settings.health.map(|_| metrics::Probes {
+        total: l.health.probes.load(std::sync::atomic::Ordering::Relaxed),
+        last_unix: l.health.last_probe.lock().expect("probe lock").and_then(|(at, _)| {
+            at.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
+        }),
+    });
     metrics::Snapshot {
         rules: l.stats_of(&scan.flows).unwrap_or_default(),
         attached: status.interfaces,
         healthy: status.healthy,
         drained: status.drained,
         tables,
+        probes,
     }
 }
 

@@ -56,6 +56,7 @@ pub async fn serve(addr: SocketAddr, view: Arc<HealthView>, mut stop: watch::Rec
                 Ok((stream, peer)) => {
                     backoff.succeeded();
                     *view.last_probe.lock().expect("probe lock") = Some((SystemTime::now(), peer));
+                    view.probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::spawn(answer(stream));
                 }
                 Err(e) => backoff.failed(&e).await,

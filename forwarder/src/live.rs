@@ -17,7 +17,7 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::{SystemTime, UNIX_EPOCH},
@@ -45,6 +45,8 @@ impl ChangeError {
 pub struct HealthView {
     pub healthy: AtomicBool,
     pub last_probe: Mutex<Option<(SystemTime, SocketAddr)>>,
+    /// Probes accepted since the daemon started (the metrics' counter).
+    pub probes: AtomicU64,
 }
 
 /// The daemon's state as its tasks share it.

@@ -77,6 +77,12 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Shell completions and the man page, from these definitions (the .deb ships them).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generated,
+    },
     /// Turn `iptables-save -t nat` output (the ip_fwd.sh rules) into [[rule]] blocks.
     ImportIptables {
         /// A file, or - for standard input.
@@ -97,6 +103,14 @@ enum Command {
         #[command(subcommand)]
         action: KafkaAction,
     },
+}
+
+#[derive(Subcommand)]
+enum Generated {
+    /// A completion script for SHELL on standard output.
+    Completions { shell: clap_complete::Shell },
+    /// The man page (roff) on standard output.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -146,6 +160,22 @@ enum KafkaAction {
         #[arg(long, default_value = "5s", value_parser = positive_duration)]
         timeout: Duration,
     },
+}
+
+fn generate(what: &Generated) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    match what {
+        Generated::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cmd, "forwarder", &mut out);
+            ExitCode::SUCCESS
+        }
+        Generated::Man => match clap_mangen::Man::new(cmd).render(&mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => runtime_error(anyhow::anyhow!("writing the man page: {e}")),
+        },
+    }
 }
 
 /// An executable script (0755).
@@ -207,6 +237,9 @@ fn main() -> ExitCode {
     if let Command::Kafka { action } = &cli.command {
         return kafka_cmd(action);
     }
+    if let Command::Generate { what } = &cli.command {
+        return generate(what);
+    }
     // Commands for a running daemon only need to find it: they must work while the file
     // has an error (to see it refused by `reload`) or the host changed (to fix or unload).
     let mut loc = config::Locations::read(&cli.config);
@@ -266,7 +299,7 @@ fn main() -> ExitCode {
             Ok(settings) => doctor(&settings, json, timeout),
             Err(e) => return usage_error(e),
         },
-        Command::ImportIptables { .. } | Command::Kafka { .. } => {
+        Command::ImportIptables { .. } | Command::Kafka { .. } | Command::Generate { .. } => {
             unreachable!("handled before loading the config")
         }
     };

@@ -10,7 +10,10 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc},
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -25,6 +28,16 @@ pub struct Snapshot {
     pub drained: bool,
     /// (table, entries in use, capacity) of the conntrack tables, in halves.
     pub tables: Vec<(String, u64, u64)>,
+    /// With a `health` endpoint configured: the load balancer's probes.
+    pub probes: Option<Probes>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Probes {
+    /// Accepted since the daemon started.
+    pub total: u64,
+    /// When the last one arrived, in seconds since the Unix epoch.
+    pub last_unix: Option<f64>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -41,6 +54,80 @@ const DROPS: [(&str, &str); 4] = [
     ("drop_table_full", "table_full"),
     ("drop_no_route", "no_route"),
 ];
+
+/// The two expositions a scraper may ask for (its `Accept` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/openmetrics-text`, which Prometheus asks for: what prometheus-client
+    /// writes.
+    OpenMetrics,
+    /// `text/plain; version=0.0.4`, for everything else (curl, promtool, older scrapers).
+    Text,
+}
+
+impl Format {
+    pub fn negotiate(request: &str) -> Format {
+        let accepts_openmetrics = request.lines().any(|l| {
+            l.to_ascii_lowercase().starts_with("accept:")
+                && l.to_ascii_lowercase().contains("application/openmetrics-text")
+        });
+        if accepts_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// A snapshot in `format`.
+pub fn exposition(s: &Snapshot, format: Format) -> String {
+    let open = render(s);
+    match format {
+        Format::OpenMetrics => open,
+        Format::Text => openmetrics_to_text(&open),
+    }
+}
+
+/// The Prometheus text format of an OpenMetrics exposition: a counter family's HELP and
+/// TYPE name its samples' `_total` name, `unknown` is `untyped`, no `# EOF`. (OpenMetrics
+/// names the family `x` and its sample `x_total`; the text format names both `x_total`,
+/// and promtool reports every counter "without help text" otherwise.)
+fn openmetrics_to_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find(|p| line.starts_with(p));
+        match meta {
+            Some(prefix) => {
+                let rest = &line[prefix.len()..];
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let name =
+                    if counters.contains(name) { format!("{name}_total") } else { name.into() };
+                let tail = if prefix == "# TYPE " && tail == "unknown" { "untyped" } else { tail };
+                out.push_str(&format!("{prefix}{name} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
 
 pub fn render(s: &Snapshot) -> String {
     let mut reg = Registry::with_prefix("forwarder");
@@ -105,6 +192,20 @@ pub fn render(s: &Snapshot) -> String {
     }
     reg.register("conntrack_entries", "Conntrack entries in use (two per flow)", used);
     reg.register("conntrack_capacity", "Conntrack table capacity in entries", cap);
+    if let Some(p) = &s.probes {
+        let total = Counter::<u64>::default();
+        total.inc_by(p.total);
+        reg.register("health_probes", "Health probes accepted since the daemon started", total);
+        if let Some(at) = p.last_unix {
+            let last = Gauge::<f64, AtomicU64>::default();
+            last.set(at);
+            reg.register(
+                "health_last_probe_timestamp_seconds",
+                "When the last health probe arrived (Unix time)",
+                last,
+            );
+        }
+    }
 
     let mut out = String::new();
     encode(&mut out, &reg).expect("writing to a String cannot fail");
@@ -130,17 +231,50 @@ where
         let snapshot = snapshot.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
-                .await;
-            let body =
-                tokio::task::spawn_blocking(move || render(&snapshot())).await.unwrap_or_default();
+            let n = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            let format = Format::negotiate(&String::from_utf8_lossy(&buf[..n]));
+            let body = tokio::task::spawn_blocking(move || exposition(&snapshot(), format))
+                .await
+                .unwrap_or_default();
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                format.content_type(),
                 body.len()
             );
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(body.as_bytes()).await;
             let _ = stream.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_asks_for_openmetrics_and_everyone_else_gets_text() {
+        let prometheus = "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n\r\n";
+        assert_eq!(Format::negotiate(prometheus), Format::OpenMetrics);
+        assert_eq!(Format::negotiate("GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n"), Format::Text);
+        assert_eq!(Format::negotiate(""), Format::Text);
+    }
+
+    #[test]
+    fn the_text_format_names_counter_families_by_their_samples() {
+        let s = Snapshot { healthy: true, probes: Some(Probes::default()), ..Snapshot::default() };
+        let open = exposition(&s, Format::OpenMetrics);
+        assert!(open.contains("# TYPE forwarder_health_probes counter\n"), "{open}");
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        let text = exposition(&s, Format::Text);
+        assert!(text.contains("# HELP forwarder_health_probes_total Health probes"), "{text}");
+        assert!(text.contains("# TYPE forwarder_health_probes_total counter\n"), "{text}");
+        assert!(text.contains("forwarder_health_probes_total 0\n"), "{text}");
+        assert!(text.contains("# TYPE forwarder_healthy gauge\nforwarder_healthy 1\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
     }
 }

@@ -380,6 +380,42 @@ fn deb() -> Result<()> {
     Ok(())
 }
 
+/// The files the .deb ships that the binary writes from its clap definitions
+/// (`forwarder generate`): completions for bash, zsh and fish and the man page (gzipped, as
+/// Debian keeps man pages), into packaging/generated/ (ignored by git), where
+/// forwarder/Cargo.toml's asset list
+/// takes them from.
+fn generate_deb_assets(release: bool) -> Result<()> {
+    let root = workspace_root();
+    let bin = root.join("target").join(if release { "release" } else { "debug" }).join("forwarder");
+    let dir = root.join("packaging/generated");
+    std::fs::create_dir_all(&dir)?;
+    let generated = |args: &[&str]| -> Result<Vec<u8>> {
+        let out = Command::new(&bin)
+            .arg("generate")
+            .args(args)
+            .output()
+            .with_context(|| format!("running {} generate (build it first)", bin.display()))?;
+        if !out.status.success() {
+            bail!("forwarder generate {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out.stdout)
+    };
+    for (shell, file) in
+        [("bash", "forwarder.bash"), ("zsh", "_forwarder"), ("fish", "forwarder.fish")]
+    {
+        std::fs::write(dir.join(file), generated(&["completions", shell])?)?;
+    }
+    let man = dir.join("forwarder.1");
+    std::fs::write(&man, generated(&["man"])?)?;
+    // -n: no name or time stamp inside, so the same page makes the same bytes.
+    let status = Command::new("gzip").args(["-9nf"]).arg(&man).status().context("running gzip")?;
+    if !status.success() {
+        bail!("gzip {} failed ({status})", man.display());
+    }
+    Ok(())
+}
+
 /// `cargo deb --no-build` of the binary build() made, written into `out_dir`, then a look
 /// inside the package (dpkg-deb) so a broken asset list fails here rather than on a VM.
 ///
@@ -396,6 +432,7 @@ fn package_deb(release: bool, out_dir: &Path) -> Result<PathBuf> {
     if !has_cargo_deb {
         bail!("cargo-deb is missing: run .ci/setup.sh or `cargo install cargo-deb --locked`");
     }
+    generate_deb_assets(release)?;
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["deb", "--package", "forwarder", "--no-build", "--output"]).arg(out_dir);
     if !release {
@@ -442,6 +479,13 @@ fn package_deb(release: bool, out_dir: &Path) -> Result<PathBuf> {
     // cargo-deb puts units in /usr/lib/systemd/system (merged /usr); older ones in /lib.
     for want in [
         &["/usr/bin/forwarder"][..],
+        &["/usr/share/bash-completion/completions/forwarder"],
+        &["/usr/share/zsh/vendor-completions/_forwarder"],
+        &["/usr/share/fish/vendor_completions.d/forwarder.fish"],
+        &["/usr/share/man/man1/forwarder.1.gz"],
+        &["/usr/share/forwarder/prometheus/alerts.yml"],
+        &["/usr/share/forwarder/prometheus/alerts_test.yml"],
+        &["/usr/share/forwarder/grafana/forwarder-dashboard.json"],
         &["/usr/lib/systemd/system/forwarder.service", "/lib/systemd/system/forwarder.service"],
         &["/etc/forwarder/forwarder.toml"],
         &["/usr/share/doc/forwarder/README.md"],
