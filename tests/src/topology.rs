@@ -227,6 +227,11 @@ pub fn forwarder_bin() -> PathBuf {
 /// The log of a daemon, filled line by line from its stderr.
 pub type DaemonLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
+/// The line `forwarder run` logs once it forwards (with NO_COLOR set), up to its fields. Not
+/// just "forwarding": an error such as "setting forwarding/accept_local on n0: ..." has that
+/// word too.
+const READY: &str = " INFO forwarder::daemon: forwarding ";
+
 /// Collects the stderr of a just-spawned `forwarder run` (piped) and waits until the daemon
 /// logs that it forwards. Fails with the log when it exits or is not ready within `limit`.
 pub fn wait_forwarding(child: &mut Child, limit: Duration) -> Result<DaemonLog> {
@@ -236,7 +241,7 @@ pub fn wait_forwarding(child: &mut Child, limit: Duration) -> Result<DaemonLog> 
     let sink = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("forwarding") {
+            if line.contains(READY) {
                 let _ = tx.send(());
             }
             sink.lock().unwrap().push(line);
@@ -295,7 +300,15 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .context("spawning forwarder")?;
-        let log = wait_forwarding(&mut child, Duration::from_secs(20))?;
+        let log = match wait_forwarding(&mut child, Duration::from_secs(20)) {
+            Ok(log) => log,
+            Err(e) => {
+                // Not ready in time: it must not outlive the test (it has exited otherwise).
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         Ok(Daemon { child, log, config: path.to_path_buf() })
     }
 
