@@ -6,7 +6,7 @@
 
 use crate::{
     accept::Backoff,
-    attach_watch,
+    attach_watch, capabilities,
     config::Settings,
     control::{self, Request, Response},
     datapath::Datapath,
@@ -59,9 +59,12 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     // Kernel settings first; their old values go into the state file for `unload`.
     sysctl::reserve_ports(&settings.snat_ports, &mut state.sysctl_before)
         .context("reserving snat_ports in net.ipv4.ip_local_reserved_ports")?;
+    // Without a capability this and the loading below fail with a bare EPERM, EACCES or a
+    // verifier rejection: `explain` names what is missing.
     for iface in &settings.interfaces {
         sysctl::slow_path(iface, &mut state.sysctl_before)
-            .with_context(|| format!("setting forwarding/accept_local on {iface}"))?;
+            .with_context(|| format!("setting forwarding/accept_local on {iface}"))
+            .map_err(capabilities::explain)?;
     }
     state.save(&state_path)?;
 
@@ -70,8 +73,9 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         crate::nexthop_watch::subscribe().context("subscribing to route changes")?;
     let pins = Pins::new(&settings.pin_path);
     let resumed = pins.exist();
-    let mut dp =
-        Datapath::load_pinned(settings.max_flows, &pins).context("loading the BPF program")?;
+    let mut dp = Datapath::load_pinned(settings.max_flows, &pins)
+        .context("loading the BPF program")
+        .map_err(capabilities::explain)?;
     // A rule removed from the file while no daemon ran may still have flows: its id stays
     // theirs, so their counters do not land on a new rule.
     let tracked = crate::flows::all(dp.ebpf()).context("reading the tracked flows")?;
@@ -81,7 +85,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     // Maps before attaching, so the first packet already sees the rules.
     dp.apply(&plan).context("filling the BPF maps")?;
     for iface in &settings.interfaces {
-        let how = dp.attach(iface, settings.mode)?;
+        let how = dp.attach(iface, settings.mode).map_err(capabilities::explain)?;
         tracing::info!(iface, mode = how.name(), "program attached");
     }
     if resumed {
