@@ -56,17 +56,13 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         Plan::build_with_ids(&settings, opts.allow_unresolved, &mut ids, &Default::default())
             .with_context(|| format!("{}: resolving the configuration", settings.path.display()))?;
 
-    // Kernel settings first; their old values go into the state file for `unload`.
-    sysctl::reserve_ports(&settings.snat_ports, &mut state.sysctl_before)
-        .context("reserving snat_ports in net.ipv4.ip_local_reserved_ports")?;
+    // Kernel settings first; their old values go into the state file for `unload`, also
+    // when one fails: those set before it stay set until `unload` puts them back.
+    let set = kernel_settings(&settings, &mut state.sysctl_before);
+    state.save(&state_path)?;
     // Without a capability this and the loading below fail with a bare EPERM, EACCES or a
     // verifier rejection: `explain` names what is missing.
-    for iface in &settings.interfaces {
-        sysctl::slow_path(iface, &mut state.sysctl_before)
-            .with_context(|| format!("setting forwarding/accept_local on {iface}"))
-            .map_err(capabilities::explain)?;
-    }
-    state.save(&state_path)?;
+    set.map_err(capabilities::explain)?;
 
     // Before the load: a route or neighbour change from here on reaches the watch below.
     let nexthop_events =
@@ -196,6 +192,17 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
             pins = %settings.pin_path.display(),
             "stopped; forwarding continues in the kernel (`forwarder unload` removes it)"
         );
+    }
+    Ok(())
+}
+
+/// The sysctls forwarding needs; the values they had go into `before`.
+fn kernel_settings(settings: &Settings, before: &mut sysctl::Before) -> anyhow::Result<()> {
+    sysctl::reserve_ports(&settings.snat_ports, before)
+        .context("reserving snat_ports in net.ipv4.ip_local_reserved_ports")?;
+    for iface in &settings.interfaces {
+        sysctl::slow_path(iface, before)
+            .with_context(|| format!("setting forwarding/accept_local on {iface}"))?;
     }
     Ok(())
 }
