@@ -327,6 +327,11 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Its log so far, one line per line.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
     fn terminate(&mut self) -> Result<std::process::ExitStatus> {
         // `ip netns exec` execs the daemon, so this PID is the daemon itself.
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

@@ -37,7 +37,7 @@ fn sigkill_and_restart_keep_every_stream() -> Result<()> {
 
     let daemon = Daemon::spawn(&topo.natvm, &config)?;
     streams.wait_progress()?;
-    let log = daemon.log.lock().unwrap().join("\n");
+    let log = daemon.log_text();
     assert!(log.contains("took over the pinned attachment"), "{log}");
     assert!(log.contains("resumed the pinned data path"), "{log}");
     let flows = json(&cli(&topo.natvm, &config, &["flows", "--json"])?, "flows");
@@ -76,7 +76,7 @@ fn twenty_reloads_and_sighup_keep_every_stream() -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     streams.wait_progress()?;
-    let log = daemon.log.lock().unwrap().join("\n");
+    let log = daemon.log_text();
     assert_eq!(log.matches("SIGHUP: reloaded").count(), 3, "{log}");
     assert_all_intact(&streams.finish(), seed_broker);
     drop(daemon);
