@@ -180,10 +180,15 @@ pub fn unload(ns: &Netns, config: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The config file [`Daemon::start`] writes for the forwarder of `ns`.
+pub fn config_path(ns: &Netns) -> PathBuf {
+    std::env::temp_dir().join(format!("{}.toml", ns.name()))
+}
+
 /// Removes what a forwarder in `ns` may have left: its config file ([`Daemon::start`]), and
 /// its pins and run directory when a test failed half-way.
 pub fn remove_leftovers(ns: &Netns) {
-    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.toml", ns.name())));
+    let _ = std::fs::remove_file(config_path(ns));
     if std::env::var_os("FWT_BPFFS").is_none() {
         return;
     }
@@ -284,16 +289,32 @@ pub fn cli(ns: &Netns, config: &std::path::Path, args: &[&str]) -> Result<std::p
 impl Daemon {
     /// Starts the daemon with `config` (TOML text) and waits until it says it forwards.
     pub fn start(ns: &Netns, config: &str) -> Result<Daemon> {
-        let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
+        Self::start_under(ns, config, &[])
+    }
+
+    /// As [`Self::start`], through `wrapper` (see [`Self::spawn_under`]).
+    pub fn start_under(ns: &Netns, config: &str, wrapper: &[String]) -> Result<Daemon> {
+        let path = config_path(ns);
         std::fs::write(&path, config)?;
-        Self::spawn(ns, &path)
+        Self::spawn_under(ns, &path, wrapper)
     }
 
     /// Starts the daemon on an existing config file (a restart) and waits until it forwards.
     pub fn spawn(ns: &Netns, path: &std::path::Path) -> Result<Daemon> {
+        Self::spawn_under(ns, path, &[])
+    }
+
+    /// As [`Self::spawn`], with `forwarder run` started through `wrapper` (a command that
+    /// execs the rest of its arguments, such as `setpriv ...`), so the PID is still the
+    /// daemon's. An empty `wrapper` runs it as root with every capability.
+    pub fn spawn_under(ns: &Netns, path: &std::path::Path, wrapper: &[String]) -> Result<Daemon> {
+        let bin = forwarder_bin();
+        let mut argv: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        argv.extend([bin.to_str().expect("utf-8 path"), "run", "--config"]);
+        argv.push(path.to_str().expect("utf-8 path"));
         let mut child = ns
-            .command(forwarder_bin().to_str().expect("utf-8 path"))
-            .args(["run", "--config", path.to_str().expect("utf-8 path")])
+            .command(argv[0])
+            .args(&argv[1..])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -333,7 +354,7 @@ impl Daemon {
     }
 
     fn terminate(&mut self) -> Result<std::process::ExitStatus> {
-        // `ip netns exec` execs the daemon, so this PID is the daemon itself.
+        // `ip netns exec` (and a wrapper) execs the daemon, so this PID is the daemon itself.
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
