@@ -259,6 +259,9 @@ pub fn wait_forwarding(child: &mut Child, limit: Duration) -> Result<DaemonLog> 
         }
         let text = || log.lock().unwrap().join("\n");
         if let Some(status) = child.try_wait()? {
+            // Its last lines may still be on their way: the reader is done at end of file,
+            // when it drops its sender.
+            while rx.recv_timeout(Duration::from_secs(2)).is_ok() {}
             anyhow::bail!("forwarder exited with {status}:\n{}", text());
         }
         if Instant::now() > deadline {
