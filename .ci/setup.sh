@@ -6,8 +6,10 @@ set -euo pipefail
 # systemd: systemd-analyze, with which tests/tests/packaging.rs verifies the unit file.
 # prometheus: its promtool checks packaging/prometheus/alerts.yml and a live scrape (the
 # package's server is not started: there is no running systemd to start it).
+# util-linux: setpriv, with which tests/tests/capabilities.rs starts the daemon with the unit's
+# capabilities only.
 need_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool ethtool iproute2
-           iptables nftables iperf3 systemd prometheus)
+           iptables nftables iperf3 systemd prometheus util-linux)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

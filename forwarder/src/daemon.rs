@@ -6,7 +6,7 @@
 
 use crate::{
     accept::Backoff,
-    attach_watch,
+    attach_watch, capabilities,
     config::Settings,
     control::{self, Request, Response},
     datapath::Datapath,
@@ -56,22 +56,22 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         Plan::build_with_ids(&settings, opts.allow_unresolved, &mut ids, &Default::default())
             .with_context(|| format!("{}: resolving the configuration", settings.path.display()))?;
 
-    // Kernel settings first; their old values go into the state file for `unload`.
-    sysctl::reserve_ports(&settings.snat_ports, &mut state.sysctl_before)
-        .context("reserving snat_ports in net.ipv4.ip_local_reserved_ports")?;
-    for iface in &settings.interfaces {
-        sysctl::slow_path(iface, &mut state.sysctl_before)
-            .with_context(|| format!("setting forwarding/accept_local on {iface}"))?;
-    }
+    // Kernel settings first; their old values go into the state file for `unload`, also
+    // when one fails: those set before it stay set until `unload` puts them back.
+    let set = kernel_settings(&settings, &mut state.sysctl_before);
     state.save(&state_path)?;
+    // Without a capability this and the loading below fail with a bare EPERM, EACCES or a
+    // verifier rejection: `explain` names what is missing.
+    set.map_err(capabilities::explain)?;
 
     // Before the load: a route or neighbour change from here on reaches the watch below.
     let nexthop_events =
         crate::nexthop_watch::subscribe().context("subscribing to route changes")?;
     let pins = Pins::new(&settings.pin_path);
     let resumed = pins.exist();
-    let mut dp =
-        Datapath::load_pinned(settings.max_flows, &pins).context("loading the BPF program")?;
+    let mut dp = Datapath::load_pinned(settings.max_flows, &pins)
+        .context("loading the BPF program")
+        .map_err(capabilities::explain)?;
     // A rule removed from the file while no daemon ran may still have flows: its id stays
     // theirs, so their counters do not land on a new rule.
     let tracked = crate::flows::all(dp.ebpf()).context("reading the tracked flows")?;
@@ -81,7 +81,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     // Maps before attaching, so the first packet already sees the rules.
     dp.apply(&plan).context("filling the BPF maps")?;
     for iface in &settings.interfaces {
-        let how = dp.attach(iface, settings.mode)?;
+        let how = dp.attach(iface, settings.mode).map_err(capabilities::explain)?;
         tracing::info!(iface, mode = how.name(), "program attached");
     }
     if resumed {
@@ -192,6 +192,17 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
             pins = %settings.pin_path.display(),
             "stopped; forwarding continues in the kernel (`forwarder unload` removes it)"
         );
+    }
+    Ok(())
+}
+
+/// The sysctls forwarding needs; the values they had go into `before`.
+fn kernel_settings(settings: &Settings, before: &mut sysctl::Before) -> anyhow::Result<()> {
+    sysctl::reserve_ports(&settings.snat_ports, before)
+        .context("reserving snat_ports in net.ipv4.ip_local_reserved_ports")?;
+    for iface in &settings.interfaces {
+        sysctl::slow_path(iface, before)
+            .with_context(|| format!("setting forwarding/accept_local on {iface}"))?;
     }
     Ok(())
 }

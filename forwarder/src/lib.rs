@@ -5,6 +5,7 @@
 
 pub mod accept;
 pub mod attach_watch;
+pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -1,13 +1,15 @@
 //! What the tests that drive a daemon in the seed topology share: the seed's listen
-//! addresses and brokers, echo servers on the brokers, the CLI's output read as text or
-//! JSON, and polling with a bound.
+//! addresses and brokers, echo servers on the brokers, HTTP GETs of its endpoints, the CLI's
+//! output read as text or JSON, and polling with a bound.
 
 use crate::{
+    netns::Netns,
     topology::{Topology, BROKERS, BROKER_PORT, LISTEN_PORTS, NATVM},
-    traffic::{echo_servers, EchoServers},
+    traffic::{connect, echo_servers, EchoServers},
 };
 use anyhow::Result;
 use std::{
+    io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4},
     process::Output,
     time::{Duration, Instant},
@@ -33,6 +35,26 @@ pub fn brokers(topo: &Topology) -> Result<EchoServers> {
     let addrs: Vec<SocketAddrV4> =
         BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
     echo_servers(&topo.broker, &addrs)
+}
+
+/// An HTTP GET of `path` at `to` from inside `ns` (a health probe, a metrics scrape): the
+/// whole answer, read until the daemon closes the connection or `timeout` passes.
+pub fn http_get(ns: &Netns, to: SocketAddrV4, path: &str, timeout: Duration) -> Result<String> {
+    let mut s = connect(ns, to)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: nat\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// Whether the health endpoint answers the load balancer's probe (an HTTP GET from the
+/// client) with 200.
+pub fn health_answers(topo: &Topology) -> bool {
+    http_get(&topo.client, listen(8080), "/", Duration::from_secs(2))
+        .is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
 }
 
 /// A CLI run's stdout; fails the test with its output if it did not succeed.

@@ -16,6 +16,7 @@ pub mod streams;
 pub mod testrun;
 pub mod topology;
 pub mod traffic;
+pub mod unit_file;
 
 /// Fails the test loudly unless it runs as root.
 pub fn require_root() {

@@ -102,6 +102,12 @@ impl Netns {
         self.exec(&["sysctl", "-qw", &format!("{key}={value}")]).map(|_| ())
     }
 
+    /// The value of sysctl `key` inside the namespace, trimmed.
+    pub fn sysctl_get(&self, key: &str) -> Result<String> {
+        let out = self.exec(&["sysctl", "-n", key])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     /// Runs `f` on a fresh thread that has entered this namespace; sockets it creates stay in
     /// the namespace for their whole life, whichever thread uses them later.
     pub fn enter<F, R>(&self, f: F) -> Result<R>

@@ -180,10 +180,15 @@ pub fn unload(ns: &Netns, config: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The config file [`Daemon::start`] writes for the forwarder of `ns`.
+pub fn config_path(ns: &Netns) -> PathBuf {
+    std::env::temp_dir().join(format!("{}.toml", ns.name()))
+}
+
 /// Removes what a forwarder in `ns` may have left: its config file ([`Daemon::start`]), and
 /// its pins and run directory when a test failed half-way.
 pub fn remove_leftovers(ns: &Netns) {
-    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.toml", ns.name())));
+    let _ = std::fs::remove_file(config_path(ns));
     if std::env::var_os("FWT_BPFFS").is_none() {
         return;
     }
@@ -227,6 +232,11 @@ pub fn forwarder_bin() -> PathBuf {
 /// The log of a daemon, filled line by line from its stderr.
 pub type DaemonLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
+/// The line `forwarder run` logs once it forwards (with NO_COLOR set), up to its fields. Not
+/// just "forwarding": an error such as "setting forwarding/accept_local on n0: ..." has that
+/// word too.
+const READY: &str = " INFO forwarder::daemon: forwarding ";
+
 /// Collects the stderr of a just-spawned `forwarder run` (piped) and waits until the daemon
 /// logs that it forwards. Fails with the log when it exits or is not ready within `limit`.
 pub fn wait_forwarding(child: &mut Child, limit: Duration) -> Result<DaemonLog> {
@@ -236,7 +246,7 @@ pub fn wait_forwarding(child: &mut Child, limit: Duration) -> Result<DaemonLog> 
     let sink = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("forwarding") {
+            if line.contains(READY) {
                 let _ = tx.send(());
             }
             sink.lock().unwrap().push(line);
@@ -249,6 +259,9 @@ pub fn wait_forwarding(child: &mut Child, limit: Duration) -> Result<DaemonLog> 
         }
         let text = || log.lock().unwrap().join("\n");
         if let Some(status) = child.try_wait()? {
+            // Its last lines may still be on their way: the reader is done at end of file,
+            // when it drops its sender.
+            while rx.recv_timeout(Duration::from_secs(2)).is_ok() {}
             anyhow::bail!("forwarder exited with {status}:\n{}", text());
         }
         if Instant::now() > deadline {
@@ -279,23 +292,47 @@ pub fn cli(ns: &Netns, config: &std::path::Path, args: &[&str]) -> Result<std::p
 impl Daemon {
     /// Starts the daemon with `config` (TOML text) and waits until it says it forwards.
     pub fn start(ns: &Netns, config: &str) -> Result<Daemon> {
-        let path = std::env::temp_dir().join(format!("{}.toml", ns.name()));
+        Self::start_under(ns, config, &[])
+    }
+
+    /// As [`Self::start`], through `wrapper` (see [`Self::spawn_under`]).
+    pub fn start_under(ns: &Netns, config: &str, wrapper: &[String]) -> Result<Daemon> {
+        let path = config_path(ns);
         std::fs::write(&path, config)?;
-        Self::spawn(ns, &path)
+        Self::spawn_under(ns, &path, wrapper)
     }
 
     /// Starts the daemon on an existing config file (a restart) and waits until it forwards.
     pub fn spawn(ns: &Netns, path: &std::path::Path) -> Result<Daemon> {
+        Self::spawn_under(ns, path, &[])
+    }
+
+    /// As [`Self::spawn`], with `forwarder run` started through `wrapper` (a command that
+    /// execs the rest of its arguments, such as `setpriv ...`), so the PID is still the
+    /// daemon's. An empty `wrapper` runs it as root with every capability.
+    pub fn spawn_under(ns: &Netns, path: &std::path::Path, wrapper: &[String]) -> Result<Daemon> {
+        let bin = forwarder_bin();
+        let mut argv: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        argv.extend([bin.to_str().expect("utf-8 path"), "run", "--config"]);
+        argv.push(path.to_str().expect("utf-8 path"));
         let mut child = ns
-            .command(forwarder_bin().to_str().expect("utf-8 path"))
-            .args(["run", "--config", path.to_str().expect("utf-8 path")])
+            .command(argv[0])
+            .args(&argv[1..])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .context("spawning forwarder")?;
-        let log = wait_forwarding(&mut child, Duration::from_secs(20))?;
+        let log = match wait_forwarding(&mut child, Duration::from_secs(20)) {
+            Ok(log) => log,
+            Err(e) => {
+                // Not ready in time: it must not outlive the test (it has exited otherwise).
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         Ok(Daemon { child, log, config: path.to_path_buf() })
     }
 
@@ -314,8 +351,13 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Its log so far, one line per line.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
     fn terminate(&mut self) -> Result<std::process::ExitStatus> {
-        // `ip netns exec` execs the daemon, so this PID is the daemon itself.
+        // `ip netns exec` (and a wrapper) execs the daemon, so this PID is the daemon itself.
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -471,13 +471,11 @@ fn ip_fwd_leftovers_are_found_with_exact_delete_commands() {
 #[test]
 fn a_healthy_nat_vm_gets_a_clean_bill_from_the_cli() -> anyhow::Result<()> {
     use forwarder_tests::{
+        daemon_tests::http_get,
         topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT, NATVM},
-        traffic::{connect, echo_servers},
+        traffic::echo_servers,
     };
-    use std::{
-        io::{Read, Write},
-        net::SocketAddrV4,
-    };
+    use std::net::SocketAddrV4;
     require_root();
     let _serial = serial();
     let topo = Topology::new("dh", false, true)?;
@@ -506,10 +504,8 @@ fn a_healthy_nat_vm_gets_a_clean_bill_from_the_cli() -> anyhow::Result<()> {
     assert_eq!(failing(&before), ["probe"], "before any probe: {before:#}");
 
     // The probe, as the load balancer sends it: an HTTP GET on the health port.
-    let mut probe = connect(&topo.client, SocketAddrV4::new(NATVM, 8080))?;
-    probe.write_all(b"GET / HTTP/1.1\r\nHost: nat\r\nConnection: close\r\n\r\n")?;
-    let mut answer = String::new();
-    probe.read_to_string(&mut answer)?;
+    let answer =
+        http_get(&topo.client, SocketAddrV4::new(NATVM, 8080), "/", Duration::from_secs(10))?;
     assert!(answer.starts_with("HTTP/1.1 200"), "health answered {answer:?}");
 
     let after = findings(0)?;

@@ -81,8 +81,7 @@ fn assert_fast_path(log: &[String]) -> Result<()> {
 }
 
 fn reserved_ports(topo: &Topology) -> Result<String> {
-    let out = topo.natvm.exec(&["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"])?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    topo.natvm.sysctl_get("net.ipv4.ip_local_reserved_ports")
 }
 
 fn run_mode(tag: &str, mode: &str, multi_nic: bool) -> Result<()> {

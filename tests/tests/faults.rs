@@ -9,7 +9,9 @@
 //! detaches.
 
 use anyhow::Result;
-use forwarder_tests::daemon_tests::{all_listen, brokers, json, listen, ok, seed_broker};
+use forwarder_tests::daemon_tests::{
+    all_listen, brokers, health_answers, json, listen, ok, seed_broker,
+};
 use forwarder_tests::{
     require_root,
     streams::{assert_all_intact, StreamReport, Streams},
@@ -17,7 +19,7 @@ use forwarder_tests::{
     traffic::{connect, exchange},
 };
 use std::{
-    io::{Read, Write},
+    io::Write,
     path::Path,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -297,17 +299,6 @@ fn interface_down_and_up() -> Result<()> {
     topo.unload(&config)
 }
 
-/// An HTTP GET to the health endpoint from the client (the load balancer's side).
-fn probe_ok(topo: &Topology) -> bool {
-    let Ok(mut s) = connect(&topo.client, listen(8080)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET / HTTP/1.1\r\nHost: nat\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).is_ok() && resp.starts_with("HTTP/1.1 200")
-}
-
 /// Someone else detaches the program (`bpftool link detach` on the pinned link): the daemon
 /// notices within its 1 s check, fails the health probe, re-attaches, and is healthy again
 /// once the next check confirms it. While no program runs, the NAT VM's own stack answers
@@ -323,7 +314,7 @@ fn a_detached_program_is_noticed_and_reattached() -> Result<()> {
         .replace("mss_clamp = 1360\n", "mss_clamp = 1360\nhealth = \"0.0.0.0:8080\"\n");
     let daemon = Daemon::start(&topo.natvm, &text)?;
     let config = daemon.config.clone();
-    eventually(5, "the probe answers", || Ok(probe_ok(&topo)))?;
+    eventually(5, "the probe answers", || Ok(health_answers(&topo)))?;
     let pin = forwarder::pins::Pins::new(topo.pin_dir())
         .link("n0", forwarder::datapath::Attached::XdpDriver);
     let streams = Streams::start(&topo.client, &all_listen(), 2)?;
@@ -338,12 +329,12 @@ fn a_detached_program_is_noticed_and_reattached() -> Result<()> {
         ok(&out, "bpftool link detach");
         let detached = Instant::now();
         assert!(!xdp_attached(&topo, "n0")?, "bpftool detached the program");
-        eventually(5, "the probe fails", || Ok(!probe_ok(&topo)))?;
+        eventually(5, "the probe fails", || Ok(!health_answers(&topo)))?;
         let failed = detached.elapsed();
         let status = json(&cli(&topo.natvm, &config, &["status", "--json"])?, "status");
         eventually(5, "the program is attached again", || xdp_attached(&topo, "n0"))?;
         let reattached = detached.elapsed();
-        eventually(10, "the probe answers again", || Ok(probe_ok(&topo)))?;
+        eventually(10, "the probe answers again", || Ok(health_answers(&topo)))?;
         let recovered = detached.elapsed();
         timings.push((failed, reattached, recovered, status["unhealthy_reason"].clone()));
         let fresh = exchange(connect(&topo.client, listen(9092))?, 4096, 3)?;

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use forwarder_tests::daemon_tests::{
-    all_listen, brokers, eventually, json, listen, ok, seed_broker,
+    all_listen, brokers, eventually, health_answers, http_get, json, listen, ok, seed_broker,
 };
 use forwarder_tests::{
     require_root,
@@ -13,7 +13,7 @@ use forwarder_tests::{
     traffic::{connect, exchange},
 };
 use std::{
-    io::{Read, Write},
+    io::Write,
     net::{Ipv4Addr, SocketAddrV4},
     path::Path,
     process::Output,
@@ -37,7 +37,7 @@ fn sigkill_and_restart_keep_every_stream() -> Result<()> {
 
     let daemon = Daemon::spawn(&topo.natvm, &config)?;
     streams.wait_progress()?;
-    let log = daemon.log.lock().unwrap().join("\n");
+    let log = daemon.log_text();
     assert!(log.contains("took over the pinned attachment"), "{log}");
     assert!(log.contains("resumed the pinned data path"), "{log}");
     let flows = json(&cli(&topo.natvm, &config, &["flows", "--json"])?, "flows");
@@ -76,7 +76,7 @@ fn twenty_reloads_and_sighup_keep_every_stream() -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     streams.wait_progress()?;
-    let log = daemon.log.lock().unwrap().join("\n");
+    let log = daemon.log_text();
     assert_eq!(log.matches("SIGHUP: reloaded").count(), 3, "{log}");
     assert_all_intact(&streams.finish(), seed_broker);
     drop(daemon);
@@ -210,16 +210,6 @@ impl Drop for RemoveDir {
     }
 }
 
-/// An HTTP GET to the health endpoint from the client (the load balancer's side).
-fn probe(topo: &Topology) -> Result<String> {
-    let mut s = connect(&topo.client, listen(8080))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: nat\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    Ok(resp)
-}
-
 #[test]
 fn drain_fails_the_probe_while_streams_finish() -> Result<()> {
     require_root();
@@ -230,9 +220,7 @@ fn drain_fails_the_probe_while_streams_finish() -> Result<()> {
         .replace("mss_clamp = 1360\n", "mss_clamp = 1360\nhealth = \"0.0.0.0:8080\"\n");
     let daemon = Daemon::start(&topo.natvm, &text)?;
     let config = daemon.config.clone();
-    eventually(5, "the probe answers", || {
-        Ok(probe(&topo).is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
-    })?;
+    eventually(5, "the probe answers", || Ok(health_answers(&topo)))?;
     let status = json(&cli(&topo.natvm, &config, &["status", "--json"])?, "status");
     assert_eq!(status["healthy"], true, "{status}");
     assert_eq!(status["last_probe"]["from"], "10.1.0.2", "probe source recorded: {status}");
@@ -252,9 +240,7 @@ fn drain_fails_the_probe_while_streams_finish() -> Result<()> {
     assert_all_intact(&streams.finish(), seed_broker);
 
     ok(&cli(&topo.natvm, &config, &["undrain"])?, "undrain");
-    eventually(5, "the probe answers again", || {
-        Ok(probe(&topo).is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
-    })?;
+    eventually(5, "the probe answers again", || Ok(health_answers(&topo)))?;
     drop(daemon);
     topo.unload(&config)
 }
@@ -315,12 +301,7 @@ fn control_socket_refuses_other_users_and_listings_are_json() -> Result<()> {
 
 /// GET of the metrics endpoint from inside the NAT VM.
 fn scrape(topo: &Topology, addr: SocketAddrV4) -> Result<String> {
-    let mut s = connect(&topo.natvm, addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    Ok(resp)
+    http_get(&topo.natvm, addr, "/metrics", Duration::from_secs(10))
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! list binary, unit, conffile and README, and the prerm must run `forwarder unload`.
 
 use forwarder::config::{self, ListenIp, SnatIp};
+use forwarder_tests::unit_file::{self, single, words};
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -84,52 +85,9 @@ fn example_config_parses_and_sets_every_key() {
 
 // ---- the systemd unit ---------------------------------------------------------------------
 
-/// The `key=value` lines of one `[section]` of a unit file, in order (a key may repeat).
-fn unit_section(text: &str, section: &str) -> Vec<(String, String)> {
-    let mut current = String::new();
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            current = name.to_string();
-            continue;
-        }
-        assert!(!line.ends_with('\\'), "line continuations are not expected here: {line}");
-        let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("not key=value: {line}"));
-        if current == section {
-            out.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    out
-}
-
-/// Every value of `key`, as systemd merges list settings: words of all its lines; an empty
-/// assignment resets the list.
-fn words(service: &[(String, String)], key: &str) -> BTreeSet<String> {
-    let mut set = BTreeSet::new();
-    for (_, v) in service.iter().filter(|(k, _)| k == key) {
-        if v.is_empty() {
-            set.clear();
-        }
-        set.extend(v.split_whitespace().map(String::from));
-    }
-    set
-}
-
-/// The single value of `key`; fails if it is missing or set twice.
-fn single<'a>(service: &'a [(String, String)], key: &str) -> &'a str {
-    let values: Vec<&str> =
-        service.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect();
-    assert_eq!(values.len(), 1, "{key}= should be set exactly once, found {values:?}");
-    values[0]
-}
-
 #[test]
 fn unit_file_has_what_the_daemon_needs() {
-    let text = read("packaging/forwarder.service");
-    let service = unit_section(&text, "Service");
+    let service = unit_file::service();
 
     // The daemon sends READY=1 once forwarding and reloads on SIGHUP.
     assert_eq!(single(&service, "Type"), "notify");
@@ -143,9 +101,11 @@ fn unit_file_has_what_the_daemon_needs() {
 
     // Only the capabilities loading and attaching BPF needs.
     let caps: BTreeSet<String> =
-        ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON", "CAP_SYS_RESOURCE"].map(String::from).into();
+        ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"].map(String::from).into();
     assert_eq!(words(&service, "CapabilityBoundingSet"), caps, "CapabilityBoundingSet");
     assert_eq!(words(&service, "AmbientCapabilities"), caps, "AmbientCapabilities");
+    // Set by systemd, so that the daemon needs no CAP_SYS_RESOURCE on kernels before 5.11.
+    assert_eq!(single(&service, "LimitMEMLOCK"), "infinity");
 
     // Pins, the config file `rule add/remove` rewrites, and /run/forwarder across restarts.
     let rw = words(&service, "ReadWritePaths");

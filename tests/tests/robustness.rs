@@ -22,10 +22,6 @@ use std::{
 /// How long a control request or a SIGTERM may take, at most, whatever else is going on.
 const PROMPT: Duration = Duration::from_secs(2);
 
-fn log_text(daemon: &Daemon) -> String {
-    daemon.log.lock().unwrap().join("\n")
-}
-
 /// Rewrites a file in place: `ip netns exec` bind-mounts it, so the inode must stay.
 fn rewrite(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
@@ -84,7 +80,7 @@ fn a_hung_resolver_delays_neither_control_requests_nor_sigterm() -> Result<()> {
     }
 
     // The lookup is given up (its thread left to the resolver) and logged.
-    eventually(20, "the hung lookup is abandoned", || Ok(log_text(&daemon).contains("abandoned")))?;
+    eventually(20, "the hung lookup is abandoned", || Ok(daemon.log_text().contains("abandoned")))?;
 
     let t = Instant::now();
     let exit = daemon.stop()?;
@@ -167,8 +163,8 @@ fn unload_fails_the_health_probe_before_it_detaches() -> Result<()> {
         probes.len()
     );
     // The order, from the daemon itself.
-    eventually(5, "the daemon logs its unload", || Ok(log_text(&daemon).contains("unloaded")))?;
-    let log = log_text(&daemon);
+    eventually(5, "the daemon logs its unload", || Ok(daemon.log_text().contains("unloaded")))?;
+    let log = daemon.log_text();
     let closed = log.find("health endpoint closed").context(format!("never closed:\n{log}"))?;
     let removed = log.find("pins from").context(format!("no pins removed:\n{log}"))?;
     let detach = log.find("program detached").context(format!("no detach logged:\n{log}"))?;
@@ -256,7 +252,7 @@ fn accept_loops_back_off_when_out_of_descriptors() -> Result<()> {
     eventually(10, "the probe answers again", || {
         Ok(topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())?)
     })?;
-    let log = log_text(&daemon);
+    let log = daemon.log_text();
     assert!(log.contains("accept"), "the accept failures were not logged:\n{log}");
     drop(daemon);
     topo.unload(&config)
@@ -290,8 +286,8 @@ fn snat_ports_running_out_is_logged_and_recovers() -> Result<()> {
         (0..2).map(|_| connect()?.context("one of two ports")).collect::<Result<_>>()?;
     assert!(connect()?.is_err(), "a third connection got a port out of two");
     let line = "every SNAT port tried was taken";
-    eventually(25, "the daemon logs the SNAT drops", || Ok(log_text(&daemon).contains(line)))?;
-    let log = log_text(&daemon);
+    eventually(25, "the daemon logs the SNAT drops", || Ok(daemon.log_text().contains(line)))?;
+    let log = daemon.log_text();
     let warn = log.lines().find(|l| l.contains(line)).unwrap();
     assert!(warn.contains("rule=") && warn.contains("drop_no_snat_port"), "{warn}");
 
@@ -300,7 +296,7 @@ fn snat_ports_running_out_is_logged_and_recovers() -> Result<()> {
     drop(held);
     eventually(30, "a new connection after the ports freed up", || Ok(connect()?.is_ok()))?;
     eventually(25, "the daemon logs that the drops stopped", || {
-        Ok(log_text(&daemon).contains("no more drops since the last look"))
+        Ok(daemon.log_text().contains("no more drops since the last look"))
     })?;
     Ok(())
 }

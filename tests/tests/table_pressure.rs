@@ -229,7 +229,7 @@ fn table_full(tag: &str, mode: &str) -> Result<()> {
         (new.conns.len(), new.refused.len()),
         (room, NEW - room),
         "admitted and refused of {NEW} new connections with {IDLE} established and max_flows = {MAX_FLOWS}\ndaemon log:\n{}",
-        daemon.log.lock().unwrap().join("\n")
+        daemon.log_text()
     );
     assert_eq!(count.get()?, MAX_FLOWS as u64, "established flows at the limit");
     let (dropped, active) = counter(&topo, &daemon, "drop_table_full")?;

@@ -118,9 +118,8 @@ impl Bed {
 
     /// `sysctl` of the NAT VM, as a number.
     pub fn natvm_sysctl(&self, key: &str) -> Result<u64> {
-        let out = self.topo.natvm.exec(&["sysctl", "-n", key])?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.trim().parse().with_context(|| format!("{key} = {text:?}"))
+        let text = self.topo.natvm.sysctl_get(key)?;
+        text.parse().with_context(|| format!("{key} = {text:?}"))
     }
 
     /// Stops the daemon and unloads it; fails if it exited badly.

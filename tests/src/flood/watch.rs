@@ -3,11 +3,10 @@
 //! every sample), for iptables netfilter's conntrack count.
 
 use super::bed::{Bed, Contender, METRICS};
+use crate::daemon_tests::http_get;
 use anyhow::{Context, Result};
 use std::{
     collections::BTreeMap,
-    io::{Read, Write},
-    net::TcpStream,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -90,12 +89,5 @@ fn gauges(text: &str, name: &str) -> BTreeMap<String, u64> {
 
 /// GET /metrics from inside the NAT VM.
 fn scrape(bed: &Bed) -> Result<String> {
-    bed.topo.natvm.enter(|| -> Result<String> {
-        let mut c = TcpStream::connect_timeout(&METRICS.into(), Duration::from_secs(5))?;
-        c.set_read_timeout(Some(Duration::from_secs(20)))?;
-        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-        let mut resp = String::new();
-        c.read_to_string(&mut resp)?;
-        Ok(resp)
-    })?
+    http_get(&bed.topo.natvm, METRICS, "/metrics", Duration::from_secs(20))
 }
