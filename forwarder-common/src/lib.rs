@@ -41,6 +41,8 @@ pub mod map_names {
     pub const RULE_STATS: &str = "RULE_STATS";
     pub const NEXTHOP_GEN: &str = "NEXTHOP_GEN";
     pub const CT_COUNT: &str = "CT_COUNT";
+    /// Not pinned: a new program starts its rate limits afresh.
+    pub const LOG_BUDGET: &str = "LOG_BUDGET";
 }
 
 /// Program names in the object file.
@@ -354,6 +356,47 @@ impl RuleStats {
     }
 }
 
+/// What the kernel program tells the operator (aya-log lines the daemon writes to its log),
+/// each event rate-limited on its own: the index into `LOG_BUDGET`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogEvent {
+    /// A new flow found no free SNAT port towards its target.
+    NoSnatPort = 0,
+    /// A new flow was refused: `max_flows` flows are established.
+    TableFull = 1,
+    /// An ICMP error about a tracked flow could not be translated (no route back).
+    IcmpUntranslated = 2,
+    /// A handshake half found alone: the embryonic LRU evicted its other half.
+    HalfEvicted = 3,
+}
+
+pub const LOG_EVENTS: usize = 4;
+
+/// The events' names in logs and metrics, by index.
+pub const LOG_EVENT_NAMES: [&str; LOG_EVENTS] =
+    ["no_snat_port", "table_full", "icmp_untranslated", "half_evicted"];
+
+/// Lines per event and second the program writes, over all CPUs (CPUs that race at the
+/// start of a second may add one each).
+pub const LOG_LINES_PER_SECOND: u64 = 3;
+
+/// The rate limit of one event; a shared (not per-CPU) array slot, counted atomically.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogBudget {
+    /// Start of the current one-second window (bpf_ktime_get_coarse_ns).
+    pub window_start_ns: u64,
+    /// Lines tried in the current window.
+    pub in_window: u64,
+    /// Lines written since the program was loaded.
+    pub logged: u64,
+    /// Events not written because the window's lines were used up.
+    pub suppressed: u64,
+}
+const _: () = assert!(size_of::<LogBudget>() == 32);
+const _: () = assert!(core::mem::offset_of!(LogBudget, suppressed) == 24);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)], plain integers, with explicit padding.
@@ -363,4 +406,5 @@ mod pod {
     unsafe impl aya::Pod for super::Rule {}
     unsafe impl aya::Pod for super::RuleStats {}
     unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::LogBudget {}
 }

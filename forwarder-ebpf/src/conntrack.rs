@@ -112,6 +112,7 @@ fn check(table: Table, key: &FlowKey, entry: *mut CtEntry, cfg: &Config, now: u6
     // only, so both are asked.
     if table == Table::Embryonic && !points_back(&e.peer, key) {
         remove(table, key);
+        crate::events::half_evicted(now);
         return Lookup::New;
     }
     if now.saturating_sub(e.last_seen_ns) > cfg.timeout_ns(e.state)
@@ -197,34 +198,31 @@ pub fn create(
     len: u16,
     now: u64,
 ) -> Result<(), ()> {
-    let state = TcpState::SynSent as u8;
-    let master = CtEntry {
+    // One entry on the stack, written as the original half and then turned into the reply
+    // half: the program's stack frame is near the verifier's 512 bytes, and two 80-byte
+    // entries cost the room the operator events (events.rs) need for their calls.
+    let mut half = CtEntry {
         peer: *reply_key,
         last_seen_ns: now,
         created_ns: now,
         packets: 1,
         bytes: len as u64,
         rule_id,
-        state,
-        ..CtEntry::default()
-    };
-    let reply = CtEntry {
-        peer: *orig_key,
-        last_seen_ns: now,
-        created_ns: now,
-        rule_id,
-        state,
-        flags: CT_FLAG_REPLY,
+        state: TcpState::SynSent as u8,
         ..CtEntry::default()
     };
     // The original half first: a reply half never exists without its original, so the
     // SNAT search may take the port of a reply half found alone (`port_taken`). NOEXIST on
     // the reply half: if another CPU took the same SNAT port a moment ago, fail rather than
     // steal its flow.
-    if !insert(Table::Embryonic, orig_key, &master, 0) {
+    if !insert(Table::Embryonic, orig_key, &half, 0) {
         return Err(());
     }
-    if !insert(Table::Embryonic, reply_key, &reply, BPF_NOEXIST as u64) {
+    half.peer = *orig_key;
+    half.packets = 0;
+    half.bytes = 0;
+    half.flags = CT_FLAG_REPLY;
+    if !insert(Table::Embryonic, reply_key, &half, BPF_NOEXIST as u64) {
         remove(Table::Embryonic, orig_key);
         return Err(());
     }

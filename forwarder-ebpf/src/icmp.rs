@@ -10,6 +10,7 @@ use crate::{
     conntrack::{self, Lookup},
     context::{ptr_at, PacketContext, Verdict},
     csum::CsumDelta,
+    events,
     forward::{self, Route},
     nat::dec_ttl_delta,
     parse::{read_u16, read_u32, Ipv4, TCP_CHECK_OFF},
@@ -81,6 +82,7 @@ fn handle_inner<C: PacketContext>(ctx: &C, ip: &Ipv4, cfg: &Config, now: u64) ->
         forward::route(ctx, IpProto::Icmp, outer_src, outer_dst, ctx.fib_tot_len(ip.tot_len));
     if let Route::Unreachable = route {
         stats::inc(rule_id, Counter::DropNoRoute);
+        events::icmp_untranslated(rule_id, outer_dst, now);
         return Some(Verdict::Drop);
     }
 

@@ -10,6 +10,7 @@
 mod conntrack;
 mod context;
 mod csum;
+mod events;
 mod forward;
 mod icmp;
 mod maps;

@@ -7,7 +7,8 @@ use aya_ebpf::{
     maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray},
 };
 use forwarder_common::{
-    Config, CtEntry, FlowKey, Rule, RuleStats, MAX_ALLOWED_SOURCES, MAX_LISTEN_ADDRS, MAX_RULES,
+    Config, CtEntry, FlowKey, LogBudget, Rule, RuleStats, LOG_EVENTS, MAX_ALLOWED_SOURCES,
+    MAX_LISTEN_ADDRS, MAX_RULES,
 };
 
 /// Global settings; entry 0.
@@ -57,3 +58,7 @@ pub static NEXTHOP_GEN: Array<u32> = Array::with_max_entries(1, 0);
 /// Per-rule counters, indexed by rule id.
 #[map(name = "RULE_STATS")]
 pub static RULE_STATS: PerCpuArray<RuleStats> = PerCpuArray::with_max_entries(MAX_RULES, 0);
+
+/// Rate limits of the operator events (`events.rs`), one slot per [`forwarder_common::LogEvent`].
+#[map(name = "LOG_BUDGET")]
+pub static LOG_BUDGET: Array<LogBudget> = Array::with_max_entries(LOG_EVENTS as u32, 0);

@@ -6,6 +6,7 @@ use crate::{
     conntrack::{self, Found, Lookup, Transition},
     context::{PacketContext, Verdict},
     csum::CsumDelta,
+    events,
     forward::{self, Route},
     icmp,
     maps::{ALLOWED_SOURCES, CONFIG, LISTEN_ADDRS, RULES},
@@ -110,10 +111,12 @@ fn new_flow(tcp: &Tcp, cfg: &Config, key: &FlowKey, now: u64) -> Result<Forward,
     // flow is evicted to make room.
     if !conntrack::has_room(cfg) {
         stats::inc(rule_id, Counter::DropTableFull);
+        events::table_full(rule_id, now);
         return Err(Verdict::Drop);
     }
     let Some(reply_key) = nat::alloc_reply_key(key, rule.target_addr, rule.target_port, cfg) else {
         stats::inc(rule_id, Counter::DropNoSnatPort);
+        events::no_snat_port(rule_id, rule.target_addr, rule.target_port, now);
         return Err(Verdict::Drop);
     };
     if conntrack::create(key, &reply_key, rule_id, tcp.ip.tot_len, now).is_err() {
@@ -166,6 +169,7 @@ fn tracked<C: PacketContext>(
         // packet to the SNAT port with another.
         conntrack::forget(found);
         stats::inc(rule_id, Counter::DropTableFull);
+        events::table_full(rule_id, now);
         return Err(Verdict::Pass);
     }
     f.nexthop = core::ptr::null_mut();

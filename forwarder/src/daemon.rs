@@ -84,6 +84,10 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         let how = dp.attach(iface, settings.mode).map_err(capabilities::explain)?;
         tracing::info!(iface, mode = how.name(), "program attached");
     }
+    // A program that cannot log still forwards: say so and go on.
+    if let Err(e) = crate::kernel_log::start(dp.ebpf_mut()) {
+        tracing::warn!("{e}: the data path's events (SNAT ports, table full) are not logged");
+    }
     if resumed {
         let flows = tracked.len();
         tracing::info!(flows, pins = %pins.dir().display(), "resumed the pinned data path");
@@ -266,6 +270,7 @@ fn snapshot(shared: &Shared) -> metrics::Snapshot {
         }),
     });
     metrics::Snapshot {
+        kernel_events: crate::kernel_log::budgets(l.dp.ebpf()),
         rules: l.stats_of(&scan.flows).unwrap_or_default(),
         attached: status.interfaces,
         healthy: status.healthy,

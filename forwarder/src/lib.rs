@@ -21,6 +21,7 @@ pub mod gc;
 pub mod health;
 pub mod import_iptables;
 pub mod kafka;
+pub mod kernel_log;
 pub mod link_info;
 pub mod live;
 pub mod metrics;

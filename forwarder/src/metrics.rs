@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub tables: Vec<(String, u64, u64)>,
     /// With a `health` endpoint configured: the load balancer's probes.
     pub probes: Option<Probes>,
+    /// The program's operator events: (event, lines logged, held back by the rate limit).
+    pub kernel_events: Vec<(&'static str, u64, u64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -192,6 +194,22 @@ pub fn render(s: &Snapshot) -> String {
     }
     reg.register("conntrack_entries", "Conntrack entries in use (two per flow)", used);
     reg.register("conntrack_capacity", "Conntrack table capacity in entries", cap);
+    let logged = Family::<Labels, Counter>::default();
+    let suppressed = Family::<Labels, Counter>::default();
+    for (event, l, h) in &s.kernel_events {
+        logged.get_or_create(&labels(&[("event", event)])).inc_by(*l);
+        suppressed.get_or_create(&labels(&[("event", event)])).inc_by(*h);
+    }
+    reg.register(
+        "kernel_events_logged",
+        "Data-path events the program wrote to the log (SNAT ports, table full, ...)",
+        logged,
+    );
+    reg.register(
+        "kernel_events_suppressed",
+        "Data-path events not logged: past the rate limit of a few lines per second",
+        suppressed,
+    );
     if let Some(p) = &s.probes {
         let total = Counter::<u64>::default();
         total.inc_by(p.total);

@@ -6,14 +6,17 @@
 //! Needs root; run with `cargo test -p forwarder-tests --test packet`.
 
 use forwarder_common::{
-    program_names, Counter, CtEntry, FlowKey, TcpState, CT_FLAG_FIN_ORIG, CT_FLAG_FIN_REPLY,
-    CT_FLAG_REPLY,
+    map_names, program_names, Counter, CtEntry, FlowKey, LogBudget, LogEvent, TcpState,
+    CT_FLAG_FIN_ORIG, CT_FLAG_FIN_REPLY, CT_FLAG_REPLY,
 };
 use forwarder_tests::{
     packet::{self, flags, opt, parse_icmp_error, parse_tcp, Tcp},
     testrun::*,
 };
-use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
+use std::{
+    net::{Ipv4Addr, SocketAddrV4, SocketAddrV6},
+    time::Duration,
+};
 
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 50);
 
@@ -525,6 +528,73 @@ fn snat_port_exhaustion_drops_and_counts() {
     // The existing flows keep working.
     f1.target_sends(&mut h, &f1.target_pkt(flags::SYN | flags::ACK));
     f2.target_sends(&mut h, &f2.target_pkt(flags::SYN | flags::ACK));
+}
+
+/// Collects aya-log records as text.
+#[derive(Default)]
+struct Captured(std::sync::Mutex<Vec<(log::Level, String)>>);
+
+impl log::Log for &Captured {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        self.0.lock().unwrap().push((r.level(), r.args().to_string()));
+    }
+    fn flush(&self) {}
+}
+
+/// SNAT ports running out is an operator event: the first three drops of a second are
+/// logged through aya-log (read here by the daemon's reader, aya_log::EbpfLogger), the
+/// rest only counted in LOG_BUDGET; a second later three more may be logged.
+#[test]
+fn snat_exhaustion_logs_three_lines_a_second_and_counts_the_rest() {
+    let mut plan = default_plan();
+    plan.snat_ports = (40000, 40000);
+    let mut h = harness_with("evlog", &plan);
+    let captured: &'static Captured = Box::leak(Box::default());
+    let mut logger = aya_log::EbpfLogger::init_with_logger(h.dp.ebpf_mut(), captured).unwrap();
+    let syn = |client: SocketAddrV4| {
+        Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC)
+    };
+    let c0 = sa(CLIENT_IP, 42000);
+    open(&mut h, c0, 0, &syn(c0));
+    for i in 1..=10 {
+        let c = sa(CLIENT_IP, 42000 + i);
+        assert_eq!(h.xdp(&syn(c).frame()).unwrap().action, XDP_DROP);
+    }
+    assert_eq!(h.counter(0, Counter::DropNoSnatPort).unwrap(), 10);
+    let budget = |h: &mut Harness| -> LogBudget {
+        let map = h.dp.ebpf().map(map_names::LOG_BUDGET).expect("LOG_BUDGET");
+        let a = aya::maps::Array::<_, LogBudget>::try_from(map).unwrap();
+        a.get(&(LogEvent::NoSnatPort as u32), 0).unwrap()
+    };
+    let b = budget(&mut h);
+    assert_eq!((b.logged, b.suppressed), (3, 7), "{b:?}");
+    logger.flush();
+    let lines = std::mem::take(&mut *captured.0.lock().unwrap());
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for (i, (level, text)) in lines.iter().enumerate() {
+        assert_eq!(*level, log::Level::Warn);
+        let want = format!(
+            "event=no_snat_port rule_id=0 target={}:{TARGET_PORT}: no free SNAT port in \
+             snat_ports; new connection dropped ({i} such events not logged so far)",
+            TARGETS[0]
+        );
+        // Nothing was held back before the first window's three lines.
+        let want = want.replace(&format!("({i} such"), "(0 such");
+        assert_eq!(text, &want);
+    }
+    // The next second has a budget of its own; the line says what was held back.
+    std::thread::sleep(Duration::from_millis(1100));
+    let c = sa(CLIENT_IP, 42100);
+    assert_eq!(h.xdp(&syn(c).frame()).unwrap().action, XDP_DROP);
+    let b = budget(&mut h);
+    assert_eq!((b.logged, b.suppressed), (4, 7), "{b:?}");
+    logger.flush();
+    let lines = std::mem::take(&mut *captured.0.lock().unwrap());
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].1.ends_with("(7 such events not logged so far)"), "{lines:?}");
 }
 
 #[test]

@@ -290,6 +290,13 @@ fn snat_ports_running_out_is_logged_and_recovers() -> Result<()> {
     let log = daemon.log_text();
     let warn = log.lines().find(|l| l.contains(line)).unwrap();
     assert!(warn.contains("rule=") && warn.contains("drop_no_snat_port"), "{warn}");
+    // And the program itself, through aya-log, at once: which rule and which target.
+    let event = "event=no_snat_port rule_id=0 target=10.20.0.11:9092: no free SNAT port";
+    eventually(5, "the program's event in the daemon's log", || {
+        Ok(daemon.log_text().contains(event))
+    })?;
+    let line = daemon.log_text().lines().find(|l| l.contains(event)).unwrap().to_string();
+    assert!(line.contains("WARN"), "{line}");
 
     // The two connections close; their ports come back after the closing timeout and the
     // next sweep, and a new connection gets through.

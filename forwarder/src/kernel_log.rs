@@ -1,0 +1,54 @@
+//! The kernel program's operator events (forwarder-ebpf `events.rs`: SNAT ports exhausted,
+//! flow table full, an ICMP error not translated, a handshake half evicted) into the
+//! daemon's log. The program writes them with aya-log into its ring buffer, at most a few
+//! lines a second per event; aya-log turns each record into a `log` record, which the
+//! tracing subscriber takes (journald under systemd). `budgets` reads how many were
+//! written and how many the rate limit held back, for the metrics.
+
+use aya::{
+    maps::{Array, MapData},
+    Ebpf,
+};
+use forwarder_common::{map_names, LogBudget, LOG_EVENTS, LOG_EVENT_NAMES};
+use tokio::io::{unix::AsyncFd, Interest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelLogError {
+    #[error("opening the program's log buffer: {0}")]
+    Open(#[source] aya_log::Error),
+    #[error("watching the program's log buffer: {0}")]
+    Watch(#[source] std::io::Error),
+}
+
+/// Starts forwarding the program's log lines; the task runs as long as the runtime.
+pub fn start(ebpf: &mut Ebpf) -> Result<(), KernelLogError> {
+    let logger = aya_log::EbpfLogger::init(ebpf).map_err(KernelLogError::Open)?;
+    let mut fd =
+        AsyncFd::with_interest(logger, Interest::READABLE).map_err(KernelLogError::Watch)?;
+    tokio::spawn(async move {
+        loop {
+            let mut ready = match fd.readable_mut().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("the program's log buffer: {e}; kernel events are not logged");
+                    return;
+                }
+            };
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
+        }
+    });
+    Ok(())
+}
+
+/// Per event: (name, lines written, events held back by the rate limit).
+pub fn budgets(ebpf: &Ebpf) -> Vec<(&'static str, u64, u64)> {
+    let Some(map) = ebpf.map(map_names::LOG_BUDGET) else { return Vec::new() };
+    let Ok(array) = Array::<&MapData, LogBudget>::try_from(map) else { return Vec::new() };
+    (0..LOG_EVENTS)
+        .filter_map(|i| {
+            let b = array.get(&(i as u32), 0).ok()?;
+            Some((LOG_EVENT_NAMES[i], b.logged, b.suppressed))
+        })
+        .collect()
+}
