@@ -40,10 +40,22 @@ pub fn brokers(topo: &Topology) -> Result<EchoServers> {
 /// An HTTP GET of `path` at `to` from inside `ns` (a health probe, a metrics scrape): the
 /// whole answer, read until the daemon closes the connection or `timeout` passes.
 pub fn http_get(ns: &Netns, to: SocketAddrV4, path: &str, timeout: Duration) -> Result<String> {
+    http_get_with(ns, to, path, &[], timeout)
+}
+
+/// [`http_get`] with more request headers (an `Accept` to negotiate the metrics format).
+pub fn http_get_with(
+    ns: &Netns,
+    to: SocketAddrV4,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<String> {
     let mut s = connect(ns, to)?;
     s.set_read_timeout(Some(timeout))?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: nat\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: nat\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
     )?;
     let mut answer = String::new();
     s.read_to_string(&mut answer)?;

@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 use forwarder_tests::{
-    daemon_tests::{brokers, eventually, listen},
+    daemon_tests::{brokers, eventually, http_get, http_get_with, listen},
     require_root,
     topology::{forwarder_bin, Daemon, Topology},
     traffic::connect,
@@ -15,7 +15,7 @@ use forwarder_tests::{
 use std::{
     collections::BTreeSet,
     io::{Read, Write},
-    net::{SocketAddrV4, TcpStream},
+    net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
     process::{Command, Output, Stdio},
     time::Duration,
@@ -79,15 +79,9 @@ fn referenced_metrics(text: &str) -> BTreeSet<String> {
 }
 
 /// GET /metrics from inside the NAT VM, with `accept` as the Accept header.
-fn scrape(topo: &Topology, addr: &'static str, accept: &'static str) -> Result<String> {
-    topo.natvm.enter(move || -> Result<String> {
-        let mut s = TcpStream::connect(addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\n\r\n")?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        Ok(resp)
-    })?
+fn scrape(topo: &Topology, accept: &str) -> Result<String> {
+    let metrics = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464);
+    http_get_with(&topo.natvm, metrics, "/metrics", &[("Accept", accept)], Duration::from_secs(10))
 }
 
 #[test]
@@ -102,7 +96,8 @@ fn a_live_scrape_passes_promtool_and_serves_every_metric_the_kit_uses() -> Resul
     let daemon = Daemon::start(&topo.natvm, &text_cfg)?;
     // A probe, and a connection through a rule, so every family has samples.
     eventually(5, "the probe answers", || {
-        Ok(topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())?)
+        let health = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080);
+        Ok(http_get(&topo.natvm, health, "/", Duration::from_secs(2)).is_ok())
     })?;
     let to: SocketAddrV4 = listen(9092);
     let mut c = connect(&topo.client, to)?;
@@ -111,11 +106,11 @@ fn a_live_scrape_passes_promtool_and_serves_every_metric_the_kit_uses() -> Resul
     c.read_exact(&mut echo)?;
 
     // What Prometheus asks for: OpenMetrics.
-    let open = scrape(&topo, "127.0.0.1:9464", "application/openmetrics-text;version=1.0.0")?;
+    let open = scrape(&topo, "application/openmetrics-text;version=1.0.0")?;
     assert!(open.contains("Content-Type: application/openmetrics-text; version=1.0.0"), "{open}");
     assert!(open.ends_with("# EOF\n"), "{open}");
     // What promtool reads: the text format.
-    let resp = scrape(&topo, "127.0.0.1:9464", "*/*")?;
+    let resp = scrape(&topo, "*/*")?;
     let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("Content-Type: text/plain; version=0.0.4"), "{head}");

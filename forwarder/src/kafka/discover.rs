@@ -188,6 +188,25 @@ fn dns_record(host: &str) -> Option<DnsRecord> {
     Some(DnsRecord { fqdn, zone, name })
 }
 
+/// Metadata of three brokers, ids 1-3, advertised as brokerN.corp.example:9092 (racks azN
+/// when `racks`): the unit tests' cluster.
+#[cfg(test)]
+pub(crate) fn three_broker_metadata(racks: bool) -> ClusterMetadata {
+    ClusterMetadata {
+        cluster_id: racks.then(|| "abc".into()),
+        controller_id: if racks { 2 } else { 1 },
+        brokers: (1..=3)
+            .map(|id| Broker {
+                id,
+                host: format!("broker{id}.corp.example"),
+                port: 9092,
+                rack: racks.then(|| format!("az{id}")),
+            })
+            .collect(),
+        topics: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

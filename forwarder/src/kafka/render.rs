@@ -271,25 +271,12 @@ mod tests {
     use super::*;
     use crate::kafka::{
         check::{BrokerReport, ViaReport},
-        client::{Broker, ClusterMetadata},
-        discover::plan,
+        discover::{plan, three_broker_metadata},
         error::Hop,
     };
 
     fn sample() -> Plan {
-        let meta = ClusterMetadata {
-            cluster_id: Some("abc".into()),
-            controller_id: 2,
-            brokers: (1..=3)
-                .map(|id| Broker {
-                    id,
-                    host: format!("broker{id}.corp.example"),
-                    port: 9092,
-                    rack: Some(format!("az{id}")),
-                })
-                .collect(),
-            topics: vec![],
-        };
+        let meta = three_broker_metadata(true);
         plan("10.0.0.4:9092", &meta, 9092).unwrap()
     }
 

@@ -1,25 +1,9 @@
 use super::*;
-use crate::kafka::{
-    client::{Broker, ClusterMetadata},
-    discover::plan,
-};
+use crate::kafka::discover::{plan, three_broker_metadata};
 use std::{collections::HashMap, process::Command};
 
 fn three_brokers() -> Plan {
-    let meta = ClusterMetadata {
-        cluster_id: None,
-        controller_id: 1,
-        brokers: (1..=3)
-            .map(|id| Broker {
-                id,
-                host: format!("broker{id}.corp.example"),
-                port: 9092,
-                rack: None,
-            })
-            .collect(),
-        topics: vec![],
-    };
-    plan("boot:9092", &meta, 9092).unwrap()
+    plan("boot:9092", &three_broker_metadata(false), 9092).unwrap()
 }
 
 const CLIENTS: [ClientSide; 3] = [ClientSide::Synapse, ClientSide::Adf, ClientSide::Vnet];
