@@ -4,10 +4,11 @@
 
 use crate::{
     topology::{Topology, BROKERS, BROKER_PORT, LISTEN_PORTS, NATVM},
-    traffic::{echo_servers, EchoServers},
+    traffic::{connect, echo_servers, EchoServers},
 };
 use anyhow::Result;
 use std::{
+    io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4},
     process::Output,
     time::{Duration, Instant},
@@ -51,6 +52,17 @@ pub fn ok(out: &Output, what: &str) -> String {
 pub fn json(out: &Output, what: &str) -> serde_json::Value {
     let text = ok(out, what);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"))
+}
+
+/// An HTTP GET to the health endpoint (port 8080 of the NAT VM) from the client, the load
+/// balancer's side; the whole response.
+pub fn health_probe(topo: &Topology) -> Result<String> {
+    let mut s = connect(&topo.client, listen(8080))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: nat\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    Ok(resp)
 }
 
 /// Polls `cond` every 100 ms for up to `secs`.

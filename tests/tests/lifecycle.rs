@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use forwarder_tests::daemon_tests::{
-    all_listen, brokers, eventually, json, listen, ok, seed_broker,
+    all_listen, brokers, eventually, health_probe, json, listen, ok, seed_broker,
 };
 use forwarder_tests::{
     require_root,
@@ -210,16 +210,6 @@ impl Drop for RemoveDir {
     }
 }
 
-/// An HTTP GET to the health endpoint from the client (the load balancer's side).
-fn probe(topo: &Topology) -> Result<String> {
-    let mut s = connect(&topo.client, listen(8080))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: nat\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    Ok(resp)
-}
-
 #[test]
 fn drain_fails_the_probe_while_streams_finish() -> Result<()> {
     require_root();
@@ -231,7 +221,7 @@ fn drain_fails_the_probe_while_streams_finish() -> Result<()> {
     let daemon = Daemon::start(&topo.natvm, &text)?;
     let config = daemon.config.clone();
     eventually(5, "the probe answers", || {
-        Ok(probe(&topo).is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
+        Ok(health_probe(&topo).is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
     })?;
     let status = json(&cli(&topo.natvm, &config, &["status", "--json"])?, "status");
     assert_eq!(status["healthy"], true, "{status}");
@@ -253,7 +243,7 @@ fn drain_fails_the_probe_while_streams_finish() -> Result<()> {
 
     ok(&cli(&topo.natvm, &config, &["undrain"])?, "undrain");
     eventually(5, "the probe answers again", || {
-        Ok(probe(&topo).is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
+        Ok(health_probe(&topo).is_ok_and(|r| r.starts_with("HTTP/1.1 200")))
     })?;
     drop(daemon);
     topo.unload(&config)
