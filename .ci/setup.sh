@@ -3,7 +3,9 @@
 # Safe to run again: every step checks before it installs.
 set -euo pipefail
 
-# systemd: systemd-analyze, with which tests/tests/packaging.rs verifies the unit file.
+# systemd: systemd-analyze, with which tests/tests/packaging.rs verifies the unit file, and
+# the systemd that tests/tests/systemd_unit.rs boots in namespaces (with util-linux and dpkg,
+# both essential on Debian).
 need_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool ethtool iproute2
            iptables nftables iperf3 systemd)
 missing=()
