@@ -3,7 +3,9 @@
 # Safe to run again: every step checks before it installs.
 set -euo pipefail
 
-# systemd: systemd-analyze, with which tests/tests/packaging.rs verifies the unit file.
+# systemd: systemd-analyze, with which tests/tests/packaging.rs verifies the unit file, and
+# the systemd that tests/tests/systemd_unit.rs boots in namespaces (with util-linux and dpkg,
+# both essential on Debian).
 # prometheus: its promtool checks packaging/prometheus/alerts.yml and a live scrape (the
 # package's server is not started: there is no running systemd to start it).
 # util-linux: setpriv, with which tests/tests/capabilities.rs starts the daemon with the unit's

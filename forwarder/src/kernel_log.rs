@@ -23,8 +23,10 @@ pub enum KernelLogError {
 /// Starts forwarding the program's log lines; the task runs as long as the runtime.
 pub fn start(ebpf: &mut Ebpf) -> Result<(), KernelLogError> {
     let logger = aya_log::EbpfLogger::init(ebpf).map_err(KernelLogError::Open)?;
-    let mut fd =
-        AsyncFd::with_interest(logger, Interest::READABLE).map_err(KernelLogError::Watch)?;
+    // SAFETY: the logger owns the ring buffer's map fd and is moved into the AsyncFd, so the
+    // fd stays open and the same for the AsyncFd's whole life.
+    let mut fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+        .map_err(|e| KernelLogError::Watch(e.into()))?;
     tokio::spawn(async move {
         loop {
             let mut ready = match fd.readable_mut().await {

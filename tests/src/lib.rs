@@ -13,6 +13,7 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod streams;
+pub mod systemd;
 pub mod testrun;
 pub mod topology;
 pub mod traffic;

@@ -32,12 +32,30 @@ impl Netns {
     /// A namespace named `<prefix>-<tag>-<pid>-<n>` (the demo uses its own prefix, so its
     /// namespaces are told apart from the tests' at a glance).
     pub fn with_prefix(prefix: &str, tag: &str) -> Result<Self> {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{prefix}-{tag}-{}-{n}", std::process::id());
+        let name = Self::unique_name(prefix, tag);
         run("ip", &["netns", "add", &name])?;
+        Self::named(name)
+    }
+
+    /// A name for the network namespace of process `pid` (`ip netns attach`), made by
+    /// someone else: a systemd booted in namespaces of its own (`crate::systemd`). Dropping
+    /// it removes the name only; the namespace lives as long as its processes.
+    pub fn attach(tag: &str, pid: u32) -> Result<Self> {
+        let name = Self::unique_name("fwt", tag);
+        run("ip", &["netns", "attach", &name, &pid.to_string()])?;
+        Self::named(name)
+    }
+
+    /// The namespace just created as `name`, with its loopback up (deleted on drop from here).
+    fn named(name: String) -> Result<Self> {
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    fn unique_name(prefix: &str, tag: &str) -> String {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}-{tag}-{}-{n}", std::process::id())
     }
 
     /// The hosts file of this namespace: `ip netns exec` bind-mounts /etc/netns/<name>/hosts

@@ -44,9 +44,14 @@ impl Topology {
     /// `peer_xdp`: attach XDP_PASS programs to the router's ends of the NAT VM links, which
     /// veth needs to receive native XDP_TX / XDP_REDIRECT frames promptly.
     pub fn new(tag: &str, multi_nic: bool, peer_xdp: bool) -> Result<Self> {
+        Self::around(Netns::new(&format!("{tag}n"))?, tag, multi_nic, peer_xdp)
+    }
+
+    /// The topology around a NAT VM namespace made elsewhere: the network namespace of a
+    /// systemd booted for the unit's test ([`crate::systemd`]).
+    pub fn around(natvm: Netns, tag: &str, multi_nic: bool, peer_xdp: bool) -> Result<Self> {
         let client = Netns::new(&format!("{tag}c"))?;
         let router = Netns::new(&format!("{tag}r"))?;
-        let natvm = Netns::new(&format!("{tag}n"))?;
         let broker = Netns::new(&format!("{tag}b"))?;
 
         veth(&client, "c0", &router, "r_c")?;

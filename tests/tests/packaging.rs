@@ -2,9 +2,10 @@
 //! directives the daemon's semantics need and `systemd-analyze verify` accepts it, and the
 //! cargo-deb metadata names files that exist. No root needed.
 //!
-//! The .deb itself is built and opened by `cargo xtask test` after these tests (from the
-//! debug binary they ran; `cargo xtask deb` does the same from a release build): dpkg-deb must
-//! list binary, unit, conffile and README, and the prerm must run `forwarder unload`.
+//! The .deb itself is built and opened by `cargo xtask test` before the privileged tests
+//! (from the debug binary they run; `cargo xtask deb` does the same from a release build):
+//! dpkg-deb must list binary, unit, conffile and README, and the prerm must run `forwarder
+//! unload`. `systemd_unit.rs` then installs it under a real systemd.
 
 use forwarder::config::{self, ListenIp, SnatIp};
 use forwarder_tests::unit_file::{self, single, words};

@@ -187,7 +187,7 @@ fn as_root_command(program: &Path, envs: &[(&str, &Path)]) -> Command {
         Command::new(program)
     } else {
         let mut c = Command::new("sudo");
-        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_HOSTILE_FRAMES,FWT_FLOOD_SYNS,FWT_FAULTS,RUST_LOG,PATH")
+        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_DEB,FWT_HOSTILE_FRAMES,FWT_FLOOD_SYNS,FWT_FAULTS,RUST_LOG,PATH")
             .arg(program);
         c
     };
@@ -231,6 +231,11 @@ fn test(extra: &[String]) -> Result<()> {
     // (deny.toml; advisories need the RustSec database from GitHub, out of reach here).
     cargo(&["deny", "check", "licenses", "bans", "sources"])?;
     let bin = build(false)?;
+    // The .deb of the binary under test: binary, unit, conffile and prerm must be in it
+    // (tests/tests/packaging.rs checks the unit with systemd-analyze and the config), and
+    // tests/tests/systemd_unit.rs installs it under a systemd of its own ($FWT_DEB).
+    let deb = package_deb(false, &workspace_root().join("target/xtask-test-deb"))?;
+    println!("packaging: {} holds binary, unit, conffile and prerm", deb.display());
     // Unit tests of the library and the shared types (no privileges needed).
     cargo(&["test", "--package", "forwarder", "--package", "forwarder-common"])?;
     // Privileged tests: compile as ourselves, run the binaries as root.
@@ -245,13 +250,12 @@ fn test(extra: &[String]) -> Result<()> {
     args.extend(extra.iter().cloned());
     let cargo_bin = PathBuf::from(env!("CARGO"));
     with_test_bpffs(|bpffs| {
-        as_root(&cargo_bin, &args, &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs)])
-    })?;
-    // The .deb of the binary just tested: binary, unit, conffile and prerm must be in it.
-    // (tests/tests/packaging.rs checks the unit with systemd-analyze and the config.)
-    let deb = package_deb(false, &workspace_root().join("target/xtask-test-deb"))?;
-    println!("packaging: {} holds binary, unit, conffile and prerm", deb.display());
-    Ok(())
+        as_root(
+            &cargo_bin,
+            &args,
+            &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs), ("FWT_DEB", &deb)],
+        )
+    })
 }
 
 /// `cargo xtask stress`: the reliability runs too long for `test`, each a test of the tests
