@@ -69,6 +69,16 @@ pub struct FlowKey {
     pub _pad1: u16,
 }
 const _: () = assert!(size_of::<FlowKey>() == 16);
+// Every field where the kernel program and the daemon both expect it: a reordered field is
+// a compile error, not a silently misread map.
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(FlowKey, src_addr) == 0);
+    assert!(offset_of!(FlowKey, dst_addr) == 4);
+    assert!(offset_of!(FlowKey, src_port) == 8);
+    assert!(offset_of!(FlowKey, dst_port) == 10);
+    assert!(offset_of!(FlowKey, proto) == 12);
+};
 
 impl FlowKey {
     pub const fn new(
@@ -201,7 +211,11 @@ const _: () = {
     assert!(offset_of!(CtEntry, rule_id) == 72);
     assert!(offset_of!(CtEntry, state) == 74);
     assert!(offset_of!(CtEntry, flags) == 75);
+    assert!(offset_of!(CtEntry, created_ns) == 48);
+    assert!(offset_of!(CtEntry, bytes) == 64);
+    assert!(offset_of!(NextHop, gen) == 4);
     assert!(offset_of!(NextHop, smac) == 8);
+    assert!(offset_of!(NextHop, dmac) == 14);
     assert!(offset_of!(NextHop, max_len) == 20);
 };
 
@@ -250,7 +264,20 @@ pub struct Config {
     pub _pad: u32,
 }
 const _: () = assert!(size_of::<Config>() == 48);
-const _: () = assert!(core::mem::offset_of!(Config, max_flows) == 40);
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(Config, layout_version) == 0);
+    assert!(offset_of!(Config, snat_addr) == 4);
+    assert!(offset_of!(Config, snat_port_min) == 8);
+    assert!(offset_of!(Config, snat_port_max) == 10);
+    assert!(offset_of!(Config, mss_clamp) == 12);
+    assert!(offset_of!(Config, listen_mode) == 14);
+    assert!(offset_of!(Config, allow_all_sources) == 15);
+    assert!(offset_of!(Config, timeout_syn_ns) == 16);
+    assert!(offset_of!(Config, timeout_established_ns) == 24);
+    assert!(offset_of!(Config, timeout_closing_ns) == 32);
+    assert!(offset_of!(Config, max_flows) == 40);
+};
 
 impl Config {
     /// How long an entry in `state` may stay idle before it counts as gone.
@@ -275,6 +302,12 @@ pub struct Rule {
     pub rule_id: u16,
 }
 const _: () = assert!(size_of::<Rule>() == 8);
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(Rule, target_addr) == 0);
+    assert!(offset_of!(Rule, target_port) == 4);
+    assert!(offset_of!(Rule, rule_id) == 6);
+};
 
 /// Per-rule counters, indexed by [`Counter`].
 pub const COUNTERS: usize = 12;
@@ -395,7 +428,13 @@ pub struct LogBudget {
     pub suppressed: u64,
 }
 const _: () = assert!(size_of::<LogBudget>() == 32);
-const _: () = assert!(core::mem::offset_of!(LogBudget, suppressed) == 24);
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(LogBudget, window_start_ns) == 0);
+    assert!(offset_of!(LogBudget, in_window) == 8);
+    assert!(offset_of!(LogBudget, logged) == 16);
+    assert!(offset_of!(LogBudget, suppressed) == 24);
+};
 
 #[cfg(feature = "user")]
 mod pod {
