@@ -7,6 +7,7 @@
 //! - [`error`]: [`KafkaError`], classified by the hop that failed;
 //! - [`discover`] and [`azure`]: the rules and Azure resources per broker;
 //! - [`check`]: the client's path through the forwarder, broker by broker;
+//! - [`scram`]: the SCRAM-SHA-256/512 client messages for SASL;
 //! - [`render`]: text and JSON output.
 
 pub mod azure;
@@ -15,6 +16,7 @@ pub mod client;
 pub mod discover;
 pub mod error;
 pub mod render;
+pub mod scram;
 pub mod wire;
 
 pub use client::{Broker, ClusterMetadata, Connection, Partition, Record, Topic};
