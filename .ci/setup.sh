@@ -10,8 +10,10 @@ set -euo pipefail
 # package's server is not started: there is no running systemd to start it).
 # util-linux: setpriv, with which tests/tests/capabilities.rs starts the daemon with the unit's
 # capabilities only.
+# stunnel4: the TLS listener in front of tansu for tests/tests/kafka_security.rs (its service is
+# not started: no configuration is installed, and the tests run their own).
 need_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool ethtool iproute2
-           iptables nftables iperf3 systemd prometheus util-linux)
+           iptables nftables iperf3 systemd prometheus util-linux stunnel4)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -49,7 +51,7 @@ if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION
   echo "setup: installing cargo-fuzz $CARGO_FUZZ_VERSION (about a minute)"
   cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
-# The Kafka lab (cargo xtask demo, tests/tests/lab.rs, tests/tests/kafka_cli.rs): tansu, a
+# The Kafka lab (cargo xtask demo, tests/tests/lab.rs, kafka_cli.rs, kafka_security.rs): tansu, a
 # Kafka-compatible broker from crates.io, with its SQLite storage (the default build has no
 # storage engine and refuses to start). About 11 minutes on two cores, once.
 TANSU_VERSION=0.6.0

@@ -118,7 +118,7 @@ enum KafkaAction {
     /// Ask a broker for the cluster's brokers; print one [[rule]] per broker, and the load
     /// balancer rules, Private Link services and private DNS records to create in Azure.
     Discover {
-        /// Any broker's plaintext listener.
+        /// Any broker's listener (with the --tls and --sasl-* options it needs).
         #[arg(long, value_name = "HOST:PORT", value_parser = kafka::host_port_arg)]
         bootstrap: String,
         /// The listen port of the lowest broker id's rule; the next brokers get the next ports.
@@ -136,9 +136,11 @@ enum KafkaAction {
         /// The bound on each step: resolving, connecting, each request.
         #[arg(long, default_value = "5s", value_parser = positive_duration)]
         timeout: Duration,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// Fetch metadata through the forwarder, then connect to every advertised broker as a
-    /// client would (resolve, TCP, ApiVersions). Exit 0 only if every broker works.
+    /// client would (resolve, TCP, TLS, ApiVersions, SASL). Exit 0 only if every broker works.
     Check {
         /// Where clients bootstrap (the forwarder); repeat it to check several clusters.
         #[arg(long, value_name = "HOST:PORT", required = true, value_parser = kafka::host_port_arg)]
@@ -159,7 +161,98 @@ enum KafkaAction {
         /// The bound on each step: resolving, connecting, each request.
         #[arg(long, default_value = "5s", value_parser = positive_duration)]
         timeout: Duration,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
+}
+
+/// The environment variable `--sasl-mechanism` takes the password from when no
+/// `--sasl-password-file` is given (never a flag: ps shows a process's arguments).
+const SASL_PASSWORD_ENV: &str = "FORWARDER_SASL_PASSWORD";
+
+/// TLS and SASL as the listeners need them (SSL, SASL_PLAINTEXT, SASL_SSL), the same for
+/// every connection of the run.
+#[derive(clap::Args)]
+struct SecurityArgs {
+    /// Speak TLS to the listeners, checking each certificate against the name dialed: an
+    /// advertised broker's against the host it advertises (implied by --ca-file).
+    #[arg(long)]
+    tls: bool,
+    /// The CA certificate(s) to trust, as PEM, instead of the system's (/etc/ssl/certs).
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+    /// Check the certificate of --bootstrap / --via against NAME instead of its host (when
+    /// dialing an IP address); advertised brokers are always checked against their own name.
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// Authenticate with SASL after the handshake (PLAIN sends the password as it is: with
+    /// --tls only, unless the path is trusted).
+    #[arg(long, value_enum, value_name = "MECHANISM", requires = "sasl_username")]
+    sasl_mechanism: Option<kafka::Mechanism>,
+    /// The SASL user name.
+    #[arg(long, value_name = "USER", requires = "sasl_mechanism")]
+    sasl_username: Option<String>,
+    /// A file holding the SASL password (its first line); without it, the password is taken
+    /// from the environment variable FORWARDER_SASL_PASSWORD.
+    #[arg(long, value_name = "PATH", requires = "sasl_mechanism")]
+    sasl_password_file: Option<PathBuf>,
+}
+
+impl SecurityArgs {
+    /// The client's settings for `forwarder kafka SUBCOMMAND`; a flag whose value cannot be
+    /// used is a usage error (exit 2).
+    fn load(&self, subcommand: &str) -> Result<kafka::Security, ExitCode> {
+        use clap::{error::ErrorKind, CommandFactory};
+        let usage = |kind, msg: &str| -> ExitCode {
+            let mut cli = Cli::command();
+            cli.build();
+            let kafka = cli.find_subcommand_mut("kafka").expect("the kafka command");
+            let e =
+                kafka.find_subcommand_mut(subcommand).expect("a kafka subcommand").error(kind, msg);
+            let _ = e.print();
+            ExitCode::from(2)
+        };
+        let tls = self.tls || self.ca_file.is_some();
+        if self.tls_server_name.is_some() && !tls {
+            return Err(usage(
+                ErrorKind::MissingRequiredArgument,
+                "--tls-server-name needs --tls (or --ca-file)",
+            ));
+        }
+        let tls = match tls {
+            false => None,
+            true => Some(kafka::TlsConfig::new(self.ca_file.as_deref()).map_err(usage_error)?),
+        };
+        let sasl = match (&self.sasl_mechanism, &self.sasl_username) {
+            (Some(mechanism), Some(user)) => {
+                let password = match &self.sasl_password_file {
+                    Some(path) => read_password(path).map_err(usage_error)?,
+                    None => match std::env::var(SASL_PASSWORD_ENV) {
+                        Ok(p) if !p.is_empty() => p,
+                        _ => {
+                            let msg = format!(
+                                "--sasl-mechanism needs the password: --sasl-password-file \
+                                 PATH, or the environment variable {SASL_PASSWORD_ENV}"
+                            );
+                            return Err(usage(ErrorKind::MissingRequiredArgument, &msg));
+                        }
+                    },
+                };
+                Some(kafka::SaslConfig::new(*mechanism, user, &password))
+            }
+            _ => None,
+        };
+        Ok(kafka::Security { tls, tls_server_name: self.tls_server_name.clone(), sasl })
+    }
+}
+
+/// The first line of `path`, without its line end.
+fn read_password(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--sasl-password-file {}", path.display()))?;
+    let line = text.lines().next().unwrap_or_default();
+    anyhow::ensure!(!line.is_empty(), "--sasl-password-file {}: empty", path.display());
+    Ok(line.to_string())
 }
 
 fn generate(what: &Generated) -> ExitCode {
@@ -441,8 +534,20 @@ fn import_iptables(file: &str, json: bool) -> ExitCode {
 
 fn kafka_cmd(action: &KafkaAction) -> ExitCode {
     match action {
-        KafkaAction::Discover { bootstrap, first_port, client, script, json, timeout } => {
-            let meta = match kafka::discover::fetch(bootstrap, *timeout) {
+        KafkaAction::Discover {
+            bootstrap,
+            first_port,
+            client,
+            script,
+            json,
+            timeout,
+            security,
+        } => {
+            let security = match security.load("discover") {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let meta = match kafka::discover::fetch(bootstrap, &security, *timeout) {
                 Ok(m) => m,
                 Err(e) => return runtime_error(e.into()),
             };
@@ -467,9 +572,14 @@ fn kafka_cmd(action: &KafkaAction) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        KafkaAction::Check { via, produce, messages, message_size, json, timeout } => {
+        KafkaAction::Check { via, produce, messages, message_size, json, timeout, security } => {
+            let security = match security.load("check") {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
             let opts = kafka::check::Options {
                 vias: via.clone(),
+                security,
                 timeout: *timeout,
                 produce: produce.as_ref().map(|topic| kafka::check::ProduceOptions {
                     topic: topic.clone(),

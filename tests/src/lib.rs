@@ -9,6 +9,7 @@ pub mod bench;
 pub mod daemon_tests;
 pub mod flood;
 pub mod hostile;
+pub mod kafka_fixtures;
 pub mod lab;
 pub mod netns;
 pub mod packet;

@@ -4,7 +4,7 @@
 //! and with SASL required). Nothing here sends traffic anywhere but 127.0.0.1.
 //!
 //! The tansu tests need its binary: TANSU_BIN, else /opt/tansu/bin/tansu; without it they
-//! fail and say so.
+//! fail and say so. TLS and SASL against real listeners: kafka_security.rs.
 
 use forwarder::kafka::{
     bytes::Bytes,
@@ -17,12 +17,15 @@ use forwarder::kafka::{
     },
     wire::encode_response,
 };
-use forwarder_tests::topology::forwarder_bin;
+use forwarder_tests::{
+    kafka_fixtures::{kafka, Tansu},
+    topology::forwarder_bin,
+};
 use std::{
     io::{Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -30,50 +33,6 @@ use std::{
     thread::JoinHandle,
     time::{Duration, Instant},
 };
-
-// ---- running the CLI ------------------------------------------------------------------------
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-fn kafka(args: &[&str]) -> Run {
-    let started = Instant::now();
-    let out: Output = Command::new(forwarder_bin())
-        .arg("kafka")
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("running forwarder kafka");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took: started.elapsed(),
-    }
-}
-
-impl Run {
-    fn assert_code(&self, code: i32) -> &Run {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "exit code; stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
-    }
-}
 
 // ---- listeners on 127.0.0.1 -----------------------------------------------------------------
 
@@ -642,91 +601,6 @@ fn kafka_check_reports_vias_that_are_not_kafka_within_the_timeout() {
 }
 
 // ---- real tansu brokers ---------------------------------------------------------------------
-
-/// A tansu broker on 127.0.0.1 (a one-node cluster, node id fixed by tansu), killed and its
-/// files removed when dropped.
-struct Tansu {
-    child: Child,
-    addr: String,
-    dir: PathBuf,
-}
-
-fn tansu_bin() -> PathBuf {
-    let path = std::env::var_os("TANSU_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/tansu/bin/tansu"));
-    assert!(
-        path.exists(),
-        "tansu not found at {} (set TANSU_BIN, or `cargo install tansu --features libsql --root \
-         /opt/tansu`): the Kafka tests need a real broker",
-        path.display()
-    );
-    path
-}
-
-impl Tansu {
-    fn start(tag: &str, extra: &[&str]) -> Tansu {
-        let bin = tansu_bin();
-        let dir = std::env::temp_dir().join(format!("fwt-tansu-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating the tansu dir");
-        // A free ephemeral port: bound by us, released, then given to tansu.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.join("tansu.log")).expect("tansu log");
-        // tansu resolves a sqlite:// path against its working directory, even one that
-        // starts with '/': run it in its directory with a relative name.
-        let child = Command::new(&bin)
-            .args(["broker", "--listener-url", &format!("tcp://{addr}")])
-            .args(["--advertised-listener-url", &format!("tcp://{addr}")])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .args(extra)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let mut t = Tansu { child, addr, dir };
-        t.wait_ready();
-        t
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("tansu exited ({status}) before listening:\n{}", self.log());
-            }
-            if TcpStream::connect_timeout(
-                &self.addr.parse().expect("addr"),
-                Duration::from_millis(200),
-            )
-            .is_ok()
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("tansu did not listen on {} within 20 s:\n{}", self.addr, self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        // Our child, by its pid.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 fn kafka_discover_against_tansu() {

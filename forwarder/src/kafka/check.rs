@@ -4,15 +4,20 @@
 //! For each `--via` (a bootstrap address, normally the forwarder's): connect and fetch the
 //! metadata there, then for every broker it lists resolve the advertised host with the
 //! system resolver (so /etc/hosts and the private DNS zone apply, as for clients), connect,
-//! and do the ApiVersions handshake. With `--produce`, also write test messages to a
-//! partition each broker leads and read them back through the same connection.
+//! do TLS (the certificate checked against the advertised host, as clients check it), the
+//! ApiVersions handshake and SASL, as the listener needs. With `--produce`, also write test
+//! messages to a partition each broker leads and read them back through the same
+//! connection.
 //!
 //! Broker ids are only unique within one cluster, and a lab may put a one-node cluster
 //! behind each `--via`: everything here is keyed by the via first.
 
 use super::{
-    client::{connect_tcp, resolve, Broker, Connection, Partition, Topic, FETCH_MAX_WAIT},
+    client::{
+        connect_tcp, resolve, Broker, Connection, Partition, Security, Topic, FETCH_MAX_WAIT,
+    },
     error::{ErrorCode, Hop, KafkaError},
+    stream::Stream,
 };
 use serde::Serialize;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +37,7 @@ const LEADER_POLL: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone)]
 pub struct Options {
     pub vias: Vec<String>,
+    pub security: Security,
     pub timeout: Duration,
     pub produce: Option<ProduceOptions>,
 }
@@ -88,13 +94,17 @@ pub struct BrokerReport {
     pub resolved: Vec<String>,
     /// The address that accepted the connection.
     pub connected: Option<String>,
-    /// TCP connect and ApiVersions both worked.
+    /// TCP connect, TLS, ApiVersions and SASL all worked (those asked for).
     pub reachable: bool,
     pub failure: Option<Failure>,
     pub dns_ms: Option<f64>,
     pub tcp_ms: Option<f64>,
+    /// With --tls.
+    pub tls_ms: Option<f64>,
     pub handshake_ms: Option<f64>,
-    /// TCP connect plus the ApiVersions round trip: SYN to first Kafka answer.
+    /// With --sasl-mechanism.
+    pub sasl_ms: Option<f64>,
+    /// TCP connect, TLS and the ApiVersions round trip: SYN to first Kafka answer.
     pub latency_ms: Option<f64>,
     pub produce: Option<ProduceReport>,
 }
@@ -161,7 +171,7 @@ fn check_via(via: &str, opts: &Options, run_id: &str) -> ViaReport {
         brokers: Vec::new(),
     };
     let started = Instant::now();
-    let mut conn = match Connection::connect(via, opts.timeout) {
+    let mut conn = match Connection::connect(via, &opts.security, opts.timeout) {
         Ok(c) => c,
         Err(e) => {
             report.failure = Some(Failure::from(&e));
@@ -186,7 +196,7 @@ fn check_via(via: &str, opts: &Options, run_id: &str) -> ViaReport {
         return report;
     }
     let mut probed: Vec<(BrokerReport, Option<Connection>)> =
-        meta.brokers.iter().map(|b| probe(via, b, opts.timeout)).collect();
+        meta.brokers.iter().map(|b| probe(via, b, &opts.security, opts.timeout)).collect();
     if let Some(p) = &opts.produce {
         let listed = meta.topics.iter().find(|t| t.name == p.topic).cloned();
         let leaders = ensure_topic(&mut conn, &p.topic, listed, meta.brokers.len(), opts.timeout);
@@ -214,8 +224,14 @@ fn check_via(via: &str, opts: &Options, run_id: &str) -> ViaReport {
 }
 
 /// Connects to `broker` as a client does, timing each hop; keeps the connection for
-/// producing.
-fn probe(via: &str, broker: &Broker, timeout: Duration) -> (BrokerReport, Option<Connection>) {
+/// producing. TLS checks the certificate against the advertised host, never against
+/// `--tls-server-name`: a client knows only the advertised name.
+fn probe(
+    via: &str,
+    broker: &Broker,
+    security: &Security,
+    timeout: Duration,
+) -> (BrokerReport, Option<Connection>) {
     let addr = broker.address();
     let mut r = BrokerReport {
         via: via.into(),
@@ -228,45 +244,61 @@ fn probe(via: &str, broker: &Broker, timeout: Duration) -> (BrokerReport, Option
         failure: None,
         dns_ms: None,
         tcp_ms: None,
+        tls_ms: None,
         handshake_ms: None,
+        sasl_ms: None,
         latency_ms: None,
         produce: None,
     };
-    let fail = |r: &mut BrokerReport, e: KafkaError| r.failure = Some(Failure::from(&e));
-    let t = Instant::now();
-    let addrs = match resolve(&addr, timeout) {
-        Ok(a) => a,
-        Err(e) => {
-            fail(&mut r, e);
-            return (r, None);
-        }
-    };
-    r.dns_ms = Some(ms(t.elapsed()));
-    r.resolved = addrs.iter().map(|a| a.to_string()).collect();
-    let t = Instant::now();
-    let (stream, peer) = match connect_tcp(&addr, &addrs, timeout) {
-        Ok(s) => s,
-        Err(e) => {
-            fail(&mut r, e);
-            return (r, None);
-        }
-    };
-    let tcp = t.elapsed();
-    r.tcp_ms = Some(ms(tcp));
-    r.connected = Some(peer.to_string());
-    let t = Instant::now();
-    match Connection::handshake(&addr, stream, peer, timeout) {
+    match connect_timed(&mut r, broker, security, timeout) {
         Ok(conn) => {
-            r.handshake_ms = Some(ms(t.elapsed()));
-            r.latency_ms = Some(ms(tcp + t.elapsed()));
             r.reachable = true;
             (r, Some(conn))
         }
         Err(e) => {
-            fail(&mut r, e);
+            r.failure = Some(Failure::from(&e));
             (r, None)
         }
     }
+}
+
+/// The hops to `broker` in turn, each one's time recorded in `r` once it is done.
+fn connect_timed(
+    r: &mut BrokerReport,
+    broker: &Broker,
+    security: &Security,
+    timeout: Duration,
+) -> Result<Connection, KafkaError> {
+    let addr = broker.address();
+    let t = Instant::now();
+    let addrs = resolve(&addr, timeout)?;
+    r.dns_ms = Some(ms(t.elapsed()));
+    r.resolved = addrs.iter().map(|a| a.to_string()).collect();
+    let t = Instant::now();
+    let (tcp, peer) = connect_tcp(&addr, &addrs, timeout)?;
+    let mut latency = t.elapsed();
+    r.tcp_ms = Some(ms(latency));
+    r.connected = Some(peer.to_string());
+    let stream = match &security.tls {
+        None => Stream::from(tcp),
+        Some(tls) => {
+            let t = Instant::now();
+            let stream = tls.handshake(tcp, &addr, &broker.host, timeout)?;
+            latency += t.elapsed();
+            r.tls_ms = Some(ms(t.elapsed()));
+            stream
+        }
+    };
+    let t = Instant::now();
+    let mut conn = Connection::handshake(&addr, stream, peer, timeout)?;
+    r.handshake_ms = Some(ms(t.elapsed()));
+    r.latency_ms = Some(ms(latency + t.elapsed()));
+    if let Some(sasl) = &security.sasl {
+        let t = Instant::now();
+        conn.authenticate(sasl)?;
+        r.sasl_ms = Some(ms(t.elapsed()));
+    }
+    Ok(conn)
 }
 
 /// The topic's partitions once each has a leader, creating the topic (one partition per

@@ -1,9 +1,13 @@
 //! A small blocking Kafka client: one connection to one broker, the way a client makes it
-//! (system resolver, TCP connect, ApiVersions), then Metadata, CreateTopics, Produce and
-//! Fetch at the versions negotiated. Every step is bounded by the connection's timeout.
+//! (system resolver, TCP connect, TLS if asked, ApiVersions, SASL if asked), then Metadata,
+//! CreateTopics, Produce and Fetch at the versions negotiated. Every step is bounded by the
+//! connection's timeout.
 
 use super::{
     error::{Api, ErrorCode, KafkaError},
+    sasl::SaslConfig,
+    stream::Stream,
+    tls::TlsConfig,
     wire::{self, Versions, Wire},
 };
 use bytes::{Bytes, BytesMut};
@@ -175,6 +179,18 @@ pub fn connect_tcp(
     Err(KafkaError::Connect { addr: addr.into(), peer, timeout, io })
 }
 
+/// What a listener asks beyond plaintext Kafka: TLS (SSL), SASL (SASL_PLAINTEXT), both
+/// (SASL_SSL), or neither (the default).
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub tls: Option<TlsConfig>,
+    /// The name the certificate is checked against on connections to an address given on
+    /// the command line (`--bootstrap`, `--via`) instead of its host; never on a connection
+    /// to an advertised broker, whose certificate must name what it advertises.
+    pub tls_server_name: Option<String>,
+    pub sasl: Option<SaslConfig>,
+}
+
 /// One connection to one broker, after the ApiVersions handshake.
 pub struct Connection {
     wire: Wire,
@@ -183,24 +199,46 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Resolves `addr` (host:port), connects and does the ApiVersions handshake, each step
-    /// within `timeout`.
-    pub fn connect(addr: &str, timeout: Duration) -> Result<Connection, KafkaError> {
+    /// Resolves `addr` (host:port), connects, and does TLS, the ApiVersions handshake and
+    /// SASL as `security` says, each step within `timeout`. The certificate must name
+    /// `addr`'s host, or `security.tls_server_name`.
+    pub fn connect(
+        addr: &str,
+        security: &Security,
+        timeout: Duration,
+    ) -> Result<Connection, KafkaError> {
+        let (host, _) = split_host_port(addr)?;
         let addrs = resolve(addr, timeout)?;
-        let (stream, peer) = connect_tcp(addr, &addrs, timeout)?;
-        Connection::handshake(addr, stream, peer, timeout)
+        let (tcp, peer) = connect_tcp(addr, &addrs, timeout)?;
+        let stream = match &security.tls {
+            Some(tls) => {
+                let name = security.tls_server_name.as_deref().unwrap_or(&host);
+                tls.handshake(tcp, addr, name, timeout)?
+            }
+            None => Stream::from(tcp),
+        };
+        let mut conn = Connection::handshake(addr, stream, peer, timeout)?;
+        if let Some(sasl) = &security.sasl {
+            conn.authenticate(sasl)?;
+        }
+        Ok(conn)
     }
 
-    /// The ApiVersions handshake on a connected socket.
+    /// The ApiVersions handshake on a connected socket (or TLS stream).
     pub fn handshake(
         addr: &str,
-        stream: TcpStream,
+        stream: impl Into<Stream>,
         peer: SocketAddr,
         timeout: Duration,
     ) -> Result<Connection, KafkaError> {
-        let mut wire = Wire::new(stream, addr, timeout);
+        let mut wire = Wire::new(stream.into(), addr, timeout);
         let versions = api_versions(&mut wire)?;
         Ok(Connection { wire, versions, peer })
+    }
+
+    /// SASL authentication, after the handshake.
+    pub fn authenticate(&mut self, sasl: &SaslConfig) -> Result<(), KafkaError> {
+        sasl.authenticate(&mut self.wire, &self.versions)
     }
 
     /// The address given to [`Connection::connect`].
@@ -218,15 +256,7 @@ impl Connection {
     }
 
     fn version(&self, api: Api) -> Result<i16, KafkaError> {
-        self.versions.get(api).ok_or_else(|| {
-            let (lo, hi) = wire::ours(api);
-            KafkaError::Unsupported {
-                addr: self.addr().into(),
-                api,
-                broker: self.versions.broker_range(api),
-                ours: format!("{lo}..{hi}"),
-            }
-        })
+        self.versions.require(api, self.addr())
     }
 
     fn broker_error(&self, api: Api, code: ErrorCode, message: Option<StrBytes>) -> KafkaError {

@@ -8,15 +8,19 @@
 //! it advertises (the NAT VM resolves it through the on-prem DNS, not the private zone).
 
 use super::{
-    client::{Broker, ClusterMetadata, Connection},
+    client::{Broker, ClusterMetadata, Connection, Security},
     error::KafkaError,
 };
 use serde::Serialize;
 use std::{net::IpAddr, time::Duration};
 
 /// The cluster's metadata, brokers only.
-pub fn fetch(bootstrap: &str, timeout: Duration) -> Result<ClusterMetadata, KafkaError> {
-    let mut conn = Connection::connect(bootstrap, timeout)?;
+pub fn fetch(
+    bootstrap: &str,
+    security: &Security,
+    timeout: Duration,
+) -> Result<ClusterMetadata, KafkaError> {
+    let mut conn = Connection::connect(bootstrap, security, timeout)?;
     conn.metadata(Some(&[]))
 }
 

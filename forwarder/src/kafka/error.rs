@@ -1,13 +1,16 @@
 //! What can go wrong between a client and a Kafka listener, named after the hop that failed
-//! (DNS, TCP, the Kafka handshake, a later request) so `kafka check` can say where the path
-//! breaks, and worded for the operator: which address, which step, the likely cause.
+//! (DNS, TCP, TLS, the Kafka handshake, SASL, a later request) so `kafka check` can say where
+//! the path breaks, and worded for the operator: which address, which step, the likely cause.
 
-use std::{fmt, io, net::SocketAddr, time::Duration};
+use super::scram::ScramError;
+use std::{fmt, io, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// The Kafka requests this tool sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
     ApiVersions,
+    SaslHandshake,
+    SaslAuthenticate,
     Metadata,
     CreateTopics,
     Produce,
@@ -15,16 +18,34 @@ pub enum Api {
 }
 
 impl Api {
-    pub const ALL: [Api; 5] =
-        [Api::ApiVersions, Api::Metadata, Api::CreateTopics, Api::Produce, Api::Fetch];
+    pub const ALL: [Api; 7] = [
+        Api::ApiVersions,
+        Api::SaslHandshake,
+        Api::SaslAuthenticate,
+        Api::Metadata,
+        Api::CreateTopics,
+        Api::Produce,
+        Api::Fetch,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Api::ApiVersions => "ApiVersions",
+            Api::SaslHandshake => "SaslHandshake",
+            Api::SaslAuthenticate => "SaslAuthenticate",
             Api::Metadata => "Metadata",
             Api::CreateTopics => "CreateTopics",
             Api::Produce => "Produce",
             Api::Fetch => "Fetch",
+        }
+    }
+
+    /// The hop a failure of this request belongs to.
+    pub fn hop(self) -> Hop {
+        match self {
+            Api::ApiVersions => Hop::Handshake,
+            Api::SaslHandshake | Api::SaslAuthenticate => Hop::Sasl,
+            Api::Metadata | Api::CreateTopics | Api::Produce | Api::Fetch => Hop::Request,
         }
     }
 }
@@ -41,8 +62,12 @@ impl fmt::Display for Api {
 pub enum Hop {
     Dns,
     Tcp,
+    /// The TLS handshake, the certificate checked against the name dialed (`--tls`).
+    Tls,
     /// The ApiVersions exchange every client starts with.
     Handshake,
+    /// SaslHandshake and SaslAuthenticate (`--sasl-mechanism`).
+    Sasl,
     /// Metadata, CreateTopics, Produce, Fetch after a good handshake.
     Request,
 }
@@ -52,7 +77,9 @@ impl fmt::Display for Hop {
         f.write_str(match self {
             Hop::Dns => "DNS",
             Hop::Tcp => "TCP",
+            Hop::Tls => "TLS",
             Hop::Handshake => "Kafka handshake",
+            Hop::Sasl => "SASL",
             Hop::Request => "Kafka request",
         })
     }
@@ -66,6 +93,7 @@ impl ErrorCode {
     pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = ErrorCode(3);
     pub const LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(5);
     pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = ErrorCode(6);
+    pub const UNSUPPORTED_SASL_MECHANISM: ErrorCode = ErrorCode(33);
     pub const ILLEGAL_SASL_STATE: ErrorCode = ErrorCode(34);
     pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(35);
     pub const TOPIC_ALREADY_EXISTS: ErrorCode = ErrorCode(36);
@@ -118,11 +146,14 @@ pub enum KafkaError {
     Connect { addr: String, peer: SocketAddr, timeout: Duration, io: io::Error },
     #[error("{addr} answered but not as a Kafka broker: {detail}")]
     NotKafka { addr: String, detail: String },
-    #[error(
-        "{addr} probably needs TLS or SASL, which this tool does not speak (plaintext Kafka \
-         only): {detail}"
-    )]
+    #[error("{addr} probably needs TLS or SASL (--tls, --sasl-mechanism): {detail}")]
     NeedsSecurity { addr: String, detail: String },
+    /// The TLS handshake failed; `name` is the server name: sent as SNI, and the name the
+    /// certificate must hold.
+    #[error("{addr}: TLS handshake failed (server name {name:?}): {failure}")]
+    Tls { addr: String, name: String, failure: TlsFailure },
+    #[error("{addr}: SASL {mechanism} as {user:?} failed: {failure}")]
+    Sasl { addr: String, mechanism: &'static str, user: String, failure: SaslFailure },
     #[error("{addr}: no answer to {api} within {}{}", humantime::format_duration(*timeout), timeout_hint(*api))]
     Timeout { addr: String, api: Api, timeout: Duration },
     #[error("{addr}: the connection closed while waiting for the {api} response")]
@@ -143,19 +174,15 @@ impl KafkaError {
         match self {
             KafkaError::BadAddress { .. } | KafkaError::Resolve { .. } => Hop::Dns,
             KafkaError::Connect { .. } => Hop::Tcp,
+            KafkaError::Tls { .. } => Hop::Tls,
             KafkaError::NotKafka { .. } | KafkaError::NeedsSecurity { .. } => Hop::Handshake,
+            KafkaError::Sasl { .. } => Hop::Sasl,
             KafkaError::Timeout { api, .. }
             | KafkaError::Closed { api, .. }
             | KafkaError::Io { api, .. }
             | KafkaError::Unsupported { api, .. }
             | KafkaError::Broker { api, .. }
-            | KafkaError::Protocol { api, .. } => {
-                if *api == Api::ApiVersions {
-                    Hop::Handshake
-                } else {
-                    Hop::Request
-                }
-            }
+            | KafkaError::Protocol { api, .. } => api.hop(),
         }
     }
 }
@@ -177,7 +204,7 @@ fn timeout_hint(api: Api) -> &'static str {
     if api == Api::ApiVersions {
         // A broker answers ApiVersions at once, on any listener it speaks plaintext on.
         " (the port accepted the connection, but a Kafka broker answers at once: not a Kafka \
-         listener, or one that expects TLS first, which this tool does not speak)"
+         listener, or one that expects TLS first: --tls)"
     } else {
         ""
     }
@@ -239,6 +266,82 @@ impl Garbage {
     }
 }
 
+/// Why a TLS handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFailure {
+    #[error(
+        "its chain leads to no CA in {roots} (unknown issuer): is --ca-file the CA that signed \
+         the broker's certificate?"
+    )]
+    UnknownIssuer { roots: String },
+    #[error(
+        "the certificate is for {}, not that name (a client checks the name it dials, for a \
+         broker the one it advertises: the certificate must hold it)",
+        if presented.is_empty() { "other names".to_string() } else { presented.join(", ") }
+    )]
+    NameMismatch { presented: Vec<String> },
+    #[error("{0}")]
+    Refused(rustls::Error),
+    #[error("{0:?} is not a name a certificate can be checked against (--tls-server-name)")]
+    BadName(String),
+    #[error(
+        "the listener answered the TLS ClientHello with {0}: it does not speak TLS (a \
+         plaintext listener? then drop --tls)"
+    )]
+    NotTls(String),
+    #[error(
+        "the connection closed during the handshake (a listener that is not TLS, or one that \
+         accepts none of this client's TLS versions and ciphers)"
+    )]
+    Closed,
+    #[error(
+        "no answer to the TLS ClientHello within {} (a plaintext Kafka listener waits like \
+         this: is it the TLS port?)",
+        humantime::format_duration(*.0)
+    )]
+    Timeout(Duration),
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+/// Why SASL authentication failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SaslFailure {
+    #[error(
+        "the listener does not do SASL ({0}): a PLAINTEXT or SSL listener; drop \
+         --sasl-mechanism or use the SASL port"
+    )]
+    NotSasl(String),
+    #[error(
+        "the mechanism is not enabled on this listener{}",
+        match enabled.as_slice() {
+            [] => String::new(),
+            e => format!(" (it offers {})", e.join(", ")),
+        }
+    )]
+    MechanismNotEnabled { enabled: Vec<String> },
+    #[error(
+        "the broker closed the connection instead of answering SaslHandshake: the mechanism \
+         is probably not enabled on this listener"
+    )]
+    ClosedOnHandshake,
+    #[error("authentication failed (wrong user name or password?){}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    AuthenticationFailed { message: Option<String> },
+    #[error("{0}")]
+    Scram(ScramError),
+}
+
+/// A flag whose value cannot be used: the operator's to fix (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("--ca-file {}: {why}", path.display())]
+    CaFile { path: PathBuf, why: String },
+    #[error("the system's trusted CAs: {0} (name a CA with --ca-file)")]
+    SystemRoots(String),
+    #[error("TLS setup: {0}")]
+    Tls(rustls::Error),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +385,40 @@ mod tests {
         assert_eq!(ErrorCode(9999).name(), "UNKNOWN");
         assert_eq!(ErrorCode::from_code(0), None);
         assert!(ErrorCode(58).is_authentication());
+    }
+
+    #[test]
+    fn tls_and_sasl_failures_name_their_hop_and_what_was_checked() {
+        let e = KafkaError::Tls {
+            addr: "b1.corp:9093".into(),
+            name: "b1.corp".into(),
+            failure: TlsFailure::NameMismatch {
+                presented: vec!["10.0.0.5".into(), "b2.corp".into()],
+            },
+        };
+        assert_eq!(e.hop(), Hop::Tls);
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with(
+                "b1.corp:9093: TLS handshake failed (server name \"b1.corp\"): the certificate \
+                 is for 10.0.0.5, b2.corp, not that name"
+            ),
+            "{shown}"
+        );
+        let e = KafkaError::Sasl {
+            addr: "b1.corp:9093".into(),
+            mechanism: "SCRAM-SHA-256",
+            user: "spark".into(),
+            failure: SaslFailure::Scram(ScramError::ServerSignature),
+        };
+        assert_eq!(e.hop(), Hop::Sasl);
+        assert!(e.to_string().contains("SCRAM-SHA-256 as \"spark\" failed"), "{e}");
+        let e = KafkaError::Timeout {
+            addr: "b1.corp:9093".into(),
+            api: Api::SaslAuthenticate,
+            timeout: Duration::from_secs(5),
+        };
+        assert_eq!(e.hop(), Hop::Sasl);
     }
 
     #[test]

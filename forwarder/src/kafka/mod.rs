@@ -1,9 +1,13 @@
 //! `forwarder kafka discover | check` and the small blocking Kafka client they (and the
-//! lab demo) use: plaintext only, std::net sockets, a timeout on every step.
+//! lab demo) use: std::net sockets, TLS and SASL if asked, a timeout on every step.
 //!
-//! - [`client`]: [`Connection`] (resolve, connect, ApiVersions, then Metadata,
-//!   CreateTopics, Produce, Fetch);
+//! - [`client`]: [`Connection`] (resolve, connect, TLS, ApiVersions, SASL, then Metadata,
+//!   CreateTopics, Produce, Fetch) and the [`Security`] it connects with;
 //! - [`wire`]: framing, deadlines, version negotiation;
+//! - [`stream`]: the bytes under the framing, TCP or TLS, each read and write bounded;
+//! - [`tls`]: rustls set up from `--ca-file` or the system's CAs, the handshake, its failures;
+//! - [`sasl`]: SaslHandshake and SaslAuthenticate for PLAIN and SCRAM; [`scram`] the
+//!   SCRAM-SHA-256/512 client messages;
 //! - [`error`]: [`KafkaError`], classified by the hop that failed;
 //! - [`discover`] and [`azure`]: the rules and Azure resources per broker;
 //! - [`check`]: the client's path through the forwarder, broker by broker;
@@ -15,10 +19,16 @@ pub mod client;
 pub mod discover;
 pub mod error;
 pub mod render;
+pub mod sasl;
+pub mod scram;
+pub mod stream;
+pub mod tls;
 pub mod wire;
 
-pub use client::{Broker, ClusterMetadata, Connection, Partition, Record, Topic};
-pub use error::{ErrorCode, Hop, KafkaError};
+pub use client::{Broker, ClusterMetadata, Connection, Partition, Record, Security, Topic};
+pub use error::{ErrorCode, Hop, KafkaError, SetupError};
+pub use sasl::{Mechanism, SaslConfig};
+pub use tls::TlsConfig;
 
 /// The wire-format crate and its buffer type, for code that plays a broker (the tests'
 /// fake metadata server) with the same encoding.

@@ -357,7 +357,9 @@ mod tests {
             failure,
             dns_ms: None,
             tcp_ms: None,
+            tls_ms: None,
             handshake_ms: None,
+            sasl_ms: None,
             latency_ms: Some(1.5),
             produce: None,
         };

@@ -1,18 +1,21 @@
-//! Kafka framing on a blocking socket: size-prefixed request and response frames, every read
-//! and write bounded by a deadline, and the version negotiation of the ApiVersions handshake.
+//! Kafka framing on a blocking [`Stream`] (TCP, or TLS over it): size-prefixed request and
+//! response frames, every read and write bounded by a deadline, and the version negotiation of
+//! the ApiVersions handshake.
 //!
 //! The message bodies are kafka-protocol's; this module decides what a listener that does
 //! not answer like a broker is (see [`Garbage`]) and which versions to speak.
 
-use super::error::{Api, Garbage, KafkaError};
+use super::{
+    error::{Api, Garbage, Hop, KafkaError},
+    stream::{remaining, Stream},
+};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::{
     messages::{ApiKey, RequestHeader, ResponseHeader},
     protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
 };
 use std::{
-    io::{self, Read, Write},
-    net::TcpStream,
+    io,
     time::{Duration, Instant},
 };
 
@@ -31,9 +34,12 @@ const PREVIEW_WAIT: Duration = Duration::from_millis(300);
 /// or before fields we do not fill in. Fetch stops at v11, the last without tagged fields:
 /// tansu 0.6 answers Fetch v12 with tagged field 0 at the top (NodeEndpoints, which Kafka
 /// defines from v16 on), and kafka-protocol refuses a tag its version does not define.
+/// SaslHandshake v1 only: in v0 the SASL tokens that follow are sent unframed.
 pub fn ours(api: Api) -> (i16, i16) {
     match api {
         Api::ApiVersions => (0, 3),
+        Api::SaslHandshake => (1, 1),
+        Api::SaslAuthenticate => (0, 2),
         Api::Metadata => (1, 12),
         Api::CreateTopics => (2, 7),
         Api::Produce => (3, 9),
@@ -44,6 +50,8 @@ pub fn ours(api: Api) -> (i16, i16) {
 pub fn api_key(api: Api) -> i16 {
     (match api {
         Api::ApiVersions => ApiKey::ApiVersions,
+        Api::SaslHandshake => ApiKey::SaslHandshake,
+        Api::SaslAuthenticate => ApiKey::SaslAuthenticate,
         Api::Metadata => ApiKey::Metadata,
         Api::CreateTopics => ApiKey::CreateTopics,
         Api::Produce => ApiKey::Produce,
@@ -78,6 +86,19 @@ impl Versions {
         (v >= lo.max(our_lo)).then_some(v)
     }
 
+    /// [`Versions::get`], or the error naming both sides' ranges.
+    pub fn require(&self, api: Api, addr: &str) -> Result<i16, KafkaError> {
+        self.get(api).ok_or_else(|| {
+            let (lo, hi) = ours(api);
+            KafkaError::Unsupported {
+                addr: addr.into(),
+                api,
+                broker: self.broker_range(api),
+                ours: format!("{lo}..{hi}"),
+            }
+        })
+    }
+
     /// "3..9", or "none" when the broker did not list the API.
     pub fn broker_range(&self, api: Api) -> String {
         match self.broker.iter().find(|(a, _, _)| *a == api) {
@@ -89,7 +110,7 @@ impl Versions {
 
 /// Our end of one connection: correlation ids and the deadline of every exchange.
 pub struct Wire {
-    stream: TcpStream,
+    stream: Stream,
     addr: String,
     timeout: Duration,
     correlation: i32,
@@ -108,9 +129,9 @@ enum ReadFail {
 }
 
 impl Wire {
-    pub fn new(stream: TcpStream, addr: &str, timeout: Duration) -> Wire {
+    pub fn new(stream: Stream, addr: &str, timeout: Duration) -> Wire {
         // Requests are small and each waits for its answer: send them at once.
-        let _ = stream.set_nodelay(true);
+        let _ = stream.tcp().set_nodelay(true);
         Wire {
             stream,
             addr: addr.into(),
@@ -206,14 +227,14 @@ impl Wire {
     fn closed(&self, api: Api, how: &str) -> KafkaError {
         let addr = self.addr.clone();
         if !self.handshake_done {
-            KafkaError::NotKafka {
-                addr,
-                detail: format!(
-                    "it {how} without answering {api} (a TLS listener does that too; this tool \
-                     speaks plaintext Kafka only, no TLS or SASL)"
-                ),
-            }
-        } else if self.answered == 0 {
+            let why = if self.stream.is_tls() {
+                "after the TLS handshake (a TLS terminator that cannot reach its broker does \
+                 that)"
+            } else {
+                "(a TLS listener does that too: --tls)"
+            };
+            KafkaError::NotKafka { addr, detail: format!("it {how} without answering {api} {why}") }
+        } else if self.answered == 0 && api.hop() == Hop::Request {
             KafkaError::NeedsSecurity {
                 addr,
                 detail: format!(
@@ -239,9 +260,7 @@ impl Wire {
     fn write_all(&mut self, api: Api, frame: &[u8], deadline: Instant) -> Result<(), KafkaError> {
         let mut sent = 0;
         while sent < frame.len() {
-            let Some(left) = remaining(deadline) else { return Err(self.timed_out(api)) };
-            self.stream.set_write_timeout(Some(left)).map_err(|e| self.io_error(api, e))?;
-            match self.stream.write(&frame[sent..]) {
+            match self.stream.write(&frame[sent..], deadline) {
                 Ok(0) => return Err(self.closed(api, "closed the connection")),
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -255,9 +274,7 @@ impl Wire {
     fn read_full(&mut self, buf: &mut [u8], deadline: Instant) -> Result<(), ReadFail> {
         let mut got = 0;
         while got < buf.len() {
-            let Some(left) = remaining(deadline) else { return Err(ReadFail::Timeout(got)) };
-            self.stream.set_read_timeout(Some(left)).map_err(ReadFail::Io)?;
-            match self.stream.read(&mut buf[got..]) {
+            match self.stream.read(&mut buf[got..], deadline) {
                 Ok(0) => return Err(ReadFail::Eof(got)),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -334,12 +351,8 @@ impl Wire {
         let mut more = [0u8; 60];
         let deadline = Instant::now() + PREVIEW_WAIT;
         let mut got = 0;
-        while got < more.len() {
-            let Some(left) = remaining(deadline) else { break };
-            if self.stream.set_read_timeout(Some(left)).is_err() {
-                break;
-            }
-            match self.stream.read(&mut more[got..]) {
+        while got < more.len() && remaining(deadline).is_some() {
+            match self.stream.read(&mut more[got..], deadline) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => got += n,
             }
@@ -350,11 +363,6 @@ impl Wire {
 
 fn is_tls(first: &[u8]) -> bool {
     matches!(Garbage::classify(first), Garbage::Tls { .. })
-}
-
-fn remaining(deadline: Instant) -> Option<Duration> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    (!left.is_zero()).then_some(left)
 }
 
 /// size, request header, body.

@@ -430,7 +430,11 @@ impl LiveConnections {
         let conns = ns.enter(move || -> Result<Vec<(kafka::Connection, String)>> {
             let mut out = Vec::new();
             for (addr, topic) in targets {
-                let mut c = kafka::Connection::connect(&addr, Duration::from_secs(5))?;
+                let mut c = kafka::Connection::connect(
+                    &addr,
+                    &kafka::Security::default(),
+                    Duration::from_secs(5),
+                )?;
                 c.create_topic(&topic, 1)?;
                 out.push((c, topic));
             }
