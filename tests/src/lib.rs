@@ -24,5 +24,9 @@ pub mod unit_file;
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "these tests load BPF programs and create network namespaces: run them as root (cargo xtask test does)");
+    assert_eq!(
+        euid, 0,
+        "these tests load BPF programs and create network namespaces: they need root; run \
+         them with `cargo xtask test` (plain `cargo test` runs the unit tests only)"
+    );
 }
