@@ -19,34 +19,28 @@
 //! - Durations are 1s to 30d; `allowed_sources = []` (nothing allowed) is refused: omit the
 //!   key to allow every source.
 
+mod spans;
+
+pub use spans::ConfigError;
+
 use crate::netif;
 use forwarder_common::{MAX_ALLOWED_SOURCES, MAX_LISTEN_ADDRS};
 use ipnet::Ipv4Net;
+use spans::{Section, Source, Span};
 use std::{
     collections::HashSet,
     ffi::CString,
     fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    ops::{Range, RangeInclusive},
+    ops::RangeInclusive,
     path::{Component, Path, PathBuf},
     time::Duration,
 };
-use toml_edit::{ImDocument, Item, Key, TableLike, Value};
+use toml_edit::{ImDocument, Item, TableLike, Value};
 
 pub const DEFAULT_PATH: &str = "/etc/forwarder/forwarder.toml";
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/forwarder";
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/forwarder/control.sock";
-
-/// A configuration error with its place in the file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {field}: {message}")]
-pub struct ConfigError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub field: String,
-    pub message: String,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -142,8 +136,6 @@ pub struct Settings {
 
 // ---- reading the file -----------------------------------------------------------------------
 
-type Span = Range<usize>;
-
 const TOP_KEYS: &[&str] = &[
     "interface",
     "mode",
@@ -198,187 +190,21 @@ pub const MAX_RULE_NAME: usize = 64;
 /// sockaddr_un.sun_path holds 108 bytes, one of them the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
-/// Positions in the source text, for error messages.
-struct Source<'a> {
-    file: &'a str,
-    text: &'a str,
-}
-
-impl Source<'_> {
-    fn error(&self, span: Span, field: &str, message: impl Into<String>) -> ConfigError {
-        let start = span.start.min(self.text.len());
-        let before = &self.text[..start];
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        ConfigError {
-            file: self.file.to_string(),
-            line: before.matches('\n').count() + 1,
-            column: before[line_start..].chars().count() + 1,
-            field: field.to_string(),
-            message: message.into(),
-        }
-    }
-
-    /// A TOML syntax error: the parser names no field, so the key written on that line
-    /// (qualified by the table it is in) stands for it.
-    fn syntax_error(&self, e: &toml_edit::TomlError) -> ConfigError {
-        let span = e.span().unwrap_or(0..0);
-        let message: Vec<&str> =
-            e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-        let field = self.key_at(span.start);
-        self.error(span, &field, format!("invalid TOML: {}", message.join("; ")))
-    }
-
-    fn key_at(&self, offset: usize) -> String {
-        let offset = offset.min(self.text.len());
-        let start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
-        let line = self.text[start..].lines().next().unwrap_or("").trim();
-        let header = |l: &str| l.trim().trim_matches(|c| c == '[' || c == ']').trim().to_string();
-        if line.starts_with('[') {
-            return header(line);
-        }
-        let key = line.split_once('=').map_or(line, |(k, _)| k).trim().trim_matches('"');
-        let table = self.text[..start].lines().rev().find(|l| l.trim_start().starts_with('['));
-        match (table.map(header), key.is_empty()) {
-            (Some(t), false) => format!("{t}.{key}"),
-            (Some(t), true) => t,
-            (None, false) => key.to_string(),
-            (None, true) => "-".to_string(),
-        }
-    }
-
-    /// The text at `span` as written, for "found ...": its first line, shortened.
-    fn written(&self, span: &Span) -> String {
-        let s = self.text.get(span.clone()).unwrap_or("").lines().next().unwrap_or("").trim();
-        if s.chars().count() > 40 {
-            format!("{}...", s.chars().take(40).collect::<String>())
-        } else {
-            s.to_string()
-        }
-    }
-
-    /// "a string \"x\"", "an integer 5", "a table": what was written where something of
-    /// another type was expected.
-    fn found(&self, item: &Item, span: &Span) -> String {
-        let kind = match item {
-            Item::None => return "nothing".to_string(),
-            Item::Table(_) => return "a table".to_string(),
-            Item::ArrayOfTables(_) => return "an array of tables".to_string(),
-            Item::Value(v) => match v {
-                Value::String(_) => "a string",
-                Value::Integer(_) => "an integer",
-                Value::Float(_) => "a float",
-                Value::Boolean(_) => "a boolean",
-                Value::Datetime(_) => "a date-time",
-                Value::Array(_) => "an array",
-                Value::InlineTable(_) => "an inline table",
-            },
-        };
-        format!("{kind} {}", self.written(span))
+/// A duration from [`MIN_DURATION`] to [`MAX_DURATION`], written like "30s".
+fn duration(section: &Section, key: &str) -> Result<Option<Duration>, ConfigError> {
+    let Some((s, span)) = section.string(key, EXPECT_DURATION)? else { return Ok(None) };
+    match humantime::parse_duration(s) {
+        Ok(d) if (MIN_DURATION..=MAX_DURATION).contains(&d) => Ok(Some(d)),
+        _ => Err(section.bad(key, span, EXPECT_DURATION)),
     }
 }
 
-/// One table of the file: the top level, `[timeouts]` or one `[[rule]]`.
-#[derive(Clone, Copy)]
-struct Section<'a> {
-    src: &'a Source<'a>,
-    table: &'a dyn TableLike,
-    /// How its keys are named in errors: "", "timeouts." or "rule.".
-    prefix: &'static str,
-    /// Where it starts (its header), for missing keys.
-    at: usize,
-}
-
-impl<'a> Section<'a> {
-    fn field(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
-    }
-
-    fn error(&self, span: Span, key: &str, message: impl Into<String>) -> ConfigError {
-        self.src.error(span, &self.field(key), message)
-    }
-
-    fn deny_unknown(&self, known: &[&str]) -> Result<(), ConfigError> {
-        let table: &'a dyn TableLike = self.table;
-        for (key, item) in table.iter() {
-            if !known.contains(&key) {
-                let span = table
-                    .key(key)
-                    .and_then(Key::span)
-                    .or_else(|| item.span())
-                    .unwrap_or(self.at..self.at);
-                return Err(self.error(
-                    span,
-                    key,
-                    format!("unknown key; expected one of {}", known.join(", ")),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn get(&self, key: &str) -> Option<(Span, &'a Item)> {
-        let table: &'a dyn TableLike = self.table;
-        let (k, item) = table.get_key_value(key)?;
-        let span = item.span().or_else(|| k.span()).unwrap_or(self.at..self.at);
-        Some((span, item))
-    }
-
-    fn missing(&self, key: &str, expected: &str) -> ConfigError {
-        self.error(self.at..self.at, key, format!("missing key; {expected}"))
-    }
-
-    /// A value of the right type but not one of the allowed ones.
-    fn bad(&self, key: &str, span: Span, expected: &str) -> ConfigError {
-        let found = self.src.written(&span);
-        self.error(span, key, format!("{expected}; found {found}"))
-    }
-
-    /// A value of the wrong type.
-    fn wrong_type(&self, key: &str, span: Span, item: &Item, expected: &str) -> ConfigError {
-        let found = self.src.found(item, &span);
-        self.error(span, key, format!("{expected}; found {found}"))
-    }
-
-    fn string(&self, key: &str, expected: &str) -> Result<Option<(&'a str, Span)>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some((span, item)) => match item.as_str() {
-                Some(s) => Ok(Some((s, span))),
-                None => Err(self.wrong_type(key, span, item, expected)),
-            },
-        }
-    }
-
-    fn integer(
-        &self,
-        key: &str,
-        allowed: RangeInclusive<i64>,
-        expected: &str,
-    ) -> Result<Option<(i64, Span)>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some((span, item)) => match item.as_integer() {
-                Some(n) if allowed.contains(&n) => Ok(Some((n, span))),
-                Some(_) => Err(self.bad(key, span, expected)),
-                None => Err(self.wrong_type(key, span, item, expected)),
-            },
-        }
-    }
-
-    fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
-        let Some((s, span)) = self.string(key, EXPECT_DURATION)? else { return Ok(None) };
-        match humantime::parse_duration(s) {
-            Ok(d) if (MIN_DURATION..=MAX_DURATION).contains(&d) => Ok(Some(d)),
-            _ => Err(self.bad(key, span, EXPECT_DURATION)),
-        }
-    }
-
-    fn socket_addr(&self, key: &str) -> Result<Option<(SocketAddr, Span)>, ConfigError> {
-        let Some((s, span)) = self.string(key, EXPECT_SOCKET)? else { return Ok(None) };
-        match s.parse::<SocketAddr>() {
-            Ok(a) if a.port() != 0 => Ok(Some((a, span))),
-            _ => Err(self.bad(key, span, EXPECT_SOCKET)),
-        }
+/// IP:PORT with a port other than 0.
+fn socket_addr(section: &Section, key: &str) -> Result<Option<(SocketAddr, Span)>, ConfigError> {
+    let Some((s, span)) = section.string(key, EXPECT_SOCKET)? else { return Ok(None) };
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(Some((a, span))),
+        _ => Err(section.bad(key, span, EXPECT_SOCKET)),
     }
 }
 
@@ -668,8 +494,8 @@ fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigError> {
         .map_or(262_144, |(n, _)| n as u32);
     let mss_clamp = root.integer("mss_clamp", 536..=9000, EXPECT_MSS)?.map(|(n, _)| n as u16);
 
-    let health = root.socket_addr("health")?;
-    let metrics = root.socket_addr("metrics")?;
+    let health = socket_addr(root, "health")?;
+    let metrics = socket_addr(root, "metrics")?;
     for (key, sock) in [("health", &health), ("metrics", &metrics)] {
         if let Some((a, span)) = sock {
             if snat_ports.contains(&a.port()) {
@@ -732,7 +558,7 @@ fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigError> {
         }
     };
 
-    let dns_refresh = root.duration("dns_refresh")?.unwrap_or(Duration::from_secs(30));
+    let dns_refresh = duration(root, "dns_refresh")?.unwrap_or(Duration::from_secs(30));
 
     let mut timeouts = Timeouts::default();
     if let Some((span, item)) = root.get("timeouts") {
@@ -746,13 +572,13 @@ fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigError> {
         };
         let t = Section { src: root.src, table, prefix: "timeouts.", at: span.start };
         t.deny_unknown(TIMEOUT_KEYS)?;
-        if let Some(d) = t.duration("syn")? {
+        if let Some(d) = duration(&t, "syn")? {
             timeouts.syn = d;
         }
-        if let Some(d) = t.duration("established")? {
+        if let Some(d) = duration(&t, "established")? {
             timeouts.established = d;
         }
-        if let Some(d) = t.duration("closing")? {
+        if let Some(d) = duration(&t, "closing")? {
             timeouts.closing = d;
         }
     }
