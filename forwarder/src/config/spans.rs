@@ -198,3 +198,64 @@ impl<'a> Section<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_text::{at, err, BASE};
+
+    #[test]
+    fn errors_name_line_column_and_field() {
+        let e = err(&format!("{BASE}snat_ports = \"5-1\"\n"));
+        assert_eq!((e.line, e.field.as_str()), (2, "snat_ports"));
+        let e = err(&format!("{BASE}bogus = 1\n"));
+        assert_eq!((e.line, e.field.as_str()), (2, "bogus"), "{e}");
+        let e = err(&format!("{BASE}max_flows = \"many\"\n"));
+        assert_eq!((e.line, e.field.as_str()), (2, "max_flows"), "{e}");
+        let e = err(&format!(
+            "{BASE}[[rule]]\nname = \"a\"\nlisten = 9092\ntarget = \"1.2.3.4:1\"\n[[rule]]\nname = \"b\"\nlisten = 9092\ntarget = \"1.2.3.4:1\"\n"
+        ));
+        assert_eq!((e.line, e.column, e.field.as_str()), (8, 10, "rule.listen"), "{e}");
+        let e =
+            err(&format!("{BASE}[[rule]]\nname = \"a\"\nlisten = 45000\ntarget = \"1.2.3.4:1\"\n"));
+        assert!(e.message.contains("inside snat_ports"), "{e}");
+        let e = err(&format!("{BASE}allowed_sources = [\"10.0.0.0/33\"]\n"));
+        assert_eq!((e.line, e.field.as_str()), (2, "allowed_sources"));
+        assert!(e.to_string().starts_with("f.toml:2:"), "{e}");
+    }
+
+    const RULE: &str = "[[rule]]\nname = \"a\"\nlisten = 9092\ntarget = \"10.0.0.9:1\"\n";
+
+    #[test]
+    fn types_and_unknown_keys_in_every_table() {
+        let e = err(&format!("{BASE}[timeouts]\nsyn = \"1s\"\nidle = \"1s\"\n"));
+        assert_eq!(at(&e), (4, 1, "timeouts.idle"), "{e}");
+        let e = err(&format!("{BASE}{RULE}weight = 1\n"));
+        assert_eq!(at(&e), (6, 1, "rule.weight"), "{e}");
+        assert!(e.message.contains("expected one of name, listen, target"), "{e}");
+        let e = err("interface = 5\n");
+        assert_eq!(at(&e), (1, 13, "interface"), "{e}");
+        assert!(e.message.contains("found an integer 5"), "{e}");
+        let e = err(&format!("{BASE}timeouts = 5\n"));
+        assert_eq!(at(&e), (2, 12, "timeouts"), "{e}");
+        let e = err(&format!("{BASE}[rule]\nname = \"a\"\n"));
+        assert_eq!(at(&e), (2, 1, "rule"), "{e}");
+        let e = err(&format!("{BASE}[timeouts]\nsyn = 60\n"));
+        assert_eq!(at(&e), (3, 7, "timeouts.syn"), "{e}");
+        // A dotted key and inline tables are the same tables written differently.
+        let e = err(&format!("{BASE}timeouts.syn = \"0s\"\n"));
+        assert_eq!(at(&e), (2, 16, "timeouts.syn"), "{e}");
+        let e = err(&format!(
+            "{BASE}rule = [{{ name = \"a\", listen = 9092, target = \"10.0.0.9:1\" }},\n  {{ name = \"b\", listen = 9092, target = \"10.0.0.9:1\" }}]\n"
+        ));
+        assert_eq!(at(&e), (3, 26, "rule.listen"), "{e}");
+    }
+
+    #[test]
+    fn missing_keys() {
+        let e = err("mode = \"tc\"\n");
+        assert_eq!(at(&e), (1, 1, "interface"), "{e}");
+        let e = err(&format!("{BASE}\n[[rule]]\nname = \"a\"\nlisten = 9092\n"));
+        assert_eq!(at(&e), (3, 1, "rule.target"), "{e}");
+        assert!(e.message.starts_with("missing key"), "{e}");
+    }
+}
