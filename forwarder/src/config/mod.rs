@@ -26,11 +26,15 @@
 //!   endpoints, timeouts, rules);
 //! - [`host`]: the checks against this host ([`check_host`]);
 //! - [`locations`]: the control socket and pin path, read leniently ([`Locations`]);
+//! - [`write_back`] and [`file_replace`]: `rule add / remove` written into the file's
+//!   text, and the file replaced whole.
 
+pub mod file_replace;
 mod host;
 mod locations;
 mod spans;
 mod validate;
+pub mod write_back;
 
 pub use host::{check_host, own_address_message};
 pub use locations::Locations;
