@@ -12,7 +12,7 @@
 //!   `LOW >= 1024`: ports below 1024 are where the host's own services listen (SSH on 22),
 //!   and the data path takes packets to SNAT ports as replies of forwarded connections.
 //! - A rule's `listen` port may not equal the `health` or `metrics` port when the data path
-//!   would see that socket's packets (socket on 0.0.0.0 / [::], `listen_ip = "any"`, the same
+//!   would see that socket's packets (socket on 0.0.0.0 / `[::]`, `listen_ip = "any"`, the same
 //!   address, or `listen_ip = "auto"` and a non-loopback address): the load balancer's probe
 //!   would be forwarded to a broker instead of answered. Nor may those ports lie inside
 //!   `snat_ports`.
@@ -21,11 +21,11 @@
 //!
 //! What is where:
 //! - this file: the settings' types, the defaults and the entry points;
-//! - [`spans`]: the TOML reader that keeps every key's place, and [`ConfigError`];
+//! - `spans.rs`: the TOML reader that keeps every key's place, and [`ConfigError`];
 //! - `validate/`: the text's rules, one file per section of the file (global keys,
 //!   endpoints, timeouts, rules);
-//! - [`host`]: the checks against this host ([`check_host`]);
-//! - [`locations`]: the control socket and pin path, read leniently ([`Locations`]);
+//! - `host.rs`: the checks against this host ([`check_host`]);
+//! - `locations.rs`: the control socket and pin path, read leniently ([`Locations`]);
 //! - [`write_back`] and [`file_replace`]: `rule add / remove` written into the file's
 //!   text, and the file replaced whole.
 
