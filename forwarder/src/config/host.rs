@@ -22,8 +22,9 @@ pub fn check_host(settings: &Settings, text: &str) -> Result<(), ConfigError> {
     let src = Source { file: &file, text };
     let doc = ImDocument::parse(text).ok();
     let root = doc.as_ref().map(|d| Section { src: &src, table: d.as_table(), prefix: "", at: 0 });
+    let check = Check { settings, src: &src, root: root.as_ref() };
 
-    interfaces_exist(settings, &src, root.as_ref())?;
+    check.interfaces_exist()?;
     let host = netif::host_ipv4_addrs().map_err(|e| {
         src.error(
             0..0,
@@ -31,81 +32,84 @@ pub fn check_host(settings: &Settings, text: &str) -> Result<(), ConfigError> {
             format!("cannot list this host's addresses to check the file: {e}"),
         )
     })?;
-    no_target_is_own(settings, &host, &src, root.as_ref())?;
+    check.no_target_is_own(&host)?;
     if settings.listen_ip == ListenIp::Auto {
-        listen_addresses_fit(settings, &host, &src, root.as_ref())?;
+        check.listen_addresses_fit(&host)?;
     }
     Ok(())
 }
 
-/// Every interface of the file exists here.
-fn interfaces_exist(
-    settings: &Settings,
-    src: &Source,
-    root: Option<&Section>,
-) -> Result<(), ConfigError> {
-    match settings.interfaces.iter().find(|i| !interface_exists(i)) {
-        None => Ok(()),
-        Some(missing) => Err(src.error(
-            interface_span(root, missing),
-            "interface",
-            format!(
-                "expected an existing network interface; there is no {missing:?} on this host \
-                 (see `ip link`)"
-            ),
-        )),
-    }
+/// The settings and the text they came from (`root`: its top-level table, when it still
+/// parses), for errors that point into the text.
+struct Check<'a> {
+    settings: &'a Settings,
+    src: &'a Source<'a>,
+    root: Option<&'a Section<'a>>,
 }
 
-/// No rule's (IPv4 literal) target is an address of this host.
-fn no_target_is_own(
-    settings: &Settings,
-    host: &[(String, Ipv4Addr)],
-    src: &Source,
-    root: Option<&Section>,
-) -> Result<(), ConfigError> {
-    for (i, rule) in settings.rules.iter().enumerate() {
-        let Some(addr) = rule.target.addr else { continue };
-        if let Some(iface) = netif::interface_of(host, addr) {
-            let span = root
-                .and_then(|r| rule_sections(r).ok())
-                .and_then(|rules| rules.get(i).and_then(|r| r.get("target")).map(|(s, _)| s))
-                .unwrap_or(0..0);
-            return Err(src.error(span, "rule.target", own_address_message(addr, iface)));
+impl Check<'_> {
+    /// Every interface of the file exists here.
+    fn interfaces_exist(&self) -> Result<(), ConfigError> {
+        match self.settings.interfaces.iter().find(|i| !interface_exists(i)) {
+            None => Ok(()),
+            Some(missing) => Err(self.src.error(
+                self.interface_span(missing),
+                "interface",
+                format!(
+                    "expected an existing network interface; there is no {missing:?} on this \
+                     host (see `ip link`)"
+                ),
+            )),
         }
     }
-    Ok(())
-}
 
-/// With `listen_ip = "auto"`: the interfaces' IPv4 addresses fit the data path's table.
-fn listen_addresses_fit(
-    settings: &Settings,
-    host: &[(String, Ipv4Addr)],
-    src: &Source,
-    root: Option<&Section>,
-) -> Result<(), ConfigError> {
-    let mut listen: Vec<Ipv4Addr> = host
-        .iter()
-        .filter(|(iface, _)| settings.interfaces.contains(iface))
-        .map(|(_, a)| *a)
-        .collect();
-    listen.sort_unstable();
-    listen.dedup();
-    if listen.len() <= MAX_LISTEN_ADDRS as usize {
-        return Ok(());
+    /// No rule's (IPv4 literal) target is an address of this host.
+    fn no_target_is_own(&self, host: &[(String, Ipv4Addr)]) -> Result<(), ConfigError> {
+        for (i, rule) in self.settings.rules.iter().enumerate() {
+            let Some(addr) = rule.target.addr else { continue };
+            if let Some(iface) = netif::interface_of(host, addr) {
+                let span = self
+                    .root
+                    .and_then(|r| rule_sections(r).ok())
+                    .and_then(|rules| rules.get(i).and_then(|r| r.get("target")).map(|(s, _)| s))
+                    .unwrap_or(0..0);
+                return Err(self.src.error(span, "rule.target", own_address_message(addr, iface)));
+            }
+        }
+        Ok(())
     }
-    let message = format!(
-        "expected at most {MAX_LISTEN_ADDRS} listen addresses (the size of the data path's \
-         table); listen_ip = \"auto\" takes every IPv4 address of {}, {} of them: set \
-         listen_ip to the one address the load balancer sends to, or \"any\"",
-        settings.interfaces.join(", "),
-        listen.len()
-    );
-    // At listen_ip when it is written, else at the interfaces whose addresses count.
-    Err(match root.and_then(|r| r.get("listen_ip")) {
-        Some((span, _)) => src.error(span, "listen_ip", message),
-        None => src.error(interface_span(root, &settings.interfaces[0]), "interface", message),
-    })
+
+    /// With `listen_ip = "auto"`: the interfaces' IPv4 addresses fit the data path's table.
+    fn listen_addresses_fit(&self, host: &[(String, Ipv4Addr)]) -> Result<(), ConfigError> {
+        let interfaces = &self.settings.interfaces;
+        let mut listen: Vec<Ipv4Addr> =
+            host.iter().filter(|(iface, _)| interfaces.contains(iface)).map(|(_, a)| *a).collect();
+        listen.sort_unstable();
+        listen.dedup();
+        if listen.len() <= MAX_LISTEN_ADDRS as usize {
+            return Ok(());
+        }
+        let message = format!(
+            "expected at most {MAX_LISTEN_ADDRS} listen addresses (the size of the data path's \
+             table); listen_ip = \"auto\" takes every IPv4 address of {}, {} of them: set \
+             listen_ip to the one address the load balancer sends to, or \"any\"",
+            interfaces.join(", "),
+            listen.len()
+        );
+        // At listen_ip when it is written, else at the interfaces whose addresses count.
+        Err(match self.root.and_then(|r| r.get("listen_ip")) {
+            Some((span, _)) => self.src.error(span, "listen_ip", message),
+            None => self.src.error(self.interface_span(&interfaces[0]), "interface", message),
+        })
+    }
+
+    /// Where the interface `name` is written, for errors about it.
+    fn interface_span(&self, name: &str) -> Span {
+        self.root
+            .and_then(|r| interface_entries(r).ok())
+            .and_then(|entries| entries.into_iter().find(|(n, _)| *n == name).map(|(_, s)| s))
+            .unwrap_or(0..0)
+    }
 }
 
 /// Why a target of `addr` (an address of `iface` here) is refused; shared with the CLI's
@@ -115,13 +119,6 @@ pub fn own_address_message(addr: Ipv4Addr, iface: &str) -> String {
         "expected the address of another host; {addr} is this host's own (on {iface}), so \
          the rule would expose this VM's own services to every client of the load balancer"
     )
-}
-
-/// Where the interface `name` is written, for errors about it.
-fn interface_span(root: Option<&Section>, name: &str) -> Span {
-    root.and_then(|r| interface_entries(r).ok())
-        .and_then(|entries| entries.into_iter().find(|(n, _)| *n == name).map(|(_, s)| s))
-        .unwrap_or(0..0)
 }
 
 /// Whether a network interface of that name exists in this thread's network namespace.
