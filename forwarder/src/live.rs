@@ -3,12 +3,11 @@
 //! touched, so a bad change leaves everything as it was.
 
 use crate::{
-    config::{self, Settings},
+    config::{self, write_back, Settings},
     control::{Attachment, FlowRow, Probe, RuleInfo, RuleStatsRow, Status},
     datapath::Datapath,
     flows,
     plan::{self, Plan},
-    rule_edit,
     state::State,
     stats,
 };
@@ -112,14 +111,14 @@ impl Live {
         target: &str,
     ) -> Result<String, ChangeError> {
         let text = self.current_text()?;
-        let new = rule_edit::add(&text, name, listen, target).map_err(ChangeError::invalid)?;
+        let new = write_back::add(&text, name, listen, target).map_err(ChangeError::invalid)?;
         self.apply_text(&new, true)
     }
 
     /// `forwarder rule remove`: existing connections of the rule keep running until they end.
     pub fn rule_remove(&mut self, name: &str) -> Result<String, ChangeError> {
         let text = self.current_text()?;
-        let new = rule_edit::remove(&text, name).map_err(ChangeError::invalid)?;
+        let new = write_back::remove(&text, name).map_err(ChangeError::invalid)?;
         self.apply_text(&new, true)
     }
 
@@ -164,7 +163,7 @@ impl Live {
         // cannot be written (full disk) undoes the live change, so the running rules stay
         // what the file says and a restart brings back what runs now.
         if write {
-            if let Err(e) = crate::file_replace::replace(&path, text.as_bytes()) {
+            if let Err(e) = config::file_replace::replace(&path, text.as_bytes()) {
                 return Err(ChangeError::runtime(format!(
                     "{}: cannot write the config: {e}; {}",
                     path.display(),

@@ -1,5 +1,7 @@
-//! Rule changes from the CLI, written into the config file's text with toml_edit so the
-//! operator's comments, order and layout stay as they were.
+//! The write-back of `rule add / remove`: rule changes from the CLI, written into the
+//! config file's text with toml_edit so the operator's comments, order and layout stay as
+//! they were. The daemon validates the new text whole before it replaces the file
+//! ([`file_replace`](super::file_replace)).
 
 use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
 

@@ -2,6 +2,7 @@
 //! is renamed over the old one, then the directory is synced. A failure at any point (a
 //! full disk, a crash, power loss) leaves the old file or the new one, never a mix; a
 //! truncate-and-write in place would leave a cut-off config that stops the next start.
+//! The config file is the one file the daemon rewrites (`rule add / remove`, `live.rs`).
 
 use std::{
     fs::{self, File, OpenOptions},
