@@ -72,7 +72,7 @@ fn iptables_seeds() -> Vec<(String, Vec<u8>)> {
         vec![("fixture".to_string(), read("forwarder/tests/fixtures/ip_fwd_nat.save").into())];
     // Each string literal of the importer's tests that holds a rule ("-A ..."), with its
     // line continuations and "\n" unescaped, in a nat table as iptables-save prints it.
-    let source = read("forwarder/src/import_iptables.rs");
+    let source = read("forwarder/src/ops/import_iptables/mod.rs");
     let tests = &source[source.find("mod tests").unwrap()..];
     let mut texts: Vec<String> = tests
         .split('"')

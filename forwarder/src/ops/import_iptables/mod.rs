@@ -662,7 +662,7 @@ mod tests {
         }
     }
 
-    const FIXTURE: &str = include_str!("../tests/fixtures/ip_fwd_nat.save");
+    const FIXTURE: &str = include_str!("../../../tests/fixtures/ip_fwd_nat.save");
     const DNAT_9093: &str =
         "-A PREROUTING -i eth0 -p tcp -m tcp --dport 9093 -j DNAT --to-destination 10.20.0.12:9092";
 
