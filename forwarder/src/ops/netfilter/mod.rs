@@ -1,0 +1,17 @@
+//! Netfilter rules as the host's tools print them, read once for every user: the doctor
+//! (what drops the probe, which NAT rules are left over) and import-iptables (which DNATs
+//! become `[[rule]]` blocks).
+//!
+//! - `lexer`: shell words of iptables-save lines, `-c` counters, nft tokens;
+//! - `model`: tables, chains, rules, matches (`Cond`), verdicts, iptables options as written;
+//! - `iptables_save`: `iptables-save` (and `iptables -S`) text -> tables;
+//! - `nft`: `nft -a list ruleset` text -> tables;
+//! - `eval`: a new connection through the INPUT chains; the jump paths into a chain.
+//!
+//! The readers are pure (text in, tables out) and unit tested on captured output.
+
+pub mod eval;
+pub mod iptables_save;
+pub mod lexer;
+pub mod model;
+pub mod nft;
