@@ -93,13 +93,8 @@ fn group_blocks(blocks: &[Block]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{
-        doctor::test_settings as settings,
-        netfilter::{iptables_save, nft},
-    };
-
-    const IPT_NFT: &str = include_str!("../../../tests/fixtures/iptables_nft.save");
-    const NFT: &str = include_str!("../../../tests/fixtures/nft_ruleset.txt");
+    use crate::ops::doctor::test_settings as settings;
+    use crate::ops::netfilter::{fixtures::*, iptables_save, nft};
 
     fn blocks(s: &Settings, tables: &[Table]) -> Vec<Block> {
         firewall_blocks(s, tables).blocks

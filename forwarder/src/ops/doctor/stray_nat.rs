@@ -71,13 +71,8 @@ pub(super) fn check(settings: &Settings, host: &Host) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{
-        doctor::test_settings as settings,
-        netfilter::{iptables_save, nft},
-    };
-
-    const IPT_NFT: &str = include_str!("../../../tests/fixtures/iptables_nft.save");
-    const NFT: &str = include_str!("../../../tests/fixtures/nft_ruleset.txt");
+    use crate::ops::doctor::test_settings as settings;
+    use crate::ops::netfilter::{fixtures::*, iptables_save, nft};
 
     #[test]
     fn stray_nat_finds_ip_fwd_rules_with_exact_deletes() {

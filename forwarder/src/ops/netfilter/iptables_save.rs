@@ -344,8 +344,7 @@ fn target(opt: &Opt, options: &[Opt], user_chains: &HashSet<String>) -> Verdict 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const IPT_NFT: &str = include_str!("../../../tests/fixtures/iptables_nft.save");
+    use crate::ops::netfilter::fixtures::IPT_NFT;
 
     #[test]
     fn iptables_save_parses_tables_chains_and_rules() {

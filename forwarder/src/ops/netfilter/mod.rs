@@ -15,3 +15,14 @@ pub mod iptables_save;
 pub mod lexer;
 pub mod model;
 pub mod nft;
+
+/// Captured output the unit tests of the readers and of the doctor's checks share.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// `iptables-save` of iptables-nft: a filter table that drops and rejects listen ports, a
+    /// nat table with ip_fwd.sh's rules and Docker's MASQUERADE.
+    pub const IPT_NFT: &str = include_str!("../../../tests/fixtures/iptables_nft.save");
+    /// `nft -a list ruleset`: an ip filter table, an inet table with a set and a drop
+    /// policy, and a nat table with ip_fwd.sh's rules.
+    pub const NFT: &str = include_str!("../../../tests/fixtures/nft_ruleset.txt");
+}

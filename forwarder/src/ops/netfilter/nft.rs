@@ -230,9 +230,7 @@ fn nft_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::netfilter::lexer::nft_tokens;
-
-    const NFT: &str = include_str!("../../../tests/fixtures/nft_ruleset.txt");
+    use crate::ops::netfilter::{fixtures::NFT, lexer::nft_tokens};
 
     #[test]
     fn nft_ruleset_parses_chains_sets_and_handles() {
