@@ -8,30 +8,14 @@
 //! does not follow the grammar is kept as `Unreadable`, with why.
 
 use super::{
-    lexer::{shell_words, strip_counters, UnterminatedQuote},
+    error::SyntaxError,
+    lexer::{shell_words, strip_counters},
     model::{
         is_target_option, nets, port_ranges, Chain, Cond, Matches, Opt, Rule, Table, Tool,
         Unreadable, Verdict,
     },
 };
 use std::collections::{HashMap, HashSet};
-
-/// Why a line is not an iptables-save line. The texts are shown to the operator as they are.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SyntaxError {
-    #[error(transparent)]
-    Quote(#[from] UnterminatedQuote),
-    #[error("not an iptables-save line")]
-    NotARule,
-    #[error("{0} without a value")]
-    NoValue(String),
-    #[error("a lone \"!\"")]
-    LoneBang,
-    #[error("a rule without a chain")]
-    NoChain,
-    #[error("-N without a chain")]
-    NewChainWithoutName,
-}
 
 /// The built-in chains, whose declarations carry a policy.
 const BUILTIN_CHAINS: &[&str] = &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];

@@ -4,12 +4,14 @@
 //!
 //! - `lexer`: shell words of iptables-save lines, `-c` counters, nft tokens;
 //! - `model`: tables, chains, rules, matches (`Cond`), verdicts, iptables options as written;
-//! - `iptables_save`: `iptables-save` (and `iptables -S`) text -> tables;
+//! - `iptables_save`: `iptables-save` (and `iptables -S`) text -> tables; `error` why a line
+//!   is not iptables-save syntax;
 //! - `nft`: `nft -a list ruleset` text -> tables;
 //! - `eval`: a new connection through the INPUT chains; the jump paths into a chain.
 //!
 //! The readers are pure (text in, tables out) and unit tested on captured output.
 
+pub mod error;
 pub mod eval;
 pub mod iptables_save;
 pub mod lexer;

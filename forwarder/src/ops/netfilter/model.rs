@@ -4,7 +4,7 @@
 //! that deletes it. iptables rules also keep their options as written, in order, for
 //! readers that need more than the matches (import-iptables).
 
-use super::iptables_save::SyntaxError;
+use super::error::SyntaxError;
 use ipnet::Ipv4Net;
 use std::{net::Ipv4Addr, ops::RangeInclusive};
 
