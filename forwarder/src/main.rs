@@ -6,7 +6,8 @@ use clap::{Parser, Subcommand};
 use forwarder::{
     cli, config,
     control::{self, Request},
-    daemon, doctor, import_iptables, kafka,
+    daemon, kafka,
+    ops::{doctor, import_iptables},
     plan::Plan,
     unload,
 };

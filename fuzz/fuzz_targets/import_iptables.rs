@@ -3,7 +3,7 @@
 //! valid configuration's settings, make a valid configuration (the point of the command).
 #![no_main]
 
-use forwarder::{config, import_iptables};
+use forwarder::{config, ops::import_iptables};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 

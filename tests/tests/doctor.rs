@@ -7,7 +7,7 @@
 use forwarder::{
     config::Settings,
     control::{Attachment, Probe, Status},
-    doctor::{self, Finding, Input},
+    ops::doctor::{self, Finding, Input},
 };
 use forwarder_tests::{netns::Netns, require_root};
 use std::{net::TcpListener, path::Path, process::Command, time::Duration};

@@ -70,10 +70,15 @@ fn config_seeds() -> Vec<(String, Vec<u8>)> {
 fn iptables_seeds() -> Vec<(String, Vec<u8>)> {
     let mut seeds =
         vec![("fixture".to_string(), read("forwarder/tests/fixtures/ip_fwd_nat.save").into())];
-    // Each string literal of the importer's tests that holds a rule ("-A ..."), with its
-    // line continuations and "\n" unescaped, in a nat table as iptables-save prints it.
-    let source = read("forwarder/src/import_iptables.rs");
-    let tests = &source[source.find("mod tests").unwrap()..];
+    // Each string literal of the importer's tests (and of the tests of the word splitter it
+    // shares with the doctor) that holds a rule ("-A ..."), with its line continuations and
+    // "\n" unescaped, in a nat table as iptables-save prints it.
+    let mut tests: String = ["mod.rs", "accepted.rs", "refused.rs", "output.rs"]
+        .iter()
+        .map(|f| read(&format!("forwarder/src/ops/import_iptables/tests/{f}")))
+        .collect();
+    let lexer = read("forwarder/src/ops/netfilter/lexer.rs");
+    tests.push_str(&lexer[lexer.find("mod tests").unwrap()..]);
     let mut texts: Vec<String> = tests
         .split('"')
         .filter(|s| s.contains("-A "))

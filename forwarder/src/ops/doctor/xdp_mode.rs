@@ -1,0 +1,118 @@
+//! Check 7, `xdp-mode`: each interface runs the program in native XDP; if not, the likeliest
+//! reason (a forced mode, an MTU too big for the driver, a driver without native XDP).
+
+use super::{
+    host::{iface_driver, iface_mtu},
+    Finding,
+};
+use crate::{
+    config::{Mode, Settings},
+    control::Status,
+};
+
+/// Native XDP without multi-buffer support needs a frame to fit one page with headroom;
+/// mlx5 (the Azure accelerated networking VF) allows about this much, the others a bit more.
+const NATIVE_XDP_MAX_MTU: u32 = 3498;
+/// Drivers with native XDP whose limit above applies.
+const PAGE_LIMITED_DRIVERS: &[&str] =
+    &["hv_netvsc", "mlx4_en", "mlx4_core", "mlx5_core", "mana", "virtio_net", "veth"];
+/// Drivers with native XDP support (ndo_bpf) that a NAT VM may run on.
+const NATIVE_XDP_DRIVERS: &[&str] = &[
+    "hv_netvsc",
+    "mlx4_en",
+    "mlx4_core",
+    "mlx5_core",
+    "mana",
+    "virtio_net",
+    "veth",
+    "tun",
+    "ena",
+    "gve",
+    "ixgbe",
+    "ixgbevf",
+    "i40e",
+    "iavf",
+    "ice",
+    "igb",
+    "igc",
+    "bnxt_en",
+    "nfp",
+    "qede",
+    "sfc",
+    "xen-netfront",
+];
+
+pub(super) fn check(settings: &Settings, status: &Status) -> Vec<Finding> {
+    status.interfaces.iter().map(|a| xdp_mode_finding(settings, &a.interface, &a.mode)).collect()
+}
+
+fn xdp_mode_finding(settings: &Settings, iface: &str, mode: &str) -> Finding {
+    const CHECK: &str = "xdp-mode";
+    let driver = iface_driver(iface);
+    let driver_text = driver.as_deref().unwrap_or("unknown driver");
+    if mode == "xdp" {
+        return Finding::ok(CHECK, format!("{iface}: native XDP ({driver_text})"));
+    }
+    let mtu = iface_mtu(iface).ok();
+    let (why, fix) = slow_mode_reason(settings, iface, driver.as_deref(), mtu);
+    Finding::fail(CHECK, format!("{iface}: attached in {mode} mode, not native XDP: {why}"), fix)
+}
+
+/// The likeliest reason an interface did not get native XDP, and what to do.
+fn slow_mode_reason(
+    settings: &Settings,
+    iface: &str,
+    driver: Option<&str>,
+    mtu: Option<u32>,
+) -> (String, String) {
+    let config = settings.path.display();
+    if matches!(settings.mode, Mode::XdpGeneric | Mode::Tc) {
+        return (
+            format!("mode = \"{}\" is forced in {config}", settings.mode.name()),
+            format!(
+                "set mode = \"auto\" (or \"xdp\") in {config}, then systemctl restart forwarder"
+            ),
+        );
+    }
+    let d = driver.unwrap_or("unknown");
+    if let Some(mtu) = mtu.filter(|m| *m > NATIVE_XDP_MAX_MTU) {
+        if PAGE_LIMITED_DRIVERS.contains(&d) {
+            return (
+                format!("MTU {mtu} is too big for native XDP on {d} (at most about {NATIVE_XDP_MAX_MTU})"),
+                format!("ip link set {iface} mtu 1500 (if jumbo frames are not needed), then systemctl restart forwarder"),
+            );
+        }
+    }
+    if !NATIVE_XDP_DRIVERS.contains(&d) {
+        return (
+            format!("driver {d} has no native XDP support"),
+            "use a NIC whose driver has native XDP (on Azure: accelerated networking, hv_netvsc / mlx5 / mana), or accept the slower mode".into(),
+        );
+    }
+    (
+        format!("the kernel refused native XDP on {d}"),
+        "see `journalctl -u forwarder` for the attach error (hv_netvsc needs kernel 5.6+; another XDP program may hold the interface)".into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::doctor::test_settings as settings;
+
+    #[test]
+    fn slow_mode_reasons() {
+        let auto = settings("");
+        let (why, fix) =
+            slow_mode_reason(&settings("mode = \"tc\""), "eth0", Some("hv_netvsc"), Some(1500));
+        assert!(why.contains("mode = \"tc\" is forced in t.toml"), "{why}");
+        assert!(fix.contains("mode = \"auto\""), "{fix}");
+        let (why, fix) = slow_mode_reason(&auto, "eth0", Some("mlx5_core"), Some(9000));
+        assert!(why.contains("MTU 9000 is too big for native XDP on mlx5_core"), "{why}");
+        assert!(fix.starts_with("ip link set eth0 mtu 1500"), "{fix}");
+        let (why, _) = slow_mode_reason(&auto, "eth0", Some("e1000"), Some(1500));
+        assert_eq!(why, "driver e1000 has no native XDP support");
+        let (why, _) = slow_mode_reason(&auto, "eth0", Some("hv_netvsc"), Some(1500));
+        assert!(why.contains("kernel refused"), "{why}");
+    }
+}

@@ -1,0 +1,232 @@
+//! What ip_fwd.sh writes, and the variants that translate.
+
+use super::*;
+
+#[test]
+fn typical_ip_fwd_output_for_three_brokers() {
+    let c = convert(FIXTURE);
+    let text = |port: u16, ip: &str| {
+        format!(
+            "-A PREROUTING -i eth0 -p tcp -m tcp --dport {port} -j DNAT --to-destination \
+             {ip}:9092"
+        )
+    };
+    assert_eq!(
+        c,
+        Conversion {
+            rules: vec![
+                rule("broker-9092", 9092, "10.20.0.11:9092", 7, &text(9092, "10.20.0.11")),
+                rule("broker-9093", 9093, "10.20.0.12:9092", 8, &text(9093, "10.20.0.12")),
+                rule("broker-9094", 9094, "10.20.0.13:9092", 9, &text(9094, "10.20.0.13")),
+            ],
+            untranslated: vec![],
+            masquerade_seen: true,
+        }
+    );
+}
+
+#[test]
+fn rules_written_without_a_table_header_are_taken_as_nat() {
+    let c = convert(&format!("{DNAT_9093}\n-A POSTROUTING -o eth0 -j MASQUERADE\n"));
+    assert_eq!(c.rules, vec![rule("broker-9093", 9093, "10.20.0.12:9092", 1, DNAT_9093)]);
+    assert!(c.masquerade_seen);
+}
+
+#[test]
+fn dport_without_m_tcp() {
+    let r =
+        one("-A PREROUTING -i eth0 -p tcp --dport 9093 -j DNAT --to-destination 10.20.0.12:9092\n");
+    assert_eq!((r.listen, r.target.as_str(), r.line), (9093, "10.20.0.12:9092", 6));
+}
+
+#[test]
+fn short_to_option() {
+    let r = one("-A PREROUTING -i eth0 -p tcp --dport 9093 -j DNAT --to 10.20.0.12:9092\n");
+    assert_eq!(r.target, "10.20.0.12:9092");
+}
+
+#[test]
+fn long_option_names() {
+    let r = one(concat!(
+        "--append PREROUTING --in-interface eth0 --protocol tcp --destination-port 9093 ",
+        "--jump DNAT --to-destination 10.20.0.12:9092\n",
+    ));
+    assert_eq!((r.listen, r.interface.as_deref()), (9093, Some("eth0")));
+}
+
+#[test]
+fn dnat_without_a_port_keeps_the_listen_port() {
+    let r = one("-A PREROUTING -p tcp -m tcp --dport 9093 -j DNAT --to-destination 10.20.0.12\n");
+    assert_eq!(r.target, "10.20.0.12:9093");
+    assert_eq!(r.interface, None);
+}
+
+#[test]
+fn destination_address_becomes_the_listen_address() {
+    let r = one(concat!(
+        "-A PREROUTING -d 10.0.0.4/32 -i eth0 -p tcp -m tcp --dport 9093 ",
+        "-j DNAT --to-destination 10.20.0.12:9092\n",
+    ));
+    assert_eq!(r.listen_addr.as_deref(), Some("10.0.0.4"));
+    let c = Conversion { rules: vec![r], untranslated: vec![], masquerade_seen: true };
+    assert!(c.to_toml().contains("# iptables matched destination 10.0.0.4 only"));
+
+    let r = one("-A PREROUTING -d 10.0.0.0/24 -p tcp --dport 9093 -j DNAT --to 10.20.0.12:9092\n");
+    assert_eq!(r.listen_addr.as_deref(), Some("10.0.0.0/24"));
+}
+
+#[test]
+fn rule_in_a_user_chain_inherits_the_jump_conditions() {
+    let c = convert(&nat(concat!(
+        ":KAFKA - [0:0]\n",
+        "-A PREROUTING -d 10.0.0.4/32 -i eth0 -j KAFKA\n",
+        "-A KAFKA -p tcp -m tcp --dport 9093 -j DNAT --to-destination 10.20.0.12:9092\n",
+        "-A KAFKA -p tcp -m tcp --dport 9094 -j DNAT --to-destination 10.20.0.13:9092\n",
+    )));
+    assert!(c.untranslated.is_empty(), "{c:#?}");
+    let got: Vec<_> = c
+        .rules
+        .iter()
+        .map(|r| (r.listen, r.line, r.interface.as_deref(), r.listen_addr.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [(9093, 8, Some("eth0"), Some("10.0.0.4")), (9094, 9, Some("eth0"), Some("10.0.0.4"))]
+    );
+}
+
+#[test]
+fn chain_reached_through_two_jumps_and_port_from_the_jump() {
+    // The chain is declared only by its use, as in a hand-written excerpt.
+    let r = one(concat!(
+        "-A PREROUTING -i eth0 -j FWD\n",
+        "-A FWD -p tcp --dport 9093 -j BROKER2\n",
+        "-A BROKER2 -j DNAT --to-destination 10.20.0.12:9092\n",
+    ));
+    assert_eq!((r.listen, r.line, r.target.as_str()), (9093, 8, "10.20.0.12:9092"));
+}
+
+#[test]
+fn postrouting_masquerade_or_snat_for_the_broker() {
+    for masq in [
+        "-A POSTROUTING -d 10.20.0.12/32 -p tcp -m tcp --dport 9092 -j MASQUERADE\n",
+        "-A POSTROUTING -d 10.20.0.12/32 -p tcp --dport 9092 -j SNAT --to-source 10.0.0.4\n",
+        "-A POSTROUTING -o eth0 -j SNAT --to-source 10.0.0.4\n",
+    ] {
+        let c = convert(&nat(&format!("{DNAT_9093}\n{masq}")));
+        assert!(c.masquerade_seen, "{masq}");
+        assert!(c.untranslated.is_empty(), "{masq}: {c:#?}");
+        assert!(!c.to_toml().contains("no MASQUERADE"));
+    }
+}
+
+#[test]
+fn masquerade_in_a_chain_reached_from_postrouting() {
+    let c = convert(&nat("-A POSTROUTING -o eth0 -j NATOUT\n-A NATOUT -j MASQUERADE\n"));
+    assert!(c.masquerade_seen);
+    assert!(c.untranslated.is_empty());
+}
+
+#[test]
+fn counters_are_stripped() {
+    let c = convert(&nat(&format!(
+        "[12:720] {DNAT_9093}\n[3:180] -A POSTROUTING -o eth0 -j MASQUERADE\n"
+    )));
+    assert_eq!(c.rules, vec![rule("broker-9093", 9093, "10.20.0.12:9092", 6, DNAT_9093)]);
+    assert!(c.masquerade_seen);
+}
+
+#[test]
+fn comments_and_blank_lines_count_as_lines() {
+    let c = convert(&format!("# Generated by iptables-save\n\n*nat\n  # indented\n{DNAT_9093}\n"));
+    assert_eq!(c.rules[0].line, 5);
+}
+
+#[test]
+fn quoted_comment_match() {
+    let r = one(concat!(
+        "-A PREROUTING -i eth0 -p tcp -m tcp --dport 9093 ",
+        "-m comment --comment \"kafka \\\"broker\\\" 2\" ",
+        "-j DNAT --to-destination 10.20.0.12:9092\n",
+    ));
+    assert_eq!(r.target, "10.20.0.12:9092");
+    // A comment may start with '-'; it is still the value of --comment.
+    let r = one(concat!(
+        "-A PREROUTING -p tcp --dport 9093 -m comment --comment \"-- b2\" ",
+        "-j DNAT --to 10.2.0.1\n",
+    ));
+    assert_eq!(r.target, "10.2.0.1:9093");
+}
+
+#[test]
+fn new_state_and_local_address_type_are_accepted() {
+    let r = one(concat!(
+        "-A PREROUTING -m addrtype --dst-type LOCAL -m conntrack --ctstate NEW ",
+        "-p tcp --dport 9093 -m state --state NEW,ESTABLISHED ",
+        "-j DNAT --to-destination 10.20.0.12:9092\n",
+    ));
+    assert_eq!(r.listen, 9093);
+}
+
+#[test]
+fn random_and_persistent_flags_are_accepted() {
+    let r = one(concat!(
+        "-A PREROUTING -p tcp --dport 9093 ",
+        "-j DNAT --to-destination 10.20.0.12:9092 --persistent --random\n",
+    ));
+    assert_eq!(r.listen, 9093);
+}
+
+#[test]
+fn insert_and_iptables_s_format() {
+    let c = convert(
+        "-P PREROUTING ACCEPT\n-N KAFKA\n-I PREROUTING 1 -j KAFKA\n\
+         -A KAFKA -p tcp --dport 9093 -j DNAT --to-destination 10.20.0.12:9092\n",
+    );
+    assert!(c.untranslated.is_empty(), "{c:#?}");
+    assert_eq!((c.rules[0].listen, c.rules[0].line), (9093, 4));
+}
+
+#[test]
+fn other_tables_are_skipped() {
+    let c = convert(&format!(
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nnonsense\nCOMMIT\n\
+         {}*mangle\n-A PREROUTING -j DNAT\nCOMMIT\n",
+        nat(&format!("{DNAT_9093}\n"))
+    ));
+    assert_eq!(c.rules.len(), 1);
+    assert_eq!(c.rules[0].line, 11);
+    assert!(c.untranslated.is_empty(), "{c:#?}");
+}
+
+#[test]
+fn non_nat_targets_are_ignored() {
+    let c = convert(&nat(&format!(
+        "-A PREROUTING -i lo -j RETURN\n-A PREROUTING -j LOG --log-prefix \"nat: \"\n\
+         -A PREROUTING -j ACCEPT\n{DNAT_9093}\n"
+    )));
+    assert_eq!(c.rules.len(), 1);
+    assert!(c.untranslated.is_empty(), "{c:#?}");
+}
+
+#[test]
+fn docker_chains() {
+    let c = convert(&nat(concat!(
+        ":DOCKER - [0:0]\n",
+        "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n",
+        "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER\n",
+        "-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE\n",
+        "-A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 ",
+        "-j MASQUERADE\n",
+        "-A DOCKER -i docker0 -j RETURN\n",
+        "-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 ",
+        "-j DNAT --to-destination 172.17.0.2:80\n",
+    )));
+    assert!(c.rules.is_empty());
+    // Docker's container masquerades are no MASQUERADE for forwarded traffic.
+    assert!(!c.masquerade_seen);
+    let got: Vec<_> = c.untranslated.iter().map(|u| u.line).collect();
+    assert_eq!(got, [9, 10, 12]);
+    assert!(c.untranslated[0].reason.starts_with("source NAT of traffic from 172.17.0.0/16"));
+    assert_eq!(c.untranslated[2].reason, "cannot express ! -i docker0");
+}
