@@ -6,6 +6,7 @@
 
 pub mod bad_configs;
 pub mod bench;
+pub mod churn;
 pub mod daemon_tests;
 pub mod flood;
 pub mod hostile;
