@@ -1,17 +1,24 @@
 //! What the tests that drive a daemon in the seed topology share: the seed's listen
 //! addresses and brokers, echo servers on the brokers, the CLI's output read as text or
-//! JSON, and polling with a bound.
+//! JSON, the metrics endpoint read, and polling with a bound.
 
 use crate::{
+    netns::Netns,
     topology::{Topology, BROKERS, BROKER_PORT, LISTEN_PORTS, NATVM},
     traffic::{echo_servers, EchoServers},
 };
 use anyhow::Result;
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream},
     process::Output,
     time::{Duration, Instant},
 };
+
+/// Where the tests that read metrics put the daemon's endpoint (`metrics = ...`), inside the
+/// NAT VM's namespace.
+pub const METRICS: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464);
 
 /// The broker a listen port of the seed config forwards to.
 pub fn seed_broker(to: SocketAddrV4) -> Ipv4Addr {
@@ -63,4 +70,29 @@ pub fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>)
         std::thread::sleep(Duration::from_millis(100));
     }
     anyhow::bail!("{what}: not within {secs} s")
+}
+
+/// GET /metrics from the endpoint at `addr` inside `ns`: the whole response, headers too.
+pub fn scrape_metrics(ns: &Netns, addr: SocketAddrV4) -> Result<String> {
+    ns.enter(move || -> Result<String> {
+        let mut c = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5))?;
+        c.set_read_timeout(Some(Duration::from_secs(20)))?;
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut resp = String::new();
+        c.read_to_string(&mut resp)?;
+        Ok(resp)
+    })?
+}
+
+/// The `NAME{LABEL="V"} VALUE` lines of a Prometheus text exposition, by V (families with
+/// that one label).
+pub fn gauges(text: &str, name: &str, label: &str) -> BTreeMap<String, u64> {
+    let prefix = format!("{name}{{{label}=\"");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (value_of_label, value) = rest.split_once("\"} ")?;
+            Some((value_of_label.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
