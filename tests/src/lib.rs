@@ -13,6 +13,7 @@ pub mod hostile;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod soak;
 pub mod streams;
 pub mod testrun;
 pub mod topology;
