@@ -180,27 +180,41 @@ pub fn run(tag: &str, opts: &Options) -> Result<Report> {
     })
 }
 
-fn take(bed: &Bed, t0: Instant, progress: Progress) -> Result<Sample> {
+/// How often the fill is read. The sweep runs every 10 s, so reads 10 s apart would all meet
+/// the tables at the same point of its cycle; each row keeps the peak of the reads since the
+/// row before.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+fn take(bed: &Bed, t0: Instant, fill: Fill, peak_flows: u64, progress: Progress) -> Result<Sample> {
     Ok(Sample {
         at: t0.elapsed(),
         rss_kib: sample::rss_kib(bed.daemon().pid())?,
-        fill: sample::fill(&bed.topo.natvm)?.0,
+        fill,
+        peak_flows,
         progress,
     })
 }
 
-/// A sample at the start and every `sample_every` until the run is over.
+/// A sample at the start and every `sample_every` until the run is over, the fill read every
+/// PROBE_EVERY in between.
 fn sample_until(
     bed: &Bed,
     t0: Instant,
     opts: &Options,
     progress: &dyn Fn() -> Progress,
 ) -> Result<Vec<Sample>> {
-    let count = (opts.run.as_secs_f64() / opts.sample_every.as_secs_f64()) as u32 + 1;
+    let probes = (opts.run.as_millis() / PROBE_EVERY.as_millis()) as u32 + 1;
+    let per_row = (opts.sample_every.as_millis() / PROBE_EVERY.as_millis()).max(1) as u32;
     let mut samples = Vec::new();
-    for k in 0..count {
-        std::thread::sleep((t0 + opts.sample_every * k).saturating_duration_since(Instant::now()));
-        samples.push(take(bed, t0, progress())?);
+    let mut peak = 0;
+    for k in 0..probes {
+        std::thread::sleep((t0 + PROBE_EVERY * k).saturating_duration_since(Instant::now()));
+        let (fill, _) = sample::fill(&bed.topo.natvm)?;
+        peak = peak.max(fill.flows);
+        if k % per_row == 0 {
+            samples.push(take(bed, t0, fill, peak, progress())?);
+            peak = 0;
+        }
     }
     Ok(samples)
 }
@@ -217,7 +231,8 @@ fn sweep_wait(
     let want = Fill { flows: live_flows, established: 2 * live_flows, embryonic: 0 };
     let from = Instant::now();
     loop {
-        let s = take(bed, t0, progress)?;
+        let (fill, _) = sample::fill(&bed.topo.natvm)?;
+        let s = take(bed, t0, fill.clone(), fill.flows, progress)?;
         if s.fill == want {
             return Ok((s, Some(from.elapsed())));
         }

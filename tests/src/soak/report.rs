@@ -4,7 +4,7 @@
 
 use super::{
     sample::{Capacity, Flatness, Sample},
-    Options,
+    Options, KEPT_ERRORS,
 };
 use crate::{churn::Attempt, streams::StreamReport};
 use std::{path::PathBuf, time::Duration};
@@ -25,7 +25,7 @@ impl Counts {
                 c.ok += 1;
             } else {
                 c.failed += 1;
-                if c.errors.len() < 5 {
+                if c.errors.len() < KEPT_ERRORS {
                     c.errors.push(format!(
                         "at {:.1} s: {}",
                         a.at.as_secs_f64(),
@@ -78,7 +78,6 @@ impl Report {
     pub fn markdown(&self) -> String {
         let run = self.opts.run.as_secs();
         let rss = self.rss();
-        let last = self.samples.last().map(|s| s.progress).unwrap_or_default();
         let capacity: Vec<String> = self.capacity.iter().map(|(t, c)| format!("{t} {c}")).collect();
         let mut out = format!(
             "## Soak: {run} s of mixed load with rule changes\n\n\
@@ -86,13 +85,16 @@ impl Report {
              forwarder (`xdp`, seed rules, closing timeout 2 s): {} live streams, short \
              connections two at a time, a live Kafka connection and kafka-python round trips \
              against tansu, and `rule add/remove` of another rule every second with a `reload` \
-             every tenth. Table capacity (entries, two per flow): {}.\n\n",
+             every tenth. Flows and table entries (two per flow) as the metrics report them \
+             at each sample; peak flows: the most seen by a read every second since the row \
+             before (closed connections stay until the sweep, every 10 s). Table capacity \
+             (entries): {}.\n\n",
             self.opts.sample_every.as_secs(),
             self.streams.len(),
             capacity.join(", "),
         );
-        out += "| t (s) | daemon RSS (KiB) | flows | ct_established | ct_embryonic | new conns ok | failed | Kafka msgs | rule ops |\n";
-        out += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        out += "| t (s) | daemon RSS (KiB) | flows | peak flows | ct_established | ct_embryonic | new conns ok | failed | Kafka msgs | rule ops |\n";
+        out += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for s in &self.samples {
             out += &row(&format!("{:.0}", s.at.as_secs_f64()), s);
         }
@@ -124,7 +126,7 @@ impl Report {
             self.kafka_live_error.as_deref().unwrap_or("never broke"),
             self.kafka_python.ok,
             self.kafka_python.failed,
-            last.kafka_msgs,
+            self.end.progress.kafka_msgs,
         );
         out += &format!("- rule changes: {} ok, {} failed\n", self.rules.ok, self.rules.failed);
         out += &format!(
@@ -164,9 +166,10 @@ impl Report {
 fn row(t: &str, s: &Sample) -> String {
     let p = &s.progress;
     format!(
-        "| {t} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        "| {t} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         s.rss_kib,
         s.fill.flows,
+        s.peak_flows,
         s.fill.established,
         s.fill.embryonic,
         p.conns_ok,

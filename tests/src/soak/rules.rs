@@ -7,7 +7,7 @@
 use super::{bed::Bed, Tally};
 use crate::{
     daemon_tests::listen,
-    topology::{cli, BROKERS},
+    topology::{cli, BROKERS, BROKER_PORT},
     traffic::{connect, exchange},
 };
 use anyhow::{ensure, Result};
@@ -31,7 +31,7 @@ pub fn run(bed: &Bed, stop: &AtomicBool, until: Instant, tally: &Tally) {
         }
         let started = Instant::now();
         let name = format!("soak-extra-{i}");
-        let target = format!("{}:9092", BROKERS[2]);
+        let target = format!("{}:{BROKER_PORT}", BROKERS[2]);
         let port = EXTRA_PORT.to_string();
         let add = ["rule", "add", &name, "--listen", &port, "--target", &target];
         tally.record(command(bed, &add));

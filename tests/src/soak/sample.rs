@@ -61,6 +61,8 @@ pub struct Sample {
     pub at: Duration,
     pub rss_kib: u64,
     pub fill: Fill,
+    /// The most flows any read of the fill since the sample before saw (this one's too).
+    pub peak_flows: u64,
     pub progress: Progress,
 }
 
