@@ -186,13 +186,8 @@ pub fn run(tag: &str, opts: &Options) -> Result<Report> {
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 fn take(bed: &Bed, t0: Instant, fill: Fill, peak_flows: u64, progress: Progress) -> Result<Sample> {
-    Ok(Sample {
-        at: t0.elapsed(),
-        rss_kib: sample::rss_kib(bed.daemon().pid())?,
-        fill,
-        peak_flows,
-        progress,
-    })
+    let (rss_kib, anon_kib) = sample::rss_kib(bed.daemon().pid())?;
+    Ok(Sample { at: t0.elapsed(), rss_kib, anon_kib, fill, peak_flows, progress })
 }
 
 /// A sample at the start and every `sample_every` until the run is over, the fill read every

@@ -93,8 +93,8 @@ impl Report {
             self.streams.len(),
             capacity.join(", "),
         );
-        out += "| t (s) | daemon RSS (KiB) | flows | peak flows | ct_established | ct_embryonic | new conns ok | failed | Kafka msgs | rule ops |\n";
-        out += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        out += "| t (s) | daemon RSS (KiB) | of it anon (KiB) | flows | peak flows | ct_established | ct_embryonic | new conns ok | failed | Kafka msgs | rule ops |\n";
+        out += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for s in &self.samples {
             out += &row(&format!("{:.0}", s.at.as_secs_f64()), s);
         }
@@ -166,8 +166,9 @@ impl Report {
 fn row(t: &str, s: &Sample) -> String {
     let p = &s.progress;
     format!(
-        "| {t} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        "| {t} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         s.rss_kib,
+        s.anon_kib,
         s.fill.flows,
         s.peak_flows,
         s.fill.established,

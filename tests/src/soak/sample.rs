@@ -36,14 +36,18 @@ pub fn fill(ns: &Netns) -> Result<(Fill, Capacity)> {
     Ok((fill, capacity))
 }
 
-/// The resident memory of process `pid`, KiB.
-pub fn rss_kib(pid: u32) -> Result<u64> {
+/// The resident memory of process `pid`, KiB: all of it (VmRSS), and the anonymous part
+/// (RssAnon: the heap and stacks, without the pages of the binary read in as code runs).
+pub fn rss_kib(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok((field("VmRSS:")?, field("RssAnon:")?))
 }
 
 /// Where the load stood at a sample (totals since the start).
@@ -60,6 +64,7 @@ pub struct Sample {
     /// Since the load started.
     pub at: Duration,
     pub rss_kib: u64,
+    pub anon_kib: u64,
     pub fill: Fill,
     /// The most flows any read of the fill since the sample before saw (this one's too).
     pub peak_flows: u64,
