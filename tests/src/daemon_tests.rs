@@ -1,6 +1,6 @@
 //! What the tests that drive a daemon in the seed topology share: the seed's listen
-//! addresses and brokers, echo servers on the brokers, HTTP GETs of its endpoints, the CLI's
-//! output read as text or JSON, and polling with a bound.
+//! addresses and brokers, echo servers on the brokers, HTTP GETs of its endpoints (the
+//! metrics endpoint read), the CLI's output read as text or JSON, and polling with a bound.
 
 use crate::{
     netns::Netns,
@@ -9,11 +9,16 @@ use crate::{
 };
 use anyhow::Result;
 use std::{
+    collections::BTreeMap,
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4},
     process::Output,
     time::{Duration, Instant},
 };
+
+/// Where the tests that read metrics put the daemon's endpoint (`metrics = ...`), inside the
+/// NAT VM's namespace.
+pub const METRICS: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464);
 
 /// The broker a listen port of the seed config forwards to.
 pub fn seed_broker(to: SocketAddrV4) -> Ipv4Addr {
@@ -97,4 +102,22 @@ pub fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>)
         std::thread::sleep(Duration::from_millis(100));
     }
     anyhow::bail!("{what}: not within {secs} s")
+}
+
+/// GET /metrics from the endpoint at `addr` inside `ns`: the whole response, headers too.
+pub fn scrape_metrics(ns: &Netns, addr: SocketAddrV4) -> Result<String> {
+    http_get(ns, addr, "/metrics", Duration::from_secs(20))
+}
+
+/// The `NAME{LABEL="V"} VALUE` lines of a Prometheus text exposition, by V (families with
+/// that one label).
+pub fn gauges(text: &str, name: &str, label: &str) -> BTreeMap<String, u64> {
+    let prefix = format!("{name}{{{label}=\"");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (value_of_label, value) = rest.split_once("\"} ")?;
+            Some((value_of_label.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
 }

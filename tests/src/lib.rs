@@ -6,6 +6,7 @@
 
 pub mod bad_configs;
 pub mod bench;
+pub mod churn;
 pub mod daemon_tests;
 pub mod flood;
 pub mod hostile;
@@ -13,6 +14,7 @@ pub mod kafka_fixtures;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod soak;
 pub mod streams;
 pub mod systemd;
 pub mod testrun;

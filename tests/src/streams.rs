@@ -1,7 +1,8 @@
 //! Long-lived TCP streams through the forwarder: each sends a numbered 1 KiB block, reads
 //! its echo back and checks it, again and again, until told to stop. A stream that errs or
 //! stalls for IO_TIMEOUT is broken; the tests that restart, reload and reconfigure the
-//! daemon under these streams require zero broken ones.
+//! daemon under these streams require zero broken ones. A [`StallMeter`] keeps the longest
+//! time any stream made no progress.
 
 use crate::{netns::Netns, traffic::connect};
 use anyhow::Result;
@@ -19,7 +20,8 @@ use std::{
 const BLOCK: usize = 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const PAUSE: Duration = Duration::from_millis(20);
-/// Every stream ends by itself after this long, stop or not (tests stay bounded).
+/// Every stream ends by itself after this long, stop or not (tests stay bounded); the soak
+/// gives its streams a longer life ([`Streams::start_for`]).
 const MAX_LIFETIME: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
@@ -33,6 +35,7 @@ pub struct StreamReport {
 
 pub struct Streams {
     stop: Arc<AtomicBool>,
+    lifetime: Duration,
     rounds: Vec<Arc<AtomicU64>>,
     handles: Vec<JoinHandle<StreamReport>>,
 }
@@ -41,8 +44,19 @@ impl Streams {
     /// Opens `per_target` streams to each target from inside `ns` and waits until every
     /// one has completed a round.
     pub fn start(ns: &Netns, targets: &[SocketAddrV4], per_target: usize) -> Result<Streams> {
+        Self::start_for(ns, targets, per_target, MAX_LIFETIME)
+    }
+
+    /// [`Streams::start`] for streams that end by themselves after `lifetime` (not before).
+    pub fn start_for(
+        ns: &Netns,
+        targets: &[SocketAddrV4],
+        per_target: usize,
+        lifetime: Duration,
+    ) -> Result<Streams> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut s = Streams { stop: stop.clone(), rounds: Vec::new(), handles: Vec::new() };
+        let mut s =
+            Streams { stop: stop.clone(), lifetime, rounds: Vec::new(), handles: Vec::new() };
         for &to in targets {
             for i in 0..per_target {
                 let conn = connect(ns, to)?;
@@ -50,7 +64,8 @@ impl Streams {
                 s.rounds.push(rounds.clone());
                 let stop = stop.clone();
                 let seed = (to.port() as u64) << 8 | i as u64;
-                s.handles.push(std::thread::spawn(move || run(conn, to, seed, stop, rounds)));
+                s.handles
+                    .push(std::thread::spawn(move || run(conn, to, seed, stop, rounds, lifetime)));
             }
         }
         s.wait_progress()?;
@@ -97,6 +112,52 @@ impl Drop for Streams {
     }
 }
 
+/// Samples every stream's round counter every 5 ms and keeps the longest time any one of
+/// them made no progress (a round is one 1 KiB echo, every ~20 ms when all is well).
+pub struct StallMeter {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Duration>,
+}
+
+impl StallMeter {
+    pub fn start(streams: &Streams) -> Self {
+        let counters: Vec<Arc<AtomicU64>> = streams.counters();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // Bounded by the streams' own lifetime.
+        let limit = Instant::now() + streams.lifetime;
+        let handle = std::thread::spawn(move || {
+            let mut last: Vec<(u64, Instant)> =
+                counters.iter().map(|c| (c.load(Ordering::Relaxed), Instant::now())).collect();
+            let mut worst = Duration::ZERO;
+            while !flag.load(Ordering::Relaxed) && Instant::now() < limit {
+                std::thread::sleep(Duration::from_millis(5));
+                for (c, (seen, at)) in counters.iter().zip(last.iter_mut()) {
+                    let now = c.load(Ordering::Relaxed);
+                    if now != *seen {
+                        worst = worst.max(at.elapsed());
+                        *seen = now;
+                        *at = Instant::now();
+                    }
+                }
+            }
+            worst
+        });
+        StallMeter { stop, handle }
+    }
+
+    /// The longest stall seen.
+    pub fn finish(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("stall meter")
+    }
+}
+
+/// How many streams broke (erred, or never completed a round).
+pub fn broken(reports: &[StreamReport]) -> usize {
+    reports.iter().filter(|r| r.error.is_some() || r.rounds == 0).count()
+}
+
 /// Asserts every stream ended cleanly and reached `expect(target)`.
 pub fn assert_all_intact(reports: &[StreamReport], expect: impl Fn(SocketAddrV4) -> Ipv4Addr) {
     let broken: Vec<&StreamReport> =
@@ -113,9 +174,11 @@ fn run(
     seed: u64,
     stop: Arc<AtomicBool>,
     rounds: Arc<AtomicU64>,
+    lifetime: Duration,
 ) -> StreamReport {
     let mut report = StreamReport { to, reached: None, rounds: 0, error: None };
-    if let Err(e) = rounds_until_stopped(&mut conn, seed, &stop, &rounds, &mut report) {
+    let r = rounds_until_stopped(&mut conn, seed, &stop, &rounds, lifetime, &mut report);
+    if let Err(e) = r {
         report.error = Some(format!("{e:#} after {} rounds", report.rounds));
     }
     report
@@ -126,6 +189,7 @@ fn rounds_until_stopped(
     seed: u64,
     stop: &AtomicBool,
     rounds: &AtomicU64,
+    lifetime: Duration,
     report: &mut StreamReport,
 ) -> Result<()> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -136,7 +200,7 @@ fn rounds_until_stopped(
     let started = Instant::now();
     let mut block = [0u8; BLOCK];
     let mut echo = [0u8; BLOCK];
-    while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_LIFETIME {
+    while !stop.load(Ordering::Relaxed) && started.elapsed() < lifetime {
         let n = report.rounds;
         for (i, b) in block.iter_mut().enumerate() {
             *b = (seed.wrapping_mul(31).wrapping_add(n * 7 + i as u64) % 251) as u8;

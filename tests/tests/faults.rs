@@ -14,18 +14,13 @@ use forwarder_tests::daemon_tests::{
 };
 use forwarder_tests::{
     require_root,
-    streams::{assert_all_intact, StreamReport, Streams},
+    streams::{assert_all_intact, broken, StallMeter, StreamReport, Streams},
     topology::{cli, Daemon, Topology, BROKERS},
     traffic::{connect, exchange},
 };
 use std::{
     io::Write,
     path::Path,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -61,51 +56,6 @@ fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> Result<bool>) -> 
 
 fn log_lines(daemon: &Daemon, pattern: &str) -> Vec<String> {
     daemon.log.lock().unwrap().iter().filter(|l| l.contains(pattern)).cloned().collect()
-}
-
-/// Samples every stream's round counter every 5 ms and keeps the longest time any one of
-/// them made no progress (a round is one 1 KiB echo, every ~20 ms when all is well).
-struct StallMeter {
-    stop: Arc<AtomicBool>,
-    handle: JoinHandle<Duration>,
-}
-
-impl StallMeter {
-    fn start(streams: &Streams) -> Self {
-        let counters: Vec<Arc<AtomicU64>> = streams.counters();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut last: Vec<(u64, Instant)> =
-                counters.iter().map(|c| (c.load(Ordering::Relaxed), Instant::now())).collect();
-            let mut worst = Duration::ZERO;
-            // Bounded by the streams' own lifetime cap.
-            let limit = Instant::now() + Duration::from_secs(600);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < limit {
-                std::thread::sleep(Duration::from_millis(5));
-                for (c, (seen, at)) in counters.iter().zip(last.iter_mut()) {
-                    let now = c.load(Ordering::Relaxed);
-                    if now != *seen {
-                        worst = worst.max(at.elapsed());
-                        *seen = now;
-                        *at = Instant::now();
-                    }
-                }
-            }
-            worst
-        });
-        StallMeter { stop, handle }
-    }
-
-    /// The longest stall seen.
-    fn finish(self) -> Duration {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().expect("stall meter")
-    }
-}
-
-fn broken(reports: &[StreamReport]) -> usize {
-    reports.iter().filter(|r| r.error.is_some() || r.rounds == 0).count()
 }
 
 /// One line per fault, for RELIABILITY.md.

@@ -42,7 +42,9 @@ enum Task {
     /// hostile frames through the program, with every invariant checked on each; then a
     /// SYN flood of a million spoofed SYNs, against the forwarder and iptables; then faults
     /// under live streams (10 SIGKILL restarts, 200 rule cycles, link flaps, detaches); then
-    /// every fuzz target of fuzz/ (the userspace parsers) for a while.
+    /// the soak (30 minutes of mixed TCP and Kafka load with rule changes, the daemon's
+    /// memory and the table fill sampled); then every fuzz target of fuzz/ (the userspace
+    /// parsers) for a while.
     Stress {
         /// Hostile frames to run (default ten million).
         #[arg(long, default_value_t = 10_000_000)]
@@ -50,6 +52,9 @@ enum Task {
         /// Spoofed SYNs of the flood (default one million).
         #[arg(long, default_value_t = 1_000_000)]
         flood_syns: u64,
+        /// Seconds of the soak (default 1800; its table goes to target/soak/soak.md).
+        #[arg(long, default_value_t = 1800)]
+        soak_secs: u64,
         /// Seconds of fuzzing per fuzz target (default 60).
         #[arg(long, default_value_t = 60)]
         fuzz_seconds: u64,
@@ -80,8 +85,8 @@ fn main() -> Result<()> {
         Task::Test { args } => setup().and_then(|_| test(&args)),
         Task::Deb => setup().and_then(|_| deb()),
         Task::Demo => setup().and_then(|_| demo()),
-        Task::Stress { frames, flood_syns, fuzz_seconds } => {
-            setup().and_then(|_| stress(frames, flood_syns, fuzz_seconds))
+        Task::Stress { frames, flood_syns, soak_secs, fuzz_seconds } => {
+            setup().and_then(|_| stress(frames, flood_syns, soak_secs, fuzz_seconds))
         }
         Task::Bench { quick, only } => setup().and_then(|_| bench(quick, &only)),
     }
@@ -187,7 +192,7 @@ fn as_root_command(program: &Path, envs: &[(&str, &Path)]) -> Command {
         Command::new(program)
     } else {
         let mut c = Command::new("sudo");
-        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_DEB,FWT_HOSTILE_FRAMES,FWT_FLOOD_SYNS,FWT_FAULTS,RUST_LOG,PATH")
+        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_DEB,FWT_HOSTILE_FRAMES,FWT_FLOOD_SYNS,FWT_FAULTS,FWT_SOAK_SECS,RUST_LOG,PATH")
             .arg(program);
         c
     };
@@ -260,17 +265,19 @@ fn test(extra: &[String]) -> Result<()> {
 
 /// `cargo xtask stress`: the reliability runs too long for `test`, each a test of the tests
 /// crate run with bigger numbers (printed, for RELIABILITY.md).
-fn stress(frames: u64, flood_syns: u64, fuzz_seconds: u64) -> Result<()> {
+fn stress(frames: u64, flood_syns: u64, soak_secs: u64, fuzz_seconds: u64) -> Result<()> {
     let bin = build(false)?;
     cargo(&["test", "--package", "forwarder-tests", "--no-run"])?;
     let cargo_bin = PathBuf::from(env!("CARGO"));
     let frames = PathBuf::from(frames.to_string());
     let flood_syns = PathBuf::from(flood_syns.to_string());
     let faults = PathBuf::from("stress");
+    let soak_secs = PathBuf::from(soak_secs.to_string());
     for (test, var, value) in [
         ("hostile", "FWT_HOSTILE_FRAMES", &frames),
         ("syn_flood", "FWT_FLOOD_SYNS", &flood_syns),
         ("faults", "FWT_FAULTS", &faults),
+        ("soak", "FWT_SOAK_SECS", &soak_secs),
     ] {
         let args: Vec<String> = ["test", "--package", "forwarder-tests", "--test", test, "--"]
             .into_iter()

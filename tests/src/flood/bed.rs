@@ -3,6 +3,7 @@
 //! VM. Everything goes with the namespaces when the bed drops, also on failure.
 
 use crate::{
+    daemon_tests::METRICS,
     topology::{cli, Daemon, Topology, BROKERS, BROKER_PORT, LISTEN_PORTS, NATVM},
     traffic::{echo_servers, EchoServers},
 };
@@ -11,8 +12,6 @@ use std::{collections::BTreeMap, net::SocketAddrV4};
 
 /// The spoofed sources' network: allowed by the config, a blackhole in the router.
 pub const SPOOFED_NET: (std::net::Ipv4Addr, u8) = (std::net::Ipv4Addr::new(10, 2, 0, 0), 16);
-/// The daemon's metrics endpoint inside the NAT VM.
-pub const METRICS: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9464);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contender {

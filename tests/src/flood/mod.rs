@@ -5,7 +5,8 @@
 //!   contender (the daemon with a realistic config, or the two iptables rules per port).
 //! - `syns`: the flood itself: the live-frames generator's SYN mode from the router's end of
 //!   the NAT VM's link, paced to a rate.
-//! - `legit`: a client opening new connections in a bounded loop before, during and after.
+//! - `legit`: the legitimate client's pace (`crate::churn`), and its connections before,
+//!   during and after the flood.
 //! - `watch`: samples of the table fill during the flood (status, metrics, conntrack).
 //! - `report`: the figures of one run and the summary of both.
 //!
@@ -72,7 +73,7 @@ pub fn run(tag: &str, contender: Contender, opts: &Options) -> Result<Report> {
     )?;
     let counters_before = bed.counters()?;
     let n0_before = bed.n0_rx()?;
-    let client = legit::Client::start(&bed.topo.client, bed.listen_addrs())?;
+    let client = crate::churn::Client::start(&bed.topo.client, bed.listen_addrs(), legit::PACE)?;
     let stop = AtomicBool::new(false);
     let (samples, flood) = std::thread::scope(|s| {
         let watcher = s.spawn(|| watch::sample(&bed, &stop));
@@ -99,7 +100,7 @@ pub fn run(tag: &str, contender: Contender, opts: &Options) -> Result<Report> {
         reached_nat: bed.n0_rx()?.saturating_sub(n0_before),
         legit: legit::Figures::of(&attempts, flood_start, flood_end),
         streams: reports.len(),
-        streams_broken: reports.iter().filter(|r| r.error.is_some() || r.rounds == 0).count(),
+        streams_broken: crate::streams::broken(&reports),
         stream_rounds: streams_total,
         stream_errors: reports.iter().filter_map(|r| r.error.clone()).collect(),
         counters: report::delta(&counters_before, &bed.counters()?),

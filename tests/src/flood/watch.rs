@@ -2,8 +2,8 @@
 //! `forwarder status --json` and the metrics endpoint report (each within its capacity on
 //! every sample), for iptables netfilter's conntrack count.
 
-use super::bed::{Bed, Contender, METRICS};
-use crate::daemon_tests::http_get;
+use super::bed::{Bed, Contender};
+use crate::daemon_tests::{gauges, scrape_metrics, METRICS};
 use anyhow::{Context, Result};
 use std::{
     collections::BTreeMap,
@@ -55,9 +55,9 @@ fn forwarder(bed: &Bed, s: &mut Samples) -> Result<()> {
     let status = bed.cli_json(&["status", "--json"])?;
     let active = status["active_flows"].as_u64().context("status: no active_flows")?;
     s.max_active_flows = s.max_active_flows.max(active);
-    let metrics = scrape(bed)?;
-    let used = gauges(&metrics, "forwarder_conntrack_entries");
-    let cap = gauges(&metrics, "forwarder_conntrack_capacity");
+    let metrics = scrape_metrics(&bed.topo.natvm, METRICS)?;
+    let used = gauges(&metrics, "forwarder_conntrack_entries", "table");
+    let cap = gauges(&metrics, "forwarder_conntrack_capacity", "table");
     anyhow::ensure!(!cap.is_empty(), "the metrics report no conntrack capacity:\n{metrics}");
     for (table, c) in &cap {
         let u = used.get(table).copied().unwrap_or(0);
@@ -73,21 +73,4 @@ fn forwarder(bed: &Bed, s: &mut Samples) -> Result<()> {
         s.over.push(format!("status: {active} flows, the tables hold {}", s.flows_capacity));
     }
     Ok(())
-}
-
-/// `NAME{table="T"} VALUE` lines of a Prometheus text exposition.
-fn gauges(text: &str, name: &str) -> BTreeMap<String, u64> {
-    let prefix = format!("{name}{{table=\"");
-    text.lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter_map(|rest| {
-            let (table, value) = rest.split_once("\"} ")?;
-            Some((table.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// GET /metrics from inside the NAT VM.
-fn scrape(bed: &Bed) -> Result<String> {
-    http_get(&bed.topo.natvm, METRICS, "/metrics", Duration::from_secs(20))
 }

@@ -6,7 +6,9 @@
 use super::net::{Broker, KAFKA_PORT};
 use crate::{netns::Netns, topology::forwarder_bin};
 use anyhow::{bail, Context, Result};
+use forwarder::kafka;
 use serde::Deserialize;
+use std::time::Duration;
 
 /// The kafka-python script of the lab.
 pub fn python_script() -> &'static str {
@@ -111,6 +113,25 @@ pub fn rust_produce_mb_s(ns: &Netns, b: &Broker, topic: &str, messages: usize) -
     v["vias"][0]["brokers"][0]["produce"]["produce_mb_s"]
         .as_f64()
         .with_context(|| format!("kafka check reported no produce_mb_s: {v}"))
+}
+
+/// Produces `values` to partition 0 of `topic` on `c` (the project's client, on a connection
+/// the caller keeps); a just-created topic may need a moment for its leader, so a refusal is
+/// retried for up to 5 s. The offset of the first value.
+pub fn produce_when_ready(
+    c: &mut kafka::Connection,
+    topic: &str,
+    values: &[Vec<u8>],
+) -> Result<i64> {
+    let mut last = None;
+    for _ in 0..50 {
+        match c.produce(topic, 0, values) {
+            Ok(offset) => return Ok(offset),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("producing on a connection to {} ({topic}): {}", c.addr(), last.expect("tried"))
 }
 
 /// `forwarder kafka check ARGS --json` from `ns`, parsed; fails unless it exits 0.

@@ -447,21 +447,7 @@ impl LiveConnections {
 
     fn produce(&mut self, value: &[u8]) -> Result<()> {
         for (c, topic) in &mut self.conns {
-            // A just-created topic may need a moment for its leader; bounded retries.
-            let mut last = None;
-            for _ in 0..50 {
-                match c.produce(topic, 0, &[value.to_vec()]) {
-                    Ok(_) => {
-                        last = None;
-                        break;
-                    }
-                    Err(e) => last = Some(e),
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if let Some(e) = last {
-                bail!("producing on a connection to {} ({topic}): {e}", c.addr());
-            }
+            clients::produce_when_ready(c, topic, &[value.to_vec()])?;
         }
         Ok(())
     }
