@@ -150,8 +150,9 @@ pub fn run(tag: &str, opts: &Options) -> Result<Report> {
         (samples, live_ended)
     });
     let samples = samples?;
-    let at_end = progress();
-    let attempts = churn.finish();
+    let mut at_end = progress();
+    let conns = Counts::of(&churn.finish());
+    (at_end.conns_ok, at_end.conns_failed) = (conns.ok, conns.failed);
 
     // Left: the streams and the live Kafka connection.
     let live_flows = streams.counters().len() as u64 + 1;
@@ -170,7 +171,7 @@ pub fn run(tag: &str, opts: &Options) -> Result<Report> {
         live_flows,
         streams,
         stall,
-        conns: Counts::of(&attempts),
+        conns,
         kafka_live: live_tally.counts(),
         kafka_live_error: live_ended.err().map(|e| format!("{e:#}")),
         kafka_live_verified: live_verified.map_err(|e| format!("{e:#}")),

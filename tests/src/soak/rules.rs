@@ -35,12 +35,12 @@ pub fn run(bed: &Bed, stop: &AtomicBool, until: Instant, tally: &Tally) {
         let port = EXTRA_PORT.to_string();
         let add = ["rule", "add", &name, "--listen", &port, "--target", &target];
         tally.record(command(bed, &add));
-        if i % CHECK_EVERY == 0 {
+        if i.is_multiple_of(CHECK_EVERY) {
             tally.record(through_extra(bed, i));
         }
         tally.record(command(bed, &["rule", "remove", &name]));
         if i % RELOAD_EVERY == RELOAD_EVERY - 1 {
-            let mss = if (i / RELOAD_EVERY) % 2 == 0 { "1300" } else { "1360" };
+            let mss = if (i / RELOAD_EVERY).is_multiple_of(2) { "1300" } else { "1360" };
             tally.record(reload(
                 bed,
                 &bed.base_config.replace("mss_clamp = 1360", &format!("mss_clamp = {mss}")),
