@@ -4,12 +4,12 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use forwarder::{
-    cli, config,
-    control::{self, Request},
-    daemon, kafka,
+    cli, config, daemon,
+    daemon::control::{self, Request},
+    daemon::unload,
+    kafka,
     ops::{doctor, import_iptables},
     plan::Plan,
-    unload,
 };
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -487,7 +487,7 @@ fn unload_cmd(settings: &config::Locations) -> ExitCode {
 
 /// Exit 0 only when every check passed.
 fn doctor(settings: &config::Settings, json: bool, timeout: Duration) -> u8 {
-    let status: Option<forwarder::control::Status> =
+    let status: Option<forwarder::daemon::control::Status> =
         control::call(&settings.control_socket, &Request::Status)
             .ok()
             .filter(|r| r.ok)

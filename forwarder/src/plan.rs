@@ -3,7 +3,7 @@
 
 use crate::{
     config::{ListenIp, Settings, SnatIp},
-    netif,
+    host::netif,
 };
 use forwarder_common::{Config, Rule, LAYOUT_VERSION, LISTEN_ADDRS, LISTEN_ANY};
 use ipnet::Ipv4Net;

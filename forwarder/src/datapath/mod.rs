@@ -1,10 +1,19 @@
 //! The loaded program: attaching it in the chosen mode and keeping its maps in step with a
 //! [`Plan`]. Dropping a `Datapath` detaches the program.
 
+// The kernel side as the daemon sees it: the object and its loading, the pins that keep it
+// across restarts, and the readers and writers of its maps.
+pub mod flows;
+pub mod gc;
+pub mod kernel_log;
+pub mod link_info;
+pub mod object;
+pub mod pins;
+pub mod stats;
+
 use crate::{
     config::Mode,
-    ebpf,
-    pins::{PinError, Pins},
+    datapath::pins::{PinError, Pins},
     plan::{ne_addr, Plan},
 };
 use aya::{
@@ -95,7 +104,7 @@ impl Datapath {
     /// is pinned: everything goes away with this value (tests, helpers).
     pub fn load(max_flows: u32) -> Result<Self, DatapathError> {
         Ok(Self {
-            ebpf: ebpf::load(max_flows, None)?,
+            ebpf: object::load(max_flows, None)?,
             max_flows,
             attached: Vec::new(),
             pins: None,
@@ -124,7 +133,7 @@ impl Datapath {
         }
         pins.create_dir()?;
         let mut dp = Self {
-            ebpf: ebpf::load(max_flows, Some(pins))?,
+            ebpf: object::load(max_flows, Some(pins))?,
             max_flows: effective,
             attached: Vec::new(),
             pins: Some(pins.clone()),
@@ -239,7 +248,7 @@ impl Datapath {
             return None;
         }
         let path = pins.link(iface, how);
-        let link = match crate::link_info::pinned(&path) {
+        let link = match crate::datapath::link_info::pinned(&path) {
             Ok(l) => l,
             Err(e) => return Some(format!("the pinned link {} is gone: {e}", path.display())),
         };
@@ -247,7 +256,7 @@ impl Datapath {
         if link.ifindex == 0 {
             return Some(format!("detached from {iface} by someone else (link {id} is defunct)"));
         }
-        if let Ok(want) = crate::netif::ifindex(iface) {
+        if let Ok(want) = crate::host::netif::ifindex(iface) {
             if link.ifindex != want {
                 return Some(format!(
                     "link {id} is attached to interface index {}, not {iface} ({want})",
@@ -274,7 +283,7 @@ impl Datapath {
             return Ok(());
         };
         let path = pins.link(iface, how);
-        let still_on = crate::link_info::pinned(&path).is_ok_and(|l| l.ifindex != 0);
+        let still_on = crate::datapath::link_info::pinned(&path).is_ok_and(|l| l.ifindex != 0);
         self.release(iface);
         if still_on {
             let held = self.swap_into(iface, how, &path)?;

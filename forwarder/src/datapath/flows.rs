@@ -2,7 +2,7 @@
 //! A walk over the tables costs time in proportion to the flows tracked; it runs on
 //! demand (status, stats, flows, a metrics scrape), never per packet.
 
-use crate::{datapath::addr_from_ne, gc::monotonic_ns};
+use crate::{datapath::addr_from_ne, datapath::gc::monotonic_ns};
 use aya::{
     maps::{HashMap as BpfHashMap, IterableMap, MapData},
     Ebpf,
@@ -114,18 +114,18 @@ pub fn state_name(entry: &CtEntry) -> &'static str {
 
 /// (table, entries in use, capacity) of both conntrack tables, entries being halves. The
 /// established table's capacity is what admission allows (`max_flows` flows); its map holds
-/// some more for handshakes in flight (see `ebpf::established_capacity`).
+/// some more for handshakes in flight (see `object::established_capacity`).
 pub fn table_fill(scan: &Scan, max_flows: u32) -> Vec<(String, u64, u64)> {
     vec![
         (
             map_names::CT_ESTABLISHED.to_lowercase(),
             scan.used[0],
-            crate::ebpf::established_capacity(max_flows) as u64,
+            crate::datapath::object::established_capacity(max_flows) as u64,
         ),
         (
             map_names::CT_EMBRYONIC.to_lowercase(),
             scan.used[1],
-            crate::ebpf::embryonic_capacity(max_flows) as u64 * 2,
+            crate::datapath::object::embryonic_capacity(max_flows) as u64 * 2,
         ),
     ]
 }

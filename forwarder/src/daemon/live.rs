@@ -4,12 +4,12 @@
 
 use crate::{
     config::{self, write_back, Settings},
-    control::{Attachment, FlowRow, Probe, RuleInfo, RuleStatsRow, Status},
+    daemon::control::{Attachment, FlowRow, Probe, RuleInfo, RuleStatsRow, Status},
+    daemon::state::State,
+    datapath::flows,
+    datapath::stats,
     datapath::Datapath,
-    flows,
     plan::{self, Plan},
-    state::State,
-    stats,
 };
 use forwarder_common::Counter;
 use std::{
@@ -254,7 +254,7 @@ impl Live {
     pub fn apply_resolved(&mut self, resolved: &[(String, Option<std::net::Ipv4Addr>)]) {
         // A name that moves to this host's own address would expose its services; the
         // change is refused like a file naming that address would be.
-        let host = crate::netif::host_ipv4_addrs().unwrap_or_default();
+        let host = crate::host::netif::host_ipv4_addrs().unwrap_or_default();
         let mut changed = false;
         for (name, addr) in resolved {
             let Some(rule) = self.plan.rules.iter_mut().find(|r| &r.name == name) else {
@@ -264,7 +264,7 @@ impl Live {
                 continue;
             };
             let new = addr.map(|a| (a, spec.target.port));
-            if let Some(iface) = addr.and_then(|a| crate::netif::interface_of(&host, a)) {
+            if let Some(iface) = addr.and_then(|a| crate::host::netif::interface_of(&host, a)) {
                 tracing::warn!(rule = %name, target = %spec.target, "re-resolved to an address of this host ({iface}); keeping the last address");
                 continue;
             }

@@ -4,8 +4,8 @@
 //! a resolver that never answers costs one abandoned thread, logged, and holds up nothing
 //! else. The daemon's lock is taken only to read the targets and to apply the results.
 
-use crate::live::{resolve_now, Shared};
-use crate::ticker::Ticker;
+use crate::daemon::live::{resolve_now, Shared};
+use crate::daemon::ticker::Ticker;
 use std::{net::Ipv4Addr, time::Duration};
 use tokio::{sync::watch, task::JoinHandle};
 

@@ -4,19 +4,33 @@
 //! Exiting on SIGTERM / SIGINT leaves the data path running in the kernel, pinned, so a
 //! restart or an upgrade drops no connection; `forwarder unload` removes it.
 
-use crate::{
+// The daemon's tasks and the state they share (`live`); `control` is the protocol the CLI
+// speaks to it, `unload` the way out (also without a daemon).
+pub mod accept;
+pub mod attach_watch;
+pub mod control;
+pub mod dns_refresh;
+pub mod drop_watch;
+pub mod flow_expiry;
+pub mod health;
+pub mod live;
+pub mod metrics;
+pub mod nexthop_watch;
+pub mod state;
+pub mod ticker;
+pub mod unload;
+
+use self::{
     accept::Backoff,
-    attach_watch, capabilities,
-    config::Settings,
-    control::{self, Request, Response},
-    datapath::Datapath,
-    dns_refresh, gc, health,
+    control::{Request, Response},
     live::{ChangeError, HealthView, Live, Shared},
-    metrics,
-    pins::Pins,
+    state::State,
+};
+use crate::{
+    config::Settings,
+    datapath::{pins::Pins, stats, Datapath},
+    host::{capabilities, sysctl},
     plan::Plan,
-    state::{self, State},
-    stats, sysctl, unload,
 };
 use anyhow::Context;
 use std::{
@@ -66,7 +80,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
 
     // Before the load: a route or neighbour change from here on reaches the watch below.
     let nexthop_events =
-        crate::nexthop_watch::subscribe().context("subscribing to route changes")?;
+        crate::daemon::nexthop_watch::subscribe().context("subscribing to route changes")?;
     let pins = Pins::new(&settings.pin_path);
     let resumed = pins.exist();
     let mut dp = Datapath::load_pinned(settings.max_flows, &pins)
@@ -74,8 +88,8 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         .map_err(capabilities::explain)?;
     // A rule removed from the file while no daemon ran may still have flows: its id stays
     // theirs, so their counters do not land on a new rule.
-    let tracked = crate::flows::all(dp.ebpf()).context("reading the tracked flows")?;
-    let held = crate::flows::active_per_rule(&tracked).into_keys().collect();
+    let tracked = crate::datapath::flows::all(dp.ebpf()).context("reading the tracked flows")?;
+    let held = crate::datapath::flows::active_per_rule(&tracked).into_keys().collect();
     state.rule_ids = plan.settle_ids(&old_ids, &held);
     state.save(&state_path)?;
     // Maps before attaching, so the first packet already sees the rules.
@@ -85,7 +99,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         tracing::info!(iface, mode = how.name(), "program attached");
     }
     // A program that cannot log still forwards: say so and go on.
-    if let Err(e) = crate::kernel_log::start(dp.ebpf_mut()) {
+    if let Err(e) = crate::datapath::kernel_log::start(dp.ebpf_mut()) {
         tracing::warn!("{e}: the data path's events (SNAT ports, table full) are not logged");
     }
     if resumed {
@@ -132,16 +146,21 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     let gc_task = {
         let s = shared.clone();
         let config = move || s.lock().expect("lock").plan.config();
-        tokio::spawn(gc::run(pins.clone(), GC_INTERVAL, config, stopped.clone()))
+        tokio::spawn(flow_expiry::run(pins.clone(), GC_INTERVAL, config, stopped.clone()))
     };
     tokio::spawn(dns_refresh::run(settings.dns_refresh, shared.clone(), stopped.clone()));
     {
         let s = shared.clone();
-        let names: crate::drop_watch::RuleNames = Box::new(move || {
+        let names: crate::daemon::drop_watch::RuleNames = Box::new(move || {
             let l = s.lock().expect("lock");
             l.plan.rules.iter().map(|r| (r.rule_id, r.name.clone())).collect()
         });
-        tokio::spawn(crate::drop_watch::run(pins.clone(), GC_INTERVAL, names, stopped.clone()));
+        tokio::spawn(crate::daemon::drop_watch::run(
+            pins.clone(),
+            GC_INTERVAL,
+            names,
+            stopped.clone(),
+        ));
     }
     let attach_task =
         tokio::spawn(attach_watch::run(ATTACH_CHECK_INTERVAL, shared.clone(), stopped.clone()));
@@ -258,11 +277,11 @@ fn log_final_counters(live: &Live) {
 /// What a metrics scrape shows, from one walk over the conntrack tables.
 fn snapshot(shared: &Shared) -> metrics::Snapshot {
     let l = shared.lock().expect("lock");
-    let Ok(scan) = crate::flows::scan(l.dp.ebpf()) else {
+    let Ok(scan) = crate::datapath::flows::scan(l.dp.ebpf()) else {
         return metrics::Snapshot::default();
     };
     let status = l.status_of(&scan.flows);
-    let tables = crate::flows::table_fill(&scan, l.dp.max_flows());
+    let tables = crate::datapath::flows::table_fill(&scan, l.dp.max_flows());
     let probes = l.settings.health.map(|_| metrics::Probes {
         total: l.health.probes.load(std::sync::atomic::Ordering::Relaxed),
         last_unix: l.health.last_probe.lock().expect("probe lock").and_then(|(at, _)| {
@@ -270,7 +289,7 @@ fn snapshot(shared: &Shared) -> metrics::Snapshot {
         }),
     });
     metrics::Snapshot {
-        kernel_events: crate::kernel_log::budgets(l.dp.ebpf()),
+        kernel_events: crate::datapath::kernel_log::budgets(l.dp.ebpf()),
         rules: l.stats_of(&scan.flows).unwrap_or_default(),
         attached: status.interfaces,
         healthy: status.healthy,

@@ -3,8 +3,8 @@
 //! a NAT VM out of SNAT ports at 3 a.m. should say so in the journal. Reads the pinned
 //! per-rule counters on its own, never under the daemon's lock.
 
-use crate::pins::Pins;
-use crate::ticker::Ticker;
+use crate::daemon::ticker::Ticker;
+use crate::datapath::pins::Pins;
 use aya::maps::{Map, MapData, PerCpuArray};
 use forwarder_common::{map_names, Counter, RuleStats};
 use std::{collections::BTreeMap, time::Duration};

@@ -5,8 +5,8 @@
 //! only once the next check finds the new attachment still in place, so an attachment that
 //! keeps being removed keeps the VM out of the pool instead of flapping.
 
-use crate::live::{Live, Shared};
-use crate::ticker::Ticker;
+use crate::daemon::live::{Live, Shared};
+use crate::daemon::ticker::Ticker;
 use std::time::Duration;
 use tokio::sync::watch;
 

@@ -4,7 +4,7 @@
 //! other NAT VM. Every accepted probe is recorded: a probe that never arrives (NSG, local
 //! firewall) is the most common reason this set-up carries no traffic.
 
-use crate::{accept::Backoff, live::HealthView};
+use crate::{daemon::accept::Backoff, daemon::live::HealthView};
 use std::{
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
