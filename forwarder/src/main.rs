@@ -3,7 +3,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use forwarder::{cli, config, daemon, daemon::control::Request, kafka};
+use forwarder::{
+    cli::{self, daemon_requests as requests},
+    config, daemon,
+    daemon::control::Request,
+    kafka,
+};
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 #[derive(Parser)]
@@ -354,60 +359,28 @@ fn main() -> ExitCode {
             Ok(settings) => return exit(cli::check_config::run(&settings, json).map(|()| 0)),
             Err(code) => return code,
         },
-        Command::Rule { action: RuleAction::List { json } } => cli::daemon_requests::request(
-            socket,
-            &Request::RuleList,
-            json,
-            cli::daemon_requests::rules_table,
-        ),
+        Command::Rule { action: RuleAction::List { json } } => {
+            requests::request(socket, &Request::RuleList, json, requests::rules_table)
+        }
         Command::Rule { action: RuleAction::Add { name, listen, target } } => {
-            cli::daemon_requests::request(
-                socket,
-                &Request::RuleAdd { name, listen, target },
-                false,
-                cli::daemon_requests::message,
-            )
+            requests::command(socket, &Request::RuleAdd { name, listen, target })
         }
-        Command::Rule { action: RuleAction::Remove { name } } => cli::daemon_requests::request(
-            socket,
-            &Request::RuleRemove { name },
-            false,
-            cli::daemon_requests::message,
-        ),
-        Command::Reload => cli::daemon_requests::request(
-            socket,
-            &Request::Reload,
-            false,
-            cli::daemon_requests::message,
-        ),
-        Command::Drain => cli::daemon_requests::request(
-            socket,
-            &Request::Drain,
-            false,
-            cli::daemon_requests::message,
-        ),
-        Command::Undrain => cli::daemon_requests::request(
-            socket,
-            &Request::Undrain,
-            false,
-            cli::daemon_requests::message,
-        ),
+        Command::Rule { action: RuleAction::Remove { name } } => {
+            requests::command(socket, &Request::RuleRemove { name })
+        }
+        Command::Reload => requests::command(socket, &Request::Reload),
+        Command::Drain => requests::command(socket, &Request::Drain),
+        Command::Undrain => requests::command(socket, &Request::Undrain),
         Command::Unload => return exit(cli::unload::run(&loc).map(|()| 0)),
-        Command::Status { json } => cli::daemon_requests::request(
-            socket,
-            &Request::Status,
-            json,
-            cli::daemon_requests::status_text,
-        ),
-        Command::Stats { json, watch, interval, count } => {
-            cli::daemon_requests::stats(socket, json, watch, interval, count)
+        Command::Status { json } => {
+            requests::request(socket, &Request::Status, json, requests::status_text)
         }
-        Command::Flows { rule, json } => cli::daemon_requests::request(
-            socket,
-            &Request::Flows { rule },
-            json,
-            cli::daemon_requests::flows_table,
-        ),
+        Command::Stats { json, watch, interval, count } => {
+            requests::stats(socket, json, watch, interval, count)
+        }
+        Command::Flows { rule, json } => {
+            requests::request(socket, &Request::Flows { rule }, json, requests::flows_table)
+        }
         Command::Doctor { json, timeout } => match config::load_unchecked(&cli.config) {
             Ok(settings) => cli::ops::doctor(&settings, json, timeout),
             Err(e) => return usage_error(e),

@@ -42,6 +42,11 @@ fn output(resp: &Response, as_json: bool, print: impl Fn(&serde_json::Value) -> 
     0
 }
 
+/// A request whose answer is a message ("drained: ..."), printed as text.
+pub fn command(socket: &Path, req: &Request) -> u8 {
+    request(socket, req, false, message)
+}
+
 /// Plain messages ("drained: ...").
 pub fn message(v: &serde_json::Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)

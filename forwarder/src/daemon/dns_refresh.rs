@@ -1,8 +1,9 @@
 //! Re-resolving hostname targets every `dns_refresh`, in a task of its own.
 //!
-//! The lookups run in a blocking thread (getaddrinfo cannot be cancelled) under a timeout:
-//! a resolver that never answers costs one abandoned thread, logged, and holds up nothing
-//! else. The daemon's lock is taken only to read the targets and to apply the results.
+//! The lookups run in a blocking thread, each name bounded by `plan::RESOLVE_TIMEOUT`
+//! (`host::resolve`: getaddrinfo cannot be cancelled, a silent resolver costs one abandoned
+//! thread), the whole round by LOOKUP_TIMEOUT; nothing else waits for them. The daemon's
+//! lock is taken only to read the targets and to apply the results.
 
 use crate::daemon::live::{resolve_now, Shared};
 use crate::daemon::ticker::Ticker;

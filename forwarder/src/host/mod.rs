@@ -1,7 +1,9 @@
 //! Facts about and changes to the host the daemon runs on, outside the BPF maps: its
 //! interfaces and addresses (`netif`), the sysctls forwarding needs (`sysctl`), and the
-//! capabilities the daemon holds (`capabilities`).
+//! capabilities the daemon holds (`capabilities`), and names resolved with a timeout
+//! (`resolve`).
 
 pub mod capabilities;
 pub mod netif;
+pub mod resolve;
 pub mod sysctl;

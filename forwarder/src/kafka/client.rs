@@ -30,8 +30,7 @@ use kafka_protocol::{
 };
 use serde::Serialize;
 use std::{
-    net::{SocketAddr, TcpStream, ToSocketAddrs},
-    sync::mpsc,
+    net::{SocketAddr, TcpStream},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -126,31 +125,12 @@ pub fn join_host_port(host: &str, port: u16) -> String {
     }
 }
 
-/// Resolves `addr` with the system resolver (getaddrinfo: /etc/hosts, then DNS), as Kafka
-/// clients do. getaddrinfo has no timeout of its own, so it runs on a thread we stop
-/// waiting for after `timeout` (the thread ends when the resolver gives up).
+/// Resolves `addr` with the system resolver, as Kafka clients do, within `timeout`
+/// (`host::resolve`).
 pub fn resolve(addr: &str, timeout: Duration) -> Result<Vec<SocketAddr>, KafkaError> {
     let (host, port) = split_host_port(addr)?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("kafka-resolve".into())
-        .spawn(move || {
-            let _ = tx.send((host.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
-        })
-        .map_err(|e| KafkaError::Resolve {
-            addr: addr.into(),
-            why: format!("starting the resolver: {e}"),
-        })?;
-    let fail = |why: String| KafkaError::Resolve { addr: addr.into(), why };
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(addrs)) if addrs.is_empty() => Err(fail("no addresses".into())),
-        Ok(Ok(addrs)) => Ok(addrs),
-        Ok(Err(e)) => Err(fail(e.to_string())),
-        Err(_) => Err(fail(format!(
-            "no answer from the resolver within {}",
-            humantime::format_duration(timeout)
-        ))),
-    }
+    crate::host::resolve::lookup(&host, port, timeout)
+        .map_err(|e| KafkaError::Resolve { addr: addr.into(), why: e.to_string() })
 }
 
 /// Connects to the first of `addrs` that accepts, all within `timeout`.
