@@ -103,7 +103,7 @@ pub fn status_text(v: &serde_json::Value) -> String {
     if let Some(since) = s.drained_since {
         out += &format!(
             "drained:     since {} s ago; {} flows remain\n",
-            crate::daemon::live::unix_now().saturating_sub(since),
+            crate::host::clock::unix_now().saturating_sub(since),
             s.active_flows
         );
     }

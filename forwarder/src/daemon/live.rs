@@ -64,10 +64,6 @@ pub struct Live {
     pub attach_faults: std::collections::BTreeMap<String, String>,
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 impl Live {
     /// Why the load balancer must not send new connections here, if it must not.
     pub fn unhealthy_reason(&self) -> Option<String> {
@@ -234,7 +230,7 @@ impl Live {
         let msg = match (on, self.state.drained_since) {
             (true, Some(_)) => "already drained".to_string(),
             (true, None) => {
-                self.state.drained_since = Some(unix_now());
+                self.state.drained_since = Some(crate::host::clock::unix_now());
                 "drained: the health probe now fails; existing connections keep working".into()
             }
             (false, None) => "not drained".to_string(),

@@ -2,7 +2,7 @@
 //! A walk over the tables costs time in proportion to the flows tracked; it runs on
 //! demand (status, stats, flows, a metrics scrape), never per packet.
 
-use crate::{datapath::addr_from_ne, datapath::gc::monotonic_ns};
+use crate::{datapath::addr_from_ne, host::clock::monotonic_ns};
 use aya::{
     maps::{HashMap as BpfHashMap, IterableMap, MapData},
     Ebpf,

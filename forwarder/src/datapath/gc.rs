@@ -6,7 +6,7 @@
 //! from the pins, so a long sweep (a million flows) holds no lock and delays neither signals
 //! nor control requests.
 
-use crate::datapath::pins::Pins;
+use crate::{datapath::pins::Pins, host::clock::monotonic_ns};
 use aya::{
     maps::{Array, HashMap, Map, MapData, MapError},
     Ebpf,
@@ -37,14 +37,6 @@ pub enum GcError {
         #[source]
         source: MapError,
     },
-}
-
-/// CLOCK_MONOTONIC_COARSE in ns, the clock of `bpf_ktime_get_coarse_ns` that stamps the
-/// conntrack entries.
-pub fn monotonic_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
-        .expect("CLOCK_MONOTONIC_COARSE is always available");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 /// The maps a sweep works on.
