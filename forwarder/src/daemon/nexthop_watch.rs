@@ -62,7 +62,7 @@ impl Subscription {
                     continue;
                 }
             }
-            if let Err(e) = datapath::bump_nexthop_gen(&mut gen) {
+            if let Err(e) = datapath::maps::bump_nexthop_gen(&mut gen) {
                 tracing::warn!("bumping {}: {e}", map_names::NEXTHOP_GEN);
             }
         }

@@ -1,0 +1,299 @@
+//! Attaching the program to an interface in the configured mode (native XDP, generic XDP,
+//! TC), taking over a previous daemon's pinned attachment by swapping the program into its
+//! link, and repairing an attachment someone else removed.
+
+use super::{Attached, Datapath, DatapathError, HeldLink};
+use crate::{config::Mode, datapath::pins::Pins};
+use aya::{
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::{self, SchedClassifierLink, TcAttachType},
+        xdp::XdpLink,
+        SchedClassifier, Xdp, XdpMode,
+    },
+    util::KernelVersion,
+};
+use forwarder_common::program_names;
+use std::path::Path;
+
+impl Datapath {
+    /// Attaches to `iface` in `mode`; `auto` tries native XDP, then generic XDP, then TC.
+    /// With pins, an attachment a previous daemon pinned is taken over by swapping this
+    /// program into its link (no packet sees a gap); a new one is pinned.
+    pub fn attach(&mut self, iface: &str, mode: Mode) -> Result<Attached, DatapathError> {
+        let Some(pins) = self.pins.clone() else {
+            return self.attach_new(iface, mode);
+        };
+        if let Some((how, path)) = pins.find_link(iface) {
+            if mode_allows(mode, how) {
+                self.take_over(iface, how, &path)?;
+                self.attached.push((iface.to_string(), how));
+                tracing::info!(iface, mode = how.name(), "took over the pinned attachment");
+                return Ok(how);
+            }
+            tracing::warn!(
+                iface,
+                pinned = how.name(),
+                configured = mode.name(),
+                "the configured mode differs from the pinned attachment; re-attaching"
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+        let how = self.attach_new(iface, mode)?;
+        self.pin_link(iface, how, &pins)?;
+        Ok(how)
+    }
+
+    /// Why this program no longer runs on `iface` as it was attached, if it does not: its
+    /// pinned link detached or handed to another program by someone else, or the pin gone.
+    /// Not checked: an attachment without a link (TC through netlink, before TCX) and an
+    /// unpinned `Datapath`.
+    pub fn attachment_problem(&self, iface: &str, how: Attached) -> Option<String> {
+        let pins = self.pins.as_ref()?;
+        if how == Attached::Tc && !tcx_available() {
+            return None;
+        }
+        let path = pins.link(iface, how);
+        let link = match crate::datapath::link_info::pinned(&path) {
+            Ok(l) => l,
+            Err(e) => return Some(format!("the pinned link {} is gone: {e}", path.display())),
+        };
+        let id = link.link_id;
+        if link.ifindex == 0 {
+            return Some(format!("detached from {iface} by someone else (link {id} is defunct)"));
+        }
+        if let Ok(want) = crate::host::netif::ifindex(iface) {
+            if link.ifindex != want {
+                return Some(format!(
+                    "link {id} is attached to interface index {}, not {iface} ({want})",
+                    link.ifindex
+                ));
+            }
+        }
+        let ours = self.program_id(how);
+        if ours.is_some_and(|p| p != link.prog_id) {
+            return Some(format!(
+                "link {id} on {iface} runs program {}, not this daemon's ({})",
+                link.prog_id,
+                ours.unwrap_or(0)
+            ));
+        }
+        None
+    }
+
+    /// Attaches to `iface` again after [`Self::attachment_problem`] found it gone: a link
+    /// still on the interface gets this program swapped back in; a detached one is let go,
+    /// its pin removed, and a new link attached and pinned in its place.
+    pub fn reattach(&mut self, iface: &str, how: Attached) -> Result<(), DatapathError> {
+        let Some(pins) = self.pins.clone() else {
+            return Ok(());
+        };
+        let path = pins.link(iface, how);
+        let still_on = crate::datapath::link_info::pinned(&path).is_ok_and(|l| l.ifindex != 0);
+        self.release(iface);
+        if still_on {
+            let held = self.swap_into(iface, how, &path)?;
+            self.held.push((iface.to_string(), held));
+        } else {
+            let _ = std::fs::remove_file(&path);
+            self.attach_as(iface, how)?;
+            self.pin_link(iface, how, &pins)?;
+        }
+        Ok(())
+    }
+
+    /// Closes this process's handles on `iface`'s link (a detached link then goes).
+    fn release(&mut self, iface: &str) {
+        let mine: Vec<HeldLink> = {
+            let (mine, rest) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(i, _)| i == iface);
+            self.held = rest;
+            mine.into_iter().map(|(_, h)| h).collect()
+        };
+        for h in mine {
+            match h {
+                HeldLink::Pinned(p) => drop(p),
+                HeldLink::Xdp(id) => {
+                    if let Ok(p) = self.xdp_program(program_names::XDP) {
+                        drop(p.take_link(id));
+                    }
+                }
+                HeldLink::Tc(id) => {
+                    if let Ok(p) = self.tc_program() {
+                        drop(p.take_link(id));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The id of the loaded program that attachments of kind `how` run.
+    fn program_id(&self, how: Attached) -> Option<u32> {
+        let name = if how == Attached::Tc { program_names::TC } else { program_names::XDP };
+        self.ebpf.program(name)?.info().ok().map(|i| i.id())
+    }
+
+    /// Swaps this program into the link pinned at `path`.
+    fn take_over(&mut self, iface: &str, how: Attached, path: &Path) -> Result<(), DatapathError> {
+        let held = self.swap_into(iface, how, path)?;
+        self.held.push((iface.to_string(), held));
+        Ok(())
+    }
+
+    fn swap_into(
+        &mut self,
+        iface: &str,
+        how: Attached,
+        path: &Path,
+    ) -> Result<HeldLink, DatapathError> {
+        let attach_err =
+            |source| DatapathError::Attach { iface: iface.to_string(), mode: how.name(), source };
+        let link = FdLink::from(
+            PinnedLink::from_pin(path)
+                .map_err(|e| DatapathError::Link(path.display().to_string(), e))?,
+        );
+        match how {
+            Attached::XdpDriver | Attached::XdpGeneric => {
+                let link = XdpLink::try_from(link)
+                    .map_err(|e| DatapathError::Link(path.display().to_string(), e))?;
+                let prog = self.xdp_program(program_names::XDP)?;
+                Ok(HeldLink::Xdp(prog.attach_to_link(link).map_err(attach_err)?))
+            }
+            Attached::Tc => {
+                let link = SchedClassifierLink::try_from(link)
+                    .map_err(|e| DatapathError::Link(path.display().to_string(), e))?;
+                Ok(HeldLink::Tc(self.tc_program()?.attach_to_link(link).map_err(attach_err)?))
+            }
+        }
+    }
+
+    /// Pins the link just made for `iface`, so it outlives this process.
+    fn pin_link(&mut self, iface: &str, how: Attached, pins: &Pins) -> Result<(), DatapathError> {
+        let path = pins.link(iface, how);
+        let link_err = |e| DatapathError::Link(path.display().to_string(), e);
+        let fd_link: FdLink = match how {
+            Attached::XdpDriver | Attached::XdpGeneric => {
+                let id = self.last_xdp_link.take().expect("attach_new recorded the link");
+                let prog = self.xdp_program(program_names::XDP)?;
+                let link = prog
+                    .take_link(id)
+                    .map_err(|e| DatapathError::Program(program_names::XDP, e))?;
+                FdLink::try_from(link).map_err(link_err)?
+            }
+            Attached::Tc => {
+                let Some(id) = self.last_tc_link.take() else {
+                    // Attached through netlink (no TCX before 6.6): that attachment stays
+                    // in the kernel by itself, but cannot be pinned or taken over.
+                    return Ok(());
+                };
+                let prog = self.tc_program()?;
+                let link =
+                    prog.take_link(id).map_err(|e| DatapathError::Program(program_names::TC, e))?;
+                FdLink::try_from(link).map_err(link_err)?
+            }
+        };
+        let pinned =
+            fd_link.pin(&path).map_err(|e| DatapathError::Pin(path.display().to_string(), e))?;
+        self.held.push((iface.to_string(), HeldLink::Pinned(pinned)));
+        Ok(())
+    }
+
+    fn attach_new(&mut self, iface: &str, mode: Mode) -> Result<Attached, DatapathError> {
+        let order: &[Attached] = match mode {
+            Mode::Xdp => &[Attached::XdpDriver],
+            Mode::XdpGeneric => &[Attached::XdpGeneric],
+            Mode::Tc => &[Attached::Tc],
+            Mode::Auto => &[Attached::XdpDriver, Attached::XdpGeneric, Attached::Tc],
+        };
+        let mut last = None;
+        for &how in order {
+            match self.attach_as(iface, how) {
+                Ok(()) => {
+                    self.attached.push((iface.to_string(), how));
+                    return Ok(how);
+                }
+                Err(e) => {
+                    if order.len() > 1 {
+                        tracing::info!(
+                            iface,
+                            mode = how.name(),
+                            "attach failed, trying the next mode: {e}"
+                        );
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one mode was tried"))
+    }
+
+    fn attach_as(&mut self, iface: &str, how: Attached) -> Result<(), DatapathError> {
+        let attach_err =
+            |source| DatapathError::Attach { iface: iface.to_string(), mode: how.name(), source };
+        match how {
+            Attached::XdpDriver | Attached::XdpGeneric => {
+                let prog = self.xdp_program(program_names::XDP)?;
+                let mode = if how == Attached::XdpDriver { XdpMode::Driver } else { XdpMode::Skb };
+                let id = prog.attach(iface, mode).map_err(attach_err)?;
+                self.last_xdp_link = Some(id);
+            }
+            Attached::Tc => {
+                let tcx = tcx_available();
+                // Before 6.6 (no TCX) a classifier hangs off a clsact qdisc, which must exist.
+                // An error here is most often "already there"; any other one makes the
+                // attach below fail with its own message.
+                if !tcx {
+                    let _ = tc::qdisc_add_clsact(iface);
+                }
+                let id =
+                    self.tc_program()?.attach(iface, TcAttachType::Ingress).map_err(attach_err)?;
+                // Only a TCX attachment is a link that can be pinned.
+                self.last_tc_link = tcx.then_some(id);
+            }
+        }
+        Ok(())
+    }
+
+    fn tc_program(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(program_names::TC)
+            .ok_or(DatapathError::MissingProgram(program_names::TC))?
+            .try_into()
+            .map_err(|e| DatapathError::Program(program_names::TC, e))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| DatapathError::Program(program_names::TC, e))?;
+        }
+        Ok(prog)
+    }
+
+    /// The loaded XDP program `name`.
+    pub fn xdp_program(&mut self, name: &'static str) -> Result<&mut Xdp, DatapathError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::MissingProgram(name))?
+            .try_into()
+            .map_err(|e| DatapathError::Program(name, e))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| DatapathError::Program(name, e))?;
+        }
+        Ok(prog)
+    }
+}
+
+/// Whether an attachment in mode `how` satisfies the configured `mode`.
+fn mode_allows(mode: Mode, how: Attached) -> bool {
+    match mode {
+        Mode::Auto => true,
+        Mode::Xdp => how == Attached::XdpDriver,
+        Mode::XdpGeneric => how == Attached::XdpGeneric,
+        Mode::Tc => how == Attached::Tc,
+    }
+}
+
+/// TCX (6.6): TC attachments are links, which can be pinned, taken over and checked.
+fn tcx_available() -> bool {
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
