@@ -8,10 +8,10 @@
 use crate::daemon::live::{Live, Shared};
 use crate::daemon::ticker::Ticker;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Checks every `every` until `stop` fires.
-pub async fn run(every: Duration, shared: Shared, stop: watch::Receiver<()>) {
+pub async fn run(every: Duration, shared: Shared, stop: CancellationToken) {
     let mut ticker = Ticker::new(every, stop);
     while ticker.next().await {
         let s = shared.clone();

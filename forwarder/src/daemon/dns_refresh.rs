@@ -8,7 +8,8 @@
 use crate::daemon::live::{resolve_now, Shared};
 use crate::daemon::ticker::Ticker;
 use std::{net::Ipv4Addr, time::Duration};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Longest wait for one round of lookups; glibc's own default gives up on a silent name
 /// server after 2 x 5 s.
@@ -18,7 +19,7 @@ type Resolved = Vec<(String, Option<Ipv4Addr>)>;
 
 /// Refreshes every `every` until `stop` fires. No new round starts while an abandoned one
 /// still hangs, so a dead resolver never piles up threads.
-pub async fn run(every: Duration, shared: Shared, stop: watch::Receiver<()>) {
+pub async fn run(every: Duration, shared: Shared, stop: CancellationToken) {
     let mut ticker = Ticker::new(every, stop);
     // The first tick is immediate; targets were just resolved.
     if !ticker.next().await {
@@ -32,7 +33,7 @@ pub async fn run(every: Duration, shared: Shared, stop: watch::Receiver<()>) {
         }
         tokio::select! {
             left = refresh(&shared) => hung = left,
-            _ = ticker.stop().changed() => return,
+            _ = ticker.stop().cancelled() => return,
         }
     }
 }

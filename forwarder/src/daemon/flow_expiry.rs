@@ -11,7 +11,7 @@ use std::{
     },
     time::Duration,
 };
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// A sweep still running after this long is logged (and left to finish: two sweeps at once
 /// would race on the swept-flow count).
@@ -21,7 +21,7 @@ const SLOW_SWEEP: Duration = Duration::from_secs(30);
 /// handles. `config` is called in that thread for the timeouts in force (it may wait for
 /// the daemon's lock, which must not hold up the runtime). On stop, a running pass ends at
 /// its next check, with what it removed counted.
-pub async fn run<F>(pins: Pins, every: Duration, config: F, stop: watch::Receiver<()>)
+pub async fn run<F>(pins: Pins, every: Duration, config: F, stop: CancellationToken)
 where
     F: Fn() -> Config + Send + Sync + 'static,
 {
@@ -44,7 +44,7 @@ where
                     warned = true;
                     tracing::warn!("flow expiry still running after {SLOW_SWEEP:?}");
                 }
-                _ = ticker.stop().changed(), if !stopping => {
+                _ = ticker.stop().cancelled(), if !stopping => {
                     stopping = true;
                     halt.store(true, Ordering::SeqCst);
                 }

@@ -34,6 +34,7 @@ use crate::{
 };
 use anyhow::Context;
 use std::{
+    future::Future,
     os::unix::fs::PermissionsExt,
     path::Path,
     sync::{Arc, Mutex},
@@ -43,8 +44,10 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{UnixListener, UnixStream},
     signal::unix::{signal, SignalKind},
-    sync::{watch, Notify},
+    sync::Notify,
+    task::JoinSet,
 };
+use tokio_util::sync::CancellationToken;
 
 const GC_INTERVAL: Duration = Duration::from_secs(10);
 /// How often each interface's attachment is checked (someone else may detach it).
@@ -99,9 +102,11 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         tracing::info!(iface, mode = how.name(), "program attached");
     }
     // A program that cannot log still forwards: say so and go on.
-    if let Err(e) = crate::datapath::kernel_log::start(dp.ebpf_mut()) {
-        tracing::warn!("{e}: the data path's events (SNAT ports, table full) are not logged");
-    }
+    let kernel_log = crate::datapath::kernel_log::start(dp.ebpf_mut())
+        .inspect_err(|e| {
+            tracing::warn!("{e}: the data path's events (SNAT ports, table full) are not logged")
+        })
+        .ok();
     if resumed {
         let flows = tracked.len();
         tracing::info!(flows, pins = %pins.dir().display(), "resumed the pinned data path");
@@ -122,51 +127,54 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     live.update_health();
     let shared: Shared = Arc::new(Mutex::new(live));
 
+    // Every task in one set, stopped by one token. Those with something to finish (the
+    // health endpoint closing its socket, a sweep counting what it removed, an attachment
+    // check under way) watch the token themselves; the others are simply dropped at it.
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
     {
         let pins = pins.clone();
-        tokio::spawn(async move {
+        tasks.spawn(until_stopped(&stop, async move {
             if let Err(e) = nexthop_events.watch(pins).await {
                 tracing::error!(
                     "route changes are not followed: {e:#}; cached next hops are still \
-                     re-checked every second"
+                         re-checked every second"
                 );
             }
-        });
+        }));
     }
-
-    // One stop signal for the tasks that must end before the daemon does.
-    let (stop, stopped) = watch::channel(());
+    if let Some(forward) = kernel_log {
+        tasks.spawn(until_stopped(&stop, forward));
+    }
     let unload_requested = Arc::new(Notify::new());
     let control = bind_control(&settings.control_socket)?;
-    tokio::spawn(serve_control(control, shared.clone(), unload_requested.clone()));
-    let health_task =
-        settings.health.map(|addr| tokio::spawn(health::serve(addr, health_view, stopped.clone())));
+    tasks.spawn(until_stopped(
+        &stop,
+        serve_control(control, shared.clone(), unload_requested.clone()),
+    ));
+    if let Some(addr) = settings.health {
+        tasks.spawn(health::serve(addr, health_view, stop.clone()));
+    }
     // Flow expiry and DNS refresh run beside the main loop, never under the lock for long:
     // a big sweep or a silent resolver must not hold up signals, control requests or health.
-    let gc_task = {
-        let s = shared.clone();
-        let config = move || s.lock().expect("lock").plan.config();
-        tokio::spawn(flow_expiry::run(pins.clone(), GC_INTERVAL, config, stopped.clone()))
-    };
-    tokio::spawn(dns_refresh::run(settings.dns_refresh, shared.clone(), stopped.clone()));
     {
         let s = shared.clone();
-        let names: crate::daemon::drop_watch::RuleNames = Box::new(move || {
+        let config = move || s.lock().expect("lock").plan.config();
+        tasks.spawn(flow_expiry::run(pins.clone(), GC_INTERVAL, config, stop.clone()));
+    }
+    tasks.spawn(dns_refresh::run(settings.dns_refresh, shared.clone(), stop.clone()));
+    {
+        let s = shared.clone();
+        let names: drop_watch::RuleNames = Box::new(move || {
             let l = s.lock().expect("lock");
             l.plan.rules.iter().map(|r| (r.rule_id, r.name.clone())).collect()
         });
-        tokio::spawn(crate::daemon::drop_watch::run(
-            pins.clone(),
-            GC_INTERVAL,
-            names,
-            stopped.clone(),
-        ));
+        tasks.spawn(drop_watch::run(pins.clone(), GC_INTERVAL, names, stop.clone()));
     }
-    let attach_task =
-        tokio::spawn(attach_watch::run(ATTACH_CHECK_INTERVAL, shared.clone(), stopped.clone()));
+    tasks.spawn(attach_watch::run(ATTACH_CHECK_INTERVAL, shared.clone(), stop.clone()));
     if let Some(addr) = settings.metrics {
         let s = shared.clone();
-        tokio::spawn(metrics::serve(addr, Arc::new(move || snapshot(&s))));
+        tasks.spawn(until_stopped(&stop, metrics::serve(addr, Arc::new(move || snapshot(&s)))));
     }
     {
         let l = shared.lock().expect("lock");
@@ -177,21 +185,22 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     let unload = main_loop(&shared, &unload_requested).await?;
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    // The health endpoint closes first: on unload the load balancer must stop sending new
-    // flows before the program that would forward them goes.
-    let _ = stop.send(());
-    if let Some(task) = health_task {
-        if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
-            tracing::warn!("the health endpoint did not close within {STOP_GRACE:?}");
+    // All tasks stop before anything below: the health endpoint must be closed before an
+    // unload detaches the program (the load balancer stops sending new flows first), a
+    // check under way must not find the pins `unload` removes and re-attach, and a sweep
+    // stopped half-way still counts what it removed.
+    stop.cancel();
+    let all_stopped = tokio::time::timeout(STOP_GRACE, async {
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::warn!("a task ended badly: {e}");
+            }
         }
-    }
-    // A check under way must not find the pins `unload` removes and re-attach.
-    if tokio::time::timeout(STOP_GRACE, attach_task).await.is_err() {
-        tracing::warn!("the attachment check did not stop within {STOP_GRACE:?}");
-    }
-    // A sweep stopped half-way still counts what it removed; wait for that.
-    if tokio::time::timeout(STOP_GRACE, gc_task).await.is_err() {
-        tracing::warn!("flow expiry did not stop within {STOP_GRACE:?}");
+    })
+    .await;
+    if all_stopped.is_err() {
+        tracing::warn!("{} task(s) did not stop within {STOP_GRACE:?}; dropped", tasks.len());
+        tasks.abort_all();
     }
     let _ = std::fs::remove_file(&settings.control_socket);
     // Tasks still hold the shared state; everything below works under its lock. Without
@@ -217,6 +226,20 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `task`, dropped when `stop` is cancelled: for tasks with nothing to finish.
+fn until_stopped<F>(stop: &CancellationToken, task: F) -> impl Future<Output = ()> + Send + 'static
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let stop = stop.clone();
+    async move {
+        tokio::select! {
+            () = task => {}
+            () = stop.cancelled() => {}
+        }
+    }
 }
 
 /// The sysctls forwarding needs; the values they had go into `before`.
