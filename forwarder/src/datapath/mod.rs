@@ -8,6 +8,7 @@ pub mod flows;
 pub mod gc;
 pub mod kernel_log;
 pub mod link_info;
+pub mod map_access;
 pub mod maps;
 pub mod object;
 pub mod pins;
