@@ -4,12 +4,10 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use forwarder::{
-    cli, config,
-    control::{self, Request},
-    daemon, kafka,
-    ops::{doctor, import_iptables},
-    plan::Plan,
-    unload,
+    cli::{self, daemon_requests as requests},
+    config, daemon,
+    daemon::control::Request,
+    kafka,
 };
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -272,14 +270,6 @@ fn generate(what: &Generated) -> ExitCode {
     }
 }
 
-/// An executable script (0755).
-fn write_script(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text)
-        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)))
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 fn positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if !d.is_zero() => Ok(d),
@@ -326,7 +316,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The one command that needs no configuration.
     if let Command::ImportIptables { file, json } = &cli.command {
-        return import_iptables(file, *json);
+        return exit(cli::ops::import_iptables(file, *json));
     }
     if let Command::Kafka { action } = &cli.command {
         return kafka_cmd(action);
@@ -366,31 +356,33 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { json } => match full() {
-            Ok(settings) => return check_config(&settings, json),
+            Ok(settings) => return exit(cli::check_config::run(&settings, json).map(|()| 0)),
             Err(code) => return code,
         },
         Command::Rule { action: RuleAction::List { json } } => {
-            cli::request(socket, &Request::RuleList, json, cli::rules_table)
+            requests::request(socket, &Request::RuleList, json, requests::rules_table)
         }
         Command::Rule { action: RuleAction::Add { name, listen, target } } => {
-            cli::request(socket, &Request::RuleAdd { name, listen, target }, false, cli::message)
+            requests::command(socket, &Request::RuleAdd { name, listen, target })
         }
         Command::Rule { action: RuleAction::Remove { name } } => {
-            cli::request(socket, &Request::RuleRemove { name }, false, cli::message)
+            requests::command(socket, &Request::RuleRemove { name })
         }
-        Command::Reload => cli::request(socket, &Request::Reload, false, cli::message),
-        Command::Drain => cli::request(socket, &Request::Drain, false, cli::message),
-        Command::Undrain => cli::request(socket, &Request::Undrain, false, cli::message),
-        Command::Unload => return unload_cmd(&loc),
-        Command::Status { json } => cli::request(socket, &Request::Status, json, cli::status_text),
+        Command::Reload => requests::command(socket, &Request::Reload),
+        Command::Drain => requests::command(socket, &Request::Drain),
+        Command::Undrain => requests::command(socket, &Request::Undrain),
+        Command::Unload => return exit(cli::unload::run(&loc).map(|()| 0)),
+        Command::Status { json } => {
+            requests::request(socket, &Request::Status, json, requests::status_text)
+        }
         Command::Stats { json, watch, interval, count } => {
-            cli::stats(socket, json, watch, interval, count)
+            requests::stats(socket, json, watch, interval, count)
         }
         Command::Flows { rule, json } => {
-            cli::request(socket, &Request::Flows { rule }, json, cli::flows_table)
+            requests::request(socket, &Request::Flows { rule }, json, requests::flows_table)
         }
         Command::Doctor { json, timeout } => match config::load_unchecked(&cli.config) {
-            Ok(settings) => doctor(&settings, json, timeout),
+            Ok(settings) => cli::ops::doctor(&settings, json, timeout),
             Err(e) => return usage_error(e),
         },
         Command::ImportIptables { .. } | Command::Kafka { .. } | Command::Generate { .. } => {
@@ -400,139 +392,18 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn check_config(settings: &config::Settings, json: bool) -> ExitCode {
-    match Plan::build(settings, false).context("resolving") {
-        Ok(plan) => {
-            if json {
-                let rules: Vec<_> = plan
-                    .rules
-                    .iter()
-                    .map(|r| {
-                        let (a, p) = r.target.expect("Plan::build(.., false) resolves every target");
-                        serde_json::json!({"name": r.name, "listen": r.listen, "target": format!("{a}:{p}")})
-                    })
-                    .collect();
-                let v = serde_json::json!({
-                    "interfaces": settings.interfaces,
-                    "mode": settings.mode.name(),
-                    "snat": plan.snat_addr.to_string(),
-                    "snat_ports": format!("{}-{}", plan.snat_ports.0, plan.snat_ports.1),
-                    "rules": rules,
-                });
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                return ExitCode::SUCCESS;
-            }
-            println!(
-                "interface {} mode {} snat {} ports {}-{}",
-                settings.interfaces.join(","),
-                settings.mode.name(),
-                plan.snat_addr,
-                plan.snat_ports.0,
-                plan.snat_ports.1
-            );
-            for r in &plan.rules {
-                let (a, p) = r.target.expect("Plan::build(.., false) resolves every target");
-                println!("rule {:<20} listen {:<5} -> {a}:{p}", r.name, r.listen);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => usage_error(e),
-    }
-}
-
-/// Whether `pid` is a live process. A zombie has exited (its fds, and with them the program
-/// and maps it held, are closed) and only waits for its parent to reap it, which a
-/// supervisor other than systemd may do late.
-fn process_running(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // "pid (comm) S ...": the state follows the last ')' (comm may hold one).
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
-/// Through the daemon when one runs (it stops after unloading); by hand otherwise.
-fn unload_cmd(settings: &config::Locations) -> ExitCode {
-    let pid = control::call(&settings.control_socket, &Request::Status)
-        .ok()
-        .and_then(|r| r.data.get("pid").and_then(|p| p.as_u64()));
-    if let Some(pid) = pid {
-        if control::call(&settings.control_socket, &Request::Unload).is_ok_and(|r| r.ok) {
-            // The daemon unloads as it exits; it is done when it is gone.
-            for _ in 0..200 {
-                if !process_running(pid) {
-                    println!("unloaded by the daemon (pid {pid}), which has stopped");
-                    return ExitCode::SUCCESS;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            return runtime_error(anyhow::anyhow!(
-                "the daemon (pid {pid}) did not stop within 10 s"
-            ));
+/// A command's result as the process's exit code, its error printed with its sources.
+fn exit(result: Result<u8, cli::CliError>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{}", e.report());
+            e.exit_code()
         }
     }
-    match unload::offline(settings) {
-        Ok(lines) => {
-            for l in lines {
-                println!("{l}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => runtime_error(e),
-    }
 }
 
-/// Exit 0 only when every check passed.
-fn doctor(settings: &config::Settings, json: bool, timeout: Duration) -> u8 {
-    let status: Option<forwarder::control::Status> =
-        control::call(&settings.control_socket, &Request::Status)
-            .ok()
-            .filter(|r| r.ok)
-            .and_then(|r| serde_json::from_value(r.data).ok());
-    let input = doctor::Input { settings, status: status.as_ref(), netns_probe_timeout: timeout };
-    let findings = doctor::run(&input);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&findings).unwrap_or_default());
-    } else {
-        print!("{}", doctor::render(&findings));
-    }
-    if doctor::all_ok(&findings) {
-        0
-    } else {
-        1
-    }
-}
-
-fn import_iptables(file: &str, json: bool) -> ExitCode {
-    let text = if file == "-" {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(file)
-    };
-    let text = match text {
-        Ok(t) => t,
-        Err(e) => return usage_error(format!("{file}: {e}")),
-    };
-    let conv = import_iptables::convert(&text);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&conv).unwrap_or_default());
-    } else {
-        print!("{}", conv.to_toml());
-    }
-    for u in &conv.untranslated {
-        eprintln!("{file}:{}: not translated: {} ({})", u.line, u.text, u.reason);
-    }
-    // Rules that could not be carried over are a failure: the operator must look at them.
-    if conv.untranslated.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
-}
-
+/// Kafka's subcommands: the security options read (a password file), then the work.
 fn kafka_cmd(action: &KafkaAction) -> ExitCode {
     match action {
         KafkaAction::Discover {
@@ -548,30 +419,18 @@ fn kafka_cmd(action: &KafkaAction) -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            let meta = match kafka::discover::fetch(bootstrap, &security, *timeout) {
-                Ok(m) => m,
-                Err(e) => return runtime_error(e.into()),
-            };
-            let plan = match kafka::discover::plan(bootstrap, &meta, *first_port) {
-                Ok(plan) => plan,
-                Err(e) if e.is_usage() => return usage_error(e),
-                Err(e) => return runtime_error(anyhow::anyhow!("{bootstrap}: {e}")),
-            };
-            let setup = kafka::azure::setup(&plan, *client);
-            if let Some(path) = script {
-                let text = kafka::azure::script(&setup, bootstrap);
-                if let Err(e) = write_script(path, &text) {
-                    return runtime_error(e);
-                }
-                eprintln!("wrote {}", path.display());
-            }
-            if *json {
-                let v = kafka::render::discover_json(&plan, &setup);
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            } else {
-                print!("{}", kafka::render::discover_text(&plan, &setup));
-            }
-            ExitCode::SUCCESS
+            exit(
+                cli::kafka::discover(&cli::kafka::Discover {
+                    bootstrap,
+                    first_port: *first_port,
+                    client: *client,
+                    script: script.as_deref(),
+                    json: *json,
+                    timeout: *timeout,
+                    security: &security,
+                })
+                .map(|()| 0),
+            )
         }
         KafkaAction::Check { via, produce, messages, message_size, json, timeout, security } => {
             let security = match security.load("check") {
@@ -588,17 +447,7 @@ fn kafka_cmd(action: &KafkaAction) -> ExitCode {
                     message_size: *message_size,
                 }),
             };
-            let report = kafka::check::run(&opts);
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-            } else {
-                print!("{}", kafka::render::check_text(&report));
-            }
-            if report.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            ExitCode::from(cli::kafka::check(&opts, *json))
         }
     }
 }

@@ -3,13 +3,13 @@
 
 use crate::{
     config::{ListenIp, Settings, SnatIp},
-    netif,
+    host::netif,
 };
 use forwarder_common::{Config, Rule, LAYOUT_VERSION, LISTEN_ADDRS, LISTEN_ANY};
 use ipnet::Ipv4Net;
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, ToSocketAddrs},
+    net::Ipv4Addr,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -162,19 +162,18 @@ impl Plan {
     }
 }
 
-/// Resolves a target host (IPv4 literal or hostname) to its first IPv4 address.
+/// How long a rule target's name may take to resolve (at start, reload, `rule add` and the
+/// DNS refresh): a silent resolver makes the rule unresolved instead of hanging the daemon.
+pub const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Resolves a target host (IPv4 literal or hostname) to its first IPv4 address; the error
+/// is the reason, as it follows "does not resolve to an IPv4 address".
 pub fn resolve(host: &str, port: u16) -> Result<Ipv4Addr, String> {
-    if let Ok(a) = host.parse() {
-        return Ok(a);
-    }
-    let addrs = (host, port).to_socket_addrs().map_err(|e| format!(": {e}"))?;
-    addrs
-        .filter_map(|a| match a.ip() {
-            std::net::IpAddr::V4(v4) => Some(v4),
-            _ => None,
-        })
-        .next()
-        .ok_or_else(|| ": it has no IPv4 address".to_string())
+    use crate::host::resolve::{first_ipv4, ResolveError};
+    first_ipv4(host, port, RESOLVE_TIMEOUT).map_err(|e| match e {
+        ResolveError::NoIpv4 | ResolveError::NoAddresses => ": it has no IPv4 address".into(),
+        e => format!(": {e}"),
+    })
 }
 
 impl Plan {

@@ -3,7 +3,7 @@
 //! refusal encodes to a response the CLI reads back.
 #![no_main]
 
-use forwarder::control::{self, Response};
+use forwarder::daemon::control::{self, Response};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

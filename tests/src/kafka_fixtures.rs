@@ -120,7 +120,8 @@ pub struct TansuOptions<'a> {
 pub struct Tansu {
     child: Child,
     pub addr: String,
-    dir: PathBuf,
+    /// Removed after the broker is stopped (fields drop after `Drop::drop`).
+    dir: tempfile::TempDir,
 }
 
 impl Tansu {
@@ -142,17 +143,18 @@ impl Tansu {
             t.create_user(u);
         }
         stop(&mut t.child);
-        t.child = spawn_tansu(&t.dir, &t.addr, opts.advertised, &["--authentication"]);
+        t.child = spawn_tansu(t.dir.path(), &t.addr, opts.advertised, &["--authentication"]);
         t.wait_ready();
         t
     }
 
     fn spawn(tag: &str, advertised: Option<&str>, extra: &[&str]) -> Tansu {
-        let dir = std::env::temp_dir().join(format!("fwt-tansu-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating the tansu dir");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("fwt-tansu-{tag}-"))
+            .tempdir()
+            .expect("creating the tansu dir");
         let addr = format!("127.0.0.1:{}", free_port());
-        let child = spawn_tansu(&dir, &addr, advertised, extra);
+        let child = spawn_tansu(dir.path(), &addr, advertised, extra);
         Tansu { child, addr, dir }
     }
 
@@ -183,12 +185,12 @@ impl Tansu {
     }
 
     fn wait_ready(&mut self) {
-        let (addr, dir) = (self.addr.clone(), self.dir.clone());
+        let (addr, dir) = (self.addr.clone(), self.dir.path().to_path_buf());
         wait_listening(&mut self.child, &addr, "tansu", || read_log(&dir.join("tansu.log")));
     }
 
     pub fn log(&self) -> String {
-        read_log(&self.dir.join("tansu.log"))
+        read_log(&self.dir.path().join("tansu.log"))
     }
 
     pub fn port(&self) -> u16 {
@@ -222,7 +224,6 @@ fn spawn_tansu(dir: &Path, addr: &str, advertised: Option<&str>, extra: &[&str])
 impl Drop for Tansu {
     fn drop(&mut self) {
         stop(&mut self.child);
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -147,7 +147,7 @@ impl Netns {
     /// The index of `iface` inside the namespace.
     pub fn ifindex(&self, iface: &str) -> Result<u32> {
         let iface = iface.to_string();
-        self.enter(move || forwarder::netif::ifindex(&iface))?.map_err(Into::into)
+        self.enter(move || forwarder::host::netif::ifindex(&iface))?.map_err(Into::into)
     }
 }
 

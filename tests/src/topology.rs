@@ -105,7 +105,7 @@ impl Topology {
     /// One of the forwarder's pinned maps, opened from the test (bpffs is not per namespace),
     /// for tests that read what the data path itself counts or caches.
     pub fn pinned_map(&self, name: &str) -> Result<aya::maps::MapData> {
-        let path = forwarder::pins::Pins::new(self.pin_dir()).map(name);
+        let path = forwarder::datapath::pins::Pins::new(self.pin_dir()).map(name);
         aya::maps::MapData::from_pin(&path)
             .with_context(|| format!("opening the pinned map {}", path.display()))
     }
@@ -197,7 +197,7 @@ pub fn remove_leftovers(ns: &Netns) {
     if std::env::var_os("FWT_BPFFS").is_none() {
         return;
     }
-    let _ = forwarder::pins::Pins::new(pin_dir(ns)).remove_all();
+    let _ = forwarder::datapath::pins::Pins::new(pin_dir(ns)).remove_all();
     let _ = std::fs::remove_dir_all(run_dir(ns));
 }
 

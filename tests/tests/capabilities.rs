@@ -10,7 +10,7 @@
 //! one missing. The CLI runs as root with every capability, as an operator's does.
 
 use anyhow::Result;
-use forwarder::capabilities::CapSet;
+use forwarder::host::capabilities::CapSet;
 use forwarder_tests::daemon_tests::{
     all_listen, brokers, eventually, health_answers, http_get, json, listen, ok, seed_broker,
 };

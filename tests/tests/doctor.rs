@@ -6,7 +6,7 @@
 
 use forwarder::{
     config::Settings,
-    control::{Attachment, Probe, Status},
+    daemon::control::{Attachment, Probe, Status},
     ops::doctor::{self, Finding, Input},
 };
 use forwarder_tests::{netns::Netns, require_root};

@@ -265,13 +265,13 @@ fn a_detached_program_is_noticed_and_reattached() -> Result<()> {
     let daemon = Daemon::start(&topo.natvm, &text)?;
     let config = daemon.config.clone();
     eventually(5, "the probe answers", || Ok(health_answers(&topo)))?;
-    let pin = forwarder::pins::Pins::new(topo.pin_dir())
+    let pin = forwarder::datapath::pins::Pins::new(topo.pin_dir())
         .link("n0", forwarder::datapath::Attached::XdpDriver);
     let streams = Streams::start(&topo.client, &all_listen(), 2)?;
     let meter = StallMeter::start(&streams);
     let mut timings = Vec::new();
     for _ in 0..detaches {
-        let link = forwarder::link_info::pinned(&pin)?;
+        let link = forwarder::datapath::link_info::pinned(&pin)?;
         assert_ne!(link.ifindex, 0, "attached before the detach");
         let out = std::process::Command::new("bpftool")
             .args(["link", "detach", "id", &link.link_id.to_string()])

@@ -8,7 +8,7 @@
 //! The output is deterministic, so a run that changes nothing leaves git clean.
 
 use forwarder::{
-    control::{Request, Response},
+    daemon::control::{Request, Response},
     kafka::{
         bytes::Bytes,
         client,

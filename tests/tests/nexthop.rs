@@ -4,7 +4,7 @@
 
 use anyhow::{ensure, Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData};
-use forwarder::gc::monotonic_ns;
+use forwarder::host::clock::monotonic_ns;
 use forwarder_common::{map_names, CtEntry, FlowKey};
 use forwarder_tests::daemon_tests::listen;
 use forwarder_tests::{

@@ -947,7 +947,7 @@ fn measure_established_data_packet_ns() {
 fn syn_flood_does_not_evict_established_flows() {
     let mut h = harness("flood");
     let f = handshake(&mut h, sa(CLIENT_IP, 50001), 0);
-    let capacity = forwarder::ebpf::embryonic_capacity(4096) as usize;
+    let capacity = forwarder::datapath::object::embryonic_capacity(4096) as usize;
     let flood = capacity * 3;
     for i in 0..flood {
         // Sources spread over 10.1.x.y so every SYN is a new flow.
@@ -996,7 +996,7 @@ fn gc_sweep_removes_expired_and_orphaned_entries() {
     };
     h.ct_set(Table::Established, &orphan_key, &orphan).unwrap();
 
-    let removed = forwarder::gc::sweep(h.dp.ebpf_mut(), &plan.config()).unwrap();
+    let removed = forwarder::datapath::gc::sweep(h.dp.ebpf_mut(), &plan.config()).unwrap();
     assert_eq!(removed, 1, "exactly the expired flow is counted");
     let left: Vec<FlowKey> =
         h.ct_entries(Table::Established).unwrap().into_iter().map(|(k, _)| k).collect();
@@ -1070,7 +1070,7 @@ fn at_max_flows_new_flows_are_refused_and_no_established_flow_is_evicted() {
         f.client_sends(&mut h, &f.client_pkt(flags::RST | flags::ACK));
         f.age(&mut h, Table::Established, 2_000_000_000, true, true);
     }
-    let removed = forwarder::gc::sweep(h.dp.ebpf_mut(), &plan.config()).unwrap();
+    let removed = forwarder::datapath::gc::sweep(h.dp.ebpf_mut(), &plan.config()).unwrap();
     assert_eq!(removed, 10);
     for i in 0..10 {
         handshake(&mut h, many_clients(2000 + i), 0);

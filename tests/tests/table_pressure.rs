@@ -28,7 +28,7 @@ const CLOSED: usize = 100;
 /// retransmit at 1 s; an admitted handshake in these namespaces takes well under 1 ms.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// The daemon's expiry sweep runs every 10 s (GC_INTERVAL in forwarder/src/daemon.rs); a
+/// The daemon's expiry sweep runs every 10 s (GC_INTERVAL in forwarder/src/daemon/mod.rs); a
 /// closed flow goes at the first sweep after `timeouts.closing` (1 s here).
 const EXPIRY_LIMIT: Duration = Duration::from_secs(15);
 /// The echo server's first bytes on every connection (see tests/src/traffic.rs).

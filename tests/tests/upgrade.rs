@@ -1,7 +1,7 @@
 //! A daemon of this build and pins left by a build with another map layout: refused with a
 //! message that says what to do, before anything is changed.
 
-use forwarder::{datapath::Datapath, pins::Pins};
+use forwarder::{datapath::pins::Pins, datapath::Datapath};
 use forwarder_common::{map_names, LAYOUT_VERSION};
 use forwarder_tests::{require_root, topology::test_bpffs};
 use std::{path::Path, process::Command};

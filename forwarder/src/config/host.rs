@@ -7,7 +7,7 @@ use super::{
     validate::{interface_entries, rule_sections},
     ConfigError, ListenIp, Settings,
 };
-use crate::netif;
+use crate::host::netif;
 use forwarder_common::MAX_LISTEN_ADDRS;
 use std::{ffi::CString, net::Ipv4Addr, path::Path};
 use toml_edit::ImDocument;

@@ -77,7 +77,7 @@ impl Options {
 
 /// The conntrack entries' clock (CLOCK_MONOTONIC_COARSE), for entries made by hand.
 pub fn coarse_now_ns() -> u64 {
-    forwarder::gc::monotonic_ns()
+    forwarder::host::clock::monotonic_ns()
 }
 
 pub fn median(v: &mut [f64]) -> f64 {

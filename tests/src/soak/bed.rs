@@ -12,10 +12,7 @@ use crate::{
     traffic::{echo_servers, EchoServers},
 };
 use anyhow::{bail, Result};
-use std::{
-    net::SocketAddrV4,
-    path::{Path, PathBuf},
-};
+use std::{net::SocketAddrV4, path::Path};
 
 /// The name tansu advertises; the client's hosts file points it at the NAT VM.
 pub const KAFKA_FQDN: &str = "broker1.soak.test";
@@ -34,7 +31,8 @@ pub struct Bed {
     pub broker: Broker,
     /// The config the daemon started with (the rule changes return the file to it).
     pub base_config: String,
-    dir: PathBuf,
+    /// Removed after the daemon and the broker are stopped (fields drop after `drop`).
+    dir: tempfile::TempDir,
 }
 
 impl Bed {
@@ -51,9 +49,7 @@ impl Bed {
             onprem: BROKERS[0],
         };
         topo.client.set_hosts(&[(NATVM, KAFKA_FQDN)])?;
-        let dir = std::env::temp_dir().join(format!("fwt-soak-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        let dir = tempfile::Builder::new().prefix("fwt-soak-").tempdir()?;
         let base_config = topo.config("xdp", &NATVM.to_string()).replace(
             "mss_clamp = 1360\n",
             &format!(
@@ -62,7 +58,7 @@ impl Bed {
         );
         let mut bed =
             Bed { daemon: None, kafka: None, _echo: echo, topo, broker, base_config, dir };
-        bed.kafka = Some(Tansu::start(&bed.topo.broker, &bed.broker, &bed.dir)?);
+        bed.kafka = Some(Tansu::start(&bed.topo.broker, &bed.broker, bed.dir.path())?);
         bed.daemon = Some(Daemon::start(&bed.topo.natvm, &bed.base_config)?);
         Ok(bed)
     }
@@ -96,6 +92,5 @@ impl Drop for Bed {
     fn drop(&mut self) {
         self.daemon.take();
         self.kafka.take();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

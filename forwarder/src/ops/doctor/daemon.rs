@@ -1,7 +1,7 @@
 //! Check 1, `daemon`: the daemon answers on its control socket, is not drained and is healthy.
 
 use super::Finding;
-use crate::{config::Settings, control::Status};
+use crate::{config::Settings, daemon::control::Status};
 
 pub(super) fn check(settings: &Settings, status: Option<&Status>) -> Finding {
     const CHECK: &str = "daemon";

@@ -28,7 +28,7 @@ mod stray_nat;
 mod targets;
 mod xdp_mode;
 
-use crate::{config::Settings, control::Status};
+use crate::{config::Settings, daemon::control::Status};
 use host::Host;
 use serde::Serialize;
 use std::{collections::HashSet, net::Ipv4Addr, time::Duration};

@@ -4,7 +4,7 @@ use super::{
     host::{socket_owners, Owner, TcpSocket, TCP_LISTEN},
     unique_lines, Finding, Host,
 };
-use crate::{config::Settings, control::Status};
+use crate::{config::Settings, daemon::control::Status};
 use std::{collections::HashMap, net::SocketAddr};
 
 /// A listener on a port the forwarder needs.

@@ -2,7 +2,7 @@
 //! firewall drops it.
 
 use super::{firewall::FirewallView, Finding, AZURE_PROBE_SOURCE, PROBE_MAX_AGE_S};
-use crate::{config::Settings, control::Status};
+use crate::{config::Settings, daemon::control::Status};
 
 pub(super) fn check(settings: &Settings, status: &Status, blocks: &FirewallView) -> Finding {
     const CHECK: &str = "probe";

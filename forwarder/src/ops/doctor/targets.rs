@@ -4,8 +4,7 @@ use super::Finding;
 use crate::config::RuleSpec;
 use std::{
     io,
-    net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpStream, ToSocketAddrs},
-    sync::mpsc,
+    net::{Ipv4Addr, SocketAddrV4, TcpStream},
     time::{Duration, Instant},
 };
 
@@ -68,25 +67,13 @@ fn probe_target(rule: &RuleSpec, timeout: Duration) -> TargetProbe {
     TargetProbe { rule: rule.name.clone(), addr: Some(addr), finding }
 }
 
-/// Resolves `host` to its first IPv4 address. getaddrinfo has no timeout of its own, so it
-/// runs on a thread that is abandoned when it takes too long.
+/// `host`'s first IPv4 address, within `timeout` (`host::resolve`).
 fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Ipv4Addr, String> {
-    let (tx, rx) = mpsc::channel();
-    let name = host.to_string();
-    std::thread::spawn(move || {
-        let _ = tx.send((name.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(addrs)) => addrs
-            .into_iter()
-            .find_map(|a| match a.ip() {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            })
-            .ok_or_else(|| "no IPv4 address".to_string()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
-    }
+    use crate::host::resolve::{first_ipv4, ResolveError};
+    first_ipv4(host, port, timeout).map_err(|e| match e {
+        ResolveError::Timeout(t) => format!("no answer within {} s", t.as_secs()),
+        e => e.to_string(),
+    })
 }
 
 fn connect_failure(e: &io::Error, to: SocketAddrV4, timeout: Duration) -> (String, String) {

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::{
     config::{Mode, Settings},
-    control::Status,
+    daemon::control::Status,
 };
 
 /// Native XDP without multi-buffer support needs a frame to fit one page with headroom;

@@ -4,7 +4,7 @@
 //! other NAT VM. Every accepted probe is recorded: a probe that never arrives (NSG, local
 //! firewall) is the most common reason this set-up carries no traffic.
 
-use crate::{accept::Backoff, live::HealthView};
+use crate::{daemon::accept::Backoff, daemon::live::HealthView};
 use std::{
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
@@ -13,16 +13,16 @@ use std::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::watch,
 };
+use tokio_util::sync::CancellationToken;
 
 /// How quickly a change of health reaches the socket.
 const POLL: Duration = Duration::from_millis(200);
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Serves until `stop` fires (or its sender is gone); the listening socket is closed when
+/// Serves until `stop` is cancelled; the listening socket is closed when
 /// this returns, so the caller can order what comes after it (detaching on unload).
-pub async fn serve(addr: SocketAddr, view: Arc<HealthView>, mut stop: watch::Receiver<()>) {
+pub async fn serve(addr: SocketAddr, view: Arc<HealthView>, stop: CancellationToken) {
     let mut listener: Option<TcpListener> = None;
     let mut backoff = Backoff::new("health");
     loop {
@@ -31,7 +31,7 @@ pub async fn serve(addr: SocketAddr, view: Arc<HealthView>, mut stop: watch::Rec
             if listener.take().is_some() {
                 tracing::info!(%addr, "health endpoint closed: not forwarding");
             }
-            if stopped_within(POLL, &mut stop).await {
+            if stopped_within(POLL, &stop).await {
                 break;
             }
             continue;
@@ -44,7 +44,7 @@ pub async fn serve(addr: SocketAddr, view: Arc<HealthView>, mut stop: watch::Rec
                 }
                 Err(e) => {
                     tracing::warn!(%addr, "cannot open the health endpoint: {e}");
-                    if stopped_within(Duration::from_secs(1), &mut stop).await {
+                    if stopped_within(Duration::from_secs(1), &stop).await {
                         break;
                     }
                 }
@@ -62,7 +62,7 @@ pub async fn serve(addr: SocketAddr, view: Arc<HealthView>, mut stop: watch::Rec
                 Err(e) => backoff.failed(&e).await,
             },
             _ = tokio::time::sleep(POLL) => {}
-            _ = stop.changed() => break,
+            _ = stop.cancelled() => break,
         }
     }
     if listener.take().is_some() {
@@ -71,10 +71,10 @@ pub async fn serve(addr: SocketAddr, view: Arc<HealthView>, mut stop: watch::Rec
 }
 
 /// Waits `d`; true if `stop` fired meanwhile.
-async fn stopped_within(d: Duration, stop: &mut watch::Receiver<()>) -> bool {
+async fn stopped_within(d: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
-        _ = stop.changed() => true,
+        _ = stop.cancelled() => true,
     }
 }
 

@@ -4,7 +4,7 @@
 //! milliseconds; the program also re-checks each flow's hop once a second by itself, which
 //! bounds a stale hop while no daemon runs.
 
-use crate::{datapath, pins::Pins};
+use crate::{datapath, datapath::pins::Pins};
 use aya::maps::{Array, Map, MapData};
 use forwarder_common::map_names;
 use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
@@ -62,7 +62,7 @@ impl Subscription {
                     continue;
                 }
             }
-            if let Err(e) = datapath::bump_nexthop_gen(&mut gen) {
+            if let Err(e) = datapath::maps::bump_nexthop_gen(&mut gen) {
                 tracing::warn!("bumping {}: {e}", map_names::NEXTHOP_GEN);
             }
         }

@@ -4,12 +4,12 @@
 
 use crate::{
     config::{self, write_back, Settings},
-    control::{Attachment, FlowRow, Probe, RuleInfo, RuleStatsRow, Status},
+    daemon::control::{Attachment, FlowRow, Probe, RuleInfo, RuleStatsRow, Status},
+    daemon::state::State,
+    datapath::flows,
+    datapath::stats,
     datapath::Datapath,
-    flows,
     plan::{self, Plan},
-    state::State,
-    stats,
 };
 use forwarder_common::Counter;
 use std::{
@@ -62,10 +62,6 @@ pub struct Live {
     /// Interfaces whose attachment someone else removed, and what was done about it
     /// (`attach_watch`); empty while all is well.
     pub attach_faults: std::collections::BTreeMap<String, String>,
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Live {
@@ -234,7 +230,7 @@ impl Live {
         let msg = match (on, self.state.drained_since) {
             (true, Some(_)) => "already drained".to_string(),
             (true, None) => {
-                self.state.drained_since = Some(unix_now());
+                self.state.drained_since = Some(crate::host::clock::unix_now());
                 "drained: the health probe now fails; existing connections keep working".into()
             }
             (false, None) => "not drained".to_string(),
@@ -254,7 +250,7 @@ impl Live {
     pub fn apply_resolved(&mut self, resolved: &[(String, Option<std::net::Ipv4Addr>)]) {
         // A name that moves to this host's own address would expose its services; the
         // change is refused like a file naming that address would be.
-        let host = crate::netif::host_ipv4_addrs().unwrap_or_default();
+        let host = crate::host::netif::host_ipv4_addrs().unwrap_or_default();
         let mut changed = false;
         for (name, addr) in resolved {
             let Some(rule) = self.plan.rules.iter_mut().find(|r| &r.name == name) else {
@@ -264,7 +260,7 @@ impl Live {
                 continue;
             };
             let new = addr.map(|a| (a, spec.target.port));
-            if let Some(iface) = addr.and_then(|a| crate::netif::interface_of(&host, a)) {
+            if let Some(iface) = addr.and_then(|a| crate::host::netif::interface_of(&host, a)) {
                 tracing::warn!(rule = %name, target = %spec.target, "re-resolved to an address of this host ({iface}); keeping the last address");
                 continue;
             }

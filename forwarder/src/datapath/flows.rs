@@ -2,7 +2,13 @@
 //! A walk over the tables costs time in proportion to the flows tracked; it runs on
 //! demand (status, stats, flows, a metrics scrape), never per packet.
 
-use crate::{datapath::addr_from_ne, gc::monotonic_ns};
+use crate::{
+    datapath::{
+        addr_from_ne,
+        map_access::{self, MapReadError},
+    },
+    host::clock::monotonic_ns,
+};
 use aya::{
     maps::{HashMap as BpfHashMap, IterableMap, MapData},
     Ebpf,
@@ -40,7 +46,7 @@ impl Flow {
 }
 
 /// Every tracked flow (original halves only; the reply half is `entry.peer`).
-pub fn all(ebpf: &Ebpf) -> anyhow::Result<Vec<Flow>> {
+pub fn all(ebpf: &Ebpf) -> Result<Vec<Flow>, MapReadError> {
     Ok(scan(ebpf)?.flows)
 }
 
@@ -52,7 +58,7 @@ pub struct Scan {
     pub used: [u64; 2],
 }
 
-pub fn scan(ebpf: &Ebpf) -> anyhow::Result<Scan> {
+pub fn scan(ebpf: &Ebpf) -> Result<Scan, MapReadError> {
     let mut out = Scan { flows: Vec::new(), used: [0; 2] };
     let mut replies: HashMap<FlowKey, CtEntry> = HashMap::new();
     for (i, (name, established_table)) in
@@ -60,12 +66,13 @@ pub fn scan(ebpf: &Ebpf) -> anyhow::Result<Scan> {
             .into_iter()
             .enumerate()
     {
-        let map = ebpf.map(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
-        let ct: BpfHashMap<&MapData, FlowKey, CtEntry> = BpfHashMap::try_from(map)?;
+        let ct: BpfHashMap<&MapData, FlowKey, CtEntry> =
+            BpfHashMap::try_from(map_access::map(ebpf, name)?).map_err(map_access::of(name))?;
         // The kernel answers "next key" after a key deleted meanwhile with the table's first
         // key, so a walk over a table that churns (a SYN flood in the embryonic LRU) starts
         // over and meets keys again: each is counted once, and the walk is bounded.
-        let capacity = IterableMap::map(&ct).info()?.max_entries() as usize;
+        let capacity =
+            IterableMap::map(&ct).info().map_err(map_access::of(name))?.max_entries() as usize;
         let mut seen: HashSet<FlowKey> = HashSet::new();
         for item in ct.iter().take(capacity.saturating_mul(WALK_BOUND)) {
             // An error ends the walk; what was read stands.
@@ -114,18 +121,18 @@ pub fn state_name(entry: &CtEntry) -> &'static str {
 
 /// (table, entries in use, capacity) of both conntrack tables, entries being halves. The
 /// established table's capacity is what admission allows (`max_flows` flows); its map holds
-/// some more for handshakes in flight (see `ebpf::established_capacity`).
+/// some more for handshakes in flight (see `object::established_capacity`).
 pub fn table_fill(scan: &Scan, max_flows: u32) -> Vec<(String, u64, u64)> {
     vec![
         (
             map_names::CT_ESTABLISHED.to_lowercase(),
             scan.used[0],
-            crate::ebpf::established_capacity(max_flows) as u64,
+            crate::datapath::object::established_capacity(max_flows) as u64,
         ),
         (
             map_names::CT_EMBRYONIC.to_lowercase(),
             scan.used[1],
-            crate::ebpf::embryonic_capacity(max_flows) as u64 * 2,
+            crate::datapath::object::embryonic_capacity(max_flows) as u64 * 2,
         ),
     ]
 }

@@ -20,14 +20,17 @@ pub enum KernelLogError {
     Watch(#[source] std::io::Error),
 }
 
-/// Starts forwarding the program's log lines; the task runs as long as the runtime.
-pub fn start(ebpf: &mut Ebpf) -> Result<(), KernelLogError> {
+/// Opens the program's log buffer; the returned future forwards its lines until dropped
+/// (the daemon runs it as one of its tasks).
+pub fn start(
+    ebpf: &mut Ebpf,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, KernelLogError> {
     let logger = aya_log::EbpfLogger::init(ebpf).map_err(KernelLogError::Open)?;
     // SAFETY: the logger owns the ring buffer's map fd and is moved into the AsyncFd, so the
     // fd stays open and the same for the AsyncFd's whole life.
     let mut fd = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
         .map_err(|e| KernelLogError::Watch(e.into()))?;
-    tokio::spawn(async move {
+    Ok(async move {
         loop {
             let mut ready = match fd.readable_mut().await {
                 Ok(r) => r,
@@ -39,8 +42,7 @@ pub fn start(ebpf: &mut Ebpf) -> Result<(), KernelLogError> {
             ready.get_inner_mut().flush();
             ready.clear_ready();
         }
-    });
-    Ok(())
+    })
 }
 
 /// Per event: (name, lines written, events held back by the rate limit).

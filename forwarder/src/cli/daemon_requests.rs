@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::control::{self, FlowRow, Request, Response, RuleInfo, RuleStatsRow, Status};
+use crate::daemon::control::{self, FlowRow, Request, Response, RuleInfo, RuleStatsRow, Status};
 use std::time::{Duration, Instant};
 
 /// Sends `req` and prints the answer with `print` (or as JSON).
@@ -40,6 +40,11 @@ fn output(resp: &Response, as_json: bool, print: impl Fn(&serde_json::Value) -> 
         }
     }
     0
+}
+
+/// A request whose answer is a message ("drained: ..."), printed as text.
+pub fn command(socket: &Path, req: &Request) -> u8 {
+    request(socket, req, false, message)
 }
 
 /// Plain messages ("drained: ...").
@@ -98,7 +103,7 @@ pub fn status_text(v: &serde_json::Value) -> String {
     if let Some(since) = s.drained_since {
         out += &format!(
             "drained:     since {} s ago; {} flows remain\n",
-            crate::live::unix_now().saturating_sub(since),
+            crate::host::clock::unix_now().saturating_sub(since),
             s.active_flows
         );
     }

@@ -1,5 +1,6 @@
 //! Reading the per-rule, per-CPU counters of the data path.
 
+use crate::datapath::map_access::{self, MapReadError};
 use aya::{
     maps::{MapData, PerCpuArray},
     Ebpf,
@@ -26,12 +27,12 @@ impl Totals {
     }
 }
 
-pub fn rule_totals(ebpf: &Ebpf, rule_id: u16) -> anyhow::Result<Totals> {
+pub fn rule_totals(ebpf: &Ebpf, rule_id: u16) -> Result<Totals, MapReadError> {
     let name = map_names::RULE_STATS;
-    let map = ebpf.map(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
-    let stats: PerCpuArray<&MapData, RuleStats> = PerCpuArray::try_from(map)?;
+    let stats: PerCpuArray<&MapData, RuleStats> =
+        PerCpuArray::try_from(map_access::map(ebpf, name)?).map_err(map_access::of(name))?;
     let mut t = Totals::default();
-    for cpu in stats.get(&(rule_id as u32), 0)?.iter() {
+    for cpu in stats.get(&(rule_id as u32), 0).map_err(map_access::of(name))?.iter() {
         for (sum, v) in t.0.iter_mut().zip(cpu.counters) {
             *sum += v;
         }
@@ -40,14 +41,12 @@ pub fn rule_totals(ebpf: &Ebpf, rule_id: u16) -> anyhow::Result<Totals> {
 }
 
 /// Sets a rule's counters to zero, when its id is given to a new rule.
-pub fn reset(ebpf: &mut Ebpf, rule_id: u16) -> anyhow::Result<()> {
+pub fn reset(ebpf: &mut Ebpf, rule_id: u16) -> Result<(), MapReadError> {
     let name = map_names::RULE_STATS;
-    let map = ebpf.map_mut(name).ok_or_else(|| anyhow::anyhow!("map {name} missing"))?;
-    let mut stats: PerCpuArray<&mut MapData, RuleStats> = PerCpuArray::try_from(map)?;
-    let zeros = aya::maps::PerCpuValues::try_from(vec![
-        RuleStats::default();
-        aya::util::nr_cpus().map_err(|(_, e)| e)?
-    ])?;
-    stats.set(rule_id as u32, zeros, 0)?;
-    Ok(())
+    let mut stats: PerCpuArray<&mut MapData, RuleStats> =
+        PerCpuArray::try_from(map_access::map_mut(ebpf, name)?).map_err(map_access::of(name))?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapReadError::Cpus(name, e))?;
+    let zeros = aya::maps::PerCpuValues::try_from(vec![RuleStats::default(); cpus])
+        .map_err(|e| MapReadError::Cpus(name, e))?;
+    stats.set(rule_id as u32, zeros, 0).map_err(map_access::of(name))
 }

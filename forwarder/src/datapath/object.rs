@@ -1,6 +1,6 @@
 //! The kernel program, embedded at build time (see build.rs), and loading it.
 
-use crate::pins::{Pins, ALL_MAPS};
+use crate::datapath::pins::{Pins, ALL_MAPS};
 use aya::{Ebpf, EbpfLoader};
 use forwarder_common::map_names;
 

@@ -3,12 +3,12 @@
 //! a NAT VM out of SNAT ports at 3 a.m. should say so in the journal. Reads the pinned
 //! per-rule counters on its own, never under the daemon's lock.
 
-use crate::pins::Pins;
-use crate::ticker::Ticker;
+use crate::daemon::ticker::Ticker;
+use crate::datapath::pins::Pins;
 use aya::maps::{Map, MapData, PerCpuArray};
 use forwarder_common::{map_names, Counter, RuleStats};
 use std::{collections::BTreeMap, time::Duration};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// The counters that mean "an operator should hear about this", with what to do.
 const WATCHED: [(Counter, &str); 3] = [
@@ -26,7 +26,7 @@ const WATCHED: [(Counter, &str); 3] = [
 /// Per rule id: its name, as the log should show it.
 pub type RuleNames = Box<dyn Fn() -> BTreeMap<u16, String> + Send + Sync>;
 
-pub async fn run(pins: Pins, every: Duration, names: RuleNames, stop: watch::Receiver<()>) {
+pub async fn run(pins: Pins, every: Duration, names: RuleNames, stop: CancellationToken) {
     let mut ticker = Ticker::new(every, stop);
     let mut last: Option<BTreeMap<u16, RuleStats>> = None;
     // Rules that logged drops in the last interval, to say when they stop.

@@ -2,11 +2,11 @@
 //! conntrack tables. The data path already ignores expired entries; this returns their
 //! memory and their SNAT ports.
 //!
-//! The daemon sweeps in a task of its own, on map handles opened from the pins, so a long
-//! sweep (a million flows) holds no lock and delays neither signals nor control requests.
+//! The daemon sweeps in a task of its own (`daemon::flow_expiry`), on map handles opened
+//! from the pins, so a long sweep (a million flows) holds no lock and delays neither signals
+//! nor control requests.
 
-use crate::pins::Pins;
-use crate::ticker::Ticker;
+use crate::{datapath::pins::Pins, host::clock::monotonic_ns};
 use aya::{
     maps::{Array, HashMap, Map, MapData, MapError},
     Ebpf,
@@ -15,17 +15,9 @@ use forwarder_common::{map_names, Config, CtEntry, FlowKey, CT_COUNT_SWEPT};
 use std::{
     borrow::BorrowMut,
     collections::HashMap as StdHashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
+    sync::atomic::{AtomicBool, Ordering},
 };
-use tokio::sync::watch;
 
-/// A sweep still running after this long is logged (and left to finish: two sweeps at once
-/// would race on the swept-flow count).
-const SLOW_SWEEP: Duration = Duration::from_secs(30);
 /// How many entries a sweep handles between two looks at its stop flag.
 const STOP_CHECK_EVERY: usize = 1024;
 
@@ -45,14 +37,6 @@ pub enum GcError {
         #[source]
         source: MapError,
     },
-}
-
-/// CLOCK_MONOTONIC_COARSE in ns, the clock of `bpf_ktime_get_coarse_ns` that stamps the
-/// conntrack entries.
-pub fn monotonic_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
-        .expect("CLOCK_MONOTONIC_COARSE is always available");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 /// The maps a sweep works on.
@@ -108,49 +92,11 @@ pub fn sweep(ebpf: &mut Ebpf, cfg: &Config) -> Result<usize, GcError> {
     sweep_tables(&mut tables, cfg, &AtomicBool::new(false))
 }
 
-/// Sweeps every `every` until `stop` fires, each pass in a blocking thread on its own map
-/// handles. `config` is called in that thread for the timeouts in force (it may wait for
-/// the daemon's lock, which must not hold up the runtime). On stop, a running pass ends at
-/// its next check, with what it removed counted.
-pub async fn run<F>(pins: Pins, every: Duration, config: F, stop: watch::Receiver<()>)
-where
-    F: Fn() -> Config + Send + Sync + 'static,
-{
-    let config = Arc::new(config);
-    let halt = Arc::new(AtomicBool::new(false));
-    let mut ticker = Ticker::new(every, stop);
-    while ticker.next().await {
-        let (pins, config, h) = (pins.clone(), config.clone(), halt.clone());
-        let mut job = tokio::task::spawn_blocking(move || {
-            let cfg = config();
-            sweep_tables(&mut Tables::open(&pins)?, &cfg, &h)
-        });
-        let slow = tokio::time::sleep(SLOW_SWEEP);
-        tokio::pin!(slow);
-        let (mut warned, mut stopping) = (false, false);
-        let result = loop {
-            tokio::select! {
-                r = &mut job => break r,
-                _ = &mut slow, if !warned => {
-                    warned = true;
-                    tracing::warn!("flow expiry still running after {SLOW_SWEEP:?}");
-                }
-                _ = ticker.stop().changed(), if !stopping => {
-                    stopping = true;
-                    halt.store(true, Ordering::SeqCst);
-                }
-            }
-        };
-        match result {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::debug!(flows = n, "expired flows removed"),
-            Ok(Err(e)) => tracing::warn!("flow expiry failed: {e}"),
-            Err(e) => tracing::warn!("flow expiry failed: {e}"),
-        }
-        if stopping {
-            return;
-        }
-    }
+/// One pass over the tables pinned at `pins`, on handles of its own (no lock, no `Ebpf`):
+/// what the daemon's flow-expiry task runs in a blocking thread. Stops early, with what it
+/// removed counted, once `halt` is set.
+pub fn sweep_pinned(pins: &Pins, cfg: &Config, halt: &AtomicBool) -> Result<usize, GcError> {
+    sweep_tables(&mut Tables::open(pins)?, cfg, halt)
 }
 
 /// One pass over both tables; returns the number of flows removed. Stops early, with what

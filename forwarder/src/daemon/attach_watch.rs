@@ -5,13 +5,13 @@
 //! only once the next check finds the new attachment still in place, so an attachment that
 //! keeps being removed keeps the VM out of the pool instead of flapping.
 
-use crate::live::{Live, Shared};
-use crate::ticker::Ticker;
+use crate::daemon::live::{Live, Shared};
+use crate::daemon::ticker::Ticker;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Checks every `every` until `stop` fires.
-pub async fn run(every: Duration, shared: Shared, stop: watch::Receiver<()>) {
+pub async fn run(every: Duration, shared: Shared, stop: CancellationToken) {
     let mut ticker = Ticker::new(every, stop);
     while ticker.next().await {
         let s = shared.clone();

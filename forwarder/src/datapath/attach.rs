@@ -1,207 +1,22 @@
-//! The loaded program: attaching it in the chosen mode and keeping its maps in step with a
-//! [`Plan`]. Dropping a `Datapath` detaches the program.
+//! Attaching the program to an interface in the configured mode (native XDP, generic XDP,
+//! TC), taking over a previous daemon's pinned attachment by swapping the program into its
+//! link, and repairing an attachment someone else removed.
 
-use crate::{
-    config::Mode,
-    ebpf,
-    pins::{PinError, Pins},
-    plan::{ne_addr, Plan},
-};
+use super::{Attached, Datapath, DatapathError, HeldLink};
+use crate::{config::Mode, datapath::pins::Pins};
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
     programs::{
-        links::{FdLink, LinkError, PinnedLink},
-        tc::{self, SchedClassifierLink, SchedClassifierLinkId, TcAttachType},
-        xdp::{XdpLink, XdpLinkId},
+        links::{FdLink, PinnedLink},
+        tc::{self, SchedClassifierLink, TcAttachType},
+        xdp::XdpLink,
         SchedClassifier, Xdp, XdpMode,
     },
     util::KernelVersion,
-    Ebpf,
 };
-use forwarder_common::{map_names, program_names, Config, Rule};
-use std::{collections::HashSet, net::Ipv4Addr, path::Path};
-
-#[derive(Debug, thiserror::Error)]
-pub enum DatapathError {
-    #[error("loading the BPF object: {0}")]
-    Load(#[from] aya::EbpfError),
-    #[error("program {0}: {1}")]
-    Program(&'static str, #[source] aya::programs::ProgramError),
-    #[error("attaching to {iface} in {mode} mode: {source}")]
-    Attach {
-        iface: String,
-        mode: &'static str,
-        #[source]
-        source: aya::programs::ProgramError,
-    },
-    #[error("map {0}: {1}")]
-    Map(&'static str, #[source] aya::maps::MapError),
-    #[error("map {0} is missing from the object")]
-    MissingMap(&'static str),
-    #[error("program {0} is missing from the object")]
-    MissingProgram(&'static str),
-    #[error(transparent)]
-    Pins(#[from] PinError),
-    #[error("pinned link {0}: {1}")]
-    Link(String, #[source] LinkError),
-    #[error("pinning link {0}: {1}")]
-    Pin(String, #[source] aya::pin::PinError),
-}
-
-/// Whether an attachment in mode `how` satisfies the configured `mode`.
-fn mode_allows(mode: Mode, how: Attached) -> bool {
-    match mode {
-        Mode::Auto => true,
-        Mode::Xdp => how == Attached::XdpDriver,
-        Mode::XdpGeneric => how == Attached::XdpGeneric,
-        Mode::Tc => how == Attached::Tc,
-    }
-}
-
-/// How the program ended up attached to one interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attached {
-    XdpDriver,
-    XdpGeneric,
-    Tc,
-}
-
-impl Attached {
-    pub fn name(self) -> &'static str {
-        match self {
-            Attached::XdpDriver => "xdp",
-            Attached::XdpGeneric => "xdp-generic",
-            Attached::Tc => "tc",
-        }
-    }
-}
-
-pub struct Datapath {
-    ebpf: Ebpf,
-    /// The `max_flows` the conntrack tables were made for (the pinned ones' when resumed).
-    max_flows: u32,
-    pub attached: Vec<(String, Attached)>,
-    pins: Option<Pins>,
-    /// The links this process holds, per interface; holding one only keeps a file
-    /// descriptor (the pin keeps the attachment).
-    held: Vec<(String, HeldLink)>,
-    /// The link of the last attach, until it is pinned.
-    last_xdp_link: Option<XdpLinkId>,
-    last_tc_link: Option<SchedClassifierLinkId>,
-}
+use forwarder_common::program_names;
+use std::path::Path;
 
 impl Datapath {
-    /// Loads the program with tables for `max_flows` flows; attaches nothing yet. Nothing
-    /// is pinned: everything goes away with this value (tests, helpers).
-    pub fn load(max_flows: u32) -> Result<Self, DatapathError> {
-        Ok(Self {
-            ebpf: ebpf::load(max_flows, None)?,
-            max_flows,
-            attached: Vec::new(),
-            pins: None,
-            held: Vec::new(),
-            last_xdp_link: None,
-            last_tc_link: None,
-        })
-    }
-
-    /// Loads the program on the maps pinned in `pins` (creating and pinning them the first
-    /// time); attachments made with `attach` are pinned too, so forwarding outlives this
-    /// process. Refuses pins made by an incompatible build.
-    pub fn load_pinned(max_flows: u32, pins: &Pins) -> Result<Self, DatapathError> {
-        let pinned = pins.check_compatible()?;
-        let mut effective = max_flows;
-        if let Some(p) = pinned {
-            if p != max_flows {
-                tracing::warn!(
-                    pinned = p,
-                    configured = max_flows,
-                    "max_flows differs from the pinned tables; the pinned size stays until \
-                     `forwarder unload`"
-                );
-                effective = p;
-            }
-        }
-        pins.create_dir()?;
-        let mut dp = Self {
-            ebpf: ebpf::load(max_flows, Some(pins))?,
-            max_flows: effective,
-            attached: Vec::new(),
-            pins: Some(pins.clone()),
-            held: Vec::new(),
-            last_xdp_link: None,
-            last_tc_link: None,
-        };
-        // Whatever changed while no daemon listened, no cached next hop survives a start.
-        dp.bump_nexthop_gen()?;
-        Ok(dp)
-    }
-
-    pub fn max_flows(&self) -> u32 {
-        self.max_flows
-    }
-
-    /// Invalidates every next hop cached in the flows: their next packet looks its route
-    /// up again.
-    pub fn bump_nexthop_gen(&mut self) -> Result<(), DatapathError> {
-        let name = map_names::NEXTHOP_GEN;
-        let mut arr: Array<&mut MapData, u32> =
-            Array::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
-        bump_nexthop_gen(&mut arr).map_err(|e| DatapathError::Map(name, e))?;
-        Ok(())
-    }
-
-    /// Lets go of every attachment this process holds. Once `forwarder unload` has removed
-    /// the link pins, that detaches the program now, at a moment the daemon chooses (after
-    /// the health endpoint closed), rather than whenever the process ends. Errors from an
-    /// attachment that is already gone do not matter; the first other one is returned.
-    pub fn detach(&mut self) -> Result<(), DatapathError> {
-        self.held.clear();
-        self.attached.clear();
-        let mut first_err = None;
-        for name in [program_names::XDP, program_names::TC] {
-            let result = match self.ebpf.program_mut(name) {
-                Some(aya::programs::Program::Xdp(p)) => p.unload(),
-                Some(aya::programs::Program::SchedClassifier(p)) => p.unload(),
-                _ => continue,
-            };
-            match result {
-                Ok(()) | Err(aya::programs::ProgramError::NotLoaded) => {}
-                Err(e) => {
-                    first_err.get_or_insert(DatapathError::Program(name, e));
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-
-    /// Program ids of the loaded programs that are attached somewhere.
-    pub fn program_ids(&self) -> Vec<u32> {
-        let mut ids = Vec::new();
-        for name in [program_names::XDP, program_names::TC] {
-            if let Some(p) = self.ebpf.program(name) {
-                if let Ok(info) = p.info() {
-                    if self
-                        .attached
-                        .iter()
-                        .any(|(_, a)| (*a == Attached::Tc) == (name == program_names::TC))
-                    {
-                        ids.push(info.id());
-                    }
-                }
-            }
-        }
-        ids
-    }
-
-    pub fn ebpf(&self) -> &Ebpf {
-        &self.ebpf
-    }
-
-    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
-        &mut self.ebpf
-    }
-
     /// Attaches to `iface` in `mode`; `auto` tries native XDP, then generic XDP, then TC.
     /// With pins, an attachment a previous daemon pinned is taken over by swapping this
     /// program into its link (no packet sees a gap); a new one is pinned.
@@ -239,7 +54,7 @@ impl Datapath {
             return None;
         }
         let path = pins.link(iface, how);
-        let link = match crate::link_info::pinned(&path) {
+        let link = match crate::datapath::link_info::pinned(&path) {
             Ok(l) => l,
             Err(e) => return Some(format!("the pinned link {} is gone: {e}", path.display())),
         };
@@ -247,7 +62,7 @@ impl Datapath {
         if link.ifindex == 0 {
             return Some(format!("detached from {iface} by someone else (link {id} is defunct)"));
         }
-        if let Ok(want) = crate::netif::ifindex(iface) {
+        if let Ok(want) = crate::host::netif::ifindex(iface) {
             if link.ifindex != want {
                 return Some(format!(
                     "link {id} is attached to interface index {}, not {iface} ({want})",
@@ -274,7 +89,7 @@ impl Datapath {
             return Ok(());
         };
         let path = pins.link(iface, how);
-        let still_on = crate::link_info::pinned(&path).is_ok_and(|l| l.ifindex != 0);
+        let still_on = crate::datapath::link_info::pinned(&path).is_ok_and(|l| l.ifindex != 0);
         self.release(iface);
         if still_on {
             let held = self.swap_into(iface, how, &path)?;
@@ -466,103 +281,19 @@ impl Datapath {
         }
         Ok(prog)
     }
+}
 
-    /// Makes the maps hold `plan`: rules, listen addresses and allowed sources first, the
-    /// global config last, so the program never sees a config without its rules.
-    pub fn apply(&mut self, plan: &Plan) -> Result<(), DatapathError> {
-        let rules: Vec<(u16, Rule)> =
-            plan.rules.iter().filter_map(|r| r.map_value().map(|v| (r.listen, v))).collect();
-        self.sync_hash(map_names::RULES, &rules)?;
-
-        let listen: Vec<(u32, u8)> =
-            plan.listen_addrs.iter().flatten().map(|a| (ne_addr(*a), 1)).collect();
-        self.sync_hash(map_names::LISTEN_ADDRS, &listen)?;
-
-        self.sync_allowed(plan.allowed_sources.as_deref().unwrap_or(&[]))?;
-
-        let name = map_names::CONFIG;
-        let value = Config { max_flows: self.max_flows, ..plan.config() };
-        let mut cfg: Array<_, Config> =
-            Array::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
-        cfg.set(0, value, 0).map_err(|e| DatapathError::Map(name, e))?;
-        Ok(())
-    }
-
-    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
-        self.ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))
-    }
-
-    /// Removes every key not in `want`, then inserts `want`. Stale keys go first: the maps
-    /// are full size (the config is checked against their capacity), so a change that
-    /// replaces most keys at once, near capacity, only fits once the old ones are gone.
-    /// A kept key is updated in place, so its packets never see it missing.
-    fn sync_hash<K, V>(&mut self, name: &'static str, want: &[(K, V)]) -> Result<(), DatapathError>
-    where
-        K: aya::Pod + Eq + std::hash::Hash,
-        V: aya::Pod,
-    {
-        let mut map: HashMap<&mut MapData, K, V> =
-            HashMap::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
-        let keep: HashSet<&K> = want.iter().map(|(k, _)| k).collect();
-        let stale: Vec<K> =
-            map.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
-        for k in stale {
-            map.remove(&k).map_err(|e| DatapathError::Map(name, e))?;
-        }
-        for (k, v) in want {
-            map.insert(k, v, 0).map_err(|e| DatapathError::Map(name, e))?;
-        }
-        Ok(())
-    }
-
-    /// As [`Self::sync_hash`] for the allowed-sources trie: stale prefixes first.
-    fn sync_allowed(&mut self, nets: &[ipnet::Ipv4Net]) -> Result<(), DatapathError> {
-        let name = map_names::ALLOWED_SOURCES;
-        let mut trie: LpmTrie<&mut MapData, u32, u8> =
-            LpmTrie::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
-        let want: Vec<(u32, u32)> =
-            nets.iter().map(|n| (n.prefix_len() as u32, ne_addr(n.network()))).collect();
-        let stale: Vec<Key<u32>> = trie
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !want.contains(&(k.prefix_len(), k.data())))
-            .collect();
-        for k in stale {
-            trie.remove(&k).map_err(|e| DatapathError::Map(name, e))?;
-        }
-        for (len, addr) in &want {
-            trie.insert(&Key::new(*len, *addr), 1, 0).map_err(|e| DatapathError::Map(name, e))?;
-        }
-        Ok(())
+/// Whether an attachment in mode `how` satisfies the configured `mode`.
+fn mode_allows(mode: Mode, how: Attached) -> bool {
+    match mode {
+        Mode::Auto => true,
+        Mode::Xdp => how == Attached::XdpDriver,
+        Mode::XdpGeneric => how == Attached::XdpGeneric,
+        Mode::Tc => how == Attached::Tc,
     }
 }
 
 /// TCX (6.6): TC attachments are links, which can be pinned, taken over and checked.
 fn tcx_available() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
-}
-
-/// A handle this process keeps on an interface's link.
-enum HeldLink {
-    /// A link this process made and pinned.
-    Pinned(PinnedLink),
-    /// A pinned link a previous daemon made, which this program was swapped into; the
-    /// program object holds it.
-    Xdp(XdpLinkId),
-    Tc(SchedClassifierLinkId),
-}
-
-/// Adds one to the NEXTHOP_GEN value (wrapping) and returns the new one. The daemon is its
-/// only writer, the program only compares it.
-pub fn bump_nexthop_gen<T: std::borrow::BorrowMut<MapData>>(
-    arr: &mut Array<T, u32>,
-) -> Result<u32, aya::maps::MapError> {
-    let gen = arr.get(&0, 0)?.wrapping_add(1);
-    arr.set(0, gen, 0)?;
-    Ok(gen)
-}
-
-/// Convenience for logs and tests.
-pub fn addr_from_ne(v: u32) -> Ipv4Addr {
-    Ipv4Addr::from(v.to_ne_bytes())
 }

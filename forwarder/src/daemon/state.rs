@@ -2,7 +2,7 @@
 //! sysctl values to put back on unload, the rule ids (conntrack entries and counters refer
 //! to rules by id, so a rule keeps its id across reloads and restarts), and the drain.
 
-use crate::sysctl;
+use crate::host::sysctl;
 use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,

@@ -1,13 +1,15 @@
 //! Re-resolving hostname targets every `dns_refresh`, in a task of its own.
 //!
-//! The lookups run in a blocking thread (getaddrinfo cannot be cancelled) under a timeout:
-//! a resolver that never answers costs one abandoned thread, logged, and holds up nothing
-//! else. The daemon's lock is taken only to read the targets and to apply the results.
+//! The lookups run in a blocking thread, each name bounded by `plan::RESOLVE_TIMEOUT`
+//! (`host::resolve`: getaddrinfo cannot be cancelled, a silent resolver costs one abandoned
+//! thread), the whole round by LOOKUP_TIMEOUT; nothing else waits for them. The daemon's
+//! lock is taken only to read the targets and to apply the results.
 
-use crate::live::{resolve_now, Shared};
-use crate::ticker::Ticker;
+use crate::daemon::live::{resolve_now, Shared};
+use crate::daemon::ticker::Ticker;
 use std::{net::Ipv4Addr, time::Duration};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Longest wait for one round of lookups; glibc's own default gives up on a silent name
 /// server after 2 x 5 s.
@@ -17,7 +19,7 @@ type Resolved = Vec<(String, Option<Ipv4Addr>)>;
 
 /// Refreshes every `every` until `stop` fires. No new round starts while an abandoned one
 /// still hangs, so a dead resolver never piles up threads.
-pub async fn run(every: Duration, shared: Shared, stop: watch::Receiver<()>) {
+pub async fn run(every: Duration, shared: Shared, stop: CancellationToken) {
     let mut ticker = Ticker::new(every, stop);
     // The first tick is immediate; targets were just resolved.
     if !ticker.next().await {
@@ -31,7 +33,7 @@ pub async fn run(every: Duration, shared: Shared, stop: watch::Receiver<()>) {
         }
         tokio::select! {
             left = refresh(&shared) => hung = left,
-            _ = ticker.stop().changed() => return,
+            _ = ticker.stop().cancelled() => return,
         }
     }
 }

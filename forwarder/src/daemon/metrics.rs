@@ -2,8 +2,8 @@
 //! maps a snapshot of the daemon onto metric families and serves them over plain HTTP).
 
 use crate::{
-    accept::Backoff,
-    control::{Attachment, RuleStatsRow},
+    daemon::accept::Backoff,
+    daemon::control::{Attachment, RuleStatsRow},
 };
 use prometheus_client::{
     encoding::text::encode,

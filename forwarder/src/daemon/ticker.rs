@@ -3,18 +3,16 @@
 //! than bunched up with the next, until the daemon's stop signal.
 
 use std::time::Duration;
-use tokio::{
-    sync::watch,
-    time::{Interval, MissedTickBehavior},
-};
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
 pub struct Ticker {
     tick: Interval,
-    stop: watch::Receiver<()>,
+    stop: CancellationToken,
 }
 
 impl Ticker {
-    pub fn new(every: Duration, stop: watch::Receiver<()>) -> Self {
+    pub fn new(every: Duration, stop: CancellationToken) -> Self {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self { tick, stop }
@@ -24,12 +22,12 @@ impl Ticker {
     pub async fn next(&mut self) -> bool {
         tokio::select! {
             _ = self.tick.tick() => true,
-            _ = self.stop.changed() => false,
+            _ = self.stop.cancelled() => false,
         }
     }
 
     /// The stop signal, for work that must notice it while it runs.
-    pub fn stop(&mut self) -> &mut watch::Receiver<()> {
-        &mut self.stop
+    pub fn stop(&self) -> &CancellationToken {
+        &self.stop
     }
 }

@@ -4,22 +4,37 @@
 //! Exiting on SIGTERM / SIGINT leaves the data path running in the kernel, pinned, so a
 //! restart or an upgrade drops no connection; `forwarder unload` removes it.
 
-use crate::{
+// The daemon's tasks and the state they share (`live`); `control` is the protocol the CLI
+// speaks to it, `unload` the way out (also without a daemon).
+pub mod accept;
+pub mod attach_watch;
+pub mod control;
+pub mod dns_refresh;
+pub mod drop_watch;
+pub mod flow_expiry;
+pub mod health;
+pub mod live;
+pub mod metrics;
+pub mod nexthop_watch;
+pub mod state;
+pub mod ticker;
+pub mod unload;
+
+use self::{
     accept::Backoff,
-    attach_watch, capabilities,
-    config::Settings,
-    control::{self, Request, Response},
-    datapath::Datapath,
-    dns_refresh, gc, health,
+    control::{Request, Response},
     live::{ChangeError, HealthView, Live, Shared},
-    metrics,
-    pins::Pins,
+    state::State,
+};
+use crate::{
+    config::Settings,
+    datapath::{pins::Pins, stats, Datapath},
+    host::{capabilities, sysctl},
     plan::Plan,
-    state::{self, State},
-    stats, sysctl, unload,
 };
 use anyhow::Context;
 use std::{
+    future::Future,
     os::unix::fs::PermissionsExt,
     path::Path,
     sync::{Arc, Mutex},
@@ -29,8 +44,10 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{UnixListener, UnixStream},
     signal::unix::{signal, SignalKind},
-    sync::{watch, Notify},
+    sync::Notify,
+    task::JoinSet,
 };
+use tokio_util::sync::CancellationToken;
 
 const GC_INTERVAL: Duration = Duration::from_secs(10);
 /// How often each interface's attachment is checked (someone else may detach it).
@@ -66,7 +83,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
 
     // Before the load: a route or neighbour change from here on reaches the watch below.
     let nexthop_events =
-        crate::nexthop_watch::subscribe().context("subscribing to route changes")?;
+        crate::daemon::nexthop_watch::subscribe().context("subscribing to route changes")?;
     let pins = Pins::new(&settings.pin_path);
     let resumed = pins.exist();
     let mut dp = Datapath::load_pinned(settings.max_flows, &pins)
@@ -74,8 +91,8 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         .map_err(capabilities::explain)?;
     // A rule removed from the file while no daemon ran may still have flows: its id stays
     // theirs, so their counters do not land on a new rule.
-    let tracked = crate::flows::all(dp.ebpf()).context("reading the tracked flows")?;
-    let held = crate::flows::active_per_rule(&tracked).into_keys().collect();
+    let tracked = crate::datapath::flows::all(dp.ebpf()).context("reading the tracked flows")?;
+    let held = crate::datapath::flows::active_per_rule(&tracked).into_keys().collect();
     state.rule_ids = plan.settle_ids(&old_ids, &held);
     state.save(&state_path)?;
     // Maps before attaching, so the first packet already sees the rules.
@@ -85,9 +102,11 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         tracing::info!(iface, mode = how.name(), "program attached");
     }
     // A program that cannot log still forwards: say so and go on.
-    if let Err(e) = crate::kernel_log::start(dp.ebpf_mut()) {
-        tracing::warn!("{e}: the data path's events (SNAT ports, table full) are not logged");
-    }
+    let kernel_log = crate::datapath::kernel_log::start(dp.ebpf_mut())
+        .inspect_err(|e| {
+            tracing::warn!("{e}: the data path's events (SNAT ports, table full) are not logged")
+        })
+        .ok();
     if resumed {
         let flows = tracked.len();
         tracing::info!(flows, pins = %pins.dir().display(), "resumed the pinned data path");
@@ -108,46 +127,54 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     live.update_health();
     let shared: Shared = Arc::new(Mutex::new(live));
 
+    // Every task in one set, stopped by one token. Those with something to finish (the
+    // health endpoint closing its socket, a sweep counting what it removed, an attachment
+    // check under way) watch the token themselves; the others are simply dropped at it.
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
     {
         let pins = pins.clone();
-        tokio::spawn(async move {
+        tasks.spawn(until_stopped(&stop, async move {
             if let Err(e) = nexthop_events.watch(pins).await {
                 tracing::error!(
                     "route changes are not followed: {e:#}; cached next hops are still \
-                     re-checked every second"
+                         re-checked every second"
                 );
             }
-        });
+        }));
     }
-
-    // One stop signal for the tasks that must end before the daemon does.
-    let (stop, stopped) = watch::channel(());
+    if let Some(forward) = kernel_log {
+        tasks.spawn(until_stopped(&stop, forward));
+    }
     let unload_requested = Arc::new(Notify::new());
     let control = bind_control(&settings.control_socket)?;
-    tokio::spawn(serve_control(control, shared.clone(), unload_requested.clone()));
-    let health_task =
-        settings.health.map(|addr| tokio::spawn(health::serve(addr, health_view, stopped.clone())));
+    tasks.spawn(until_stopped(
+        &stop,
+        serve_control(control, shared.clone(), unload_requested.clone()),
+    ));
+    if let Some(addr) = settings.health {
+        tasks.spawn(health::serve(addr, health_view, stop.clone()));
+    }
     // Flow expiry and DNS refresh run beside the main loop, never under the lock for long:
     // a big sweep or a silent resolver must not hold up signals, control requests or health.
-    let gc_task = {
-        let s = shared.clone();
-        let config = move || s.lock().expect("lock").plan.config();
-        tokio::spawn(gc::run(pins.clone(), GC_INTERVAL, config, stopped.clone()))
-    };
-    tokio::spawn(dns_refresh::run(settings.dns_refresh, shared.clone(), stopped.clone()));
     {
         let s = shared.clone();
-        let names: crate::drop_watch::RuleNames = Box::new(move || {
+        let config = move || s.lock().expect("lock").plan.config();
+        tasks.spawn(flow_expiry::run(pins.clone(), GC_INTERVAL, config, stop.clone()));
+    }
+    tasks.spawn(dns_refresh::run(settings.dns_refresh, shared.clone(), stop.clone()));
+    {
+        let s = shared.clone();
+        let names: drop_watch::RuleNames = Box::new(move || {
             let l = s.lock().expect("lock");
             l.plan.rules.iter().map(|r| (r.rule_id, r.name.clone())).collect()
         });
-        tokio::spawn(crate::drop_watch::run(pins.clone(), GC_INTERVAL, names, stopped.clone()));
+        tasks.spawn(drop_watch::run(pins.clone(), GC_INTERVAL, names, stop.clone()));
     }
-    let attach_task =
-        tokio::spawn(attach_watch::run(ATTACH_CHECK_INTERVAL, shared.clone(), stopped.clone()));
+    tasks.spawn(attach_watch::run(ATTACH_CHECK_INTERVAL, shared.clone(), stop.clone()));
     if let Some(addr) = settings.metrics {
         let s = shared.clone();
-        tokio::spawn(metrics::serve(addr, Arc::new(move || snapshot(&s))));
+        tasks.spawn(until_stopped(&stop, metrics::serve(addr, Arc::new(move || snapshot(&s)))));
     }
     {
         let l = shared.lock().expect("lock");
@@ -158,21 +185,22 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
     let unload = main_loop(&shared, &unload_requested).await?;
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    // The health endpoint closes first: on unload the load balancer must stop sending new
-    // flows before the program that would forward them goes.
-    let _ = stop.send(());
-    if let Some(task) = health_task {
-        if tokio::time::timeout(STOP_GRACE, task).await.is_err() {
-            tracing::warn!("the health endpoint did not close within {STOP_GRACE:?}");
+    // All tasks stop before anything below: the health endpoint must be closed before an
+    // unload detaches the program (the load balancer stops sending new flows first), a
+    // check under way must not find the pins `unload` removes and re-attach, and a sweep
+    // stopped half-way still counts what it removed.
+    stop.cancel();
+    let all_stopped = tokio::time::timeout(STOP_GRACE, async {
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::warn!("a task ended badly: {e}");
+            }
         }
-    }
-    // A check under way must not find the pins `unload` removes and re-attach.
-    if tokio::time::timeout(STOP_GRACE, attach_task).await.is_err() {
-        tracing::warn!("the attachment check did not stop within {STOP_GRACE:?}");
-    }
-    // A sweep stopped half-way still counts what it removed; wait for that.
-    if tokio::time::timeout(STOP_GRACE, gc_task).await.is_err() {
-        tracing::warn!("flow expiry did not stop within {STOP_GRACE:?}");
+    })
+    .await;
+    if all_stopped.is_err() {
+        tracing::warn!("{} task(s) did not stop within {STOP_GRACE:?}; dropped", tasks.len());
+        tasks.abort_all();
     }
     let _ = std::fs::remove_file(&settings.control_socket);
     // Tasks still hold the shared state; everything below works under its lock. Without
@@ -198,6 +226,20 @@ pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `task`, dropped when `stop` is cancelled: for tasks with nothing to finish.
+fn until_stopped<F>(stop: &CancellationToken, task: F) -> impl Future<Output = ()> + Send + 'static
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let stop = stop.clone();
+    async move {
+        tokio::select! {
+            () = task => {}
+            () = stop.cancelled() => {}
+        }
+    }
 }
 
 /// The sysctls forwarding needs; the values they had go into `before`.
@@ -258,11 +300,11 @@ fn log_final_counters(live: &Live) {
 /// What a metrics scrape shows, from one walk over the conntrack tables.
 fn snapshot(shared: &Shared) -> metrics::Snapshot {
     let l = shared.lock().expect("lock");
-    let Ok(scan) = crate::flows::scan(l.dp.ebpf()) else {
+    let Ok(scan) = crate::datapath::flows::scan(l.dp.ebpf()) else {
         return metrics::Snapshot::default();
     };
     let status = l.status_of(&scan.flows);
-    let tables = crate::flows::table_fill(&scan, l.dp.max_flows());
+    let tables = crate::datapath::flows::table_fill(&scan, l.dp.max_flows());
     let probes = l.settings.health.map(|_| metrics::Probes {
         total: l.health.probes.load(std::sync::atomic::Ordering::Relaxed),
         last_unix: l.health.last_probe.lock().expect("probe lock").and_then(|(at, _)| {
@@ -270,7 +312,7 @@ fn snapshot(shared: &Shared) -> metrics::Snapshot {
         }),
     });
     metrics::Snapshot {
-        kernel_events: crate::kernel_log::budgets(l.dp.ebpf()),
+        kernel_events: crate::datapath::kernel_log::budgets(l.dp.ebpf()),
         rules: l.stats_of(&scan.flows).unwrap_or_default(),
         attached: status.interfaces,
         healthy: status.healthy,

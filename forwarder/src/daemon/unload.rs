@@ -1,7 +1,7 @@
 //! `forwarder unload`: detach the program, remove the pins, put back the sysctls the
 //! forwarder changed. Works without a running daemon (it may have been killed).
 
-use crate::{config::Locations, pins::Pins, state, sysctl};
+use crate::{config::Locations, daemon::state, datapath::pins::Pins, host::sysctl};
 use anyhow::Context;
 
 /// Does the unload in this process; returns what was done, for the operator.

@@ -1,0 +1,48 @@
+//! `forwarder check-config`: the file validated and resolved, the effective rules printed.
+
+use super::CliError;
+use crate::{
+    config::Settings,
+    plan::{Plan, PlanError},
+};
+
+/// What check-config was doing when the plan failed (printed `error: resolving: ...`).
+#[derive(Debug, thiserror::Error)]
+#[error("resolving")]
+struct Resolving(#[source] PlanError);
+
+pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
+    let plan = Plan::build(settings, false).map_err(|e| CliError::usage(Resolving(e)))?;
+    if json {
+        let rules: Vec<_> = plan
+            .rules
+            .iter()
+            .map(|r| {
+                let (a, p) = r.target.expect("Plan::build(.., false) resolves every target");
+                serde_json::json!({"name": r.name, "listen": r.listen, "target": format!("{a}:{p}")})
+            })
+            .collect();
+        let v = serde_json::json!({
+            "interfaces": settings.interfaces,
+            "mode": settings.mode.name(),
+            "snat": plan.snat_addr.to_string(),
+            "snat_ports": format!("{}-{}", plan.snat_ports.0, plan.snat_ports.1),
+            "rules": rules,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "interface {} mode {} snat {} ports {}-{}",
+        settings.interfaces.join(","),
+        settings.mode.name(),
+        plan.snat_addr,
+        plan.snat_ports.0,
+        plan.snat_ports.1
+    );
+    for r in &plan.rules {
+        let (a, p) = r.target.expect("Plan::build(.., false) resolves every target");
+        println!("rule {:<20} listen {:<5} -> {a}:{p}", r.name, r.listen);
+    }
+    Ok(())
+}

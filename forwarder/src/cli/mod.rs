@@ -1,0 +1,12 @@
+//! What each command does and prints, apart from the argument parsing in `main.rs`: a
+//! table or text for people, `--json` for scripts. Errors are [`CliError`]s, whose kind is
+//! the exit code (2 usage or invalid config, 1 anything else).
+
+pub mod check_config;
+pub mod daemon_requests;
+pub mod error;
+pub mod kafka;
+pub mod ops;
+pub mod unload;
+
+pub use error::CliError;

@@ -1,0 +1,204 @@
+//! The loaded program: attaching it in the chosen mode and keeping its maps in step with a
+//! [`Plan`]. Dropping a `Datapath` detaches the program.
+
+// The kernel side as the daemon sees it: the object and its loading, the pins that keep it
+// across restarts, and the readers and writers of its maps.
+pub mod attach;
+pub mod flows;
+pub mod gc;
+pub mod kernel_log;
+pub mod link_info;
+pub mod map_access;
+pub mod maps;
+pub mod object;
+pub mod pins;
+pub mod stats;
+
+use crate::datapath::pins::{PinError, Pins};
+use aya::{
+    programs::{
+        links::{LinkError, PinnedLink},
+        tc::SchedClassifierLinkId,
+        xdp::XdpLinkId,
+    },
+    Ebpf,
+};
+use forwarder_common::program_names;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the BPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {0}: {1}")]
+    Program(&'static str, #[source] aya::programs::ProgramError),
+    #[error("attaching to {iface} in {mode} mode: {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {0}: {1}")]
+    Map(&'static str, #[source] aya::maps::MapError),
+    #[error("map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error(transparent)]
+    Pins(#[from] PinError),
+    #[error("pinned link {0}: {1}")]
+    Link(String, #[source] LinkError),
+    #[error("pinning link {0}: {1}")]
+    Pin(String, #[source] aya::pin::PinError),
+}
+
+/// How the program ended up attached to one interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    XdpDriver,
+    XdpGeneric,
+    Tc,
+}
+
+impl Attached {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attached::XdpDriver => "xdp",
+            Attached::XdpGeneric => "xdp-generic",
+            Attached::Tc => "tc",
+        }
+    }
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    /// The `max_flows` the conntrack tables were made for (the pinned ones' when resumed).
+    max_flows: u32,
+    pub attached: Vec<(String, Attached)>,
+    pins: Option<Pins>,
+    /// The links this process holds, per interface; holding one only keeps a file
+    /// descriptor (the pin keeps the attachment).
+    held: Vec<(String, HeldLink)>,
+    /// The link of the last attach, until it is pinned.
+    last_xdp_link: Option<XdpLinkId>,
+    last_tc_link: Option<SchedClassifierLinkId>,
+}
+
+impl Datapath {
+    /// Loads the program with tables for `max_flows` flows; attaches nothing yet. Nothing
+    /// is pinned: everything goes away with this value (tests, helpers).
+    pub fn load(max_flows: u32) -> Result<Self, DatapathError> {
+        Ok(Self {
+            ebpf: object::load(max_flows, None)?,
+            max_flows,
+            attached: Vec::new(),
+            pins: None,
+            held: Vec::new(),
+            last_xdp_link: None,
+            last_tc_link: None,
+        })
+    }
+
+    /// Loads the program on the maps pinned in `pins` (creating and pinning them the first
+    /// time); attachments made with `attach` are pinned too, so forwarding outlives this
+    /// process. Refuses pins made by an incompatible build.
+    pub fn load_pinned(max_flows: u32, pins: &Pins) -> Result<Self, DatapathError> {
+        let pinned = pins.check_compatible()?;
+        let mut effective = max_flows;
+        if let Some(p) = pinned {
+            if p != max_flows {
+                tracing::warn!(
+                    pinned = p,
+                    configured = max_flows,
+                    "max_flows differs from the pinned tables; the pinned size stays until \
+                     `forwarder unload`"
+                );
+                effective = p;
+            }
+        }
+        pins.create_dir()?;
+        let mut dp = Self {
+            ebpf: object::load(max_flows, Some(pins))?,
+            max_flows: effective,
+            attached: Vec::new(),
+            pins: Some(pins.clone()),
+            held: Vec::new(),
+            last_xdp_link: None,
+            last_tc_link: None,
+        };
+        // Whatever changed while no daemon listened, no cached next hop survives a start.
+        dp.bump_nexthop_gen()?;
+        Ok(dp)
+    }
+
+    pub fn max_flows(&self) -> u32 {
+        self.max_flows
+    }
+
+    /// Lets go of every attachment this process holds. Once `forwarder unload` has removed
+    /// the link pins, that detaches the program now, at a moment the daemon chooses (after
+    /// the health endpoint closed), rather than whenever the process ends. Errors from an
+    /// attachment that is already gone do not matter; the first other one is returned.
+    pub fn detach(&mut self) -> Result<(), DatapathError> {
+        self.held.clear();
+        self.attached.clear();
+        let mut first_err = None;
+        for name in [program_names::XDP, program_names::TC] {
+            let result = match self.ebpf.program_mut(name) {
+                Some(aya::programs::Program::Xdp(p)) => p.unload(),
+                Some(aya::programs::Program::SchedClassifier(p)) => p.unload(),
+                _ => continue,
+            };
+            match result {
+                Ok(()) | Err(aya::programs::ProgramError::NotLoaded) => {}
+                Err(e) => {
+                    first_err.get_or_insert(DatapathError::Program(name, e));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Program ids of the loaded programs that are attached somewhere.
+    pub fn program_ids(&self) -> Vec<u32> {
+        let mut ids = Vec::new();
+        for name in [program_names::XDP, program_names::TC] {
+            if let Some(p) = self.ebpf.program(name) {
+                if let Ok(info) = p.info() {
+                    if self
+                        .attached
+                        .iter()
+                        .any(|(_, a)| (*a == Attached::Tc) == (name == program_names::TC))
+                    {
+                        ids.push(info.id());
+                    }
+                }
+            }
+        }
+        ids
+    }
+
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}
+
+/// A handle this process keeps on an interface's link.
+enum HeldLink {
+    /// A link this process made and pinned.
+    Pinned(PinnedLink),
+    /// A pinned link a previous daemon made, which this program was swapped into; the
+    /// program object holds it.
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
+}
+
+/// Convenience for logs and tests.
+pub fn addr_from_ne(v: u32) -> Ipv4Addr {
+    Ipv4Addr::from(v.to_ne_bytes())
+}

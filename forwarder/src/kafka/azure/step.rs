@@ -1,0 +1,75 @@
+//! Building one step of the set-up: its bash text (commands, captures, loops, here-documents)
+//! and the list of its `az` commands together, so the script and the list cannot drift.
+
+use super::{AzCommand, DefinitionFile, Step, Word};
+
+/// Builds one step: its bash text and the list of its commands together.
+pub(super) struct StepBuilder<'v> {
+    title: String,
+    vars: &'v [String],
+    files: Vec<DefinitionFile>,
+    commands: Vec<AzCommand>,
+    script: String,
+}
+
+impl<'v> StepBuilder<'v> {
+    pub(super) fn new(title: impl Into<String>, vars: &'v [String]) -> Self {
+        Self { title: title.into(), vars, files: vec![], commands: vec![], script: String::new() }
+    }
+
+    /// `template` with `${NAME}` references to the known variables.
+    pub(super) fn t(&self, template: &str) -> Word {
+        let names: Vec<&str> = self.vars.iter().map(String::as_str).collect();
+        Word::template(template, &names)
+    }
+
+    /// `az SUBCOMMAND --subscription "$SUBSCRIPTION_ID"`: every command names the
+    /// subscription rather than relying on the CLI's default one.
+    pub(super) fn az(&self, subcommand: &str) -> AzCommand {
+        AzCommand::new(subcommand).arg("--subscription", self.t("${SUBSCRIPTION_ID}"))
+    }
+
+    pub(super) fn run(&mut self, cmd: AzCommand) {
+        self.script.push_str(&cmd.line());
+        self.script.push('\n');
+        self.commands.push(cmd);
+    }
+
+    /// `VAR=$(cmd)`: a derived variable from a command's output.
+    pub(super) fn capture(&mut self, var: &str, cmd: AzCommand) {
+        self.script.push_str(&format!("{var}=$({})\n", cmd.line()));
+        self.commands.push(cmd);
+    }
+
+    /// `body` once per line of `list`'s output, the line in `$VAR`. The list is captured
+    /// first, so a failing `az` stops the script (set -e) instead of running no body.
+    pub(super) fn for_each(&mut self, var: &str, list: AzCommand, body: AzCommand) {
+        let body_line = body.line().replace('\n', "\n  ");
+        self.script.push_str(&format!(
+            "{var}S=$({})\nwhile IFS= read -r {var}; do\n  [ -n \"${var}\" ] || continue\n  \
+             {body_line}\ndone <<< \"${var}S\"\n",
+            list.line()
+        ));
+        self.commands.push(list);
+        self.commands.push(body);
+    }
+
+    /// A JSON file written with an unquoted here-document, so the `${NAME}` references in
+    /// it expand. Its literal text is ours or a validated broker name (no `$`, backquote or
+    /// backslash: see `discover::plan`).
+    pub(super) fn file(&mut self, name: &str, json: &serde_json::Value) {
+        let text = serde_json::to_string_pretty(json).unwrap_or_default();
+        self.script.push_str(&format!("cat > {name} <<EOF\n{text}\nEOF\n"));
+        self.files.push(DefinitionFile { name: name.into(), text });
+    }
+
+    pub(super) fn comment(&mut self, text: &str) {
+        for line in text.lines() {
+            self.script.push_str(&format!("# {line}\n"));
+        }
+    }
+
+    pub(super) fn done(self) -> Step {
+        Step { title: self.title, files: self.files, commands: self.commands, script: self.script }
+    }
+}
