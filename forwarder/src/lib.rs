@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod error;
 pub mod host;
 pub mod kafka;
 pub mod ops;

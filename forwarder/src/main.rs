@@ -352,7 +352,7 @@ fn main() -> ExitCode {
             rt.shutdown_timeout(Duration::from_millis(500));
             match result {
                 Ok(()) => 0,
-                Err(e) => return runtime_error(e),
+                Err(e) => return runtime_error(e.into()),
             }
         }
         Command::CheckConfig { json } => match full() {

@@ -29,10 +29,10 @@ use self::{
 use crate::{
     config::Settings,
     datapath::{pins::Pins, stats, Datapath},
+    error::{Step, StepError},
     host::{capabilities, sysctl},
     plan::Plan,
 };
-use anyhow::Context;
 use std::{
     future::Future,
     os::unix::fs::PermissionsExt,
@@ -61,44 +61,44 @@ pub struct RunOptions {
     pub allow_unresolved: bool,
 }
 
-pub async fn run(settings: Settings, opts: RunOptions) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> {
     let state_path = state::path_for(&settings.control_socket);
     refuse_if_running(&settings.control_socket)?;
-    let mut state = State::load(&state_path)?;
+    let mut state = State::load(&state_path).plain()?;
     let old_ids = state.rule_ids.clone();
     let mut ids = old_ids.clone();
     // Resolve and validate before touching the kernel; new rules' ids are settled below,
     // once the pinned maps show which ids tracked flows still carry.
     let mut plan =
         Plan::build_with_ids(&settings, opts.allow_unresolved, &mut ids, &Default::default())
-            .with_context(|| format!("{}: resolving the configuration", settings.path.display()))?;
+            .step_with(|| format!("{}: resolving the configuration", settings.path.display()))?;
 
     // Kernel settings first; their old values go into the state file for `unload`, also
     // when one fails: those set before it stay set until `unload` puts them back.
     let set = kernel_settings(&settings, &mut state.sysctl_before);
-    state.save(&state_path)?;
+    state.save(&state_path).plain()?;
     // Without a capability this and the loading below fail with a bare EPERM, EACCES or a
     // verifier rejection: `explain` names what is missing.
     set.map_err(capabilities::explain)?;
 
     // Before the load: a route or neighbour change from here on reaches the watch below.
     let nexthop_events =
-        crate::daemon::nexthop_watch::subscribe().context("subscribing to route changes")?;
+        crate::daemon::nexthop_watch::subscribe().step("subscribing to route changes")?;
     let pins = Pins::new(&settings.pin_path);
     let resumed = pins.exist();
     let mut dp = Datapath::load_pinned(settings.max_flows, &pins)
-        .context("loading the BPF program")
+        .step("loading the BPF program")
         .map_err(capabilities::explain)?;
     // A rule removed from the file while no daemon ran may still have flows: its id stays
     // theirs, so their counters do not land on a new rule.
-    let tracked = crate::datapath::flows::all(dp.ebpf()).context("reading the tracked flows")?;
+    let tracked = crate::datapath::flows::all(dp.ebpf()).step("reading the tracked flows")?;
     let held = crate::datapath::flows::active_per_rule(&tracked).into_keys().collect();
     state.rule_ids = plan.settle_ids(&old_ids, &held);
-    state.save(&state_path)?;
+    state.save(&state_path).plain()?;
     // Maps before attaching, so the first packet already sees the rules.
-    dp.apply(&plan).context("filling the BPF maps")?;
+    dp.apply(&plan).step("filling the BPF maps")?;
     for iface in &settings.interfaces {
-        let how = dp.attach(iface, settings.mode).map_err(capabilities::explain)?;
+        let how = dp.attach(iface, settings.mode).plain().map_err(capabilities::explain)?;
         tracing::info!(iface, mode = how.name(), "program attached");
     }
     // A program that cannot log still forwards: say so and go on.
@@ -243,21 +243,21 @@ where
 }
 
 /// The sysctls forwarding needs; the values they had go into `before`.
-fn kernel_settings(settings: &Settings, before: &mut sysctl::Before) -> anyhow::Result<()> {
+fn kernel_settings(settings: &Settings, before: &mut sysctl::Before) -> Result<(), StepError> {
     sysctl::reserve_ports(&settings.snat_ports, before)
-        .context("reserving snat_ports in net.ipv4.ip_local_reserved_ports")?;
+        .step("reserving snat_ports in net.ipv4.ip_local_reserved_ports")?;
     for iface in &settings.interfaces {
         sysctl::slow_path(iface, before)
-            .with_context(|| format!("setting forwarding/accept_local on {iface}"))?;
+            .step_with(|| format!("setting forwarding/accept_local on {iface}"))?;
     }
     Ok(())
 }
 
 /// Runs until a signal or an unload request; returns whether to unload.
-async fn main_loop(shared: &Shared, unload_requested: &Notify) -> anyhow::Result<bool> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+async fn main_loop(shared: &Shared, unload_requested: &Notify) -> Result<bool, StepError> {
+    let mut term = signal(SignalKind::terminate()).step("handling SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).step("handling SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).step("handling SIGHUP")?;
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(false),
@@ -265,7 +265,9 @@ async fn main_loop(shared: &Shared, unload_requested: &Notify) -> anyhow::Result
             _ = unload_requested.notified() => return Ok(true),
             _ = hup.recv() => {
                 let s = shared.clone();
-                let r = tokio::task::spawn_blocking(move || s.lock().expect("lock").reload()).await?;
+                let r = tokio::task::spawn_blocking(move || s.lock().expect("lock").reload())
+                    .await
+                    .step("SIGHUP: the reload task")?;
                 match r {
                     Ok(summary) => tracing::info!("SIGHUP: reloaded: {summary}"),
                     Err(e) => tracing::error!("SIGHUP: reload refused, nothing changed: {e}"),
@@ -323,28 +325,27 @@ fn snapshot(shared: &Shared) -> metrics::Snapshot {
 }
 
 /// Two daemons on one pin directory would fight over the maps.
-fn refuse_if_running(socket: &Path) -> anyhow::Result<()> {
+fn refuse_if_running(socket: &Path) -> Result<(), StepError> {
     if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-        anyhow::bail!(
+        return Err(StepError::msg(format!(
             "another forwarder is running (its control socket {} answers)",
             socket.display()
-        );
+        )));
     }
     Ok(())
 }
 
-fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
+fn bind_control(path: &Path) -> Result<UnixListener, StepError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!("creating the control socket's directory {}", dir.display())
-        })?;
+        std::fs::create_dir_all(dir)
+            .step_with(|| format!("creating the control socket's directory {}", dir.display()))?;
     }
     // A socket file left by a daemon that was killed.
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path)
-        .with_context(|| format!("binding the control socket {}", path.display()))?;
+        .step_with(|| format!("binding the control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("making {} root-only", path.display()))?;
+        .step_with(|| format!("making {} root-only", path.display()))?;
     Ok(l)
 }
 
@@ -366,12 +367,15 @@ async fn handle_connection(
     mut stream: UnixStream,
     shared: Shared,
     unload: Arc<Notify>,
-) -> anyhow::Result<()> {
+) -> Result<(), StepError> {
     // The request is read whoever sent it (bounded in size and time), so that a refused
     // client gets its answer rather than a broken pipe.
     let mut buf = Vec::new();
     let mut limited = (&mut stream).take(MAX_REQUEST);
-    tokio::time::timeout(Duration::from_secs(5), limited.read_to_end(&mut buf)).await??;
+    tokio::time::timeout(Duration::from_secs(5), limited.read_to_end(&mut buf))
+        .await
+        .step("reading the request")?
+        .step("reading the request")?;
     let resp = match peer_allowed(&stream) {
         Err(e) => Response::err(1, e),
         Ok(()) => match control::decode_request(&buf) {
@@ -380,11 +384,14 @@ async fn handle_connection(
                 unload.notify_one();
                 Response::ok("unloading: the program is detached and the pins removed")
             }
-            Ok(req) => tokio::task::spawn_blocking(move || handle(&shared, req)).await?,
+            Ok(req) => tokio::task::spawn_blocking(move || handle(&shared, req))
+                .await
+                .step("handling the request")?,
         },
     };
-    stream.write_all(&serde_json::to_vec(&resp)?).await?;
-    stream.shutdown().await?;
+    let bytes = serde_json::to_vec(&resp).step("encoding the answer")?;
+    stream.write_all(&bytes).await.step("sending the answer")?;
+    stream.shutdown().await.step("closing the connection")?;
     Ok(())
 }
 

@@ -1,14 +1,14 @@
 //! `forwarder unload`: detach the program, remove the pins, put back the sysctls the
 //! forwarder changed. Works without a running daemon (it may have been killed).
 
+use crate::error::{Step, StepError};
 use crate::{config::Locations, daemon::state, datapath::pins::Pins, host::sysctl};
-use anyhow::Context;
 
 /// Does the unload in this process; returns what was done, for the operator.
-pub fn offline(settings: &Locations) -> anyhow::Result<Vec<String>> {
+pub fn offline(settings: &Locations) -> Result<Vec<String>, StepError> {
     let mut done = Vec::new();
     let pins = Pins::new(&settings.pin_path);
-    let removed = pins.remove_all().context("removing the pins")?;
+    let removed = pins.remove_all().step("removing the pins")?;
     if removed.is_empty() {
         done.push(format!("nothing pinned in {}", pins.dir().display()));
     } else {
@@ -19,7 +19,7 @@ pub fn offline(settings: &Locations) -> anyhow::Result<Vec<String>> {
         ));
     }
     let path = state::path_for(&settings.control_socket);
-    let st = state::State::load(&path)?;
+    let st = state::State::load(&path).plain()?;
     for (file, e) in sysctl::restore(&st.sysctl_before) {
         done.push(format!("could not restore {file}: {e}"));
     }

@@ -2,6 +2,7 @@
 //! and naming the missing ones when loading or attaching fails for want of them (the
 //! kernel's EPERM or EACCES, or a verifier rejection, says nothing of why).
 
+use crate::error::StepError;
 use std::{fmt, io};
 
 /// Capability names by number, as in linux/capability.h (up to CAP_CHECKPOINT_RESTORE).
@@ -148,8 +149,7 @@ pub fn missing(effective: CapSet) -> Vec<String> {
 
 /// `err` with the capabilities this process lacks named first, if it lacks any; else `err`
 /// as it is. For the errors of loading and attaching the program.
-pub fn explain(err: impl Into<anyhow::Error>) -> anyhow::Error {
-    let err = err.into();
+pub fn explain(err: StepError) -> StepError {
     let Ok(effective) = CapSet::of_process("self", "CapEff") else {
         return err;
     };
@@ -159,11 +159,14 @@ pub fn explain(err: impl Into<anyhow::Error>) -> anyhow::Error {
     }
     let (noun, them) =
         if missing.len() == 1 { ("capability", "it") } else { ("capabilities", "them") };
-    err.context(format!(
-        "missing {noun} {}; the systemd unit grants {them} with CapabilityBoundingSet= and \
-         AmbientCapabilities=",
-        missing.join(", ")
-    ))
+    StepError::because(
+        format!(
+            "missing {noun} {}; the systemd unit grants {them} with CapabilityBoundingSet= and \
+             AmbientCapabilities=",
+            missing.join(", ")
+        ),
+        err,
+    )
 }
 
 #[cfg(test)]

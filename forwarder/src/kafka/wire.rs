@@ -166,8 +166,10 @@ impl Wire {
         let deadline = Instant::now() + self.timeout + wait;
         self.correlation = self.correlation.wrapping_add(1);
         let correlation = self.correlation;
-        let frame = encode_request(req, version, correlation)
-            .map_err(|e| self.protocol(api, format!("encoding the v{version} request: {e}")))?;
+        let frame = encode_request(req, version, correlation).map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default();
+            self.protocol(api, format!("encoding the v{version} request: {cause}"))
+        })?;
         self.write_all(api, &frame, deadline)?;
         let body = self.read_frame(api, deadline)?;
         let mut body = Bytes::from(body);
@@ -365,12 +367,22 @@ fn is_tls(first: &[u8]) -> bool {
     matches!(Garbage::classify(first), Garbage::Tls { .. })
 }
 
+/// A message kafka-protocol could not encode (a field the version cannot carry), with
+/// kafka-protocol's own error as the source.
+#[derive(Debug, thiserror::Error)]
+#[error("encoding a Kafka message")]
+pub struct EncodeError(#[source] crate::error::BoxError);
+
+fn encoding<E: Into<crate::error::BoxError>>(e: E) -> EncodeError {
+    EncodeError(e.into())
+}
+
 /// size, request header, body.
 pub fn encode_request<R: Request>(
     req: &R,
     version: i16,
     correlation: i32,
-) -> anyhow::Result<Vec<u8>> {
+) -> Result<Vec<u8>, EncodeError> {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i32(0);
     RequestHeader::default()
@@ -378,9 +390,10 @@ pub fn encode_request<R: Request>(
         .with_request_api_version(version)
         .with_correlation_id(correlation)
         .with_client_id(Some(StrBytes::from_static_str("forwarder")))
-        .encode(&mut buf, R::header_version(version))?;
-    req.encode(&mut buf, version)?;
-    let len = i32::try_from(buf.len() - 4)?;
+        .encode(&mut buf, R::header_version(version))
+        .map_err(encoding)?;
+    req.encode(&mut buf, version).map_err(encoding)?;
+    let len = i32::try_from(buf.len() - 4).map_err(encoding)?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.to_vec())
 }
@@ -390,14 +403,15 @@ pub fn encode_response<R: Request>(
     resp: &R::Response,
     version: i16,
     correlation: i32,
-) -> anyhow::Result<Vec<u8>> {
+) -> Result<Vec<u8>, EncodeError> {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation)
-        .encode(&mut buf, <R::Response as HeaderVersion>::header_version(version))?;
-    resp.encode(&mut buf, version)?;
-    let len = i32::try_from(buf.len() - 4)?;
+        .encode(&mut buf, <R::Response as HeaderVersion>::header_version(version))
+        .map_err(encoding)?;
+    resp.encode(&mut buf, version).map_err(encoding)?;
+    let len = i32::try_from(buf.len() - 4).map_err(encoding)?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.to_vec())
 }
