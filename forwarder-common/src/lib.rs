@@ -54,6 +54,17 @@ pub mod program_names {
     pub const XDP_PASS: &str = "forwarder_xdp_pass";
 }
 
+/// An IPv4 address as the maps hold it: the packet's four bytes read as a native u32
+/// (network byte order in memory), what the program compares without swapping.
+pub fn ne_addr(a: core::net::Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+/// The address a map value holds ([`ne_addr`] backwards).
+pub fn addr_from_ne(v: u32) -> core::net::Ipv4Addr {
+    core::net::Ipv4Addr::from(v.to_ne_bytes())
+}
+
 /// One direction of a TCP connection, as seen in the packet (network byte order).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -5,7 +5,7 @@ use crate::{
     config::{ListenIp, Settings, SnatIp},
     host::netif,
 };
-use forwarder_common::{Config, Rule, LAYOUT_VERSION, LISTEN_ADDRS, LISTEN_ANY};
+use forwarder_common::{ne_addr, Config, Rule, LAYOUT_VERSION, LISTEN_ADDRS, LISTEN_ANY};
 use ipnet::Ipv4Net;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -55,11 +55,6 @@ pub struct Plan {
     pub mss_clamp: u16,
     pub timeouts_ns: [u64; 3],
     pub rules: Vec<PlannedRule>,
-}
-
-/// An address as the data path stores it: the packet's bytes read as a native u32.
-pub fn ne_addr(a: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(a.octets())
 }
 
 impl Plan {

@@ -3,17 +3,14 @@
 //! demand (status, stats, flows, a metrics scrape), never per packet.
 
 use crate::{
-    datapath::{
-        addr_from_ne,
-        map_access::{self, MapReadError},
-    },
+    datapath::map_access::{self, MapReadError},
     host::clock::monotonic_ns,
 };
 use aya::{
     maps::{HashMap as BpfHashMap, IterableMap, MapData},
     Ebpf,
 };
-use forwarder_common::{map_names, CtEntry, FlowKey, TcpState};
+use forwarder_common::{addr_from_ne, map_names, CtEntry, FlowKey, TcpState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A walk over a table visits at most this many times its capacity in keys (restarts

@@ -3,8 +3,9 @@
 //! its capacity can still be swapped), and the next-hop generation.
 
 use super::{Datapath, DatapathError};
-use crate::plan::{ne_addr, Plan};
+use crate::plan::Plan;
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
+use forwarder_common::ne_addr;
 use forwarder_common::{map_names, Config, Rule};
 use std::collections::HashSet;
 

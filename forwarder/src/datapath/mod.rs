@@ -24,7 +24,6 @@ use aya::{
     Ebpf,
 };
 use forwarder_common::program_names;
-use std::net::Ipv4Addr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -196,9 +195,4 @@ enum HeldLink {
     /// program object holds it.
     Xdp(XdpLinkId),
     Tc(SchedClassifierLinkId),
-}
-
-/// Convenience for logs and tests.
-pub fn addr_from_ne(v: u32) -> Ipv4Addr {
-    Ipv4Addr::from(v.to_ne_bytes())
 }
