@@ -996,7 +996,7 @@ fn gc_sweep_removes_expired_and_orphaned_entries() {
     };
     h.ct_set(Table::Established, &orphan_key, &orphan).unwrap();
 
-    let removed = forwarder::datapath::gc::sweep(h.dp.ebpf_mut(), &plan.config()).unwrap();
+    let removed = h.dp.sweep(&plan.config()).unwrap();
     assert_eq!(removed, 1, "exactly the expired flow is counted");
     let left: Vec<FlowKey> =
         h.ct_entries(Table::Established).unwrap().into_iter().map(|(k, _)| k).collect();
@@ -1070,7 +1070,7 @@ fn at_max_flows_new_flows_are_refused_and_no_established_flow_is_evicted() {
         f.client_sends(&mut h, &f.client_pkt(flags::RST | flags::ACK));
         f.age(&mut h, Table::Established, 2_000_000_000, true, true);
     }
-    let removed = forwarder::datapath::gc::sweep(h.dp.ebpf_mut(), &plan.config()).unwrap();
+    let removed = h.dp.sweep(&plan.config()).unwrap();
     assert_eq!(removed, 10);
     for i in 0..10 {
         handshake(&mut h, many_clients(2000 + i), 0);

@@ -7,7 +7,6 @@ use crate::{
     daemon::control::{Attachment, FlowRow, Probe, RuleInfo, RuleStatsRow, Status},
     daemon::state::State,
     datapath::flows,
-    datapath::stats,
     datapath::Datapath,
     plan::{self, Plan},
 };
@@ -133,7 +132,9 @@ impl Live {
         self.check_live_changeable(&new)?;
         let mut ids = self.state.rule_ids.clone();
         // Ids that tracked flows carry: a removed rule's stay reserved while its flows live.
-        let held: std::collections::BTreeSet<u16> = flows::all(self.dp.ebpf())
+        let held: std::collections::BTreeSet<u16> = self
+            .dp
+            .flows()
             .map(|all| flows::active_per_rule(&all).into_keys().collect())
             .map_err(ChangeError::runtime)?;
         let plan = Plan::build_with_ids(&new, self.allow_unresolved, &mut ids, &held)
@@ -147,7 +148,7 @@ impl Live {
             .map(|r| r.rule_id)
             .collect();
         for id in fresh {
-            stats::reset(self.dp.ebpf_mut(), id).map_err(ChangeError::runtime)?;
+            self.dp.reset_rule_stats(id).map_err(ChangeError::runtime)?;
         }
         if let Err(e) = self.dp.apply(&plan) {
             return Err(ChangeError::runtime(format!(
@@ -315,7 +316,7 @@ impl Live {
     }
 
     pub fn status(&self) -> Result<Status, ChangeError> {
-        let flows = flows::all(self.dp.ebpf()).map_err(ChangeError::runtime)?;
+        let flows = self.dp.flows().map_err(ChangeError::runtime)?;
         Ok(self.status_of(&flows))
     }
 
@@ -353,7 +354,7 @@ impl Live {
     }
 
     pub fn stats(&self) -> Result<Vec<RuleStatsRow>, ChangeError> {
-        let flows = flows::all(self.dp.ebpf()).map_err(ChangeError::runtime)?;
+        let flows = self.dp.flows().map_err(ChangeError::runtime)?;
         self.stats_of(&flows)
     }
 
@@ -362,7 +363,7 @@ impl Live {
         let active = flows::active_per_rule(flows);
         let mut rows = Vec::new();
         for r in &self.plan.rules {
-            let t = stats::rule_totals(self.dp.ebpf(), r.rule_id).map_err(ChangeError::runtime)?;
+            let t = self.dp.rule_totals(r.rule_id).map_err(ChangeError::runtime)?;
             rows.push(RuleStatsRow {
                 name: r.name.clone(),
                 id: r.rule_id,
@@ -389,7 +390,7 @@ impl Live {
                 .find(|r| r.rule_id == id)
                 .map_or(format!("#{id}"), |r| r.name.clone())
         };
-        let all = flows::all(self.dp.ebpf()).map_err(ChangeError::runtime)?;
+        let all = self.dp.flows().map_err(ChangeError::runtime)?;
         Ok(all
             .iter()
             .filter(|f| id.is_none_or(|id| f.entry.rule_id == id))

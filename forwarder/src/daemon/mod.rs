@@ -28,7 +28,7 @@ use self::{
 };
 use crate::{
     config::Settings,
-    datapath::{pins::Pins, stats, Datapath},
+    datapath::{pins::Pins, Datapath},
     error::{Step, StepError},
     host::{capabilities, sysctl},
     plan::Plan,
@@ -91,7 +91,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         .map_err(capabilities::explain)?;
     // A rule removed from the file while no daemon ran may still have flows: its id stays
     // theirs, so their counters do not land on a new rule.
-    let tracked = crate::datapath::flows::all(dp.ebpf()).step("reading the tracked flows")?;
+    let tracked = dp.flows().step("reading the tracked flows")?;
     let held = crate::datapath::flows::active_per_rule(&tracked).into_keys().collect();
     state.rule_ids = plan.settle_ids(&old_ids, &held);
     state.save(&state_path).plain()?;
@@ -102,7 +102,8 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         tracing::info!(iface, mode = how.name(), "program attached");
     }
     // A program that cannot log still forwards: say so and go on.
-    let kernel_log = crate::datapath::kernel_log::start(dp.ebpf_mut())
+    let kernel_log = dp
+        .kernel_log()
         .inspect_err(|e| {
             tracing::warn!("{e}: the data path's events (SNAT ports, table full) are not logged")
         })
@@ -292,7 +293,7 @@ fn log_rules(plan: &Plan) {
 
 fn log_final_counters(live: &Live) {
     for r in &live.plan.rules {
-        match stats::rule_totals(live.dp.ebpf(), r.rule_id) {
+        match live.dp.rule_totals(r.rule_id) {
             Ok(t) => tracing::info!(rule = %r.name, "final counters: {}", t.summary()),
             Err(e) => tracing::warn!(rule = %r.name, "reading counters: {e:#}"),
         }
@@ -302,7 +303,7 @@ fn log_final_counters(live: &Live) {
 /// What a metrics scrape shows, from one walk over the conntrack tables.
 fn snapshot(shared: &Shared) -> metrics::Snapshot {
     let l = shared.lock().expect("lock");
-    let Ok(scan) = crate::datapath::flows::scan(l.dp.ebpf()) else {
+    let Ok(scan) = l.dp.scan() else {
         return metrics::Snapshot::default();
     };
     let status = l.status_of(&scan.flows);
@@ -314,7 +315,7 @@ fn snapshot(shared: &Shared) -> metrics::Snapshot {
         }),
     });
     metrics::Snapshot {
-        kernel_events: crate::datapath::kernel_log::budgets(l.dp.ebpf()),
+        kernel_events: l.dp.kernel_events(),
         rules: l.stats_of(&scan.flows).unwrap_or_default(),
         attached: status.interfaces,
         healthy: status.healthy,

@@ -42,9 +42,16 @@ impl Flow {
     }
 }
 
-/// Every tracked flow (original halves only; the reply half is `entry.peer`).
-pub fn all(ebpf: &Ebpf) -> Result<Vec<Flow>, MapReadError> {
-    Ok(scan(ebpf)?.flows)
+impl crate::datapath::Datapath {
+    /// Every tracked flow (original halves only; the reply half is `entry.peer`).
+    pub fn flows(&self) -> Result<Vec<Flow>, MapReadError> {
+        Ok(scan(self.ebpf())?.flows)
+    }
+
+    /// One walk over both conntrack tables (see [`Scan`]).
+    pub fn scan(&self) -> Result<Scan, MapReadError> {
+        scan(self.ebpf())
+    }
 }
 
 /// One walk over both conntrack tables: the flows, and how many entries (halves) each
@@ -55,7 +62,7 @@ pub struct Scan {
     pub used: [u64; 2],
 }
 
-pub fn scan(ebpf: &Ebpf) -> Result<Scan, MapReadError> {
+fn scan(ebpf: &Ebpf) -> Result<Scan, MapReadError> {
     let mut out = Scan { flows: Vec::new(), used: [0; 2] };
     let mut replies: HashMap<FlowKey, CtEntry> = HashMap::new();
     for (i, (name, established_table)) in

@@ -67,8 +67,14 @@ impl Tables<MapData> {
     }
 }
 
-/// One pass over both tables of a loaded object; returns the number of flows removed.
-pub fn sweep(ebpf: &mut Ebpf, cfg: &Config) -> Result<usize, GcError> {
+impl crate::datapath::Datapath {
+    /// One expiry pass over both tables; returns the number of flows removed.
+    pub fn sweep(&mut self, cfg: &Config) -> Result<usize, GcError> {
+        sweep(self.ebpf_mut(), cfg)
+    }
+}
+
+fn sweep(ebpf: &mut Ebpf, cfg: &Config) -> Result<usize, GcError> {
     let (mut embryonic, mut established, mut count) = (None, None, None);
     for (name, map) in ebpf.maps_mut() {
         match name {

@@ -22,7 +22,21 @@ pub enum KernelLogError {
 
 /// Opens the program's log buffer; the returned future forwards its lines until dropped
 /// (the daemon runs it as one of its tasks).
-pub fn start(
+impl crate::datapath::Datapath {
+    /// The program's log lines, forwarded while the returned future runs ([`start`]).
+    pub fn kernel_log(
+        &mut self,
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, KernelLogError> {
+        start(self.ebpf_mut())
+    }
+
+    /// Per event: (name, lines written, events held back by the rate limit).
+    pub fn kernel_events(&self) -> Vec<(&'static str, u64, u64)> {
+        budgets(self.ebpf())
+    }
+}
+
+fn start(
     ebpf: &mut Ebpf,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, KernelLogError> {
     let logger = aya_log::EbpfLogger::init(ebpf).map_err(KernelLogError::Open)?;
@@ -46,7 +60,7 @@ pub fn start(
 }
 
 /// Per event: (name, lines written, events held back by the rate limit).
-pub fn budgets(ebpf: &Ebpf) -> Vec<(&'static str, u64, u64)> {
+fn budgets(ebpf: &Ebpf) -> Vec<(&'static str, u64, u64)> {
     let Some(map) = ebpf.map(map_names::LOG_BUDGET) else { return Vec::new() };
     let Ok(array) = Array::<&MapData, LogBudget>::try_from(map) else { return Vec::new() };
     (0..LOG_EVENTS)

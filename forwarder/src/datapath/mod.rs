@@ -178,6 +178,8 @@ impl Datapath {
         ids
     }
 
+    /// The loaded object itself, for a raw map in tests and tools; the daemon goes through
+    /// the methods (flows, scan, rule_totals, sweep, kernel_log, ...).
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
     }

@@ -27,7 +27,19 @@ impl Totals {
     }
 }
 
-pub fn rule_totals(ebpf: &Ebpf, rule_id: u16) -> Result<Totals, MapReadError> {
+impl crate::datapath::Datapath {
+    /// A rule's counters, summed over CPUs.
+    pub fn rule_totals(&self, rule_id: u16) -> Result<Totals, MapReadError> {
+        rule_totals(self.ebpf(), rule_id)
+    }
+
+    /// Sets a rule's counters to zero, when its id is given to a new rule.
+    pub fn reset_rule_stats(&mut self, rule_id: u16) -> Result<(), MapReadError> {
+        reset(self.ebpf_mut(), rule_id)
+    }
+}
+
+fn rule_totals(ebpf: &Ebpf, rule_id: u16) -> Result<Totals, MapReadError> {
     let name = map_names::RULE_STATS;
     let stats: PerCpuArray<&MapData, RuleStats> =
         PerCpuArray::try_from(map_access::map(ebpf, name)?).map_err(map_access::of(name))?;
@@ -40,8 +52,7 @@ pub fn rule_totals(ebpf: &Ebpf, rule_id: u16) -> Result<Totals, MapReadError> {
     Ok(t)
 }
 
-/// Sets a rule's counters to zero, when its id is given to a new rule.
-pub fn reset(ebpf: &mut Ebpf, rule_id: u16) -> Result<(), MapReadError> {
+fn reset(ebpf: &mut Ebpf, rule_id: u16) -> Result<(), MapReadError> {
     let name = map_names::RULE_STATS;
     let mut stats: PerCpuArray<&mut MapData, RuleStats> =
         PerCpuArray::try_from(map_access::map_mut(ebpf, name)?).map_err(map_access::of(name))?;
