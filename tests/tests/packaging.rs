@@ -175,15 +175,13 @@ fn systemd_analyze_verify_accepts_the_unit() {
 
     // With the binary replaced by one that exists, verify must pass outright. The copy keeps
     // the file name: systemd names the unit after it.
-    let dir = std::env::temp_dir().join(format!("fwt-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let copy = dir.join("forwarder.service");
+    let dir = tempfile::Builder::new().prefix("fwt-unit-").tempdir().unwrap();
+    let copy = dir.path().join("forwarder.service");
     let exe = std::env::current_exe().unwrap();
     let text = read("packaging/forwarder.service")
         .replace("/usr/bin/forwarder", exe.to_str().expect("utf-8 path"));
     std::fs::write(&copy, text).unwrap();
     let (ok, lines) = verify(&copy);
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(ok && lines.is_empty(), "systemd-analyze verify (binary present):\n{lines:#?}");
 }
 

@@ -127,19 +127,17 @@ mod tests {
     /// Both charts render (no font files needed) with their labels and values as text.
     #[test]
     fn charts_render_with_their_text() {
-        let dir = std::env::temp_dir().join(format!("fwt-plot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let bars_path = dir.join("bars.svg");
+        let dir = tempfile::Builder::new().prefix("fwt-plot-").tempdir().unwrap();
+        let bars_path = dir.path().join("bars.svg");
         let data = vec![("ceiling".to_string(), 98.0), ("forwarder xdp".to_string(), 172.4)];
         bars(&bars_path, &Bars { title: "t", x_label: "ns", bars: data }).unwrap();
         let svg = std::fs::read_to_string(&bars_path).unwrap();
         for want in ["forwarder xdp", "ceiling", "172", "98"] {
             assert!(svg.contains(want), "{want} missing from the bar chart");
         }
-        let lines_path = dir.join("lines.svg");
+        let lines_path = dir.path().join("lines.svg");
         let series = vec![("xdp".to_string(), vec![(1e3, 170.0), (1e5, 190.0), (1e6, 240.0)])];
         lines(&lines_path, &Lines { title: "t", x_label: "flows", y_label: "ns", series }).unwrap();
         assert!(std::fs::read_to_string(&lines_path).unwrap().contains("xdp"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

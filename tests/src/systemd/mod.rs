@@ -42,7 +42,7 @@ pub struct Systemd {
     /// Both removed after the kill (fields drop after `Drop::drop`, in this order).
     _cgroup: Cgroup,
     /// The unpacked package, boot.sh, the console and unshare's output.
-    dir: Scratch,
+    dir: tempfile::TempDir,
 }
 
 impl Systemd {
@@ -60,9 +60,12 @@ impl Systemd {
         let deb = package::deb()?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("fwt-systemd-{}-{n}", std::process::id());
-        let dir = Scratch::create(std::env::temp_dir().join(&name))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir()
+            .with_context(|| format!("creating a scratch directory for {name}"))?;
         let cgroup = Cgroup::create(&name)?;
-        let unshare = spawn(&dir.0, &deb, &cgroup)?;
+        let unshare = spawn(dir.path(), &deb, &cgroup)?;
         // From here on Drop cleans up; PID 0 until PID 1 is known.
         let mut sd = Systemd { unshare, pid: 0, _cgroup: cgroup, dir };
         sd.pid = sd.find_pid1()?;
@@ -99,7 +102,7 @@ impl Systemd {
 
     /// What systemd and boot.sh wrote to the console, and unshare to its output.
     pub fn console(&self) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.dir.0.join(f)).unwrap_or_default();
+        let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
         format!("{}{}", read("console"), read("unshare.out"))
     }
 
@@ -164,22 +167,6 @@ impl Drop for Systemd {
             }
         }
         let _ = self.unshare.wait();
-    }
-}
-
-/// A directory removed with everything in it when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn create(path: PathBuf) -> Result<Self> {
-        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Scratch(path))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
