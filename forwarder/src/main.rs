@@ -452,12 +452,13 @@ fn kafka_cmd(action: &KafkaAction) -> ExitCode {
     }
 }
 
+/// An argument or config error (exit 2), printed as [`exit`] prints a command's; `{:#}`
+/// keeps an anyhow chain whole.
 fn usage_error(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {e:#}");
-    ExitCode::from(2)
+    exit(Err(cli::CliError::usage(cli::error::Message(format!("{e:#}")))))
 }
 
+/// Any other failure (exit 1), printed the same way.
 fn runtime_error(e: anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
-    ExitCode::from(1)
+    exit(Err(cli::CliError::runtime(cli::error::Message(format!("{e:#}")))))
 }
