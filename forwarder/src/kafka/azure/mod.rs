@@ -178,8 +178,7 @@ fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
         vars,
     );
     let cmd = lb
-        .az("network lb create")
-        .arg("--resource-group", lb.t("${NAT_RESOURCE_GROUP}"))
+        .az_in("network lb create", "${NAT_RESOURCE_GROUP}")
         .arg("--name", lb.t("${LB_NAME}"))
         .arg("--sku", Word::text("Standard"))
         .arg("--vnet-name", lb.t("${NAT_VNET}"))
@@ -189,8 +188,7 @@ fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
     lb.run(cmd);
     for nic in ["${NAT_VM1_NIC}", "${NAT_VM2_NIC}"] {
         let cmd = lb
-            .az("network nic ip-config address-pool add")
-            .arg("--resource-group", lb.t("${NAT_RESOURCE_GROUP}"))
+            .az_in("network nic ip-config address-pool add", "${NAT_RESOURCE_GROUP}")
             .arg("--nic-name", lb.t(nic))
             .arg("--ip-config-name", lb.t("${NAT_VM_IPCONFIG}"))
             .arg("--lb-name", lb.t("${LB_NAME}"))
@@ -200,8 +198,7 @@ fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
     // The daemon answers 200 once attached and 503 while draining or detached: the load
     // balancer takes a VM out after two failed probes 5 s apart.
     let cmd = lb
-        .az("network lb probe create")
-        .arg("--resource-group", lb.t("${NAT_RESOURCE_GROUP}"))
+        .az_in("network lb probe create", "${NAT_RESOURCE_GROUP}")
         .arg("--lb-name", lb.t("${LB_NAME}"))
         .arg("--name", Word::text("forwarder-health"))
         .arg("--protocol", Word::text("Http"))
@@ -212,8 +209,7 @@ fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
     lb.run(cmd);
     lb.comment("The probe comes from 168.63.129.16 (service tag AzureLoadBalancer).");
     let cmd = lb
-        .az("network nsg rule create")
-        .arg("--resource-group", lb.t("${NAT_RESOURCE_GROUP}"))
+        .az_in("network nsg rule create", "${NAT_RESOURCE_GROUP}")
         .arg("--nsg-name", lb.t("${NAT_NSG}"))
         .arg("--name", Word::text("allow-azure-lb-probe-forwarder"))
         .arg("--priority", Word::text("200"))
@@ -231,8 +227,7 @@ fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
     );
     per_broker.comment("A Private Link Service's NAT addresses need the subnet's policies off.");
     let cmd = per_broker
-        .az("network vnet subnet update")
-        .arg("--resource-group", per_broker.t("${NAT_RESOURCE_GROUP}"))
+        .az_in("network vnet subnet update", "${NAT_RESOURCE_GROUP}")
         .arg("--vnet-name", per_broker.t("${NAT_VNET}"))
         .arg("--name", per_broker.t("${PLS_SUBNET}"))
         .arg("--private-link-service-network-policies", Word::text("Disabled"));
@@ -242,8 +237,7 @@ fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
         per_broker.comment(&format!("broker {} ({})", b.broker.id, b.broker.address()));
         if i > 0 {
             let cmd = per_broker
-                .az("network lb frontend-ip create")
-                .arg("--resource-group", per_broker.t("${NAT_RESOURCE_GROUP}"))
+                .az_in("network lb frontend-ip create", "${NAT_RESOURCE_GROUP}")
                 .arg("--lb-name", per_broker.t("${LB_NAME}"))
                 .arg("--name", Word::text(&a.lb_frontend))
                 .arg("--vnet-name", per_broker.t("${NAT_VNET}"))
@@ -253,8 +247,7 @@ fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
         // Floating IP off: packets reach the VM addressed to its own IP and the backend
         // port, which is what the rule listens on. TCP reset off, as in the seed set-up.
         let cmd = per_broker
-            .az("network lb rule create")
-            .arg("--resource-group", per_broker.t("${NAT_RESOURCE_GROUP}"))
+            .az_in("network lb rule create", "${NAT_RESOURCE_GROUP}")
             .arg("--lb-name", per_broker.t("${LB_NAME}"))
             .arg("--name", Word::text(&a.lb_rule))
             .arg("--protocol", Word::text("Tcp"))
@@ -268,8 +261,7 @@ fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
             .arg("--floating-ip", Word::text("false"));
         per_broker.run(cmd);
         let cmd = per_broker
-            .az("network private-link-service create")
-            .arg("--resource-group", per_broker.t("${NAT_RESOURCE_GROUP}"))
+            .az_in("network private-link-service create", "${NAT_RESOURCE_GROUP}")
             .arg("--name", Word::text(&a.private_link_service))
             .arg("--vnet-name", per_broker.t("${NAT_VNET}"))
             .arg("--subnet", per_broker.t("${PLS_SUBNET}"))
@@ -339,8 +331,7 @@ fn vnet_endpoints(plan: &Plan, vars: &[String]) -> Vec<Step> {
     for b in &plan.brokers {
         let name = &b.azure.private_endpoint;
         let cmd = pe
-            .az("network private-endpoint create")
-            .arg("--resource-group", pe.t("${CLIENT_RESOURCE_GROUP}"))
+            .az_in("network private-endpoint create", "${CLIENT_RESOURCE_GROUP}")
             .arg("--name", Word::text(name))
             .arg("--vnet-name", pe.t("${CLIENT_VNET}"))
             .arg("--subnet", pe.t("${CLIENT_SUBNET}"))
@@ -348,8 +339,7 @@ fn vnet_endpoints(plan: &Plan, vars: &[String]) -> Vec<Step> {
             .arg("--private-connection-resource-id", pe.t(&pls_id_template(b)));
         pe.run(cmd);
         let cmd = pe
-            .az("network private-endpoint show")
-            .arg("--resource-group", pe.t("${CLIENT_RESOURCE_GROUP}"))
+            .az_in("network private-endpoint show", "${CLIENT_RESOURCE_GROUP}")
             .arg("--name", Word::text(name))
             .arg("--query", Word::text("customDnsConfigs[0].ipAddresses[0]"))
             .arg("--output", Word::text("tsv"));
@@ -372,14 +362,12 @@ fn vnet_endpoints(plan: &Plan, vars: &[String]) -> Vec<Step> {
                    providers/Microsoft.Network/virtualNetworks/${CLIENT_VNET}";
     for z in &zones {
         let cmd = dns
-            .az("network private-dns zone create")
-            .arg("--resource-group", dns.t("${DNS_RESOURCE_GROUP}"))
+            .az_in("network private-dns zone create", "${DNS_RESOURCE_GROUP}")
             .arg("--name", Word::text(*z));
         dns.run(cmd);
         let link = format!("{}-clients", z.replace(['.', '<', '>'], "-").trim_matches('-'));
         let cmd = dns
-            .az("network private-dns link vnet create")
-            .arg("--resource-group", dns.t("${DNS_RESOURCE_GROUP}"))
+            .az_in("network private-dns link vnet create", "${DNS_RESOURCE_GROUP}")
             .arg("--zone-name", Word::text(*z))
             .arg("--name", Word::text(link))
             .arg("--virtual-network", dns.t(vnet_id))
@@ -395,8 +383,7 @@ fn vnet_endpoints(plan: &Plan, vars: &[String]) -> Vec<Step> {
             continue;
         };
         let cmd = dns
-            .az("network private-dns record-set a add-record")
-            .arg("--resource-group", dns.t("${DNS_RESOURCE_GROUP}"))
+            .az_in("network private-dns record-set a add-record", "${DNS_RESOURCE_GROUP}")
             .arg("--zone-name", Word::text(&d.zone))
             .arg("--record-set-name", Word::text(&d.name))
             .arg("--ipv4-address", dns.t(&format!("${{{}}}", endpoint_ip_var(b))));
@@ -417,9 +404,7 @@ fn approvals(plan: &Plan, vars: &[String]) -> Step {
     );
     for b in &plan.brokers {
         let pls = &b.azure.private_link_service;
-        let list = step
-            .az("network private-link-service show")
-            .arg("--resource-group", step.t("${NAT_RESOURCE_GROUP}"))
+        let list = step.az_in("network private-link-service show", "${NAT_RESOURCE_GROUP}")
             .arg("--name", Word::text(pls))
             .arg(
                 "--query",
@@ -429,8 +414,7 @@ fn approvals(plan: &Plan, vars: &[String]) -> Step {
             )
             .arg("--output", Word::text("tsv"));
         let approve = step
-            .az("network private-link-service connection update")
-            .arg("--resource-group", step.t("${NAT_RESOURCE_GROUP}"))
+            .az_in("network private-link-service connection update", "${NAT_RESOURCE_GROUP}")
             .arg("--service-name", Word::text(pls))
             .arg("--name", step.t("${CONNECTION}"))
             .arg("--connection-status", Word::text("Approved"))

@@ -29,6 +29,12 @@ impl<'v> StepBuilder<'v> {
         AzCommand::new(subcommand).arg("--subscription", self.t("${SUBSCRIPTION_ID}"))
     }
 
+    /// [`az`](Self::az) in a resource group: `--resource-group "${GROUP}"` next, as every
+    /// command but the workspace's takes it.
+    pub(super) fn az_in(&self, subcommand: &str, group: &str) -> AzCommand {
+        self.az(subcommand).arg("--resource-group", self.t(group))
+    }
+
     pub(super) fn run(&mut self, cmd: AzCommand) {
         self.script.push_str(&cmd.line());
         self.script.push('\n');
