@@ -26,6 +26,15 @@ pub fn seed_broker(to: SocketAddrV4) -> Ipv4Addr {
     BROKERS[i]
 }
 
+/// `config` (a seed config) with the health endpoint on 127.0.0.1:8080 and metrics on
+/// [`METRICS`], both inside the NAT VM.
+pub fn with_local_endpoints(config: &str) -> String {
+    config.replace(
+        "mss_clamp = 1360\n",
+        &format!("mss_clamp = 1360\nhealth = \"127.0.0.1:8080\"\nmetrics = \"{METRICS}\"\n"),
+    )
+}
+
 /// A listen port on the NAT VM's address.
 pub fn listen(port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(NATVM, port)

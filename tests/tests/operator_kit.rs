@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 use forwarder_tests::{
-    daemon_tests::{brokers, eventually, http_get, http_get_with, listen},
+    daemon_tests::{brokers, eventually, http_get, http_get_with, listen, with_local_endpoints},
     require_root,
     topology::{forwarder_bin, Daemon, Topology},
     traffic::connect,
@@ -89,10 +89,7 @@ fn a_live_scrape_passes_promtool_and_serves_every_metric_the_kit_uses() -> Resul
     require_root();
     let topo = Topology::new("okit", false, false)?;
     let _brokers = brokers(&topo)?;
-    let text_cfg = topo.config("xdp-generic", "10.0.0.4").replace(
-        "mss_clamp = 1360\n",
-        "mss_clamp = 1360\nhealth = \"127.0.0.1:8080\"\nmetrics = \"127.0.0.1:9464\"\n",
-    );
+    let text_cfg = with_local_endpoints(&topo.config("xdp-generic", "10.0.0.4"));
     let daemon = Daemon::start(&topo.natvm, &text_cfg)?;
     // A probe, and a connection through a rule, so every family has samples.
     eventually(5, "the probe answers", || {

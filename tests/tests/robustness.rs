@@ -2,7 +2,7 @@
 //! answers, an unload racing the load balancer's probe, a process out of file descriptors.
 
 use anyhow::{Context, Result};
-use forwarder_tests::daemon_tests::{brokers, eventually, ok};
+use forwarder_tests::daemon_tests::{brokers, eventually, ok, with_local_endpoints};
 use forwarder_tests::{
     netns::Netns,
     require_root,
@@ -205,10 +205,7 @@ fn accept_loops_back_off_when_out_of_descriptors() -> Result<()> {
     require_root();
     let topo = Topology::new("rfd", false, false)?;
     let _brokers = brokers(&topo)?;
-    let text = topo.config("xdp-generic", "10.0.0.4").replace(
-        "mss_clamp = 1360\n",
-        "mss_clamp = 1360\nhealth = \"127.0.0.1:8080\"\nmetrics = \"127.0.0.1:9464\"\n",
-    );
+    let text = with_local_endpoints(&topo.config("xdp-generic", "10.0.0.4"));
     let daemon = Daemon::start(&topo.natvm, &text)?;
     let config = daemon.config.clone();
     let pid = daemon.pid();
