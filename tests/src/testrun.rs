@@ -18,14 +18,14 @@ use crate::netns::{veth, Netns};
 use crate::packet::Mac;
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{HashMap, MapData},
     programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
 use forwarder::{
     datapath::Datapath,
     plan::{Plan, PlannedRule},
 };
-use forwarder_common::{map_names, program_names, Counter, CtEntry, FlowKey, RuleStats};
+use forwarder_common::{program_names, Counter, CtEntry, FlowKey, RuleStats};
 use std::{fs::File, net::Ipv4Addr, os::fd::AsFd, time::Duration};
 
 pub const NAT_IF: &str = "eth0";
@@ -55,15 +55,6 @@ pub const TC_ACT_REDIRECT: u32 = 7;
 pub enum Table {
     Embryonic,
     Established,
-}
-
-impl Table {
-    fn map_name(self) -> &'static str {
-        match self {
-            Table::Embryonic => map_names::CT_EMBRYONIC,
-            Table::Established => map_names::CT_ESTABLISHED,
-        }
-    }
 }
 
 /// The conntrack key of a packet from `src` to `dst` (addresses and ports as the packet
@@ -215,10 +206,12 @@ impl Harness {
         run_once(prog, frame, &ctx, 1, "TC test run")
     }
 
-    fn ct(&mut self, table: Table) -> Result<HashMap<&mut MapData, FlowKey, CtEntry>> {
-        let name = table.map_name();
-        let map = self.dp.ebpf_mut().map_mut(name).with_context(|| format!("no map {name}"))?;
-        Ok(HashMap::try_from(map)?)
+    fn ct(&mut self, table: Table) -> Result<&mut HashMap<MapData, FlowKey, CtEntry>> {
+        let ct = &mut self.dp.maps_mut().conntrack;
+        Ok(match table {
+            Table::Embryonic => &mut ct.embryonic,
+            Table::Established => &mut ct.established,
+        })
     }
 
     /// Every entry of a conntrack table.
@@ -249,7 +242,7 @@ impl Harness {
 
     pub fn ct_clear(&mut self) -> Result<()> {
         for t in [Table::Embryonic, Table::Established] {
-            let mut m = self.ct(t)?;
+            let m = self.ct(t)?;
             let keys: Vec<FlowKey> = m.keys().filter_map(Result::ok).collect();
             for k in keys {
                 m.remove(&k)?;
@@ -260,17 +253,7 @@ impl Harness {
 
     /// A rule's counters summed over all CPUs.
     pub fn stats(&mut self, rule_id: u16) -> Result<RuleStats> {
-        let name = map_names::RULE_STATS;
-        let map = self.dp.ebpf_mut().map_mut(name).context("no RULE_STATS")?;
-        let arr: PerCpuArray<&mut MapData, RuleStats> = PerCpuArray::try_from(map)?;
-        let per_cpu = arr.get(&(rule_id as u32), 0)?;
-        let mut sum = RuleStats::default();
-        for s in per_cpu.iter() {
-            for (acc, v) in sum.counters.iter_mut().zip(s.counters.iter()) {
-                *acc += v;
-            }
-        }
-        Ok(sum)
+        Ok(RuleStats { counters: self.dp.rule_totals(rule_id)?.0 })
     }
 
     /// What the daemon does on a route or neighbour change: cached next hops go stale.

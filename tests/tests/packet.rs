@@ -6,8 +6,8 @@
 //! Needs root; run with `cargo test -p forwarder-tests --test packet`.
 
 use forwarder_common::{
-    map_names, program_names, Counter, CtEntry, FlowKey, LogBudget, LogEvent, TcpState,
-    CT_FLAG_FIN_ORIG, CT_FLAG_FIN_REPLY, CT_FLAG_REPLY,
+    program_names, Counter, CtEntry, FlowKey, LogBudget, LogEvent, TcpState, CT_FLAG_FIN_ORIG,
+    CT_FLAG_FIN_REPLY, CT_FLAG_REPLY,
 };
 use forwarder_tests::{
     packet::{self, flags, opt, parse_icmp_error, parse_tcp, Tcp},
@@ -565,8 +565,7 @@ fn snat_exhaustion_logs_three_lines_a_second_and_counts_the_rest() {
     }
     assert_eq!(h.counter(0, Counter::DropNoSnatPort).unwrap(), 10);
     let budget = |h: &mut Harness| -> LogBudget {
-        let map = h.dp.ebpf().map(map_names::LOG_BUDGET).expect("LOG_BUDGET");
-        let a = aya::maps::Array::<_, LogBudget>::try_from(map).unwrap();
+        let a = &h.dp.maps_mut().log_budget;
         a.get(&(LogEvent::NoSnatPort as u32), 0).unwrap()
     };
     let b = budget(&mut h);

@@ -4,9 +4,12 @@
 //! per-rule counters on its own, never under the daemon's lock.
 
 use crate::daemon::ticker::Ticker;
-use crate::datapath::pins::Pins;
-use aya::maps::{Map, MapData, PerCpuArray};
-use forwarder_common::{map_names, Counter, RuleStats};
+use crate::datapath::{
+    handles::{MapAccessError, RuleStatsMap},
+    pins::Pins,
+    stats::Totals,
+};
+use forwarder_common::Counter;
 use std::{collections::BTreeMap, time::Duration};
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +31,7 @@ pub type RuleNames = Box<dyn Fn() -> BTreeMap<u16, String> + Send + Sync>;
 
 pub async fn run(pins: Pins, every: Duration, names: RuleNames, stop: CancellationToken) {
     let mut ticker = Ticker::new(every, stop);
-    let mut last: Option<BTreeMap<u16, RuleStats>> = None;
+    let mut last: Option<BTreeMap<u16, Totals>> = None;
     // Rules that logged drops in the last interval, to say when they stop.
     let mut dropping: BTreeMap<u16, bool> = BTreeMap::new();
     while ticker.next().await {
@@ -66,18 +69,7 @@ pub async fn run(pins: Pins, every: Duration, names: RuleNames, stop: Cancellati
 }
 
 /// The rules' counters summed over the CPUs, from the pinned map.
-fn read(pins: &Pins, ids: &[u16]) -> Result<BTreeMap<u16, RuleStats>, aya::maps::MapError> {
-    let md = MapData::from_pin(pins.map(map_names::RULE_STATS))?;
-    let stats: PerCpuArray<MapData, RuleStats> = PerCpuArray::try_from(Map::PerCpuArray(md))?;
-    let mut out = BTreeMap::new();
-    for &id in ids {
-        let mut sum = RuleStats::default();
-        for cpu in stats.get(&(id as u32), 0)?.iter() {
-            for (s, v) in sum.counters.iter_mut().zip(cpu.counters) {
-                *s += v;
-            }
-        }
-        out.insert(id, sum);
-    }
-    Ok(out)
+fn read(pins: &Pins, ids: &[u16]) -> Result<BTreeMap<u16, Totals>, MapAccessError> {
+    let stats = RuleStatsMap::open_pinned(pins)?;
+    ids.iter().map(|&id| Ok((id, stats.totals(id)?))).collect()
 }

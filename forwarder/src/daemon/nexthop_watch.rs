@@ -4,8 +4,12 @@
 //! milliseconds; the program also re-checks each flow's hop once a second by itself, which
 //! bounds a stale hop while no daemon runs.
 
-use crate::{datapath, datapath::pins::Pins};
-use aya::maps::{Array, Map, MapData};
+use crate::datapath::{
+    self,
+    handles::{self, MapAccessError},
+    pins::Pins,
+};
+use aya::maps::{Array, MapData};
 use forwarder_common::map_names;
 use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 use std::time::Duration;
@@ -20,12 +24,8 @@ const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 pub enum WatchError {
     #[error("opening the rtnetlink socket: {0}")]
     Socket(#[source] std::io::Error),
-    #[error("opening the pinned map {path}: {source}")]
-    Map {
-        path: String,
-        #[source]
-        source: aya::maps::MapError,
-    },
+    #[error(transparent)]
+    Map(#[from] MapAccessError),
 }
 
 /// The subscription, made before the program loads so no change between the load (which
@@ -42,10 +42,7 @@ pub fn subscribe() -> Result<Subscription, WatchError> {
 impl Subscription {
     /// Bumps the pinned NEXTHOP_GEN on every announcement, until the task is dropped.
     pub async fn watch(self, pins: Pins) -> Result<(), WatchError> {
-        let path = pins.map(map_names::NEXTHOP_GEN);
-        let map_err = |source| WatchError::Map { path: path.display().to_string(), source };
-        let md = MapData::from_pin(&path).map_err(map_err)?;
-        let mut gen: Array<MapData, u32> = Array::try_from(Map::Array(md)).map_err(map_err)?;
+        let mut gen: Array<MapData, u32> = handles::open_pinned(&pins, map_names::NEXTHOP_GEN)?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             buf.clear();

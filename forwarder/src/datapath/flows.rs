@@ -3,13 +3,10 @@
 //! demand (status, stats, flows, a metrics scrape), never per packet.
 
 use crate::{
-    datapath::map_access::{self, MapReadError},
+    datapath::handles::{of, Conntrack, MapAccessError},
     host::clock::monotonic_ns,
 };
-use aya::{
-    maps::{HashMap as BpfHashMap, IterableMap, MapData},
-    Ebpf,
-};
+use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 use forwarder_common::{addr_from_ne, map_names, CtEntry, FlowKey, TcpState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -44,13 +41,13 @@ impl Flow {
 
 impl crate::datapath::Datapath {
     /// Every tracked flow (original halves only; the reply half is `entry.peer`).
-    pub fn flows(&self) -> Result<Vec<Flow>, MapReadError> {
-        Ok(scan(self.ebpf())?.flows)
+    pub fn flows(&self) -> Result<Vec<Flow>, MapAccessError> {
+        Ok(self.maps.conntrack.scan()?.flows)
     }
 
     /// One walk over both conntrack tables (see [`Scan`]).
-    pub fn scan(&self) -> Result<Scan, MapReadError> {
-        scan(self.ebpf())
+    pub fn scan(&self) -> Result<Scan, MapAccessError> {
+        self.maps.conntrack.scan()
     }
 }
 
@@ -62,43 +59,51 @@ pub struct Scan {
     pub used: [u64; 2],
 }
 
-fn scan(ebpf: &Ebpf) -> Result<Scan, MapReadError> {
-    let mut out = Scan { flows: Vec::new(), used: [0; 2] };
-    let mut replies: HashMap<FlowKey, CtEntry> = HashMap::new();
-    for (i, (name, established_table)) in
-        [(map_names::CT_ESTABLISHED, true), (map_names::CT_EMBRYONIC, false)]
-            .into_iter()
-            .enumerate()
-    {
-        let ct: BpfHashMap<&MapData, FlowKey, CtEntry> =
-            BpfHashMap::try_from(map_access::map(ebpf, name)?).map_err(map_access::of(name))?;
-        // The kernel answers "next key" after a key deleted meanwhile with the table's first
-        // key, so a walk over a table that churns (a SYN flood in the embryonic LRU) starts
-        // over and meets keys again: each is counted once, and the walk is bounded.
-        let capacity =
-            IterableMap::map(&ct).info().map_err(map_access::of(name))?.max_entries() as usize;
-        let mut seen: HashSet<FlowKey> = HashSet::new();
-        for item in ct.iter().take(capacity.saturating_mul(WALK_BOUND)) {
-            // An error ends the walk; what was read stands.
-            let Ok((key, entry)) = item else { break };
-            if !seen.insert(key) {
-                continue;
-            }
-            out.used[i] += 1;
-            if entry.is_reply() {
-                replies.insert(key, entry);
-            } else {
-                out.flows.push(Flow { key, entry, reply: None, established_table });
-            }
+impl Conntrack {
+    /// One walk over both tables (see [`Scan`]).
+    pub fn scan(&self) -> Result<Scan, MapAccessError> {
+        let mut replies: HashMap<FlowKey, CtEntry> = HashMap::new();
+        let (mut flows, established) =
+            walk(map_names::CT_ESTABLISHED, &self.established, true, &mut replies)?;
+        let (embryonic_flows, embryonic) =
+            walk(map_names::CT_EMBRYONIC, &self.embryonic, false, &mut replies)?;
+        flows.extend(embryonic_flows);
+        for f in &mut flows {
+            f.reply = replies.get(&f.entry.peer).copied();
         }
-        // Nor is a walk a snapshot: keys that came while others went are all seen, more than
-        // the table ever holds at once. It cannot hold more than its capacity.
-        out.used[i] = out.used[i].min(capacity as u64);
+        Ok(Scan { flows, used: [established, embryonic] })
     }
-    for f in &mut out.flows {
-        f.reply = replies.get(&f.entry.peer).copied();
+}
+
+/// Walks one table: its flows (original halves) and how many entries it holds; reply halves
+/// go to `replies`, to be joined to their flows.
+fn walk(
+    name: &'static str,
+    ct: &BpfHashMap<MapData, FlowKey, CtEntry>,
+    established_table: bool,
+    replies: &mut HashMap<FlowKey, CtEntry>,
+) -> Result<(Vec<Flow>, u64), MapAccessError> {
+    // The kernel answers "next key" after a key deleted meanwhile with the table's first
+    // key, so a walk over a table that churns (a SYN flood in the embryonic LRU) starts
+    // over and meets keys again: each is counted once, and the walk is bounded.
+    let capacity = IterableMap::map(ct).info().map_err(of(name))?.max_entries() as usize;
+    let mut flows = Vec::new();
+    let mut seen: HashSet<FlowKey> = HashSet::new();
+    for item in ct.iter().take(capacity.saturating_mul(WALK_BOUND)) {
+        // An error ends the walk; what was read stands.
+        let Ok((key, entry)) = item else { break };
+        if !seen.insert(key) {
+            continue;
+        }
+        if entry.is_reply() {
+            replies.insert(key, entry);
+        } else {
+            flows.push(Flow { key, entry, reply: None, established_table });
+        }
     }
-    Ok(out)
+    // Nor is a walk a snapshot: keys that came while others went are all seen, more than
+    // the table ever holds at once. It cannot hold more than its capacity.
+    Ok((flows, (seen.len() as u64).min(capacity as u64)))
 }
 
 /// Flow count per rule id.

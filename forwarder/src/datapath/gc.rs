@@ -6,112 +6,46 @@
 //! from the pins, so a long sweep (a million flows) holds no lock and delays neither signals
 //! nor control requests.
 
-use crate::{datapath::pins::Pins, host::clock::monotonic_ns};
-use aya::{
-    maps::{Array, HashMap, Map, MapData, MapError},
-    Ebpf,
+use crate::{
+    datapath::{
+        handles::{of, Conntrack, MapAccessError},
+        pins::Pins,
+    },
+    host::clock::monotonic_ns,
 };
+use aya::maps::{Array, MapData, MapError};
 use forwarder_common::{map_names, Config, CtEntry, FlowKey, CT_COUNT_SWEPT};
 use std::{
-    borrow::BorrowMut,
-    collections::HashMap as StdHashMap,
+    collections::HashMap,
     sync::atomic::{AtomicBool, Ordering},
 };
 
 /// How many entries a sweep handles between two looks at its stop flag.
 const STOP_CHECK_EVERY: usize = 1024;
 
-#[derive(Debug, thiserror::Error)]
-pub enum GcError {
-    #[error("map {0} is missing")]
-    Missing(&'static str),
-    #[error("opening the pinned map {path}: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: MapError,
-    },
-    #[error("map {name}: {source}")]
-    Map {
-        name: &'static str,
-        #[source]
-        source: MapError,
-    },
-}
-
-/// The maps a sweep works on.
-pub struct Tables<T> {
-    embryonic: HashMap<T, FlowKey, CtEntry>,
-    established: HashMap<T, FlowKey, CtEntry>,
-    count: Array<T, u64>,
-}
-
-impl Tables<MapData> {
-    /// Handles of their own on the pinned maps, shared with nothing in this process.
-    pub fn open(pins: &Pins) -> Result<Self, GcError> {
-        let open = |name: &'static str| {
-            let path = pins.map(name);
-            let md = MapData::from_pin(&path)
-                .map_err(|source| GcError::Open { path: path.display().to_string(), source })?;
-            Map::from_map_data(md).map_err(|source| GcError::Map { name, source })
-        };
-        let typed = |name: &'static str| move |source| GcError::Map { name, source };
-        Ok(Self {
-            embryonic: HashMap::try_from(open(map_names::CT_EMBRYONIC)?)
-                .map_err(typed(map_names::CT_EMBRYONIC))?,
-            established: HashMap::try_from(open(map_names::CT_ESTABLISHED)?)
-                .map_err(typed(map_names::CT_ESTABLISHED))?,
-            count: Array::try_from(open(map_names::CT_COUNT)?)
-                .map_err(typed(map_names::CT_COUNT))?,
-        })
-    }
-}
-
 impl crate::datapath::Datapath {
     /// One expiry pass over both tables; returns the number of flows removed.
-    pub fn sweep(&mut self, cfg: &Config) -> Result<usize, GcError> {
-        sweep(self.ebpf_mut(), cfg)
+    pub fn sweep(&mut self, cfg: &Config) -> Result<usize, MapAccessError> {
+        self.maps.conntrack.sweep(cfg, &AtomicBool::new(false))
     }
-}
-
-fn sweep(ebpf: &mut Ebpf, cfg: &Config) -> Result<usize, GcError> {
-    let (mut embryonic, mut established, mut count) = (None, None, None);
-    for (name, map) in ebpf.maps_mut() {
-        match name {
-            map_names::CT_EMBRYONIC => embryonic = Some(map),
-            map_names::CT_ESTABLISHED => established = Some(map),
-            map_names::CT_COUNT => count = Some(map),
-            _ => {}
-        }
-    }
-    let typed = |name: &'static str| move |source| GcError::Map { name, source };
-    let mut tables = Tables {
-        embryonic: HashMap::try_from(embryonic.ok_or(GcError::Missing(map_names::CT_EMBRYONIC))?)
-            .map_err(typed(map_names::CT_EMBRYONIC))?,
-        established: HashMap::try_from(
-            established.ok_or(GcError::Missing(map_names::CT_ESTABLISHED))?,
-        )
-        .map_err(typed(map_names::CT_ESTABLISHED))?,
-        count: Array::try_from(count.ok_or(GcError::Missing(map_names::CT_COUNT))?)
-            .map_err(typed(map_names::CT_COUNT))?,
-    };
-    sweep_tables(&mut tables, cfg, &AtomicBool::new(false))
 }
 
 /// One pass over the tables pinned at `pins`, on handles of its own (no lock, no `Ebpf`):
 /// what the daemon's flow-expiry task runs in a blocking thread. Stops early, with what it
 /// removed counted, once `halt` is set.
-pub fn sweep_pinned(pins: &Pins, cfg: &Config, halt: &AtomicBool) -> Result<usize, GcError> {
-    sweep_tables(&mut Tables::open(pins)?, cfg, halt)
+pub fn sweep_pinned(pins: &Pins, cfg: &Config, halt: &AtomicBool) -> Result<usize, MapAccessError> {
+    Conntrack::open_pinned(pins)?.sweep(cfg, halt)
 }
 
-/// One pass over both tables; returns the number of flows removed. Stops early, with what
-/// it removed counted, once `halt` is set.
-fn sweep_tables<T: BorrowMut<MapData>>(
-    t: &mut Tables<T>,
-    cfg: &Config,
-    halt: &AtomicBool,
-) -> Result<usize, GcError> {
+impl Conntrack {
+    /// One pass over both tables; returns the number of flows removed. Stops early, with
+    /// what it removed counted, once `halt` is set.
+    pub fn sweep(&mut self, cfg: &Config, halt: &AtomicBool) -> Result<usize, MapAccessError> {
+        sweep(self, cfg, halt)
+    }
+}
+
+fn sweep(t: &mut Conntrack, cfg: &Config, halt: &AtomicBool) -> Result<usize, MapAccessError> {
     let now = monotonic_ns();
     let mut removed = 0;
     let mut removed_established = 0u64;
@@ -120,7 +54,7 @@ fn sweep_tables<T: BorrowMut<MapData>>(
         (map_names::CT_EMBRYONIC, &mut t.embryonic),
         (map_names::CT_ESTABLISHED, &mut t.established),
     ] {
-        let mut entries: StdHashMap<FlowKey, CtEntry> = StdHashMap::new();
+        let mut entries: HashMap<FlowKey, CtEntry> = HashMap::new();
         for (i, kv) in ct.iter().enumerate() {
             if i % STOP_CHECK_EVERY == 0 && halted() {
                 break;
@@ -174,14 +108,13 @@ fn sweep_tables<T: BorrowMut<MapData>>(
         }
     }
     if removed_established > 0 {
-        count_swept(&mut t.count, removed_established)
-            .map_err(|source| GcError::Map { name: map_names::CT_COUNT, source })?;
+        count_swept(&mut t.count, removed_established).map_err(of(map_names::CT_COUNT))?;
     }
     Ok(removed)
 }
 
 /// Adds to the established-flow count's daemon slot (the program subtracts it).
-fn count_swept<T: BorrowMut<MapData>>(count: &mut Array<T, u64>, n: u64) -> Result<(), MapError> {
+fn count_swept(count: &mut Array<MapData, u64>, n: u64) -> Result<(), MapError> {
     let swept = count.get(&CT_COUNT_SWEPT, 0)?;
     count.set(CT_COUNT_SWEPT, swept + n, 0)
 }

@@ -9,7 +9,7 @@ use aya::{
     maps::{Array, MapData},
     Ebpf,
 };
-use forwarder_common::{map_names, LogBudget, LOG_EVENTS, LOG_EVENT_NAMES};
+use forwarder_common::{LogBudget, LOG_EVENTS, LOG_EVENT_NAMES};
 use tokio::io::{unix::AsyncFd, Interest};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +32,7 @@ impl crate::datapath::Datapath {
 
     /// Per event: (name, lines written, events held back by the rate limit).
     pub fn kernel_events(&self) -> Vec<(&'static str, u64, u64)> {
-        budgets(self.ebpf())
+        budgets(&self.maps.log_budget)
     }
 }
 
@@ -60,9 +60,7 @@ fn start(
 }
 
 /// Per event: (name, lines written, events held back by the rate limit).
-fn budgets(ebpf: &Ebpf) -> Vec<(&'static str, u64, u64)> {
-    let Some(map) = ebpf.map(map_names::LOG_BUDGET) else { return Vec::new() };
-    let Ok(array) = Array::<&MapData, LogBudget>::try_from(map) else { return Vec::new() };
+fn budgets(array: &Array<MapData, LogBudget>) -> Vec<(&'static str, u64, u64)> {
     (0..LOG_EVENTS)
         .filter_map(|i| {
             let b = array.get(&(i as u32), 0).ok()?;

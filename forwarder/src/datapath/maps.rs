@@ -2,99 +2,92 @@
 //! allowed sources, each synced in place (stale keys out before new ones in, so a table near
 //! its capacity can still be swapped), and the next-hop generation.
 
-use super::{Datapath, DatapathError};
+use super::{
+    handles::{of, MapAccessError},
+    Datapath, DatapathError,
+};
 use crate::plan::Plan;
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
-use forwarder_common::ne_addr;
-use forwarder_common::{map_names, Config, Rule};
+use forwarder_common::{map_names, ne_addr, Config, Rule};
 use std::collections::HashSet;
 
 impl Datapath {
     /// Makes the maps hold `plan`: rules, listen addresses and allowed sources first, the
     /// global config last, so the program never sees a config without its rules.
     pub fn apply(&mut self, plan: &Plan) -> Result<(), DatapathError> {
+        let maps = &mut self.maps;
         let rules: Vec<(u16, Rule)> =
             plan.rules.iter().filter_map(|r| r.map_value().map(|v| (r.listen, v))).collect();
-        self.sync_hash(map_names::RULES, &rules)?;
+        sync_hash(&mut maps.rules, map_names::RULES, &rules)?;
 
         let listen: Vec<(u32, u8)> =
             plan.listen_addrs.iter().flatten().map(|a| (ne_addr(*a), 1)).collect();
-        self.sync_hash(map_names::LISTEN_ADDRS, &listen)?;
+        sync_hash(&mut maps.listen_addrs, map_names::LISTEN_ADDRS, &listen)?;
 
-        self.sync_allowed(plan.allowed_sources.as_deref().unwrap_or(&[]))?;
+        sync_allowed(&mut maps.allowed_sources, plan.allowed_sources.as_deref().unwrap_or(&[]))?;
 
-        let name = map_names::CONFIG;
         let value = Config { max_flows: self.max_flows, ..plan.config() };
-        let mut cfg: Array<_, Config> =
-            Array::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
-        cfg.set(0, value, 0).map_err(|e| DatapathError::Map(name, e))?;
-        Ok(())
-    }
-
-    fn map(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
-        self.ebpf.map_mut(name).ok_or(DatapathError::MissingMap(name))
-    }
-
-    /// Removes every key not in `want`, then inserts `want`. Stale keys go first: the maps
-    /// are full size (the config is checked against their capacity), so a change that
-    /// replaces most keys at once, near capacity, only fits once the old ones are gone.
-    /// A kept key is updated in place, so its packets never see it missing.
-    fn sync_hash<K, V>(&mut self, name: &'static str, want: &[(K, V)]) -> Result<(), DatapathError>
-    where
-        K: aya::Pod + Eq + std::hash::Hash,
-        V: aya::Pod,
-    {
-        let mut map: HashMap<&mut MapData, K, V> =
-            HashMap::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
-        let keep: HashSet<&K> = want.iter().map(|(k, _)| k).collect();
-        let stale: Vec<K> =
-            map.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
-        for k in stale {
-            map.remove(&k).map_err(|e| DatapathError::Map(name, e))?;
-        }
-        for (k, v) in want {
-            map.insert(k, v, 0).map_err(|e| DatapathError::Map(name, e))?;
-        }
-        Ok(())
-    }
-
-    /// As [`Self::sync_hash`] for the allowed-sources trie: stale prefixes first.
-    fn sync_allowed(&mut self, nets: &[ipnet::Ipv4Net]) -> Result<(), DatapathError> {
-        let name = map_names::ALLOWED_SOURCES;
-        let mut trie: LpmTrie<&mut MapData, u32, u8> =
-            LpmTrie::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
-        let want: Vec<(u32, u32)> =
-            nets.iter().map(|n| (n.prefix_len() as u32, ne_addr(n.network()))).collect();
-        let stale: Vec<Key<u32>> = trie
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !want.contains(&(k.prefix_len(), k.data())))
-            .collect();
-        for k in stale {
-            trie.remove(&k).map_err(|e| DatapathError::Map(name, e))?;
-        }
-        for (len, addr) in &want {
-            trie.insert(&Key::new(*len, *addr), 1, 0).map_err(|e| DatapathError::Map(name, e))?;
-        }
+        maps.config.set(0, value, 0).map_err(of(map_names::CONFIG))?;
         Ok(())
     }
 
     /// Invalidates every next hop cached in the flows: their next packet looks its route
     /// up again.
     pub fn bump_nexthop_gen(&mut self) -> Result<(), DatapathError> {
-        let name = map_names::NEXTHOP_GEN;
-        let mut arr: Array<&mut MapData, u32> =
-            Array::try_from(self.map(name)?).map_err(|e| DatapathError::Map(name, e))?;
-        bump_nexthop_gen(&mut arr).map_err(|e| DatapathError::Map(name, e))?;
+        bump_nexthop_gen(&mut self.maps.nexthop_gen).map_err(of(map_names::NEXTHOP_GEN))?;
         Ok(())
     }
 }
 
+/// Removes every key not in `want`, then inserts `want`. Stale keys go first: the maps
+/// are full size (the config is checked against their capacity), so a change that
+/// replaces most keys at once, near capacity, only fits once the old ones are gone.
+/// A kept key is updated in place, so its packets never see it missing.
+fn sync_hash<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    want: &[(K, V)],
+) -> Result<(), MapAccessError>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod,
+{
+    let keep: HashSet<&K> = want.iter().map(|(k, _)| k).collect();
+    let stale: Vec<K> = map.keys().filter_map(Result::ok).filter(|k| !keep.contains(k)).collect();
+    for k in stale {
+        map.remove(&k).map_err(of(name))?;
+    }
+    for (k, v) in want {
+        map.insert(k, v, 0).map_err(of(name))?;
+    }
+    Ok(())
+}
+
+/// As [`sync_hash`] for the allowed-sources trie: stale prefixes first.
+fn sync_allowed(
+    trie: &mut LpmTrie<MapData, u32, u8>,
+    nets: &[ipnet::Ipv4Net],
+) -> Result<(), MapAccessError> {
+    let name = map_names::ALLOWED_SOURCES;
+    let want: Vec<(u32, u32)> =
+        nets.iter().map(|n| (n.prefix_len() as u32, ne_addr(n.network()))).collect();
+    let stale: Vec<Key<u32>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !want.contains(&(k.prefix_len(), k.data())))
+        .collect();
+    for k in stale {
+        trie.remove(&k).map_err(of(name))?;
+    }
+    for (len, addr) in &want {
+        trie.insert(&Key::new(*len, *addr), 1, 0).map_err(of(name))?;
+    }
+    Ok(())
+}
+
 /// Adds one to the NEXTHOP_GEN value (wrapping) and returns the new one. The daemon is its
 /// only writer, the program only compares it.
-pub fn bump_nexthop_gen<T: std::borrow::BorrowMut<MapData>>(
-    arr: &mut Array<T, u32>,
-) -> Result<u32, aya::maps::MapError> {
+pub fn bump_nexthop_gen(arr: &mut Array<MapData, u32>) -> Result<u32, aya::maps::MapError> {
     let gen = arr.get(&0, 0)?.wrapping_add(1);
     arr.set(0, gen, 0)?;
     Ok(gen)

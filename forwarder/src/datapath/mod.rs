@@ -6,15 +6,18 @@
 pub mod attach;
 pub mod flows;
 pub mod gc;
+pub mod handles;
 pub mod kernel_log;
 pub mod link_info;
-pub mod map_access;
 pub mod maps;
 pub mod object;
 pub mod pins;
 pub mod stats;
 
-use crate::datapath::pins::{PinError, Pins};
+use crate::datapath::{
+    handles::{MapAccessError, MapHandles},
+    pins::{PinError, Pins},
+};
 use aya::{
     programs::{
         links::{LinkError, PinnedLink},
@@ -38,10 +41,8 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("map {0}: {1}")]
-    Map(&'static str, #[source] aya::maps::MapError),
-    #[error("map {0} is missing from the object")]
-    MissingMap(&'static str),
+    #[error(transparent)]
+    Maps(#[from] MapAccessError),
     #[error("program {0} is missing from the object")]
     MissingProgram(&'static str),
     #[error(transparent)]
@@ -71,7 +72,9 @@ impl Attached {
 }
 
 pub struct Datapath {
+    /// The programs, and the log buffer aya-log reads; every other map is in `maps`.
     ebpf: Ebpf,
+    maps: MapHandles,
     /// The `max_flows` the conntrack tables were made for (the pinned ones' when resumed).
     max_flows: u32,
     pub attached: Vec<(String, Attached)>,
@@ -88,8 +91,10 @@ impl Datapath {
     /// Loads the program with tables for `max_flows` flows; attaches nothing yet. Nothing
     /// is pinned: everything goes away with this value (tests, helpers).
     pub fn load(max_flows: u32) -> Result<Self, DatapathError> {
+        let mut ebpf = object::load(max_flows, None)?;
         Ok(Self {
-            ebpf: object::load(max_flows, None)?,
+            maps: MapHandles::take(&mut ebpf)?,
+            ebpf,
             max_flows,
             attached: Vec::new(),
             pins: None,
@@ -117,8 +122,10 @@ impl Datapath {
             }
         }
         pins.create_dir()?;
+        let mut ebpf = object::load(max_flows, Some(pins))?;
         let mut dp = Self {
-            ebpf: object::load(max_flows, Some(pins))?,
+            maps: MapHandles::take(&mut ebpf)?,
+            ebpf,
             max_flows: effective,
             attached: Vec::new(),
             pins: Some(pins.clone()),
@@ -178,14 +185,16 @@ impl Datapath {
         ids
     }
 
-    /// The loaded object itself, for a raw map in tests and tools; the daemon goes through
-    /// the methods (flows, scan, rule_totals, sweep, kernel_log, ...).
-    pub fn ebpf(&self) -> &Ebpf {
-        &self.ebpf
-    }
-
+    /// The loaded object: its programs, and the log buffer (every other map is taken out
+    /// into [`Self::maps`]), for tests and tools that run a program or read its log.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// The typed map handles, for tests and tools; the daemon goes through the methods
+    /// (apply, flows, scan, rule_totals, sweep, kernel_events, ...).
+    pub fn maps_mut(&mut self) -> &mut MapHandles {
+        &mut self.maps
     }
 }
 

@@ -218,5 +218,7 @@ fn raw_value<const N: usize>(map: Map) -> Result<[u8; N], aya::maps::MapError> {
 
 fn is_bpffs(path: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    // The field's type is the C library's `__fsword_t`: i64 here, narrower on other targets.
+    #[allow(clippy::unnecessary_cast)]
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }

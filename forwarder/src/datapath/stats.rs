@@ -1,10 +1,6 @@
 //! Reading the per-rule, per-CPU counters of the data path.
 
-use crate::datapath::map_access::{self, MapReadError};
-use aya::{
-    maps::{MapData, PerCpuArray},
-    Ebpf,
-};
+use crate::datapath::handles::{of, MapAccessError, RuleStatsMap};
 use forwarder_common::{map_names, Counter, RuleStats, COUNTERS};
 
 /// Counters of one rule, summed over CPUs.
@@ -29,35 +25,35 @@ impl Totals {
 
 impl crate::datapath::Datapath {
     /// A rule's counters, summed over CPUs.
-    pub fn rule_totals(&self, rule_id: u16) -> Result<Totals, MapReadError> {
-        rule_totals(self.ebpf(), rule_id)
+    pub fn rule_totals(&self, rule_id: u16) -> Result<Totals, MapAccessError> {
+        self.maps.rule_stats.totals(rule_id)
     }
 
     /// Sets a rule's counters to zero, when its id is given to a new rule.
-    pub fn reset_rule_stats(&mut self, rule_id: u16) -> Result<(), MapReadError> {
-        reset(self.ebpf_mut(), rule_id)
+    pub fn reset_rule_stats(&mut self, rule_id: u16) -> Result<(), MapAccessError> {
+        self.maps.rule_stats.reset(rule_id)
     }
 }
 
-fn rule_totals(ebpf: &Ebpf, rule_id: u16) -> Result<Totals, MapReadError> {
-    let name = map_names::RULE_STATS;
-    let stats: PerCpuArray<&MapData, RuleStats> =
-        PerCpuArray::try_from(map_access::map(ebpf, name)?).map_err(map_access::of(name))?;
-    let mut t = Totals::default();
-    for cpu in stats.get(&(rule_id as u32), 0).map_err(map_access::of(name))?.iter() {
-        for (sum, v) in t.0.iter_mut().zip(cpu.counters) {
-            *sum += v;
+impl RuleStatsMap {
+    /// A rule's counters, summed over CPUs.
+    pub fn totals(&self, rule_id: u16) -> Result<Totals, MapAccessError> {
+        let name = map_names::RULE_STATS;
+        let mut t = Totals::default();
+        for cpu in self.0.get(&(rule_id as u32), 0).map_err(of(name))?.iter() {
+            for (sum, v) in t.0.iter_mut().zip(cpu.counters) {
+                *sum += v;
+            }
         }
+        Ok(t)
     }
-    Ok(t)
-}
 
-fn reset(ebpf: &mut Ebpf, rule_id: u16) -> Result<(), MapReadError> {
-    let name = map_names::RULE_STATS;
-    let mut stats: PerCpuArray<&mut MapData, RuleStats> =
-        PerCpuArray::try_from(map_access::map_mut(ebpf, name)?).map_err(map_access::of(name))?;
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapReadError::Cpus(name, e))?;
-    let zeros = aya::maps::PerCpuValues::try_from(vec![RuleStats::default(); cpus])
-        .map_err(|e| MapReadError::Cpus(name, e))?;
-    stats.set(rule_id as u32, zeros, 0).map_err(map_access::of(name))
+    /// Sets a rule's counters to zero on every CPU.
+    pub fn reset(&mut self, rule_id: u16) -> Result<(), MapAccessError> {
+        let name = map_names::RULE_STATS;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapAccessError::Cpus(name, e))?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![RuleStats::default(); cpus])
+            .map_err(|e| MapAccessError::Cpus(name, e))?;
+        self.0.set(rule_id as u32, zeros, 0).map_err(of(name))
+    }
 }
