@@ -360,7 +360,7 @@ fn main() -> ExitCode {
             Err(code) => return code,
         },
         Command::Rule { action: RuleAction::List { json } } => {
-            requests::request(socket, &Request::RuleList, json, requests::rules_table)
+            requests::request(socket, &Request::RuleList, json, cli::output::rules_table)
         }
         Command::Rule { action: RuleAction::Add { name, listen, target } } => {
             requests::command(socket, &Request::RuleAdd { name, listen, target })
@@ -373,13 +373,13 @@ fn main() -> ExitCode {
         Command::Undrain => requests::command(socket, &Request::Undrain),
         Command::Unload => return exit(cli::unload::run(&loc).map(|()| 0)),
         Command::Status { json } => {
-            requests::request(socket, &Request::Status, json, requests::status_text)
+            requests::request(socket, &Request::Status, json, cli::output::status_text)
         }
         Command::Stats { json, watch, interval, count } => {
             requests::stats(socket, json, watch, interval, count)
         }
         Command::Flows { rule, json } => {
-            requests::request(socket, &Request::Flows { rule }, json, requests::flows_table)
+            requests::request(socket, &Request::Flows { rule }, json, cli::output::flows_table)
         }
         Command::Doctor { json, timeout } => match config::load_unchecked(&cli.config) {
             Ok(settings) => cli::ops::doctor(&settings, json, timeout),

@@ -29,7 +29,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
             "snat_ports": format!("{}-{}", plan.snat_ports.0, plan.snat_ports.1),
             "rules": rules,
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        super::output::print_json(&v);
         return Ok(());
     }
     println!(

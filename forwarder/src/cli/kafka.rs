@@ -31,7 +31,7 @@ pub fn discover(d: &Discover) -> Result<(), CliError> {
     }
     if d.json {
         let v = kafka::render::discover_json(&plan, &setup);
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        super::output::print_json(&v);
     } else {
         print!("{}", kafka::render::discover_text(&plan, &setup));
     }
@@ -42,7 +42,7 @@ pub fn discover(d: &Discover) -> Result<(), CliError> {
 pub fn check(opts: &kafka::check::Options, json: bool) -> u8 {
     let report = kafka::check::run(opts);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        super::output::print_json(&report);
     } else {
         print!("{}", kafka::render::check_text(&report));
     }

@@ -7,6 +7,7 @@ pub mod daemon_requests;
 pub mod error;
 pub mod kafka;
 pub mod ops;
+pub mod output;
 pub mod unload;
 
 pub use error::CliError;

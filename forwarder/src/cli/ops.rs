@@ -17,7 +17,7 @@ pub fn doctor(settings: &Settings, json: bool, timeout: Duration) -> u8 {
     let input = doctor::Input { settings, status: status.as_ref(), netns_probe_timeout: timeout };
     let findings = doctor::run(&input);
     if json {
-        println!("{}", serde_json::to_string_pretty(&findings).unwrap_or_default());
+        super::output::print_json(&findings);
     } else {
         print!("{}", doctor::render(&findings));
     }
@@ -39,7 +39,7 @@ pub fn import_iptables(file: &str, json: bool) -> Result<u8, CliError> {
     let text = text.map_err(|e| CliError::usage(Message(format!("{file}: {e}"))))?;
     let conv = import_iptables::convert(&text);
     if json {
-        println!("{}", serde_json::to_string_pretty(&conv).unwrap_or_default());
+        super::output::print_json(&conv);
     } else {
         print!("{}", conv.to_toml());
     }
