@@ -130,13 +130,8 @@ enum KafkaAction {
         /// Also write the Azure commands as one bash script (variables at the top).
         #[arg(long, value_name = "FILE")]
         script: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-        /// The bound on each step: resolving, connecting, each request.
-        #[arg(long, default_value = "5s", value_parser = positive_duration)]
-        timeout: Duration,
         #[command(flatten)]
-        security: SecurityArgs,
+        client_args: KafkaClientArgs,
     },
     /// Fetch metadata through the forwarder, then connect to every advertised broker as a
     /// client would (resolve, TCP, TLS, ApiVersions, SASL). Exit 0 only if every broker works.
@@ -155,14 +150,22 @@ enum KafkaAction {
         /// Bytes per message, with --produce (above the path MTU to test PMTU discovery).
         #[arg(long, default_value_t = 1024, requires = "produce", value_parser = message_size)]
         message_size: usize,
-        #[arg(long)]
-        json: bool,
-        /// The bound on each step: resolving, connecting, each request.
-        #[arg(long, default_value = "5s", value_parser = positive_duration)]
-        timeout: Duration,
         #[command(flatten)]
-        security: SecurityArgs,
+        client_args: KafkaClientArgs,
     },
+}
+
+/// What both Kafka commands take: the output form, the bound on each step and how to
+/// connect.
+#[derive(clap::Args)]
+struct KafkaClientArgs {
+    #[arg(long)]
+    json: bool,
+    /// The bound on each step: resolving, connecting, each request.
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
+    timeout: Duration,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 /// The environment variable `--sasl-mechanism` takes the password from when no
@@ -406,15 +409,8 @@ fn exit(result: Result<u8, cli::CliError>) -> ExitCode {
 /// Kafka's subcommands: the security options read (a password file), then the work.
 fn kafka_cmd(action: &KafkaAction) -> ExitCode {
     match action {
-        KafkaAction::Discover {
-            bootstrap,
-            first_port,
-            client,
-            script,
-            json,
-            timeout,
-            security,
-        } => {
+        KafkaAction::Discover { bootstrap, first_port, client, script, client_args } => {
+            let KafkaClientArgs { json, timeout, security } = client_args;
             let security = match security.load("discover") {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -432,7 +428,8 @@ fn kafka_cmd(action: &KafkaAction) -> ExitCode {
                 .map(|()| 0),
             )
         }
-        KafkaAction::Check { via, produce, messages, message_size, json, timeout, security } => {
+        KafkaAction::Check { via, produce, messages, message_size, client_args } => {
+            let KafkaClientArgs { json, timeout, security } = client_args;
             let security = match security.load("check") {
                 Ok(s) => s,
                 Err(code) => return code,
