@@ -20,10 +20,9 @@ pub enum KernelLogError {
     Watch(#[source] std::io::Error),
 }
 
-/// Opens the program's log buffer; the returned future forwards its lines until dropped
-/// (the daemon runs it as one of its tasks).
 impl crate::datapath::Datapath {
-    /// The program's log lines, forwarded while the returned future runs ([`start`]).
+    /// Opens the program's log buffer; the returned future forwards its lines into the log
+    /// until dropped (the daemon runs it as one of its tasks).
     pub fn kernel_log(
         &mut self,
     ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, KernelLogError> {

@@ -1,5 +1,5 @@
 //! The loaded program: attaching it in the chosen mode and keeping its maps in step with a
-//! [`Plan`]. Dropping a `Datapath` detaches the program.
+//! [`Plan`](crate::plan::Plan). Dropping a `Datapath` detaches the program.
 
 // The kernel side as the daemon sees it: the object and its loading, the pins that keep it
 // across restarts, and the readers and writers of its maps.
@@ -186,7 +186,7 @@ impl Datapath {
     }
 
     /// The loaded object: its programs, and the log buffer (every other map is taken out
-    /// into [`Self::maps`]), for tests and tools that run a program or read its log.
+    /// into [`Self::maps_mut`]), for tests and tools that run a program or read its log.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }

@@ -87,7 +87,7 @@ impl CapSet {
     }
 
     /// A `Cap*` line (`CapEff`, `CapPrm`, `CapBnd`, `CapInh`, `CapAmb`) of a
-    /// /proc/<pid>/status text.
+    /// `/proc/<pid>/status` text.
     pub fn parse_status(status: &str, field: &str) -> Option<Self> {
         let line = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
         u64::from_str_radix(line.trim(), 16).ok().map(CapSet)

@@ -96,7 +96,7 @@ pub struct Record {
     pub value: Vec<u8>,
 }
 
-/// Splits "host:port" or "[v6]:port".
+/// Splits `host:port` or `[v6]:port`.
 pub fn split_host_port(addr: &str) -> Result<(String, u16), KafkaError> {
     let bad = |why| KafkaError::BadAddress { addr: addr.to_string(), why };
     let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
