@@ -44,24 +44,27 @@ fn rule_list(topo: &Topology, config: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// A tmpfs of `size` mounted on a directory of this test, unmounted and removed on drop
-/// (also when the test fails). Mounted before the daemon starts, so the mount namespace
+/// A tmpfs of `size` mounted on a temporary directory of this test (the tests' one
+/// temp-dir guard, `TempDir`), unmounted on drop, also when the test fails; the `TempDir`
+/// then removes the directory. Mounted before the daemon starts, so the mount namespace
 /// `ip netns exec` gives the daemon has it too.
-struct SmallDisk(PathBuf);
+struct SmallDisk {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
 
 impl SmallDisk {
     fn mount(tag: &str, size: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("fwt-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let disk = SmallDisk(dir);
+        let dir = tempfile::Builder::new().prefix(&format!("fwt-{tag}-")).tempdir()?;
+        let disk = SmallDisk { path: dir.path().to_path_buf(), _dir: dir };
         let opts = format!("size={size},mode=0755");
-        run("mount", &["-t", "tmpfs", "-o", &opts, "tmpfs", disk.0.to_str().expect("utf-8")])?;
+        run("mount", &["-t", "tmpfs", "-o", &opts, "tmpfs", disk.path.to_str().expect("utf-8")])?;
         Ok(disk)
     }
 
     /// Fills the disk to the last byte; returns the filler's path.
     fn fill(&self) -> Result<PathBuf> {
-        let path = self.0.join("filler");
+        let path = self.path.join("filler");
         let mut f = std::fs::File::create(&path)?;
         let block = [0x55u8; 512];
         loop {
@@ -80,8 +83,8 @@ impl SmallDisk {
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         // Lazy: the daemon's mount namespace may still hold it while the daemon exits.
-        let _ = run("umount", &["-l", self.0.to_str().unwrap()]);
-        let _ = std::fs::remove_dir_all(&self.0);
+        // The TempDir removes the (then empty) mount point after this.
+        let _ = run("umount", &["-l", self.path.to_str().unwrap()]);
     }
 }
 
@@ -100,7 +103,7 @@ fn rule_add_on_a_full_disk_changes_neither_file_nor_rules() -> Result<()> {
     let pad = 4080 - seed.len() - "#\n".len();
     let text = format!("#{}\n{seed}", " padding".repeat(pad / 8) + &"-".repeat(pad % 8));
     assert_eq!(text.len(), 4080);
-    let config = disk.0.join("forwarder.toml");
+    let config = disk.path.join("forwarder.toml");
     std::fs::write(&config, &text)?;
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640))?;
     let daemon = Daemon::spawn(&topo.natvm, &config)?;
@@ -122,7 +125,7 @@ fn rule_add_on_a_full_disk_changes_neither_file_nor_rules() -> Result<()> {
     );
     assert_eq!(rule_list(&topo, &config)?, rules_before, "the rules changed");
     assert!(connect(&topo.client, listen(9095)).is_err(), "the refused rule's port forwards");
-    let mut left: Vec<String> = std::fs::read_dir(&disk.0)?
+    let mut left: Vec<String> = std::fs::read_dir(&disk.path)?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect::<std::io::Result<_>>()?;
     left.sort();
