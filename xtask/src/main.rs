@@ -75,6 +75,10 @@ enum Task {
         /// Run only these sections: program, path, kafka, rate, memory (repeatable).
         #[arg(long)]
         only: Vec<String>,
+        /// Instead: one iperf3 stream through this way (iptables, "forwarder xdp", ...) under
+        /// `perf record -a -g`, into target/bench-profile/, and the top of its report.
+        #[arg(long, value_name = "WAY", conflicts_with_all = ["quick", "only"])]
+        profile: Option<String>,
     },
 }
 
@@ -88,7 +92,9 @@ fn main() -> Result<()> {
         Task::Stress { frames, flood_syns, soak_secs, fuzz_seconds } => {
             setup().and_then(|_| stress(frames, flood_syns, soak_secs, fuzz_seconds))
         }
-        Task::Bench { quick, only } => setup().and_then(|_| bench(quick, &only)),
+        Task::Bench { quick, only, profile } => {
+            setup().and_then(|_| bench(quick, &only, profile.as_deref()))
+        }
     }
 }
 
@@ -109,7 +115,7 @@ fn setup() -> Result<()> {
 /// `cargo xtask bench`: tests/src/bench, written to BENCHMARKS.md (with `--quick`, to
 /// target/bench-quick/BENCHMARKS.md). The daemons it starts pin into the same throwaway
 /// bpffs as the tests.
-fn bench(quick: bool, only: &[String]) -> Result<()> {
+fn bench(quick: bool, only: &[String], profile: Option<&str>) -> Result<()> {
     let bin = build(false)?;
     cargo(&["build", "--package", "forwarder-tests", "--bin", "bench"])?;
     let bench = workspace_root().join("target/debug/bench");
@@ -119,6 +125,12 @@ fn bench(quick: bool, only: &[String]) -> Result<()> {
         workspace_root().join("BENCHMARKS.md")
     };
     let mut args = Vec::new();
+    if let Some(way) = profile {
+        args.extend(["profile".to_string(), way.to_string()]);
+        return with_test_bpffs(|bpffs| {
+            as_root(&bench, &args, &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs)])
+        });
+    }
     if quick {
         args.push("--quick".to_string());
     }

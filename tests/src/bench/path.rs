@@ -93,6 +93,72 @@ pub fn measure(rounds: usize, seconds: u32, conns: usize) -> Result<Vec<(String,
     Ok(results)
 }
 
+/// One iperf3 stream of `seconds` through `way` in a fresh topology, with `perf record -a
+/// -g` writing `perf_data` around it (`bench profile WAY`): where the CPU of the bulk
+/// figure goes. Returns the stream's Gbit/s and the busy CPU seconds per Gbit.
+pub fn profile(way: &str, seconds: u32, perf_data: &std::path::Path) -> Result<(f64, f64)> {
+    if !WAYS.contains(&way) {
+        bail!("no way {way:?} ({})", WAYS.join(", "));
+    }
+    let topo = Topology::new("bp", false, true)?;
+    let server = topo
+        .broker
+        .command("iperf3")
+        .args(["-s", "-B", &BROKERS[1].to_string(), "-p", &BROKER_PORT.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting iperf3 (is it installed?)")?;
+    let _server = Iperf(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let to = match way {
+        "direct" => SocketAddrV4::new(BROKERS[1], BROKER_PORT),
+        _ => SocketAddrV4::new(NATVM, IPERF_LISTEN),
+    };
+    let setup = Setup::enter(&topo, way)?;
+    let perf = std::process::Command::new("perf")
+        .args(["record", "-a", "-g", "-q", "-o"])
+        .arg(perf_data)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting perf record (is perf installed?)")?;
+    let perf = Perf(perf);
+    std::thread::sleep(Duration::from_millis(500));
+    let busy = super::cpu::busy_ns()?;
+    let gbit_s = iperf(&topo.client, to, seconds);
+    let cpu_s = (super::cpu::busy_ns()? - busy) as f64 / 1e9;
+    perf.stop()?;
+    setup.leave(&topo)?;
+    let gbit_s = gbit_s?;
+    Ok((gbit_s, cpu_s / (gbit_s * seconds as f64).max(1e-9)))
+}
+
+/// A `perf record` this process started, stopped with SIGINT so it writes its file.
+struct Perf(Child);
+
+impl Perf {
+    fn stop(mut self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )?;
+        let status = self.0.wait()?;
+        // perf writes its file, then dies of the SIGINT it was sent.
+        use std::os::unix::process::ExitStatusExt;
+        if !status.success() && status.signal() != Some(libc::SIGINT) {
+            bail!("perf record exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The NAT VM set up for one way of forwarding.
 enum Setup {
     None,

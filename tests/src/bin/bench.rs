@@ -4,6 +4,10 @@
 //! `bench [--quick] [--only SECTION]... [OUT]`: `--quick` runs the packet-rate bed only,
 //! with few frames, into target/bench-quick/BENCHMARKS.md unless OUT is given; `--only`
 //! runs the named sections (program, path, kafka, rate, memory).
+//!
+//! `bench profile WAY [SECONDS]`: one iperf3 stream through WAY (`iptables`, `forwarder
+//! xdp`, ...) under `perf record -a -g`, into target/bench-profile/WAY.perf.data, and the
+//! top of its `perf report`: the profile behind the bulk figures.
 
 use forwarder_tests::{bench, require_root};
 use std::{process::Command, time::Instant};
@@ -18,6 +22,9 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 
 fn main() -> anyhow::Result<()> {
     require_root();
+    if std::env::args().nth(1).as_deref() == Some("profile") {
+        return profile();
+    }
     let (opts, out) = parse_args()?;
     let out = std::path::PathBuf::from(out);
     let out_dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(".".as_ref());
@@ -40,6 +47,30 @@ fn main() -> anyhow::Result<()> {
     );
     std::fs::write(&out, doc)?;
     eprintln!("wrote {} in {:.0} s", out.display(), start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn profile() -> anyhow::Result<()> {
+    let way = std::env::args().nth(2).ok_or_else(|| anyhow::anyhow!("profile needs a way"))?;
+    let seconds: u32 = std::env::args().nth(3).map_or(Ok(5), |s| s.parse())?;
+    let dir = std::path::Path::new("target/bench-profile");
+    std::fs::create_dir_all(dir)?;
+    let data = dir.join(format!("{}.perf.data", way.replace(' ', "-")));
+    let (gbit_s, cpu_per_gbit) = bench::path::profile(&way, seconds, &data)?;
+    println!("{way}: {gbit_s:.2} Gbit/s, {cpu_per_gbit:.3} CPU s per Gbit; {}", data.display());
+    // The path's work runs in the iperf3 processes and in softirq wherever it lands (the
+    // ksoftirqd threads, or the idle task); other work on the machine is left out.
+    let comms = "iperf3,ksoftirqd/0,ksoftirqd/1,swapper";
+    let report = Command::new("perf")
+        .args(["report", "--no-children", "--stdio", "-g", "none", "-F", "overhead,sym"])
+        .args(["--comms", comms, "--percent-limit", "0.4", "-i"])
+        .arg(&data)
+        .output()?;
+    println!("perf report --no-children -F overhead,sym --comms {comms} -i {}", data.display());
+    let text = String::from_utf8_lossy(&report.stdout);
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).take(50) {
+        println!("{}", line.trim_end());
+    }
     Ok(())
 }
 
