@@ -33,6 +33,23 @@ pub struct Sample {
 /// An iperf3 server in the broker namespace, killed when dropped.
 struct Iperf(Child);
 
+impl Iperf {
+    /// The server on broker 2's address, given a moment to listen.
+    fn start(topo: &Topology) -> Result<Iperf> {
+        let server = topo
+            .broker
+            .command("iperf3")
+            .args(["-s", "-B", &BROKERS[1].to_string(), "-p", &BROKER_PORT.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting iperf3 (is it installed?)")?;
+        let server = Iperf(server);
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(server)
+    }
+}
+
 impl Drop for Iperf {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -59,16 +76,7 @@ pub fn measure(rounds: usize, seconds: u32, conns: usize) -> Result<Vec<(String,
             let topo = Topology::new("bx", false, true)?;
             let _echo =
                 OneByteServer::start(&topo.broker, SocketAddrV4::new(BROKERS[0], BROKER_PORT))?;
-            let server = topo
-                .broker
-                .command("iperf3")
-                .args(["-s", "-B", &BROKERS[1].to_string(), "-p", &BROKER_PORT.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting iperf3 (is it installed?)")?;
-            let _server = Iperf(server);
-            std::thread::sleep(Duration::from_millis(300));
+            let _server = Iperf::start(&topo)?;
             let (iperf_to, echo_to) = match way.as_str() {
                 "direct" => (
                     SocketAddrV4::new(BROKERS[1], BROKER_PORT),
@@ -101,16 +109,7 @@ pub fn profile(way: &str, seconds: u32, perf_data: &std::path::Path) -> Result<(
         bail!("no way {way:?} ({})", WAYS.join(", "));
     }
     let topo = Topology::new("bp", false, true)?;
-    let server = topo
-        .broker
-        .command("iperf3")
-        .args(["-s", "-B", &BROKERS[1].to_string(), "-p", &BROKER_PORT.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting iperf3 (is it installed?)")?;
-    let _server = Iperf(server);
-    std::thread::sleep(Duration::from_millis(300));
+    let _server = Iperf::start(&topo)?;
     let to = match way {
         "direct" => SocketAddrV4::new(BROKERS[1], BROKER_PORT),
         _ => SocketAddrV4::new(NATVM, IPERF_LISTEN),
