@@ -133,8 +133,8 @@ impl Live {
     /// `write`, saves it as the file. Nothing changes unless all of that can be done.
     fn apply_text(&mut self, text: &str, write: bool) -> Result<String, ChangeError> {
         let path = self.settings.path.clone();
-        let new = config::parse(&path, text).map_err(ChangeError::invalid)?;
-        config::check_host(&new, text).map_err(ChangeError::invalid)?;
+        let new = config::parse(&path, text).map_err(ChangeError::invalid_because)?;
+        config::check_host(&new, text).map_err(ChangeError::invalid_because)?;
         self.check_live_changeable(&new)?;
         let mut ids = self.state.rule_ids.clone();
         // Ids that tracked flows carry: a removed rule's stay reserved while its flows live.
