@@ -21,9 +21,9 @@
 //!
 //! What is where:
 //! - this file: the settings' types, the defaults and the entry points;
-//! - `spans.rs`: the TOML reader that keeps every key's place, and [`ConfigError`] with
-//!   its [`ConfigCause`] when something under a check failed (reading, the TOML parser,
-//!   the host's addresses);
+//! - `spans.rs`: the TOML reader that keeps every key's place;
+//! - `error.rs`: [`ConfigError`], with its [`ConfigCause`] when something under a check
+//!   failed (reading the file, the TOML parser, the host's addresses);
 //! - `validate/`: the text's rules, one file per section of the file (global keys,
 //!   endpoints, timeouts, rules);
 //! - `host.rs`: the checks against this host ([`check_host`]);
@@ -31,6 +31,7 @@
 //! - [`write_back`] and [`file_replace`]: `rule add / remove` written into the file's
 //!   text, and the file replaced whole.
 
+mod error;
 pub mod file_replace;
 mod host;
 mod locations;
@@ -38,9 +39,9 @@ mod spans;
 mod validate;
 pub mod write_back;
 
+pub use error::{ConfigCause, ConfigError};
 pub use host::{check_host, own_address_message};
 pub use locations::Locations;
-pub use spans::{ConfigCause, ConfigError};
 pub use validate::{parse_port_range, parse_target, valid_rule_name};
 
 use ipnet::Ipv4Net;
