@@ -1,11 +1,25 @@
 //! The library's error for a step of a longer job (starting the daemon, unloading) that
 //! failed because something under it failed: what was being done, and the cause kept as
 //! its source, typed, so a caller can print the chain (`error: binding the control socket
-//! /run/forwarder/control.sock: Permission denied`) or look at the cause.
+//! /run/forwarder/control.sock: Permission denied`) or look at the cause; and [`chain`],
+//! the one way such a chain is printed on a line.
 
 use std::fmt;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error and its sources, outermost first, as one line: `a: b: c`. The way this crate's
+/// errors are shown where only text can go (the CLI's `error:` line, the control socket's
+/// answer): each error's Display says its own part and leaves the rest to its source.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
 
 #[derive(Debug)]
 pub struct StepError {
@@ -85,16 +99,6 @@ impl<T, E: Into<BoxError>> Step<T> for Result<T, E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut text = e.to_string();
-        let mut s = e.source();
-        while let Some(c) = s {
-            text.push_str(&format!(": {c}"));
-            s = c.source();
-        }
-        text
-    }
 
     #[test]
     fn the_chain_reads_as_before() {

@@ -334,10 +334,7 @@ fn main() -> ExitCode {
         loc.control_socket = s.clone();
     }
     let socket = loc.control_socket.as_path();
-    let full = || match config::load(&cli.config) {
-        Ok(s) => Ok(s),
-        Err(e) => Err(usage_error(e)),
-    };
+    let full = || config::load(&cli.config).map_err(config_error);
     let code = match cli.command {
         Command::Run { allow_unresolved } => {
             let settings = match full() {
@@ -386,7 +383,7 @@ fn main() -> ExitCode {
         }
         Command::Doctor { json, timeout } => match config::load_unchecked(&cli.config) {
             Ok(settings) => cli::ops::doctor(&settings, json, timeout),
-            Err(e) => return usage_error(e),
+            Err(e) => return config_error(e),
         },
         Command::ImportIptables { .. } | Command::Kafka { .. } | Command::Generate { .. } => {
             unreachable!("handled before loading the config")
@@ -453,6 +450,12 @@ fn kafka_cmd(action: &KafkaAction) -> ExitCode {
 /// keeps an anyhow chain whole.
 fn usage_error(e: impl std::fmt::Display) -> ExitCode {
     exit(Err(cli::CliError::usage(cli::error::Message(format!("{e:#}")))))
+}
+
+/// An invalid config file (exit 2), printed with the failure under it when there is one
+/// (the file unreadable, not TOML).
+fn config_error(e: config::ConfigError) -> ExitCode {
+    exit(Err(cli::CliError::usage(e)))
 }
 
 /// Any other failure (exit 1), printed the same way.

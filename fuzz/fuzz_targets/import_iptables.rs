@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
     if !c.rules.iter().any(|r| (40000..=59999).contains(&r.listen)) {
         let whole = format!("{BASE}{toml}");
         if let Err(e) = config::parse(Path::new("forwarder.toml"), &whole) {
+            let e = forwarder::error::chain(&e);
             panic!("the imported rules are not a valid configuration: {e}\n{whole}");
         }
     }

@@ -33,14 +33,8 @@ impl CliError {
 
     /// The error and its sources, outermost first, as `error: a: b: c`.
     pub fn report(&self) -> String {
-        let mut text = self.to_string();
         // `transparent`: Display is the inner error's, source() continues with its sources.
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            text.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        format!("error: {text}")
+        format!("error: {}", crate::error::chain(self))
     }
 }
 

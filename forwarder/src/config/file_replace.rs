@@ -11,13 +11,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// Which step failed, with the I/O error as its source (not in the Display: print the
+/// chain, `crate::error::chain`, for both).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplaceError {
-    #[error("finding the file {0}: {1}")]
+    #[error("finding the file {0}")]
     Locate(PathBuf, #[source] io::Error),
-    #[error("writing the temporary file {0} (the file is as it was): {1}")]
+    #[error("writing the temporary file {0} (the file is as it was)")]
     Write(PathBuf, #[source] io::Error),
-    #[error("renaming {0} over the file (the file is as it was): {1}")]
+    #[error("renaming {0} over the file (the file is as it was)")]
     Rename(PathBuf, #[source] io::Error),
 }
 
@@ -88,7 +90,13 @@ mod tests {
         names.sort();
         assert_eq!(names, ["f.toml", "link.toml"]);
 
-        assert!(matches!(replace(&dir.join("none"), b"x"), Err(ReplaceError::Locate(..))));
+        let none = dir.join("none");
+        let e = replace(&none, b"x").unwrap_err();
+        assert!(matches!(e, ReplaceError::Locate(..)), "{e:?}");
+        // The I/O error is the source, shown after the step as it was when it was in Display.
+        let io = fs::canonicalize(&none).unwrap_err();
+        let shown = crate::error::chain(&e);
+        assert_eq!(shown, format!("finding the file {}: {io}", none.display()));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,7 +5,7 @@
 use super::{
     spans::{Section, Source, Span},
     validate::{interface_entries, rule_sections},
-    ConfigError, ListenIp, Settings,
+    ConfigCause, ConfigError, ListenIp, Settings,
 };
 use crate::host::netif;
 use forwarder_common::MAX_LISTEN_ADDRS;
@@ -26,11 +26,8 @@ pub fn check_host(settings: &Settings, text: &str) -> Result<(), ConfigError> {
 
     check.interfaces_exist()?;
     let host = netif::host_ipv4_addrs().map_err(|e| {
-        src.error(
-            0..0,
-            "interface",
-            format!("cannot list this host's addresses to check the file: {e}"),
-        )
+        src.error(0..0, "interface", "cannot list this host's addresses to check the file")
+            .because(ConfigCause::HostAddresses(e.into()))
     })?;
     check.no_target_is_own(&host)?;
     if settings.listen_ip == ListenIp::Auto {

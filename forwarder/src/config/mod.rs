@@ -21,7 +21,9 @@
 //!
 //! What is where:
 //! - this file: the settings' types, the defaults and the entry points;
-//! - `spans.rs`: the TOML reader that keeps every key's place, and [`ConfigError`];
+//! - `spans.rs`: the TOML reader that keeps every key's place;
+//! - `error.rs`: [`ConfigError`], with its [`ConfigCause`] when something under a check
+//!   failed (reading the file, the TOML parser, the host's addresses);
 //! - `validate/`: the text's rules, one file per section of the file (global keys,
 //!   endpoints, timeouts, rules);
 //! - `host.rs`: the checks against this host ([`check_host`]);
@@ -29,6 +31,7 @@
 //! - [`write_back`] and [`file_replace`]: `rule add / remove` written into the file's
 //!   text, and the file replaced whole.
 
+mod error;
 pub mod file_replace;
 mod host;
 mod locations;
@@ -36,9 +39,9 @@ mod spans;
 mod validate;
 pub mod write_back;
 
+pub use error::{ConfigCause, ConfigError};
 pub use host::{check_host, own_address_message};
 pub use locations::Locations;
-pub use spans::ConfigError;
 pub use validate::{parse_port_range, parse_target, valid_rule_name};
 
 use ipnet::Ipv4Net;
@@ -172,13 +175,15 @@ pub fn load_unchecked(path: &Path) -> Result<Settings, ConfigError> {
     parse(path, &read(path)?)
 }
 
+/// The file's text; an error at no place (line 0, field "-") with the I/O error under it.
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.display().to_string(),
         line: 0,
         column: 0,
         field: "-".into(),
-        message: format!("cannot read the file: {e}"),
+        message: "cannot read the file".into(),
+        cause: Some(ConfigCause::Read(e.into())),
     })
 }
 
@@ -187,7 +192,7 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigError> {
     let file = path.display().to_string();
     let src = Source { file: &file, text };
-    let doc = ImDocument::parse(text).map_err(|e| src.syntax_error(&e))?;
+    let doc = ImDocument::parse(text).map_err(|e| src.syntax_error(e))?;
     let root = Section { src: &src, table: doc.as_table(), prefix: "", at: 0 };
     validate::validate(path, &root)
 }
@@ -252,5 +257,23 @@ target = "10.20.0.12:9092"
         assert_eq!(s.timeouts.established, Duration::from_secs(7200));
         assert_eq!(s.rules[0].target.addr, None);
         assert_eq!(s.rules[1].target.addr, Some(Ipv4Addr::new(10, 20, 0, 12)));
+    }
+
+    #[test]
+    fn an_unreadable_file_keeps_the_io_error_as_its_source() {
+        let path = Path::new("/nonexistent/forwarder.toml");
+        let e = load(path).unwrap_err();
+        assert!(
+            matches!(&e.cause, Some(ConfigCause::Read(io)) if io.kind() == std::io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+        assert_eq!(e, load_unchecked(path).unwrap_err());
+        // What the CLI prints, as it read when the I/O error was in `message`.
+        let shown = crate::error::chain(&e);
+        assert_eq!(
+            shown,
+            "/nonexistent/forwarder.toml:0:0: -: cannot read the file: No such file or directory \
+             (os error 2)"
+        );
     }
 }

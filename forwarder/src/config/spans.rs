@@ -4,19 +4,9 @@
 //! with "expected ...; found ..." messages. What a key's value must be is validation's
 //! business (`validate/`); this file only knows TOML types and places.
 
+use super::error::{ConfigCause, ConfigError};
 use std::ops::{Range, RangeInclusive};
-use toml_edit::{Item, Key, TableLike, Value};
-
-/// A configuration error with its place in the file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {field}: {message}")]
-pub struct ConfigError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub field: String,
-    pub message: String,
-}
+use toml_edit::{Item, Key, TableLike, TomlError, Value};
 
 /// A byte range of the file's text.
 pub(super) type Span = Range<usize>;
@@ -38,17 +28,16 @@ impl Source<'_> {
             column: before[line_start..].chars().count() + 1,
             field: field.to_string(),
             message: message.into(),
+            cause: None,
         }
     }
 
     /// A TOML syntax error: the parser names no field, so the key written on that line
     /// (qualified by the table it is in) stands for it.
-    pub(super) fn syntax_error(&self, e: &toml_edit::TomlError) -> ConfigError {
+    pub(super) fn syntax_error(&self, e: TomlError) -> ConfigError {
         let span = e.span().unwrap_or(0..0);
-        let message: Vec<&str> =
-            e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         let field = self.key_at(span.start);
-        self.error(span, &field, format!("invalid TOML: {}", message.join("; ")))
+        self.error(span, &field, "invalid TOML").because(ConfigCause::Toml(Box::new(e)))
     }
 
     fn key_at(&self, offset: usize) -> String {

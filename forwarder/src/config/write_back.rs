@@ -5,9 +5,11 @@
 
 use toml_edit::{value, ArrayOfTables, DocumentMut, Item, Table};
 
+/// Why a rule change cannot be written into the text; the TOML parser's error is the
+/// source of `Parse` (print the chain, `crate::error::chain`, to show it).
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
-    #[error("the config file is not valid TOML: {0}")]
+    #[error("the config file is not valid TOML")]
     Parse(#[from] toml_edit::TomlError),
     #[error("`rule` in the config file is not an array of [[rule]] tables")]
     NotRules,
@@ -80,5 +82,15 @@ mod tests {
         assert!(out.contains("# NAT VM 1") && out.contains("# the LB side"), "{out}");
         assert!(out.contains("name = \"b1\" # first"), "{out}");
         assert!(matches!(remove(TEXT, "nope"), Err(EditError::NoSuchRule(_))));
+    }
+
+    #[test]
+    fn a_file_that_is_not_toml_keeps_the_parser_error_as_the_source() {
+        let parser = "mode = \"auto\n".parse::<DocumentMut>().unwrap_err();
+        let e = add("mode = \"auto\n", "b1", 9092, "10.0.0.1:9092").unwrap_err();
+        assert!(matches!(&e, EditError::Parse(p) if *p == parser), "{e:?}");
+        // As the daemon answers `rule add`: the text it gave when the cause was in Display.
+        let shown = crate::error::chain(&e);
+        assert_eq!(shown, format!("the config file is not valid TOML: {parser}"));
     }
 }

@@ -8,6 +8,7 @@ use crate::{
     daemon::state::State,
     datapath::flows,
     datapath::Datapath,
+    error,
     plan::{self, Plan},
 };
 use forwarder_common::Counter;
@@ -35,6 +36,10 @@ impl ChangeError {
     }
     fn runtime(message: impl ToString) -> Self {
         Self { exit_code: 1, message: message.to_string() }
+    }
+    /// Invalid because of `e`, which is shown with its sources: the answer is text.
+    fn invalid_because(e: impl std::error::Error) -> Self {
+        Self::invalid(error::chain(&e))
     }
 }
 
@@ -106,14 +111,15 @@ impl Live {
         target: &str,
     ) -> Result<String, ChangeError> {
         let text = self.current_text()?;
-        let new = write_back::add(&text, name, listen, target).map_err(ChangeError::invalid)?;
+        let new =
+            write_back::add(&text, name, listen, target).map_err(ChangeError::invalid_because)?;
         self.apply_text(&new, true)
     }
 
     /// `forwarder rule remove`: existing connections of the rule keep running until they end.
     pub fn rule_remove(&mut self, name: &str) -> Result<String, ChangeError> {
         let text = self.current_text()?;
-        let new = write_back::remove(&text, name).map_err(ChangeError::invalid)?;
+        let new = write_back::remove(&text, name).map_err(ChangeError::invalid_because)?;
         self.apply_text(&new, true)
     }
 
@@ -127,8 +133,8 @@ impl Live {
     /// `write`, saves it as the file. Nothing changes unless all of that can be done.
     fn apply_text(&mut self, text: &str, write: bool) -> Result<String, ChangeError> {
         let path = self.settings.path.clone();
-        let new = config::parse(&path, text).map_err(ChangeError::invalid)?;
-        config::check_host(&new, text).map_err(ChangeError::invalid)?;
+        let new = config::parse(&path, text).map_err(ChangeError::invalid_because)?;
+        config::check_host(&new, text).map_err(ChangeError::invalid_because)?;
         self.check_live_changeable(&new)?;
         let mut ids = self.state.rule_ids.clone();
         // Ids that tracked flows carry: a removed rule's stay reserved while its flows live.
@@ -162,8 +168,9 @@ impl Live {
         if write {
             if let Err(e) = config::file_replace::replace(&path, text.as_bytes()) {
                 return Err(ChangeError::runtime(format!(
-                    "{}: cannot write the config: {e}; {}",
+                    "{}: cannot write the config: {}; {}",
                     path.display(),
+                    error::chain(&e),
                     self.undo()
                 )));
             }
