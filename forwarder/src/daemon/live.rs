@@ -137,7 +137,8 @@ impl Live {
             .flows()
             .map(|all| flows::active_per_rule(&all).into_keys().collect())
             .map_err(ChangeError::runtime)?;
-        let plan = Plan::build_with_ids(&new, self.allow_unresolved, &mut ids, &held)
+        let resolved = plan::Resolutions::lookup(&new);
+        let plan = Plan::build_with_ids(&new, self.allow_unresolved, &resolved, &mut ids, &held)
             .map_err(ChangeError::invalid)?;
         let summary = describe_change(&self.plan, &plan);
         // Ids given to a new rule may have counted for a removed one.
@@ -434,9 +435,4 @@ fn describe_change(old: &Plan, new: &Plan) -> String {
     } else {
         parts.join(", ")
     }
-}
-
-/// The address of `host` now, for DNS refresh; `None` if it does not resolve.
-pub fn resolve_now(host: &str, port: u16) -> Option<std::net::Ipv4Addr> {
-    plan::resolve(host, port).ok()
 }

@@ -31,7 +31,7 @@ use crate::{
     datapath::{pins::Pins, Datapath},
     error::{Step, StepError},
     host::{capabilities, sysctl},
-    plan::Plan,
+    plan::{Plan, Resolutions},
 };
 use std::{
     future::Future,
@@ -68,10 +68,20 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     let old_ids = state.rule_ids.clone();
     let mut ids = old_ids.clone();
     // Resolve and validate before touching the kernel; new rules' ids are settled below,
-    // once the pinned maps show which ids tracked flows still carry.
-    let mut plan =
-        Plan::build_with_ids(&settings, opts.allow_unresolved, &mut ids, &Default::default())
-            .step_with(|| format!("{}: resolving the configuration", settings.path.display()))?;
+    // once the pinned maps show which ids tracked flows still carry. The lookups, as those
+    // of a reload, in a thread of their own: the runtime's threads never wait on DNS.
+    let s = settings.clone();
+    let resolved = tokio::task::spawn_blocking(move || Resolutions::lookup(&s))
+        .await
+        .step("resolving the rules' targets")?;
+    let mut plan = Plan::build_with_ids(
+        &settings,
+        opts.allow_unresolved,
+        &resolved,
+        &mut ids,
+        &Default::default(),
+    )
+    .step_with(|| format!("{}: resolving the configuration", settings.path.display()))?;
 
     // Kernel settings first; their old values go into the state file for `unload`, also
     // when one fails: those set before it stay set until `unload` puts them back.
