@@ -8,6 +8,7 @@
 // speaks to it, `unload` the way out (also without a daemon).
 pub mod accept;
 pub mod attach_watch;
+pub mod change;
 pub mod control;
 pub mod dns_refresh;
 pub mod drop_watch;
@@ -134,6 +135,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         allow_unresolved: opts.allow_unresolved,
         health: health_view.clone(),
         attach_faults: Default::default(),
+        changes: Default::default(),
     };
     live.update_health();
     let shared: Shared = Arc::new(Mutex::new(live));
@@ -276,7 +278,7 @@ async fn main_loop(shared: &Shared, unload_requested: &Notify) -> Result<bool, S
             _ = unload_requested.notified() => return Ok(true),
             _ = hup.recv() => {
                 let s = shared.clone();
-                let r = tokio::task::spawn_blocking(move || s.lock().expect("lock").reload())
+                let r = tokio::task::spawn_blocking(move || change::reload(&s))
                     .await
                     .step("SIGHUP: the reload task")?;
                 match r {
@@ -418,21 +420,25 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
     }
 }
 
+/// Answers one request, in a blocking thread. Rule changes take the lock only to commit
+/// (`change`): their lookups never hold up the requests that read the state.
 fn handle(shared: &Shared, req: Request) -> Response {
-    let mut l = shared.lock().expect("lock");
+    let live = || shared.lock().expect("lock");
     let result: Result<serde_json::Value, ChangeError> = match req {
-        Request::Status => l.status().map(json),
-        Request::RuleList => l.status().map(|s| json(s.rules)),
-        Request::Stats => l.stats().map(json),
-        Request::Flows { rule } => l.flows(rule.as_deref()).map(json),
-        Request::Drain => l.drain(true).map(json),
-        Request::Undrain => l.drain(false).map(json),
-        Request::Reload => l.reload().map(|s| log_change("reload", s)),
+        Request::Status => live().status().map(json),
+        Request::RuleList => live().status().map(|s| json(s.rules)),
+        Request::Stats => live().stats().map(json),
+        Request::Flows { rule } => live().flows(rule.as_deref()).map(json),
+        Request::Drain => live().drain(true).map(json),
+        Request::Undrain => live().drain(false).map(json),
+        Request::Reload => change::reload(shared).map(|s| log_change("reload", s)),
         Request::RuleAdd { name, listen, target } => {
-            l.rule_add(&name, listen, &target).map(|s| log_change("rule add", s))
+            change::rule_add(shared, &name, listen, &target).map(|s| log_change("rule add", s))
         }
-        Request::RuleRemove { name } => l.rule_remove(&name).map(|s| log_change("rule remove", s)),
-        Request::Unload => unreachable!("handled before taking the lock"),
+        Request::RuleRemove { name } => {
+            change::rule_remove(shared, &name).map(|s| log_change("rule remove", s))
+        }
+        Request::Unload => unreachable!("handled before the request is handed here"),
     };
     match result {
         Ok(v) => Response { ok: true, error: None, exit_code: 0, data: v },
