@@ -98,6 +98,7 @@ pub fn prepare(running: &Settings, text: String, write: bool) -> Result<Prepared
 /// Applies a prepared change to the maps and, with `write`, saves its text as the file;
 /// validated against `live` as it is now. Nothing changes unless all of that can be done.
 pub fn commit(live: &mut Live, change: Prepared) -> Result<String, ChangeError> {
+    live.refuse_if_stopping()?;
     let Prepared { text, settings: new, resolved, write } = change;
     check_live_changeable(&live.settings, &new)?;
     let mut ids = live.state.rule_ids.clone();

@@ -64,6 +64,9 @@ pub struct Live {
     /// Held by the rule change under way (reload, rule add / remove) from its first read of
     /// the file to its commit, outside this state's lock: changes take turns (`change`).
     pub changes: Arc<Mutex<()>>,
+    /// Set once the daemon stops: a change still preparing then commits nothing (an unload
+    /// may have removed the pins and the state file).
+    pub stopping: bool,
 }
 
 impl Live {
@@ -93,7 +96,15 @@ impl Live {
         self.state.save(&self.state_path).map_err(ChangeError::runtime)
     }
 
+    pub(super) fn refuse_if_stopping(&self) -> Result<(), ChangeError> {
+        if self.stopping {
+            return Err(ChangeError::runtime("the daemon is stopping; nothing was applied"));
+        }
+        Ok(())
+    }
+
     pub fn drain(&mut self, on: bool) -> Result<String, ChangeError> {
+        self.refuse_if_stopping()?;
         let msg = match (on, self.state.drained_since) {
             (true, Some(_)) => "already drained".to_string(),
             (true, None) => {

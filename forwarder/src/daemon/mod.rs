@@ -136,6 +136,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         health: health_view.clone(),
         attach_faults: Default::default(),
         changes: Default::default(),
+        stopping: false,
     };
     live.update_health();
     let shared: Shared = Arc::new(Mutex::new(live));
@@ -220,6 +221,8 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     // an unload the file descriptors close when the process exits, which detaches nothing:
     // the pinned links hold the program.
     let mut live = shared.lock().expect("lock");
+    // A reload or rule change still looking names up commits nothing from here on.
+    live.stopping = true;
     log_final_counters(&live);
     let settings = live.settings.clone();
     if unload {
@@ -271,19 +274,33 @@ async fn main_loop(shared: &Shared, unload_requested: &Notify) -> Result<bool, S
     let mut term = signal(SignalKind::terminate()).step("handling SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).step("handling SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).step("handling SIGHUP")?;
+    // A reload runs beside the loop, so that its lookups never hold up SIGTERM; a SIGHUP
+    // meanwhile starts one more when it ends, which reads the file as it is then.
+    let mut reloading = JoinSet::new();
+    let mut again = false;
+    let reload = |set: &mut JoinSet<_>| {
+        let s = shared.clone();
+        set.spawn_blocking(move || change::reload(&s));
+    };
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(false),
             _ = int.recv() => return Ok(false),
             _ = unload_requested.notified() => return Ok(true),
             _ = hup.recv() => {
-                let s = shared.clone();
-                let r = tokio::task::spawn_blocking(move || change::reload(&s))
-                    .await
-                    .step("SIGHUP: the reload task")?;
-                match r {
+                if reloading.is_empty() {
+                    reload(&mut reloading);
+                } else {
+                    again = true;
+                }
+            }
+            Some(done) = reloading.join_next() => {
+                match done.step("SIGHUP: the reload task")? {
                     Ok(summary) => tracing::info!("SIGHUP: reloaded: {summary}"),
                     Err(e) => tracing::error!("SIGHUP: reload refused, nothing changed: {e}"),
+                }
+                if std::mem::take(&mut again) {
+                    reload(&mut reloading);
                 }
             }
         }
