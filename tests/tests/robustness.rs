@@ -14,7 +14,7 @@ use forwarder_tests::{
 use std::{
     net::{SocketAddrV4, TcpStream, UdpSocket},
     os::unix::net::UnixStream,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -43,19 +43,7 @@ fn a_hung_resolver_delays_neither_control_requests_nor_sigterm() -> Result<()> {
     require_root();
     let topo = Topology::new("rdns", false, false)?;
     let _brokers = brokers(&topo)?;
-    // /etc/netns/<ns>/ goes with the namespace (Netns::drop), also on failure.
-    let etc = Path::new("/etc/netns").join(topo.natvm.name());
-    std::fs::create_dir_all(&etc)?;
-    let hosts = etc.join("hosts");
-    std::fs::write(&hosts, "127.0.0.1 localhost\n10.20.0.11 kafka-a.test\n")?;
-    // The longest the resolver may wait: 30 s per try, 5 tries.
-    std::fs::write(
-        etc.join("resolv.conf"),
-        "nameserver 127.0.0.1\noptions timeout:30 attempts:5\n",
-    )?;
-    // A name server that reads the queries and never answers (no ICMP unreachable either).
-    let dns = topo.natvm.enter(|| UdpSocket::bind("127.0.0.1:53"))??;
-    dns.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let (dns, hosts) = silent_name_server(&topo, "127.0.0.1 localhost\n10.20.0.11 kafka-a.test\n")?;
 
     let text = topo
         .config("xdp-generic", "10.0.0.4")
@@ -104,21 +92,22 @@ fn a_hung_resolver_delays_neither_control_requests_nor_sigterm() -> Result<()> {
 const READ_PROMPTLY: Duration = Duration::from_secs(1);
 
 /// Points the NAT VM's resolver at a name server on 127.0.0.1:53 that reads the queries
-/// and never answers (the daemon runs under `ip netns exec`, which bind-mounts these files
-/// over /etc/hosts and /etc/resolv.conf); returns that server's socket.
-fn silent_name_server(topo: &Topology) -> Result<UdpSocket> {
+/// and never answers, no ICMP unreachable either (the daemon runs under `ip netns exec`,
+/// which bind-mounts these files over /etc/hosts and /etc/resolv.conf), with `hosts` as
+/// its hosts file; returns that server's socket and the hosts file's path.
+fn silent_name_server(topo: &Topology, hosts: &str) -> Result<(UdpSocket, PathBuf)> {
     // /etc/netns/<ns>/ goes with the namespace (Netns::drop), also on failure.
     let etc = Path::new("/etc/netns").join(topo.natvm.name());
     std::fs::create_dir_all(&etc)?;
-    std::fs::write(etc.join("hosts"), "127.0.0.1 localhost\n")?;
+    std::fs::write(etc.join("hosts"), hosts)?;
     // The longest the resolver itself would wait: 30 s per try, 5 tries.
     std::fs::write(
         etc.join("resolv.conf"),
         "nameserver 127.0.0.1\noptions timeout:30 attempts:5\n",
     )?;
     let dns = topo.natvm.enter(|| UdpSocket::bind("127.0.0.1:53"))??;
-    dns.set_read_timeout(Some(Duration::from_secs(10)))?;
-    Ok(dns)
+    dns.set_read_timeout(Some(Duration::from_secs(15)))?;
+    Ok((dns, etc.join("hosts")))
 }
 
 /// Waits for a query for `label` (one label of the name) at the silent server: from then
@@ -186,12 +175,12 @@ fn a_change_waiting_on_dns_holds_up_no_reader_of_the_state() -> Result<()> {
     require_root();
     let topo = Topology::new("rchg", false, false)?;
     let _brokers = brokers(&topo)?;
-    let dns = silent_name_server(&topo)?;
+    let (dns, _) = silent_name_server(&topo, "127.0.0.1 localhost\n")?;
     let text = with_local_endpoints(&topo.config("xdp-generic", "10.0.0.4"));
     let daemon = Daemon::start(&topo.natvm, &text)?;
     let config = daemon.config.clone();
     eventually(5, "the probe answers", || {
-        Ok(topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())?)
+        topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())
     })?;
 
     let args = ["rule", "add", "slow", "--listen", "9095", "--target", "slow.test:9092"];

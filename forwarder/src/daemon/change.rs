@@ -158,31 +158,19 @@ fn undo(live: &mut Live) -> String {
 
 /// Keys whose change needs a restart are refused whole rather than half applied.
 fn check_live_changeable(old: &Settings, new: &Settings) -> Result<(), ChangeError> {
-    let mut fixed = Vec::new();
-    if old.interfaces != new.interfaces {
-        fixed.push("interface");
-    }
-    if old.mode != new.mode {
-        fixed.push("mode");
-    }
-    if old.max_flows != new.max_flows {
-        fixed.push("max_flows");
-    }
-    if old.snat_ports != new.snat_ports {
-        fixed.push("snat_ports");
-    }
-    if old.pin_path != new.pin_path {
-        fixed.push("pin_path");
-    }
-    if old.control_socket != new.control_socket {
-        fixed.push("control_socket");
-    }
-    if old.health != new.health {
-        fixed.push("health");
-    }
-    if old.metrics != new.metrics {
-        fixed.push("metrics");
-    }
+    let fixed: Vec<&str> = [
+        ("interface", old.interfaces != new.interfaces),
+        ("mode", old.mode != new.mode),
+        ("max_flows", old.max_flows != new.max_flows),
+        ("snat_ports", old.snat_ports != new.snat_ports),
+        ("pin_path", old.pin_path != new.pin_path),
+        ("control_socket", old.control_socket != new.control_socket),
+        ("health", old.health != new.health),
+        ("metrics", old.metrics != new.metrics),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect();
     if fixed.is_empty() {
         Ok(())
     } else {
