@@ -1,5 +1,7 @@
 //! What the kernel maps must hold for a configuration: settings resolved against this host
-//! (interface addresses, hostname targets) and turned into map values.
+//! (interface addresses, hostname targets) and turned into map values. Hostname targets are
+//! looked up first, into [`Resolutions`], so that the daemon can do that slow part without
+//! holding its lock and build the plan from the answers under it.
 
 use crate::{
     config::{ListenIp, Settings, SnatIp},
@@ -10,6 +12,7 @@ use ipnet::Ipv4Net;
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
+    sync::Mutex,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,10 @@ pub enum PlanError {
     OwnAddress { rule: String, target: String, message: String },
     #[error("rule {rule:?}: target {target} does not resolve to an IPv4 address{reason} (use --allow-unresolved to start anyway)")]
     Unresolved { rule: String, target: String, reason: String },
+    /// The answers handed to `build_with_ids` lack this target: a bug, refused rather than
+    /// looked up while the caller may hold a lock.
+    #[error("rule {rule:?}: target {target} was not looked up before the plan was built")]
+    NotLookedUp { rule: String, target: String },
 }
 
 /// One rule as the kernel sees it.
@@ -61,16 +68,20 @@ impl Plan {
     /// Resolves `settings` on this host. Unresolvable hostnames are an error unless
     /// `allow_unresolved`, in which case their rules stay unserved until they resolve.
     pub fn build(settings: &Settings, allow_unresolved: bool) -> Result<Plan, PlanError> {
-        Self::build_with_ids(settings, allow_unresolved, &mut BTreeMap::new(), &BTreeSet::new())
+        let resolved = Resolutions::lookup(settings);
+        let (mut ids, held) = (BTreeMap::new(), BTreeSet::new());
+        Self::build_with_ids(settings, allow_unresolved, &resolved, &mut ids, &held)
     }
 
-    /// As `build`, keeping each rule's id from `ids` (name -> id) and giving new rules the
+    /// As `build`, with the hostname targets' answers from `resolved` (it does no lookup of
+    /// its own), keeping each rule's id from `ids` (name -> id) and giving new rules the
     /// lowest free ids, avoiding those in `held` (ids that tracked flows of removed rules
     /// still carry); `ids` is updated to the plan's rules. Conntrack entries and counters
     /// refer to rules by id, so a rule must keep its id while others come and go.
     pub fn build_with_ids(
         settings: &Settings,
         allow_unresolved: bool,
+        resolved: &Resolutions,
         ids: &mut BTreeMap<String, u16>,
         held: &BTreeSet<u16>,
     ) -> Result<Plan, PlanError> {
@@ -95,7 +106,10 @@ impl Plan {
         let host = netif::host_ipv4_addrs()?;
         let mut rules = Vec::with_capacity(settings.rules.len());
         for r in &settings.rules {
-            let target = match resolve(&r.target.host, r.target.port) {
+            let answer = resolved.get(&r.target.host, r.target.port).ok_or_else(|| {
+                PlanError::NotLookedUp { rule: r.name.clone(), target: r.target.to_string() }
+            })?;
+            let target = match answer {
                 Ok(addr) => {
                     if let Some(iface) = netif::interface_of(&host, addr) {
                         return Err(PlanError::OwnAddress {
@@ -171,6 +185,61 @@ pub fn resolve(host: &str, port: u16) -> Result<Ipv4Addr, String> {
     })
 }
 
+/// How many names [`Resolutions::of_targets`] looks up at once.
+const PARALLEL_LOOKUPS: usize = 8;
+
+/// Hostname targets looked up ahead of [`Plan::build_with_ids`]: (host, port) -> the first
+/// IPv4 address, or the reason there is none (as [`resolve`] gives it). Literal addresses
+/// need no lookup and are not in the table.
+#[derive(Debug, Clone, Default)]
+pub struct Resolutions(BTreeMap<(String, u16), Result<Ipv4Addr, String>>);
+
+impl Resolutions {
+    /// Every hostname target of `settings`, looked up now.
+    pub fn lookup(settings: &Settings) -> Resolutions {
+        Self::of_targets(settings.rules.iter().map(|r| (r.target.host.as_str(), r.target.port)))
+    }
+
+    /// Looks up each distinct hostname among `targets`, [`PARALLEL_LOOKUPS`] at a time, each
+    /// bounded by [`RESOLVE_TIMEOUT`]: a silent name server costs one timeout per round,
+    /// not one per name. Blocks; call it where nothing waits on the caller.
+    pub fn of_targets<'a>(targets: impl IntoIterator<Item = (&'a str, u16)>) -> Resolutions {
+        let names: BTreeSet<(String, u16)> = targets
+            .into_iter()
+            .filter(|(host, _)| host.parse::<Ipv4Addr>().is_err())
+            .map(|(host, port)| (host.to_string(), port))
+            .collect();
+        let helpers = names.len().min(PARALLEL_LOOKUPS).saturating_sub(1);
+        let queue = Mutex::new(names.into_iter());
+        let answers = Mutex::new(BTreeMap::new());
+        let work = || loop {
+            let Some((host, port)) = queue.lock().expect("lookup queue").next() else {
+                return;
+            };
+            let answer = resolve(&host, port);
+            answers.lock().expect("lookup answers").insert((host, port), answer);
+        };
+        std::thread::scope(|scope| {
+            for _ in 0..helpers {
+                // A helper that cannot start leaves its share to the others and this thread.
+                let _ = std::thread::Builder::new()
+                    .name("resolve-targets".into())
+                    .spawn_scoped(scope, work);
+            }
+            work();
+        });
+        Resolutions(answers.into_inner().expect("lookup answers"))
+    }
+
+    /// The answer for `host`: a literal address is its own; `None` if it was not looked up.
+    pub fn get(&self, host: &str, port: u16) -> Option<Result<Ipv4Addr, String>> {
+        if let Ok(addr) = host.parse() {
+            return Some(Ok(addr));
+        }
+        self.0.get(&(host.to_string(), port)).cloned()
+    }
+}
+
 impl Plan {
     /// Settles the rule ids once the tracked flows can be read: rules `old` knows keep
     /// their ids, new rules take ids no tracked flow carries (`held`). For a daemon start,
@@ -214,6 +283,57 @@ fn assign_ids(names: &[&str], ids: &mut BTreeMap<String, u16>, held: &BTreeSet<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(targets: &[&str]) -> Settings {
+        let mut text =
+            "interface = \"lo\"\nlisten_ip = \"any\"\nsnat_ip = \"10.9.9.9\"\n".to_string();
+        for (i, t) in targets.iter().enumerate() {
+            text +=
+                &format!("[[rule]]\nname = \"r{i}\"\nlisten = {}\ntarget = \"{t}\"\n", 9000 + i);
+        }
+        crate::config::parse(std::path::Path::new("f.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn names_are_looked_up_once_and_literals_not_at_all() {
+        let s = settings(&["localhost:9092", "10.1.2.3:9092", "localhost:9092", "localhost:9093"]);
+        let r = Resolutions::lookup(&s);
+        assert_eq!(r.0.len(), 2, "{r:?}");
+        assert_eq!(r.get("localhost", 9092), Some(Ok(Ipv4Addr::LOCALHOST)));
+        assert_eq!(r.get("10.1.2.3", 1), Some(Ok(Ipv4Addr::new(10, 1, 2, 3))));
+        assert_eq!(r.get("kafka.example", 9092), None);
+    }
+
+    #[test]
+    fn a_target_missing_from_the_answers_is_refused_not_looked_up() {
+        let s = settings(&["10.1.2.3:9092", "localhost:9092"]);
+        let e = Plan::build_with_ids(
+            &s,
+            true,
+            &Resolutions::default(),
+            &mut BTreeMap::new(),
+            &BTreeSet::new(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rule \"r1\": target localhost:9092 was not looked up before the plan was built"
+        );
+        let unresolved = Resolutions(BTreeMap::from([(
+            ("localhost".to_string(), 9092),
+            Err(": no answer from the resolver within 5s".to_string()),
+        )]));
+        let (mut ids, held) = (BTreeMap::new(), BTreeSet::new());
+        let e = Plan::build_with_ids(&s, false, &unresolved, &mut ids, &held).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rule \"r1\": target localhost:9092 does not resolve to an IPv4 address: no \
+             answer from the resolver within 5s (use --allow-unresolved to start anyway)"
+        );
+        let plan = Plan::build_with_ids(&s, true, &unresolved, &mut ids, &held).unwrap();
+        assert_eq!(plan.rules[0].target, Some((Ipv4Addr::new(10, 1, 2, 3), 9092)));
+        assert_eq!(plan.rules[1].target, None);
+    }
 
     #[test]
     fn ids_stay_and_new_rules_skip_ids_whose_flows_live() {

@@ -1,17 +1,20 @@
 //! The daemon stays responsive when its surroundings misbehave: a resolver that never
-//! answers, an unload racing the load balancer's probe, a process out of file descriptors.
+//! answers (during a DNS refresh, a rule add or a reload), an unload racing the load
+//! balancer's probe, a process out of file descriptors.
 
 use anyhow::{Context, Result};
-use forwarder_tests::daemon_tests::{brokers, eventually, ok, with_local_endpoints};
+use forwarder_tests::daemon_tests::{
+    brokers, eventually, http_get, ok, scrape_metrics, with_local_endpoints, METRICS,
+};
 use forwarder_tests::{
     netns::Netns,
     require_root,
-    topology::{cli, Daemon, Topology},
+    topology::{cli, forwarder_bin, Daemon, Topology},
 };
 use std::{
     net::{SocketAddrV4, TcpStream, UdpSocket},
     os::unix::net::UnixStream,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -40,19 +43,7 @@ fn a_hung_resolver_delays_neither_control_requests_nor_sigterm() -> Result<()> {
     require_root();
     let topo = Topology::new("rdns", false, false)?;
     let _brokers = brokers(&topo)?;
-    // /etc/netns/<ns>/ goes with the namespace (Netns::drop), also on failure.
-    let etc = Path::new("/etc/netns").join(topo.natvm.name());
-    std::fs::create_dir_all(&etc)?;
-    let hosts = etc.join("hosts");
-    std::fs::write(&hosts, "127.0.0.1 localhost\n10.20.0.11 kafka-a.test\n")?;
-    // The longest the resolver may wait: 30 s per try, 5 tries.
-    std::fs::write(
-        etc.join("resolv.conf"),
-        "nameserver 127.0.0.1\noptions timeout:30 attempts:5\n",
-    )?;
-    // A name server that reads the queries and never answers (no ICMP unreachable either).
-    let dns = topo.natvm.enter(|| UdpSocket::bind("127.0.0.1:53"))??;
-    dns.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let (dns, hosts) = silent_name_server(&topo, "127.0.0.1 localhost\n10.20.0.11 kafka-a.test\n")?;
 
     let text = topo
         .config("xdp-generic", "10.0.0.4")
@@ -93,6 +84,147 @@ fn a_hung_resolver_delays_neither_control_requests_nor_sigterm() -> Result<()> {
     assert!(took < PROMPT, "SIGTERM took {took:?} while a lookup hung");
     eprintln!("SIGTERM while a lookup hung: the daemon exited in {took:?}");
     assert!(exit.success(), "the daemon exited with {exit}");
+    topo.unload(&config)
+}
+
+/// How long a read of the daemon's state may take while a change waits on DNS: the lookup
+/// takes 5 s (`plan::RESOLVE_TIMEOUT`), so a reader that waited for it shows.
+const READ_PROMPTLY: Duration = Duration::from_secs(1);
+
+/// Points the NAT VM's resolver at a name server on 127.0.0.1:53 that reads the queries
+/// and never answers, no ICMP unreachable either (the daemon runs under `ip netns exec`,
+/// which bind-mounts these files over /etc/hosts and /etc/resolv.conf), with `hosts` as
+/// its hosts file; returns that server's socket and the hosts file's path.
+fn silent_name_server(topo: &Topology, hosts: &str) -> Result<(UdpSocket, PathBuf)> {
+    // /etc/netns/<ns>/ goes with the namespace (Netns::drop), also on failure.
+    let etc = Path::new("/etc/netns").join(topo.natvm.name());
+    std::fs::create_dir_all(&etc)?;
+    std::fs::write(etc.join("hosts"), hosts)?;
+    // The longest the resolver itself would wait: 30 s per try, 5 tries.
+    std::fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:30 attempts:5\n",
+    )?;
+    let dns = topo.natvm.enter(|| UdpSocket::bind("127.0.0.1:53"))??;
+    dns.set_read_timeout(Some(Duration::from_secs(15)))?;
+    Ok((dns, etc.join("hosts")))
+}
+
+/// Waits for a query for `label` (one label of the name) at the silent server: from then
+/// on the daemon waits on it.
+fn await_query(dns: &UdpSocket, label: &str) -> Result<()> {
+    let mut buf = [0u8; 512];
+    loop {
+        let (n, _) = dns
+            .recv_from(&mut buf)
+            .with_context(|| format!("no DNS query for {label} reached the silent server"))?;
+        let wanted = [&[label.len() as u8], label.as_bytes()].concat();
+        if buf[..n].windows(wanted.len()).any(|w| w == wanted) {
+            return Ok(());
+        }
+    }
+}
+
+/// Asks each reader of the daemon's state (`status`, a metrics scrape, the health probe)
+/// over and over while `waiting` says `change` still waits on DNS; fails unless each
+/// answered in full within [`READ_PROMPTLY`] every time, at least twice meanwhile.
+fn readers_while(
+    topo: &Topology,
+    config: &Path,
+    change: &str,
+    waiting: impl Fn() -> bool,
+) -> Result<()> {
+    let health = SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 8080);
+    let mut slowest = [Duration::ZERO; 3];
+    let mut rounds = 0;
+    while waiting() {
+        let t = Instant::now();
+        let status = ok(&cli(&topo.natvm, config, &["status", "--json"])?, "status");
+        slowest[0] = slowest[0].max(t.elapsed());
+        let status: serde_json::Value = serde_json::from_str(&status)?;
+        assert_eq!(status["rules"].as_array().map(Vec::len), Some(3), "{status}");
+        let t = Instant::now();
+        let metrics = scrape_metrics(&topo.natvm, METRICS)?;
+        slowest[1] = slowest[1].max(t.elapsed());
+        assert!(metrics.contains("forwarder_"), "not a scrape: {metrics}");
+        let t = Instant::now();
+        let probe = http_get(&topo.natvm, health, "/", Duration::from_secs(10))?;
+        slowest[2] = slowest[2].max(t.elapsed());
+        assert!(probe.starts_with("HTTP/1.1 200"), "the probe got {probe:?}");
+        if waiting() {
+            rounds += 1;
+        }
+    }
+    eprintln!(
+        "while {change} waited on DNS, {rounds} rounds of reads; slowest status / metrics \
+         scrape / health probe: {slowest:?}"
+    );
+    for (what, took) in ["status", "a metrics scrape", "the health probe"].iter().zip(slowest) {
+        assert!(took < READ_PROMPTLY, "{what} took {took:?} while {change} waited on DNS");
+    }
+    anyhow::ensure!(rounds >= 2, "only {rounds} rounds of reads while {change} waited");
+    Ok(())
+}
+
+/// A rule add, then a SIGHUP reload, whose new target's name server never answers: each
+/// waits for its lookup without the daemon's lock, so status, a metrics scrape and the
+/// health probe answer at once meanwhile; the rule add then fails as before (exit 2,
+/// nothing changed), and SIGTERM ends the daemon during the reload's lookup.
+#[test]
+fn a_change_waiting_on_dns_holds_up_no_reader_of_the_state() -> Result<()> {
+    require_root();
+    let topo = Topology::new("rchg", false, false)?;
+    let _brokers = brokers(&topo)?;
+    let (dns, _) = silent_name_server(&topo, "127.0.0.1 localhost\n")?;
+    let text = with_local_endpoints(&topo.config("xdp-generic", "10.0.0.4"));
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let config = daemon.config.clone();
+    eventually(5, "the probe answers", || {
+        topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())
+    })?;
+
+    let args = ["rule", "add", "slow", "--listen", "9095", "--target", "slow.test:9092"];
+    let mut add = topo.natvm.command(forwarder_bin().to_str().expect("utf-8 path"));
+    add.arg("--config").arg(&config).args(args).env("NO_COLOR", "1");
+    let adding = std::thread::spawn(move || {
+        let t = Instant::now();
+        (add.output(), t.elapsed())
+    });
+    await_query(&dns, "slow")?;
+    readers_while(&topo, &config, "a rule add", || !adding.is_finished())?;
+    let (out, took) = adding.join().expect("rule add thread");
+    let out = out?;
+    eprintln!("the rule add waited {took:?} on the silent name server");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "rule \"slow\": target slow.test:9092 does not resolve to an IPv4 address: no \
+             answer from the resolver within 5s (use --allow-unresolved to start anyway)"
+        ),
+        "{err}"
+    );
+    assert!(took >= Duration::from_secs(3), "the rule add did not wait on DNS ({took:?})");
+    assert_eq!(std::fs::read_to_string(&config)?, text, "the refused rule reached the file");
+
+    // The same through SIGHUP; SIGTERM then ends the daemon without waiting for the lookup.
+    let slower = "\n[[rule]]\nname = \"slower\"\nlisten = 9096\ntarget = \"slower.test:9092\"\n";
+    std::fs::write(&config, format!("{text}{slower}"))?;
+    let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)?;
+    await_query(&dns, "slower")?;
+    // The lookup gives up 5 s after its query: read for 2 s of that.
+    let until = Instant::now() + Duration::from_secs(2);
+    readers_while(&topo, &config, "a SIGHUP reload", || Instant::now() < until)?;
+    let log = daemon.log_text();
+    assert!(!log.contains("SIGHUP: reload"), "the reload ended before the reads did:\n{log}");
+    let t = Instant::now();
+    let exit = daemon.stop()?;
+    let took = t.elapsed();
+    eprintln!("SIGTERM during the SIGHUP reload's lookup: the daemon exited in {took:?}");
+    assert!(took < PROMPT, "SIGTERM took {took:?} while a reload waited on DNS");
+    assert!(exit.success(), "the daemon exited with {exit}");
+    std::fs::write(&config, &text)?;
     topo.unload(&config)
 }
 

@@ -1,12 +1,14 @@
 //! Re-resolving hostname targets every `dns_refresh`, in a task of its own.
 //!
-//! The lookups run in a blocking thread, each name bounded by `plan::RESOLVE_TIMEOUT`
-//! (`host::resolve`: getaddrinfo cannot be cancelled, a silent resolver costs one abandoned
-//! thread), the whole round by LOOKUP_TIMEOUT; nothing else waits for them. The daemon's
-//! lock is taken only to read the targets and to apply the results.
+//! The lookups run in a blocking thread, a few names at a time (`plan::Resolutions`), each
+//! bounded by `plan::RESOLVE_TIMEOUT` (`host::resolve`: getaddrinfo cannot be cancelled, a
+//! silent resolver costs one abandoned thread per name), the whole round by LOOKUP_TIMEOUT;
+//! nothing else waits for them. The daemon's lock is taken only to read the targets and to
+//! apply the results.
 
-use crate::daemon::live::{resolve_now, Shared};
+use crate::daemon::live::Shared;
 use crate::daemon::ticker::Ticker;
+use crate::plan::Resolutions;
 use std::{net::Ipv4Addr, time::Duration};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +51,9 @@ async fn refresh(shared: &Shared) -> Option<JoinHandle<Resolved>> {
     }
     let hosts: Vec<String> = targets.iter().map(|(_, h, _)| h.clone()).collect();
     let mut lookup = tokio::task::spawn_blocking(move || {
-        targets.into_iter().map(|(name, host, port)| (name, resolve_now(&host, port))).collect()
+        let answers = Resolutions::of_targets(targets.iter().map(|(_, h, p)| (h.as_str(), *p)));
+        let address = |host: &str, port| answers.get(host, port).and_then(Result::ok);
+        targets.iter().map(|(name, host, port)| (name.clone(), address(host, *port))).collect()
     });
     let resolved = match tokio::time::timeout(LOOKUP_TIMEOUT, &mut lookup).await {
         Ok(Ok(r)) => r,

@@ -29,16 +29,23 @@ const WATCHED: [(Counter, &str); 3] = [
 /// Per rule id: its name, as the log should show it.
 pub type RuleNames = Box<dyn Fn() -> BTreeMap<u16, String> + Send + Sync>;
 
+/// `names` takes the daemon's lock: it is called in the blocking thread that reads the
+/// counters, never on the runtime's.
 pub async fn run(pins: Pins, every: Duration, names: RuleNames, stop: CancellationToken) {
+    let rule_names = std::sync::Arc::new(names);
     let mut ticker = Ticker::new(every, stop);
     let mut last: Option<BTreeMap<u16, Totals>> = None;
     // Rules that logged drops in the last interval, to say when they stop.
     let mut dropping: BTreeMap<u16, bool> = BTreeMap::new();
     while ticker.next().await {
-        let ids: Vec<u16> = names().into_keys().collect();
-        let p = pins.clone();
-        let now = match tokio::task::spawn_blocking(move || read(&p, &ids)).await {
-            Ok(Ok(now)) => now,
+        let (p, n) = (pins.clone(), rule_names.clone());
+        let job = tokio::task::spawn_blocking(move || {
+            let names = n();
+            let ids: Vec<u16> = names.keys().copied().collect();
+            read(&p, &ids).map(|now| (names, now))
+        });
+        let (names, now) = match job.await {
+            Ok(Ok(read)) => read,
             Ok(Err(e)) => {
                 tracing::debug!("reading the drop counters: {e}");
                 continue;
@@ -46,7 +53,6 @@ pub async fn run(pins: Pins, every: Duration, names: RuleNames, stop: Cancellati
             Err(_) => continue,
         };
         if let Some(before) = &last {
-            let names = names();
             for (id, stats) in &now {
                 let Some(prev) = before.get(id) else { continue };
                 let name = names.get(id).map_or("?", String::as_str);

@@ -1,15 +1,14 @@
-//! The running daemon's state and every change made to it: reload, rule add / remove,
-//! drain, DNS refresh. Each change is validated and resolved whole before the maps are
-//! touched, so a bad change leaves everything as it was.
+//! The running daemon's state, what it reports (status, stats, flows) and the small
+//! changes made under its lock: drain, DNS refresh results. Reload and rule add / remove
+//! look names up first, without the lock (`change`).
 
 use crate::{
-    config::{self, write_back, Settings},
+    config::Settings,
     daemon::control::{Attachment, FlowRow, Probe, RuleInfo, RuleStatsRow, Status},
     daemon::state::State,
     datapath::flows,
     datapath::Datapath,
-    error,
-    plan::{self, Plan},
+    plan::Plan,
 };
 use forwarder_common::Counter;
 use std::{
@@ -31,15 +30,15 @@ pub struct ChangeError {
 }
 
 impl ChangeError {
-    fn invalid(message: impl ToString) -> Self {
+    pub(super) fn invalid(message: impl ToString) -> Self {
         Self { exit_code: 2, message: message.to_string() }
     }
-    fn runtime(message: impl ToString) -> Self {
+    pub(super) fn runtime(message: impl ToString) -> Self {
         Self { exit_code: 1, message: message.to_string() }
     }
     /// Invalid because of `e`, which is shown with its sources: the answer is text.
-    fn invalid_because(e: impl std::error::Error) -> Self {
-        Self::invalid(error::chain(&e))
+    pub(super) fn invalid_because(e: impl std::error::Error) -> Self {
+        Self::invalid(crate::error::chain(&e))
     }
 }
 
@@ -66,6 +65,12 @@ pub struct Live {
     /// Interfaces whose attachment someone else removed, and what was done about it
     /// (`attach_watch`); empty while all is well.
     pub attach_faults: std::collections::BTreeMap<String, String>,
+    /// Held by the rule change under way (reload, rule add / remove) from its first read of
+    /// the file to its commit, outside this state's lock: changes take turns (`change`).
+    pub changes: Arc<Mutex<()>>,
+    /// Set once the daemon stops: a change still preparing then commits nothing (an unload
+    /// may have removed the pins and the state file).
+    pub stopping: bool,
 }
 
 impl Live {
@@ -91,137 +96,19 @@ impl Live {
         self.health.healthy.store(self.unhealthy_reason().is_none(), Ordering::SeqCst);
     }
 
-    fn save_state(&self) -> Result<(), ChangeError> {
+    pub(super) fn save_state(&self) -> Result<(), ChangeError> {
         self.state.save(&self.state_path).map_err(ChangeError::runtime)
     }
 
-    /// Re-reads the config file and applies the difference (SIGHUP, `forwarder reload`).
-    pub fn reload(&mut self) -> Result<String, ChangeError> {
-        let path = self.settings.path.clone();
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ChangeError::invalid(format!("{}: cannot read: {e}", path.display())))?;
-        self.apply_text(&text, false)
-    }
-
-    /// `forwarder rule add`: validated as part of the whole file, applied, then written.
-    pub fn rule_add(
-        &mut self,
-        name: &str,
-        listen: u16,
-        target: &str,
-    ) -> Result<String, ChangeError> {
-        let text = self.current_text()?;
-        let new =
-            write_back::add(&text, name, listen, target).map_err(ChangeError::invalid_because)?;
-        self.apply_text(&new, true)
-    }
-
-    /// `forwarder rule remove`: existing connections of the rule keep running until they end.
-    pub fn rule_remove(&mut self, name: &str) -> Result<String, ChangeError> {
-        let text = self.current_text()?;
-        let new = write_back::remove(&text, name).map_err(ChangeError::invalid_because)?;
-        self.apply_text(&new, true)
-    }
-
-    fn current_text(&self) -> Result<String, ChangeError> {
-        std::fs::read_to_string(&self.settings.path).map_err(|e| {
-            ChangeError::runtime(format!("{}: cannot read: {e}", self.settings.path.display()))
-        })
-    }
-
-    /// Validates `text` as the config file, resolves it, applies it to the maps and, with
-    /// `write`, saves it as the file. Nothing changes unless all of that can be done.
-    fn apply_text(&mut self, text: &str, write: bool) -> Result<String, ChangeError> {
-        let path = self.settings.path.clone();
-        let new = config::parse(&path, text).map_err(ChangeError::invalid_because)?;
-        config::check_host(&new, text).map_err(ChangeError::invalid_because)?;
-        self.check_live_changeable(&new)?;
-        let mut ids = self.state.rule_ids.clone();
-        // Ids that tracked flows carry: a removed rule's stay reserved while its flows live.
-        let held: std::collections::BTreeSet<u16> = self
-            .dp
-            .flows()
-            .map(|all| flows::active_per_rule(&all).into_keys().collect())
-            .map_err(ChangeError::runtime)?;
-        let plan = Plan::build_with_ids(&new, self.allow_unresolved, &mut ids, &held)
-            .map_err(ChangeError::invalid)?;
-        let summary = describe_change(&self.plan, &plan);
-        // Ids given to a new rule may have counted for a removed one.
-        let fresh: Vec<u16> = plan
-            .rules
-            .iter()
-            .filter(|r| !self.plan.rules.iter().any(|o| o.rule_id == r.rule_id && o.name == r.name))
-            .map(|r| r.rule_id)
-            .collect();
-        for id in fresh {
-            self.dp.reset_rule_stats(id).map_err(ChangeError::runtime)?;
+    pub(super) fn refuse_if_stopping(&self) -> Result<(), ChangeError> {
+        if self.stopping {
+            return Err(ChangeError::runtime("the daemon is stopping; nothing was applied"));
         }
-        if let Err(e) = self.dp.apply(&plan) {
-            return Err(ChangeError::runtime(format!(
-                "applying to the BPF maps: {e}; {}",
-                self.undo()
-            )));
-        }
-        // After the maps: a change the maps refuse never reaches the file. A file that
-        // cannot be written (full disk) undoes the live change, so the running rules stay
-        // what the file says and a restart brings back what runs now.
-        if write {
-            if let Err(e) = config::file_replace::replace(&path, text.as_bytes()) {
-                return Err(ChangeError::runtime(format!(
-                    "{}: cannot write the config: {}; {}",
-                    path.display(),
-                    error::chain(&e),
-                    self.undo()
-                )));
-            }
-        }
-        self.settings = new;
-        self.plan = plan;
-        self.state.rule_ids = ids;
-        self.save_state()?;
-        self.update_health();
-        Ok(summary)
-    }
-
-    /// Puts the maps back to the running plan after a failed change; says how that went.
-    fn undo(&mut self) -> String {
-        match self.dp.apply(&self.plan) {
-            Ok(()) => "change undone, the rules are as they were".into(),
-            Err(e) => format!(
-                "undoing the change failed too ({e}): the maps may hold part of it; run \
-                 `forwarder reload`"
-            ),
-        }
-    }
-
-    /// Keys whose change needs a restart are refused whole rather than half applied.
-    fn check_live_changeable(&self, new: &Settings) -> Result<(), ChangeError> {
-        let old = &self.settings;
-        let changed = [
-            ("interface", old.interfaces != new.interfaces),
-            ("mode", old.mode != new.mode),
-            ("max_flows", old.max_flows != new.max_flows),
-            ("snat_ports", old.snat_ports != new.snat_ports),
-            ("pin_path", old.pin_path != new.pin_path),
-            ("control_socket", old.control_socket != new.control_socket),
-            ("health", old.health != new.health),
-            ("metrics", old.metrics != new.metrics),
-        ];
-        let fixed: Vec<&str> =
-            changed.into_iter().filter(|(_, differs)| *differs).map(|(key, _)| key).collect();
-        if fixed.is_empty() {
-            Ok(())
-        } else {
-            Err(ChangeError::invalid(format!(
-                "{}: {} cannot change while running; nothing was applied (restart the daemon: \
-                 established connections survive a restart)",
-                new.path.display(),
-                fixed.join(", ")
-            )))
-        }
+        Ok(())
     }
 
     pub fn drain(&mut self, on: bool) -> Result<String, ChangeError> {
+        self.refuse_if_stopping()?;
         let msg = match (on, self.state.drained_since) {
             (true, Some(_)) => "already drained".to_string(),
             (true, None) => {
@@ -406,31 +293,4 @@ impl Live {
             })
             .collect())
     }
-}
-
-/// A one-line account of what a change did, for the log and the CLI.
-fn describe_change(old: &Plan, new: &Plan) -> String {
-    let mut parts = Vec::new();
-    for r in &new.rules {
-        match old.rules.iter().find(|o| o.name == r.name) {
-            None => parts.push(format!("added {}", r.name)),
-            Some(o) if o != r => parts.push(format!("changed {}", r.name)),
-            Some(_) => {}
-        }
-    }
-    for o in &old.rules {
-        if !new.rules.iter().any(|r| r.name == o.name) {
-            parts.push(format!("removed {}", o.name));
-        }
-    }
-    if parts.is_empty() {
-        "no rule changed".into()
-    } else {
-        parts.join(", ")
-    }
-}
-
-/// The address of `host` now, for DNS refresh; `None` if it does not resolve.
-pub fn resolve_now(host: &str, port: u16) -> Option<std::net::Ipv4Addr> {
-    plan::resolve(host, port).ok()
 }

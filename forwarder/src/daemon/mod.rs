@@ -8,6 +8,7 @@
 // speaks to it, `unload` the way out (also without a daemon).
 pub mod accept;
 pub mod attach_watch;
+pub mod change;
 pub mod control;
 pub mod dns_refresh;
 pub mod drop_watch;
@@ -31,7 +32,7 @@ use crate::{
     datapath::{pins::Pins, Datapath},
     error::{Step, StepError},
     host::{capabilities, sysctl},
-    plan::Plan,
+    plan::{Plan, Resolutions},
 };
 use std::{
     future::Future,
@@ -68,10 +69,20 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     let old_ids = state.rule_ids.clone();
     let mut ids = old_ids.clone();
     // Resolve and validate before touching the kernel; new rules' ids are settled below,
-    // once the pinned maps show which ids tracked flows still carry.
-    let mut plan =
-        Plan::build_with_ids(&settings, opts.allow_unresolved, &mut ids, &Default::default())
-            .step_with(|| format!("{}: resolving the configuration", settings.path.display()))?;
+    // once the pinned maps show which ids tracked flows still carry. The lookups, as those
+    // of a reload, in a thread of their own: the runtime's threads never wait on DNS.
+    let s = settings.clone();
+    let resolved = tokio::task::spawn_blocking(move || Resolutions::lookup(&s))
+        .await
+        .step("resolving the rules' targets")?;
+    let mut plan = Plan::build_with_ids(
+        &settings,
+        opts.allow_unresolved,
+        &resolved,
+        &mut ids,
+        &Default::default(),
+    )
+    .step_with(|| format!("{}: resolving the configuration", settings.path.display()))?;
 
     // Kernel settings first; their old values go into the state file for `unload`, also
     // when one fails: those set before it stay set until `unload` puts them back.
@@ -124,6 +135,8 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         allow_unresolved: opts.allow_unresolved,
         health: health_view.clone(),
         attach_faults: Default::default(),
+        changes: Default::default(),
+        stopping: false,
     };
     live.update_health();
     let shared: Shared = Arc::new(Mutex::new(live));
@@ -208,6 +221,8 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     // an unload the file descriptors close when the process exits, which detaches nothing:
     // the pinned links hold the program.
     let mut live = shared.lock().expect("lock");
+    // A reload or rule change still looking names up commits nothing from here on.
+    live.stopping = true;
     log_final_counters(&live);
     let settings = live.settings.clone();
     if unload {
@@ -259,19 +274,33 @@ async fn main_loop(shared: &Shared, unload_requested: &Notify) -> Result<bool, S
     let mut term = signal(SignalKind::terminate()).step("handling SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).step("handling SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).step("handling SIGHUP")?;
+    // A reload runs beside the loop, so that its lookups never hold up SIGTERM; a SIGHUP
+    // meanwhile starts one more when it ends, which reads the file as it is then.
+    let mut reloading = JoinSet::new();
+    let mut again = false;
+    let reload = |set: &mut JoinSet<_>| {
+        let s = shared.clone();
+        set.spawn_blocking(move || change::reload(&s));
+    };
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(false),
             _ = int.recv() => return Ok(false),
             _ = unload_requested.notified() => return Ok(true),
             _ = hup.recv() => {
-                let s = shared.clone();
-                let r = tokio::task::spawn_blocking(move || s.lock().expect("lock").reload())
-                    .await
-                    .step("SIGHUP: the reload task")?;
-                match r {
+                if reloading.is_empty() {
+                    reload(&mut reloading);
+                } else {
+                    again = true;
+                }
+            }
+            Some(done) = reloading.join_next() => {
+                match done.step("SIGHUP: the reload task")? {
                     Ok(summary) => tracing::info!("SIGHUP: reloaded: {summary}"),
                     Err(e) => tracing::error!("SIGHUP: reload refused, nothing changed: {e}"),
+                }
+                if std::mem::take(&mut again) {
+                    reload(&mut reloading);
                 }
             }
         }
@@ -408,21 +437,25 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
     }
 }
 
+/// Answers one request, in a blocking thread. Rule changes take the lock only to commit
+/// (`change`): their lookups never hold up the requests that read the state.
 fn handle(shared: &Shared, req: Request) -> Response {
-    let mut l = shared.lock().expect("lock");
+    let live = || shared.lock().expect("lock");
     let result: Result<serde_json::Value, ChangeError> = match req {
-        Request::Status => l.status().map(json),
-        Request::RuleList => l.status().map(|s| json(s.rules)),
-        Request::Stats => l.stats().map(json),
-        Request::Flows { rule } => l.flows(rule.as_deref()).map(json),
-        Request::Drain => l.drain(true).map(json),
-        Request::Undrain => l.drain(false).map(json),
-        Request::Reload => l.reload().map(|s| log_change("reload", s)),
+        Request::Status => live().status().map(json),
+        Request::RuleList => live().status().map(|s| json(s.rules)),
+        Request::Stats => live().stats().map(json),
+        Request::Flows { rule } => live().flows(rule.as_deref()).map(json),
+        Request::Drain => live().drain(true).map(json),
+        Request::Undrain => live().drain(false).map(json),
+        Request::Reload => change::reload(shared).map(|s| log_change("reload", s)),
         Request::RuleAdd { name, listen, target } => {
-            l.rule_add(&name, listen, &target).map(|s| log_change("rule add", s))
+            change::rule_add(shared, &name, listen, &target).map(|s| log_change("rule add", s))
         }
-        Request::RuleRemove { name } => l.rule_remove(&name).map(|s| log_change("rule remove", s)),
-        Request::Unload => unreachable!("handled before taking the lock"),
+        Request::RuleRemove { name } => {
+            change::rule_remove(shared, &name).map(|s| log_change("rule remove", s))
+        }
+        Request::Unload => unreachable!("handled before the request is handed here"),
     };
     match result {
         Ok(v) => Response { ok: true, error: None, exit_code: 0, data: v },

@@ -1,0 +1,208 @@
+//! Changes to the running rules (reload, `rule add`, `rule remove`), in two steps so that a
+//! slow name server holds up only the change that waits for it, never the daemon's readers
+//! (status, health, metrics, flow expiry, the attachment check):
+//!
+//! 1. [`prepare`], without the daemon's lock: read (or edit) the file, parse it, check it
+//!    against this host and look up every hostname target (`plan::Resolutions`).
+//! 2. [`commit`], under the lock: check the change against the state of that moment (keys
+//!    fixed while running, rule ids, ids that tracked flows still carry), build the plan
+//!    from the answers, fill the maps, write the file and the state. Nothing is looked up
+//!    here; nothing changes unless all of it can be done.
+//!
+//! Changes take turns (`Live::changes`), so a rule add edits the file as the change before
+//! it left it, and two reloads cannot commit out of order.
+
+use crate::{
+    config::{self, write_back, Settings},
+    daemon::live::{ChangeError, Live, Shared},
+    datapath::flows,
+    plan::{Plan, Resolutions},
+};
+use std::{collections::BTreeSet, path::Path, sync::PoisonError};
+
+/// A change made ready without the daemon's lock, for [`commit`].
+pub struct Prepared {
+    /// The new config file's text and its settings.
+    pub text: String,
+    pub settings: Settings,
+    /// The answers for its hostname targets.
+    pub resolved: Resolutions,
+    /// Whether `text` is to be written as the file (rule add / remove) or came from it.
+    pub write: bool,
+}
+
+/// Re-reads the config file and applies the difference (SIGHUP, `forwarder reload`).
+pub fn reload(shared: &Shared) -> Result<String, ChangeError> {
+    in_turn(shared, |running| {
+        let path = &running.path;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ChangeError::invalid(format!("{}: cannot read: {e}", path.display())))?;
+        prepare(running, text, false)
+    })
+}
+
+/// `forwarder rule add`: validated as part of the whole file, applied, then written.
+pub fn rule_add(
+    shared: &Shared,
+    name: &str,
+    listen: u16,
+    target: &str,
+) -> Result<String, ChangeError> {
+    in_turn(shared, |running| {
+        let text = current_text(&running.path)?;
+        let new =
+            write_back::add(&text, name, listen, target).map_err(ChangeError::invalid_because)?;
+        prepare(running, new, true)
+    })
+}
+
+/// `forwarder rule remove`: existing connections of the rule keep running until they end.
+pub fn rule_remove(shared: &Shared, name: &str) -> Result<String, ChangeError> {
+    in_turn(shared, |running| {
+        let text = current_text(&running.path)?;
+        let new = write_back::remove(&text, name).map_err(ChangeError::invalid_because)?;
+        prepare(running, new, true)
+    })
+}
+
+/// Waits for the change under way to end, prepares this one from the settings it left
+/// (without the daemon's lock), then commits it under the lock.
+fn in_turn(
+    shared: &Shared,
+    prepare: impl FnOnce(&Settings) -> Result<Prepared, ChangeError>,
+) -> Result<String, ChangeError> {
+    let changes = shared.lock().expect("lock").changes.clone();
+    // The turn guards no data: one a panicking change poisoned is as good.
+    let _turn = changes.lock().unwrap_or_else(PoisonError::into_inner);
+    let running = shared.lock().expect("lock").settings.clone();
+    let prepared = prepare(&running)?;
+    commit(&mut shared.lock().expect("lock"), prepared)
+}
+
+fn current_text(path: &Path) -> Result<String, ChangeError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ChangeError::runtime(format!("{}: cannot read: {e}", path.display())))
+}
+
+/// Parses `text` as the config file, checks it against this host and against the keys of
+/// `running` that cannot change while running, and looks up its hostname targets: blocks
+/// for as long as the lookups take (`plan::RESOLVE_TIMEOUT` per round of them).
+pub fn prepare(running: &Settings, text: String, write: bool) -> Result<Prepared, ChangeError> {
+    let settings = config::parse(&running.path, &text).map_err(ChangeError::invalid_because)?;
+    config::check_host(&settings, &text).map_err(ChangeError::invalid_because)?;
+    // Checked again at the commit; here too, so that a refused change looks nothing up.
+    check_live_changeable(running, &settings)?;
+    let resolved = Resolutions::lookup(&settings);
+    Ok(Prepared { text, settings, resolved, write })
+}
+
+/// Applies a prepared change to the maps and, with `write`, saves its text as the file;
+/// validated against `live` as it is now. Nothing changes unless all of that can be done.
+pub fn commit(live: &mut Live, change: Prepared) -> Result<String, ChangeError> {
+    live.refuse_if_stopping()?;
+    let Prepared { text, settings: new, resolved, write } = change;
+    check_live_changeable(&live.settings, &new)?;
+    let mut ids = live.state.rule_ids.clone();
+    // Ids that tracked flows carry: a removed rule's stay reserved while its flows live.
+    let held: BTreeSet<u16> = live
+        .dp
+        .flows()
+        .map(|all| flows::active_per_rule(&all).into_keys().collect())
+        .map_err(ChangeError::runtime)?;
+    let plan = Plan::build_with_ids(&new, live.allow_unresolved, &resolved, &mut ids, &held)
+        .map_err(ChangeError::invalid)?;
+    let summary = describe_change(&live.plan, &plan);
+    // Ids given to a new rule may have counted for a removed one.
+    let fresh: Vec<u16> = plan
+        .rules
+        .iter()
+        .filter(|r| !live.plan.rules.iter().any(|o| o.rule_id == r.rule_id && o.name == r.name))
+        .map(|r| r.rule_id)
+        .collect();
+    for id in fresh {
+        live.dp.reset_rule_stats(id).map_err(ChangeError::runtime)?;
+    }
+    if let Err(e) = live.dp.apply(&plan) {
+        return Err(ChangeError::runtime(format!("applying to the BPF maps: {e}; {}", undo(live))));
+    }
+    // After the maps: a change the maps refuse never reaches the file. A file that
+    // cannot be written (full disk) undoes the live change, so the running rules stay
+    // what the file says and a restart brings back what runs now.
+    if write {
+        let path = new.path.clone();
+        if let Err(e) = config::file_replace::replace(&path, text.as_bytes()) {
+            return Err(ChangeError::runtime(format!(
+                "{}: cannot write the config: {}; {}",
+                path.display(),
+                crate::error::chain(&e),
+                undo(live)
+            )));
+        }
+    }
+    live.settings = new;
+    live.plan = plan;
+    live.state.rule_ids = ids;
+    live.save_state()?;
+    live.update_health();
+    Ok(summary)
+}
+
+/// Puts the maps back to the running plan after a failed change; says how that went.
+fn undo(live: &mut Live) -> String {
+    match live.dp.apply(&live.plan) {
+        Ok(()) => "change undone, the rules are as they were".into(),
+        Err(e) => format!(
+            "undoing the change failed too ({e}): the maps may hold part of it; run \
+             `forwarder reload`"
+        ),
+    }
+}
+
+/// Keys whose change needs a restart are refused whole rather than half applied.
+fn check_live_changeable(old: &Settings, new: &Settings) -> Result<(), ChangeError> {
+    let fixed: Vec<&str> = [
+        ("interface", old.interfaces != new.interfaces),
+        ("mode", old.mode != new.mode),
+        ("max_flows", old.max_flows != new.max_flows),
+        ("snat_ports", old.snat_ports != new.snat_ports),
+        ("pin_path", old.pin_path != new.pin_path),
+        ("control_socket", old.control_socket != new.control_socket),
+        ("health", old.health != new.health),
+        ("metrics", old.metrics != new.metrics),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect();
+    if fixed.is_empty() {
+        Ok(())
+    } else {
+        Err(ChangeError::invalid(format!(
+            "{}: {} cannot change while running; nothing was applied (restart the daemon: \
+             established connections survive a restart)",
+            new.path.display(),
+            fixed.join(", ")
+        )))
+    }
+}
+
+/// A one-line account of what a change did, for the log and the CLI.
+fn describe_change(old: &Plan, new: &Plan) -> String {
+    let mut parts = Vec::new();
+    for r in &new.rules {
+        match old.rules.iter().find(|o| o.name == r.name) {
+            None => parts.push(format!("added {}", r.name)),
+            Some(o) if o != r => parts.push(format!("changed {}", r.name)),
+            Some(_) => {}
+        }
+    }
+    for o in &old.rules {
+        if !new.rules.iter().any(|r| r.name == o.name) {
+            parts.push(format!("removed {}", o.name));
+        }
+    }
+    if parts.is_empty() {
+        "no rule changed".into()
+    } else {
+        parts.join(", ")
+    }
+}
