@@ -191,6 +191,36 @@ mod tests {
         assert!(e.starts_with(&format!("--ca-file {}", missing.display())), "{e}");
     }
 
+    /// The texts operators see, pinned: the cause's message is part of the line, and the
+    /// error has no source that would print it again.
+    #[test]
+    fn ca_file_failures_show_their_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = TlsConfig::new(Some(&missing)).unwrap_err();
+        assert_eq!(
+            e.to_string().replace(&missing.display().to_string(), "P"),
+            "--ca-file P: I/O error: No such file or directory (os error 2)"
+        );
+        assert!(std::error::Error::source(&e).is_none());
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(&bad, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+            .unwrap();
+        let e = TlsConfig::new(Some(&bad)).unwrap_err();
+        assert_eq!(
+            e.to_string().replace(&bad.display().to_string(), "P"),
+            "--ca-file P: a certificate it holds: invalid peer certificate: BadEncoding"
+        );
+        assert!(std::error::Error::source(&e).is_none());
+        let cut = dir.path().join("cut.pem");
+        std::fs::write(&cut, "-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap();
+        let e = TlsConfig::new(Some(&cut)).unwrap_err();
+        assert_eq!(
+            e.to_string().replace(&cut.display().to_string(), "P"),
+            "--ca-file P: missing section end marker: [67, 69, 82, 84, 73, 70, 73, 67, 65, 84, 69]"
+        );
+    }
+
     #[test]
     fn presented_names_are_shown_plain() {
         assert_eq!(plain_name("DnsName(\"b1.corp.example\")"), "b1.corp.example");
