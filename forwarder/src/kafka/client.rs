@@ -13,6 +13,7 @@ use super::{
     tls::TlsConfig,
     wire::{self, Versions, Wire},
 };
+use crate::host::resolve::ResolveError;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::{
     messages::{
@@ -133,7 +134,7 @@ pub fn join_host_port(host: &str, port: u16) -> String {
 pub fn resolve(addr: &str, timeout: Duration) -> Result<Vec<SocketAddr>, KafkaError> {
     let (host, port) = split_host_port(addr)?;
     crate::host::resolve::lookup(&host, port, timeout)
-        .map_err(|e| KafkaError::Resolve { addr: addr.into(), why: e.to_string() })
+        .map_err(|cause| KafkaError::Resolve { addr: addr.into(), cause })
 }
 
 /// Connects to the first of `addrs` that accepts, all within `timeout`.
@@ -143,7 +144,8 @@ pub fn connect_tcp(
     timeout: Duration,
 ) -> Result<(TcpStream, SocketAddr), KafkaError> {
     let Some(&first) = addrs.first() else {
-        return Err(KafkaError::Resolve { addr: addr.into(), why: "no addresses".into() });
+        let cause = ResolveError::NoAddresses;
+        return Err(KafkaError::Resolve { addr: addr.into(), cause });
     };
     let deadline = Instant::now() + timeout;
     let mut last = None;

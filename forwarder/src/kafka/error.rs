@@ -3,6 +3,7 @@
 //! the path breaks, and worded for the operator: which address, which step, the likely cause.
 
 use super::scram::ScramError;
+use crate::host::resolve::ResolveError;
 use std::{fmt, io, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// The Kafka requests this tool sends.
@@ -136,12 +137,18 @@ fn screaming_snake(camel: &str) -> String {
     out
 }
 
+/// A failure on the way to one broker.
+///
+/// Causes are kept typed (`cause`, `io`, `failure`) but none is a `#[source]`: the Display is
+/// the whole line that `kafka check` shows per broker (text, and JSON `failure.error`), so
+/// the cause's message must be in it, and `CliError::report`, which appends every source,
+/// would then print it twice. Match on the field to get at the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error("{addr:?}: expected HOST:PORT ({why})")]
     BadAddress { addr: String, why: &'static str },
-    #[error("{addr}: the name does not resolve: {why}")]
-    Resolve { addr: String, why: String },
+    #[error("{addr}: the name does not resolve: {cause}")]
+    Resolve { addr: String, cause: ResolveError },
     #[error("{addr}: TCP connection to {peer} failed: {}", connect_cause(io, *timeout))]
     Connect { addr: String, peer: SocketAddr, timeout: Duration, io: io::Error },
     #[error("{addr} answered but not as a Kafka broker: {detail}")]
@@ -442,7 +449,10 @@ mod tests {
             io: timed_out,
         };
         assert!(e.to_string().contains("no answer within 5s"), "{e}");
-        assert_eq!(KafkaError::Resolve { addr: addr.clone(), why: "x".into() }.hop(), Hop::Dns);
+        assert_eq!(
+            KafkaError::Resolve { addr: addr.clone(), cause: ResolveError::NoAddresses }.hop(),
+            Hop::Dns
+        );
         let e = KafkaError::Timeout {
             addr: addr.clone(),
             api: Api::ApiVersions,
