@@ -3,7 +3,7 @@
 //! the path breaks, and worded for the operator: which address, which step, the likely cause.
 
 use super::scram::ScramError;
-use crate::host::resolve::ResolveError;
+use crate::{error::BoxError, host::resolve::ResolveError};
 use std::{fmt, io, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// The Kafka requests this tool sends.
@@ -151,8 +151,9 @@ pub enum KafkaError {
     Resolve { addr: String, cause: ResolveError },
     #[error("{addr}: TCP connection to {peer} failed: {}", connect_cause(io, *timeout))]
     Connect { addr: String, peer: SocketAddr, timeout: Duration, io: io::Error },
-    #[error("{addr} answered but not as a Kafka broker: {detail}")]
-    NotKafka { addr: String, detail: String },
+    /// `cause`: what the decoder said, when that is why the answer is not Kafka's.
+    #[error("{addr} answered but not as a Kafka broker: {detail}{}", after_colon(cause))]
+    NotKafka { addr: String, detail: String, cause: Option<CodecError> },
     #[error("{addr} probably needs TLS or SASL (--tls, --sasl-mechanism): {detail}")]
     NeedsSecurity { addr: String, detail: String },
     /// The TLS handshake failed; `name` is the server name: sent as SNI, and the name the
@@ -169,10 +170,44 @@ pub enum KafkaError {
     Io { addr: String, api: Api, io: io::Error },
     #[error("{addr}: {api}: the broker supports versions {broker}, this tool {ours}")]
     Unsupported { addr: String, api: Api, broker: String, ours: String },
-    #[error("{addr}: {api} failed: {code}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    #[error("{addr}: {api} failed: {code}{}", after_colon(message))]
     Broker { addr: String, api: Api, code: ErrorCode, message: Option<String> },
-    #[error("{addr}: {api}: {detail}")]
-    Protocol { addr: String, api: Api, detail: String },
+    /// `cause`: what the encoder or decoder said, when that is what went wrong.
+    #[error("{addr}: {api}: {detail}{}", after_colon(cause))]
+    Protocol { addr: String, api: Api, detail: String, cause: Option<CodecError> },
+}
+
+/// What kafka-protocol could not encode or decode (a request, a response, a header), or
+/// what the record-batch codec could not: the typed cause at the end of a
+/// [`KafkaError::Protocol`] or [`KafkaError::NotKafka`] line.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// kafka-protocol's `anyhow::Error`, boxed: shown as its message (the top one, as
+    /// anyhow's `{}` shows it), what it wraps as its sources.
+    #[error(transparent)]
+    Message(BoxError),
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+}
+
+/// What the record-batch codec (`client::encode_batch`, `client::decode_records`) could
+/// not do.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    /// kafka-protocol's encoder refused the records (its `anyhow::Error`, boxed).
+    #[error(transparent)]
+    Encode(BoxError),
+    /// kafka-protocol's decoder could not read a batch (its `anyhow::Error`, boxed).
+    #[error(transparent)]
+    Decode(BoxError),
+    /// A batch whose length field is negative.
+    #[error("a batch of length {0}")]
+    BadLength(i32),
+}
+
+/// ": CAUSE" to end a message with, or nothing when there is none.
+fn after_colon<T: fmt::Display>(cause: &Option<T>) -> String {
+    cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default()
 }
 
 impl KafkaError {
@@ -265,10 +300,13 @@ impl Garbage {
             Garbage::Http(line) => KafkaError::NotKafka {
                 addr,
                 detail: format!("it answered {api} with HTTP ({line:?})"),
+                cause: None,
             },
-            Garbage::Other(shown) => {
-                KafkaError::NotKafka { addr, detail: format!("it answered {api} with {shown}") }
-            }
+            Garbage::Other(shown) => KafkaError::NotKafka {
+                addr,
+                detail: format!("it answered {api} with {shown}"),
+                cause: None,
+            },
         }
     }
 }
@@ -332,7 +370,7 @@ pub enum SaslFailure {
          is probably not enabled on this listener"
     )]
     ClosedOnHandshake,
-    #[error("authentication failed (wrong user name or password?){}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    #[error("authentication failed (wrong user name or password?){}", after_colon(message))]
     AuthenticationFailed { message: Option<String> },
     #[error("{0}")]
     Scram(ScramError),
