@@ -377,14 +377,33 @@ pub enum SaslFailure {
 }
 
 /// A flag whose value cannot be used: the operator's to fix (exit 2).
+///
+/// As in [`KafkaError`], the causes are typed fields shown in the Display, not sources:
+/// the message is printed as one line, and a source would repeat the cause after it.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("--ca-file {}: {why}", path.display())]
-    CaFile { path: PathBuf, why: String },
-    #[error("the system's trusted CAs: {0} (name a CA with --ca-file)")]
-    SystemRoots(String),
+    #[error("--ca-file {}: {failure}", path.display())]
+    CaFile { path: PathBuf, failure: CaFileFailure },
+    /// No usable CA among the system's; `first` is the first error loading them, if any.
+    #[error(
+        "the system's trusted CAs: none found{} (name a CA with --ca-file)",
+        first.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    SystemRoots { first: Option<rustls_native_certs::Error> },
     #[error("TLS setup: {0}")]
     Tls(rustls::Error),
+}
+
+/// What is wrong with the `--ca-file`.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileFailure {
+    /// Reading it, or a PEM section in it (I/O errors included).
+    #[error(transparent)]
+    Pem(rustls::pki_types::pem::Error),
+    #[error("a certificate it holds: {0}")]
+    Certificate(rustls::Error),
+    #[error("no PEM certificate in it")]
+    NoCertificate,
 }
 
 #[cfg(test)]
