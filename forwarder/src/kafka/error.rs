@@ -353,10 +353,10 @@ pub enum TlsFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum SaslFailure {
     #[error(
-        "the listener does not do SASL ({0}): a PLAINTEXT or SSL listener; drop \
-         --sasl-mechanism or use the SASL port"
+        "the listener does not do SASL (SaslHandshake answered {0}): a PLAINTEXT or SSL \
+         listener; drop --sasl-mechanism or use the SASL port"
     )]
-    NotSasl(String),
+    NotSasl(ErrorCode),
     #[error(
         "the mechanism is not enabled on this listener{}",
         match enabled.as_slice() {
