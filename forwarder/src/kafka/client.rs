@@ -7,12 +7,13 @@
 //! its version-dependent fields, and they read best side by side with the shared handshake.
 
 use super::{
-    error::{Api, ErrorCode, KafkaError},
+    error::{Api, ErrorCode, KafkaError, RecordsError},
     sasl::SaslConfig,
     stream::Stream,
     tls::TlsConfig,
     wire::{self, Versions, Wire},
 };
+use crate::host::resolve::ResolveError;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::{
     messages::{
@@ -133,7 +134,7 @@ pub fn join_host_port(host: &str, port: u16) -> String {
 pub fn resolve(addr: &str, timeout: Duration) -> Result<Vec<SocketAddr>, KafkaError> {
     let (host, port) = split_host_port(addr)?;
     crate::host::resolve::lookup(&host, port, timeout)
-        .map_err(|e| KafkaError::Resolve { addr: addr.into(), why: e.to_string() })
+        .map_err(|cause| KafkaError::Resolve { addr: addr.into(), cause })
 }
 
 /// Connects to the first of `addrs` that accepts, all within `timeout`.
@@ -143,7 +144,8 @@ pub fn connect_tcp(
     timeout: Duration,
 ) -> Result<(TcpStream, SocketAddr), KafkaError> {
     let Some(&first) = addrs.first() else {
-        return Err(KafkaError::Resolve { addr: addr.into(), why: "no addresses".into() });
+        let cause = ResolveError::NoAddresses;
+        return Err(KafkaError::Resolve { addr: addr.into(), cause });
     };
     let deadline = Instant::now() + timeout;
     let mut last = None;
@@ -345,7 +347,7 @@ impl Connection {
         let api = Api::Produce;
         let v = self.version(api)?;
         let batch = encode_batch(values)
-            .map_err(|e| self.wire.protocol(api, format!("encoding the batch: {e}")))?;
+            .map_err(|e| self.wire.protocol_because(api, "encoding the batch", e))?;
         let req = ProduceRequest::default()
             .with_acks(-1)
             .with_timeout_ms(millis(self.wire.timeout()))
@@ -427,7 +429,7 @@ impl Connection {
             return Err(self.broker_error(api, code, None));
         }
         decode_records(p.records.unwrap_or_default(), offset)
-            .map_err(|e| self.wire.protocol(api, format!("the records do not decode: {e}")))
+            .map_err(|e| self.wire.protocol_because(api, "the records do not decode", e))
     }
 }
 
@@ -476,6 +478,7 @@ fn api_versions(wire: &mut Wire) -> Result<Versions, KafkaError> {
             return Err(KafkaError::NotKafka {
                 addr: wire.addr().into(),
                 detail: "its ApiVersions answer lists no APIs".into(),
+                cause: None,
             });
         }
         wire.set_handshake_done();
@@ -485,6 +488,7 @@ fn api_versions(wire: &mut Wire) -> Result<Versions, KafkaError> {
         addr: wire.addr().into(),
         api,
         detail: format!("the broker refused v{version} after naming it as its highest"),
+        cause: None,
     })
 }
 
@@ -497,7 +501,7 @@ fn millis(d: Duration) -> i32 {
 }
 
 /// One record batch (magic 2), no compression, no producer id, stamped now.
-pub fn encode_batch(values: &[Vec<u8>]) -> Result<Bytes, String> {
+pub fn encode_batch(values: &[Vec<u8>]) -> Result<Bytes, RecordsError> {
     let now =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     encode_batch_at(values, now)
@@ -505,7 +509,10 @@ pub fn encode_batch(values: &[Vec<u8>]) -> Result<Bytes, String> {
 
 /// The same batch with a given timestamp (ms since the epoch), for output that must not
 /// change from run to run (the fuzz seeds).
-pub fn encode_batch_at<V: AsRef<[u8]>>(values: &[V], timestamp: i64) -> Result<Bytes, String> {
+pub fn encode_batch_at<V: AsRef<[u8]>>(
+    values: &[V],
+    timestamp: i64,
+) -> Result<Bytes, RecordsError> {
     let records: Vec<BatchRecord> = values
         .iter()
         .enumerate()
@@ -533,23 +540,24 @@ pub fn encode_batch_at<V: AsRef<[u8]>>(values: &[V], timestamp: i64) -> Result<B
         &records,
         &RecordEncodeOptions { version: 2, compression: Compression::None },
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| RecordsError::Encode(e.into()))?;
     Ok(buf.freeze())
 }
 
 /// The data records at `from` or later in a Fetch response's record batches. The broker may
 /// cut the last batch short at max_bytes, and a batch may start before `from`.
-pub fn decode_records(mut raw: Bytes, from: i64) -> Result<Vec<Record>, String> {
+pub fn decode_records(mut raw: Bytes, from: i64) -> Result<Vec<Record>, RecordsError> {
     let mut out = Vec::new();
     // base offset (8), batch length (4), then the batch.
     while raw.len() >= 12 {
         let len = i32::from_be_bytes([raw[8], raw[9], raw[10], raw[11]]);
-        let total = 12 + usize::try_from(len).map_err(|_| format!("a batch of length {len}"))?;
+        let total = 12 + usize::try_from(len).map_err(|_| RecordsError::BadLength(len))?;
         if raw.len() < total {
             break;
         }
         let mut one = raw.split_to(total);
-        let set = RecordBatchDecoder::decode(&mut one).map_err(|e| e.to_string())?;
+        let set =
+            RecordBatchDecoder::decode(&mut one).map_err(|e| RecordsError::Decode(e.into()))?;
         out.extend(set.records.into_iter().filter(|r| !r.control && r.offset >= from).map(|r| {
             Record { offset: r.offset, value: r.value.map(|v| v.to_vec()).unwrap_or_default() }
         }));

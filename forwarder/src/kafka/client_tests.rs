@@ -86,6 +86,14 @@ fn huge_array_count_is_an_error() {
     broker.join().unwrap();
     let shown = err.to_string();
     assert!(shown.contains("does not parse"), "{shown}");
+    // The whole line, the decoder's message included, and no source to print it twice.
+    assert_eq!(
+        shown,
+        "huge:9092 answered but not as a Kafka broker: it answered ApiVersions with a v3 \
+         response that does not parse: Not enough bytes remaining in buffer to read value \
+         (requested 2 but only 1 available)"
+    );
+    assert!(std::error::Error::source(&err).is_none());
 }
 
 #[test]
@@ -101,4 +109,80 @@ fn batches_round_trip_and_skip_earlier_offsets() {
     let mut two = batch.to_vec();
     two.extend_from_slice(&batch[..batch.len() - 3]);
     assert_eq!(decode_records(Bytes::from(two), 0).unwrap().len(), 5);
+}
+
+/// The texts operators see, pinned: the cause's message is part of the line, and the error
+/// has no source that would print it again.
+#[test]
+fn failures_show_their_cause_once() {
+    let e = connect_tcp("b1.corp:9092", &[], Duration::from_secs(1)).unwrap_err();
+    assert_eq!(e.to_string(), "b1.corp:9092: the name does not resolve: no addresses");
+    assert!(std::error::Error::source(&e).is_none());
+    let negative = Bytes::from([&0i64.to_be_bytes()[..], &(-1i32).to_be_bytes()].concat());
+    assert_eq!(decode_records(negative, 0).unwrap_err().to_string(), "a batch of length -1");
+    let mut bad = encode_batch(&[b"x".to_vec()]).unwrap().to_vec();
+    bad[16] = 7; // magic
+    assert_eq!(
+        decode_records(Bytes::from(bad), 0).unwrap_err().to_string(),
+        "Unknown record batch version (7)"
+    );
+    assert_eq!(
+        crate::kafka::host_port_arg("b1").unwrap_err().to_string(),
+        "\"b1\": expected HOST:PORT (no port)"
+    );
+}
+
+/// A connection to a broker that has sent `frames` already (after its ApiVersions answer,
+/// which offers Metadata v12 and Fetch v11): each request reads the next one. The broker's
+/// end comes back too, to keep the connection open.
+fn scripted(frames: &[Vec<u8>]) -> (Connection, TcpStream) {
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use std::{io::Write, net::TcpListener};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = TcpStream::connect(addr).unwrap();
+    let (mut broker, _) = listener.accept().unwrap();
+    let keys = [(18, 0, 3), (3, 12, 12), (1, 11, 11)]
+        .map(|(k, lo, hi)| {
+            ApiVersion::default().with_api_key(k).with_min_version(lo).with_max_version(hi)
+        })
+        .to_vec();
+    let hello = ApiVersionsResponse::default().with_api_keys(keys);
+    broker.write_all(&wire::encode_response::<ApiVersionsRequest>(&hello, 3, 1).unwrap()).unwrap();
+    for f in frames {
+        broker.write_all(f).unwrap();
+    }
+    (Connection::handshake("b:9092", client, addr, Duration::from_secs(5)).unwrap(), broker)
+}
+
+#[test]
+fn broker_answers_that_do_not_decode_show_the_decoders_message_once() {
+    // Metadata v12: a good response header (correlation 2, no tagged fields), one byte of
+    // body.
+    let frame = [&6i32.to_be_bytes()[..], &2i32.to_be_bytes(), &[0, 0xff]].concat();
+    let (mut conn, _broker) = scripted(&[frame]);
+    let e = conn.metadata(None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "b:9092: Metadata: the broker sent a v12 response that does not parse: Not enough \
+         bytes remaining in buffer to read value (requested 4 but only 1 available)"
+    );
+    assert!(std::error::Error::source(&e).is_none());
+
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    let mut records = encode_batch(&[b"x".to_vec()]).unwrap().to_vec();
+    records[16] = 7; // magic
+    let resp = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+        .with_topic(topic_name("t"))
+        .with_partitions(vec![PartitionData::default()
+            .with_partition_index(0)
+            .with_records(Some(Bytes::from(records)))])]);
+    let frame = wire::encode_response::<FetchRequest>(&resp, 11, 2).unwrap();
+    let (mut conn, _broker) = scripted(&[frame]);
+    let e = conn.fetch("t", 0, 0, 1 << 20).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "b:9092: Fetch: the records do not decode: Unknown record batch version (7)"
+    );
+    assert!(std::error::Error::source(&e).is_none());
 }

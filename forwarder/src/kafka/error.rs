@@ -3,6 +3,7 @@
 //! the path breaks, and worded for the operator: which address, which step, the likely cause.
 
 use super::scram::ScramError;
+use crate::{error::BoxError, host::resolve::ResolveError};
 use std::{fmt, io, net::SocketAddr, path::PathBuf, time::Duration};
 
 /// The Kafka requests this tool sends.
@@ -136,16 +137,23 @@ fn screaming_snake(camel: &str) -> String {
     out
 }
 
+/// A failure on the way to one broker.
+///
+/// Causes are kept typed (`cause`, `io`, `failure`) but none is a `#[source]`: the Display is
+/// the whole line that `kafka check` shows per broker (text, and JSON `failure.error`), so
+/// the cause's message must be in it, and `CliError::report`, which appends every source,
+/// would then print it twice. Match on the field to get at the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error("{addr:?}: expected HOST:PORT ({why})")]
     BadAddress { addr: String, why: &'static str },
-    #[error("{addr}: the name does not resolve: {why}")]
-    Resolve { addr: String, why: String },
+    #[error("{addr}: the name does not resolve: {cause}")]
+    Resolve { addr: String, cause: ResolveError },
     #[error("{addr}: TCP connection to {peer} failed: {}", connect_cause(io, *timeout))]
     Connect { addr: String, peer: SocketAddr, timeout: Duration, io: io::Error },
-    #[error("{addr} answered but not as a Kafka broker: {detail}")]
-    NotKafka { addr: String, detail: String },
+    /// `cause`: what the decoder said, when that is why the answer is not Kafka's.
+    #[error("{addr} answered but not as a Kafka broker: {detail}{}", after_colon(cause))]
+    NotKafka { addr: String, detail: String, cause: Option<CodecError> },
     #[error("{addr} probably needs TLS or SASL (--tls, --sasl-mechanism): {detail}")]
     NeedsSecurity { addr: String, detail: String },
     /// The TLS handshake failed; `name` is the server name: sent as SNI, and the name the
@@ -162,10 +170,44 @@ pub enum KafkaError {
     Io { addr: String, api: Api, io: io::Error },
     #[error("{addr}: {api}: the broker supports versions {broker}, this tool {ours}")]
     Unsupported { addr: String, api: Api, broker: String, ours: String },
-    #[error("{addr}: {api} failed: {code}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    #[error("{addr}: {api} failed: {code}{}", after_colon(message))]
     Broker { addr: String, api: Api, code: ErrorCode, message: Option<String> },
-    #[error("{addr}: {api}: {detail}")]
-    Protocol { addr: String, api: Api, detail: String },
+    /// `cause`: what the encoder or decoder said, when that is what went wrong.
+    #[error("{addr}: {api}: {detail}{}", after_colon(cause))]
+    Protocol { addr: String, api: Api, detail: String, cause: Option<CodecError> },
+}
+
+/// What kafka-protocol could not encode or decode (a request, a response, a header), or
+/// what the record-batch codec could not: the typed cause at the end of a
+/// [`KafkaError::Protocol`] or [`KafkaError::NotKafka`] line.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// kafka-protocol's `anyhow::Error`, boxed: shown as its message (the top one, as
+    /// anyhow's `{}` shows it), what it wraps as its sources.
+    #[error(transparent)]
+    Message(BoxError),
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+}
+
+/// What the record-batch codec (`client::encode_batch`, `client::decode_records`) could
+/// not do.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    /// kafka-protocol's encoder refused the records (its `anyhow::Error`, boxed).
+    #[error(transparent)]
+    Encode(BoxError),
+    /// kafka-protocol's decoder could not read a batch (its `anyhow::Error`, boxed).
+    #[error(transparent)]
+    Decode(BoxError),
+    /// A batch whose length field is negative.
+    #[error("a batch of length {0}")]
+    BadLength(i32),
+}
+
+/// ": CAUSE" to end a message with, or nothing when there is none.
+fn after_colon<T: fmt::Display>(cause: &Option<T>) -> String {
+    cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default()
 }
 
 impl KafkaError {
@@ -258,10 +300,13 @@ impl Garbage {
             Garbage::Http(line) => KafkaError::NotKafka {
                 addr,
                 detail: format!("it answered {api} with HTTP ({line:?})"),
+                cause: None,
             },
-            Garbage::Other(shown) => {
-                KafkaError::NotKafka { addr, detail: format!("it answered {api} with {shown}") }
-            }
+            Garbage::Other(shown) => KafkaError::NotKafka {
+                addr,
+                detail: format!("it answered {api} with {shown}"),
+                cause: None,
+            },
         }
     }
 }
@@ -308,10 +353,10 @@ pub enum TlsFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum SaslFailure {
     #[error(
-        "the listener does not do SASL ({0}): a PLAINTEXT or SSL listener; drop \
-         --sasl-mechanism or use the SASL port"
+        "the listener does not do SASL (SaslHandshake answered {0}): a PLAINTEXT or SSL \
+         listener; drop --sasl-mechanism or use the SASL port"
     )]
-    NotSasl(String),
+    NotSasl(ErrorCode),
     #[error(
         "the mechanism is not enabled on this listener{}",
         match enabled.as_slice() {
@@ -325,21 +370,40 @@ pub enum SaslFailure {
          is probably not enabled on this listener"
     )]
     ClosedOnHandshake,
-    #[error("authentication failed (wrong user name or password?){}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    #[error("authentication failed (wrong user name or password?){}", after_colon(message))]
     AuthenticationFailed { message: Option<String> },
     #[error("{0}")]
     Scram(ScramError),
 }
 
 /// A flag whose value cannot be used: the operator's to fix (exit 2).
+///
+/// As in [`KafkaError`], the causes are typed fields shown in the Display, not sources:
+/// the message is printed as one line, and a source would repeat the cause after it.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("--ca-file {}: {why}", path.display())]
-    CaFile { path: PathBuf, why: String },
-    #[error("the system's trusted CAs: {0} (name a CA with --ca-file)")]
-    SystemRoots(String),
+    #[error("--ca-file {}: {failure}", path.display())]
+    CaFile { path: PathBuf, failure: CaFileFailure },
+    /// No usable CA among the system's; `first` is the first error loading them, if any.
+    #[error(
+        "the system's trusted CAs: none found{} (name a CA with --ca-file)",
+        first.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    SystemRoots { first: Option<rustls_native_certs::Error> },
     #[error("TLS setup: {0}")]
     Tls(rustls::Error),
+}
+
+/// What is wrong with the `--ca-file`.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileFailure {
+    /// Reading it, or a PEM section in it (I/O errors included).
+    #[error(transparent)]
+    Pem(rustls::pki_types::pem::Error),
+    #[error("a certificate it holds: {0}")]
+    Certificate(rustls::Error),
+    #[error("no PEM certificate in it")]
+    NoCertificate,
 }
 
 #[cfg(test)]
@@ -442,7 +506,10 @@ mod tests {
             io: timed_out,
         };
         assert!(e.to_string().contains("no answer within 5s"), "{e}");
-        assert_eq!(KafkaError::Resolve { addr: addr.clone(), why: "x".into() }.hop(), Hop::Dns);
+        assert_eq!(
+            KafkaError::Resolve { addr: addr.clone(), cause: ResolveError::NoAddresses }.hop(),
+            Hop::Dns
+        );
         let e = KafkaError::Timeout {
             addr: addr.clone(),
             api: Api::ApiVersions,

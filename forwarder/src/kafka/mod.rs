@@ -35,7 +35,7 @@ pub use tls::TlsConfig;
 pub use bytes;
 pub use kafka_protocol;
 
-/// clap value parser for HOST:PORT arguments.
-pub fn host_port_arg(s: &str) -> Result<String, String> {
-    client::split_host_port(s).map(|_| s.to_string()).map_err(|e| e.to_string())
+/// clap value parser for HOST:PORT arguments; clap shows the error's message.
+pub fn host_port_arg(s: &str) -> Result<String, KafkaError> {
+    client::split_host_port(s).map(|_| s.to_string())
 }

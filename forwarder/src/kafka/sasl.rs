@@ -123,7 +123,7 @@ impl Session<'_> {
                 Err(self.fail(SaslFailure::MechanismNotEnabled { enabled }))
             }
             Some(code @ ErrorCode::ILLEGAL_SASL_STATE) => {
-                Err(self.fail(SaslFailure::NotSasl(format!("SaslHandshake answered {code}"))))
+                Err(self.fail(SaslFailure::NotSasl(code)))
             }
             Some(code) => {
                 Err(KafkaError::Broker { addr: self.wire.addr().into(), api, code, message: None })
@@ -272,6 +272,13 @@ mod tests {
         let (addr, broker) = scripted(ErrorCode::ILLEGAL_SASL_STATE.0, 0);
         let e = authenticate(&addr).unwrap_err();
         broker.join().unwrap();
-        assert!(e.to_string().contains("the listener does not do SASL"), "{e}");
+        assert!(
+            e.to_string().ends_with(
+                "failed: the listener does not do SASL (SaslHandshake answered \
+                 ILLEGAL_SASL_STATE (34)): a PLAINTEXT or SSL listener; drop --sasl-mechanism \
+                 or use the SASL port"
+            ),
+            "{e}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! a Spark client behind a private endpoint checks exactly that.
 
 use super::{
-    error::{Garbage, KafkaError, SetupError, TlsFailure},
+    error::{CaFileFailure, Garbage, KafkaError, SetupError, TlsFailure},
     stream::{remaining, Stream, TlsStream},
 };
 use rustls::{
@@ -42,16 +42,16 @@ impl TlsConfig {
         let mut store = RootCertStore::empty();
         let roots = match ca_file {
             Some(path) => {
-                let bad = |why: String| SetupError::CaFile { path: path.into(), why };
+                let bad = |failure| SetupError::CaFile { path: path.into(), failure };
                 let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| bad(e.to_string()))?
+                    .map_err(|e| bad(CaFileFailure::Pem(e)))?
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| bad(e.to_string()))?;
+                    .map_err(|e| bad(CaFileFailure::Pem(e)))?;
                 for cert in certs {
-                    store.add(cert).map_err(|e| bad(format!("a certificate it holds: {e}")))?;
+                    store.add(cert).map_err(|e| bad(CaFileFailure::Certificate(e)))?;
                 }
                 if store.is_empty() {
-                    return Err(bad("no PEM certificate in it".into()));
+                    return Err(bad(CaFileFailure::NoCertificate));
                 }
                 format!("the CA file {}", path.display())
             }
@@ -59,11 +59,8 @@ impl TlsConfig {
                 let found = rustls_native_certs::load_native_certs();
                 let (added, _) = store.add_parsable_certificates(found.certs);
                 if added == 0 {
-                    let why = match found.errors.first() {
-                        Some(e) => format!("none found ({e})"),
-                        None => "none found".into(),
-                    };
-                    return Err(SetupError::SystemRoots(why));
+                    let first = found.errors.into_iter().next();
+                    return Err(SetupError::SystemRoots { first });
                 }
                 "the system's trusted CAs".into()
             }
@@ -189,6 +186,54 @@ mod tests {
         let missing = dir.path().join("missing.pem");
         let e = TlsConfig::new(Some(&missing)).unwrap_err().to_string();
         assert!(e.starts_with(&format!("--ca-file {}", missing.display())), "{e}");
+    }
+
+    /// The texts operators see, pinned: the cause's message is part of the line, and the
+    /// error has no source that would print it again.
+    #[test]
+    fn ca_file_failures_show_their_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = |body: &str| format!("-----BEGIN CERTIFICATE-----\n{body}");
+        let cases = [
+            (None, "I/O error: No such file or directory (os error 2)"),
+            (
+                Some(cert("AAAA\n-----END CERTIFICATE-----\n")),
+                "a certificate it holds: invalid peer certificate: BadEncoding",
+            ),
+            (
+                Some(cert("AAAA\n")),
+                "missing section end marker: [67, 69, 82, 84, 73, 70, 73, 67, 65, 84, 69]",
+            ),
+        ];
+        for (i, (content, why)) in cases.into_iter().enumerate() {
+            let path = dir.path().join(format!("{i}.pem"));
+            if let Some(c) = content {
+                std::fs::write(&path, c).unwrap();
+            }
+            let e = TlsConfig::new(Some(&path)).unwrap_err();
+            assert_eq!(e.to_string(), format!("--ca-file {}: {why}", path.display()));
+            assert!(std::error::Error::source(&e).is_none());
+        }
+    }
+
+    #[test]
+    fn no_system_roots_names_the_first_error_once() {
+        let e = SetupError::SystemRoots { first: None };
+        assert_eq!(
+            e.to_string(),
+            "the system's trusted CAs: none found (name a CA with --ca-file)"
+        );
+        let first = rustls_native_certs::Error {
+            context: "failed to read PEM from file",
+            kind: rustls_native_certs::ErrorKind::Pem(rustls::pki_types::pem::Error::NoItemsFound),
+        };
+        let e = SetupError::SystemRoots { first: Some(first) };
+        assert_eq!(
+            e.to_string(),
+            "the system's trusted CAs: none found (failed to read PEM from file: no items found) \
+             (name a CA with --ca-file)"
+        );
+        assert!(std::error::Error::source(&e).is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! not answer like a broker is (see [`Garbage`]) and which versions to speak.
 
 use super::{
-    error::{Api, Garbage, Hop, KafkaError},
+    error::{Api, CodecError, Garbage, Hop, KafkaError},
     stream::{remaining, Stream},
 };
 use bytes::{BufMut, Bytes, BytesMut};
@@ -167,15 +167,15 @@ impl Wire {
         self.correlation = self.correlation.wrapping_add(1);
         let correlation = self.correlation;
         let frame = encode_request(req, version, correlation).map_err(|e| {
-            let cause = std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default();
-            self.protocol(api, format!("encoding the v{version} request: {cause}"))
+            self.protocol_because(api, &format!("encoding the v{version} request"), e)
         })?;
         self.write_all(api, &frame, deadline)?;
         let body = self.read_frame(api, deadline)?;
         let mut body = Bytes::from(body);
         let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
             .map_err(|e| {
-                self.strange(api, format!("a response header that does not parse: {e}"))
+                let cause = CodecError::Message(e.into());
+                self.strange(api, "a response header that does not parse".into(), Some(cause))
             })?;
         if header.correlation_id != correlation {
             return Err(self.strange(
@@ -184,6 +184,7 @@ impl Wire {
                     "a response to request {} where {correlation} was expected",
                     header.correlation_id
                 ),
+                None,
             ));
         }
         if self.handshake_done && api != Api::ApiVersions {
@@ -200,25 +201,36 @@ impl Wire {
         version: i16,
     ) -> Result<M, KafkaError> {
         M::decode(&mut body, version).map_err(|e| {
-            self.strange(api, format!("a v{version} response that does not parse: {e}"))
+            let cause = CodecError::Message(e.into());
+            self.strange(api, format!("a v{version} response that does not parse"), Some(cause))
         })
     }
 
     /// The error for an answer that is not a Kafka one: before the handshake the listener is
     /// probably not Kafka at all; after it, the broker sent something we cannot read.
-    fn strange(&self, api: Api, what: String) -> KafkaError {
+    /// `cause`: the decoder's error, when that is how it showed.
+    fn strange(&self, api: Api, what: String, cause: Option<CodecError>) -> KafkaError {
+        let addr = self.addr.clone();
         if self.handshake_done {
-            self.protocol(api, format!("the broker sent {what}"))
+            KafkaError::Protocol { addr, api, detail: format!("the broker sent {what}"), cause }
         } else {
-            KafkaError::NotKafka {
-                addr: self.addr.clone(),
-                detail: format!("it answered {api} with {what}"),
-            }
+            KafkaError::NotKafka { addr, detail: format!("it answered {api} with {what}"), cause }
         }
     }
 
     pub fn protocol(&self, api: Api, detail: String) -> KafkaError {
-        KafkaError::Protocol { addr: self.addr.clone(), api, detail }
+        KafkaError::Protocol { addr: self.addr.clone(), api, detail, cause: None }
+    }
+
+    /// [`Wire::protocol`] for what the encoder or decoder refused: `doing`, then its message.
+    pub fn protocol_because(
+        &self,
+        api: Api,
+        doing: &str,
+        cause: impl Into<CodecError>,
+    ) -> KafkaError {
+        let (addr, detail) = (self.addr.clone(), doing.to_string());
+        KafkaError::Protocol { addr, api, detail, cause: Some(cause.into()) }
     }
 
     fn timed_out(&self, api: Api) -> KafkaError {
@@ -235,7 +247,8 @@ impl Wire {
             } else {
                 "(a TLS listener does that too: --tls)"
             };
-            KafkaError::NotKafka { addr, detail: format!("it {how} without answering {api} {why}") }
+            let detail = format!("it {how} without answering {api} {why}");
+            KafkaError::NotKafka { addr, detail, cause: None }
         } else if self.answered == 0 && api.hop() == Hop::Request {
             KafkaError::NeedsSecurity {
                 addr,
@@ -332,7 +345,8 @@ impl Wire {
         if self.handshake_done {
             self.protocol(api, what)
         } else {
-            KafkaError::NotKafka { addr: self.addr.clone(), detail: format!("{api}: {what}") }
+            let detail = format!("{api}: {what}");
+            KafkaError::NotKafka { addr: self.addr.clone(), detail, cause: None }
         }
     }
 
@@ -375,6 +389,13 @@ pub struct EncodeError(#[source] crate::error::BoxError);
 
 fn encoding<E: Into<crate::error::BoxError>>(e: E) -> EncodeError {
     EncodeError(e.into())
+}
+
+/// In a [`KafkaError`] line the encoder's own message is what is shown.
+impl From<EncodeError> for CodecError {
+    fn from(e: EncodeError) -> CodecError {
+        CodecError::Message(e.0)
+    }
 }
 
 /// size, request header, body.
