@@ -11,13 +11,15 @@ use std::{
     time::Duration,
 };
 
+/// Callers print the Display alone (a rule's reason, a report line), so a cause is in the
+/// text and not also a `source()`, which a chain printer would show twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("starting the resolver: {0}")]
-    Thread(#[source] io::Error),
-    /// What getaddrinfo said (its text is the message).
-    #[error("{0}")]
-    Lookup(#[source] io::Error),
+    Thread(io::Error),
+    /// What getaddrinfo said.
+    #[error(transparent)]
+    Lookup(io::Error),
     #[error("no answer from the resolver within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
     #[error("no addresses")]
