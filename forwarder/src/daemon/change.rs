@@ -3,9 +3,10 @@
 //! (status, health, metrics, flow expiry, the attachment check):
 //!
 //! 1. [`prepare`], without the daemon's lock: read (or edit) the file, parse it, check it
-//!    against this host and look up every hostname target (`plan::Resolutions`).
+//!    against this host and look up every hostname target (`plan::Resolutions`); then walk
+//!    the conntrack tables for the rule ids tracked flows still carry.
 //! 2. [`commit`], under the lock: check the change against the state of that moment (keys
-//!    fixed while running, rule ids, ids that tracked flows still carry), build the plan
+//!    fixed while running, rule ids, the ids held by flows), build the plan
 //!    from the answers, fill the maps, write the file and the state. Nothing is looked up
 //!    here; nothing changes unless all of it can be done.
 //!
@@ -15,7 +16,7 @@
 use crate::{
     config::{self, write_back, Settings},
     daemon::live::{ChangeError, Live, Shared},
-    datapath::flows,
+    datapath::{flows, handles::Conntrack},
     plan::{Plan, Resolutions},
 };
 use std::{collections::BTreeSet, path::Path, sync::PoisonError};
@@ -74,9 +75,22 @@ fn in_turn(
     let changes = shared.lock().expect("lock").changes.clone();
     // The turn guards no data: one a panicking change poisoned is as good.
     let _turn = changes.lock().unwrap_or_else(PoisonError::into_inner);
-    let running = shared.lock().expect("lock").settings.clone();
+    let (running, tables) = {
+        let l = shared.lock().expect("lock");
+        (l.settings.clone(), l.tables.clone())
+    };
     let prepared = prepare(&running)?;
-    commit(&mut shared.lock().expect("lock"), prepared)
+    // Walked without the lock, but within the turn: no other change can put a rule into
+    // the maps meanwhile, so flows that start now carry ids of the running rules, which
+    // keep their ids anyway.
+    let held = held_ids(&tables)?;
+    commit(&mut shared.lock().expect("lock"), prepared, &held)
+}
+
+/// Rule ids that tracked flows carry: a removed rule's stay reserved while its flows live.
+fn held_ids(tables: &Conntrack) -> Result<BTreeSet<u16>, ChangeError> {
+    let scan = tables.scan().map_err(ChangeError::runtime)?;
+    Ok(flows::active_per_rule(&scan.flows).into_keys().collect())
 }
 
 fn current_text(path: &Path) -> Result<String, ChangeError> {
@@ -98,18 +112,16 @@ pub fn prepare(running: &Settings, text: String, write: bool) -> Result<Prepared
 
 /// Applies a prepared change to the maps and, with `write`, saves its text as the file;
 /// validated against `live` as it is now. Nothing changes unless all of that can be done.
-pub fn commit(live: &mut Live, change: Prepared) -> Result<String, ChangeError> {
+pub fn commit(
+    live: &mut Live,
+    change: Prepared,
+    held: &BTreeSet<u16>,
+) -> Result<String, ChangeError> {
     live.refuse_if_stopping()?;
     let Prepared { text, settings: new, resolved, write } = change;
     check_live_changeable(&live.settings, &new)?;
     let mut ids = live.state.rule_ids.clone();
-    // Ids that tracked flows carry: a removed rule's stay reserved while its flows live.
-    let held: BTreeSet<u16> = live
-        .dp
-        .flows()
-        .map(|all| flows::active_per_rule(&all).into_keys().collect())
-        .map_err(ChangeError::runtime)?;
-    let plan = Plan::build_with_ids(&new, live.allow_unresolved, &resolved, &mut ids, &held)
+    let plan = Plan::build_with_ids(&new, live.allow_unresolved, &resolved, &mut ids, held)
         .map_err(ChangeError::invalid)?;
     let summary = describe_change(&live.plan, &plan);
     // Ids given to a new rule may have counted for a removed one.

@@ -6,8 +6,7 @@ use crate::{
     config::Settings,
     daemon::control::{Attachment, FlowRow, Probe, RuleInfo, RuleStatsRow, Status},
     daemon::state::State,
-    datapath::flows,
-    datapath::Datapath,
+    datapath::{flows, handles::Conntrack, Datapath},
     plan::Plan,
 };
 use forwarder_common::Counter;
@@ -71,6 +70,11 @@ pub struct Live {
     /// Set once the daemon stops: a change still preparing then commits nothing (an unload
     /// may have removed the pins and the state file).
     pub stopping: bool,
+    /// Handles of their own on the pinned conntrack tables, for the readers (status, stats,
+    /// flows, metrics) to walk them without this state's lock: a walk takes time in
+    /// proportion to the flows tracked, and holding the lock for it would stall every other
+    /// request and task.
+    pub tables: Arc<Conntrack>,
 }
 
 impl Live {
@@ -196,11 +200,6 @@ impl Live {
             .collect()
     }
 
-    pub fn status(&self) -> Result<Status, ChangeError> {
-        let flows = self.dp.flows().map_err(ChangeError::runtime)?;
-        Ok(self.status_of(&flows))
-    }
-
     /// `status` from flows already read.
     pub fn status_of(&self, flows: &[flows::Flow]) -> Status {
         let probe = *self.health.last_probe.lock().expect("probe lock");
@@ -234,11 +233,6 @@ impl Live {
         }
     }
 
-    pub fn stats(&self) -> Result<Vec<RuleStatsRow>, ChangeError> {
-        let flows = self.dp.flows().map_err(ChangeError::runtime)?;
-        self.stats_of(&flows)
-    }
-
     /// `stats` from flows already read.
     pub fn stats_of(&self, flows: &[flows::Flow]) -> Result<Vec<RuleStatsRow>, ChangeError> {
         let active = flows::active_per_rule(flows);
@@ -255,7 +249,12 @@ impl Live {
         Ok(rows)
     }
 
-    pub fn flows(&self, rule: Option<&str>) -> Result<Vec<FlowRow>, ChangeError> {
+    /// `flows` from flows already read: all of them, or `rule`'s.
+    pub fn flows_of(
+        &self,
+        all: &[flows::Flow],
+        rule: Option<&str>,
+    ) -> Result<Vec<FlowRow>, ChangeError> {
         let id = match rule {
             None => None,
             Some(name) => Some(
@@ -271,7 +270,6 @@ impl Live {
                 .find(|r| r.rule_id == id)
                 .map_or(format!("#{id}"), |r| r.name.clone())
         };
-        let all = self.dp.flows().map_err(ChangeError::runtime)?;
         Ok(all
             .iter()
             .filter(|f| id.is_none_or(|id| f.entry.rule_id == id))

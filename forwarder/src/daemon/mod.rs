@@ -29,7 +29,7 @@ use self::{
 };
 use crate::{
     config::Settings,
-    datapath::{pins::Pins, Datapath},
+    datapath::{handles::Conntrack, pins::Pins, Datapath},
     error::{Step, StepError},
     host::{capabilities, sysctl},
     plan::{Plan, Resolutions},
@@ -137,6 +137,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         attach_faults: Default::default(),
         changes: Default::default(),
         stopping: false,
+        tables: Arc::new(Conntrack::open_pinned(&pins).step("opening the conntrack tables")?),
     };
     live.update_health();
     let shared: Shared = Arc::new(Mutex::new(live));
@@ -329,12 +330,13 @@ fn log_final_counters(live: &Live) {
     }
 }
 
-/// What a metrics scrape shows, from one walk over the conntrack tables.
+/// What a metrics scrape shows, from one walk over the conntrack tables (without the lock).
 fn snapshot(shared: &Shared) -> metrics::Snapshot {
-    let l = shared.lock().expect("lock");
-    let Ok(scan) = l.dp.scan() else {
+    let tables = shared.lock().expect("lock").tables.clone();
+    let Ok(scan) = tables.scan() else {
         return metrics::Snapshot::default();
     };
+    let l = shared.lock().expect("lock");
     let status = l.status_of(&scan.flows);
     let tables = crate::datapath::flows::table_fill(&scan, l.dp.max_flows());
     let probes = l.settings.health.map(|_| metrics::Probes {
@@ -441,11 +443,18 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
 /// (`change`): their lookups never hold up the requests that read the state.
 fn handle(shared: &Shared, req: Request) -> Response {
     let live = || shared.lock().expect("lock");
+    // The readers walk the tables before they take the lock for the rest.
+    let flows = || {
+        let tables = live().tables.clone();
+        tables.scan().map(|s| s.flows).map_err(ChangeError::runtime)
+    };
     let result: Result<serde_json::Value, ChangeError> = match req {
-        Request::Status => live().status().map(json),
-        Request::RuleList => live().status().map(|s| json(s.rules)),
-        Request::Stats => live().stats().map(json),
-        Request::Flows { rule } => live().flows(rule.as_deref()).map(json),
+        Request::Status => flows().map(|f| json(live().status_of(&f))),
+        Request::RuleList => flows().map(|f| json(live().status_of(&f).rules)),
+        Request::Stats => flows().and_then(|f| live().stats_of(&f)).map(json),
+        Request::Flows { rule } => {
+            flows().and_then(|f| live().flows_of(&f, rule.as_deref())).map(json)
+        }
         Request::Drain => live().drain(true).map(json),
         Request::Undrain => live().drain(false).map(json),
         Request::Reload => change::reload(shared).map(|s| log_change("reload", s)),
