@@ -10,10 +10,11 @@ set -euo pipefail
 # package's server is not started: there is no running systemd to start it).
 # util-linux: setpriv, with which tests/tests/capabilities.rs starts the daemon with the unit's
 # capabilities only.
+# linux-perf: `cargo xtask bench` profiles the path bed with perf record / report.
 # stunnel4: the TLS listener in front of tansu for tests/tests/kafka_security.rs (its service is
 # not started: no configuration is installed, and the tests run their own).
 need_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool ethtool iproute2
-           iptables nftables iperf3 systemd prometheus util-linux stunnel4)
+           iptables nftables iperf3 systemd prometheus util-linux stunnel4 linux-perf)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

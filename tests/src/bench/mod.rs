@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod memory;
 pub mod path;
 pub mod plot;
+pub mod profile;
 pub mod program;
 pub mod rate;
 
@@ -174,6 +175,47 @@ fn path_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> R
             *g / ipt_g,
             ipt_cpu / *cpu,
             *c / ipt_c
+        )?;
+    }
+    profile_table(opts, md, Path::new(profile::DIR), say)
+}
+
+/// One more stream per way under `perf record`, broken down into the parts that tell the
+/// ways apart: the profile behind the bulk figures.
+fn profile_table(
+    opts: &Options,
+    md: &mut String,
+    dir: &Path,
+    say: &mut dyn FnMut(&str),
+) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    writeln!(
+        md,
+        "\nWhere the CPU goes: one more {} s stream per way under `perf record -a -g` \
+         (`cargo xtask bench --profile WAY` makes one, with its top symbols). Shares of the \
+         path's busy samples (iperf3, ksoftirqd, softirq in the idle task), inclusive: the \
+         forwarder's program; veth copying each skb into a page-pool page before an XDP \
+         program may see it (`skb_pp_cow_data`: veth's, a NIC driver with native XDP runs on \
+         its own DMA buffers; the router's ends carry an XDP_PASS program for the hairpin's \
+         XDP_TX, so every way pays it once there); GRO (`dev_gro_receive`); netfilter \
+         (`nf_hook_slow`); software segmentation on transmit (`skb_segment`, checksums \
+         included: the veths have checksum offload off). *idle* is of all the path's \
+         samples.\n",
+        opts.iperf_seconds
+    )?;
+    writeln!(
+        md,
+        "| way | Gbit/s under perf | idle | program | veth copy for XDP | GRO | netfilter | segmentation |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    for way in path::WAYS.iter().filter(|w| **w != "direct") {
+        say(&format!("profile of {way}..."));
+        let data = dir.join(format!("{}.perf.data", way.replace(' ', "-")));
+        let (gbit_s, _) = profile::record(way, opts.iperf_seconds, &data)?;
+        let b = profile::Breakdown::of(&data)?;
+        writeln!(
+            md,
+            "| {way} | {gbit_s:.2} | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % |",
+            b.idle, b.program, b.veth_copy, b.gro, b.netfilter, b.segmentation
         )?;
     }
     Ok(())

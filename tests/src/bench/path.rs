@@ -31,11 +31,11 @@ pub struct Sample {
 }
 
 /// An iperf3 server in the broker namespace, killed when dropped.
-struct Iperf(Child);
+pub(super) struct Iperf(Child);
 
 impl Iperf {
     /// The server on broker 2's address, given a moment to listen.
-    fn start(topo: &Topology) -> Result<Iperf> {
+    pub(super) fn start(topo: &Topology) -> Result<Iperf> {
         let server = topo
             .broker
             .command("iperf3")
@@ -59,7 +59,7 @@ impl Drop for Iperf {
 
 /// The iperf3 target (broker 2, reached on listen port 9093) and the echo target for the
 /// connection rate (broker 1, on listen port 9092).
-const IPERF_LISTEN: u16 = 9093;
+pub(super) const IPERF_LISTEN: u16 = 9093;
 const ECHO_LISTEN: u16 = 9092;
 
 /// Every sample runs in a topology of its own: ways that share the NAT VM's address would
@@ -101,72 +101,15 @@ pub fn measure(rounds: usize, seconds: u32, conns: usize) -> Result<Vec<(String,
     Ok(results)
 }
 
-/// One iperf3 stream of `seconds` through `way` in a fresh topology, with `perf record -a
-/// -g` writing `perf_data` around it (`bench profile WAY`): where the CPU of the bulk
-/// figure goes. Returns the stream's Gbit/s and the busy CPU seconds per Gbit.
-pub fn profile(way: &str, seconds: u32, perf_data: &std::path::Path) -> Result<(f64, f64)> {
-    if !WAYS.contains(&way) {
-        bail!("no way {way:?} ({})", WAYS.join(", "));
-    }
-    let topo = Topology::new("bp", false, true)?;
-    let _server = Iperf::start(&topo)?;
-    let to = match way {
-        "direct" => SocketAddrV4::new(BROKERS[1], BROKER_PORT),
-        _ => SocketAddrV4::new(NATVM, IPERF_LISTEN),
-    };
-    let setup = Setup::enter(&topo, way)?;
-    let perf = std::process::Command::new("perf")
-        .args(["record", "-a", "-g", "-q", "-o"])
-        .arg(perf_data)
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting perf record (is perf installed?)")?;
-    let perf = Perf(perf);
-    std::thread::sleep(Duration::from_millis(500));
-    let busy = super::cpu::busy_ns()?;
-    let gbit_s = iperf(&topo.client, to, seconds);
-    let cpu_s = (super::cpu::busy_ns()? - busy) as f64 / 1e9;
-    perf.stop()?;
-    setup.leave(&topo)?;
-    let gbit_s = gbit_s?;
-    Ok((gbit_s, cpu_s / (gbit_s * seconds as f64).max(1e-9)))
-}
-
-/// A `perf record` this process started, stopped with SIGINT so it writes its file.
-struct Perf(Child);
-
-impl Perf {
-    fn stop(mut self) -> Result<()> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )?;
-        let status = self.0.wait()?;
-        // perf writes its file, then dies of the SIGINT it was sent.
-        use std::os::unix::process::ExitStatusExt;
-        if !status.success() && status.signal() != Some(libc::SIGINT) {
-            bail!("perf record exited with {status}");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Perf {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The NAT VM set up for one way of forwarding.
-enum Setup {
+pub(super) enum Setup {
     None,
     Iptables,
     Forwarder(Daemon),
 }
 
 impl Setup {
-    fn enter(topo: &Topology, way: &str) -> Result<Setup> {
+    pub(super) fn enter(topo: &Topology, way: &str) -> Result<Setup> {
         Ok(match way {
             "direct" => Setup::None,
             "iptables" => {
@@ -210,7 +153,7 @@ impl Setup {
         })
     }
 
-    fn leave(self, topo: &Topology) -> Result<()> {
+    pub(super) fn leave(self, topo: &Topology) -> Result<()> {
         match self {
             Setup::None => Ok(()),
             Setup::Iptables => {
@@ -273,7 +216,7 @@ impl Drop for OneByteServer {
 }
 
 /// One iperf3 run of `seconds` from `ns` to `to`; the receiver's Gbit/s.
-fn iperf(ns: &Netns, to: SocketAddrV4, seconds: u32) -> Result<f64> {
+pub(super) fn iperf(ns: &Netns, to: SocketAddrV4, seconds: u32) -> Result<f64> {
     let out = ns
         .command("timeout")
         .args([&(seconds + 15).to_string(), "iperf3", "-c", &to.ip().to_string()])

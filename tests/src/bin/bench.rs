@@ -53,20 +53,27 @@ fn main() -> anyhow::Result<()> {
 fn profile() -> anyhow::Result<()> {
     let way = std::env::args().nth(2).ok_or_else(|| anyhow::anyhow!("profile needs a way"))?;
     let seconds: u32 = std::env::args().nth(3).map_or(Ok(5), |s| s.parse())?;
-    let dir = std::path::Path::new("target/bench-profile");
+    let dir = std::path::Path::new(bench::profile::DIR);
     std::fs::create_dir_all(dir)?;
     let data = dir.join(format!("{}.perf.data", way.replace(' ', "-")));
-    let (gbit_s, cpu_per_gbit) = bench::path::profile(&way, seconds, &data)?;
+    let (gbit_s, cpu_per_gbit) = bench::profile::record(&way, seconds, &data)?;
     println!("{way}: {gbit_s:.2} Gbit/s, {cpu_per_gbit:.3} CPU s per Gbit; {}", data.display());
-    // The path's work runs in the iperf3 processes and in softirq wherever it lands (the
-    // ksoftirqd threads, or the idle task); other work on the machine is left out.
-    let comms = "iperf3,ksoftirqd/0,ksoftirqd/1,swapper";
+    let b = bench::profile::Breakdown::of(&data)?;
+    println!(
+        "idle {:.1} % of the path's samples; of the busy ones: program {:.1} %, veth copy for \
+         XDP {:.1} %, netfilter {:.1} %, software segmentation {:.1} %",
+        b.idle, b.program, b.veth_copy, b.netfilter, b.segmentation
+    );
+    let comms = bench::profile::COMMS;
     let report = Command::new("perf")
         .args(["report", "--no-children", "--stdio", "-g", "none", "-F", "overhead,sym"])
-        .args(["--comms", comms, "--percent-limit", "0.4", "-i"])
+        .args(["--percentage", "relative", "--comms", comms, "--percent-limit", "0.4", "-i"])
         .arg(&data)
         .output()?;
-    println!("perf report --no-children -F overhead,sym --comms {comms} -i {}", data.display());
+    println!(
+        "perf report --no-children -F overhead,sym --percentage relative --comms {comms} -i {}",
+        data.display()
+    );
     let text = String::from_utf8_lossy(&report.stdout);
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).take(50) {
         println!("{}", line.trim_end());

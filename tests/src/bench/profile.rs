@@ -1,0 +1,186 @@
+//! Where the CPU of the bulk figure goes: one iperf3 stream of the path bed under `perf
+//! record -a -g`, and a breakdown of its profile into the few parts that tell the ways
+//! apart (`cargo xtask bench --profile WAY`, and the path section's profile table).
+//!
+//! The parts are inclusive times of functions that nest little else of the path: the
+//! forwarder's program, veth's copy of an skb into a page-pool page before an XDP program
+//! may see it, netfilter's hooks, GRO, software segmentation. Percentages are of the path's busy
+//! samples (the iperf3 processes, ksoftirqd, softirq in the idle task; other work on the
+//! machine is left out), so a share is comparable between ways.
+
+use super::path::{iperf, Iperf, Setup, IPERF_LISTEN, WAYS};
+use crate::topology::{Topology, BROKERS, BROKER_PORT, NATVM};
+use anyhow::{bail, Context, Result};
+use std::{
+    net::SocketAddrV4,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+/// Where the perf data is kept (relative to the workspace; large, so not beside the
+/// report).
+pub const DIR: &str = "target/bench-profile";
+
+/// The processes the path's work runs in: iperf3 (with the softirq work it runs inline),
+/// the ksoftirqd threads, and the idle task (softirq that lands while a CPU idles).
+pub const COMMS: &str = "iperf3,ksoftirqd/0,ksoftirqd/1,swapper";
+
+/// One iperf3 stream of `seconds` through `way` in a fresh topology, with `perf record -a
+/// -g` writing `perf_data` around it (`bench profile WAY`): where the CPU of the bulk
+/// figure goes. Returns the stream's Gbit/s and the busy CPU seconds per Gbit.
+pub fn record(way: &str, seconds: u32, perf_data: &Path) -> Result<(f64, f64)> {
+    if !WAYS.contains(&way) {
+        bail!("no way {way:?} ({})", WAYS.join(", "));
+    }
+    let topo = Topology::new("bp", false, true)?;
+    let _server = Iperf::start(&topo)?;
+    let to = match way {
+        "direct" => SocketAddrV4::new(BROKERS[1], BROKER_PORT),
+        _ => SocketAddrV4::new(NATVM, IPERF_LISTEN),
+    };
+    let setup = Setup::enter(&topo, way)?;
+    let perf = Command::new("perf")
+        .args(["record", "-a", "-g", "-q", "-o"])
+        .arg(perf_data)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting perf record (is perf installed?)")?;
+    let perf = Perf(perf);
+    std::thread::sleep(Duration::from_millis(500));
+    let busy = super::cpu::busy_ns()?;
+    let gbit_s = iperf(&topo.client, to, seconds);
+    let cpu_s = (super::cpu::busy_ns()? - busy) as f64 / 1e9;
+    perf.stop()?;
+    setup.leave(&topo)?;
+    let gbit_s = gbit_s?;
+    Ok((gbit_s, cpu_s / (gbit_s * seconds as f64).max(1e-9)))
+}
+
+/// A `perf record` this process started, stopped with SIGINT so it writes its file.
+struct Perf(Child);
+
+impl Perf {
+    fn stop(mut self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )?;
+        let status = self.0.wait()?;
+        // perf writes its file, then dies of the SIGINT it was sent.
+        use std::os::unix::process::ExitStatusExt;
+        if !status.success() && status.signal() != Some(libc::SIGINT) {
+            bail!("perf record exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A profile's parts, in percent of the path's busy samples.
+#[derive(Debug, Clone, Default)]
+pub struct Breakdown {
+    /// Of all the path's samples, the idle task halted (not busy).
+    pub idle: f64,
+    /// The forwarder's XDP or TC program and its subprograms (`bpf_prog_*`, but the bed's
+    /// XDP_PASS on the router's ends), helpers included.
+    pub program: f64,
+    /// veth copying an skb into a page-pool page for an XDP program (`skb_pp_cow_data`).
+    pub veth_copy: f64,
+    /// netfilter's hooks: conntrack, NAT, the iptables tables (`nf_hook_slow`).
+    pub netfilter: f64,
+    /// Merging received segments (`dev_gro_receive`; a flush that hands a merged skb up the
+    /// stack from inside it is counted too).
+    pub gro: f64,
+    /// Software segmentation of a GSO skb on transmit (`skb_segment`), checksums included.
+    pub segmentation: f64,
+}
+
+impl Breakdown {
+    /// `perf report` of `perf_data`, children (inclusive) and self per symbol, relative to
+    /// the path's own samples.
+    pub fn of(perf_data: &Path) -> Result<Breakdown> {
+        let out = Command::new("perf")
+            .args(["report", "--children", "--stdio", "-g", "none"])
+            .args(["-F", "overhead_children,overhead,sym"])
+            .args(["--percentage", "relative", "--comms", COMMS, "-i"])
+            .arg(perf_data)
+            .output()
+            .context("running perf report")?;
+        if !out.status.success() {
+            bail!("perf report: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let b = Breakdown::parse(&String::from_utf8_lossy(&out.stdout));
+        if b.idle + b.program + b.netfilter + b.segmentation == 0.0 {
+            bail!("perf report of {} has none of the symbols looked for", perf_data.display());
+        }
+        Ok(b)
+    }
+
+    /// Lines such as `  10.96%     0.52%  [k] skb_pp_cow_data`.
+    fn parse(report: &str) -> Breakdown {
+        let mut raw = Breakdown::default();
+        for line in report.lines().filter(|l| !l.starts_with('#')) {
+            let mut words = line.split_whitespace();
+            let (Some(children), Some(own), Some(_kind), Some(sym)) =
+                (words.next(), words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            let pct = |w: &str| w.trim_end_matches('%').parse::<f64>().ok();
+            let (Some(children), Some(own)) = (pct(children), pct(own)) else { continue };
+            match sym {
+                // The program and its subprograms (events, memset), not the XDP_PASS program
+                // the bed puts on the router's ends.
+                s if s.starts_with("bpf_prog_") && !s.ends_with("_pass") => raw.program += children,
+                "skb_pp_cow_data" => raw.veth_copy += children,
+                "nf_hook_slow" => raw.netfilter += children,
+                "dev_gro_receive" => raw.gro += children,
+                "skb_segment" => raw.segmentation += children,
+                s if IDLE.iter().any(|i| s.contains(i)) => raw.idle += own,
+                _ => {}
+            }
+        }
+        let busy = (100.0 - raw.idle).max(1e-9) / 100.0;
+        Breakdown {
+            idle: raw.idle,
+            program: raw.program / busy,
+            veth_copy: raw.veth_copy / busy,
+            netfilter: raw.netfilter / busy,
+            gro: raw.gro / busy,
+            segmentation: raw.segmentation / busy,
+        }
+    }
+}
+
+/// Where a CPU waits for work: the halt of a VM, or a host's idle drivers.
+const IDLE: [&str; 5] = ["safe_halt", "intel_idle", "acpi_idle", "poll_idle", "mwait_idle"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_is_read_into_shares_of_the_busy_time() {
+        let report = "\
+# Children      Self  Symbol
+    50.00%    50.00%  [k] pv_native_safe_halt
+    10.00%     0.50%  [k] skb_pp_cow_data
+     5.00%     1.00%  [k] bpf_prog_55cc84dc459fcbe4_forwarder_xdp
+     2.50%     2.50%  [k] bpf_prog_1234_forwarder_xdp_pass
+     4.00%     0.10%  [k] skb_segment
+";
+        let b = Breakdown::parse(report);
+        assert_eq!(b.idle, 50.0);
+        assert_eq!(b.veth_copy, 20.0);
+        assert_eq!(b.program, 10.0);
+        assert_eq!(b.segmentation, 8.0);
+        assert_eq!(b.netfilter, 0.0);
+    }
+}
