@@ -142,12 +142,13 @@ fn program_section(
 fn path_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
     say("whole connections: direct, iptables, forwarder modes (iperf3, connection rate)...");
     let ways = path::measure(opts.rounds, opts.iperf_seconds, opts.conns)?;
-    let mut rows: Vec<(String, f64, f64, f64, f64)> = ways
+    let mut rows: Vec<(String, f64, f64, f64, f64, f64)> = ways
         .into_iter()
         .map(|(w, mut s)| {
             let slowest = s.slowest_ms.iter().copied().fold(0.0, f64::max);
             let cpu = median(&mut s.cpu_s_per_gbit);
-            (w, median(&mut s.gbit_s), cpu, median(&mut s.conns_s), slowest)
+            let retransmits = median(&mut s.retransmits);
+            (w, median(&mut s.gbit_s), cpu, median(&mut s.conns_s), slowest, retransmits)
         })
         .collect();
     let (ipt_g, ipt_cpu, ipt_c) =
@@ -161,17 +162,18 @@ fn path_section(opts: &Options, md: &mut String, say: &mut dyn FnMut(&str)) -> R
          `ip_fwd.sh` sets up (DNAT + MASQUERADE); `direct` skips the NAT VM. CPU per Gbit is \
          the busy time of both cores (every namespace of the path, /proc/stat) over the \
          gigabits the stream moved; \"Gbit per CPU-s vs iptables\" is iptables' CPU per Gbit \
-         over this way's.\n",
+         over this way's; TCP retransmits are the stream's (iperf3's count): packets lost on \
+         the way.\n",
         opts.iperf_seconds, opts.conns, opts.rounds
     )?;
     writeln!(
         md,
-        "| way | Gbit/s | vs. iptables | CPU s per Gbit | Gbit per CPU-s vs. iptables | connections/s | vs. iptables | slowest connection |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| way | Gbit/s | vs. iptables | CPU s per Gbit | Gbit per CPU-s vs. iptables | TCP retransmits | connections/s | vs. iptables | slowest connection |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
-    for (w, g, cpu, c, slowest) in rows.iter_mut() {
+    for (w, g, cpu, c, slowest, retransmits) in rows.iter_mut() {
         writeln!(
             md,
-            "| {w} | {g:.2} | {:.2}x | {cpu:.3} | {:.2}x | {c:.0} | {:.2}x | {slowest:.1} ms |",
+            "| {w} | {g:.2} | {:.2}x | {cpu:.3} | {:.2}x | {retransmits:.0} | {c:.0} | {:.2}x | {slowest:.1} ms |",
             *g / ipt_g,
             ipt_cpu / *cpu,
             *c / ipt_c
@@ -200,22 +202,32 @@ fn profile_table(
          XDP_TX, so every way pays it once there); GRO (`dev_gro_receive`); netfilter \
          (`nf_hook_slow`); software segmentation on transmit (`skb_segment`, checksums \
          included: the veths have checksum offload off). *idle* is of all the path's \
-         samples.\n",
+         samples. *TCP retransmits* are the stream's lost packets; *dropped at the NAT VM's \
+         veth ring* counts the frames the router's end could not hand to the NAT VM because \
+         its receive ring (256 frames, fixed in veth) was full.\n",
         opts.iperf_seconds
     )?;
     writeln!(
         md,
-        "| way | Gbit/s under perf | idle | program | veth copy for XDP | GRO | netfilter | segmentation |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| way | Gbit/s under perf | TCP retransmits | dropped at the NAT VM's veth ring | idle | program | veth copy for XDP | GRO | netfilter | segmentation |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     for way in path::WAYS.iter().filter(|w| **w != "direct") {
         say(&format!("profile of {way}..."));
         let data = dir.join(format!("{}.perf.data", way.replace(' ', "-")));
-        let (gbit_s, _) = profile::record(way, opts.iperf_seconds, &data)?;
+        let r = profile::record(way, opts.iperf_seconds, &data)?;
         let b = profile::Breakdown::of(&data)?;
         writeln!(
             md,
-            "| {way} | {gbit_s:.2} | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % |",
-            b.idle, b.program, b.veth_copy, b.gro, b.netfilter, b.segmentation
+            "| {way} | {:.2} | {} | {} | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % |",
+            r.gbit_s,
+            r.retransmits,
+            r.ring_drops,
+            b.idle,
+            b.program,
+            b.veth_copy,
+            b.gro,
+            b.netfilter,
+            b.segmentation
         )?;
     }
     Ok(())

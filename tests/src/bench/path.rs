@@ -24,6 +24,8 @@ pub const WAYS: [&str; 5] =
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
     pub gbit_s: Vec<f64>,
+    /// TCP retransmits of the iperf3 stream: packets lost on the way.
+    pub retransmits: Vec<f64>,
     /// Busy CPU seconds of the machine per gigabit moved by the iperf3 stream.
     pub cpu_s_per_gbit: Vec<f64>,
     pub conns_s: Vec<f64>,
@@ -88,9 +90,10 @@ pub fn measure(rounds: usize, seconds: u32, conns: usize) -> Result<Vec<(String,
             };
             let setup = Setup::enter(&topo, way)?;
             let busy = super::cpu::busy_ns()?;
-            let gbit_s = iperf(&topo.client, iperf_to, seconds)?;
+            let Stream { gbit_s, retransmits } = iperf(&topo.client, iperf_to, seconds)?;
             let cpu_s = (super::cpu::busy_ns()? - busy) as f64 / 1e9;
             sample.gbit_s.push(gbit_s);
+            sample.retransmits.push(retransmits as f64);
             sample.cpu_s_per_gbit.push(cpu_s / (gbit_s * seconds as f64).max(1e-9));
             let (rate, slowest) = conn_rate(&topo.client, echo_to, conns)?;
             sample.conns_s.push(rate);
@@ -215,8 +218,16 @@ impl Drop for OneByteServer {
     }
 }
 
-/// One iperf3 run of `seconds` from `ns` to `to`; the receiver's Gbit/s.
-pub(super) fn iperf(ns: &Netns, to: SocketAddrV4, seconds: u32) -> Result<f64> {
+/// What one iperf3 stream did.
+pub(super) struct Stream {
+    /// The receiver's Gbit/s.
+    pub gbit_s: f64,
+    /// Segments the sender sent again: each a packet lost on the way.
+    pub retransmits: u64,
+}
+
+/// One iperf3 run of `seconds` from `ns` to `to`.
+pub(super) fn iperf(ns: &Netns, to: SocketAddrV4, seconds: u32) -> Result<Stream> {
     let out = ns
         .command("timeout")
         .args([&(seconds + 15).to_string(), "iperf3", "-c", &to.ip().to_string()])
@@ -228,10 +239,14 @@ pub(super) fn iperf(ns: &Netns, to: SocketAddrV4, seconds: u32) -> Result<f64> {
     if let Some(e) = v["error"].as_str() {
         bail!("iperf3 to {to}: {e}");
     }
-    v["end"]["sum_received"]["bits_per_second"]
+    let gbit_s = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
-        .map(|b| b / 1e9)
-        .with_context(|| format!("iperf3 to {to}: no result"))
+        .with_context(|| format!("iperf3 to {to}: no result"))?
+        / 1e9;
+    let retransmits = v["end"]["sum_sent"]["retransmits"]
+        .as_u64()
+        .with_context(|| format!("iperf3 to {to}: no retransmit count"))?;
+    Ok(Stream { gbit_s, retransmits })
 }
 
 /// `count` short connections in a row from `ns` to `to` (connect, 1 byte each way, close):

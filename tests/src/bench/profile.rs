@@ -26,10 +26,22 @@ pub const DIR: &str = "target/bench-profile";
 /// the ksoftirqd threads, and the idle task (softirq that lands while a CPU idles).
 pub const COMMS: &str = "iperf3,ksoftirqd/0,ksoftirqd/1,swapper";
 
+/// What a profiled stream did, besides the profile.
+pub struct Recorded {
+    pub gbit_s: f64,
+    /// Busy CPU seconds of the machine per Gbit (perf's own cost included).
+    pub cpu_s_per_gbit: f64,
+    /// TCP retransmits of the stream: packets lost on the way.
+    pub retransmits: u64,
+    /// Frames the router's end could not hand to the NAT VM's veth (its receive ring full):
+    /// where those losses happen when the NAT VM drains its ring slower than it fills.
+    pub ring_drops: u64,
+}
+
 /// One iperf3 stream of `seconds` through `way` in a fresh topology, with `perf record -a
 /// -g` writing `perf_data` around it (`bench profile WAY`): where the CPU of the bulk
-/// figure goes. Returns the stream's Gbit/s and the busy CPU seconds per Gbit.
-pub fn record(way: &str, seconds: u32, perf_data: &Path) -> Result<(f64, f64)> {
+/// figure goes.
+pub fn record(way: &str, seconds: u32, perf_data: &Path) -> Result<Recorded> {
     if !WAYS.contains(&way) {
         bail!("no way {way:?} ({})", WAYS.join(", "));
     }
@@ -49,12 +61,28 @@ pub fn record(way: &str, seconds: u32, perf_data: &Path) -> Result<(f64, f64)> {
     let perf = Perf(perf);
     std::thread::sleep(Duration::from_millis(500));
     let busy = super::cpu::busy_ns()?;
-    let gbit_s = iperf(&topo.client, to, seconds);
+    let stream = iperf(&topo.client, to, seconds);
     let cpu_s = (super::cpu::busy_ns()? - busy) as f64 / 1e9;
     perf.stop()?;
+    let ring_drops = tx_dropped(&topo.router, "r_n");
     setup.leave(&topo)?;
-    let gbit_s = gbit_s?;
-    Ok((gbit_s, cpu_s / (gbit_s * seconds as f64).max(1e-9)))
+    let stream = stream?;
+    Ok(Recorded {
+        gbit_s: stream.gbit_s,
+        cpu_s_per_gbit: cpu_s / (stream.gbit_s * seconds as f64).max(1e-9),
+        retransmits: stream.retransmits,
+        ring_drops: ring_drops?,
+    })
+}
+
+/// The transmit drops of `ifc` in `ns` (`ip -s -j link`); a veth counts there what its
+/// peer's receive ring had no room for.
+fn tx_dropped(ns: &crate::netns::Netns, ifc: &str) -> Result<u64> {
+    let out = ns.command("ip").args(["-s", "-j", "link", "show", ifc]).output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!("ip -s -j link show {ifc}: {}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    v[0]["stats64"]["tx"]["dropped"].as_u64().with_context(|| format!("no tx drop count for {ifc}"))
 }
 
 /// A `perf record` this process started, stopped with SIGINT so it writes its file.

@@ -56,8 +56,16 @@ fn profile() -> anyhow::Result<()> {
     let dir = std::path::Path::new(bench::profile::DIR);
     std::fs::create_dir_all(dir)?;
     let data = dir.join(format!("{}.perf.data", way.replace(' ', "-")));
-    let (gbit_s, cpu_per_gbit) = bench::profile::record(&way, seconds, &data)?;
-    println!("{way}: {gbit_s:.2} Gbit/s, {cpu_per_gbit:.3} CPU s per Gbit; {}", data.display());
+    let r = bench::profile::record(&way, seconds, &data)?;
+    println!(
+        "{way}: {:.2} Gbit/s, {:.3} CPU s per Gbit, {} TCP retransmits, {} frames dropped at \
+         the NAT VM's veth ring; {}",
+        r.gbit_s,
+        r.cpu_s_per_gbit,
+        r.retransmits,
+        r.ring_drops,
+        data.display()
+    );
     let b = bench::profile::Breakdown::of(&data)?;
     println!(
         "idle {:.1} % of the path's samples; of the busy ones: program {:.1} %, veth copy for \
