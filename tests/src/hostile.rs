@@ -330,7 +330,7 @@ fn generate(rng: &mut Rng, tracked: &[Tracked]) -> (&'static str, Vec<u8>) {
         1 => {
             let mut f = base_tcp(rng, tracked).frame();
             let v = rng.next() as u8;
-            f[ETH] = if v & 1 == 0 { 0x40 | (v >> 1) % 5 } else { v };
+            f[ETH] = if v & 1 == 0 { 0x40 | ((v >> 1) % 5) } else { v };
             fix_checksums(&mut f);
             ("bad version or IHL", f)
         }

@@ -248,7 +248,7 @@ fn unload_fails_the_health_probe_before_it_detaches() -> Result<()> {
     let config = daemon.config.clone();
     let health: std::net::SocketAddr = "127.0.0.1:8080".parse()?;
     eventually(5, "the probe answers", || {
-        Ok(topo.natvm.enter(move || TcpStream::connect(health).is_ok())?)
+        topo.natvm.enter(move || TcpStream::connect(health).is_ok())
     })?;
     assert!(xdp_attached(&topo.natvm, "n0")?);
 
@@ -343,7 +343,7 @@ fn accept_loops_back_off_when_out_of_descriptors() -> Result<()> {
     let pid = daemon.pid();
     let socket = topo.run_dir().join("control.sock");
     eventually(5, "the probe answers", || {
-        Ok(topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())?)
+        topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())
     })?;
 
     // A few descriptors to spare, then more connections than that on every listener: the
@@ -384,7 +384,7 @@ fn accept_loops_back_off_when_out_of_descriptors() -> Result<()> {
         Ok(cli(&topo.natvm, &config, &["status"])?.status.success())
     })?;
     eventually(10, "the probe answers again", || {
-        Ok(topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())?)
+        topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())
     })?;
     let log = daemon.log_text();
     assert!(log.contains("accept"), "the accept failures were not logged:\n{log}");
@@ -412,9 +412,8 @@ fn snat_ports_running_out_is_logged_and_recovers() -> Result<()> {
     let daemon = Daemon::start(&topo.natvm, &text)?;
     let listen = SocketAddrV4::new(forwarder_tests::topology::NATVM, 9092);
     let connect = || -> Result<std::io::Result<TcpStream>> {
-        Ok(topo.client.enter(move || {
-            TcpStream::connect_timeout(&listen.into(), Duration::from_millis(1500))
-        })?)
+        topo.client
+            .enter(move || TcpStream::connect_timeout(&listen.into(), Duration::from_millis(1500)))
     };
     let held: Vec<TcpStream> =
         (0..2).map(|_| connect()?.context("one of two ports")).collect::<Result<_>>()?;

@@ -57,7 +57,7 @@ pub fn measure(max_flows: u64) -> Result<Memory> {
             bytes: m["bytes_memlock"].as_u64().unwrap_or(0),
         });
     }
-    maps.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    maps.sort_by_key(|m| std::cmp::Reverse(m.bytes));
     let config_path = daemon.config.clone();
     daemon.stop()?;
     topo.unload(&config_path)?;
