@@ -21,6 +21,10 @@ pub async fn run(every: Duration, shared: Shared, stop: CancellationToken) {
 
 /// One round over the attached interfaces; records what is wrong in `live.attach_faults`.
 pub fn check(live: &mut Live) {
+    // Once the daemon stops (and perhaps `unload` detached everything), nothing is put back.
+    if live.stopping {
+        return;
+    }
     let before = live.attach_faults.clone();
     for (iface, how) in live.dp.attached.clone() {
         let Some(problem) = live.dp.attachment_problem(&iface, how) else {

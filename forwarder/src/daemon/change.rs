@@ -4,11 +4,12 @@
 //!
 //! 1. [`prepare`], without the daemon's lock: read (or edit) the file, parse it, check it
 //!    against this host and look up every hostname target (`plan::Resolutions`); then walk
-//!    the conntrack tables for the rule ids tracked flows still carry.
+//!    the conntrack tables for the rule ids tracked flows still carry (`in_turn`).
 //! 2. [`commit`], under the lock: check the change against the state of that moment (keys
-//!    fixed while running, rule ids, the ids held by flows), build the plan
-//!    from the answers, fill the maps, write the file and the state. Nothing is looked up
-//!    here; nothing changes unless all of it can be done.
+//!    fixed while running, rule ids; the ids held by flows as that walk found them), build
+//!    the plan from the answers, fill the maps, write the file and the state. Nothing is
+//!    looked up here. A change the maps or the file refuse is undone; one whose state file
+//!    cannot be saved runs, and its answer says so.
 //!
 //! Changes take turns (`Live::changes`), so a rule add edits the file as the change before
 //! it left it, and two reloads cannot commit out of order.
@@ -81,8 +82,11 @@ fn in_turn(
     };
     let prepared = prepare(&running)?;
     // Walked without the lock, but within the turn: no other change can put a rule into
-    // the maps meanwhile, so flows that start now carry ids of the running rules, which
-    // keep their ids anyway.
+    // the maps meanwhile, so a flow that starts after the walk carries the id of a running
+    // rule. Those keep their ids, except one this change removes: its id is free for a new
+    // rule if the walk saw no flow of it, and a flow that starts in that gap (until the
+    // maps change) then shares its id with the new rule's flows. The data path takes no
+    // lock, so no walk could close that gap entirely.
     let held = held_ids(&tables)?;
     commit(&mut shared.lock().expect("lock"), prepared, &held)
 }
@@ -154,8 +158,14 @@ pub fn commit(
     live.settings = new;
     live.plan = plan;
     live.state.rule_ids = ids;
-    live.save_state()?;
     live.update_health();
+    // The change runs and the file has it; only the record of the rule ids is behind.
+    if let Err(e) = live.save_state() {
+        return Err(ChangeError::runtime(format!(
+            "{summary}; but the state file was not saved ({e}): the change is applied and in \
+             the file, and a restart may give rules other ids (their counters restart)"
+        )));
+    }
     Ok(summary)
 }
 

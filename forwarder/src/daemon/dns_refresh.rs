@@ -6,10 +6,10 @@
 //! nothing else waits for them. The daemon's lock is taken only to read the targets and to
 //! apply the results.
 
-use crate::daemon::live::Shared;
+use crate::daemon::live::{ResolvedTarget, Shared};
 use crate::daemon::ticker::Ticker;
 use crate::plan::Resolutions;
-use std::{net::Ipv4Addr, time::Duration};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 /// server after 2 x 5 s.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Resolved = Vec<(String, Option<Ipv4Addr>)>;
+type Resolved = Vec<ResolvedTarget>;
 
 /// Refreshes every `every` until `stop` fires. No new round starts while an abandoned one
 /// still hangs, so a dead resolver never piles up threads.
@@ -53,7 +53,15 @@ async fn refresh(shared: &Shared) -> Option<JoinHandle<Resolved>> {
     let mut lookup = tokio::task::spawn_blocking(move || {
         let answers = Resolutions::of_targets(targets.iter().map(|(_, h, p)| (h.as_str(), *p)));
         let address = |host: &str, port| answers.get(host, port).and_then(Result::ok);
-        targets.iter().map(|(name, host, port)| (name.clone(), address(host, *port))).collect()
+        targets
+            .iter()
+            .map(|(rule, host, port)| ResolvedTarget {
+                rule: rule.clone(),
+                host: host.clone(),
+                port: *port,
+                addr: address(host, *port),
+            })
+            .collect()
     });
     let resolved = match tokio::time::timeout(LOOKUP_TIMEOUT, &mut lookup).await {
         Ok(Ok(r)) => r,

@@ -41,6 +41,15 @@ impl ChangeError {
     }
 }
 
+/// One hostname target looked up again by the DNS refresh: the rule, the host and port it
+/// named when the lookup started, and the answer (`None`: it did not resolve).
+pub struct ResolvedTarget {
+    pub rule: String,
+    pub host: String,
+    pub port: u16,
+    pub addr: Option<std::net::Ipv4Addr>,
+}
+
 /// What the health endpoint reads on every probe, without taking the daemon's lock.
 #[derive(Default)]
 pub struct HealthView {
@@ -131,20 +140,28 @@ impl Live {
     }
 
     /// Re-resolves hostname targets; a new address serves new connections only (existing
-    /// flows keep the target in their conntrack entry). `resolved` maps rule name to the
-    /// new lookup result, done by the caller without holding this state.
-    pub fn apply_resolved(&mut self, resolved: &[(String, Option<std::net::Ipv4Addr>)]) {
+    /// flows keep the target in their conntrack entry). `resolved` holds the lookups the
+    /// caller made without holding this state; one whose rule has since changed its target
+    /// (a reload or rule change in between) is stale and skipped. Nothing is applied once
+    /// the daemon stops.
+    pub fn apply_resolved(&mut self, resolved: &[ResolvedTarget]) {
+        if self.stopping {
+            return;
+        }
         // A name that moves to this host's own address would expose its services; the
         // change is refused like a file naming that address would be.
         let host = crate::host::netif::host_ipv4_addrs().unwrap_or_default();
         let mut changed = false;
-        for (name, addr) in resolved {
+        for ResolvedTarget { rule: name, host: looked_up, port, addr } in resolved {
             let Some(rule) = self.plan.rules.iter_mut().find(|r| &r.name == name) else {
                 continue;
             };
             let Some(spec) = self.settings.rules.iter().find(|r| &r.name == name) else {
                 continue;
             };
+            if spec.target.host != *looked_up || spec.target.port != *port {
+                continue;
+            }
             let new = addr.map(|a| (a, spec.target.port));
             if let Some(iface) = addr.and_then(|a| crate::host::netif::interface_of(&host, a)) {
                 tracing::warn!(rule = %name, target = %spec.target, "re-resolved to an address of this host ({iface}); keeping the last address");

@@ -298,7 +298,7 @@ async fn main_loop(shared: &Shared, unload_requested: &Notify) -> Result<bool, S
             Some(done) = reloading.join_next() => {
                 match done.step("SIGHUP: the reload task")? {
                     Ok(summary) => tracing::info!("SIGHUP: reloaded: {summary}"),
-                    Err(e) => tracing::error!("SIGHUP: reload refused, nothing changed: {e}"),
+                    Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
                 }
                 if std::mem::take(&mut again) {
                     reload(&mut reloading);
@@ -469,7 +469,9 @@ fn handle(shared: &Shared, req: Request) -> Response {
     match result {
         Ok(v) => Response { ok: true, error: None, exit_code: 0, data: v },
         Err(e) => {
-            tracing::warn!("control request refused, nothing changed: {e}");
+            // The answer says what happened to the change (nothing applied, undone, or
+            // applied with its state not saved).
+            tracing::warn!("control request failed: {e}");
             Response::err(e.exit_code, e.message)
         }
     }

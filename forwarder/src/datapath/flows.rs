@@ -44,11 +44,6 @@ impl crate::datapath::Datapath {
     pub fn flows(&self) -> Result<Vec<Flow>, MapAccessError> {
         Ok(self.maps.conntrack.scan()?.flows)
     }
-
-    /// One walk over both conntrack tables (see [`Scan`]).
-    pub fn scan(&self) -> Result<Scan, MapAccessError> {
-        self.maps.conntrack.scan()
-    }
 }
 
 /// One walk over both conntrack tables: the flows, and how many entries (halves) each

@@ -41,76 +41,73 @@ impl Conntrack {
     /// One pass over both tables; returns the number of flows removed. Stops early, with
     /// what it removed counted, once `halt` is set.
     pub fn sweep(&mut self, cfg: &Config, halt: &AtomicBool) -> Result<usize, MapAccessError> {
-        sweep(self, cfg, halt)
-    }
-}
-
-fn sweep(t: &mut Conntrack, cfg: &Config, halt: &AtomicBool) -> Result<usize, MapAccessError> {
-    let now = monotonic_ns();
-    let mut removed = 0;
-    let mut removed_established = 0u64;
-    let halted = || halt.load(Ordering::Relaxed);
-    for (name, ct) in [
-        (map_names::CT_EMBRYONIC, &mut t.embryonic),
-        (map_names::CT_ESTABLISHED, &mut t.established),
-    ] {
-        let mut entries: HashMap<FlowKey, CtEntry> = HashMap::new();
-        for (i, kv) in ct.iter().enumerate() {
-            if i % STOP_CHECK_EVERY == 0 && halted() {
+        let t = self;
+        let now = monotonic_ns();
+        let mut removed = 0;
+        let mut removed_established = 0u64;
+        let halted = || halt.load(Ordering::Relaxed);
+        for (name, ct) in [
+            (map_names::CT_EMBRYONIC, &mut t.embryonic),
+            (map_names::CT_ESTABLISHED, &mut t.established),
+        ] {
+            let mut entries: HashMap<FlowKey, CtEntry> = HashMap::new();
+            for (i, kv) in ct.iter().enumerate() {
+                if i % STOP_CHECK_EVERY == 0 && halted() {
+                    break;
+                }
+                if let Ok((k, v)) = kv {
+                    entries.insert(k, v);
+                }
+            }
+            // A partial walk would take halves whose peer it has not reached for orphans.
+            if halted() {
                 break;
             }
-            if let Ok((k, v)) = kv {
-                entries.insert(k, v);
+            let mut doomed: Vec<(FlowKey, FlowKey)> = Vec::new();
+            let mut orphans: Vec<(FlowKey, FlowKey)> = Vec::new();
+            for (key, e) in &entries {
+                match entries.get(&e.peer) {
+                    None => orphans.push((*key, e.peer)),
+                    // Each half stamps its own direction: idle means both are.
+                    Some(peer) if !e.is_reply() => {
+                        let last = e.last_seen_ns.max(peer.last_seen_ns);
+                        if now.saturating_sub(last) > cfg.timeout_ns(e.state) {
+                            doomed.push((*key, e.peer));
+                        }
+                    }
+                    Some(_) => {}
+                }
             }
-        }
-        // A partial walk would take halves whose peer it has not reached for orphans.
-        if halted() {
-            break;
-        }
-        let mut doomed: Vec<(FlowKey, FlowKey)> = Vec::new();
-        let mut orphans: Vec<(FlowKey, FlowKey)> = Vec::new();
-        for (key, e) in &entries {
-            match entries.get(&e.peer) {
-                None => orphans.push((*key, e.peer)),
-                // Each half stamps its own direction: idle means both are.
-                Some(peer) if !e.is_reply() => {
-                    let last = e.last_seen_ns.max(peer.last_seen_ns);
-                    if now.saturating_sub(last) > cfg.timeout_ns(e.state) {
-                        doomed.push((*key, e.peer));
+            // The walk is not atomic: a flow created or promoted meanwhile can show one half
+            // without the other. Delete an orphan only if its other half is still missing
+            // from both tables.
+            for (key, peer) in orphans {
+                if ct.get(&peer, 0).is_err() {
+                    // An original half goes as its flow (and is counted); a reply half alone.
+                    let original = entries.get(&key).is_some_and(|e| !e.is_reply());
+                    doomed.push(if original { (key, peer) } else { (key, key) });
+                }
+            }
+            for (i, (orig, reply)) in doomed.into_iter().enumerate() {
+                if i % STOP_CHECK_EVERY == 0 && halted() {
+                    break;
+                }
+                // The original first, as the data path does. Already gone (the data path
+                // removed it) is fine, and then it is not counted twice.
+                if ct.remove(&orig).is_ok() && orig != reply {
+                    removed += 1;
+                    if name == map_names::CT_ESTABLISHED {
+                        removed_established += 1;
                     }
                 }
-                Some(_) => {}
+                let _ = ct.remove(&reply);
             }
         }
-        // The walk is not atomic: a flow created or promoted meanwhile can show one half
-        // without the other. Delete an orphan only if its other half is still missing
-        // from both tables.
-        for (key, peer) in orphans {
-            if ct.get(&peer, 0).is_err() {
-                // An original half goes as its flow (and is counted); a reply half alone.
-                let original = entries.get(&key).is_some_and(|e| !e.is_reply());
-                doomed.push(if original { (key, peer) } else { (key, key) });
-            }
+        if removed_established > 0 {
+            count_swept(&mut t.count, removed_established).map_err(of(map_names::CT_COUNT))?;
         }
-        for (i, (orig, reply)) in doomed.into_iter().enumerate() {
-            if i % STOP_CHECK_EVERY == 0 && halted() {
-                break;
-            }
-            // The original first, as the data path does. Already gone (the data path
-            // removed it) is fine, and then it is not counted twice.
-            if ct.remove(&orig).is_ok() && orig != reply {
-                removed += 1;
-                if name == map_names::CT_ESTABLISHED {
-                    removed_established += 1;
-                }
-            }
-            let _ = ct.remove(&reply);
-        }
+        Ok(removed)
     }
-    if removed_established > 0 {
-        count_swept(&mut t.count, removed_established).map_err(of(map_names::CT_COUNT))?;
-    }
-    Ok(removed)
 }
 
 /// Adds to the established-flow count's daemon slot (the program subtracts it).

@@ -3,9 +3,10 @@
 //! the readers and writers (maps, flows, stats, gc, kernel_log) are methods on the handles
 //! instead of name lookups.
 //!
-//! Tasks that must not wait for the daemon's lock (flow expiry, the drop watch, the next-hop
-//! watch) open handles of their own on the pins with [`open_pinned`]: the same typed
-//! handles, on the same kernel maps.
+//! Whatever must not wait for the daemon's lock (flow expiry, the drop watch, the next-hop
+//! watch, and the readers' and rule changes' walks of the tables, `Live::tables`) opens
+//! handles of its own on the pins with [`open_pinned`]: the same typed handles, on the same
+//! kernel maps.
 
 use crate::datapath::pins::Pins;
 use aya::{
@@ -14,21 +15,20 @@ use aya::{
 };
 use forwarder_common::{map_names, Config, CtEntry, FlowKey, LogBudget, Rule, RuleStats};
 
-/// A map that could not be had as its typed handle, or an access aya refused.
+/// A map that could not be had as its typed handle, or an access aya refused. The cause is
+/// kept typed and shown in the text, and deliberately not also a `source()`: these are
+/// printed whole on one line (a control answer, a log line), and a chain printer would
+/// repeat the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum MapAccessError {
     #[error("map {0} is missing from the object")]
     Missing(&'static str),
-    #[error("opening the pinned map {path}: {source}")]
-    OpenPinned {
-        path: String,
-        #[source]
-        source: MapError,
-    },
+    #[error("opening the pinned map {path}: {cause}")]
+    OpenPinned { path: String, cause: MapError },
     #[error("map {0}: {1}")]
-    Map(&'static str, #[source] MapError),
+    Map(&'static str, MapError),
     #[error("counting the CPUs for map {0}: {1}")]
-    Cpus(&'static str, #[source] std::io::Error),
+    Cpus(&'static str, std::io::Error),
 }
 
 /// `aya::maps::MapError` of map `name` as a [`MapAccessError`].
@@ -119,9 +119,7 @@ where
 {
     let path = pins.map(name);
     let opened = MapData::from_pin(&path).and_then(Map::from_map_data);
-    let map = opened.map_err(|source| MapAccessError::OpenPinned {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let map = opened
+        .map_err(|cause| MapAccessError::OpenPinned { path: path.display().to_string(), cause })?;
     M::try_from(map).map_err(of(name))
 }

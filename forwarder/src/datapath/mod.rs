@@ -192,7 +192,8 @@ impl Datapath {
     }
 
     /// The typed map handles, for tests and tools; the daemon goes through the methods
-    /// (apply, flows, scan, rule_totals, sweep, kernel_events, ...).
+    /// (apply, flows, rule_totals, kernel_events, ...) and, for what it does without its
+    /// lock, through handles of its own opened from the pins.
     pub fn maps_mut(&mut self) -> &mut MapHandles {
         &mut self.maps
     }
