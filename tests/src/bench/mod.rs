@@ -215,7 +215,7 @@ fn profile_table(
         say(&format!("profile of {way}..."));
         let data = dir.join(format!("{}.perf.data", way.replace(' ', "-")));
         let r = profile::record(way, opts.iperf_seconds, &data)?;
-        let b = profile::Breakdown::of(&data)?;
+        let b = profile::Breakdown::of(&data, way.starts_with("forwarder"))?;
         writeln!(
             md,
             "| {way} | {:.2} | {} | {} | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % |",

@@ -23,8 +23,12 @@ use std::{
 pub const DIR: &str = "target/bench-profile";
 
 /// The processes the path's work runs in: iperf3 (with the softirq work it runs inline),
-/// the ksoftirqd threads, and the idle task (softirq that lands while a CPU idles).
-pub const COMMS: &str = "iperf3,ksoftirqd/0,ksoftirqd/1,swapper";
+/// every CPU's ksoftirqd thread, and the idle task (softirq that lands while a CPU idles).
+pub fn comms() -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let softirqd: Vec<String> = (0..cpus).map(|c| format!("ksoftirqd/{c}")).collect();
+    format!("iperf3,{},swapper", softirqd.join(","))
+}
 
 /// What a profiled stream did, besides the profile.
 pub struct Recorded {
@@ -111,13 +115,40 @@ impl Drop for Perf {
     }
 }
 
+/// The `limit` symbols with the most samples of their own in the path's processes, as
+/// `perf report` prints them, after the command that makes the same list.
+pub fn top_symbols(perf_data: &Path, limit: usize) -> Result<Vec<String>> {
+    let comms = comms();
+    let out = Command::new("perf")
+        .args(["report", "--no-children", "--stdio", "-g", "none", "-F", "overhead,sym"])
+        .args(["--percentage", "relative", "--comms", &comms, "-i"])
+        .arg(perf_data)
+        .output()
+        .context("running perf report")?;
+    if !out.status.success() {
+        bail!("perf report: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut lines = vec![format!(
+        "perf report --no-children -F overhead,sym --percentage relative --comms {comms} -i {}",
+        perf_data.display()
+    )];
+    let text = String::from_utf8_lossy(&out.stdout);
+    lines.extend(
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .take(limit)
+            .map(|l| l.trim_end().to_string()),
+    );
+    Ok(lines)
+}
+
 /// A profile's parts, in percent of the path's busy samples.
 #[derive(Debug, Clone, Default)]
 pub struct Breakdown {
     /// Of all the path's samples, the idle task halted (not busy).
     pub idle: f64,
-    /// The forwarder's XDP or TC program and its subprograms (`bpf_prog_*`, but the bed's
-    /// XDP_PASS on the router's ends), helpers included.
+    /// The forwarder's XDP or TC program (`bpf_prog_*_forwarder_xdp` / `_tc`, inclusive:
+    /// its subprograms and helpers).
     pub program: f64,
     /// veth copying an skb into a page-pool page for an XDP program (`skb_pp_cow_data`).
     pub veth_copy: f64,
@@ -133,11 +164,13 @@ pub struct Breakdown {
 impl Breakdown {
     /// `perf report` of `perf_data`, children (inclusive) and self per symbol, relative to
     /// the path's own samples.
-    pub fn of(perf_data: &Path) -> Result<Breakdown> {
+    /// With `forwarder`, the profile must show the forwarder's program (a report without
+    /// kernel symbols would give 0 % silently).
+    pub fn of(perf_data: &Path, forwarder: bool) -> Result<Breakdown> {
         let out = Command::new("perf")
             .args(["report", "--children", "--stdio", "-g", "none"])
             .args(["-F", "overhead_children,overhead,sym"])
-            .args(["--percentage", "relative", "--comms", COMMS, "-i"])
+            .args(["--percentage", "relative", "--comms", &comms(), "-i"])
             .arg(perf_data)
             .output()
             .context("running perf report")?;
@@ -145,8 +178,12 @@ impl Breakdown {
             bail!("perf report: {}", String::from_utf8_lossy(&out.stderr));
         }
         let b = Breakdown::parse(&String::from_utf8_lossy(&out.stdout));
-        if b.idle + b.program + b.netfilter + b.segmentation == 0.0 {
-            bail!("perf report of {} has none of the symbols looked for", perf_data.display());
+        if b.segmentation == 0.0 || (forwarder && b.program == 0.0) {
+            bail!(
+                "perf report of {} lacks {} (no kernel symbols?)",
+                perf_data.display(),
+                if b.segmentation == 0.0 { "skb_segment" } else { "the forwarder's program" }
+            );
         }
         Ok(b)
     }
@@ -164,9 +201,14 @@ impl Breakdown {
             let pct = |w: &str| w.trim_end_matches('%').parse::<f64>().ok();
             let (Some(children), Some(own)) = (pct(children), pct(own)) else { continue };
             match sym {
-                // The program and its subprograms (events, memset), not the XDP_PASS program
-                // the bed puts on the router's ends.
-                s if s.starts_with("bpf_prog_") && !s.ends_with("_pass") => raw.program += children,
+                // The entry points only: their inclusive time holds their subprograms
+                // (events, memset), and other programs (the bed's XDP_PASS, a cgroup's)
+                // are not the forwarder's.
+                s if s.starts_with("bpf_prog_")
+                    && (s.ends_with("_forwarder_xdp") || s.ends_with("_forwarder_tc")) =>
+                {
+                    raw.program += children
+                }
                 "skb_pp_cow_data" => raw.veth_copy += children,
                 "nf_hook_slow" => raw.netfilter += children,
                 "dev_gro_receive" => raw.gro += children,
@@ -201,6 +243,7 @@ mod tests {
     50.00%    50.00%  [k] pv_native_safe_halt
     10.00%     0.50%  [k] skb_pp_cow_data
      5.00%     1.00%  [k] bpf_prog_55cc84dc459fcbe4_forwarder_xdp
+     0.50%     0.50%  [k] bpf_prog_4f9302ba65b90ccd_memset
      2.50%     2.50%  [k] bpf_prog_1234_forwarder_xdp_pass
      4.00%     0.10%  [k] skb_segment
 ";

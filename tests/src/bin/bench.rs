@@ -66,25 +66,14 @@ fn profile() -> anyhow::Result<()> {
         r.ring_drops,
         data.display()
     );
-    let b = bench::profile::Breakdown::of(&data)?;
+    let b = bench::profile::Breakdown::of(&data, way.starts_with("forwarder"))?;
     println!(
         "idle {:.1} % of the path's samples; of the busy ones: program {:.1} %, veth copy for \
-         XDP {:.1} %, netfilter {:.1} %, software segmentation {:.1} %",
-        b.idle, b.program, b.veth_copy, b.netfilter, b.segmentation
+         XDP {:.1} %, GRO {:.1} %, netfilter {:.1} %, software segmentation {:.1} %",
+        b.idle, b.program, b.veth_copy, b.gro, b.netfilter, b.segmentation
     );
-    let comms = bench::profile::COMMS;
-    let report = Command::new("perf")
-        .args(["report", "--no-children", "--stdio", "-g", "none", "-F", "overhead,sym"])
-        .args(["--percentage", "relative", "--comms", comms, "--percent-limit", "0.4", "-i"])
-        .arg(&data)
-        .output()?;
-    println!(
-        "perf report --no-children -F overhead,sym --percentage relative --comms {comms} -i {}",
-        data.display()
-    );
-    let text = String::from_utf8_lossy(&report.stdout);
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).take(50) {
-        println!("{}", line.trim_end());
+    for line in bench::profile::top_symbols(&data, 50)? {
+        println!("{line}");
     }
     Ok(())
 }
