@@ -35,7 +35,7 @@ pub fn check(live: &mut Live) {
         };
         let fault = match live.dp.reattach(&iface, how) {
             Ok(()) => format!("{problem}; re-attached, confirming at the next check"),
-            Err(e) => format!("{problem}; re-attaching failed: {e}"),
+            Err(e) => format!("{problem}; re-attaching failed: {}", crate::error::chain(&e)),
         };
         if live.attach_faults.get(&iface) != Some(&fault) {
             tracing::error!(iface, mode = how.name(), "the program is not attached: {fault}");

@@ -139,6 +139,7 @@ pub fn commit(
         live.dp.reset_rule_stats(id).map_err(ChangeError::runtime)?;
     }
     if let Err(e) = live.dp.apply(&plan) {
+        let e = crate::error::chain(&e);
         return Err(ChangeError::runtime(format!("applying to the BPF maps: {e}; {}", undo(live))));
     }
     // After the maps: a change the maps refuse never reaches the file. A file that
@@ -174,8 +175,9 @@ fn undo(live: &mut Live) -> String {
     match live.dp.apply(&live.plan) {
         Ok(()) => "change undone, the rules are as they were".into(),
         Err(e) => format!(
-            "undoing the change failed too ({e}): the maps may hold part of it; run \
-             `forwarder reload`"
+            "undoing the change failed too ({}): the maps may hold part of it; run \
+             `forwarder reload`",
+            crate::error::chain(&e)
         ),
     }
 }

@@ -182,7 +182,7 @@ impl Live {
         }
         if changed {
             if let Err(e) = self.dp.apply(&self.plan) {
-                tracing::warn!("applying re-resolved targets: {e:#}");
+                tracing::warn!("applying re-resolved targets: {}", crate::error::chain(&e));
             }
             self.update_health();
         }

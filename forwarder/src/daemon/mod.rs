@@ -116,7 +116,10 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     let kernel_log = dp
         .kernel_log()
         .inspect_err(|e| {
-            tracing::warn!("{e}: the data path's events (SNAT ports, table full) are not logged")
+            tracing::warn!(
+                "{}: the data path's events (SNAT ports, table full) are not logged",
+                crate::error::chain(&e)
+            )
         })
         .ok();
     if resumed {
@@ -233,7 +236,10 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         // The link pins are gone: letting go of our own handles detaches the program now.
         match live.dp.detach() {
             Ok(()) => tracing::info!("program detached"),
-            Err(e) => tracing::warn!("detaching: {e}; the program goes when the daemon exits"),
+            Err(e) => tracing::warn!(
+                "detaching: {}; the program goes when the daemon exits",
+                crate::error::chain(&e)
+            ),
         }
         tracing::info!("unloaded");
     } else {

@@ -218,7 +218,8 @@ impl Datapath {
                         tracing::info!(
                             iface,
                             mode = how.name(),
-                            "attach failed, trying the next mode: {e}"
+                            "attach failed, trying the next mode: {}",
+                            crate::error::chain(&e)
                         );
                     }
                     last = Some(e);

@@ -14,9 +14,9 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelLogError {
-    #[error("opening the program's log buffer: {0}")]
+    #[error("opening the program's log buffer")]
     Open(#[source] aya_log::Error),
-    #[error("watching the program's log buffer: {0}")]
+    #[error("watching the program's log buffer")]
     Watch(#[source] std::io::Error),
 }
 
@@ -48,7 +48,10 @@ fn start(
             let mut ready = match fd.readable_mut().await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!("the program's log buffer: {e}; kernel events are not logged");
+                    tracing::error!(
+                        "the program's log buffer: {}; kernel events are not logged",
+                        crate::error::chain(&e)
+                    );
                     return;
                 }
             };

@@ -28,13 +28,16 @@ use aya::{
 };
 use forwarder_common::program_names;
 
+/// What the data path could not do. Each variant names the step; the cause is its
+/// `source()` (aya's errors carry their own, such as the syscall's errno), so print the
+/// whole chain (`error::chain`), not only the Display.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    #[error("loading the BPF object: {0}")]
+    #[error("loading the BPF object")]
     Load(#[from] aya::EbpfError),
-    #[error("program {0}: {1}")]
+    #[error("program {0}")]
     Program(&'static str, #[source] aya::programs::ProgramError),
-    #[error("attaching to {iface} in {mode} mode: {source}")]
+    #[error("attaching to {iface} in {mode} mode")]
     Attach {
         iface: String,
         mode: &'static str,
@@ -47,9 +50,9 @@ pub enum DatapathError {
     MissingProgram(&'static str),
     #[error(transparent)]
     Pins(#[from] PinError),
-    #[error("pinned link {0}: {1}")]
+    #[error("pinned link {0}")]
     Link(String, #[source] LinkError),
-    #[error("pinning link {0}: {1}")]
+    #[error("pinning link {0}")]
     Pin(String, #[source] aya::pin::PinError),
 }
 
@@ -207,4 +210,22 @@ enum HeldLink {
     /// program object holds it.
     Xdp(XdpLinkId),
     Tc(SchedClassifierLinkId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attach_error_prints_its_cause_once() {
+        let e = DatapathError::Attach {
+            iface: "eth0".into(),
+            mode: "xdp",
+            source: aya::programs::ProgramError::NotLoaded,
+        };
+        assert_eq!(e.to_string(), "attaching to eth0 in xdp mode");
+        let text = crate::error::chain(&e);
+        let cause = aya::programs::ProgramError::NotLoaded.to_string();
+        assert_eq!(text, format!("attaching to eth0 in xdp mode: {cause}"));
+    }
 }

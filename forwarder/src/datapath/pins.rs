@@ -46,13 +46,13 @@ pub enum PinError {
          made them (or remove {dir}) -- that drops the tracked connections"
     )]
     Incompatible { dir: String, what: String },
-    #[error("reading pinned map {path}: {source}")]
+    #[error("reading pinned map {path}")]
     Map {
         path: String,
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         action: &'static str,
         path: String,
