@@ -136,14 +136,28 @@ pub struct FlowRow {
     pub established_table: bool,
 }
 
+/// A leaf cause is kept typed and shown in the text, not also as a `source()`: the CLI
+/// prints these whole, and a chain printer would repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the daemon at {path}: {source} (is `forwarder run` running?)")]
-    Connect { path: String, source: std::io::Error },
+    #[error("cannot reach the daemon at {path}: {cause} (is `forwarder run` running?)")]
+    Connect { path: String, cause: std::io::Error },
     #[error("talking to the daemon: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("the daemon's answer is not valid: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+impl From<serde_json::Error> for ClientError {
+    fn from(e: serde_json::Error) -> Self {
+        ClientError::Json(e)
+    }
 }
 
 /// How long the CLI waits for an answer (a reload resolves hostnames; allow for DNS).
@@ -152,7 +166,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sends one request and reads the response.
 pub fn call(socket: &Path, req: &Request) -> Result<Response, ClientError> {
     let mut s = UnixStream::connect(socket)
-        .map_err(|source| ClientError::Connect { path: socket.display().to_string(), source })?;
+        .map_err(|cause| ClientError::Connect { path: socket.display().to_string(), cause })?;
     s.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     s.write_all(&serde_json::to_vec(req)?)?;
     s.shutdown(std::net::Shutdown::Write)?;

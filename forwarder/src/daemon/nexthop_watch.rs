@@ -22,8 +22,9 @@ const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
+    /// The io error is in the text and not also a `source()` (a chain would repeat it).
     #[error("opening the rtnetlink socket: {0}")]
-    Socket(#[source] std::io::Error),
+    Socket(std::io::Error),
     #[error(transparent)]
     Map(#[from] MapAccessError),
 }

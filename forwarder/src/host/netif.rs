@@ -9,8 +9,15 @@ pub enum NetifError {
     Missing(String),
     #[error("interface {0:?} has no IPv4 address")]
     NoAddress(String),
+    /// The errno is in the text and not also a `source()` (a chain would repeat it).
     #[error("listing interfaces: {0}")]
-    Sys(#[from] nix::Error),
+    Sys(nix::Error),
+}
+
+impl From<nix::Error> for NetifError {
+    fn from(e: nix::Error) -> Self {
+        NetifError::Sys(e)
+    }
 }
 
 pub fn ifindex(name: &str) -> Result<u32, NetifError> {

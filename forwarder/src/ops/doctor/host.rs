@@ -15,29 +15,18 @@ use std::{
 
 const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 /// Reading the host failed; the checks turn these into findings.
+/// A leaf cause (the io error) is kept typed and shown in the text, not also as a
+/// `source()`: the doctor prints these whole, and a chain printer would repeat it.
 #[derive(Debug, thiserror::Error)]
 pub enum DoctorError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("running {cmd}: {source}")]
-    Spawn {
-        cmd: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("reading {path}: {cause}")]
+    Read { path: String, cause: io::Error },
+    #[error("running {cmd}: {cause}")]
+    Spawn { cmd: String, cause: io::Error },
     #[error("{cmd} failed: {stderr}")]
     Command { cmd: String, stderr: String },
-    #[error("{what} of {iface}: {source}")]
-    Ioctl {
-        what: &'static str,
-        iface: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{what} of {iface}: {cause}")]
+    Ioctl { what: &'static str, iface: String, cause: io::Error },
 }
 
 /// What several checks share, read once.
@@ -81,7 +70,7 @@ impl Host {
             Err(e) => firewall_errors.push(e),
         }
         let reserved_ports = fs::read_to_string(RESERVED_PORTS)
-            .map_err(|source| DoctorError::Read { path: RESERVED_PORTS.into(), source });
+            .map_err(|cause| DoctorError::Read { path: RESERVED_PORTS.into(), cause });
         Host { tables, tools, firewall_errors, sockets: read_tcp_sockets(), reserved_ports }
     }
 }
@@ -93,7 +82,7 @@ pub(super) fn command(program: &str, args: &[&str]) -> Result<Option<String>, Do
     let out = match Command::new(program).args(args).output() {
         Ok(out) => out,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(DoctorError::Spawn { cmd: cmd(), source }),
+        Err(cause) => return Err(DoctorError::Spawn { cmd: cmd(), cause }),
     };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -111,7 +100,7 @@ fn read_tcp_sockets() -> Result<Vec<TcpSocket>, DoctorError> {
             Ok(text) => out.extend(parse_proc_net_tcp(&text)),
             // No tcp6 when IPv6 is disabled.
             Err(e) if e.kind() == io::ErrorKind::NotFound && path.ends_with('6') => {}
-            Err(source) => return Err(DoctorError::Read { path: path.into(), source }),
+            Err(cause) => return Err(DoctorError::Read { path: path.into(), cause }),
         }
     }
     Ok(out)
@@ -186,7 +175,7 @@ fn ifreq_for(iface: &str) -> io::Result<libc::ifreq> {
 
 /// The MTU of `iface` in the calling thread's namespace.
 pub(super) fn iface_mtu(iface: &str) -> Result<u32, DoctorError> {
-    let err = |source| DoctorError::Ioctl { what: "MTU", iface: iface.into(), source };
+    let err = |cause| DoctorError::Ioctl { what: "MTU", iface: iface.into(), cause };
     let sock = ioctl_socket().map_err(err)?;
     let mut req = ifreq_for(iface).map_err(err)?;
     // SAFETY: req names the interface; SIOCGIFMTU only writes ifru_mtu inside it.
