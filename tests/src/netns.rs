@@ -102,6 +102,17 @@ impl Netns {
         run("ip", &all)
     }
 
+    /// A counter of `ifc`'s statistics, as `ip -s -j link` gives it: `direction` "rx" or
+    /// "tx", `counter` such as "packets" or "dropped".
+    pub fn link_counter(&self, ifc: &str, direction: &str, counter: &str) -> Result<u64> {
+        let out = self.ip(&["-s", "-j", "link", "show", "dev", ifc])?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("ip -s -j link show dev {ifc}: not JSON"))?;
+        v[0]["stats64"][direction][counter]
+            .as_u64()
+            .with_context(|| format!("no {direction} {counter} count for {ifc}"))
+    }
+
     /// Runs a command inside the namespace.
     pub fn exec(&self, cmd: &[&str]) -> Result<Output> {
         let mut all = vec!["netns", "exec", &self.name];

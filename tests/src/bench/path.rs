@@ -61,7 +61,7 @@ impl Drop for Iperf {
 
 /// The iperf3 target (broker 2, reached on listen port 9093) and the echo target for the
 /// connection rate (broker 1, on listen port 9092).
-pub(super) const IPERF_LISTEN: u16 = 9093;
+const IPERF_LISTEN: u16 = 9093;
 const ECHO_LISTEN: u16 = 9092;
 
 /// Every sample runs in a topology of its own: ways that share the NAT VM's address would
@@ -79,22 +79,15 @@ pub fn measure(rounds: usize, seconds: u32, conns: usize) -> Result<Vec<(String,
             let _echo =
                 OneByteServer::start(&topo.broker, SocketAddrV4::new(BROKERS[0], BROKER_PORT))?;
             let _server = Iperf::start(&topo)?;
-            let (iperf_to, echo_to) = match way.as_str() {
-                "direct" => (
-                    SocketAddrV4::new(BROKERS[1], BROKER_PORT),
-                    SocketAddrV4::new(BROKERS[0], BROKER_PORT),
-                ),
-                _ => {
-                    (SocketAddrV4::new(NATVM, IPERF_LISTEN), SocketAddrV4::new(NATVM, ECHO_LISTEN))
-                }
+            let echo_to = match way.as_str() {
+                "direct" => SocketAddrV4::new(BROKERS[0], BROKER_PORT),
+                _ => SocketAddrV4::new(NATVM, ECHO_LISTEN),
             };
             let setup = Setup::enter(&topo, way)?;
-            let busy = super::cpu::busy_ns()?;
-            let Stream { gbit_s, retransmits } = iperf(&topo.client, iperf_to, seconds)?;
-            let cpu_s = (super::cpu::busy_ns()? - busy) as f64 / 1e9;
-            sample.gbit_s.push(gbit_s);
-            sample.retransmits.push(retransmits as f64);
-            sample.cpu_s_per_gbit.push(cpu_s / (gbit_s * seconds as f64).max(1e-9));
+            let (stream, cpu_s_per_gbit) = timed_stream(&topo, way, seconds)?;
+            sample.gbit_s.push(stream.gbit_s);
+            sample.retransmits.push(stream.retransmits as f64);
+            sample.cpu_s_per_gbit.push(cpu_s_per_gbit);
             let (rate, slowest) = conn_rate(&topo.client, echo_to, conns)?;
             sample.conns_s.push(rate);
             sample.slowest_ms.push(slowest);
@@ -226,8 +219,23 @@ pub(super) struct Stream {
     pub retransmits: u64,
 }
 
+/// One iperf3 stream of `seconds` through `way` (set up already), with the machine's busy
+/// CPU counted around it: to broker 2 itself for `direct`, else to the NAT VM's listen port.
+/// Returns the stream and the machine's busy CPU seconds per Gbit it moved.
+pub(super) fn timed_stream(topo: &Topology, way: &str, seconds: u32) -> Result<(Stream, f64)> {
+    let to = match way {
+        "direct" => SocketAddrV4::new(BROKERS[1], BROKER_PORT),
+        _ => SocketAddrV4::new(NATVM, IPERF_LISTEN),
+    };
+    let busy = super::cpu::busy_ns()?;
+    let stream = iperf(&topo.client, to, seconds)?;
+    let cpu_s = (super::cpu::busy_ns()? - busy) as f64 / 1e9;
+    let cpu_s_per_gbit = cpu_s / (stream.gbit_s * seconds as f64).max(1e-9);
+    Ok((stream, cpu_s_per_gbit))
+}
+
 /// One iperf3 run of `seconds` from `ns` to `to`.
-pub(super) fn iperf(ns: &Netns, to: SocketAddrV4, seconds: u32) -> Result<Stream> {
+fn iperf(ns: &Netns, to: SocketAddrV4, seconds: u32) -> Result<Stream> {
     let out = ns
         .command("timeout")
         .args([&(seconds + 15).to_string(), "iperf3", "-c", &to.ip().to_string()])

@@ -8,11 +8,10 @@
 //! samples (the iperf3 processes, ksoftirqd, softirq in the idle task; other work on the
 //! machine is left out), so a share is comparable between ways.
 
-use super::path::{iperf, Iperf, Setup, IPERF_LISTEN, WAYS};
-use crate::topology::{Topology, BROKERS, BROKER_PORT, NATVM};
+use super::path::{timed_stream, Iperf, Setup, WAYS};
+use crate::topology::Topology;
 use anyhow::{bail, Context, Result};
 use std::{
-    net::SocketAddrV4,
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -51,10 +50,6 @@ pub fn record(way: &str, seconds: u32, perf_data: &Path) -> Result<Recorded> {
     }
     let topo = Topology::new("bp", false, true)?;
     let _server = Iperf::start(&topo)?;
-    let to = match way {
-        "direct" => SocketAddrV4::new(BROKERS[1], BROKER_PORT),
-        _ => SocketAddrV4::new(NATVM, IPERF_LISTEN),
-    };
     let setup = Setup::enter(&topo, way)?;
     let perf = Command::new("perf")
         .args(["record", "-a", "-g", "-q", "-o"])
@@ -64,29 +59,18 @@ pub fn record(way: &str, seconds: u32, perf_data: &Path) -> Result<Recorded> {
         .context("starting perf record (is perf installed?)")?;
     let perf = Perf(perf);
     std::thread::sleep(Duration::from_millis(500));
-    let busy = super::cpu::busy_ns()?;
-    let stream = iperf(&topo.client, to, seconds);
-    let cpu_s = (super::cpu::busy_ns()? - busy) as f64 / 1e9;
+    let stream = timed_stream(&topo, way, seconds);
     perf.stop()?;
-    let ring_drops = tx_dropped(&topo.router, "r_n");
+    // A veth counts as its transmit drops what its peer's receive ring had no room for.
+    let ring_drops = topo.router.link_counter("r_n", "tx", "dropped");
     setup.leave(&topo)?;
-    let stream = stream?;
+    let (stream, cpu_s_per_gbit) = stream?;
     Ok(Recorded {
         gbit_s: stream.gbit_s,
-        cpu_s_per_gbit: cpu_s / (stream.gbit_s * seconds as f64).max(1e-9),
+        cpu_s_per_gbit,
         retransmits: stream.retransmits,
         ring_drops: ring_drops?,
     })
-}
-
-/// The transmit drops of `ifc` in `ns` (`ip -s -j link`); a veth counts there what its
-/// peer's receive ring had no room for.
-fn tx_dropped(ns: &crate::netns::Netns, ifc: &str) -> Result<u64> {
-    let out = ns.command("ip").args(["-s", "-j", "link", "show", ifc]).output()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!("ip -s -j link show {ifc}: {}", String::from_utf8_lossy(&out.stderr))
-    })?;
-    v[0]["stats64"]["tx"]["dropped"].as_u64().with_context(|| format!("no tx drop count for {ifc}"))
 }
 
 /// A `perf record` this process started, stopped with SIGINT so it writes its file.

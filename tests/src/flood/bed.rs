@@ -88,9 +88,7 @@ impl Bed {
 
     /// Packets n0 (the NAT VM's NIC) received so far.
     pub fn n0_rx(&self) -> Result<u64> {
-        let out = self.topo.natvm.ip(&["-s", "-j", "link", "show", "dev", "n0"])?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        v[0]["stats64"]["rx"]["packets"].as_u64().context("no rx packets for n0")
+        self.topo.natvm.link_counter("n0", "rx", "packets")
     }
 
     /// Netfilter's conntrack statistics in the NAT VM, summed over CPUs (iptables only).
