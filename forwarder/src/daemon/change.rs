@@ -17,7 +17,7 @@
 use crate::{
     config::{self, write_back, Settings},
     daemon::live::{ChangeError, Live, Shared},
-    datapath::{flows, handles::Conntrack},
+    datapath::flows,
     plan::{Plan, Resolutions},
 };
 use std::{collections::BTreeSet, path::Path, sync::PoisonError};
@@ -87,14 +87,9 @@ fn in_turn(
     // rule if the walk saw no flow of it, and a flow that starts in that gap (until the
     // maps change) then shares its id with the new rule's flows. The data path takes no
     // lock, so no walk could close that gap entirely.
-    let held = held_ids(&tables)?;
-    commit(&mut shared.lock().expect("lock"), prepared, &held)
-}
-
-/// Rule ids that tracked flows carry: a removed rule's stay reserved while its flows live.
-fn held_ids(tables: &Conntrack) -> Result<BTreeSet<u16>, ChangeError> {
     let scan = tables.scan().map_err(ChangeError::runtime)?;
-    Ok(flows::active_per_rule(&scan.flows).into_keys().collect())
+    let held = flows::held_rule_ids(&scan.flows);
+    commit(&mut shared.lock().expect("lock"), prepared, &held)
 }
 
 fn current_text(path: &Path) -> Result<String, ChangeError> {

@@ -103,7 +103,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     // A rule removed from the file while no daemon ran may still have flows: its id stays
     // theirs, so their counters do not land on a new rule.
     let tracked = dp.flows().step("reading the tracked flows")?;
-    let held = crate::datapath::flows::active_per_rule(&tracked).into_keys().collect();
+    let held = crate::datapath::flows::held_rule_ids(&tracked);
     state.rule_ids = plan.settle_ids(&old_ids, &held);
     state.save(&state_path).plain()?;
     // Maps before attaching, so the first packet already sees the rules.

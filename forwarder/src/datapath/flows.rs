@@ -8,7 +8,7 @@ use crate::{
 };
 use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 use forwarder_common::{addr_from_ne, map_names, CtEntry, FlowKey, TcpState};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A walk over a table visits at most this many times its capacity in keys (restarts
 /// included), so it ends while the table churns.
@@ -99,6 +99,12 @@ fn walk(
     // Nor is a walk a snapshot: keys that came while others went are all seen, more than
     // the table ever holds at once. It cannot hold more than its capacity.
     Ok((flows, (seen.len() as u64).min(capacity as u64)))
+}
+
+/// Rule ids that `flows` carry: a removed rule's stays reserved while its flows live, so
+/// their counters do not land on a new rule.
+pub fn held_rule_ids(flows: &[Flow]) -> BTreeSet<u16> {
+    flows.iter().map(|f| f.entry.rule_id).collect()
 }
 
 /// Flow count per rule id.
