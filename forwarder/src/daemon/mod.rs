@@ -456,7 +456,7 @@ fn handle(shared: &Shared, req: Request) -> Response {
     };
     let result: Result<serde_json::Value, ChangeError> = match req {
         Request::Status => flows().map(|f| json(live().status_of(&f))),
-        Request::RuleList => flows().map(|f| json(live().status_of(&f).rules)),
+        Request::RuleList => flows().map(|f| json(live().rules(&f))),
         Request::Stats => flows().and_then(|f| live().stats_of(&f)).map(json),
         Request::Flows { rule } => {
             flows().and_then(|f| live().flows_of(&f, rule.as_deref())).map(json)
