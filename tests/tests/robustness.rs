@@ -364,9 +364,15 @@ fn accept_loops_back_off_when_out_of_descriptors() -> Result<()> {
         }
         Ok(v)
     })??;
-    std::thread::sleep(Duration::from_millis(300));
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
-    assert!(fds >= open + 4, "descriptors not exhausted: {fds} of {}", open + 4);
+    // Wait until every slot is taken and an accept has failed for it. A single reading is
+    // not enough: `open` may have counted a descriptor another task held only for a moment
+    // (a netlink query, a /proc read), and its slot stays free until the accept loop's next
+    // try, up to a back-off later.
+    let limit = open + 4;
+    eventually(10, "the daemon runs out of descriptors", || {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+        Ok(fds >= limit && daemon.log_text().contains("accept failed"))
+    })?;
 
     let window = Duration::from_secs(2);
     let before = cpu_ticks(pid)?;
