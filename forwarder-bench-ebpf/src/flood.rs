@@ -4,7 +4,8 @@
 //! are updated incrementally from the template's (RFC 1624), so every frame is valid.
 
 use crate::{
-    maps::{Flood, FLOOD, FLOOD_SEQ},
+    csum::Csum,
+    maps::{next_frame, Flood, FLOOD},
     parse::{ptr_at, ETH_LEN},
 };
 use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::XdpContext};
@@ -52,51 +53,8 @@ fn pick(cfg: &Flood) -> Option<([u8; 4], [u8; 2], [u8; 2], [u8; 4])> {
     let sport = (SPORT_MIN + (b >> 16) % (65536 - SPORT_MIN)) as u16;
     // No clamp of `nports` to MAX_FLOOD_PORTS first: the compiler would then know the index
     // is in bounds and drop the check the verifier needs to see.
-    let i = (next_seq() % cfg.nports.max(1) as u64) as usize;
+    let i = (next_frame() % cfg.nports.max(1) as u64) as usize;
     let dport = *cfg.ports.get(i)?;
     let seq = b.rotate_left(16) ^ a;
     Some((src, sport.to_be_bytes(), dport.to_be_bytes(), seq.to_ne_bytes()))
-}
-
-/// This CPU's frame counter, for cycling over the destination ports.
-#[inline(always)]
-fn next_seq() -> u64 {
-    match FLOOD_SEQ.get_ptr_mut(0) {
-        // SAFETY: a per-CPU value; only this program on this CPU writes it.
-        Some(v) => unsafe {
-            *v += 1;
-            *v
-        },
-        None => 0,
-    }
-}
-
-/// A ones' complement checksum being updated: ~check, plus ~old and new of each changed
-/// 16-bit word (RFC 1624, eqn. 3), folded at the end.
-struct Csum(u32);
-
-impl Csum {
-    #[inline(always)]
-    fn from_check(check: [u8; 2]) -> Csum {
-        Csum(!u16::from_be_bytes(check) as u32)
-    }
-
-    #[inline(always)]
-    fn replace2(&mut self, old: [u8; 2], new: [u8; 2]) {
-        self.0 += !u16::from_be_bytes(old) as u32 + u16::from_be_bytes(new) as u32;
-    }
-
-    #[inline(always)]
-    fn replace4(&mut self, old: [u8; 4], new: [u8; 4]) {
-        self.replace2([old[0], old[1]], [new[0], new[1]]);
-        self.replace2([old[2], old[3]], [new[2], new[3]]);
-    }
-
-    #[inline(always)]
-    fn check(self) -> [u8; 2] {
-        let mut s = self.0;
-        s = (s & 0xffff) + (s >> 16);
-        s = (s & 0xffff) + (s >> 16);
-        (!(s as u16)).to_be_bytes()
-    }
 }

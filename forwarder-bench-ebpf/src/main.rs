@@ -7,6 +7,9 @@
 //! - `bench_flood`: the generator's SYN flood mode: the template restored as `bench_gen`
 //!   does, then a random source address and port and the next destination port written
 //!   into it, checksums updated (`flood`).
+//! - `bench_stream`: the generator's bulk mode: an MTU frame of the flow, its template
+//!   headers restored as `bench_gen` does, then the next sequence number of a stream
+//!   written into it (`stream`).
 //! - `bench_sink`: on the receiving veth end. Counts the generator's frames (IP id `MARK`)
 //!   that arrive translated as `EXPECT` says, keeps one now and then whole for userspace to
 //!   check, and drops them; passes everything else (ARP, the real TCP connection) on.
@@ -17,9 +20,11 @@
 #![no_std]
 #![no_main]
 
+mod csum;
 mod flood;
 mod maps;
 mod parse;
+mod stream;
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action, BPF_FIB_LKUP_RET_SUCCESS},
@@ -54,7 +59,16 @@ pub fn bench_flood(ctx: XdpContext) -> u32 {
     }
 }
 
-/// Writes the template over the frame; XDP_TX, or XDP_ABORTED if it cannot.
+#[xdp]
+pub fn bench_stream(ctx: XdpContext) -> u32 {
+    match restore(&ctx) {
+        xdp_action::XDP_TX if stream::advance(&ctx).is_some() => xdp_action::XDP_TX,
+        _ => xdp_action::XDP_ABORTED,
+    }
+}
+
+/// Writes the template over the frame's first FRAME_LEN bytes (all of a 64-byte frame, the
+/// headers of a longer one); XDP_TX, or XDP_ABORTED if it cannot.
 #[inline(always)]
 fn restore(ctx: &XdpContext) -> u32 {
     let Some(template) = TEMPLATE.get_ptr(0) else { return xdp_action::XDP_ABORTED };

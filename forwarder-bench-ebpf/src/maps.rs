@@ -1,8 +1,9 @@
 //! The bench programs' maps. Values are plain integers and byte arrays (and `Hop`, 16 bytes:
-//! two MACs and an ifindex; `Flood`, 28 bytes), so userspace (tests/src/bench/rate/progs.rs)
-//! needs no shared type crate; the index enums, `Hop` and `Flood` are mirrored there.
+//! two MACs and an ifindex; `Flood`, 28 bytes; `Stream`, 8 bytes), so userspace
+//! (tests/src/bench/rate/progs.rs) needs no shared type crate; the index enums, `Hop`,
+//! `Flood` and `Stream` are mirrored there.
 
-use crate::parse::FRAME_LEN;
+use crate::parse::{FRAME_LEN, MAX_FRAME_LEN};
 use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray},
@@ -10,7 +11,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 
-/// The generator's frame; entry 0.
+/// The generator's frame (its first FRAME_LEN bytes: the headers, for a longer frame);
+/// entry 0.
 #[map(name = "TEMPLATE")]
 pub static TEMPLATE: Array<[u8; FRAME_LEN]> = Array::with_max_entries(1, 0);
 
@@ -50,9 +52,40 @@ const _: () = assert!(core::mem::size_of::<Flood>() == 28);
 #[map(name = "FLOOD")]
 pub static FLOOD: Array<Flood> = Array::with_max_entries(1, 0);
 
-/// The flood generator's frame count per CPU (entry 0): the destination port cycles on it.
-#[map(name = "FLOOD_SEQ")]
-pub static FLOOD_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// The stream generator's settings (entry 0), set by userspace: frame n carries the
+/// template's sequence number plus `(n % cycle) * step`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Stream {
+    /// The payload length of a frame: the sequence number advances by it.
+    pub step: u32,
+    /// How many segments the sequence number runs over before it starts again (so it
+    /// stays inside the receiver's window).
+    pub cycle: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Stream>() == 8);
+
+#[map(name = "STREAM")]
+pub static STREAM: Array<Stream> = Array::with_max_entries(1, 0);
+
+/// The generator's frame count per CPU (entry 0): the flood's destination port and the
+/// stream's sequence number advance on it.
+#[map(name = "FRAME_COUNT")]
+pub static FRAME_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's next frame number (1, 2, ...).
+#[inline(always)]
+pub fn next_frame() -> u64 {
+    match FRAME_COUNT.get_ptr_mut(0) {
+        // SAFETY: a per-CPU value; only this program on this CPU writes it.
+        Some(v) => unsafe {
+            *v += 1;
+            *v
+        },
+        None => 0,
+    }
+}
 
 /// What a delivered frame must look like.
 #[repr(u32)]
@@ -86,8 +119,9 @@ pub enum Slot {
     Sample = 0,
 }
 
+/// A kept frame: its first MAX_FRAME_LEN bytes, or FRAME_LEN of a shorter one (zeros after).
 #[map(name = "FRAMES")]
-pub static FRAMES: Array<[u8; FRAME_LEN]> = Array::with_max_entries(1, 0);
+pub static FRAMES: Array<[u8; MAX_FRAME_LEN]> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn expect(e: Expect) -> u32 {
@@ -107,21 +141,30 @@ pub fn count(c: Count) -> u64 {
     }
 }
 
-/// Copies the frame's first FRAME_LEN bytes into `slot` (shorter frames are not kept).
+/// Copies the frame into `slot`: a whole MTU frame, else its first FRAME_LEN bytes (the
+/// helper's length must be a constant, so these are the two a generator sends); shorter
+/// frames are not kept.
 #[inline(always)]
 pub fn record(ctx: &XdpContext, slot: Slot) {
-    if ctx.data() + FRAME_LEN > ctx.data_end() {
-        return;
-    }
-    if let Some(dst) = FRAMES.get_ptr_mut(slot as u32) {
-        // SAFETY: dst is a map value of FRAME_LEN bytes; the helper checks the packet bounds.
-        unsafe {
+    let len = ctx.data_end() - ctx.data();
+    let Some(dst) = FRAMES.get_ptr_mut(slot as u32) else { return };
+    // SAFETY: dst is a map value of MAX_FRAME_LEN bytes, no shorter than either length; the
+    // helper checks the packet bounds.
+    unsafe {
+        if len >= MAX_FRAME_LEN {
+            aya_ebpf::helpers::bpf_xdp_load_bytes(
+                ctx.as_ptr() as *mut _,
+                0,
+                dst as *mut _,
+                MAX_FRAME_LEN as u32,
+            );
+        } else if len >= FRAME_LEN {
             aya_ebpf::helpers::bpf_xdp_load_bytes(
                 ctx.as_ptr() as *mut _,
                 0,
                 dst as *mut _,
                 FRAME_LEN as u32,
-            )
-        };
+            );
+        }
     }
 }

@@ -6,6 +6,9 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 /// The generator's frame: Ethernet + IPv4 + TCP (no options) + 10 payload bytes.
 /// Must equal `FRAME_LEN` of tests/src/bench/rate (the template map's value size).
 pub const FRAME_LEN: usize = 64;
+/// The stream generator's frames: an Ethernet frame of a 1500-byte MTU. Must equal
+/// `MAX_FRAME_LEN` of tests/src/bench/rate (the kept frame's size).
+pub const MAX_FRAME_LEN: usize = 1514;
 pub const ETH_LEN: usize = EthHdr::LEN;
 /// ETH_P_IP as it sits in `EthHdr::ether_type` (read as a native u16 from network order).
 pub const ETH_P_IP_BE: u16 = 0x0800u16.to_be();

@@ -1,5 +1,6 @@
 //! `cargo xtask bench --quick` as a test: the packet-rate bed sets up every contender in
-//! both shapes and each one delivers the generator's frames, translated. No speed is
+//! every case (both shapes, 64-byte frames and a stream) and each one delivers the
+//! generator's frames, translated. No speed is
 //! asserted (these machines are shared and noisy); only that the bed works, so that the
 //! figure BENCHMARKS.md is judged by cannot silently stop being measured.
 //!
@@ -17,9 +18,9 @@ fn every_contender_is_set_up_and_delivers_translated_frames() {
     // through it, that delivers nothing, or whose delivered frames are not translated
     // exactly (addresses, ports, checksums, TTL, MACs, payload).
     let outcomes = rate::measure(&opts, &mut |s| eprintln!("{s}")).expect("the packet-rate bed");
-    assert_eq!(outcomes.len(), opts.shapes.len() * opts.contenders.len());
+    assert_eq!(outcomes.len(), opts.cases.len() * opts.contenders.len());
     for o in &outcomes {
-        let what = format!("{:?} {}", o.shape, o.contender.name());
+        let what = format!("{:?} {:?} {}", o.shape, o.load, o.contender.name());
         if let Some(why) = &o.unavailable {
             assert_eq!(o.contender, Contender::NftFlowtable, "{what} was skipped: {why}");
             assert!(why.starts_with("not available on this kernel"), "{what}: {why}");
@@ -28,9 +29,13 @@ fn every_contender_is_set_up_and_delivers_translated_frames() {
             continue;
         }
         assert_eq!(o.samples.len(), opts.rounds, "{what}: samples");
+        let frames = match o.load {
+            rate::Load::Small => opts.frames,
+            rate::Load::Stream => opts.stream_frames,
+        };
         for s in &o.samples {
             assert!(s.delivered > 0, "{what} delivered nothing of {} frames", s.sent);
-            assert_eq!(s.sent, opts.frames, "{what}: the send window was cut short");
+            assert_eq!(s.sent, frames, "{what}: the send window was cut short");
         }
     }
     let md = rate::report::markdown(&opts, &rate::report::rows(&outcomes), None);
@@ -70,4 +75,60 @@ fn untranslated_frames_are_not_counted_as_delivered() -> anyhow::Result<()> {
     bed.gen.enter(move || Generator::new(ifindex, frame)?.send(10_000))??;
     assert!(bed.sink().counts()?.delivered > 0, "routed frames were not counted");
     Ok(())
+}
+
+/// The generator's stream mode makes the segments of a bulk transfer: every frame a valid
+/// MTU segment (checksums verified by etherparse), its sequence number the template's plus
+/// a whole number of segments, consecutive frames consecutive segments, cycling over
+/// STREAM_CYCLE of them.
+#[test]
+fn stream_frames_are_consecutive_valid_segments() -> anyhow::Result<()> {
+    use forwarder_tests::{
+        bench::rate::{
+            load::{STREAM_CYCLE, STREAM_PAYLOAD},
+            progs::{Generator, MAX_FRAME_LEN},
+        },
+        packet::{flags, parse_tcp, payload_pattern, Tcp},
+    };
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    forwarder_tests::require_root();
+    let (src, dst) = (
+        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 40001),
+        SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 4), 9092),
+    );
+    let payload = payload_pattern(STREAM_PAYLOAD, 7);
+    let tcp = Tcp::new(src, dst, flags::ACK).seq(u32::MAX - 5000).payload(payload.clone());
+    let frame = tcp.frame();
+    assert_eq!(frame.len(), MAX_FRAME_LEN);
+    let step = STREAM_PAYLOAD as u32;
+    // The frame counter is per CPU: one pinned thread sees consecutive numbers.
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(0)?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
+        let gen = Generator::stream(1, frame, step, STREAM_CYCLE)?;
+        let mut last: Option<u32> = None;
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3 * STREAM_CYCLE {
+            let (action, out) = gen.one()?;
+            assert_eq!(action, 3, "XDP_TX");
+            let got = parse_tcp(&out);
+            assert_eq!((got.src(), got.dst()), (src, dst));
+            assert_eq!(got.payload, payload, "payload");
+            let k = got.tcp.sequence_number.wrapping_sub(tcp.seq);
+            assert_eq!(k % step, 0, "seq {} is not a segment boundary", got.tcp.sequence_number);
+            let k = k / step;
+            assert!(k < STREAM_CYCLE, "segment {k} is outside the cycle");
+            if let Some(prev) = last {
+                assert_eq!(k, (prev + 1) % STREAM_CYCLE, "segment {k} after {prev}");
+            }
+            last = Some(k);
+            seen.insert(k);
+        }
+        assert_eq!(seen.len() as u32, STREAM_CYCLE, "segments used: {seen:?}");
+        Ok(())
+    })
+    .join()
+    .expect("the generator thread")
 }

@@ -274,12 +274,16 @@ fn rate_section(
     md: &mut String,
     say: &mut dyn FnMut(&str),
 ) -> Result<()> {
-    say("packet rate: one TCP flow of 64-byte frames, every contender, both shapes...");
+    say("packet rate: one TCP flow, every contender: 64-byte frames in both shapes, a stream...");
     let outcomes = rate::measure(&opts.rate, say)?;
     let rows = rate::report::rows(&outcomes);
     let bars: Vec<(String, f64)> = rows
         .iter()
-        .filter(|r| r.shape == rate::Shape::Hairpin && r.unavailable.is_none())
+        .filter(|r| {
+            r.shape == rate::Shape::Hairpin
+                && r.load == rate::Load::Small
+                && r.unavailable.is_none()
+        })
         .map(|r| (r.contender.name().to_string(), r.ns))
         .collect();
     const CHART: &str = "bench-cpu-per-packet.svg";

@@ -51,13 +51,7 @@ pub fn record(way: &str, seconds: u32, perf_data: &Path) -> Result<Recorded> {
     let topo = Topology::new("bp", false, true)?;
     let _server = Iperf::start(&topo)?;
     let setup = Setup::enter(&topo, way)?;
-    let perf = Command::new("perf")
-        .args(["record", "-a", "-g", "-q", "-o"])
-        .arg(perf_data)
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting perf record (is perf installed?)")?;
-    let perf = Perf(perf);
+    let perf = Perf::record(perf_data)?;
     std::thread::sleep(Duration::from_millis(500));
     let stream = timed_stream(&topo, way, seconds);
     perf.stop()?;
@@ -74,10 +68,21 @@ pub fn record(way: &str, seconds: u32, perf_data: &Path) -> Result<Recorded> {
 }
 
 /// A `perf record` this process started, stopped with SIGINT so it writes its file.
-struct Perf(Child);
+pub struct Perf(Child);
 
 impl Perf {
-    fn stop(mut self) -> Result<()> {
+    /// `perf record -a -g` of every CPU into `perf_data`, until stopped.
+    pub fn record(perf_data: &Path) -> Result<Perf> {
+        let child = Command::new("perf")
+            .args(["record", "-a", "-g", "-q", "-o"])
+            .arg(perf_data)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting perf record (is perf installed?)")?;
+        Ok(Perf(child))
+    }
+
+    pub fn stop(mut self) -> Result<()> {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.0.id() as i32),
             nix::sys::signal::Signal::SIGINT,
@@ -151,17 +156,7 @@ impl Breakdown {
     /// With `forwarder`, the profile must show the forwarder's program (a report without
     /// kernel symbols would give 0 % silently).
     pub fn of(perf_data: &Path, forwarder: bool) -> Result<Breakdown> {
-        let out = Command::new("perf")
-            .args(["report", "--children", "--stdio", "-g", "none"])
-            .args(["-F", "overhead_children,overhead,sym"])
-            .args(["--percentage", "relative", "--comms", &comms(), "-i"])
-            .arg(perf_data)
-            .output()
-            .context("running perf report")?;
-        if !out.status.success() {
-            bail!("perf report: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let b = Breakdown::parse(&String::from_utf8_lossy(&out.stdout));
+        let b = Breakdown::parse(&report_children(perf_data, &comms())?);
         if b.segmentation == 0.0 || (forwarder && b.program == 0.0) {
             bail!(
                 "perf report of {} lacks {} (no kernel symbols?)",
@@ -172,18 +167,9 @@ impl Breakdown {
         Ok(b)
     }
 
-    /// Lines such as `  10.96%     0.52%  [k] skb_pp_cow_data`.
     fn parse(report: &str) -> Breakdown {
         let mut raw = Breakdown::default();
-        for line in report.lines().filter(|l| !l.starts_with('#')) {
-            let mut words = line.split_whitespace();
-            let (Some(children), Some(own), Some(_kind), Some(sym)) =
-                (words.next(), words.next(), words.next(), words.next())
-            else {
-                continue;
-            };
-            let pct = |w: &str| w.trim_end_matches('%').parse::<f64>().ok();
-            let (Some(children), Some(own)) = (pct(children), pct(own)) else { continue };
+        for (children, own, sym) in symbol_lines(report) {
             match sym {
                 // The entry points only: their inclusive time holds their subprograms
                 // (events, memset), and other programs (the bed's XDP_PASS, a cgroup's)
@@ -211,6 +197,34 @@ impl Breakdown {
             segmentation: raw.segmentation / busy,
         }
     }
+}
+
+/// The symbols of a `perf report --children -F overhead_children,overhead,sym`, lines such
+/// as `  10.96%     0.52%  [k] skb_pp_cow_data`: (inclusive %, own %, symbol).
+pub fn symbol_lines(report: &str) -> impl Iterator<Item = (f64, f64, &str)> {
+    report.lines().filter(|l| !l.starts_with('#')).filter_map(|line| {
+        let mut words = line.split_whitespace();
+        let (children, own, _kind, sym) =
+            (words.next()?, words.next()?, words.next()?, words.next()?);
+        let pct = |w: &str| w.trim_end_matches('%').parse::<f64>().ok();
+        Some((pct(children)?, pct(own)?, sym))
+    })
+}
+
+/// `perf report` of `perf_data` with inclusive and own time per symbol, in percent of the
+/// samples of the processes or threads named `comms`.
+pub fn report_children(perf_data: &Path, comms: &str) -> Result<String> {
+    let out = Command::new("perf")
+        .args(["report", "--children", "--stdio", "-g", "none"])
+        .args(["-F", "overhead_children,overhead,sym"])
+        .args(["--percentage", "relative", "--comms", comms, "-i"])
+        .arg(perf_data)
+        .output()
+        .context("running perf report")?;
+    if !out.status.success() {
+        bail!("perf report: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Where a CPU waits for work: the halt of a VM, or a host's idle drivers.

@@ -23,3 +23,12 @@ pub fn pin(cpu: usize) -> Result<()> {
 pub fn generator_cpu() -> usize {
     std::thread::available_parallelism().map(|n| n.get() - 1).unwrap_or(0)
 }
+
+/// Names the calling thread (its `comm`, as perf and /proc show it; at most 15 bytes).
+pub fn name_thread(name: &str) -> Result<()> {
+    let c = std::ffi::CString::new(name).context("a thread name without NUL")?;
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string, which `c` is, during the call.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+    anyhow::ensure!(rc == 0, "naming the thread: {}", std::io::Error::last_os_error());
+    Ok(())
+}

@@ -1,7 +1,9 @@
-//! Packet rate of one established TCP flow of 64-byte frames through the NAT VM, and what
-//! each frame costs in CPU, for every way of forwarding it, side by side.
+//! Packet rate of one established TCP flow through the NAT VM, and what each frame costs in
+//! CPU, for every way of forwarding it, side by side: 64-byte frames in both shapes, and the
+//! MTU frames of a bulk stream in the hairpin.
 //!
 //! - `bed`: the namespaces (hairpin: one NIC, XDP_TX; router: two NICs, redirect).
+//! - `load`: what the generator sends (one small segment again and again, or a stream).
 //! - `contender`: the ways of forwarding, set up and taken down in a fresh bed each;
 //!   `rules` what each is configured with.
 //! - `flow`: the real TCP connection opened through the contender, then frozen.
@@ -19,6 +21,8 @@ pub mod bed;
 pub mod contender;
 mod cpu;
 pub mod flow;
+pub mod load;
+pub mod profile;
 pub mod progs;
 pub mod report;
 mod rules;
@@ -27,38 +31,53 @@ pub mod send;
 use anyhow::Result;
 pub use bed::Shape;
 pub use contender::Contender;
+pub use load::Load;
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Frames per measured send window.
+    /// Frames per measured send window of 64-byte frames.
     pub frames: u64,
+    /// Frames per measured send window of the stream (MTU frames, each costing more).
+    pub stream_frames: u64,
     pub rounds: usize,
-    pub shapes: Vec<Shape>,
+    /// The beds measured and what is sent through each.
+    pub cases: Vec<(Shape, Load)>,
     pub contenders: Vec<Contender>,
+    /// One more stream sample per contender under `perf record`, for the profile table.
+    pub profile_stream: bool,
 }
 
 impl Options {
     pub fn full() -> Options {
         Options {
             frames: 5_000_000,
+            stream_frames: 2_000_000,
             rounds: 3,
-            shapes: Shape::ALL.to_vec(),
+            cases: vec![
+                (Shape::Hairpin, Load::Small),
+                (Shape::Router, Load::Small),
+                (Shape::Hairpin, Load::Stream),
+            ],
             contenders: Contender::ALL.to_vec(),
+            profile_stream: true,
         }
     }
 
     /// Every shape and contender once, with few frames: checks the bed, not the speed.
     pub fn quick() -> Options {
-        Options { frames: 200_000, rounds: 1, ..Options::full() }
+        Options { frames: 200_000, stream_frames: 100_000, rounds: 1, ..Options::full() }
     }
 }
 
-/// One contender in one shape: its samples, or why it could not run.
+/// One contender in one shape under one load: its samples, or why it could not run.
 pub struct Outcome {
     pub shape: Shape,
+    pub load: Load,
     pub contender: Contender,
     pub samples: Vec<send::Sample>,
     pub unavailable: Option<String>,
+    /// The stream's profile (`Options::profile_stream`).
+    pub parts: Option<profile::Parts>,
 }
 
 /// Every shape and contender, rounds interleaved (each round runs every contender once, so
@@ -66,9 +85,16 @@ pub struct Outcome {
 /// contender that cannot be set up or delivers nothing, except one the kernel lacks.
 pub fn measure(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Vec<Outcome>> {
     let mut out: Vec<Outcome> = Vec::new();
-    for &shape in &opts.shapes {
+    for &(shape, load) in &opts.cases {
         for &contender in &opts.contenders {
-            out.push(Outcome { shape, contender, samples: Vec::new(), unavailable: None });
+            out.push(Outcome {
+                shape,
+                load,
+                contender,
+                samples: Vec::new(),
+                unavailable: None,
+                parts: None,
+            });
         }
     }
     for round in 0..opts.rounds {
@@ -76,13 +102,18 @@ pub fn measure(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Vec<Outcome>
             if o.unavailable.is_some() {
                 continue;
             }
-            match send::sample(o.shape, o.contender, opts.frames)? {
+            let frames = match o.load {
+                Load::Small => opts.frames,
+                Load::Stream => opts.stream_frames,
+            };
+            match send::sample(o.shape, o.load, o.contender, frames, None)? {
                 Ok(s) => {
                     say(&format!(
-                        "round {}/{} {:?} {}: {:.2} Mpps, {:.0} ns busy CPU per packet",
+                        "round {}/{} {:?} {:?} {}: {:.2} Mpps, {:.0} ns busy CPU per packet",
                         round + 1,
                         opts.rounds,
                         o.shape,
+                        o.load,
                         o.contender.name(),
                         s.mpps(),
                         s.busy_ns_per_packet()
@@ -90,10 +121,24 @@ pub fn measure(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Vec<Outcome>
                     o.samples.push(s);
                 }
                 Err(why) => {
-                    say(&format!("{:?} {}: {}", o.shape, o.contender.name(), why.0));
+                    say(&format!("{:?} {:?} {}: {}", o.shape, o.load, o.contender.name(), why.0));
                     o.unavailable = Some(why.0);
                 }
             }
+        }
+    }
+    if opts.profile_stream {
+        let dir = tempfile::TempDir::new()?;
+        for o in out.iter_mut().filter(|o| o.load == Load::Stream && o.unavailable.is_none()) {
+            let file = dir.path().join("perf.data");
+            if let Err(why) =
+                send::sample(o.shape, o.load, o.contender, opts.stream_frames, Some(&file))?
+            {
+                anyhow::bail!("{} could not be profiled: {}", o.contender.name(), why.0);
+            }
+            let parts = profile::Parts::of(&file)?;
+            say(&format!("profiled {:?} {:?} {}: {parts:?}", o.shape, o.load, o.contender.name()));
+            o.parts = Some(parts);
         }
     }
     Ok(out)

@@ -1,6 +1,6 @@
 //! The bench-only XDP programs (forwarder-bench-ebpf, built by tests/build.rs): the
-//! live-frames generator (one established flow, or a SYN flood), the counting sink, the
-//! FIB-forwarding ceiling and the floor.
+//! live-frames generator (one established flow's segment again and again, its bulk stream,
+//! or a SYN flood), the counting sink, the FIB-forwarding ceiling and the floor.
 
 use crate::netns::Netns;
 use anyhow::{Context, Result};
@@ -16,6 +16,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fo
 /// The generator's frame length (forwarder-bench-ebpf's FRAME_LEN): 64 bytes on the wire
 /// before the FCS, Ethernet + IPv4 + TCP + 10 payload bytes.
 pub const FRAME_LEN: usize = 64;
+/// The stream generator's frame length (forwarder-bench-ebpf's MAX_FRAME_LEN): an Ethernet
+/// frame of a 1500-byte MTU.
+pub const MAX_FRAME_LEN: usize = 1514;
 /// IP id of the generator's frames; the sink counts only these.
 pub const MARK: u16 = 0xbeef;
 /// Frames per batch of a live-frames run (the kernel's default, NAPI_POLL_WEIGHT).
@@ -85,18 +88,23 @@ impl Sink {
     }
 
     pub fn clear_sample(&mut self) -> Result<()> {
-        let mut m: Array<&mut MapData, [u8; FRAME_LEN]> =
+        let mut m: Array<&mut MapData, [u8; MAX_FRAME_LEN]> =
             Array::try_from(self.0.map_mut("FRAMES").context("no FRAMES map")?)?;
-        m.set(0, [0u8; FRAME_LEN], 0)?;
+        m.set(0, [0u8; MAX_FRAME_LEN], 0)?;
         Ok(())
     }
 
-    /// The last delivered frame the sink kept whole (one in 4096 per CPU), if any yet.
-    pub fn sample(&self) -> Result<Option<[u8; FRAME_LEN]>> {
-        let m: Array<&MapData, [u8; FRAME_LEN]> =
+    /// The last delivered frame of `len` bytes (FRAME_LEN or MAX_FRAME_LEN, what the
+    /// generator sends) the sink kept whole (one in 4096 per CPU), if any yet.
+    pub fn sample(&self, len: usize) -> Result<Option<Vec<u8>>> {
+        anyhow::ensure!(
+            len == FRAME_LEN || len == MAX_FRAME_LEN,
+            "the sink keeps frames of {FRAME_LEN} or {MAX_FRAME_LEN} bytes, not {len}"
+        );
+        let m: Array<&MapData, [u8; MAX_FRAME_LEN]> =
             Array::try_from(self.0.map("FRAMES").context("no FRAMES map")?)?;
         let f = m.get(&0, 0)?;
-        Ok(if f.iter().all(|b| *b == 0) { None } else { Some(f) })
+        Ok(if f.iter().all(|b| *b == 0) { None } else { Some(f[..len].to_vec()) })
     }
 }
 
@@ -139,7 +147,7 @@ pub struct Generator {
     ebpf: Ebpf,
     program: &'static str,
     ifindex: u32,
-    frame: [u8; FRAME_LEN],
+    frame: Vec<u8>,
 }
 
 /// What the flood mode varies: sources drawn from `src` (an IPv4 network), destination
@@ -156,7 +164,28 @@ pub const MAX_FLOOD_PORTS: usize = 8;
 impl Generator {
     /// Sends `frame` as it is, again and again (one established flow).
     pub fn new(ifindex: u32, frame: [u8; FRAME_LEN]) -> Result<Generator> {
-        Self::load_with(ifindex, frame, "bench_gen")
+        Self::load_with(ifindex, frame.to_vec(), "bench_gen")
+    }
+
+    /// Sends `frame`, an MTU segment of an established flow, as the segments of a bulk
+    /// stream: frame n carries `frame`'s sequence number plus `(n % cycle) * step`, where
+    /// `step` is its payload length (numbered per CPU), its TCP checksum updated.
+    pub fn stream(ifindex: u32, frame: Vec<u8>, step: u32, cycle: u32) -> Result<Generator> {
+        anyhow::ensure!(
+            frame.len() == MAX_FRAME_LEN,
+            "the stream's frame is {} bytes, not {MAX_FRAME_LEN}",
+            frame.len()
+        );
+        anyhow::ensure!(cycle >= 1, "a stream cycles over at least one segment");
+        let mut g = Self::load_with(ifindex, frame, "bench_stream")?;
+        // forwarder-bench-ebpf's Stream: step, cycle (native order), 8 bytes.
+        let mut v = [0u8; 8];
+        v[..4].copy_from_slice(&step.to_ne_bytes());
+        v[4..].copy_from_slice(&cycle.to_ne_bytes());
+        let mut m: Array<&mut MapData, [u8; 8]> =
+            Array::try_from(g.ebpf.map_mut("STREAM").context("no STREAM map")?)?;
+        m.set(0, v, 0)?;
+        Ok(g)
     }
 
     /// Sends `frame`, a TCP SYN, each time from a random address of `spec.src` and a random
@@ -169,7 +198,7 @@ impl Generator {
             "{} flood ports (1..={MAX_FLOOD_PORTS})",
             spec.ports.len()
         );
-        let mut g = Self::load_with(ifindex, frame, "bench_flood")?;
+        let mut g = Self::load_with(ifindex, frame.to_vec(), "bench_flood")?;
         let mask = u32::MAX.checked_shr(len as u32).unwrap_or(0);
         // forwarder-bench-ebpf's Flood: src_net, src_mask (octets as native u32s), nports,
         // ports (host order), 28 bytes.
@@ -186,20 +215,25 @@ impl Generator {
         Ok(g)
     }
 
-    fn load_with(ifindex: u32, frame: [u8; FRAME_LEN], program: &'static str) -> Result<Self> {
+    /// Loads `program` with `frame`'s first FRAME_LEN bytes as its template (the whole of a
+    /// 64-byte frame; the headers of an MTU frame, whose payload the kernel copies into each
+    /// page-pool page once and nobody rewrites).
+    fn load_with(ifindex: u32, frame: Vec<u8>, program: &'static str) -> Result<Self> {
         let mut ebpf = load(program)?;
         let mut m: Array<&mut MapData, [u8; FRAME_LEN]> =
             Array::try_from(ebpf.map_mut("TEMPLATE").context("no TEMPLATE map")?)?;
-        m.set(0, frame, 0)?;
+        let head: [u8; FRAME_LEN] =
+            frame.get(..FRAME_LEN).context("a frame shorter than the template")?.try_into()?;
+        m.set(0, head, 0)?;
         Ok(Generator { ebpf, program, ifindex, frame })
     }
 
     /// One plain (not live) test run: the program's action and the frame it would send, to
     /// check what the generator makes of its template.
-    pub fn one(&self) -> Result<(u32, [u8; FRAME_LEN])> {
+    pub fn one(&self) -> Result<(u32, Vec<u8>)> {
         let prog: &Xdp =
             self.ebpf.program(self.program).context("no generator program")?.try_into()?;
-        let mut out = [0u8; FRAME_LEN];
+        let mut out = vec![0u8; self.frame.len()];
         let r = prog
             .test_run(TestRunOptions {
                 data_in: Some(&self.frame),
@@ -207,7 +241,11 @@ impl Generator {
                 ..Default::default()
             })
             .context("test run of the generator")?;
-        anyhow::ensure!(r.data_size_out as usize == FRAME_LEN, "{} bytes out", r.data_size_out);
+        anyhow::ensure!(
+            r.data_size_out as usize == self.frame.len(),
+            "{} bytes out",
+            r.data_size_out
+        );
         Ok((r.return_value, out))
     }
 
@@ -218,7 +256,7 @@ impl Generator {
             self.ebpf.program(self.program).context("no generator program")?.try_into()?;
         // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
         // egress_ifindex }
-        let md: [u32; 6] = [0, FRAME_LEN as u32, 0, self.ifindex, 0, 0];
+        let md: [u32; 6] = [0, self.frame.len() as u32, 0, self.ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|v| v.to_ne_bytes()).collect();
         let r = prog
             .test_run(TestRunOptions {

@@ -1,12 +1,13 @@
 //! Medians of the samples, ratios against iptables and the ceiling, and the Markdown.
 
-use super::{send::Sample, Contender, Options, Outcome, Shape};
+use super::{send::Sample, Contender, Load, Options, Outcome, Shape};
 use crate::bench::median;
 use std::fmt::Write;
 
-/// One contender's medians in one shape.
+/// One contender's medians in one shape under one load.
 pub struct Row {
     pub shape: Shape,
+    pub load: Load,
     pub contender: Contender,
     pub mpps: f64,
     /// Busy CPU (all CPUs) per delivered frame, ns.
@@ -20,6 +21,8 @@ pub struct Row {
     /// How busy the other CPUs were (0..1).
     pub others_busy: f64,
     pub unavailable: Option<String>,
+    /// The stream's profile, if one was taken.
+    pub parts: Option<super::profile::Parts>,
 }
 
 pub fn rows(outcomes: &[Outcome]) -> Vec<Row> {
@@ -30,6 +33,7 @@ pub fn rows(outcomes: &[Outcome]) -> Vec<Row> {
                 |f: fn(&Sample) -> f64| median(&mut o.samples.iter().map(f).collect::<Vec<_>>());
             Row {
                 shape: o.shape,
+                load: o.load,
                 contender: o.contender,
                 mpps: m(Sample::mpps),
                 ns: m(Sample::busy_ns_per_packet),
@@ -38,6 +42,7 @@ pub fn rows(outcomes: &[Outcome]) -> Vec<Row> {
                 delivered_share: m(|s| s.delivered as f64 / s.sent.max(1) as f64),
                 others_busy: m(Sample::others_busy),
                 unavailable: o.unavailable.clone(),
+                parts: o.parts.clone(),
             }
         })
         .collect()
@@ -46,7 +51,7 @@ pub fn rows(outcomes: &[Outcome]) -> Vec<Row> {
 /// The Markdown section: what was measured, then one table per shape.
 pub fn markdown(opts: &Options, rows: &[Row], plot: Option<&str>) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "## Packet rate: one TCP flow of 64-byte frames\n");
+    let _ = writeln!(md, "## Packet rate: one TCP flow through the NAT VM\n");
     let _ = writeln!(
         md,
         "A live-frames generator (BPF_PROG_TEST_RUN, `BPF_F_TEST_XDP_LIVE_FRAMES`) pinned to one \
@@ -82,15 +87,82 @@ pub fn markdown(opts: &Options, rows: &[Row], plot: Option<&str>) -> String {
     if let Some(p) = plot {
         let _ = writeln!(md, "![busy CPU ns per delivered packet, hairpin]({p})\n");
     }
-    for shape in Shape::ALL {
-        let of_shape: Vec<&Row> = rows.iter().filter(|r| r.shape == shape).collect();
-        if !of_shape.is_empty() {
-            let _ = writeln!(md, "### {}\n", shape.name());
-            judged_table(&mut md, &of_shape);
-            breakdown_table(&mut md, &of_shape);
+    for &(shape, load) in &opts.cases {
+        let of_case: Vec<&Row> =
+            rows.iter().filter(|r| r.shape == shape && r.load == load).collect();
+        if of_case.is_empty() {
+            continue;
+        }
+        match load {
+            Load::Small => {
+                let _ = writeln!(md, "### {}\n", shape.name());
+            }
+            Load::Stream => {
+                let _ = writeln!(md, "### {}: a bulk stream of 1514-byte frames\n", shape.name());
+                let _ = writeln!(md, "{}", stream_text(opts));
+            }
+        }
+        judged_table(&mut md, &of_case);
+        breakdown_table(&mut md, &of_case);
+        if of_case.iter().any(|r| r.parts.is_some()) {
+            profile_table(&mut md, &of_case);
         }
     }
     md
+}
+
+/// The stream's profile: the parts of the generator thread's time, and its figure less
+/// what the bed adds and a NIC would not.
+fn profile_table(md: &mut String, rows: &[&Row]) {
+    let less = |r: &Row| r.parts.as_ref().map(|p| r.gen_thread_ns * (1.0 - p.bed_only()));
+    let ipt = rows.iter().find(|r| r.contender == Contender::Iptables).and_then(|r| less(r));
+    let _ = writeln!(
+        md,
+        "Where the generator thread's time goes (one more sample per contender under `perf \
+         record -a -g`, its send window only, shares of the thread's samples): software \
+         checksums and page-pool refills are the bed's, not the NAT VM's; the last two \
+         columns take them out of gen. thread ns/pkt and compare again with iptables.\n\n\
+         | contender | software checksums | page-pool refill copies | GRO | netfilter | program | gen. thread ns/pkt less both | vs. iptables |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows.iter().filter(|r| r.unavailable.is_none()) {
+        let Some(p) = &r.parts else { continue };
+        let l = less(r);
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {} | {} |",
+            r.contender.name(),
+            p.checksums,
+            p.refill,
+            p.gro,
+            p.netfilter,
+            p.program,
+            l.map(|l| format!("{l:.0}")).unwrap_or("-".into()),
+            ratio(ipt.zip(l).map(|(i, l)| i / l)),
+        );
+    }
+    let _ = writeln!(md);
+}
+
+/// What the stream rows measure, and what they leave out.
+fn stream_text(opts: &Options) -> String {
+    format!(
+        "The same bed and contenders; the generator sends {} frames per sample that a NIC \
+         would deliver during a bulk transfer: the flow's next MTU segments (1460 bytes each, \
+         ACK only, DF set) with sequence numbers that follow one another, cycling over {} \
+         segments to stay inside the broker's window. The NAT VM's GRO merges them for \
+         iptables, nftables, routing and `tc`, which then do their work once per merged skb \
+         and segment it again on the way out (the sink's XDP program takes no multi-buffer \
+         frames, so veth segments in software); the XDP programs see every frame. Every \
+         figure is still per delivered 1514-byte frame.\n\n\
+         What a veth bed adds that a NIC does in hardware: the frames arrive without a \
+         checksum verdict (veth builds the skb from an XDP frame), so GRO verifies each \
+         TCP checksum in software, and the veths have checksum offload off, so segmenting \
+         computes each checksum again; a NIC with receive checksum offload and TSO does \
+         both. Rows that take the frames into an skb pay both, the XDP rows neither.\n",
+        opts.stream_frames,
+        super::load::STREAM_CYCLE
+    )
 }
 
 /// The figure of a contender that ran (not the unavailable ones).

@@ -6,15 +6,17 @@ use super::{
     contender::{Contender, Setup, Unavailable},
     cpu,
     flow::Flow,
+    load::{Load, STREAM_CYCLE, STREAM_PAYLOAD},
     progs::{Generator, FRAME_LEN, MARK},
 };
 use crate::{
-    bench::cpu::Busy,
-    packet::{flags, parse_tcp, Tcp},
+    bench::{cpu::Busy, profile::Perf},
+    packet::{flags, parse_tcp, payload_pattern, Tcp},
 };
 use anyhow::{bail, ensure, Context, Result};
 use std::{
     net::SocketAddrV4,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -76,42 +78,73 @@ struct Plan {
     expect_dst: SocketAddrV4,
 }
 
-pub fn sample(shape: Shape, c: Contender, frames: u64) -> Result<Result<Sample, Unavailable>> {
+/// With `perf_data`, the send window runs under `perf record` into that file (see
+/// `profile`): a sample to read the profile of, not one to measure with.
+pub fn sample(
+    shape: Shape,
+    load: Load,
+    c: Contender,
+    frames: u64,
+    perf_data: Option<&Path>,
+) -> Result<Result<Sample, Unavailable>> {
     let mut bed = Bed::new(shape, "rt")?;
     let setup = match Setup::enter(&bed, c).with_context(|| format!("setting up {}", c.name()))? {
         Ok(s) => s,
         Err(why) => return Ok(Err(why)),
     };
-    let result = measure(&mut bed, &setup, c, frames);
+    let result = measure(&mut bed, &setup, load, c, frames, perf_data);
     let left = setup.leave(&bed).with_context(|| format!("taking {} down", c.name()));
-    let s = result.with_context(|| format!("{:?} bed, {}", shape, c.name()))?;
+    let s = result.with_context(|| format!("{shape:?} bed, {load:?} load, {}", c.name()))?;
     left?;
     Ok(Ok(s))
 }
 
-fn measure(bed: &mut Bed, setup: &Setup, c: Contender, frames: u64) -> Result<Sample> {
+fn measure(
+    bed: &mut Bed,
+    setup: &Setup,
+    load: Load,
+    c: Contender,
+    frames: u64,
+    perf_data: Option<&Path>,
+) -> Result<Sample> {
     let ((gen_smac, gen_dmac), (fwd_smac, fwd_dmac)) = bed.macs();
+    // A stream's segments carry no PSH, which would end a GRO merge at every frame.
+    let tcp_flags = match load {
+        Load::Small => flags::ACK | flags::PSH,
+        Load::Stream => flags::ACK,
+    };
     let (flow, plan) = if c.nat() {
         let flow = Flow::open(bed)?;
         setup.check_flow(bed, flow.client)?;
-        let frame = Tcp::new(flow.client, bed.listen(), flags::ACK | flags::PSH)
-            .seq(flow.seq)
-            .ack(flow.ack);
+        let frame = Tcp::new(flow.client, bed.listen(), tcp_flags).seq(flow.seq).ack(flow.ack);
         let plan = Plan { frame, expect_src: flow.snat, expect_dst: bed.broker() };
         (Some(flow), plan)
     } else {
         // No connection: routing and the ceiling forward by address alone.
         let src = SocketAddrV4::new(CLIENT, 40001);
-        let frame = Tcp::new(src, bed.broker(), flags::ACK | flags::PSH);
+        let frame = Tcp::new(src, bed.broker(), tcp_flags);
         (None, Plan { frame, expect_src: src, expect_dst: bed.broker() })
     };
-    let frame = plan.frame.clone().macs(gen_smac, gen_dmac).payload(PAYLOAD.to_vec());
-    let bytes = generator_frame(&frame)?;
+    let payload = match load {
+        Load::Small => PAYLOAD.to_vec(),
+        Load::Stream => payload_pattern(STREAM_PAYLOAD, 7),
+    };
+    let frame = plan.frame.clone().macs(gen_smac, gen_dmac).payload(payload.clone());
+    let bytes = marked(&frame);
+    ensure!(
+        bytes.len() == load.frame_len(),
+        "the generator's frame is {} bytes, not {}",
+        bytes.len(),
+        load.frame_len()
+    );
     bed.sink().expect(plan.expect_src, plan.expect_dst)?;
 
     let ifindex = bed.gen.ifindex("g0")?;
-    let gen = bed.gen.enter(move || Generator::new(ifindex, bytes))??;
-    let (gen, _) = window(bed, gen, WARMUP)?;
+    let gen = bed.gen.enter(move || match load {
+        Load::Small => Generator::new(ifindex, bytes.try_into().expect("checked above")),
+        Load::Stream => Generator::stream(ifindex, bytes, STREAM_PAYLOAD as u32, STREAM_CYCLE),
+    })??;
+    let (gen, _) = window(bed, gen, WARMUP, None)?;
     let warm = bed.sink().counts()?;
     if warm.delivered == 0 {
         bail!(
@@ -122,12 +155,13 @@ fn measure(bed: &mut Bed, setup: &Setup, c: Contender, frames: u64) -> Result<Sa
     }
     // The sample checked below must come from the measured window.
     bed.sink().clear_sample()?;
-    let (_gen, mut s) = window(bed, gen, frames)?;
+    let (_gen, mut s) = window(bed, gen, frames, perf_data)?;
     let after = bed.sink().counts()?;
     s.delivered = after.delivered - warm.delivered;
 
     // The frames that arrived were translated as a whole and correctly.
-    let sample = bed.sink().sample()?.context("the sink kept no delivered frame")?;
+    let sample =
+        bed.sink().sample(load.frame_len())?.context("the sink kept no delivered frame")?;
     let got = parse_tcp(&sample);
     ensure!(
         got.src() == plan.expect_src && got.dst() == plan.expect_dst,
@@ -137,8 +171,19 @@ fn measure(bed: &mut Bed, setup: &Setup, c: Contender, frames: u64) -> Result<Sa
     );
     ensure!(got.ip.identification == MARK, "delivered frame's IP id {:#x}", got.ip.identification);
     ensure!(got.ip.time_to_live == frame.ttl - 1, "delivered TTL {}", got.ip.time_to_live);
-    ensure!(got.tcp.sequence_number == frame.seq, "delivered seq {}", got.tcp.sequence_number);
-    ensure!(got.payload == PAYLOAD, "delivered payload {:?}", got.payload);
+    // The small load repeats one segment; the stream's is one of its cycle.
+    let advanced = got.tcp.sequence_number.wrapping_sub(frame.seq);
+    let cycle = match load {
+        Load::Small => 1,
+        Load::Stream => STREAM_CYCLE,
+    };
+    ensure!(
+        advanced % payload.len() as u32 == 0 && advanced / (payload.len() as u32) < cycle,
+        "delivered seq {} is not one of the {cycle} segment(s) from {}",
+        got.tcp.sequence_number,
+        frame.seq
+    );
+    ensure!(got.payload == payload, "delivered payload differs from the generator's");
     ensure!(
         got.eth.source == fwd_smac && got.eth.destination == fwd_dmac,
         "delivered MACs {:x?} -> {:x?}",
@@ -167,19 +212,41 @@ fn measure(bed: &mut Bed, setup: &Setup, c: Contender, frames: u64) -> Result<Sa
 
 /// `tcp` as the generator sends it: marked, 64 bytes.
 pub fn generator_frame(tcp: &Tcp) -> Result<[u8; FRAME_LEN]> {
-    let mut tcp = tcp.clone();
-    tcp.ip_id = MARK;
-    tcp.frame().try_into().map_err(|f: Vec<u8>| {
+    marked(tcp).try_into().map_err(|f: Vec<u8>| {
         anyhow::anyhow!("the generator's frame is {} bytes, not {FRAME_LEN}", f.len())
     })
 }
 
+/// `tcp`'s frame with the generator's IP id, which the sink counts.
+fn marked(tcp: &Tcp) -> Vec<u8> {
+    let mut tcp = tcp.clone();
+    tcp.ip_id = MARK;
+    tcp.frame()
+}
+
 /// Sends `frames` from a thread in G pinned to the generator's CPU, in chunks, stopping at
-/// LIMIT; measures wall, CPU and the generator thread's time around the sending.
-fn window(bed: &mut Bed, gen: Generator, frames: u64) -> Result<(Generator, Sample)> {
+/// LIMIT; measures wall, CPU and the generator thread's time around the sending. With
+/// `perf_data`, `perf record` runs around the sending (and the thread is named for it).
+fn window(
+    bed: &mut Bed,
+    gen: Generator,
+    frames: u64,
+    perf_data: Option<&Path>,
+) -> Result<(Generator, Sample)> {
     let cpu_n = cpu::generator_cpu();
+    let perf_data = perf_data.map(Path::to_path_buf);
     bed.gen.enter(move || -> Result<(Generator, Sample)> {
         cpu::pin(cpu_n)?;
+        cpu::name_thread(super::profile::GEN_COMM)?;
+        let perf = match &perf_data {
+            Some(file) => {
+                let p = Perf::record(file)?;
+                // perf record takes a moment to open its events on every CPU.
+                std::thread::sleep(Duration::from_millis(500));
+                Some(p)
+            }
+            None => None,
+        };
         let (busy0, thread0, t0) = (Busy::now()?, cpu::thread_ns(), Instant::now());
         let (mut sent, mut loop_ns) = (0, 0.0);
         while sent < frames && t0.elapsed() < LIMIT {
@@ -189,6 +256,9 @@ fn window(bed: &mut Bed, gen: Generator, frames: u64) -> Result<(Generator, Samp
         }
         let (thread1, wall) = (cpu::thread_ns(), t0.elapsed());
         let (busy_ns, gen_cpu_busy_ns) = Busy::now()?.since(&busy0, cpu_n);
+        if let Some(p) = perf {
+            p.stop()?;
+        }
         let s = Sample {
             sent,
             delivered: 0,
