@@ -16,6 +16,7 @@ use crate::{
     stats,
 };
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
+use core::mem::MaybeUninit;
 use forwarder_common::{
     Config, Counter, FlowKey, NextHop, LISTEN_ADDRS as LISTEN_MODE_ADDRS, REFRESH_NS,
 };
@@ -59,8 +60,9 @@ fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
     let now = now();
     let key = FlowKey::new(tcp.ip.src, tcp.ip.dst, tcp.sport, tcp.dport, IpProto::Tcp as u8);
     // A flow's next hop is cached in its half; a packet whose half is new or just moved
-    // uses this one, and the flow's next packet caches it.
-    let mut scratch = NextHop::default();
+    // uses this one, and the flow's next packet caches it. Zeroed only when used, so the
+    // packets of an established flow do not pay for it.
+    let mut scratch = MaybeUninit::<NextHop>::uninit();
     // A tracked flow first, in either direction. The original direction is looked up before
     // the rule, so a flow outlives the removal of its rule: `forwarder rule remove` stops
     // new connections only.
@@ -74,10 +76,13 @@ fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
     };
     match step {
         Ok(f) => {
-            // SAFETY: a non-null `nexthop` is in the matched half, a map value that lives
-            // for the rest of the program run.
-            let nexthop =
-                if f.nexthop.is_null() { &mut scratch } else { unsafe { &mut *f.nexthop } };
+            let nexthop = if f.nexthop.is_null() {
+                scratch.write(NextHop::default())
+            } else {
+                // SAFETY: a non-null `nexthop` is in the matched half, a map value that
+                // lives for the rest of the program run.
+                unsafe { &mut *f.nexthop }
+            };
             translate_and_send(ctx, tcp, cfg, &f.t, f.rule_id, f.reply, nexthop)
         }
         Err(verdict) => verdict,
