@@ -227,6 +227,34 @@ pub fn report_children(perf_data: &Path, comms: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `perf report` of `perf_data` with each sample's own time under the nearest caller that
+/// matches `parents` (a regex; `[other]` where none does), per symbol, in percent of the
+/// samples of `comms`: time spent inside a function, callees included, without counting a
+/// callee twice when two such callers nest.
+pub fn report_by_parent(perf_data: &Path, comms: &str, parents: &str) -> Result<String> {
+    let out = Command::new("perf")
+        .args(["report", "--no-children", "--stdio", "-g", "none", "--sort", "parent,sym"])
+        .args(["--parent", parents, "--percentage", "relative", "--comms", comms, "-i"])
+        .arg(perf_data)
+        .output()
+        .context("running perf report")?;
+    if !out.status.success() {
+        bail!("perf report: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The rows of a `report_by_parent`, lines such as
+/// `     2.15%  skb_segment             [k] csum_partial`: (own %, parent, symbol).
+pub fn parent_lines(report: &str) -> impl Iterator<Item = (f64, &str, &str)> {
+    report.lines().filter(|l| !l.starts_with('#')).filter_map(|line| {
+        let mut words = line.split_whitespace();
+        let (own, parent, _kind, sym) =
+            (words.next()?, words.next()?, words.next()?, words.next()?);
+        Some((own.trim_end_matches('%').parse::<f64>().ok()?, parent, sym))
+    })
+}
+
 /// Where a CPU waits for work: the halt of a VM, or a host's idle drivers.
 const IDLE: [&str; 5] = ["safe_halt", "intel_idle", "acpi_idle", "poll_idle", "mwait_idle"];
 

@@ -119,20 +119,28 @@ fn profile_table(md: &mut String, rows: &[&Row]) {
     let _ = writeln!(
         md,
         "Where the generator thread's time goes (one more sample per contender under `perf \
-         record -a -g`, its send window only, shares of the thread's samples): software \
-         checksums and page-pool refills are the bed's, not the NAT VM's; the last two \
-         columns take them out of gen. thread ns/pkt and compare again with iptables.\n\n\
-         | contender | software checksums | page-pool refill copies | GRO | netfilter | program | gen. thread ns/pkt less both | vs. iptables |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|"
+         record -a -g`, its send window only, shares of the thread's samples). The first \
+         three parts are the bed's, not the NAT VM's, each sample counted once: checksums \
+         GRO computes in software because veth gives frames built from XDP frames no \
+         checksum verdict; segmenting merged skbs again on the way out, their checksums \
+         included (a NIC with TSO does it in hardware); copying the template into page-pool \
+         pages that went into an skb and did not come back (a NIC driver refills its ring \
+         without a copy). The last two columns take the three out of gen. thread ns/pkt and \
+         compare again with iptables: the figure for a NIC with receive checksum offload \
+         and TSO. GRO (its checksums included), netfilter and the program are inclusive \
+         shares, for reading.\n\n\
+         | contender | software checksums | segmentation | page-pool refill copies | GRO | netfilter | program | gen. thread ns/pkt less the bed's three | vs. iptables |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows.iter().filter(|r| r.unavailable.is_none()) {
         let Some(p) = &r.parts else { continue };
         let l = less(r);
         let _ = writeln!(
             md,
-            "| {} | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {} | {} |",
+            "| {} | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {} | {} |",
             r.contender.name(),
             p.checksums,
+            p.segmentation,
             p.refill,
             p.gro,
             p.netfilter,
@@ -157,9 +165,11 @@ fn stream_text(opts: &Options) -> String {
          figure is still per delivered 1514-byte frame.\n\n\
          What a veth bed adds that a NIC does in hardware: the frames arrive without a \
          checksum verdict (veth builds the skb from an XDP frame), so GRO verifies each \
-         TCP checksum in software, and the veths have checksum offload off, so segmenting \
-         computes each checksum again; a NIC with receive checksum offload and TSO does \
-         both. Rows that take the frames into an skb pay both, the XDP rows neither.\n",
+         TCP checksum in software, and the merged skbs are segmented again in software, \
+         checksums included (the veths have checksum offload off); a NIC with receive \
+         checksum offload and TSO does both. Rows that take the frames into an skb pay \
+         them, the XDP rows do not; the profile table below measures them and takes them \
+         out.\n",
         opts.stream_frames,
         super::load::STREAM_CYCLE
     )
