@@ -108,22 +108,15 @@ impl Drop for Perf {
 /// `perf report` prints them, after the command that makes the same list.
 pub fn top_symbols(perf_data: &Path, limit: usize) -> Result<Vec<String>> {
     let comms = comms();
-    let out = Command::new("perf")
-        .args(["report", "--no-children", "--stdio", "-g", "none", "-F", "overhead,sym"])
-        .args(["--percentage", "relative", "--comms", &comms, "-i"])
-        .arg(perf_data)
-        .output()
-        .context("running perf report")?;
-    if !out.status.success() {
-        bail!("perf report: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let report =
+        perf_report(perf_data, &comms, &["--no-children", "-g", "none", "-F", "overhead,sym"])?;
     let mut lines = vec![format!(
         "perf report --no-children -F overhead,sym --percentage relative --comms {comms} -i {}",
         perf_data.display()
     )];
-    let text = String::from_utf8_lossy(&out.stdout);
     lines.extend(
-        text.lines()
+        report
+            .lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .take(limit)
             .map(|l| l.trim_end().to_string()),
@@ -214,17 +207,11 @@ pub fn symbol_lines(report: &str) -> impl Iterator<Item = (f64, f64, &str)> {
 /// `perf report` of `perf_data` with inclusive and own time per symbol, in percent of the
 /// samples of the processes or threads named `comms`.
 pub fn report_children(perf_data: &Path, comms: &str) -> Result<String> {
-    let out = Command::new("perf")
-        .args(["report", "--children", "--stdio", "-g", "none"])
-        .args(["-F", "overhead_children,overhead,sym"])
-        .args(["--percentage", "relative", "--comms", comms, "-i"])
-        .arg(perf_data)
-        .output()
-        .context("running perf report")?;
-    if !out.status.success() {
-        bail!("perf report: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    perf_report(
+        perf_data,
+        comms,
+        &["--children", "-g", "none", "-F", "overhead_children,overhead,sym"],
+    )
 }
 
 /// `perf report` of `perf_data` with each sample's own time under the nearest caller that
@@ -232,9 +219,19 @@ pub fn report_children(perf_data: &Path, comms: &str) -> Result<String> {
 /// samples of `comms`: time spent inside a function, callees included, without counting a
 /// callee twice when two such callers nest.
 pub fn report_by_parent(perf_data: &Path, comms: &str, parents: &str) -> Result<String> {
+    perf_report(
+        perf_data,
+        comms,
+        &["--no-children", "-g", "none", "--sort", "parent,sym", "--parent", parents],
+    )
+}
+
+/// `perf report --stdio` of `perf_data` with `args`, in percent of the samples of `comms`.
+fn perf_report(perf_data: &Path, comms: &str, args: &[&str]) -> Result<String> {
     let out = Command::new("perf")
-        .args(["report", "--no-children", "--stdio", "-g", "none", "--sort", "parent,sym"])
-        .args(["--parent", parents, "--percentage", "relative", "--comms", comms, "-i"])
+        .args(["report", "--stdio"])
+        .args(args)
+        .args(["--percentage", "relative", "--comms", comms, "-i"])
         .arg(perf_data)
         .output()
         .context("running perf report")?;
