@@ -336,6 +336,23 @@ fn every_bad_config_is_refused_by_a_running_daemon_and_changes_nothing() -> Resu
             failures.push(format!("{}: exit {:?}: {err}", case.name, out.status.code()));
         }
     }
+    // A file that cannot be read (here: gone) is an invalid config for every change alike:
+    // exit 2, the path named, nothing changed.
+    std::fs::remove_file(&config)?;
+    for (what, args) in [
+        ("reload", vec!["reload"]),
+        ("rule add", vec!["rule", "add", "x", "--listen", "9400", "--target", "10.20.0.11:9092"]),
+        ("rule remove", vec!["rule", "remove", "broker-1"]),
+    ] {
+        let mut full = vec!["--socket", base.control_socket.as_str()];
+        full.extend(args);
+        let out = cli(&topo.natvm, &config, &full)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(2) || !err.contains("cannot read") {
+            failures.push(format!("{what} without a file: exit {:?}: {err}", out.status.code()));
+        }
+    }
+    std::fs::write(&config, base.text())?;
     assert!(
         failures.is_empty(),
         "{} cases not refused as expected:\n{}",

@@ -36,9 +36,7 @@ pub struct Prepared {
 /// Re-reads the config file and applies the difference (SIGHUP, `forwarder reload`).
 pub fn reload(shared: &Shared) -> Result<String, ChangeError> {
     in_turn(shared, |running| {
-        let path = &running.path;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ChangeError::invalid(format!("{}: cannot read: {e}", path.display())))?;
+        let text = current_text(&running.path)?;
         prepare(running, text, false)
     })
 }
@@ -92,9 +90,11 @@ fn in_turn(
     commit(&mut shared.lock().expect("lock"), prepared, &held)
 }
 
+/// The config file as it is now. A file that cannot be read is an invalid config (exit 2),
+/// for every change alike and as `check-config` reports it.
 fn current_text(path: &Path) -> Result<String, ChangeError> {
     std::fs::read_to_string(path)
-        .map_err(|e| ChangeError::runtime(format!("{}: cannot read: {e}", path.display())))
+        .map_err(|e| ChangeError::invalid(format!("{}: cannot read: {e}", path.display())))
 }
 
 /// Parses `text` as the config file, checks it against this host and against the keys of
