@@ -22,6 +22,8 @@ pub struct Case {
     pub name: &'static str,
     /// Median of the trials, nanoseconds per packet.
     pub ns: f64,
+    /// Mean of the middle half of the trials (`bench::middle_mean`).
+    pub mid_mean: f64,
 }
 
 /// The cases measured at one table fill.
@@ -114,7 +116,11 @@ pub fn measure(runs: usize, fills: &[u32]) -> Result<Vec<AtFill>> {
         let names = fixed.iter().map(|c| c.0).chain([SYN]);
         let cases = names
             .zip(samples)
-            .map(|(name, mut s)| Case { name, ns: super::median(&mut s) })
+            .map(|(name, mut s)| Case {
+                name,
+                ns: super::median(&mut s),
+                mid_mean: super::middle_mean(&mut s),
+            })
             .collect();
         results.push(AtFill { flows: fill, cases });
     }
