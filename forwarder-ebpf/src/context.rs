@@ -39,12 +39,13 @@ pub trait PacketContext {
     fn cacheable_len(&self, ip_tot_len: u16) -> Option<u16>;
     /// Folds `d` into the IPv4 header checksum at `off`.
     fn fix_l3_csum(&self, off: usize, d: CsumDelta);
-    /// Folds `d` into the TCP checksum at `off`. `pseudo` says the change is to the
-    /// pseudo-header (addresses): a checksum still to be completed by offload holds only
-    /// that part, so the other changes must not reach it.
+    /// Folds the changes into the TCP checksum at `off`: `pseudo` those to the
+    /// pseudo-header (addresses), `segment` those to the segment itself (ports, options). A
+    /// checksum still to be completed by offload holds only the pseudo-header's part, so
+    /// the segment's changes must not reach it.
     ///
     /// On TC this may move the packet: every packet pointer must be re-derived afterwards.
-    fn fix_l4_csum(&self, off: usize, d: CsumDelta, pseudo: bool);
+    fn fix_l4_csum(&self, off: usize, pseudo: CsumDelta, segment: CsumDelta);
 }
 
 /// Direct update of a checksum field in packet memory.
@@ -94,8 +95,11 @@ impl PacketContext for XdpContext {
     fn fix_l3_csum(&self, off: usize, d: CsumDelta) {
         fix_in_place(self, off, d)
     }
+    /// Both parts in one update: an XDP frame's checksum is always complete.
     #[inline(always)]
-    fn fix_l4_csum(&self, off: usize, d: CsumDelta, _pseudo: bool) {
+    fn fix_l4_csum(&self, off: usize, pseudo: CsumDelta, segment: CsumDelta) {
+        let mut d = pseudo;
+        d.merge(segment);
         fix_in_place(self, off, d)
     }
 }
@@ -157,9 +161,9 @@ impl PacketContext for TcContext {
         let _ = self.l3_csum_replace(off, 0, d.folded() as u64, 0);
     }
     #[inline(always)]
-    fn fix_l4_csum(&self, off: usize, d: CsumDelta, pseudo: bool) {
-        let flags = if pseudo { BPF_F_PSEUDO_HDR as u64 } else { 0 };
-        let _ = self.l4_csum_replace(off, 0, d.folded() as u64, flags);
+    fn fix_l4_csum(&self, off: usize, pseudo: CsumDelta, segment: CsumDelta) {
+        let _ = self.l4_csum_replace(off, 0, pseudo.folded() as u64, BPF_F_PSEUDO_HDR as u64);
+        let _ = self.l4_csum_replace(off, 0, segment.folded() as u64, 0);
     }
 }
 

@@ -143,8 +143,7 @@ pub fn rewrite_tcp<C: PacketContext>(
     // All direct writes are done; from here on only the context's checksum methods.
     let tcp_check = tcp.ip.l4_off + TCP_CHECK_OFF;
     ctx.fix_l3_csum(IP_CHECK_OFF, l3);
-    ctx.fix_l4_csum(tcp_check, addrs, true);
-    ctx.fix_l4_csum(tcp_check, segment, false);
+    ctx.fix_l4_csum(tcp_check, addrs, segment);
 }
 
 /// Decrements the TTL and records the change for the IP checksum.
