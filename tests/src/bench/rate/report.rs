@@ -18,6 +18,8 @@ pub struct Row {
     pub gen_thread_ns: f64,
     /// Delivered / sent.
     pub delivered_share: f64,
+    /// Lost at the NAT VM's receive ring / sent (the bed's loss, see `Sample::ring_drops`).
+    pub ring_drop_share: f64,
     /// How busy the other CPUs were (0..1).
     pub others_busy: f64,
     pub unavailable: Option<String>,
@@ -40,6 +42,7 @@ pub fn rows(outcomes: &[Outcome]) -> Vec<Row> {
                 gen_cpu_ns: m(Sample::gen_cpu_ns_per_packet),
                 gen_thread_ns: m(Sample::gen_thread_ns_per_packet),
                 delivered_share: m(|s| s.delivered as f64 / s.sent.max(1) as f64),
+                ring_drop_share: m(|s| s.ring_drops as f64 / s.sent.max(1) as f64),
                 others_busy: m(Sample::others_busy),
                 unavailable: o.unavailable.clone(),
                 parts: o.parts.clone(),
@@ -70,6 +73,11 @@ pub fn markdown(opts: &Options, rows: &[Row], plot: Option<&str>) -> String {
          work it runs inline): the two figures unrelated load does not reach.\n\
          - **Mpps**: delivered frames per second of sending, timed by the kernel around its send \
          loop (each test run's page-pool set-up and tear-down leaves the CPU idle ~25 ms).\n\
+         - **delivered**: median share of the sent frames that reached the sink translated; \
+         **lost at the NAT VM's ring**: median share the generator could not hand to the \
+         NAT VM because its veth receive ring was full (n0's receive drops): the bed's loss \
+         when a contender drains its ring slower than the generator fills it, at times, not \
+         a frame the contender dropped.\n\
          - **vs. iptables**: iptables' ns/pkt over the row's (how many times less CPU); \
          **vs. ceiling**: the row's over the ceiling's. The ceiling is an XDP program doing only \
          FIB lookup, MAC rewrite, TTL decrement and XDP_TX / redirect; the floor the same \
@@ -190,23 +198,24 @@ fn judged_table(md: &mut String, rows: &[&Row]) {
     let ceil = figure(rows, Contender::Ceiling, |r| r.ns);
     let _ = writeln!(
         md,
-        "| contender | Mpps delivered | busy CPU ns/pkt | vs. iptables | vs. ceiling | other CPUs busy | delivered |\n|---|---:|---:|---:|---:|---:|---:|"
+        "| contender | Mpps delivered | busy CPU ns/pkt | vs. iptables | vs. ceiling | other CPUs busy | delivered | lost at the NAT VM's ring |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows {
         if let Some(why) = &r.unavailable {
-            let _ = writeln!(md, "| {} | {why} | | | | | |", r.contender.name());
+            let _ = writeln!(md, "| {} | {why} | | | | | | |", r.contender.name());
             continue;
         }
         let _ = writeln!(
             md,
-            "| {} | {:.2} | {:.0} | {} | {} | {:.0} % | {:.1} % |",
+            "| {} | {:.2} | {:.0} | {} | {} | {:.0} % | {:.1} % | {:.1} % |",
             r.contender.name(),
             r.mpps,
             r.ns,
             ratio(ipt.map(|i| i / r.ns)),
             ratio(ceil.map(|c| r.ns / c)),
             r.others_busy * 100.0,
-            r.delivered_share * 100.0
+            r.delivered_share * 100.0,
+            r.ring_drop_share * 100.0
         );
     }
     let _ = writeln!(md);

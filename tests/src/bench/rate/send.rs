@@ -47,6 +47,11 @@ pub struct Sample {
     pub gen_cpu_busy_ns: f64,
     /// CPU time of the generator thread itself.
     pub gen_thread_ns: f64,
+    /// Frames of the window the generator could not hand to the NAT VM because its veth
+    /// receive ring was full (counted by n0 as dropped on receive): the bed's losses, not
+    /// the contender's, when the contender drains its ring slower than the generator fills
+    /// it.
+    pub ring_drops: u64,
 }
 
 impl Sample {
@@ -155,7 +160,9 @@ fn measure(
     }
     // The sample checked below must come from the measured window.
     bed.sink().clear_sample()?;
+    let drops_before = bed.nat.link_counter("n0", "rx", "dropped")?;
     let (_gen, mut s) = window(bed, gen, frames, perf_data)?;
+    s.ring_drops = bed.nat.link_counter("n0", "rx", "dropped")? - drops_before;
     let after = bed.sink().counts()?;
     s.delivered = after.delivered - warm.delivered;
 
@@ -267,6 +274,7 @@ fn window(
             busy_ns,
             gen_cpu_busy_ns,
             gen_thread_ns: (thread1 - thread0) as f64,
+            ring_drops: 0,
         };
         Ok((gen, s))
     })?
