@@ -186,7 +186,7 @@ pub fn resolve(host: &str, port: u16) -> Result<Ipv4Addr, String> {
 }
 
 /// How many names [`Resolutions::of_targets`] looks up at once.
-const PARALLEL_LOOKUPS: usize = 8;
+pub const PARALLEL_LOOKUPS: usize = 8;
 
 /// Hostname targets looked up ahead of [`Plan::build_with_ids`]: (host, port) -> the first
 /// IPv4 address, or the reason there is none (as [`resolve`] gives it). Literal addresses

@@ -11,7 +11,7 @@
 //!    looked up here. A change the maps or the file refuse is undone; one whose state file
 //!    cannot be saved runs, and its answer says so.
 //!
-//! Changes take turns (`Live::changes`), so a rule add edits the file as the change before
+//! Changes take turns (`Common::changes`), so a rule add edits the file as the change before
 //! it left it, and two reloads cannot commit out of order.
 
 use crate::{
@@ -71,13 +71,9 @@ fn in_turn(
     shared: &Shared,
     prepare: impl FnOnce(&Settings) -> Result<Prepared, ChangeError>,
 ) -> Result<String, ChangeError> {
-    let changes = shared.lock().expect("lock").changes.clone();
     // The turn guards no data: one a panicking change poisoned is as good.
-    let _turn = changes.lock().unwrap_or_else(PoisonError::into_inner);
-    let (running, tables) = {
-        let l = shared.lock().expect("lock");
-        (l.settings.clone(), l.tables.clone())
-    };
+    let _turn = shared.changes.lock().unwrap_or_else(PoisonError::into_inner);
+    let running = shared.lock().expect("lock").settings.clone();
     let prepared = prepare(&running)?;
     // Walked without the lock, but within the turn: no other change can put a rule into
     // the maps meanwhile, so a flow that starts after the walk carries the id of a running
@@ -85,7 +81,7 @@ fn in_turn(
     // rule if the walk saw no flow of it, and a flow that starts in that gap (until the
     // maps change) then shares its id with the new rule's flows. The data path takes no
     // lock, so no walk could close that gap entirely.
-    let scan = tables.scan().map_err(ChangeError::runtime)?;
+    let scan = shared.tables.scan().map_err(ChangeError::runtime)?;
     let held = flows::held_rule_ids(&scan.flows);
     commit(&mut shared.lock().expect("lock"), prepared, &held)
 }

@@ -60,7 +60,32 @@ pub struct HealthView {
 }
 
 /// The daemon's state as its tasks share it.
-pub type Shared = Arc<Mutex<Live>>;
+pub type Shared = Arc<Common>;
+
+/// The state behind its lock, and the two things beside it that must be reached without
+/// that lock.
+pub struct Common {
+    live: Mutex<Live>,
+    /// Held by the rule change under way (reload, rule add / remove) from its first read of
+    /// the file to its commit, outside the state's lock: changes take turns (`change`).
+    pub changes: Mutex<()>,
+    /// Handles of their own on the pinned conntrack tables, for the readers (status, stats,
+    /// flows, metrics) to walk them without the state's lock: a walk takes time in
+    /// proportion to the flows tracked, and holding the lock for it would stall every other
+    /// request and task.
+    pub tables: Conntrack,
+}
+
+impl Common {
+    pub fn new(live: Live, tables: Conntrack) -> Shared {
+        Arc::new(Common { live: Mutex::new(live), changes: Mutex::new(()), tables })
+    }
+
+    /// The state, locked.
+    pub fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, Live>> {
+        self.live.lock()
+    }
+}
 
 pub struct Live {
     pub settings: Settings,
@@ -73,17 +98,9 @@ pub struct Live {
     /// Interfaces whose attachment someone else removed, and what was done about it
     /// (`attach_watch`); empty while all is well.
     pub attach_faults: std::collections::BTreeMap<String, String>,
-    /// Held by the rule change under way (reload, rule add / remove) from its first read of
-    /// the file to its commit, outside this state's lock: changes take turns (`change`).
-    pub changes: Arc<Mutex<()>>,
     /// Set once the daemon stops: a change still preparing then commits nothing (an unload
     /// may have removed the pins and the state file).
     pub stopping: bool,
-    /// Handles of their own on the pinned conntrack tables, for the readers (status, stats,
-    /// flows, metrics) to walk them without this state's lock: a walk takes time in
-    /// proportion to the flows tracked, and holding the lock for it would stall every other
-    /// request and task.
-    pub tables: Arc<Conntrack>,
 }
 
 impl Live {

@@ -24,7 +24,7 @@ pub mod unload;
 use self::{
     accept::Backoff,
     control::{Request, Response},
-    live::{ChangeError, HealthView, Live, Shared},
+    live::{ChangeError, Common, HealthView, Live, Shared},
     state::State,
 };
 use crate::{
@@ -34,13 +34,7 @@ use crate::{
     host::{capabilities, sysctl},
     plan::{Plan, Resolutions},
 };
-use std::{
-    future::Future,
-    os::unix::fs::PermissionsExt,
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{future::Future, os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{UnixListener, UnixStream},
@@ -138,12 +132,11 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         allow_unresolved: opts.allow_unresolved,
         health: health_view.clone(),
         attach_faults: Default::default(),
-        changes: Default::default(),
         stopping: false,
-        tables: Arc::new(Conntrack::open_pinned(&pins).step("opening the conntrack tables")?),
     };
     live.update_health();
-    let shared: Shared = Arc::new(Mutex::new(live));
+    let tables = Conntrack::open_pinned(&pins).step("opening the conntrack tables")?;
+    let shared: Shared = Common::new(live, tables);
 
     // Every task in one set, stopped by one token. Those with something to finish (the
     // health endpoint closing its socket, a sweep counting what it removed, an attachment
@@ -338,8 +331,7 @@ fn log_final_counters(live: &Live) {
 
 /// What a metrics scrape shows, from one walk over the conntrack tables (without the lock).
 fn snapshot(shared: &Shared) -> metrics::Snapshot {
-    let tables = shared.lock().expect("lock").tables.clone();
-    let Ok(scan) = tables.scan() else {
+    let Ok(scan) = shared.tables.scan() else {
         return metrics::Snapshot::default();
     };
     let l = shared.lock().expect("lock");
@@ -450,10 +442,7 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
 fn handle(shared: &Shared, req: Request) -> Response {
     let live = || shared.lock().expect("lock");
     // The readers walk the tables before they take the lock for the rest.
-    let flows = || {
-        let tables = live().tables.clone();
-        tables.scan().map(|s| s.flows).map_err(ChangeError::runtime)
-    };
+    let flows = || shared.tables.scan().map(|s| s.flows).map_err(ChangeError::runtime);
     let result: Result<serde_json::Value, ChangeError> = match req {
         Request::Status => flows().map(|f| json(live().status_of(&f))),
         Request::RuleList => flows().map(|f| json(live().rules(&f))),

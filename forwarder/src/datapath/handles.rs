@@ -4,7 +4,7 @@
 //! instead of name lookups.
 //!
 //! Whatever must not wait for the daemon's lock (flow expiry, the drop watch, the next-hop
-//! watch, and the readers' and rule changes' walks of the tables, `Live::tables`) opens
+//! watch, and the readers' and rule changes' walks of the tables, `Common::tables`) opens
 //! handles of its own on the pins with [`open_pinned`]: the same typed handles, on the same
 //! kernel maps.
 
