@@ -235,6 +235,30 @@ fn ethtool_driver(iface: &str) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
+/// `struct ethtool_value` from linux/ethtool.h: a command and one value.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+const ETHTOOL_GFLAGS: u32 = 0x0000_0025;
+/// LRO in ETHTOOL_GFLAGS' answer (ETH_FLAG_LRO).
+const ETH_FLAG_LRO: u32 = 1 << 15;
+
+/// Whether `iface` has LRO (large receive offload; receive segment coalescing, RSC, on
+/// hv_netvsc) on, from ethtool in the calling thread's namespace; None when it cannot be
+/// read.
+pub(super) fn iface_lro(iface: &str) -> Option<bool> {
+    let sock = ioctl_socket().ok()?;
+    let mut req = ifreq_for(iface).ok()?;
+    let mut value = EthtoolValue { cmd: ETHTOOL_GFLAGS, data: 0 };
+    req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+    // SAFETY: ifru_data points at a live ethtool_value, which ETHTOOL_GFLAGS fills.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut req) };
+    (rc == 0).then_some(value.data & ETH_FLAG_LRO != 0)
+}
+
 fn sysfs_driver(iface: &str) -> Option<String> {
     let link = fs::read_link(format!("/sys/class/net/{iface}/device/driver")).ok()?;
     Some(link.file_name()?.to_string_lossy().into_owned())
@@ -307,6 +331,14 @@ fn parse_hex_endpoint(s: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ethtool flags are read for real: loopback has no LRO, and a missing interface
+    /// gives no answer rather than a guess.
+    #[test]
+    fn lro_is_read_with_ethtool() {
+        assert_eq!(iface_lro("lo"), Some(false));
+        assert_eq!(iface_lro("no-such-if0"), None);
+    }
 
     #[test]
     fn proc_net_tcp_lines_parse() {

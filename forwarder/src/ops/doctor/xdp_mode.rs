@@ -1,8 +1,9 @@
 //! Check 7, `xdp-mode`: each interface runs the program in native XDP; if not, the likeliest
-//! reason (a forced mode, an MTU too big for the driver, a driver without native XDP).
+//! reason (a forced mode, an MTU too big for the driver, LRO on, a driver without native
+//! XDP).
 
 use super::{
-    host::{iface_driver, iface_mtu},
+    host::{iface_driver, iface_lro, iface_mtu},
     Finding,
 };
 use crate::{
@@ -53,18 +54,20 @@ fn xdp_mode_finding(settings: &Settings, iface: &str, mode: &str) -> Finding {
     if mode == "xdp" {
         return Finding::ok(CHECK, format!("{iface}: native XDP ({driver_text})"));
     }
-    let mtu = iface_mtu(iface).ok();
-    let (why, fix) = slow_mode_reason(settings, iface, driver.as_deref(), mtu);
+    let nic = Nic { driver: driver.as_deref(), mtu: iface_mtu(iface).ok(), lro: iface_lro(iface) };
+    let (why, fix) = slow_mode_reason(settings, iface, &nic);
     Finding::fail(CHECK, format!("{iface}: attached in {mode} mode, not native XDP: {why}"), fix)
 }
 
-/// The likeliest reason an interface did not get native XDP, and what to do.
-fn slow_mode_reason(
-    settings: &Settings,
-    iface: &str,
-    driver: Option<&str>,
+/// What the reasons are read from; None where it could not be read.
+struct Nic<'a> {
+    driver: Option<&'a str>,
     mtu: Option<u32>,
-) -> (String, String) {
+    lro: Option<bool>,
+}
+
+/// The likeliest reason an interface did not get native XDP, and what to do.
+fn slow_mode_reason(settings: &Settings, iface: &str, nic: &Nic) -> (String, String) {
     let config = settings.path.display();
     if matches!(settings.mode, Mode::XdpGeneric | Mode::Tc) {
         return (
@@ -74,14 +77,25 @@ fn slow_mode_reason(
             ),
         );
     }
-    let d = driver.unwrap_or("unknown");
-    if let Some(mtu) = mtu.filter(|m| *m > NATIVE_XDP_MAX_MTU) {
+    let d = nic.driver.unwrap_or("unknown");
+    if let Some(mtu) = nic.mtu.filter(|m| *m > NATIVE_XDP_MAX_MTU) {
         if PAGE_LIMITED_DRIVERS.contains(&d) {
             return (
                 format!("MTU {mtu} is too big for native XDP on {d} (at most about {NATIVE_XDP_MAX_MTU})"),
                 format!("ip link set {iface} mtu 1500 (if jumbo frames are not needed), then systemctl restart forwarder"),
             );
         }
+    }
+    // hv_netvsc and mlx5 refuse an XDP program while LRO is on, and Azure hosts turn
+    // hv_netvsc's on (RSC) by default.
+    if nic.lro == Some(true) && NATIVE_XDP_DRIVERS.contains(&d) {
+        return (
+            format!("LRO is on, and {d} refuses native XDP while it is"),
+            format!(
+                "ethtool -K {iface} lro off (and keep it off at boot, e.g. in the interface's \
+                 network configuration), then systemctl restart forwarder"
+            ),
+        );
     }
     if !NATIVE_XDP_DRIVERS.contains(&d) {
         return (
@@ -100,19 +114,30 @@ mod tests {
     use super::*;
     use crate::ops::doctor::test_settings as settings;
 
+    fn nic(driver: &str, mtu: u32, lro: bool) -> Nic<'_> {
+        Nic { driver: Some(driver), mtu: Some(mtu), lro: Some(lro) }
+    }
+
     #[test]
     fn slow_mode_reasons() {
         let auto = settings("");
         let (why, fix) =
-            slow_mode_reason(&settings("mode = \"tc\""), "eth0", Some("hv_netvsc"), Some(1500));
+            slow_mode_reason(&settings("mode = \"tc\""), "eth0", &nic("hv_netvsc", 1500, false));
         assert!(why.contains("mode = \"tc\" is forced in t.toml"), "{why}");
         assert!(fix.contains("mode = \"auto\""), "{fix}");
-        let (why, fix) = slow_mode_reason(&auto, "eth0", Some("mlx5_core"), Some(9000));
+        let (why, fix) = slow_mode_reason(&auto, "eth0", &nic("mlx5_core", 9000, false));
         assert!(why.contains("MTU 9000 is too big for native XDP on mlx5_core"), "{why}");
         assert!(fix.starts_with("ip link set eth0 mtu 1500"), "{fix}");
-        let (why, _) = slow_mode_reason(&auto, "eth0", Some("e1000"), Some(1500));
+        let (why, fix) = slow_mode_reason(&auto, "eth0", &nic("hv_netvsc", 1500, true));
+        assert_eq!(why, "LRO is on, and hv_netvsc refuses native XDP while it is");
+        assert!(fix.starts_with("ethtool -K eth0 lro off"), "{fix}");
+        let (why, _) = slow_mode_reason(&auto, "eth0", &nic("e1000", 1500, false));
         assert_eq!(why, "driver e1000 has no native XDP support");
-        let (why, _) = slow_mode_reason(&auto, "eth0", Some("hv_netvsc"), Some(1500));
+        let (why, _) = slow_mode_reason(&auto, "eth0", &nic("hv_netvsc", 1500, false));
+        assert!(why.contains("kernel refused"), "{why}");
+        // LRO unknown (the ioctl failed): no guess about it.
+        let unknown = Nic { driver: Some("hv_netvsc"), mtu: Some(1500), lro: None };
+        let (why, _) = slow_mode_reason(&auto, "eth0", &unknown);
         assert!(why.contains("kernel refused"), "{why}");
     }
 }
