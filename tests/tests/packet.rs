@@ -1317,3 +1317,27 @@ fn a_reply_half_the_lru_left_alone_gives_its_port_back() {
     assert!(h.ct_get(Table::Embryonic, &f3.orig_key()).unwrap().is_none());
     f4.target_sends(&mut h, &f4.target_pkt(flags::SYN | flags::ACK));
 }
+
+/// The program calls no memory builtin. bpf-linker's default (`--bpf-expand-memcpy-in-order`)
+/// made every zeroed struct a call to compiler-builtins' memset, which stores one byte per
+/// iteration; forwarder-ebpf/build.rs turns it off. Read from the object the daemon loads.
+#[test]
+fn the_program_calls_no_memory_builtin() {
+    use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget, SectionKind};
+    let file = object::File::parse(forwarder::datapath::object::OBJECT).expect("the program's ELF");
+    let (mut calls, mut code_sections) = (Vec::new(), 0);
+    for section in file.sections().filter(|s| s.kind() == SectionKind::Text) {
+        code_sections += 1;
+        let name = section.name().unwrap_or("?");
+        for (offset, rel) in section.relocations() {
+            let RelocationTarget::Symbol(i) = rel.target() else { continue };
+            let sym = file.symbol_by_index(i).expect("a relocation's symbol");
+            let target = sym.name().unwrap_or("");
+            if ["memset", "memcpy", "memmove", "memcmp", "bcmp"].contains(&target) {
+                calls.push(format!("{name}+{offset:#x}: {target}"));
+            }
+        }
+    }
+    assert!(code_sections >= 2, "only {code_sections} code sections: not the program's object?");
+    assert!(calls.is_empty(), "calls to memory builtins:\n{}", calls.join("\n"));
+}
