@@ -119,7 +119,8 @@ pub enum Slot {
     Sample = 0,
 }
 
-/// A kept frame: its first MAX_FRAME_LEN bytes, or FRAME_LEN of a shorter one (zeros after).
+/// A kept frame: its first MAX_FRAME_LEN bytes, or FRAME_LEN of a shorter one (the rest as
+/// it was: userspace clears the slot before a window).
 #[map(name = "FRAMES")]
 pub static FRAMES: Array<[u8; MAX_FRAME_LEN]> = Array::with_max_entries(1, 0);
 

@@ -24,7 +24,8 @@ pub fn advance(ctx: &XdpContext) -> Option<()> {
     // SAFETY: bounds checked by ptr_at; the frame outlives the program run.
     let tcp = unsafe { &mut *tcp };
     let n = next_frame() % cfg.cycle.max(1) as u64;
-    let seq = u32::from_be_bytes(tcp.seq).wrapping_add(n as u32 * cfg.step).to_be_bytes();
+    let seq = u32::from_be_bytes(tcp.seq).wrapping_add((n as u32).wrapping_mul(cfg.step));
+    let seq = seq.to_be_bytes();
     let mut l4 = Csum::from_check(tcp.check);
     l4.replace4(tcp.seq, seq);
     tcp.check = l4.check();

@@ -95,7 +95,10 @@ impl PacketContext for XdpContext {
     fn fix_l3_csum(&self, off: usize, d: CsumDelta) {
         fix_in_place(self, off, d)
     }
-    /// Both parts in one update: an XDP frame's checksum is always complete.
+    /// Both parts in one update: the checksum is taken as complete, as it is in every frame
+    /// a NIC delivers to native XDP. (A CHECKSUM_PARTIAL skb from a sender on the same host,
+    /// which xdp-generic or a veth can hand over, would need the TC treatment; a NAT VM
+    /// forwards other hosts' packets, and this is how the program always treated them.)
     #[inline(always)]
     fn fix_l4_csum(&self, off: usize, pseudo: CsumDelta, segment: CsumDelta) {
         let mut d = pseudo;

@@ -34,7 +34,8 @@ impl CsumDelta {
         self.word((old >> 16) as u16, (new >> 16) as u16);
     }
 
-    /// Another delta's changes also apply here (the pseudo-header shares the IP addresses).
+    /// Another delta's changes also apply here: the pseudo-header shares the IP addresses,
+    /// and on XDP the pseudo-header's and the segment's changes go to one checksum.
     #[inline(always)]
     pub fn merge(&mut self, other: CsumDelta) {
         self.0 += other.0;

@@ -137,6 +137,7 @@ pub fn measure(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Vec<Outcome>
                 anyhow::bail!("{} could not be profiled: {}", o.contender.name(), why.0);
             }
             let parts = profile::Parts::of(&file)?;
+            parts.check(o.contender)?;
             say(&format!("profiled {:?} {:?} {}: {parts:?}", o.shape, o.load, o.contender.name()));
             o.parts = Some(parts);
         }

@@ -12,6 +12,7 @@
 //! without copying). Those three are counted apart, each sample once (`report_by_parent`);
 //! GRO, netfilter and the program are inclusive shares, for reading only.
 
+use super::Contender;
 use crate::bench::profile::{parent_lines, report_by_parent, report_children, symbol_lines};
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -75,6 +76,32 @@ impl Parts {
             }
         }
         p
+    }
+
+    /// Fails when the profile cannot be right for `c`: every forwarder mode spends time in
+    /// its program, and every contender that takes the frames into an skb segments them
+    /// again on the way out. A report without kernel symbols would otherwise read 0 % for
+    /// both, and the figure without the bed's parts would silently be the raw one.
+    pub fn check(&self, c: Contender) -> Result<()> {
+        let forwarder = matches!(
+            c,
+            Contender::ForwarderXdp | Contender::ForwarderXdpGeneric | Contender::ForwarderTc
+        );
+        let skb = matches!(
+            c,
+            Contender::ForwarderTc
+                | Contender::Iptables
+                | Contender::Nftables
+                | Contender::NftFlowtable
+                | Contender::Routing
+        );
+        if forwarder && self.program == 0.0 {
+            bail!("the profile of {} shows no time in the forwarder's program", c.name());
+        }
+        if skb && self.segmentation == 0.0 {
+            bail!("the profile of {} shows no software segmentation", c.name());
+        }
+        Ok(())
     }
 
     /// The share (0..1) of the thread's time that the bed adds and a NIC would not.
