@@ -87,7 +87,9 @@ fn slow_mode_reason(settings: &Settings, iface: &str, nic: &Nic) -> (String, Str
         }
     }
     // hv_netvsc and mlx5 refuse an XDP program while LRO is on, and Azure hosts turn
-    // hv_netvsc's on (RSC) by default.
+    // hv_netvsc's on (RSC) by default. Seen only while no xdp-generic program is attached:
+    // attaching one turns LRO off (the kernel's generic_xdp_install), so after auto's
+    // fallback the last reason below says it instead.
     if nic.lro == Some(true) && NATIVE_XDP_DRIVERS.contains(&d) {
         return (
             format!("LRO is on, and {d} refuses native XDP while it is"),
@@ -105,7 +107,13 @@ fn slow_mode_reason(settings: &Settings, iface: &str, nic: &Nic) -> (String, Str
     }
     (
         format!("the kernel refused native XDP on {d}"),
-        "see `journalctl -u forwarder` for the attach error (hv_netvsc needs kernel 5.6+; another XDP program may hold the interface)".into(),
+        format!(
+            "see `journalctl -u forwarder` for the attach error (hv_netvsc needs kernel 5.6+; \
+             another XDP program may hold the interface). If LRO was on when the forwarder \
+             started (hv_netvsc and mlx5 refuse native XDP with it; Azure turns it on), \
+             attaching xdp-generic has turned it off since: systemctl restart forwarder now \
+             gets native XDP, and `ethtool -K {iface} lro off` at boot keeps it"
+        ),
     )
 }
 
@@ -133,8 +141,9 @@ mod tests {
         assert!(fix.starts_with("ethtool -K eth0 lro off"), "{fix}");
         let (why, _) = slow_mode_reason(&auto, "eth0", &nic("e1000", 1500, false));
         assert_eq!(why, "driver e1000 has no native XDP support");
-        let (why, _) = slow_mode_reason(&auto, "eth0", &nic("hv_netvsc", 1500, false));
+        let (why, fix) = slow_mode_reason(&auto, "eth0", &nic("hv_netvsc", 1500, false));
         assert!(why.contains("kernel refused"), "{why}");
+        assert!(fix.contains("ethtool -K eth0 lro off"), "{fix}");
         // LRO unknown (the ioctl failed): no guess about it.
         let unknown = Nic { driver: Some("hv_netvsc"), mtu: Some(1500), lro: None };
         let (why, _) = slow_mode_reason(&auto, "eth0", &unknown);
