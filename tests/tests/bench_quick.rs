@@ -29,10 +29,7 @@ fn every_contender_is_set_up_and_delivers_translated_frames() {
             continue;
         }
         assert_eq!(o.samples.len(), opts.rounds, "{what}: samples");
-        let frames = match o.load {
-            rate::Load::Small => opts.frames,
-            rate::Load::Stream => opts.stream_frames,
-        };
+        let frames = opts.frames_for(o.load);
         for s in &o.samples {
             assert!(s.delivered > 0, "{what} delivered nothing of {} frames", s.sent);
             assert_eq!(s.sent, frames, "{what}: the send window was cut short");
@@ -88,7 +85,7 @@ fn stream_frames_are_consecutive_valid_segments() -> anyhow::Result<()> {
             load::{STREAM_CYCLE, STREAM_PAYLOAD},
             progs::{Generator, MAX_FRAME_LEN},
         },
-        packet::{flags, parse_tcp, payload_pattern, Tcp},
+        packet::{flags, parse_tcp, Tcp},
     };
     use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -97,7 +94,7 @@ fn stream_frames_are_consecutive_valid_segments() -> anyhow::Result<()> {
         SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 40001),
         SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 4), 9092),
     );
-    let payload = payload_pattern(STREAM_PAYLOAD, 7);
+    let payload = rate::Load::Stream.payload();
     let tcp = Tcp::new(src, dst, flags::ACK).seq(u32::MAX - 5000).payload(payload.clone());
     let frame = tcp.frame();
     assert_eq!(frame.len(), MAX_FRAME_LEN);

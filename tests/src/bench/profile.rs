@@ -164,14 +164,7 @@ impl Breakdown {
         let mut raw = Breakdown::default();
         for (children, own, sym) in symbol_lines(report) {
             match sym {
-                // The entry points only: their inclusive time holds their subprograms
-                // (events, memset), and other programs (the bed's XDP_PASS, a cgroup's)
-                // are not the forwarder's.
-                s if s.starts_with("bpf_prog_")
-                    && (s.ends_with("_forwarder_xdp") || s.ends_with("_forwarder_tc")) =>
-                {
-                    raw.program += children
-                }
+                s if is_forwarder_entry(s) => raw.program += children,
                 "skb_pp_cow_data" => raw.veth_copy += children,
                 "nf_hook_slow" => raw.netfilter += children,
                 "dev_gro_receive" => raw.gro += children,
@@ -190,6 +183,14 @@ impl Breakdown {
             segmentation: raw.segmentation / busy,
         }
     }
+}
+
+/// Whether `sym` is the forwarder's XDP or TC entry point as perf names a JITed program.
+/// The entry points only: their inclusive time holds their subprograms (events), and other
+/// programs (the bed's XDP_PASS, a cgroup's) are not the forwarder's.
+pub fn is_forwarder_entry(sym: &str) -> bool {
+    sym.starts_with("bpf_prog_")
+        && (sym.ends_with("_forwarder_xdp") || sym.ends_with("_forwarder_tc"))
 }
 
 /// The symbols of a `perf report --children -F overhead_children,overhead,sym`, lines such

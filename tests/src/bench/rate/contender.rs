@@ -61,6 +61,11 @@ impl Contender {
         !matches!(self, Contender::Floor | Contender::Ceiling | Contender::Routing)
     }
 
+    /// Whether it is the forwarder, in one of its modes.
+    pub fn is_forwarder(self) -> bool {
+        self.forwarder_mode().is_some()
+    }
+
     fn forwarder_mode(self) -> Option<&'static str> {
         match self {
             Contender::ForwarderXdp => Some("xdp"),

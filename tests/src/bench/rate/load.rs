@@ -10,7 +10,11 @@
 //!   and start again, which keeps them inside the broker's window (netfilter's window
 //!   tracking would otherwise mark them invalid and leave them untranslated).
 
-use super::progs::{FRAME_LEN, MAX_FRAME_LEN};
+use super::{
+    progs::{FRAME_LEN, MAX_FRAME_LEN},
+    send::PAYLOAD,
+};
+use crate::packet::{flags, payload_pattern};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Load {
@@ -29,6 +33,31 @@ impl Load {
         match self {
             Load::Small => FRAME_LEN,
             Load::Stream => MAX_FRAME_LEN,
+        }
+    }
+
+    /// The TCP flags of the generator's segment: a stream's carry no PSH, which would end
+    /// a GRO merge at every frame.
+    pub fn tcp_flags(self) -> u8 {
+        match self {
+            Load::Small => flags::ACK | flags::PSH,
+            Load::Stream => flags::ACK,
+        }
+    }
+
+    /// The generator's payload.
+    pub fn payload(self) -> Vec<u8> {
+        match self {
+            Load::Small => PAYLOAD.to_vec(),
+            Load::Stream => payload_pattern(STREAM_PAYLOAD, 7),
+        }
+    }
+
+    /// How many segments the generator's sequence numbers run over (1: the same one).
+    pub fn cycle(self) -> u32 {
+        match self {
+            Load::Small => 1,
+            Load::Stream => STREAM_CYCLE,
         }
     }
 }

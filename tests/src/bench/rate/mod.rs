@@ -63,6 +63,14 @@ impl Options {
         }
     }
 
+    /// Frames per measured send window under `load`.
+    pub fn frames_for(&self, load: Load) -> u64 {
+        match load {
+            Load::Small => self.frames,
+            Load::Stream => self.stream_frames,
+        }
+    }
+
     /// Every shape and contender once, with few frames: checks the bed, not the speed.
     pub fn quick() -> Options {
         Options { frames: 200_000, stream_frames: 100_000, rounds: 1, ..Options::full() }
@@ -102,11 +110,7 @@ pub fn measure(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Vec<Outcome>
             if o.unavailable.is_some() {
                 continue;
             }
-            let frames = match o.load {
-                Load::Small => opts.frames,
-                Load::Stream => opts.stream_frames,
-            };
-            match send::sample(o.shape, o.load, o.contender, frames, None)? {
+            match send::sample(o.shape, o.load, o.contender, opts.frames_for(o.load), None)? {
                 Ok(s) => {
                     say(&format!(
                         "round {}/{} {:?} {:?} {}: {:.2} Mpps, {:.0} ns busy CPU per packet",
@@ -131,9 +135,8 @@ pub fn measure(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Vec<Outcome>
         let dir = tempfile::TempDir::new()?;
         for o in out.iter_mut().filter(|o| o.load == Load::Stream && o.unavailable.is_none()) {
             let file = dir.path().join("perf.data");
-            if let Err(why) =
-                send::sample(o.shape, o.load, o.contender, opts.stream_frames, Some(&file))?
-            {
+            let frames = opts.frames_for(o.load);
+            if let Err(why) = send::sample(o.shape, o.load, o.contender, frames, Some(&file))? {
                 anyhow::bail!("{} could not be profiled: {}", o.contender.name(), why.0);
             }
             let parts = profile::Parts::of(&file)?;

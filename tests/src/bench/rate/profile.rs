@@ -13,7 +13,9 @@
 //! GRO, netfilter and the program are inclusive shares, for reading only.
 
 use super::Contender;
-use crate::bench::profile::{parent_lines, report_by_parent, report_children, symbol_lines};
+use crate::bench::profile::{
+    is_forwarder_entry, parent_lines, report_by_parent, report_children, symbol_lines,
+};
 use anyhow::{bail, Result};
 use std::path::Path;
 
@@ -67,11 +69,7 @@ impl Parts {
             match sym {
                 "dev_gro_receive" => p.gro += children,
                 "nf_hook_slow" => p.netfilter += children,
-                s if s.starts_with("bpf_prog_")
-                    && (s.ends_with("_forwarder_xdp") || s.ends_with("_forwarder_tc")) =>
-                {
-                    p.program += children
-                }
+                s if is_forwarder_entry(s) => p.program += children,
                 _ => {}
             }
         }
@@ -83,10 +81,7 @@ impl Parts {
     /// again on the way out. A report without kernel symbols would otherwise read 0 % for
     /// both, and the figure without the bed's parts would silently be the raw one.
     pub fn check(&self, c: Contender) -> Result<()> {
-        let forwarder = matches!(
-            c,
-            Contender::ForwarderXdp | Contender::ForwarderXdpGeneric | Contender::ForwarderTc
-        );
+        let forwarder = c.is_forwarder();
         let skb = matches!(
             c,
             Contender::ForwarderTc

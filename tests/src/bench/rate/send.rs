@@ -6,12 +6,12 @@ use super::{
     contender::{Contender, Setup, Unavailable},
     cpu,
     flow::Flow,
-    load::{Load, STREAM_CYCLE, STREAM_PAYLOAD},
+    load::{Load, STREAM_PAYLOAD},
     progs::{Generator, FRAME_LEN, MARK},
 };
 use crate::{
     bench::{cpu::Busy, profile::Perf},
-    packet::{flags, parse_tcp, payload_pattern, Tcp},
+    packet::{parse_tcp, Tcp},
 };
 use anyhow::{bail, ensure, Context, Result};
 use std::{
@@ -113,11 +113,7 @@ fn measure(
     perf_data: Option<&Path>,
 ) -> Result<Sample> {
     let ((gen_smac, gen_dmac), (fwd_smac, fwd_dmac)) = bed.macs();
-    // A stream's segments carry no PSH, which would end a GRO merge at every frame.
-    let tcp_flags = match load {
-        Load::Small => flags::ACK | flags::PSH,
-        Load::Stream => flags::ACK,
-    };
+    let tcp_flags = load.tcp_flags();
     let (flow, plan) = if c.nat() {
         let flow = Flow::open(bed)?;
         setup.check_flow(bed, flow.client)?;
@@ -130,10 +126,7 @@ fn measure(
         let frame = Tcp::new(src, bed.broker(), tcp_flags);
         (None, Plan { frame, expect_src: src, expect_dst: bed.broker() })
     };
-    let payload = match load {
-        Load::Small => PAYLOAD.to_vec(),
-        Load::Stream => payload_pattern(STREAM_PAYLOAD, 7),
-    };
+    let payload = load.payload();
     let frame = plan.frame.clone().macs(gen_smac, gen_dmac).payload(payload.clone());
     let bytes = marked(&frame);
     ensure!(
@@ -147,7 +140,7 @@ fn measure(
     let ifindex = bed.gen.ifindex("g0")?;
     let gen = bed.gen.enter(move || match load {
         Load::Small => Generator::new(ifindex, bytes.try_into().expect("checked above")),
-        Load::Stream => Generator::stream(ifindex, bytes, STREAM_PAYLOAD as u32, STREAM_CYCLE),
+        Load::Stream => Generator::stream(ifindex, bytes, STREAM_PAYLOAD as u32, load.cycle()),
     })??;
     let (gen, _) = window(bed, gen, WARMUP, None)?;
     let warm = bed.sink().counts()?;
@@ -180,10 +173,7 @@ fn measure(
     ensure!(got.ip.time_to_live == frame.ttl - 1, "delivered TTL {}", got.ip.time_to_live);
     // The small load repeats one segment; the stream's is one of its cycle.
     let advanced = got.tcp.sequence_number.wrapping_sub(frame.seq);
-    let cycle = match load {
-        Load::Small => 1,
-        Load::Stream => STREAM_CYCLE,
-    };
+    let cycle = load.cycle();
     ensure!(
         advanced % payload.len() as u32 == 0 && advanced / (payload.len() as u32) < cycle,
         "delivered seq {} is not one of the {cycle} segment(s) from {}",
