@@ -33,6 +33,11 @@ pub use bed::Shape;
 pub use contender::Contender;
 pub use load::Load;
 
+/// The fewest frames a profiled window sends. `tc`'s program is 1-2 % of its thread's
+/// time, so `--quick`'s 100,000 stream frames (about 50 ms, a hundred-odd perf samples)
+/// could leave it without one sample and fail `Parts::check`; a million give it dozens.
+const PROFILE_FRAMES: u64 = 1_000_000;
+
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Frames per measured send window of 64-byte frames.
@@ -135,7 +140,7 @@ pub fn measure(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Vec<Outcome>
         let dir = tempfile::TempDir::new()?;
         for o in out.iter_mut().filter(|o| o.load == Load::Stream && o.unavailable.is_none()) {
             let file = dir.path().join("perf.data");
-            let frames = opts.frames_for(o.load);
+            let frames = opts.frames_for(o.load).max(PROFILE_FRAMES);
             if let Err(why) = send::sample(o.shape, o.load, o.contender, frames, Some(&file))? {
                 anyhow::bail!("{} could not be profiled: {}", o.contender.name(), why.0);
             }
