@@ -220,19 +220,31 @@ pub(super) fn iface_driver(iface: &str) -> Option<String> {
 }
 
 fn ethtool_driver(iface: &str) -> io::Result<String> {
-    let sock = ioctl_socket()?;
-    let mut req = ifreq_for(iface)?;
     // SAFETY: all-zero is a valid ethtool_drvinfo (integers and byte arrays).
     let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
     info.cmd = ETHTOOL_GDRVINFO;
-    req.ifr_ifru.ifru_data = (&mut info as *mut EthtoolDrvinfo).cast();
-    // SAFETY: ifru_data points at a live ethtool_drvinfo, which ETHTOOL_GDRVINFO fills.
+    // SAFETY: ETHTOOL_GDRVINFO fills a struct ethtool_drvinfo, which `info` is.
+    unsafe { ethtool(iface, &mut info)? };
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+/// One ethtool ioctl on `iface` in the calling thread's namespace: `data` holds the command
+/// in its first field and receives the kernel's answer.
+///
+/// # Safety
+/// `T` must be the struct the kernel writes for the command in `data`.
+unsafe fn ethtool<T>(iface: &str, data: &mut T) -> io::Result<()> {
+    let sock = ioctl_socket()?;
+    let mut req = ifreq_for(iface)?;
+    req.ifr_ifru.ifru_data = (data as *mut T).cast();
+    // SAFETY: ifru_data points at a live T, which the caller vouches is what the command
+    // fills.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut req) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
-    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+    Ok(())
 }
 
 /// `struct ethtool_value` from linux/ethtool.h: a command and one value.
@@ -250,13 +262,10 @@ const ETH_FLAG_LRO: u32 = 1 << 15;
 /// hv_netvsc) on, from ethtool in the calling thread's namespace; None when it cannot be
 /// read.
 pub(super) fn iface_lro(iface: &str) -> Option<bool> {
-    let sock = ioctl_socket().ok()?;
-    let mut req = ifreq_for(iface).ok()?;
     let mut value = EthtoolValue { cmd: ETHTOOL_GFLAGS, data: 0 };
-    req.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
-    // SAFETY: ifru_data points at a live ethtool_value, which ETHTOOL_GFLAGS fills.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &mut req) };
-    (rc == 0).then_some(value.data & ETH_FLAG_LRO != 0)
+    // SAFETY: ETHTOOL_GFLAGS fills a struct ethtool_value, which `value` is.
+    unsafe { ethtool(iface, &mut value) }.ok()?;
+    Some(value.data & ETH_FLAG_LRO != 0)
 }
 
 fn sysfs_driver(iface: &str) -> Option<String> {
