@@ -58,6 +58,11 @@ enum Task {
         /// Seconds of fuzzing per fuzz target (default 60).
         #[arg(long, default_value_t = 60)]
         fuzz_seconds: u64,
+        /// What sends the packet-rate bed's and the SYN flood's frames: auto (live frames
+        /// where the kernel allows them, else a packet socket), live-frames or
+        /// packet-socket. Passed to the tests as FWT_SENDER.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "live-frames", "packet-socket"])]
+        sender: String,
     },
     /// The whole Azure path in namespaces: a Kafka client, Private Link + load balancer,
     /// two NAT VMs running forwarder, three real Kafka brokers (tansu); checks and tears down.
@@ -79,6 +84,11 @@ enum Task {
         /// `perf record -a -g`, into target/bench-profile/, and the top of its report.
         #[arg(long, value_name = "WAY", conflicts_with_all = ["quick", "only"])]
         profile: Option<String>,
+        /// What sends the packet-rate bed's and the SYN flood's frames: auto (live frames
+        /// where the kernel allows them, else a packet socket), live-frames or
+        /// packet-socket. Passed to the tests as FWT_SENDER.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "live-frames", "packet-socket"])]
+        sender: String,
     },
 }
 
@@ -89,11 +99,10 @@ fn main() -> Result<()> {
         Task::Test { args } => setup().and_then(|_| test(&args)),
         Task::Deb => setup().and_then(|_| deb()),
         Task::Demo => setup().and_then(|_| demo()),
-        Task::Stress { frames, flood_syns, soak_secs, fuzz_seconds } => {
-            setup().and_then(|_| stress(frames, flood_syns, soak_secs, fuzz_seconds))
-        }
-        Task::Bench { quick, only, profile } => {
-            setup().and_then(|_| bench(quick, &only, profile.as_deref()))
+        Task::Stress { frames, flood_syns, soak_secs, fuzz_seconds, sender } => setup()
+            .and_then(|_| stress(frames, flood_syns, soak_secs, fuzz_seconds, Path::new(&sender))),
+        Task::Bench { quick, only, profile, sender } => {
+            setup().and_then(|_| bench(quick, &only, profile.as_deref(), Path::new(&sender)))
         }
     }
 }
@@ -115,7 +124,7 @@ fn setup() -> Result<()> {
 /// `cargo xtask bench`: tests/src/bench, written to BENCHMARKS.md (with `--quick`, to
 /// target/bench-quick/BENCHMARKS.md). The daemons it starts pin into the same throwaway
 /// bpffs as the tests.
-fn bench(quick: bool, only: &[String], profile: Option<&str>) -> Result<()> {
+fn bench(quick: bool, only: &[String], profile: Option<&str>, sender: &Path) -> Result<()> {
     let bin = build(false)?;
     cargo(&["build", "--package", "forwarder-tests", "--bin", "bench"])?;
     let bench = workspace_root().join("target/debug/bench");
@@ -128,7 +137,11 @@ fn bench(quick: bool, only: &[String], profile: Option<&str>) -> Result<()> {
     if let Some(way) = profile {
         args.extend(["profile".to_string(), way.to_string()]);
         return with_test_bpffs(|bpffs| {
-            as_root(&bench, &args, &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs)])
+            as_root(
+                &bench,
+                &args,
+                &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs), ("FWT_SENDER", sender)],
+            )
         });
     }
     if quick {
@@ -139,7 +152,11 @@ fn bench(quick: bool, only: &[String], profile: Option<&str>) -> Result<()> {
     }
     args.push(out.to_string_lossy().into_owned());
     with_test_bpffs(|bpffs| {
-        as_root(&bench, &args, &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs)])
+        as_root(
+            &bench,
+            &args,
+            &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs), ("FWT_SENDER", sender)],
+        )
     })
 }
 
@@ -204,7 +221,7 @@ fn as_root_command(program: &Path, envs: &[(&str, &Path)]) -> Command {
         Command::new(program)
     } else {
         let mut c = Command::new("sudo");
-        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_DEB,FWT_HOSTILE_FRAMES,FWT_FLOOD_SYNS,FWT_FAULTS,FWT_SOAK_SECS,RUST_LOG,PATH")
+        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_DEB,FWT_HOSTILE_FRAMES,FWT_FLOOD_SYNS,FWT_FAULTS,FWT_SOAK_SECS,FWT_SENDER,RUST_LOG,PATH")
             .arg(program);
         c
     };
@@ -277,7 +294,13 @@ fn test(extra: &[String]) -> Result<()> {
 
 /// `cargo xtask stress`: the reliability runs too long for `test`, each a test of the tests
 /// crate run with bigger numbers (printed, for RELIABILITY.md).
-fn stress(frames: u64, flood_syns: u64, soak_secs: u64, fuzz_seconds: u64) -> Result<()> {
+fn stress(
+    frames: u64,
+    flood_syns: u64,
+    soak_secs: u64,
+    fuzz_seconds: u64,
+    sender: &Path,
+) -> Result<()> {
     let bin = build(false)?;
     cargo(&["test", "--package", "forwarder-tests", "--no-run"])?;
     let cargo_bin = PathBuf::from(env!("CARGO"));
@@ -300,7 +323,12 @@ fn stress(frames: u64, flood_syns: u64, soak_secs: u64, fuzz_seconds: u64) -> Re
             as_root(
                 &cargo_bin,
                 &args,
-                &[("FORWARDER_BIN", &bin), ("FWT_BPFFS", bpffs), (var, value.as_path())],
+                &[
+                    ("FORWARDER_BIN", &bin),
+                    ("FWT_BPFFS", bpffs),
+                    ("FWT_SENDER", sender),
+                    (var, value.as_path()),
+                ],
             )
         })?;
     }

@@ -45,6 +45,10 @@ impl Bed {
         let servers = echo_servers(&topo.broker, &brokers)?;
         let (net, len) = SPOOFED_NET;
         topo.router.ip(&["route", "add", "blackhole", &format!("{net}/{len}")])?;
+        // The NAT VM receives on a NAPI thread of its own. Otherwise veth runs the receiver's
+        // NAPI on the sending CPU as each transmit ends, so a costlier contender would slow
+        // the flood's sender and be offered fewer SYNs per second than a cheaper one.
+        topo.natvm.exec(&["sh", "-c", "echo 1 > /sys/class/net/n0/threaded"])?;
         let daemon = match contender {
             Contender::ForwarderXdp => Some(Daemon::start(&topo.natvm, &config(&topo, max_flows))?),
             Contender::Iptables => {

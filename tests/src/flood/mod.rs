@@ -3,8 +3,9 @@
 //!
 //! - `bed`: the e2e topology with echo brokers, the spoofed network's route, and the
 //!   contender (the daemon with a realistic config, or the two iptables rules per port).
-//! - `syns`: the flood itself: the live-frames generator's SYN mode from the router's end of
-//!   the NAT VM's link, paced to a rate.
+//! - `syns`: the flood itself: the bench sender's SYN mode (live frames, or a packet socket
+//!   where the kernel refuses them) from the router's end of the NAT VM's link, paced to a
+//!   rate that every contender is offered alike.
 //! - `legit`: the legitimate client's pace (`crate::churn`), and its connections before,
 //!   during and after the flood.
 //! - `watch`: samples of the table fill during the flood (status, metrics, conntrack).
@@ -95,7 +96,9 @@ pub fn run(tag: &str, contender: Contender, opts: &Options) -> Result<Report> {
     let mut r = Report {
         contender,
         opts: opts.clone(),
+        sender: sent.sender,
         syns_sent: sent.frames,
+        syns_refused: sent.refused,
         flood_secs: (flood_end - flood_start).as_secs_f64(),
         reached_nat: bed.n0_rx()?.saturating_sub(n0_before),
         legit: legit::Figures::of(&attempts, flood_start, flood_end),

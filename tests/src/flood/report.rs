@@ -2,13 +2,18 @@
 //! iptables' (printed by the test, for RELIABILITY.md).
 
 use super::{bed::Contender, legit, watch::Samples, Options};
+use crate::bench::rate::sender::SenderKind;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
 pub struct Report {
     pub contender: Contender,
     pub opts: Options,
+    /// What sent the flood.
+    pub sender: SenderKind,
     pub syns_sent: u64,
+    /// Of them, refused at the router's end because the NAT VM's receive ring was full.
+    pub syns_refused: u64,
     pub flood_secs: f64,
     /// Packets the NAT VM's NIC received during the run (flood, streams, client).
     pub reached_nat: u64,
@@ -52,13 +57,16 @@ impl Report {
     pub fn details(&self) -> String {
         let s = &self.samples;
         let mut out = format!(
-            "{}: {} spoofed SYNs in {:.1} s ({:.0}/s), {} packets reached the NAT VM; \
+            "{}: {} spoofed SYNs by the {} sender in {:.1} s ({:.0}/s offered, {} refused at \
+             the NAT VM's full ring), {} packets reached the NAT VM; \
              new connections before {}, during {}, after {}; streams {} broken of {} \
              ({} rounds); {} samples; run {:.1} s\n",
             self.contender.name(),
             self.syns_sent,
+            self.sender.name(),
             self.flood_secs,
-            self.syns_sent as f64 / self.flood_secs.max(1e-9),
+            self.offered_rate(),
+            self.syns_refused,
             self.reached_nat,
             phase(&self.legit.before),
             phase(&self.legit.during),
@@ -105,6 +113,11 @@ impl Report {
         out
     }
 
+    /// SYNs per second the flood actually offered.
+    pub fn offered_rate(&self) -> f64 {
+        self.syns_sent as f64 / self.flood_secs.max(1e-9)
+    }
+
     fn counter(&self, k: &str) -> u64 {
         self.counters.get(k).copied().unwrap_or(0)
     }
@@ -114,8 +127,9 @@ impl Report {
 pub fn summary(fwd: &Report, ipt: &Report) -> String {
     let o = &fwd.opts;
     format!(
-        "SYN flood (tests/tests/syn_flood.rs): {} spoofed SYNs from 10.2.0.0/16 at {}/s to the \
-         three listen ports, {} live streams running, a client opening new connections \
+        "SYN flood (tests/tests/syn_flood.rs): {} spoofed SYNs from 10.2.0.0/16 paced to {}/s \
+         to the three listen ports by the {} sender (offered: {:.0}/s to the forwarder, {:.0}/s \
+         to iptables), {} live streams running, a client opening new connections \
          throughout. Forwarder (xdp, max_flows {}): {} streams broken; new connections during \
          the flood {}, before it {}; counters new_conns {}, drop_no_snat_port {}, \
          drop_table_full {}, not_allowed {}; table fill at most {} flows of {} (metrics {:?}). \
@@ -124,6 +138,9 @@ pub fn summary(fwd: &Report, ipt: &Report) -> String {
          insert_failed {}, drop {}, early_drop {}. Runs {:.0} s and {:.0} s.",
         fwd.syns_sent,
         o.rate,
+        fwd.sender.name(),
+        fwd.offered_rate(),
+        ipt.offered_rate(),
         fwd.streams,
         o.max_flows,
         fwd.streams_broken,

@@ -1,13 +1,19 @@
-//! The flood: the live-frames generator in its SYN mode, run in the router's namespace and
+//! The flood: the bench's sender in its SYN mode (live frames where the kernel allows them,
+//! else the packet socket: `bench::rate::sender`), run in the router's namespace and
 //! sending out of r_n straight into the NAT VM's NIC (the load balancer's side), paced to
-//! `Options::rate` and bounded in time.
+//! `Options::rate` and bounded in time. The NAT VM receives on a NAPI thread of its own
+//! (`Bed::new`), so its work does not slow the sender: every contender is offered the same
+//! rate.
 
 use super::{
     bed::{Bed, SPOOFED_NET},
     Options,
 };
 use crate::{
-    bench::rate::progs::{FloodSpec, Generator, FRAME_LEN},
+    bench::rate::{
+        progs::{FloodSpec, FRAME_LEN},
+        sender::{Sender, SenderKind},
+    },
     netns::Netns,
     packet::{flags, opt, Tcp},
     topology::{LISTEN_PORTS, NATVM},
@@ -21,8 +27,14 @@ use std::{
 /// The flood gives up after this long, sent or not (the test then fails on the count).
 const LIMIT: Duration = Duration::from_secs(300);
 
+/// Frames per paced send of the packet socket: one `sendmmsg`.
+const PACKET_SOCKET_CHUNK: u64 = crate::bench::rate::packet_socket::BATCH as u64;
+
 pub struct Sent {
     pub frames: u64,
+    /// Refused by the router's end because the NAT VM's receive ring was full.
+    pub refused: u64,
+    pub sender: SenderKind,
 }
 
 /// Sends `opts.syns` spoofed SYNs at about `opts.rate` per second.
@@ -32,25 +44,31 @@ pub fn flood(bed: &Bed, opts: &Options) -> Result<Sent> {
     let spec = FloodSpec { src: SPOOFED_NET, ports: LISTEN_PORTS.to_vec() };
     let ifindex = router.ifindex("r_n")?;
     let (syns, rate) = (opts.syns, opts.rate);
-    // Each live-frames run sets up its page pool (tens of ms): chunks of ~50 ms of frames.
-    let chunk = (rate / 20).clamp(1024, 65_536);
-    let sent = router.enter(move || -> Result<u64> {
-        let gen = Generator::flood(ifindex, frame, &spec)?;
+    let kind = SenderKind::chosen()?;
+    let chunk = match kind {
+        // Each live-frames run sets up its page pool (tens of ms): chunks of ~50 ms of frames.
+        SenderKind::LiveFrames => (rate / 20).clamp(1024, 65_536),
+        // One sendmmsg at a time: a burst longer than the NAT VM's veth ring (256 frames)
+        // would be refused there while its NAPI thread catches up, whatever the contender.
+        SenderKind::PacketSocket => PACKET_SOCKET_CHUNK,
+    };
+    let (sent, refused) = router.enter(move || -> Result<(u64, u64)> {
+        let mut gen = Sender::flood(kind, ifindex, frame, &spec)?;
         let t0 = Instant::now();
-        let mut sent = 0u64;
+        let (mut sent, mut refused) = (0u64, 0u64);
         while sent < syns && t0.elapsed() < LIMIT {
-            let n = chunk.min(syns - sent);
-            gen.send(n as u32)?;
-            sent += n;
+            let s = gen.send(chunk.min(syns - sent))?;
+            sent += s.offered;
+            refused += s.refused;
             let due = Duration::from_secs_f64(sent as f64 / rate as f64);
             if let Some(ahead) = due.checked_sub(t0.elapsed()) {
                 std::thread::sleep(ahead);
             }
         }
-        Ok(sent)
+        Ok((sent, refused))
     })??;
     ensure!(sent == opts.syns, "the flood sent {sent} of {} SYNs within {LIMIT:?}", opts.syns);
-    Ok(Sent { frames: sent })
+    Ok(Sent { frames: sent, refused, sender: kind })
 }
 
 /// The SYN every flood frame starts from: router -> NAT VM, MSS and SACK-permitted options as

@@ -21,12 +21,15 @@ pub mod bed;
 pub mod contender;
 mod cpu;
 pub mod flow;
+pub mod frames;
 pub mod load;
+pub mod packet_socket;
 pub mod profile;
 pub mod progs;
 pub mod report;
 mod rules;
 pub mod send;
+pub mod sender;
 
 use anyhow::Result;
 pub use bed::Shape;
@@ -145,7 +148,7 @@ pub fn measure(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Vec<Outcome>
                 anyhow::bail!("{} could not be profiled: {}", o.contender.name(), why.0);
             }
             let parts = profile::Parts::of(&file)?;
-            parts.check(o.contender)?;
+            parts.check(o.contender, sender::SenderKind::chosen()?)?;
             say(&format!("profiled {:?} {:?} {}: {parts:?}", o.shape, o.load, o.contender.name()));
             o.parts = Some(parts);
         }

@@ -7,12 +7,15 @@
 //! NIC with receive checksum offload and TSO does not: checksums computed in software (GRO
 //! verifying a frame veth built without a checksum verdict), segmenting merged skbs again
 //! in software on the way out (with their checksums: the veths have checksum offload off),
-//! and the copy of a whole template frame into each page-pool page that does not come back
-//! to the test run's pool (pages that went into an skb; a NIC driver refills its ring
-//! without copying). Those three are counted apart, each sample once (`report_by_parent`);
-//! GRO, netfilter and the program are inclusive shares, for reading only.
+//! and the sender's copies of each frame: for live frames the template copied into each
+//! page-pool page that does not come back to the test run's pool (pages that went into an
+//! skb; a NIC driver refills its ring without copying); for the packet socket the frame
+//! copied from userspace into a fresh skb, and veth copying that skb into a page-pool page
+//! before an XDP program may see it (a NIC driver with native XDP runs on its own DMA
+//! buffers). Those three are counted apart, each sample once (`report_by_parent`); GRO,
+//! netfilter and the program are inclusive shares, for reading only.
 
-use super::Contender;
+use super::{sender::SenderKind, Contender};
 use crate::bench::profile::{
     is_forwarder_entry, parent_lines, report_by_parent, report_children, symbol_lines,
 };
@@ -22,8 +25,19 @@ use std::path::Path;
 /// The generator thread's name while it sends (`perf report --comms`).
 pub const GEN_COMM: &str = "rate-gen";
 
+/// The sender's copies of each frame (see the module's text), by the function that makes
+/// them: live frames, then the packet socket's skb, then veth's copy for XDP.
+const SENDER_COPIES: [&str; 4] = [
+    "xdp_test_run_init_page",
+    "sock_alloc_send_pskb",
+    "skb_copy_datagram_from_iter",
+    "skb_pp_cow_data",
+];
+
 /// The callers whose time is the bed's, for `report_by_parent`.
-const BED_PARENTS: &str = "skb_segment|xdp_test_run_init_page";
+fn bed_parents() -> String {
+    std::iter::once("skb_segment").chain(SENDER_COPIES).collect::<Vec<_>>().join("|")
+}
 
 /// Shares of the generator thread's samples, in percent.
 #[derive(Clone, Debug, Default)]
@@ -34,8 +48,7 @@ pub struct Parts {
     /// Software segmentation on the way out (`skb_segment` and all it calls, its
     /// checksums included).
     pub segmentation: f64,
-    /// Page-pool pages filled with the template frame (`xdp_test_run_init_page` and all it
-    /// calls).
+    /// The sender's copies of each frame (`SENDER_COPIES` and all they call).
     pub refill: f64,
     /// GRO (`dev_gro_receive`, inclusive).
     pub gro: f64,
@@ -51,7 +64,7 @@ impl Parts {
         if symbol_lines(&report).next().is_none() {
             bail!("perf report of {} has no samples of {GEN_COMM}", perf_data.display());
         }
-        let by_parent = report_by_parent(perf_data, GEN_COMM, BED_PARENTS)?;
+        let by_parent = report_by_parent(perf_data, GEN_COMM, &bed_parents())?;
         Ok(Parts::parse(&report, &by_parent))
     }
 
@@ -60,7 +73,7 @@ impl Parts {
         for (own, parent, sym) in parent_lines(by_parent) {
             match parent {
                 "skb_segment" => p.segmentation += own,
-                "xdp_test_run_init_page" => p.refill += own,
+                parent if SENDER_COPIES.contains(&parent) => p.refill += own,
                 _ if sym.starts_with("csum_") => p.checksums += own,
                 _ => {}
             }
@@ -76,11 +89,13 @@ impl Parts {
         p
     }
 
-    /// Fails when the profile cannot be right for `c`: every forwarder mode spends time in
-    /// its program, and every contender that takes the frames into an skb segments them
-    /// again on the way out. A report without kernel symbols would otherwise read 0 % for
-    /// both, and the figure without the bed's parts would silently be the raw one.
-    pub fn check(&self, c: Contender) -> Result<()> {
+    /// Fails when the profile cannot be right for `c` sent by `sender`: every forwarder
+    /// mode spends time in its program; with live frames every contender that takes the
+    /// frames into an skb segments them again on the way out; with the packet socket every
+    /// contender's samples show the sender's copies. A report without kernel symbols would
+    /// otherwise read 0 % for all of them, and the figure without the bed's parts would
+    /// silently be the raw one.
+    pub fn check(&self, c: Contender, sender: SenderKind) -> Result<()> {
         let forwarder = c.is_forwarder();
         let skb = matches!(
             c,
@@ -93,10 +108,15 @@ impl Parts {
         if forwarder && self.program == 0.0 {
             bail!("the profile of {} shows no time in the forwarder's program", c.name());
         }
-        if skb && self.segmentation == 0.0 {
-            bail!("the profile of {} shows no software segmentation", c.name());
+        match sender {
+            SenderKind::LiveFrames if skb && self.segmentation == 0.0 => {
+                bail!("the profile of {} shows no software segmentation", c.name())
+            }
+            SenderKind::PacketSocket if self.refill == 0.0 => {
+                bail!("the profile of {} shows no copy of a frame into an skb", c.name())
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// The share (0..1) of the thread's time that the bed adds and a NIC would not.

@@ -7,7 +7,8 @@ use super::{
     cpu,
     flow::Flow,
     load::{Load, STREAM_PAYLOAD},
-    progs::{Generator, FRAME_LEN, MARK},
+    progs::{FRAME_LEN, MARK},
+    sender::{Sender, SenderKind},
 };
 use crate::{
     bench::{cpu::Busy, profile::Perf},
@@ -20,8 +21,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Frames per live-frames test run: the send window is checked against its time limit
-/// between runs. Each run also sets up and tears down its page pool, which leaves the CPU
+/// Frames per send: the send window is checked against its time limit between sends. Each
+/// live-frames test run also sets up and tears down its page pool, which leaves the CPU
 /// idle for ~25 ms (seen here: 250k-frame runs put the ceiling at half its rate), so runs
 /// are long and the rate is taken from the kernel's own timing of the send loop.
 const CHUNK: u64 = 1_000_000;
@@ -35,11 +36,16 @@ pub const PAYLOAD: &[u8; 10] = b"bench-rate";
 
 #[derive(Clone, Debug)]
 pub struct Sample {
+    /// What sent the frames.
+    pub sender: SenderKind,
+    /// Frames offered to the NAT VM's link.
     pub sent: u64,
+    /// Of them, refused by the sending driver (see `sender::Sent::refused`).
+    pub refused: u64,
     pub delivered: u64,
     pub wall_ns: f64,
-    /// Time inside the test runs' send loops, as the kernel timed them (the window less
-    /// each run's set-up and tear-down).
+    /// Time spent sending: inside the test runs' send loops as the kernel timed them (the
+    /// window less each run's set-up and tear-down), or in the packet socket's calls.
     pub loop_ns: f64,
     /// Busy time of all CPUs during the window.
     pub busy_ns: f64,
@@ -58,6 +64,12 @@ impl Sample {
     /// Delivered frames per second of sending.
     pub fn mpps(&self) -> f64 {
         self.delivered as f64 / self.loop_ns * 1e3
+    }
+    /// Frames offered per second of sending: what the sender managed with the contender
+    /// (on veth the NAT VM's receive work runs on the sender's CPU, so a costlier contender
+    /// is offered fewer frames per second).
+    pub fn offered_mpps(&self) -> f64 {
+        self.sent as f64 / self.loop_ns * 1e3
     }
     pub fn busy_ns_per_packet(&self) -> f64 {
         self.busy_ns / self.delivered.max(1) as f64
@@ -137,10 +149,19 @@ fn measure(
     );
     bed.sink().expect(plan.expect_src, plan.expect_dst)?;
 
+    // The segments the sender cycles over (one for the small load), each a whole frame.
+    let segments: Vec<Vec<u8>> = (0..load.cycle())
+        .map(|k| {
+            let step = payload.len() as u32;
+            marked(&frame.clone().seq(frame.seq.wrapping_add(k * step)))
+        })
+        .collect();
+    ensure!(segments[0] == bytes, "the first segment is the generator's frame");
+    let kind = SenderKind::chosen()?;
     let ifindex = bed.gen.ifindex("g0")?;
     let gen = bed.gen.enter(move || match load {
-        Load::Small => Generator::new(ifindex, bytes.try_into().expect("checked above")),
-        Load::Stream => Generator::stream(ifindex, bytes, STREAM_PAYLOAD as u32, load.cycle()),
+        Load::Small => Sender::repeat(kind, ifindex, bytes.try_into().expect("checked above")),
+        Load::Stream => Sender::stream(kind, ifindex, segments, STREAM_PAYLOAD as u32),
     })??;
     let (gen, _) = window(bed, gen, WARMUP, None)?;
     let warm = bed.sink().counts()?;
@@ -226,13 +247,13 @@ fn marked(tcp: &Tcp) -> Vec<u8> {
 /// `perf_data`, `perf record` runs around the sending (and the thread is named for it).
 fn window(
     bed: &mut Bed,
-    gen: Generator,
+    mut gen: Sender,
     frames: u64,
     perf_data: Option<&Path>,
-) -> Result<(Generator, Sample)> {
+) -> Result<(Sender, Sample)> {
     let cpu_n = cpu::generator_cpu();
     let perf_data = perf_data.map(Path::to_path_buf);
-    bed.gen.enter(move || -> Result<(Generator, Sample)> {
+    bed.gen.enter(move || -> Result<(Sender, Sample)> {
         cpu::pin(cpu_n)?;
         cpu::name_thread(super::profile::GEN_COMM)?;
         let perf = match &perf_data {
@@ -245,11 +266,13 @@ fn window(
             None => None,
         };
         let (busy0, thread0, t0) = (Busy::now()?, cpu::thread_ns(), Instant::now());
-        let (mut sent, mut loop_ns) = (0, 0.0);
+        let (mut sent, mut refused, mut loop_ns) = (0, 0, 0.0);
         while sent < frames && t0.elapsed() < LIMIT {
             let n = CHUNK.min(frames - sent);
-            loop_ns += gen.send(n as u32)?.as_nanos() as f64;
-            sent += n;
+            let s = gen.send(n)?;
+            loop_ns += s.time.as_nanos() as f64;
+            sent += s.offered;
+            refused += s.refused;
         }
         let (thread1, wall) = (cpu::thread_ns(), t0.elapsed());
         let (busy_ns, gen_cpu_busy_ns) = Busy::now()?.since(&busy0, cpu_n);
@@ -257,7 +280,9 @@ fn window(
             p.stop()?;
         }
         let s = Sample {
+            sender: gen.kind(),
             sent,
+            refused,
             delivered: 0,
             wall_ns: wall.as_nanos() as f64,
             loop_ns,
