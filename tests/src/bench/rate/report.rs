@@ -137,7 +137,7 @@ pub fn markdown(opts: &Options, rows: &[Row], plot: Option<&str>) -> String {
             }
             Load::Stream => {
                 let _ = writeln!(md, "### {}: a bulk stream of 1514-byte frames\n", shape.name());
-                let _ = writeln!(md, "{}", stream_text(opts));
+                let _ = writeln!(md, "{}", stream_text(opts, sender));
             }
         }
         judged_table(&mut md, &of_case);
@@ -206,15 +206,26 @@ fn sender_text(kind: SenderKind) -> &'static str {
              packet socket sends: AF_PACKET with `PACKET_QDISC_BYPASS`, the frames made in \
              userspace and handed to g0's driver 64 per `sendmmsg`. Each frame is an skb \
              copied from userspace, and the NAT VM's NAPI runs at the end of each frame's \
-             transmit. The bed's cost per frame is several times the live-frames generator's: \
-             read the contenders above the floor, and do not compare raw figures with a \
-             live-frames run's."
+             transmit, one frame per poll. The bed's cost per frame is many times the \
+             live-frames generator's: read the contenders above the floor, and do not compare \
+             raw figures with a live-frames run's."
         }
     }
 }
 
 /// What the stream rows measure, and what they leave out.
-fn stream_text(opts: &Options) -> String {
+fn stream_text(opts: &Options, sender: SenderKind) -> String {
+    let merging = match sender {
+        SenderKind::LiveFrames => "",
+        SenderKind::PacketSocket => {
+            "**With the packet socket GRO merges nothing**: every frame reaches the NAT VM in \
+             a NAPI poll of its own, so the skb contenders do their work once per frame here, \
+             as behind a NIC that delivers one frame per interrupt. Letting GRO hold across \
+             polls (`gro_flush_timeout`) was tried and made them twice as costly: the timer \
+             is re-armed at every frame. A NIC that delivers frames in batches lets GRO merge; \
+             the live-frames runs show what that saves them.\n\n"
+        }
+    };
     format!(
         "The same bed, contenders and sender; it sends {} frames per sample that a NIC \
          would deliver during a bulk transfer: the flow's next MTU segments (1460 bytes each, \
@@ -230,7 +241,7 @@ fn stream_text(opts: &Options) -> String {
          checksums included (the veths have checksum offload off); a NIC with receive \
          checksum offload and TSO does both. Rows that take the frames into an skb pay \
          them, the XDP rows do not; the profile table below measures them and takes them \
-         out.\n",
+         out.\n\n{merging}",
         opts.stream_frames,
         super::load::STREAM_CYCLE
     )
