@@ -14,7 +14,7 @@
 //! ICMP redirects, and has GRO on (which also gives its veths the NAPI that receives the
 //! generator's XDP_TX frames when no XDP program of the contender runs there).
 
-use super::{progs::Sink, sender::SenderKind};
+use super::progs::Sink;
 use crate::netns::{veth, Netns};
 use anyhow::Result;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -90,7 +90,6 @@ impl Bed {
             nat.sysctl(k, v)?;
         }
         nat.exec(&["ethtool", "-K", "n0", "gro", "on"])?;
-        coalesce(&nat, "n0")?;
 
         let far = match shape {
             Shape::Hairpin => {
@@ -111,7 +110,6 @@ impl Bed {
                 neigh(&far, NAT_SECOND, MAC_N1, "b0")?;
                 nat.sysctl("net.ipv4.conf.n1.send_redirects", "0")?;
                 nat.exec(&["ethtool", "-K", "n1", "gro", "on"])?;
-                coalesce(&nat, "n1")?;
                 Some(far)
             }
         };
@@ -184,22 +182,6 @@ impl Drop for Bed {
         crate::topology::remove_leftovers(&self.nat);
     }
 }
-
-/// Where the packet socket sends, lets `iface`'s GRO hold a merged skb from one NAPI poll
-/// to the next (`gro_flush_timeout`, as a NIC's interrupt coalescing does). veth runs the
-/// receiver's NAPI at the end of each frame's transmit, so every poll holds one frame, and
-/// without this GRO would merge nothing: the stream rows would not show what GRO saves the
-/// skb contenders on a NIC. The live-frames generator hands over 64 frames per poll.
-fn coalesce(ns: &Netns, iface: &str) -> Result<()> {
-    if SenderKind::chosen()? == SenderKind::PacketSocket {
-        let file = format!("/sys/class/net/{iface}/gro_flush_timeout");
-        ns.exec(&["sh", "-c", &format!("echo {GRO_FLUSH_TIMEOUT_NS} > {file}")])?;
-    }
-    Ok(())
-}
-
-/// How long GRO may hold a merged skb across polls: 50 us, a NIC's usual coalescing.
-const GRO_FLUSH_TIMEOUT_NS: u32 = 50_000;
 
 fn neigh(ns: &Netns, ip: Ipv4Addr, m: [u8; 6], dev: &str) -> Result<()> {
     ns.ip(&["neigh", "replace", &ip.to_string(), "lladdr", &mac(m), "dev", dev, "nud", "permanent"])
