@@ -20,11 +20,14 @@ pub fn clamp<C: PacketContext>(ctx: &C, tcp: &Tcp, max_mss: u16) -> Option<CsumD
     let end = tcp.hdr_len;
     let mut off = TCP_BASE_LEN;
     for _ in 0..MAX_OPTIONS {
-        // Masks keep the offsets visibly bounded for the verifier.
-        off &= 0x3f;
+        // The walk ends at the header's end (at most 60 bytes); only then is the offset
+        // masked, which keeps it visibly bounded for the verifier and changes nothing.
+        // Masked first, an option length that carried it past 63 wrapped it back into the
+        // TCP header: 20 + 44 became 0, and the ports were read as an MSS option.
         if off >= end {
             return None;
         }
+        off &= 0x3f;
         // One 4-byte window per option: kind, length and (for MSS) the value. A window that
         // runs past the packet ends the walk; an MSS option cannot be there anyway.
         let opt: *mut [u8; 4] = ptr_at(ctx, tcp.ip.l4_off + off)?;

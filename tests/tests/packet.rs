@@ -669,6 +669,28 @@ fn mss_clamp() {
     }
 }
 
+/// An option whose length runs past the header ends the walk: the offset must not wrap
+/// back into the TCP header. Before the fix, 20 + 44 masked to 0, and a SYN from port 516
+/// (0x0204: kind MSS, length 4) had its destination port rewritten as an MSS.
+#[test]
+fn an_overlong_option_ends_the_mss_walk() {
+    let mut plan = default_plan();
+    plan.mss_clamp = 1360;
+    let mut h = harness_with("mssend", &plan);
+    // Timestamps claiming 44 bytes, in a header of 40 option bytes.
+    let mut options = vec![8u8, 44];
+    options.resize(40, opt::NOP);
+    let client = sa(CLIENT_IP, 0x0204);
+    let syn =
+        Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC).options(&options);
+    let r = h.xdp(&syn.frame()).unwrap();
+    assert_eq!(r.action, XDP_TX);
+    let p = parse_tcp(&r.data);
+    let expect = forwarded(&syn, p.src(), sa(TARGETS[0], 9092));
+    assert_frame_eq(&r.data, &expect.frame(), "SYN with an overlong option");
+    assert_eq!(h.counter(0, Counter::MssClamped).unwrap(), 0, "nothing was clamped");
+}
+
 #[test]
 fn icmp_errors_are_translated_both_ways() {
     let mut h = harness("icmp");
