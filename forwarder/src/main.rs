@@ -334,7 +334,15 @@ fn main() -> ExitCode {
         loc.control_socket = s.clone();
     }
     let socket = loc.control_socket.as_path();
-    let full = || config::load(&cli.config).map_err(config_error);
+    // Settings that load but are likely mistakes: on stderr for check-config, and in the
+    // daemon's log (journald) when it starts.
+    let full = || {
+        let settings = config::load(&cli.config).map_err(config_error)?;
+        for w in &settings.warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok(settings)
+    };
     let code = match cli.command {
         Command::Run { allow_unresolved } => {
             let settings = match full() {

@@ -75,7 +75,7 @@ dns_refresh = "30s"
 
 [timeouts]
 syn = "60s"
-established = "2h"
+established = "2h11m15s"
 closing = "2m"
 
 [[rule]]

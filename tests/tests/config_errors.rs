@@ -89,6 +89,35 @@ fn the_base_config_is_valid() {
         String::from_utf8_lossy(&out.stderr),
         numbered(&base_config())
     );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "the base config draws a warning: {stderr}");
+}
+
+/// An established timeout below RFC 5382's 2 h 4 min floor loads (exit 0) with a warning
+/// that names the file, the line and the field; the same file at the floor draws none.
+#[test]
+fn an_established_timeout_below_the_rfc_floor_is_a_warning_at_its_line() {
+    let dir = TempDir::new("config-warn");
+    let base = base_config();
+    let line = base.lines().position(|l| l.starts_with("established =")).unwrap() + 1;
+    for (value, warned) in [("1h", true), ("2h", true), ("2h4m", false), ("3h", false)] {
+        let text =
+            base.replace("established = \"2h11m15s\"", &format!("established = \"{value}\""));
+        assert_ne!(text, base, "the base config sets the established timeout");
+        let file = dir.0.join(format!("warn-{value}.toml"));
+        std::fs::write(&file, &text).unwrap();
+        let out = check_config(&file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{value}: {stderr}");
+        let want = format!("warning: {}:{line}:", file.display());
+        if warned {
+            assert!(stderr.contains(&want), "{value}: no {want:?} in {stderr}");
+            assert!(stderr.contains(": timeouts.established: "), "{value}: {stderr}");
+            assert!(stderr.contains("RFC 5382"), "{value}: {stderr}");
+        } else {
+            assert!(!stderr.contains("warning"), "{value}: {stderr}");
+        }
+    }
 }
 
 #[test]

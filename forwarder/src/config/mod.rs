@@ -37,12 +37,14 @@ mod host;
 mod locations;
 mod spans;
 mod validate;
+mod warning;
 pub mod write_back;
 
 pub use error::{ConfigCause, ConfigError};
 pub use host::{check_host, own_address_message};
 pub use locations::Locations;
 pub use validate::{parse_port_range, parse_target, valid_rule_name};
+pub use warning::ConfigWarning;
 
 use ipnet::Ipv4Net;
 use spans::{Section, Source};
@@ -120,11 +122,21 @@ pub struct Timeouts {
     pub closing: Duration,
 }
 
+/// The default established timeout, 2 h 11 min 15 s: longer than Linux's default keepalive
+/// (a first probe after 2 h idle, then one every 75 s; 2 h 11 min 15 s is the first plus
+/// nine more), so a connection idle until its keepalive is still tracked when the probes
+/// come, and above [`ESTABLISHED_FLOOR`].
+pub const ESTABLISHED_DEFAULT: Duration = Duration::from_secs(2 * 3600 + 11 * 60 + 15);
+
+/// RFC 5382 REQ-5: a NAT's established timeout must not be less than 2 h 4 min. Shorter
+/// values load, with a warning.
+pub const ESTABLISHED_FLOOR: Duration = Duration::from_secs(2 * 3600 + 4 * 60);
+
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
             syn: Duration::from_secs(60),
-            established: Duration::from_secs(2 * 3600),
+            established: ESTABLISHED_DEFAULT,
             closing: Duration::from_secs(120),
         }
     }
@@ -152,6 +164,8 @@ pub struct Settings {
     pub dns_refresh: Duration,
     pub timeouts: Timeouts,
     pub rules: Vec<RuleSpec>,
+    /// Settings that load but are likely mistakes (see [`ConfigWarning`]).
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl fmt::Display for Target {
@@ -254,7 +268,7 @@ target = "10.20.0.12:9092"
         assert_eq!(s.snat_ports, 40000..=40009);
         assert_eq!(s.allowed_sources.as_ref().unwrap().len(), 2);
         assert_eq!(s.timeouts.syn, Duration::from_secs(10));
-        assert_eq!(s.timeouts.established, Duration::from_secs(7200));
+        assert_eq!(s.timeouts.established, Duration::from_secs(7875));
         assert_eq!(s.rules[0].target.addr, None);
         assert_eq!(s.rules[1].target.addr, Some(Ipv4Addr::new(10, 20, 0, 12)));
     }

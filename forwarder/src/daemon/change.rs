@@ -99,6 +99,9 @@ fn current_text(path: &Path) -> Result<String, ChangeError> {
 pub fn prepare(running: &Settings, text: String, write: bool) -> Result<Prepared, ChangeError> {
     let settings = config::parse(&running.path, &text).map_err(ChangeError::invalid_because)?;
     config::check_host(&settings, &text).map_err(ChangeError::invalid_because)?;
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
     // Checked again at the commit; here too, so that a refused change looks nothing up.
     check_live_changeable(running, &settings)?;
     let resolved = Resolutions::lookup(&settings);

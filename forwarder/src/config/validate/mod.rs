@@ -53,7 +53,8 @@ pub(super) fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigEr
     let control_socket = endpoints::control_socket(root)?;
     let pin_path = endpoints::pin_path(root)?;
     let dns_refresh = timeouts::dns_refresh(root)?;
-    let timeouts = timeouts::timeouts(root)?;
+    let mut warnings = Vec::new();
+    let timeouts = timeouts::timeouts(root, &mut warnings)?;
     let sockets = [("health", health), ("metrics", metrics)];
     let rules = rules::rules(root, &snat_ports, listen_ip, &sockets)?;
 
@@ -74,6 +75,7 @@ pub(super) fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigEr
         dns_refresh,
         timeouts,
         rules,
+        warnings,
     })
 }
 
