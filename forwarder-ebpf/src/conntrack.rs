@@ -133,11 +133,16 @@ fn check(table: Table, key: &FlowKey, entry: *mut CtEntry, cfg: &Config, now: u6
 #[inline(always)]
 fn expire_if_idle(table: Table, key: &FlowKey, e: &CtEntry, cfg: &Config, now: u64) -> bool {
     let peer = e.peer;
-    let peer_seen = match other_half(table, &peer) {
-        // SAFETY: a live map value.
-        Some((_, p)) => unsafe { (*p).last_seen_ns },
-        None => 0,
+    let Some((_, p)) = partner(table, key, &peer) else {
+        // A half alone: it goes by itself. The key it names may be another flow's now.
+        let original = !e.is_reply();
+        if remove(table, key) && table == Table::Established && original {
+            count_add(u64::MAX); // -1: the count is of established original halves
+        }
+        return true;
     };
+    // SAFETY: a live map value.
+    let peer_seen = unsafe { (*p).last_seen_ns };
     if now.saturating_sub(peer_seen) <= cfg.timeout_ns(e.state) {
         return false;
     }
@@ -153,6 +158,17 @@ fn other_half(table: Table, peer: &FlowKey) -> Option<(Table, *mut CtEntry)> {
         return Some((table, p));
     }
     get(table.other(), peer).map(|p| (table.other(), p))
+}
+
+/// The other half of the flow whose half `me` names `peer`: found as `other_half` does, and
+/// only if it names `me` back. A half left alone (its partner deleted by a sweep that
+/// stopped between the two deletions, or evicted) may name a key that a new flow has taken
+/// since: that flow's half is not its partner, and must neither keep it alive nor take its
+/// state changes.
+#[inline(always)]
+fn partner(table: Table, me: &FlowKey, peer: &FlowKey) -> Option<(Table, *mut CtEntry)> {
+    // SAFETY: a live map value.
+    other_half(table, peer).filter(|(_, p)| unsafe { (**p).peer } == *me)
 }
 
 /// Deletes both halves, the original first: a reply half left alone for a moment is
@@ -255,7 +271,7 @@ pub fn is_steady(found: &Found, tcp: &Tcp) -> bool {
 pub fn track(found: &Found, tcp: &Tcp, reply: bool) -> Transition {
     // SAFETY: map values, valid for the rest of the program run.
     let own = unsafe { &mut *found.entry };
-    let other = other_half(found.table, &own.peer);
+    let other = partner(found.table, &found.key, &own.peer);
     let state = match (reply, other) {
         (false, other) => {
             advance(own, tcp, false);
@@ -272,7 +288,8 @@ pub fn track(found: &Found, tcp: &Tcp, reply: bool) -> Transition {
             own.state = master.state;
             own.state
         }
-        // A reply half without its original: nothing to keep in step.
+        // A reply half without its original (or whose original is another flow's now):
+        // nothing to keep in step.
         (true, None) => {
             advance(own, tcp, true);
             own.state

@@ -1295,6 +1295,76 @@ fn a_syn_flood_leaves_no_run_of_taken_ports() {
     }
 }
 
+/// A reply half left alone in the established table (a sweep stopped between its two
+/// deletions) names an original key that a new flow of the same client port has taken
+/// since. The broker's late RST on the old SNAT port must not close the new flow, and the
+/// new flow's packets must not keep the orphan alive.
+#[test]
+fn an_orphan_reply_half_does_not_change_the_flow_that_took_its_original_key() {
+    // A closing timeout the test can wait out.
+    let mut plan = default_plan();
+    plan.timeouts_ns[2] = 1_000_000_000;
+    let mut h = harness_with("orphan-rst", &plan);
+    let client = sa(CLIENT_IP, 43010);
+    let old = handshake(&mut h, client, 0);
+    assert_eq!(old.state(&mut h), (Table::Established, TcpState::Established));
+    h.ct_remove(Table::Established, &old.orig_key()).unwrap();
+
+    // The client opens again from the same port: same original key, another SNAT port.
+    let syn = Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC);
+    let new = open(&mut h, client, 0, &syn);
+    assert_ne!(new.snat, old.snat, "the orphan still holds its SNAT port");
+    assert_eq!(new.orig_key(), old.orig_key());
+    assert_eq!(new.state(&mut h), (Table::Embryonic, TcpState::SynSent));
+
+    // The broker resets the old connection, on the old SNAT port.
+    let rst = old.target_pkt(flags::RST | flags::ACK);
+    h.xdp(&rst.frame()).unwrap();
+    assert_eq!(
+        new.state(&mut h),
+        (Table::Embryonic, TcpState::SynSent),
+        "the old connection's RST changed the new flow"
+    );
+    let orphan = h.ct_get(Table::Established, &old.reply_key()).unwrap().expect("the orphan");
+    assert_eq!(orphan.state, TcpState::Close as u8, "the RST closes the orphan itself");
+
+    // The new flow completes as usual.
+    new.target_sends(&mut h, &new.target_pkt(flags::SYN | flags::ACK));
+    new.client_sends(&mut h, &new.client_pkt(flags::ACK));
+    assert_eq!(new.state(&mut h), (Table::Established, TcpState::Established));
+
+    // Past the closing timeout the orphan goes at its next packet, although the new flow's
+    // halves (which its key names) are busy: they are not its partner.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    new.client_sends(&mut h, &new.client_pkt(flags::ACK).payload_len(10));
+    h.xdp(&old.target_pkt(flags::ACK).frame()).unwrap();
+    assert!(
+        h.ct_get(Table::Established, &old.reply_key()).unwrap().is_none(),
+        "the orphan outlived its timeout"
+    );
+    assert_eq!(new.state(&mut h), (Table::Established, TcpState::Established));
+}
+
+/// The daemon's sweep removes an orphan half whose peer key a new flow holds, at once and
+/// alone: the new flow keeps both its halves, and the orphan's SNAT port is free again.
+#[test]
+fn the_sweep_removes_an_orphan_whose_peer_key_another_flow_took() {
+    let mut h = harness("orphan-gc");
+    let client = sa(CLIENT_IP, 43020);
+    let old = handshake(&mut h, client, 0);
+    h.ct_remove(Table::Established, &old.orig_key()).unwrap();
+    let new = handshake(&mut h, client, 0);
+    assert_eq!(new.orig_key(), old.orig_key());
+    assert_ne!(new.snat, old.snat);
+    assert!(h.ct_get(Table::Established, &old.reply_key()).unwrap().is_some());
+    h.dp.sweep(&default_plan().config()).unwrap();
+    assert!(
+        h.ct_get(Table::Established, &old.reply_key()).unwrap().is_none(),
+        "the orphan survived the sweep"
+    );
+    assert_eq!(new.state(&mut h), (Table::Established, TcpState::Established));
+}
+
 #[test]
 fn a_reply_half_the_lru_left_alone_gives_its_port_back() {
     let mut plan = default_plan();

@@ -67,7 +67,10 @@ impl Conntrack {
             let mut orphans: Vec<(FlowKey, FlowKey)> = Vec::new();
             for (key, e) in &entries {
                 match entries.get(&e.peer) {
+                    // Missing, or another flow's half now (a new flow took the key after this
+                    // half's partner went): this half is alone.
                     None => orphans.push((*key, e.peer)),
+                    Some(peer) if peer.peer != *key => orphans.push((*key, e.peer)),
                     // Each half stamps its own direction: idle means both are.
                     Some(peer) if !e.is_reply() => {
                         let last = e.last_seen_ns.max(peer.last_seen_ns);
@@ -81,11 +84,27 @@ impl Conntrack {
             // The walk is not atomic: a flow created or promoted meanwhile can show one half
             // without the other. Delete an orphan only if its other half is still missing
             // from both tables.
+            // Halves whose peer key another flow holds go alone; that flow stays.
+            let mut alone: Vec<FlowKey> = Vec::new();
             for (key, peer) in orphans {
-                if ct.get(&peer, 0).is_err() {
-                    // An original half goes as its flow (and is counted); a reply half alone.
-                    let original = entries.get(&key).is_some_and(|e| !e.is_reply());
-                    doomed.push(if original { (key, peer) } else { (key, key) });
+                match ct.get(&peer, 0) {
+                    Err(_) => {
+                        // An original half goes as its flow (and is counted); a reply half
+                        // alone.
+                        let original = entries.get(&key).is_some_and(|e| !e.is_reply());
+                        doomed.push(if original { (key, peer) } else { (key, key) });
+                    }
+                    Ok(p) if p.peer != key => alone.push(key),
+                    Ok(_) => {}
+                }
+            }
+            for key in alone {
+                let original = entries.get(&key).is_some_and(|e| !e.is_reply());
+                if ct.remove(&key).is_ok() && original {
+                    removed += 1;
+                    if name == map_names::CT_ESTABLISHED {
+                        removed_established += 1;
+                    }
                 }
             }
             for (i, (orig, reply)) in doomed.into_iter().enumerate() {
