@@ -153,6 +153,17 @@ pub const CT_FLAG_REPLY: u8 = 1 << 0;
 pub const CT_FLAG_FIN_ORIG: u8 = 1 << 1;
 /// `CtEntry::flags` (original entry only): a FIN was seen from the target.
 pub const CT_FLAG_FIN_REPLY: u8 = 1 << 2;
+/// `CtEntry::flags` (original entry only): the RST that closed an established flow came
+/// from the client (else from the target). See `TcpState::Close`.
+pub const CT_FLAG_RST_ORIG: u8 = 1 << 3;
+/// `CtEntry::flags` (original entry only): the flow was established when an RST closed it,
+/// so a packet without SYN, FIN or RST from the RST's own side reopens it.
+pub const CT_FLAG_RST_ESTABLISHED: u8 = 1 << 4;
+
+/// The longest a flow closed by an RST stays tracked, whatever `closing` says: netfilter's
+/// CLOSE timeout. A refused handshake (a broker that is down answers every SYN with an RST)
+/// gives its SNAT port back this soon.
+pub const CLOSE_AFTER_RST_NS: u64 = 10_000_000_000;
 
 /// How often (at most) a half's `last_seen_ns` is rewritten, and its cached next hop
 /// re-checked by a full FIB lookup. Writing the timestamp on every packet would dirty the
@@ -296,6 +307,13 @@ impl Config {
         match TcpState::from_u8(state) {
             Some(TcpState::SynSent) | Some(TcpState::SynRecv) => self.timeout_syn_ns,
             Some(TcpState::Established) => self.timeout_established_ns,
+            Some(TcpState::Close) => {
+                if self.timeout_closing_ns < CLOSE_AFTER_RST_NS {
+                    self.timeout_closing_ns
+                } else {
+                    CLOSE_AFTER_RST_NS
+                }
+            }
             _ => self.timeout_closing_ns,
         }
     }

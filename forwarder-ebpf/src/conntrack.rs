@@ -15,7 +15,7 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use forwarder_common::{
     Config, CtEntry, FlowKey, TcpState, CT_COUNT_KERNEL, CT_COUNT_SWEPT, CT_FLAG_FIN_ORIG,
-    CT_FLAG_FIN_REPLY, CT_FLAG_REPLY,
+    CT_FLAG_FIN_REPLY, CT_FLAG_REPLY, CT_FLAG_RST_ESTABLISHED, CT_FLAG_RST_ORIG,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -307,13 +307,35 @@ pub fn track(found: &Found, tcp: &Tcp, reply: bool) -> Transition {
 fn advance(m: &mut CtEntry, tcp: &Tcp, reply: bool) {
     let state = m.state;
     if tcp.has(TCP_RST) {
-        m.state = TcpState::Close as u8;
+        if state == TcpState::Established as u8 {
+            // Remembered for an RST the endpoint ignores (below).
+            m.flags &= !CT_FLAG_RST_ORIG;
+            m.flags |= CT_FLAG_RST_ESTABLISHED | if reply { 0 } else { CT_FLAG_RST_ORIG };
+        }
+        if state != TcpState::Close as u8 {
+            m.state = TcpState::Close as u8;
+        }
+    } else if state == TcpState::Close as u8
+        && m.flags & CT_FLAG_RST_ESTABLISHED != 0
+        && !tcp.has(TCP_SYN)
+        && !tcp.has(TCP_FIN)
+        && (m.flags & CT_FLAG_RST_ORIG != 0) == !reply
+    {
+        // The side the RST claimed to come from talks on: its endpoint did not send it, or
+        // it was out of its window and the receiver ignored it (this table keeps no
+        // sequence numbers to check it against). The connection lives; so does its flow.
+        // Packets from the other side that crossed a real RST in flight do not count.
+        m.state = TcpState::Established as u8;
+        m.flags &= !(CT_FLAG_RST_ESTABLISHED | CT_FLAG_RST_ORIG);
     } else if tcp.has(TCP_SYN) {
         if !reply && !tcp.has(TCP_ACK) {
             // A new SYN on a closed flow reopens it (client port reuse).
             if state == TcpState::Close as u8 || state == TcpState::TimeWait as u8 {
                 m.state = TcpState::SynSent as u8;
-                m.flags &= !(CT_FLAG_FIN_ORIG | CT_FLAG_FIN_REPLY);
+                m.flags &= !(CT_FLAG_FIN_ORIG
+                    | CT_FLAG_FIN_REPLY
+                    | CT_FLAG_RST_ESTABLISHED
+                    | CT_FLAG_RST_ORIG);
             }
         } else if reply && tcp.has(TCP_ACK) && state == TcpState::SynSent as u8 {
             m.state = TcpState::SynRecv as u8;

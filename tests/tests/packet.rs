@@ -1365,6 +1365,61 @@ fn the_sweep_removes_an_orphan_whose_peer_key_another_flow_took() {
     assert_eq!(new.state(&mut h), (Table::Established, TcpState::Established));
 }
 
+/// An RST closes an established flow for netfilter's CLOSE timeout (10 s), not for the
+/// whole closing timeout (2 min here): 11 s later the flow is gone at its next packet, and
+/// its SNAT port with it. A refused handshake (SYN answered by RST) goes as soon.
+#[test]
+fn a_flow_closed_by_an_rst_is_gone_after_ten_seconds() {
+    let mut h = harness("rst-close");
+    for (n, established) in [(0u16, true), (1, false)] {
+        let client = sa(CLIENT_IP, 43030 + n);
+        let f = if established {
+            handshake(&mut h, client, 0)
+        } else {
+            let syn = Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC);
+            open(&mut h, client, 0, &syn)
+        };
+        f.target_sends(&mut h, &f.target_pkt(flags::RST | flags::ACK));
+        let (table, state) = f.state(&mut h);
+        assert_eq!(state, TcpState::Close, "established: {established}");
+        f.age(&mut h, table, 9_000_000_000, true, true);
+        h.xdp(&f.target_pkt(flags::RST | flags::ACK).frame()).unwrap();
+        assert_eq!(f.state(&mut h).1, TcpState::Close, "9 s after the RST it is still tracked");
+        f.age(&mut h, table, 11_000_000_000, true, true);
+        h.xdp(&f.target_pkt(flags::RST | flags::ACK).frame()).unwrap();
+        assert!(
+            h.ct_get(table, &f.orig_key()).unwrap().is_none()
+                && h.ct_get(table, &f.reply_key()).unwrap().is_none(),
+            "established: {established}: the flow outlived 10 s after its RST"
+        );
+    }
+}
+
+/// An RST that its own side talks past did not end the connection (spoofed, or out of the
+/// receiver's window and ignored): the flow returns to established at that side's next
+/// packet. Packets from the other side, which may have crossed a real RST in flight, leave
+/// it closed.
+#[test]
+fn an_rst_its_own_side_talks_past_does_not_end_the_flow() {
+    let mut h = harness("rst-ignored");
+    let f = handshake(&mut h, sa(CLIENT_IP, 43040), 0);
+    f.target_sends(&mut h, &f.target_pkt(flags::RST | flags::ACK));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Close));
+    // The client's data crossed the RST: still closed.
+    f.client_sends(&mut h, &f.client_pkt(flags::ACK | flags::PSH).payload_len(20));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Close));
+    // The broker talks on: the RST was not its connection's end.
+    f.target_sends(&mut h, &f.target_pkt(flags::ACK | flags::PSH).payload_len(20));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Established));
+    // The same from the client's side.
+    f.client_sends(&mut h, &f.client_pkt(flags::RST | flags::ACK));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Close));
+    f.target_sends(&mut h, &f.target_pkt(flags::ACK).payload_len(5));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Close));
+    f.client_sends(&mut h, &f.client_pkt(flags::ACK).payload_len(5));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::Established));
+}
+
 #[test]
 fn a_reply_half_the_lru_left_alone_gives_its_port_back() {
     let mut plan = default_plan();
