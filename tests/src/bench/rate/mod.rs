@@ -108,6 +108,8 @@ pub struct Outcome {
 /// the machine's noise hits them alike), each sample in a fresh bed. Fails on the first
 /// contender that cannot be set up or delivers nothing, except one the kernel lacks.
 pub fn measure(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Vec<Outcome>> {
+    let kind = sender::SenderKind::chosen()?;
+    say(&format!("sender: the {} ({}={})", kind.describe(), sender::SENDER_VAR, kind.name()));
     let mut out: Vec<Outcome> = Vec::new();
     for &(shape, load) in &opts.cases {
         for &contender in &opts.contenders {
@@ -156,7 +158,7 @@ pub fn measure(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Vec<Outcome>
                 anyhow::bail!("{} could not be profiled: {}", o.contender.name(), why.0);
             }
             let parts = profile::Parts::of(&file)?;
-            parts.check(o.contender, sender::SenderKind::chosen()?)?;
+            parts.check(o.contender, kind)?;
             say(&format!("profiled {:?} {:?} {}: {parts:?}", o.shape, o.load, o.contender.name()));
             o.parts = Some(parts);
         }
