@@ -14,7 +14,8 @@
 //! Which frames are "ours" is decided here independently, from the bytes alone.
 
 use crate::{
-    packet::{self, flags, ones_complement_sum, Tcp},
+    packet::{self, fix_checksums, flags, ones_complement_sum, Tcp},
+    rng::Rng,
     testrun::{
         Harness, LISTEN_PORTS, NAT_IP, NAT_MAC, ROUTER_MAC, SNAT_PORTS, TARGETS, TARGET_PORT,
         TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
@@ -36,25 +37,6 @@ pub struct Report {
     pub rewritten: u64,
     pub dropped: u64,
     pub per_kind: BTreeMap<&'static str, u64>,
-}
-
-/// splitmix64: a seeded, reproducible stream (a failure names its seed and frame number).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }
 
 const ETH: usize = 14;
@@ -256,34 +238,10 @@ fn valid_checksums(frame: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Recomputes the IPv4 header checksum and, for whole TCP segments, the TCP checksum of a
-/// frame that was edited by hand, so that only what the kind of frame means to test is wrong.
-fn fix_checksums(frame: &mut [u8]) {
-    if frame.len() < ETH + 20 {
-        return;
-    }
-    let ihl = (frame[ETH] & 0x0f) as usize * 4;
-    if ihl < 20 || frame.len() < ETH + ihl {
-        return;
-    }
-    frame[ETH + 10..ETH + 12].copy_from_slice(&[0, 0]);
-    let sum = !ones_complement_sum(&[&frame[ETH..ETH + ihl]]);
-    frame[ETH + 10..ETH + 12].copy_from_slice(&sum.to_be_bytes());
-    let tot = u16::from_be_bytes([frame[ETH + 2], frame[ETH + 3]]) as usize;
-    if frame[ETH + 9] != 6 || tot < ihl + 20 || ETH + tot > frame.len() {
-        return;
-    }
-    let (hdr, rest) = frame[ETH..ETH + tot].split_at_mut(ihl);
-    rest[16..18].copy_from_slice(&[0, 0]);
-    let len = (rest.len() as u16).to_be_bytes();
-    let sum = !ones_complement_sum(&[&hdr[12..16], &hdr[16..20], &[0, 6], &len, rest]);
-    rest[16..18].copy_from_slice(&sum.to_be_bytes());
-}
-
 /// A TCP frame of a tracked flow in either direction, or to a listen port, or to anywhere.
 fn base_tcp(rng: &mut Rng, tracked: &[Tracked]) -> Tcp {
     let f = &tracked[rng.below(tracked.len() as u64) as usize];
-    let fl = rng.next() as u8;
+    let fl = rng.next_u64() as u8;
     let t = match rng.below(4) {
         0 => Tcp::new(f.client, f.listen, fl),
         1 => Tcp::new(f.target, f.snat, fl),
@@ -292,11 +250,11 @@ fn base_tcp(rng: &mut Rng, tracked: &[Tracked]) -> Tcp {
             Tcp::new(c, SocketAddrV4::new(NAT_IP, LISTEN_PORTS[rng.below(3) as usize]), fl)
         }
         _ => {
-            let (c, a, p) = (random_client(rng), random_addr(rng), rng.next() as u16);
+            let (c, a, p) = (random_client(rng), random_addr(rng), rng.next_u64() as u16);
             Tcp::new(c, SocketAddrV4::new(a, p), fl)
         }
     };
-    let (seq, ttl) = (rng.next() as u32, 1 + rng.below(255) as u8);
+    let (seq, ttl) = (rng.next_u64() as u32, 1 + rng.below(255) as u8);
     let t = t.macs(ROUTER_MAC, NAT_MAC).seq(seq).ttl(ttl);
     let n = rng.below(1400);
     match rng.below(3) {
@@ -308,13 +266,13 @@ fn base_tcp(rng: &mut Rng, tracked: &[Tracked]) -> Tcp {
 
 fn random_client(rng: &mut Rng) -> SocketAddrV4 {
     SocketAddrV4::new(
-        Ipv4Addr::new(CLIENT_NET[0], CLIENT_NET[1], rng.next() as u8, rng.next() as u8),
+        Ipv4Addr::new(CLIENT_NET[0], CLIENT_NET[1], rng.next_u64() as u8, rng.next_u64() as u8),
         1024 + rng.below(60000) as u16,
     )
 }
 
 fn random_addr(rng: &mut Rng) -> Ipv4Addr {
-    Ipv4Addr::from(rng.next() as u32)
+    Ipv4Addr::from(rng.next_u64() as u32)
 }
 
 fn generate(rng: &mut Rng, tracked: &[Tracked]) -> (&'static str, Vec<u8>) {
@@ -329,7 +287,7 @@ fn generate(rng: &mut Rng, tracked: &[Tracked]) -> (&'static str, Vec<u8>) {
         }
         1 => {
             let mut f = base_tcp(rng, tracked).frame();
-            let v = rng.next() as u8;
+            let v = rng.next_u64() as u8;
             f[ETH] = if v & 1 == 0 { 0x40 | ((v >> 1) % 5) } else { v };
             fix_checksums(&mut f);
             ("bad version or IHL", f)
@@ -356,7 +314,7 @@ fn generate(rng: &mut Rng, tracked: &[Tracked]) -> (&'static str, Vec<u8>) {
         8 => {
             let src = SocketAddrV6::new("fd00::2".parse().unwrap(), 40000, 0, 0);
             let dst = SocketAddrV6::new("fd00::4".parse().unwrap(), LISTEN_PORTS[0], 0, 0);
-            let (fl, n) = (rng.next() as u8, rng.below(64) as usize);
+            let (fl, n) = (rng.next_u64() as u8, rng.below(64) as usize);
             ("IPv6", packet::ipv6_tcp(src, dst, fl, &rng.bytes(n)))
         }
         9 => {
@@ -420,7 +378,7 @@ fn icmp_error(rng: &mut Rng, tracked: &[Tracked]) -> Vec<u8> {
         // What the NAT sent towards the target, quoted back by a router on the way.
         0 => Tcp::new(f.snat, f.target, flags::ACK).payload_len(100).ip_packet(),
         1 => {
-            let (c, a, p) = (random_client(rng), random_addr(rng), rng.next() as u16);
+            let (c, a, p) = (random_client(rng), random_addr(rng), rng.next_u64() as u16);
             Tcp::new(c, SocketAddrV4::new(a, p), flags::ACK).ip_packet()
         }
         _ => {

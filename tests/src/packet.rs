@@ -318,6 +318,30 @@ pub fn quote(ip_packet: &[u8], n: usize) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------
 // Independent parsing and checksum verification of output frames.
 
+/// Recomputes the IPv4 header checksum and, for whole TCP segments, the TCP checksum of a
+/// frame that was edited by hand, so that only what the kind of frame means to test is wrong.
+pub fn fix_checksums(frame: &mut [u8]) {
+    if frame.len() < ETH_LEN + 20 {
+        return;
+    }
+    let ihl = (frame[ETH_LEN] & 0x0f) as usize * 4;
+    if ihl < 20 || frame.len() < ETH_LEN + ihl {
+        return;
+    }
+    frame[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&[0, 0]);
+    let sum = !ones_complement_sum(&[&frame[ETH_LEN..ETH_LEN + ihl]]);
+    frame[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&sum.to_be_bytes());
+    let tot = u16::from_be_bytes([frame[ETH_LEN + 2], frame[ETH_LEN + 3]]) as usize;
+    if frame[ETH_LEN + 9] != 6 || tot < ihl + 20 || ETH_LEN + tot > frame.len() {
+        return;
+    }
+    let (hdr, rest) = frame[ETH_LEN..ETH_LEN + tot].split_at_mut(ihl);
+    rest[16..18].copy_from_slice(&[0, 0]);
+    let len = (rest.len() as u16).to_be_bytes();
+    let sum = !ones_complement_sum(&[&hdr[12..16], &hdr[16..20], &[0, 6], &len, rest]);
+    rest[16..18].copy_from_slice(&sum.to_be_bytes());
+}
+
 /// RFC 1071 sum, folded, not inverted: a region holding a correct checksum sums to 0xffff.
 pub fn ones_complement_sum(chunks: &[&[u8]]) -> u16 {
     let mut sum: u64 = 0;

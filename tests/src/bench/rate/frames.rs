@@ -3,14 +3,14 @@
 //! SYN flood's frames, each from a random source to the next listen port.
 
 use super::progs::FloodSpec;
-use crate::packet::{ones_complement_sum, ETH_LEN};
+use crate::{
+    packet::{fix_checksums, ETH_LEN},
+    rng::Rng,
+};
 
 /// Offsets in an Ethernet + IPv4 (no options) + TCP frame.
-const IP: usize = ETH_LEN;
-const IP_CSUM: usize = IP + 10;
-const IP_SRC: usize = IP + 12;
-const TCP: usize = IP + 20;
-const TCP_CSUM: usize = TCP + 16;
+const IP_SRC: usize = ETH_LEN + 12;
+const TCP: usize = ETH_LEN + 20;
 
 pub enum Frames {
     /// These frames in turn, again and again.
@@ -53,66 +53,38 @@ pub struct Flood {
     mask: u32,
     ports: Vec<u16>,
     n: usize,
-    rng: u64,
+    rng: Rng,
 }
 
 impl Flood {
     pub fn new(template: &[u8], spec: &FloodSpec) -> Flood {
-        let (net, len) = spec.src;
-        let mask = u32::MAX.checked_shr(len as u32).unwrap_or(0);
-        // Any non-zero seed; the time makes runs differ as the kernel's prandom does.
+        let (net, mask) = spec.net_and_mask();
+        // Seeded from the clock: runs differ, as the kernel's prandom makes them differ.
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
         Flood {
             template: template.to_vec(),
-            net: u32::from(net) & !mask,
+            net,
             mask,
             ports: spec.ports.clone(),
             n: 0,
-            rng: seed | 1,
+            rng: Rng(seed),
         }
-    }
-
-    /// xorshift64*: a cheap, good enough spread of sources and ports.
-    fn random(&mut self) -> u32 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
     }
 
     fn next_into(&mut self, f: &mut Vec<u8>) {
         f.clear();
         f.extend_from_slice(&self.template);
-        let src = self.net | (self.random() & self.mask);
+        let src = self.net | (self.rng.next_u64() as u32 & self.mask);
         // Ports 1024 and up, as a client's.
-        let sport = 1024 + (self.random() % (65536 - 1024)) as u16;
+        let sport = 1024 + self.rng.below(65536 - 1024) as u16;
         let dport = self.ports[self.n % self.ports.len()];
         self.n += 1;
         f[IP_SRC..IP_SRC + 4].copy_from_slice(&src.to_be_bytes());
         f[TCP..TCP + 2].copy_from_slice(&sport.to_be_bytes());
         f[TCP + 2..TCP + 4].copy_from_slice(&dport.to_be_bytes());
-        set_checksums(f);
+        fix_checksums(f);
     }
-}
-
-/// Writes the IPv4 header and TCP checksums of `f` (Ethernet + IPv4 without options + TCP,
-/// the IP total length telling where the segment ends: the rest is Ethernet padding).
-pub fn set_checksums(f: &mut [u8]) {
-    f[IP_CSUM..IP_CSUM + 2].fill(0);
-    let ip = !ones_complement_sum(&[&f[IP..TCP]]);
-    f[IP_CSUM..IP_CSUM + 2].copy_from_slice(&ip.to_be_bytes());
-    let total = u16::from_be_bytes([f[IP + 2], f[IP + 3]]) as usize;
-    let tcp_len = total - 20;
-    f[TCP_CSUM..TCP_CSUM + 2].fill(0);
-    let pseudo = [&[0u8, 6][..], &(tcp_len as u16).to_be_bytes()[..]];
-    let sum = !ones_complement_sum(&[
-        &f[IP_SRC..IP_SRC + 8],
-        pseudo[0],
-        pseudo[1],
-        &f[TCP..TCP + tcp_len],
-    ]);
-    f[TCP_CSUM..TCP_CSUM + 2].copy_from_slice(&sum.to_be_bytes());
 }

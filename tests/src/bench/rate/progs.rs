@@ -158,6 +158,16 @@ pub struct FloodSpec {
     pub ports: Vec<u16>,
 }
 
+impl FloodSpec {
+    /// The source network's address and its host bits (host order): a source is
+    /// `net | (random & mask)`.
+    pub fn net_and_mask(&self) -> (u32, u32) {
+        let (net, len) = self.src;
+        let mask = u32::MAX.checked_shr(len as u32).unwrap_or(0);
+        (u32::from(net) & !mask, mask)
+    }
+}
+
 /// forwarder-bench-ebpf's MAX_FLOOD_PORTS.
 pub const MAX_FLOOD_PORTS: usize = 8;
 
@@ -191,7 +201,7 @@ impl Generator {
     /// Sends `frame`, a TCP SYN, each time from a random address of `spec.src` and a random
     /// port, to the next of `spec.ports`, with its checksums updated.
     pub fn flood(ifindex: u32, frame: [u8; FRAME_LEN], spec: &FloodSpec) -> Result<Generator> {
-        let (net, len) = spec.src;
+        let len = spec.src.1;
         anyhow::ensure!(len <= 32, "source prefix /{len}");
         anyhow::ensure!(
             (1..=MAX_FLOOD_PORTS).contains(&spec.ports.len()),
@@ -199,11 +209,11 @@ impl Generator {
             spec.ports.len()
         );
         let mut g = Self::load_with(ifindex, frame.to_vec(), "bench_flood")?;
-        let mask = u32::MAX.checked_shr(len as u32).unwrap_or(0);
+        let (net, mask) = spec.net_and_mask();
         // forwarder-bench-ebpf's Flood: src_net, src_mask (octets as native u32s), nports,
         // ports (host order), 28 bytes.
         let mut v = [0u8; 28];
-        v[..4].copy_from_slice(&(u32::from(net) & !mask).to_be_bytes());
+        v[..4].copy_from_slice(&net.to_be_bytes());
         v[4..8].copy_from_slice(&mask.to_be_bytes());
         v[8..12].copy_from_slice(&(spec.ports.len() as u32).to_ne_bytes());
         for (i, p) in spec.ports.iter().enumerate() {
