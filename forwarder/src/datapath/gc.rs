@@ -20,6 +20,14 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
+/// A half the sweep deletes: `original` halves count as a flow removed; `then` is the
+/// reply half of an expired flow, deleted after its original.
+struct Doomed {
+    key: FlowKey,
+    original: bool,
+    then: Option<FlowKey>,
+}
+
 /// How many entries a sweep handles between two looks at its stop flag.
 const STOP_CHECK_EVERY: usize = 1024;
 
@@ -63,7 +71,7 @@ impl Conntrack {
             if halted() {
                 break;
             }
-            let mut doomed: Vec<(FlowKey, FlowKey)> = Vec::new();
+            let mut doomed: Vec<Doomed> = Vec::new();
             let mut orphans: Vec<(FlowKey, FlowKey)> = Vec::new();
             for (key, e) in &entries {
                 match entries.get(&e.peer) {
@@ -75,7 +83,7 @@ impl Conntrack {
                     Some(peer) if !e.is_reply() => {
                         let last = e.last_seen_ns.max(peer.last_seen_ns);
                         if now.saturating_sub(last) > cfg.timeout_ns(e.state) {
-                            doomed.push((*key, e.peer));
+                            doomed.push(Doomed { key: *key, original: true, then: Some(e.peer) });
                         }
                     }
                     Some(_) => {}
@@ -83,43 +91,33 @@ impl Conntrack {
             }
             // The walk is not atomic: a flow created or promoted meanwhile can show one half
             // without the other. Delete an orphan only if its other half is still missing
-            // from both tables.
-            // Halves whose peer key another flow holds go alone; that flow stays.
-            let mut alone: Vec<FlowKey> = Vec::new();
+            // from both tables, or is another flow's; it goes alone (that flow stays), and
+            // an original half is counted as its flow.
             for (key, peer) in orphans {
-                match ct.get(&peer, 0) {
-                    Err(_) => {
-                        // An original half goes as its flow (and is counted); a reply half
-                        // alone.
-                        let original = entries.get(&key).is_some_and(|e| !e.is_reply());
-                        doomed.push(if original { (key, peer) } else { (key, key) });
-                    }
-                    Ok(p) if p.peer != key => alone.push(key),
-                    Ok(_) => {}
+                let alone = match ct.get(&peer, 0) {
+                    Err(_) => true,
+                    Ok(p) => p.peer != key,
+                };
+                if alone {
+                    let original = entries.get(&key).is_some_and(|e| !e.is_reply());
+                    doomed.push(Doomed { key, original, then: None });
                 }
             }
-            for key in alone {
-                let original = entries.get(&key).is_some_and(|e| !e.is_reply());
-                if ct.remove(&key).is_ok() && original {
-                    removed += 1;
-                    if name == map_names::CT_ESTABLISHED {
-                        removed_established += 1;
-                    }
-                }
-            }
-            for (i, (orig, reply)) in doomed.into_iter().enumerate() {
+            for (i, d) in doomed.into_iter().enumerate() {
                 if i % STOP_CHECK_EVERY == 0 && halted() {
                     break;
                 }
                 // The original first, as the data path does. Already gone (the data path
                 // removed it) is fine, and then it is not counted twice.
-                if ct.remove(&orig).is_ok() && orig != reply {
+                if ct.remove(&d.key).is_ok() && d.original {
                     removed += 1;
                     if name == map_names::CT_ESTABLISHED {
                         removed_established += 1;
                     }
                 }
-                let _ = ct.remove(&reply);
+                if let Some(reply) = d.then {
+                    let _ = ct.remove(&reply);
+                }
             }
         }
         if removed_established > 0 {
