@@ -135,9 +135,10 @@ fn expire_if_idle(table: Table, key: &FlowKey, e: &CtEntry, cfg: &Config, now: u
     let peer = e.peer;
     let Some((_, p)) = partner(table, key, &peer) else {
         // A half alone: it goes by itself. The key it names may be another flow's now.
-        let original = !e.is_reply();
-        if remove(table, key) && table == Table::Established && original {
-            count_add(u64::MAX); // -1: the count is of established original halves
+        if e.is_reply() {
+            remove(table, key);
+        } else {
+            remove_original(table, key);
         }
         return true;
     };
@@ -175,10 +176,17 @@ fn partner(table: Table, me: &FlowKey, peer: &FlowKey) -> Option<(Table, *mut Ct
 /// harmless (its SNAT port stays taken until it goes too), the reverse is not.
 #[inline(always)]
 fn delete_flow(table: Table, orig: &FlowKey, reply: &FlowKey) {
+    remove_original(table, orig);
+    remove(table, reply);
+}
+
+/// Removes an original half, and its flow from the count of established flows (which
+/// counts established original halves).
+#[inline(always)]
+fn remove_original(table: Table, orig: &FlowKey) {
     if remove(table, orig) && table == Table::Established {
         count_add(u64::MAX); // -1
     }
-    remove(table, reply);
 }
 
 /// Adds `n` (wrapping: u64::MAX subtracts one) to the program's established-flow count.
@@ -413,24 +421,60 @@ fn points_back(other: &FlowKey, me: &FlowKey) -> bool {
 }
 
 /// Whether a reply key (target -> SNAT address:port) is taken, for the SNAT port search.
-/// A reply half in the embryonic table whose original half the LRU evicted holds its port
-/// for nothing (a SYN flood leaves many: the LRU evicts halves one by one); it is removed
-/// here and the port counts as free. Timed-out flows give their port back when the lookup
-/// path or the daemon's sweep deletes them. The search runs this up to 32 times and the
-/// verifier walks every try, so it stays small.
+/// The search runs this up to 32 times and the verifier walks every try, so it stays small.
+///
+/// A port is free again, and the flow holding it deleted here, when that flow:
+/// - is a reply half in the embryonic table whose original half the LRU evicted (a SYN
+///   flood leaves many: the LRU evicts halves one by one);
+/// - has timed out in both halves (the lookup path and the daemon's sweep delete such flows
+///   too, but only when a packet or the next sweep comes by: up to 10 s late);
+/// - was refused (an RST before it was established) or closed by both FINs. netfilter
+///   gives such ports to new flows when its search runs short (`nf_nat_used_tuple_harder`);
+///   without this, a broker restart (every client retrying once a second from a new port,
+///   each try refused) fills a small SNAT range with refused handshakes, and new
+///   connections are refused until they time out after the broker is back. An RST on an
+///   established flow does not free its port early: the endpoint may have ignored it.
 #[inline(always)]
-pub fn port_taken(reply_key: &FlowKey) -> bool {
-    if CT_ESTABLISHED.get_ptr(reply_key).is_some() {
-        return true;
-    }
-    let Some(reply) = CT_EMBRYONIC.get_ptr(reply_key) else {
+pub fn port_taken(reply_key: &FlowKey, cfg: &Config, now: u64) -> bool {
+    let (table, reply) = if let Some(p) = CT_ESTABLISHED.get_ptr(reply_key) {
+        (Table::Established, p)
+    } else if let Some(p) = CT_EMBRYONIC.get_ptr(reply_key) {
+        (Table::Embryonic, p)
+    } else {
         return false;
     };
-    // SAFETY: a map value, valid for the rest of the program run.
-    let original = unsafe { (*reply).peer };
-    if points_back(&original, reply_key) {
+    // SAFETY: map values, valid for the rest of the program run.
+    let reply = unsafe { &*reply };
+    let orig_key = reply.peer;
+    let Some((orig_table, orig)) = partner(table, reply_key, &orig_key) else {
+        if table == Table::Embryonic {
+            remove(table, reply_key);
+            return false;
+        }
+        return true;
+    };
+    // A flow in the middle of its promotion (halves in two tables) is left to it.
+    if orig_table != table {
         return true;
     }
-    remove(Table::Embryonic, reply_key);
+    // SAFETY: as above.
+    let orig = unsafe { &*orig };
+    if !finished(orig, reply, cfg, now) {
+        return true;
+    }
+    delete_flow(table, &orig_key, reply_key);
     false
+}
+
+/// Whether a flow (its original half holds the state) may give up its SNAT port.
+#[inline(always)]
+fn finished(orig: &CtEntry, reply: &CtEntry, cfg: &Config, now: u64) -> bool {
+    let state = orig.state;
+    let refused = state == TcpState::Close as u8 && orig.flags & CT_FLAG_RST_ESTABLISHED == 0;
+    if refused || state == TcpState::TimeWait as u8 {
+        return true;
+    }
+    let timeout = cfg.timeout_ns(state);
+    now.saturating_sub(orig.last_seen_ns) > timeout
+        && now.saturating_sub(reply.last_seen_ns) > timeout
 }

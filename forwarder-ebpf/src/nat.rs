@@ -53,6 +53,7 @@ pub fn alloc_reply_key(
     target_addr: u32,
     target_port: u16,
     cfg: &Config,
+    now: u64,
 ) -> Option<FlowKey> {
     let min = cfg.snat_port_min as u32;
     let max = cfg.snat_port_max as u32;
@@ -75,7 +76,7 @@ pub fn alloc_reply_key(
         let port = (min + offset) as u16;
         let key =
             FlowKey::new(target_addr, cfg.snat_addr, target_port, port.to_be(), IpProto::Tcp as u8);
-        if !conntrack::port_taken(&key) {
+        if !conntrack::port_taken(&key, cfg, now) {
             return Some(key);
         }
     }

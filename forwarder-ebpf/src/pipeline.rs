@@ -119,7 +119,8 @@ fn new_flow(tcp: &Tcp, cfg: &Config, key: &FlowKey, now: u64) -> Result<Forward,
         events::table_full(rule_id, now);
         return Err(Verdict::Drop);
     }
-    let Some(reply_key) = nat::alloc_reply_key(key, rule.target_addr, rule.target_port, cfg) else {
+    let Some(reply_key) = nat::alloc_reply_key(key, rule.target_addr, rule.target_port, cfg, now)
+    else {
         stats::inc(rule_id, Counter::DropNoSnatPort);
         events::no_snat_port(rule_id, rule.target_addr, rule.target_port, now);
         return Err(Verdict::Drop);

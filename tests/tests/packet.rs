@@ -1488,3 +1488,75 @@ fn the_program_calls_no_memory_builtin() {
     assert!(code_sections >= 2, "only {code_sections} code sections: not the program's object?");
     assert!(calls.is_empty(), "calls to memory builtins:\n{}", calls.join("\n"));
 }
+
+/// The SNAT port search takes over the port of a flow that is done with it, as netfilter's
+/// does: a handshake refused by an RST (a broker restarting: every client retry refused,
+/// each from a new source port), a flow closed by both FINs, a flow idle past its timeout
+/// in both directions. A flow reset while established (the endpoint may have ignored the
+/// RST) or with one direction still talking keeps its port. One port in the range: each
+/// SYN either takes it over or is dropped.
+#[test]
+fn the_port_search_takes_over_ports_of_finished_flows() {
+    let mut plan = default_plan();
+    plan.snat_ports = (40000, 40000);
+    let mut h = harness_with("reclaim", &plan);
+    let mut n = 0u16;
+    let mut next_client = || {
+        n += 1;
+        sa(Ipv4Addr::new(192, 168, 2, n as u8), 44000 + n)
+    };
+    let syn = |client: SocketAddrV4| {
+        Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC)
+    };
+    // The old flow's original half is gone, and its reply key (the same port, the same
+    // target) names the new flow's.
+    let gone = |h: &mut Harness, f: &Flow| {
+        [Table::Embryonic, Table::Established].iter().all(|&t| {
+            h.ct_get(t, &f.orig_key()).unwrap().is_none()
+                && h.ct_get(t, &f.reply_key()).unwrap().is_none_or(|r| r.peer != f.orig_key())
+        })
+    };
+    let refused_syn = |h: &mut Harness, client: SocketAddrV4, what: &str| {
+        let r = h.xdp(&syn(client).frame()).unwrap();
+        assert_eq!(r.action, XDP_DROP, "{what}: the port must stay taken");
+    };
+
+    // Refused: the broker answers the SYN with an RST.
+    let c = next_client();
+    let refused = open(&mut h, c, 0, &syn(c));
+    refused.target_sends(&mut h, &refused.target_pkt(flags::RST | flags::ACK));
+    assert_eq!(refused.state(&mut h), (Table::Embryonic, TcpState::Close));
+    let c = next_client();
+    let f = open(&mut h, c, 0, &syn(c));
+    assert!(gone(&mut h, &refused), "the refused handshake's flow was not taken over");
+
+    // Closed by both FINs.
+    f.target_sends(&mut h, &f.target_pkt(flags::SYN | flags::ACK));
+    f.client_sends(&mut h, &f.client_pkt(flags::ACK));
+    f.client_sends(&mut h, &f.client_pkt(flags::FIN | flags::ACK));
+    refused_syn(&mut h, next_client(), "half closed (FIN_WAIT)");
+    f.target_sends(&mut h, &f.target_pkt(flags::FIN | flags::ACK));
+    assert_eq!(f.state(&mut h), (Table::Established, TcpState::TimeWait));
+    let c = next_client();
+    let g = open(&mut h, c, 0, &syn(c));
+    assert!(gone(&mut h, &f), "the closed flow was not taken over");
+    assert_eq!(h.ct_entries(Table::Established).unwrap().len(), 0);
+
+    // Reset while established: kept (its side may talk on past the RST, and here does).
+    g.target_sends(&mut h, &g.target_pkt(flags::SYN | flags::ACK));
+    g.client_sends(&mut h, &g.client_pkt(flags::ACK));
+    g.client_sends(&mut h, &g.client_pkt(flags::RST | flags::ACK));
+    assert_eq!(g.state(&mut h), (Table::Established, TcpState::Close));
+    refused_syn(&mut h, next_client(), "reset while established");
+    g.client_sends(&mut h, &g.client_pkt(flags::ACK).payload_len(10));
+    assert_eq!(g.state(&mut h), (Table::Established, TcpState::Established));
+
+    // Idle: only when both directions are past the timeout (an hour in the plan).
+    g.age(&mut h, Table::Established, 3_601_000_000_000, true, false);
+    refused_syn(&mut h, next_client(), "the broker's direction still talking");
+    g.age(&mut h, Table::Established, 3_601_000_000_000, false, true);
+    let c = next_client();
+    open(&mut h, c, 0, &syn(c));
+    assert!(gone(&mut h, &g), "the idle flow was not taken over");
+    assert_eq!(h.counter(0, Counter::DropNoSnatPort).unwrap(), 3);
+}
