@@ -113,6 +113,27 @@ impl Netns {
             .with_context(|| format!("no {direction} {counter} count for {ifc}"))
     }
 
+    /// The namespace's count of TCP segments its stack dropped for a bad checksum
+    /// (`TcpInCsumErrors` of /proc/net/snmp, as `nstat` shows it): every receiver's
+    /// checksums are computed in software on the last veth (transmit offload off), so a
+    /// wrong checksum written anywhere on the path ends up here.
+    pub fn tcp_in_csum_errors(&self) -> Result<u64> {
+        let out = self.exec(&["cat", "/proc/net/snmp"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let tcp: Vec<&str> = text.lines().filter(|l| l.starts_with("Tcp:")).collect();
+        let [names, values] = tcp[..] else {
+            anyhow::bail!("{}: no Tcp lines in /proc/net/snmp:\n{text}", self.name);
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "InCsumErrors")
+            .with_context(|| format!("{}: no Tcp InCsumErrors in /proc/net/snmp", self.name))?
+            .1
+            .parse()
+            .context("InCsumErrors is not a number")
+    }
+
     /// Runs a command inside the namespace.
     pub fn exec(&self, cmd: &[&str]) -> Result<Output> {
         let mut all = vec!["netns", "exec", &self.name];

@@ -38,6 +38,20 @@ pub struct Topology {
     _peer_programs: Vec<Datapath>,
 }
 
+/// What the NAT VM's first interface (the one facing the load balancer) is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicShape {
+    /// One veth, GRO on: an Azure NIC without accelerated networking.
+    Plain,
+    /// Accelerated networking: `n0` (hv_netvsc's eth0) is a master device over a veth
+    /// "VF" `vf0` that does GRO and hands the merged skbs up, as netvsc's rx_handler does.
+    /// A bridge plays the master (this kernel has no bonding driver).
+    Accelerated,
+}
+
+/// The VF under the accelerated NIC.
+pub const VF: &str = "vf0";
+
 impl Topology {
     /// `multi_nic`: the NAT VM reaches the brokers through a second interface, so
     /// forwarded packets leave by XDP_REDIRECT instead of XDP_TX.
@@ -47,15 +61,33 @@ impl Topology {
         Self::around(Netns::new(&format!("{tag}n"))?, tag, multi_nic, peer_xdp)
     }
 
+    /// The topology with the NAT VM's first NIC in `shape`.
+    pub fn with_shape(tag: &str, shape: NicShape, multi_nic: bool, peer_xdp: bool) -> Result<Self> {
+        Self::build(Netns::new(&format!("{tag}n"))?, tag, shape, multi_nic, peer_xdp)
+    }
+
     /// The topology around a NAT VM namespace made elsewhere: the network namespace of a
     /// systemd booted for the unit's test ([`crate::systemd`]).
     pub fn around(natvm: Netns, tag: &str, multi_nic: bool, peer_xdp: bool) -> Result<Self> {
+        Self::build(natvm, tag, NicShape::Plain, multi_nic, peer_xdp)
+    }
+
+    fn build(
+        natvm: Netns,
+        tag: &str,
+        shape: NicShape,
+        multi_nic: bool,
+        peer_xdp: bool,
+    ) -> Result<Self> {
         let client = Netns::new(&format!("{tag}c"))?;
         let router = Netns::new(&format!("{tag}r"))?;
         let broker = Netns::new(&format!("{tag}b"))?;
 
         veth(&client, "c0", &router, "r_c")?;
-        veth(&router, "r_n", &natvm, "n0")?;
+        match shape {
+            NicShape::Plain => veth(&router, "r_n", &natvm, "n0")?,
+            NicShape::Accelerated => accelerated_nic(&router, &natvm)?,
+        }
         veth(&router, "r_b", &broker, "b0")?;
         client.ip(&["addr", "add", "10.1.0.2/24", "dev", "c0"])?;
         client.ip(&["route", "add", "default", "via", "10.1.0.1"])?;
@@ -131,6 +163,20 @@ impl Topology {
         unload(&self.natvm, config)
     }
 
+    /// Fails unless every receiver's stack (client, brokers, NAT VM) counted 0 TCP
+    /// checksum errors: the forwarder must never send a segment with a wrong checksum.
+    pub fn assert_no_checksum_errors(&self) -> Result<()> {
+        for ns in [&self.client, &self.broker, &self.natvm, &self.router] {
+            let errors = ns.tcp_in_csum_errors()?;
+            anyhow::ensure!(
+                errors == 0,
+                "{}: {errors} TCP segments arrived with a wrong checksum",
+                ns.name()
+            );
+        }
+        Ok(())
+    }
+
     /// Fails if any netfilter NAT rule exists in the NAT VM: the forwarding must be ours.
     pub fn assert_no_netfilter_nat(&self) -> Result<()> {
         let out = self.natvm.exec(&["nft", "list", "ruleset"])?;
@@ -149,6 +195,22 @@ impl Drop for Topology {
     fn drop(&mut self) {
         remove_leftovers(&self.natvm);
     }
+}
+
+/// `n0` a bridge over the veth `vf0` whose peer is the router's `r_n`. GRO on the VF, so
+/// the bridge (and a program on it) receives merged, CHECKSUM_PARTIAL skbs as netvsc's eth0
+/// does on Azure.
+fn accelerated_nic(router: &Netns, natvm: &Netns) -> Result<()> {
+    veth(router, "r_n", natvm, VF)?;
+    natvm.ip(&["link", "add", "n0", "type", "bridge"])?;
+    natvm.ip(&["link", "set", VF, "master", "n0"])?;
+    natvm.ip(&["link", "set", "n0", "up"])?;
+    natvm.exec(&["ethtool", "-K", VF, "gro", "on"])?;
+    // With br_netfilter loaded, iptables would see the bridged frames.
+    if natvm.exec(&["test", "-e", "/proc/sys/net/bridge/bridge-nf-call-iptables"]).is_ok() {
+        natvm.sysctl("net.bridge.bridge-nf-call-iptables", "0")?;
+    }
+    Ok(())
 }
 
 /// Where the forwarder running in `ns` pins its maps and links (bpffs is not per namespace,

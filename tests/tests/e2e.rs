@@ -1,10 +1,15 @@
 //! Whole connections through the forwarder in the Azure-like topology: client -> router
-//! -> NAT VM (one NIC, XDP_TX) -> brokers, in every mode, with real sockets.
+//! -> NAT VM (one NIC, XDP_TX) -> brokers, in every mode, with real sockets; and on a NAT
+//! VM with accelerated networking (its NIC a master over a VF that does GRO). Every
+//! receiver must count 0 TCP checksum errors.
 
 use anyhow::Result;
 use forwarder_tests::{
     require_root,
-    topology::{Daemon, Topology, BROKERS, BROKER_PORT, CLIENT, LISTEN_PORTS, NATVM, NATVM_SECOND},
+    topology::{
+        cli, Daemon, NicShape, Topology, BROKERS, BROKER_PORT, CLIENT, LISTEN_PORTS, NATVM,
+        NATVM_SECOND, VF,
+    },
     traffic::{connect, echo_servers, exchange},
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -85,23 +90,33 @@ fn reserved_ports(topo: &Topology) -> Result<String> {
 }
 
 fn run_mode(tag: &str, mode: &str, multi_nic: bool) -> Result<()> {
+    run_shape(tag, NicShape::Plain, mode, multi_nic)
+}
+
+fn run_shape(tag: &str, shape: NicShape, mode: &str, multi_nic: bool) -> Result<()> {
     require_root();
-    let topo = Topology::new(tag, multi_nic, mode == "xdp")?;
+    let topo = Topology::with_shape(tag, shape, multi_nic, mode == "xdp")?;
+    run_on(&topo, mode, multi_nic)
+}
+
+/// The whole run on a topology made (and perhaps changed) by the caller.
+fn run_on(topo: &Topology, mode: &str, multi_nic: bool) -> Result<()> {
     let brokers: Vec<SocketAddrV4> =
         BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
     let _servers = echo_servers(&topo.broker, &brokers)?;
     let snat = if multi_nic { NATVM_SECOND } else { NATVM };
     let config = topo.config(mode, &snat.to_string());
-    let reserved_before = reserved_ports(&topo)?;
+    let reserved_before = reserved_ports(topo)?;
     let daemon = Daemon::start(&topo.natvm, &config)?;
     topo.assert_no_netfilter_nat()?;
     assert!(
-        reserved_ports(&topo)?.split(',').any(|r| r == "40000-59999"),
+        reserved_ports(topo)?.split(',').any(|r| r == "40000-59999"),
         "snat_ports not reserved while running"
     );
 
-    concurrent_traffic(&topo, snat)?;
-    other_traffic_untouched(&topo)?;
+    concurrent_traffic(topo, snat)?;
+    other_traffic_untouched(topo)?;
+    topo.assert_no_checksum_errors()?;
 
     let log = daemon.log.clone();
     let config_path = daemon.config.clone();
@@ -113,7 +128,7 @@ fn run_mode(tag: &str, mode: &str, multi_nic: bool) -> Result<()> {
     assert_eq!(ex.reached, BROKERS[0], "forwarding stopped with the daemon");
 
     topo.unload(&config_path)?;
-    assert_eq!(reserved_ports(&topo)?, reserved_before, "reserved ports not restored by unload");
+    assert_eq!(reserved_ports(topo)?, reserved_before, "reserved ports not restored by unload");
     // Detached: the listen port now reaches the NAT VM's own stack, which has no listener.
     let refused = connect(&topo.client, SocketAddrV4::new(NATVM, LISTEN_PORTS[0]));
     assert!(refused.is_err(), "port 9092 still forwarded after unload");
@@ -143,4 +158,49 @@ fn multi_nic_native_xdp_redirect() -> Result<()> {
 #[test]
 fn multi_nic_tc_redirect() -> Result<()> {
     run_mode("mt", "tc", true)
+}
+
+// Accelerated networking: the NAT VM's n0 a master over a VF that does GRO.
+
+#[test]
+fn accelerated_tc() -> Result<()> {
+    run_shape("at", NicShape::Accelerated, "tc", false)
+}
+
+/// `auto` passes over generic XDP, which the VF's merged skbs would make send wrong
+/// checksums, and lands on TC (the bridge playing eth0 has no native XDP).
+#[test]
+fn accelerated_auto_chooses_tc() -> Result<()> {
+    require_root();
+    let topo = Topology::with_shape("aa", NicShape::Accelerated, false, false)?;
+    let config = topo.config("auto", &NATVM.to_string());
+    let daemon = Daemon::start(&topo.natvm, &config)?;
+    let log = daemon.log.lock().unwrap().join("\n");
+    assert!(log.contains("vf0 under it merges received segments (GRO on)"), "{log}");
+    let status = String::from_utf8(cli(&topo.natvm, &daemon.config, &["status"])?.stdout)?;
+    assert!(status.contains("n0") && status.contains("tc"), "auto did not choose tc:\n{status}");
+    let config_path = daemon.config.clone();
+    assert!(daemon.stop()?.success());
+    topo.unload(&config_path)?;
+    run_on(&topo, "auto", false)
+}
+
+/// `xdp-generic` is refused while the VF merges segments, with the reason and the remedy;
+/// with GRO off on the VF (the remedy) it forwards every byte with correct checksums.
+#[test]
+fn accelerated_generic_xdp_only_without_gro_on_the_vf() -> Result<()> {
+    require_root();
+    let topo = Topology::with_shape("ag", NicShape::Accelerated, false, false)?;
+    let config = topo.config("xdp-generic", &NATVM.to_string());
+    let refused = Daemon::start(&topo.natvm, &config);
+    let text = format!("{:#}", refused.err().expect("xdp-generic started over a merging VF"));
+    assert!(
+        text.contains("not attaching generic XDP to n0: vf0 under it merges received segments")
+            && text.contains("ethtool -K vf0 gro off"),
+        "{text}"
+    );
+    // The refused start had set its sysctls (kept for `unload`, as after any failed start).
+    topo.unload(&forwarder_tests::topology::config_path(&topo.natvm))?;
+    topo.natvm.exec(&["ethtool", "-K", VF, "gro", "off"])?;
+    run_on(&topo, "xdp-generic", false)
 }

@@ -25,18 +25,25 @@ impl Datapath {
             return self.attach_new(iface, mode);
         };
         if let Some((how, path)) = pins.find_link(iface) {
-            if mode_allows(mode, how) {
+            // A generic attachment pinned before a VF under the interface began merging
+            // segments is not taken over: it would send wrong checksums.
+            let merged_below =
+                if how == Attached::XdpGeneric { refuse_merged_below(iface).err() } else { None };
+            if let Some(e) = &merged_below {
+                tracing::warn!(iface, "re-attaching the pinned attachment: {e}");
+            } else if mode_allows(mode, how) {
                 self.take_over(iface, how, &path)?;
                 self.attached.push((iface.to_string(), how));
                 tracing::info!(iface, mode = how.name(), "took over the pinned attachment");
                 return Ok(how);
+            } else {
+                tracing::warn!(
+                    iface,
+                    pinned = how.name(),
+                    configured = mode.name(),
+                    "the configured mode differs from the pinned attachment; re-attaching"
+                );
             }
-            tracing::warn!(
-                iface,
-                pinned = how.name(),
-                configured = mode.name(),
-                "the configured mode differs from the pinned attachment; re-attaching"
-            );
             let _ = std::fs::remove_file(&path);
         }
         let how = self.attach_new(iface, mode)?;
@@ -234,6 +241,9 @@ impl Datapath {
             |source| DatapathError::Attach { iface: iface.to_string(), mode: how.name(), source };
         match how {
             Attached::XdpDriver | Attached::XdpGeneric => {
+                if how == Attached::XdpGeneric {
+                    refuse_merged_below(iface)?;
+                }
                 let prog = self.xdp_program(program_names::XDP)?;
                 let mode = if how == Attached::XdpDriver { XdpMode::Driver } else { XdpMode::Skb };
                 let id = prog.attach(iface, mode).map_err(attach_err)?;
@@ -281,6 +291,25 @@ impl Datapath {
             prog.load().map_err(|e| DatapathError::Program(name, e))?;
         }
         Ok(prog)
+    }
+}
+
+/// Generic XDP runs where the skb reaches the device: after GRO. On the device itself the
+/// kernel skips GRO while a generic program is attached (netif_elide_gro), but a device
+/// under it (Azure's accelerated-networking VF under hv_netvsc's eth0) merges segments
+/// before handing them up, and a merged skb's TCP checksum field holds only the
+/// pseudo-header's sum. Nothing an XDP program can read says so, and folding the port
+/// change into such a field as into a complete checksum makes every segment cut from it
+/// wrong. TC knows the skb's checksum state; `auto` moves on to it.
+fn refuse_merged_below(iface: &str) -> Result<(), DatapathError> {
+    match crate::host::nic::merging_lower(iface) {
+        Some((lower, offload)) => Err(DatapathError::MergedBelow {
+            iface: iface.to_string(),
+            lower,
+            offload,
+            flag: if offload == "GRO" { "gro" } else { "lro" },
+        }),
+        None => Ok(()),
     }
 }
 

@@ -44,6 +44,16 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// Generic XDP runs after the device under `iface` merged segments: the program would
+    /// write wrong TCP checksums into the merged skbs.
+    #[error(
+        "not attaching generic XDP to {iface}: {lower} under it merges received segments \
+         ({offload} on), and the merged packets' TCP checksums hold only the pseudo-header's \
+         sum, which generic XDP cannot tell from complete ones (it would send wrong \
+         checksums); use mode \"tc\" or \"auto\", or turn {offload} off on {lower} \
+         (ethtool -K {lower} {flag} off)"
+    )]
+    MergedBelow { iface: String, lower: String, offload: &'static str, flag: &'static str },
     #[error(transparent)]
     Maps(#[from] MapAccessError),
     #[error("program {0} is missing from the object")]

@@ -2,13 +2,11 @@
 //! reason (a forced mode, an MTU too big for the driver, LRO on, a driver without native
 //! XDP).
 
-use super::{
-    host::{iface_driver, iface_lro, iface_mtu},
-    Finding,
-};
+use super::{host::iface_mtu, Finding};
 use crate::{
     config::{Mode, Settings},
     daemon::control::Status,
+    host::nic::{iface_driver, iface_lro, merging_lower},
 };
 
 /// Native XDP without multi-buffer support needs a frame to fit one page with headroom;
@@ -55,8 +53,24 @@ fn xdp_mode_finding(settings: &Settings, iface: &str, mode: &str) -> Finding {
         return Finding::ok(CHECK, format!("{iface}: native XDP ({driver_text})"));
     }
     let nic = Nic { driver: driver.as_deref(), mtu: iface_mtu(iface).ok(), lro: iface_lro(iface) };
-    let (why, fix) = slow_mode_reason(settings, iface, &nic);
+    let (mut why, fix) = slow_mode_reason(settings, iface, &nic);
+    if mode == "tc" {
+        why += &generic_passed_over(iface, merging_lower(iface));
+    }
     Finding::fail(CHECK, format!("{iface}: attached in {mode} mode, not native XDP: {why}"), fix)
+}
+
+/// Why TC runs where generic XDP would have been next: a device under the interface (the
+/// VF under hv_netvsc's eth0) merges segments, whose checksums generic XDP cannot handle.
+fn generic_passed_over(iface: &str, merging: Option<(String, &str)>) -> String {
+    let Some((lower, offload)) = merging else {
+        return String::new();
+    };
+    format!(
+        "; and not generic XDP either: {lower} under {iface} merges received segments \
+         ({offload} on), whose partial TCP checksums generic XDP cannot tell from complete \
+         ones, so TC translates them (correctly: it knows the skb's checksum state)"
+    )
 }
 
 /// What the reasons are read from; None where it could not be read.
@@ -124,6 +138,14 @@ mod tests {
 
     fn nic(driver: &str, mtu: u32, lro: bool) -> Nic<'_> {
         Nic { driver: Some(driver), mtu: Some(mtu), lro: Some(lro) }
+    }
+
+    #[test]
+    fn a_merging_vf_is_named_as_why_generic_xdp_was_passed_over() {
+        assert_eq!(generic_passed_over("eth0", None), "");
+        let why = generic_passed_over("eth0", Some(("enP1s1".into(), "GRO")));
+        assert!(why.starts_with("; and not generic XDP either: enP1s1 under eth0"), "{why}");
+        assert!(why.contains("(GRO on)"), "{why}");
     }
 
     #[test]
