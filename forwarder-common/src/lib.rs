@@ -43,6 +43,8 @@ pub mod map_names {
     pub const CT_COUNT: &str = "CT_COUNT";
     /// Not pinned: a new program starts its rate limits afresh.
     pub const LOG_BUDGET: &str = "LOG_BUDGET";
+    /// Not pinned: each daemon fills it from the interfaces as they are when it starts.
+    pub const INGRESS_MASTER: &str = "INGRESS_MASTER";
 }
 
 /// Program names in the object file.

@@ -3,7 +3,7 @@
 
 use crate::{
     context::{ptr_at, PacketContext, Verdict},
-    maps::NEXTHOP_GEN,
+    maps::{INGRESS_MASTER, NEXTHOP_GEN},
     nat::Translation,
 };
 use aya_ebpf::{
@@ -91,7 +91,10 @@ pub fn route<C: PacketContext>(
     p.family = AF_INET;
     p.l4_protocol = proto as u8;
     p.__bindgen_anon_1.tot_len = tot_len;
-    p.ifindex = ctx.ingress_ifindex();
+    let ingress = ctx.ingress_ifindex();
+    // SAFETY: INGRESS_MASTER is only read here; the daemon writes whole values.
+    let master = unsafe { INGRESS_MASTER.get(&ingress) }.copied();
+    p.ifindex = master.unwrap_or(ingress);
     p.__bindgen_anon_3.ipv4_src = src;
     p.__bindgen_anon_4.ipv4_dst = dst;
     // SAFETY: p is a valid, correctly sized parameter block.
@@ -103,7 +106,9 @@ pub fn route<C: PacketContext>(
         // the kernel's answer: the egress device's MTU (TC).
         // SAFETY: a plain u16 in a union of u16s.
         let max_len = unsafe { p.__bindgen_anon_1.tot_len };
-        (Route::Direct(Hop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac }), max_len)
+        // Out of the master the packet came in under: out of the device it came in on.
+        let ifindex = if master == Some(p.ifindex) { ingress } else { p.ifindex };
+        (Route::Direct(Hop { ifindex, smac: p.smac, dmac: p.dmac }), max_len)
     } else if rc == BPF_FIB_LKUP_RET_BLACKHOLE as i64
         || rc == BPF_FIB_LKUP_RET_UNREACHABLE as i64
         || rc == BPF_FIB_LKUP_RET_PROHIBIT as i64

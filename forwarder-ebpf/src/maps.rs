@@ -62,3 +62,11 @@ pub static RULE_STATS: PerCpuArray<RuleStats> = PerCpuArray::with_max_entries(MA
 /// Rate limits of the operator events (`events.rs`), one slot per [`forwarder_common::LogEvent`].
 #[map(name = "LOG_BUDGET")]
 pub static LOG_BUDGET: Array<LogBudget> = Array::with_max_entries(LOG_EVENTS as u32, 0);
+
+/// A device under a configured interface (ifindex) -> that interface (ifindex). On Azure
+/// with accelerated networking, native XDP on hv_netvsc's eth0 runs on the VF under it, so
+/// a packet's ingress is the VF: the FIB is asked as if it came in on eth0 (whose
+/// forwarding the daemon turned on), and an answer of eth0 means "back out where it came
+/// from" (XDP_TX on the VF), not a redirect. Filled by the daemon.
+#[map(name = "INGRESS_MASTER")]
+pub static INGRESS_MASTER: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);

@@ -162,6 +162,46 @@ impl Harness {
         Ok(h)
     }
 
+    /// Makes the NAT VM's NIC look like Azure's accelerated networking to native XDP: eth0
+    /// becomes the VF under a master `acc0` (a bridge, with eth0's MAC, address, routes and
+    /// forwarding), and eth0's own forwarding is off, as the VF's is on Azure (the daemon
+    /// turns it on for the configured interface only). The program keeps running with
+    /// eth0's ifindex as ingress, as it does on the VF. With `tell_program`, the daemon's
+    /// INGRESS_MASTER entry is made.
+    pub fn put_under_master(&mut self, tell_program: bool) -> Result<()> {
+        const MASTER: &str = "acc0";
+        let nat = &self._nat;
+        let mac = NAT_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        nat.ip(&["addr", "flush", "dev", NAT_IF])?;
+        nat.ip(&["link", "add", MASTER, "address", &mac, "type", "bridge"])?;
+        nat.ip(&["link", "set", NAT_IF, "master", MASTER])?;
+        nat.ip(&["link", "set", MASTER, "mtu", &MTU.to_string(), "up"])?;
+        nat.ip(&["addr", "add", &format!("{NAT_IP}/24"), "dev", MASTER])?;
+        nat.ip(&["route", "add", "default", "via", &ROUTER_IP.to_string()])?;
+        let router_mac = ROUTER_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>();
+        nat.ip(&[
+            "neigh",
+            "replace",
+            &ROUTER_IP.to_string(),
+            "lladdr",
+            &router_mac.join(":"),
+            "dev",
+            MASTER,
+            "nud",
+            "permanent",
+        ])?;
+        nat.sysctl(&format!("net.ipv4.conf.{MASTER}.forwarding"), "1")?;
+        nat.sysctl(&format!("net.ipv4.conf.{NAT_IF}.forwarding"), "0")?;
+        if tell_program {
+            let pairs = self.dp.set_ingress_masters(&[MASTER.to_string()])?;
+            anyhow::ensure!(
+                pairs == [(NAT_IF.to_string(), MASTER.to_string())],
+                "devices under {MASTER}: {pairs:?}"
+            );
+        }
+        Ok(())
+    }
+
     pub fn apply(&mut self, plan: &Plan) -> Result<()> {
         self.dp.apply(plan)?;
         Ok(())

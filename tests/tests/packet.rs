@@ -1560,3 +1560,26 @@ fn the_port_search_takes_over_ports_of_finished_flows() {
     assert!(gone(&mut h, &g), "the idle flow was not taken over");
     assert_eq!(h.counter(0, Counter::DropNoSnatPort).unwrap(), 3);
 }
+
+/// Native XDP under accelerated networking runs on the VF under eth0 (hv_netvsc hands the
+/// program to it), so the ingress is the VF, whose forwarding is off: the FIB must be asked
+/// as for eth0, and its answer "eth0" must send the frame back out of the VF (XDP_TX), not
+/// to the kernel. Without the daemon's INGRESS_MASTER entry every packet took the slow path.
+#[test]
+fn packets_arriving_on_the_vf_under_the_interface_leave_by_xdp_tx() {
+    let mut h = harness("vf-slow");
+    h.put_under_master(false).unwrap();
+    let client = sa(CLIENT_IP, 45000);
+    let syn = Tcp::new(client, sa(NAT_IP, 9092), flags::SYN).macs(ROUTER_MAC, NAT_MAC);
+    let r = h.xdp(&syn.frame()).unwrap();
+    assert_eq!(r.action, XDP_PASS, "without INGRESS_MASTER: the slow path (forwarding off)");
+    assert_eq!(h.counter(0, Counter::SlowPath).unwrap(), 1);
+    drop(h);
+
+    let mut h = harness("vf");
+    h.put_under_master(true).unwrap();
+    let f = handshake(&mut h, client, 0);
+    f.client_sends(&mut h, &f.client_pkt(flags::ACK | flags::PSH).payload_len(1000));
+    f.target_sends(&mut h, &f.target_pkt(flags::ACK | flags::PSH).payload_len(1400));
+    assert_eq!(h.counter(0, Counter::SlowPath).unwrap(), 0, "every packet on the fast path");
+}

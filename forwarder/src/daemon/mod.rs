@@ -102,6 +102,9 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     state.save(&state_path).plain()?;
     // Maps before attaching, so the first packet already sees the rules.
     dp.apply(&plan).step("filling the BPF maps")?;
+    for (lower, iface) in dp.set_ingress_masters(&settings.interfaces).plain()? {
+        tracing::info!(iface, lower, "native XDP packets arriving on {lower} go out as {iface}'s");
+    }
     for iface in &settings.interfaces {
         let how = dp.attach(iface, settings.mode).plain().map_err(capabilities::explain)?;
         tracing::info!(iface, mode = how.name(), "program attached");

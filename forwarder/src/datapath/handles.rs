@@ -50,6 +50,8 @@ pub struct MapHandles {
     pub rule_stats: RuleStatsMap,
     pub conntrack: Conntrack,
     pub log_budget: Array<MapData, LogBudget>,
+    /// A device under a configured interface (ifindex) -> that interface (ifindex).
+    pub ingress_master: HashMap<MapData, u32, u32>,
 }
 
 impl MapHandles {
@@ -69,6 +71,7 @@ impl MapHandles {
                 count: take(ebpf, map_names::CT_COUNT)?,
             },
             log_budget: take(ebpf, map_names::LOG_BUDGET)?,
+            ingress_master: take(ebpf, map_names::INGRESS_MASTER)?,
         })
     }
 }

@@ -31,6 +31,28 @@ impl Datapath {
         Ok(())
     }
 
+    /// Records the devices under each of `interfaces` (the accelerated-networking VF under
+    /// hv_netvsc's eth0), where native XDP on the interface runs with the device's ifindex
+    /// as ingress; see INGRESS_MASTER in forwarder-ebpf. Returns the pairs, by name.
+    pub fn set_ingress_masters(
+        &mut self,
+        interfaces: &[String],
+    ) -> Result<Vec<(String, String)>, DatapathError> {
+        let mut named = Vec::new();
+        let mut want = Vec::new();
+        for iface in interfaces {
+            let Ok(master) = crate::host::netif::ifindex(iface) else { continue };
+            for lower in crate::host::nic::lower_devices(iface) {
+                if let Ok(index) = crate::host::netif::ifindex(&lower) {
+                    want.push((index, master));
+                    named.push((lower, iface.clone()));
+                }
+            }
+        }
+        sync_hash(&mut self.maps.ingress_master, map_names::INGRESS_MASTER, &want)?;
+        Ok(named)
+    }
+
     /// Invalidates every next hop cached in the flows: their next packet looks its route
     /// up again.
     pub fn bump_nexthop_gen(&mut self) -> Result<(), DatapathError> {

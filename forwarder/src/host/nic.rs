@@ -1,8 +1,7 @@
 //! What the NIC does, read with ethtool ioctls in the calling thread's network namespace:
 //! its driver, its receive offloads (LRO, GRO), and the devices under it (an Azure
-//! accelerated-networking VF under hv_netvsc's eth0). sysfs is only a fallback for the
-//! driver, and the source of lower devices, because it shows the namespace it was mounted in
-//! (the daemon's, under `ip netns exec` and systemd alike).
+//! accelerated-networking VF under hv_netvsc's eth0), the latter from rtnetlink. sysfs is
+//! only a fallback for the driver, because it shows the namespace it was mounted in.
 
 use std::{
     fs, io,
@@ -129,17 +128,81 @@ pub fn iface_gro(iface: &str) -> Option<bool> {
     Some(value.data != 0)
 }
 
-/// The devices under `iface` (sysfs `lower_*` links): the VF under hv_netvsc's eth0, a
-/// bridge's or a bond's ports. Sorted; empty for a plain NIC or an unknown name.
+/// The devices under `iface` (whose master it is: the VF under hv_netvsc's eth0, a
+/// bridge's or a bond's ports), by name, sorted; empty for a plain NIC, an unknown name or
+/// when the kernel cannot be asked. Read with an rtnetlink link dump, which answers for the
+/// calling thread's namespace (sysfs shows the one it was mounted in).
 pub fn lower_devices(iface: &str) -> Vec<String> {
-    let Ok(dir) = fs::read_dir(format!("/sys/class/net/{iface}")) else {
+    let Ok(master) = nix::net::if_::if_nametoindex(iface) else {
         return Vec::new();
     };
-    let mut lowers: Vec<String> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("lower_").map(String::from))
+    let mut lowers: Vec<String> = links()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| l.master == Some(master))
+        .map(|l| l.name)
         .collect();
     lowers.sort();
     lowers
+}
+
+/// One link of a dump: its name and its master's index.
+struct Link {
+    name: String,
+    master: Option<u32>,
+}
+
+/// Every link of the calling thread's namespace (RTM_GETLINK, NLM_F_DUMP).
+fn links() -> io::Result<Vec<Link>> {
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+    use netlink_packet_route::{
+        link::{LinkAttribute, LinkMessage},
+        RouteNetlinkMessage,
+    };
+    use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetLink(LinkMessage::default()));
+    request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    request.finalize();
+    let mut buf = vec![0u8; request.buffer_len()];
+    request.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+
+    let bad = |e: netlink_packet_core::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e);
+    let mut out = Vec::new();
+    loop {
+        let (data, _) = socket.recv_from_full()?;
+        let mut offset = 0;
+        while offset < data.len() {
+            let msg =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..]).map_err(bad)?;
+            offset += msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => {
+                    return Err(e.to_io());
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    let mut l = Link { name: String::new(), master: None };
+                    for a in link.attributes {
+                        match a {
+                            LinkAttribute::IfName(n) => l.name = n,
+                            LinkAttribute::Controller(m) => l.master = Some(m),
+                            _ => {}
+                        }
+                    }
+                    out.push(l);
+                }
+                _ => {}
+            }
+            if msg.header.length == 0 {
+                break;
+            }
+        }
+    }
 }
 
 /// A device under `iface` that merges received segments (GRO or LRO on), and which offload
