@@ -42,4 +42,5 @@ fn lab_two_brokers_through_two_nat_vms_with_drain_and_clean_teardown() {
         "lab namespaces left behind"
     );
     assert!(lines.iter().any(|l| l.starts_with("teardown:")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("0 TCP checksum errors")), "{lines:?}");
 }

@@ -92,6 +92,8 @@ pub fn measure(rounds: usize, seconds: u32, conns: usize) -> Result<Vec<(String,
             sample.conns_s.push(rate);
             sample.slowest_ms.push(slowest);
             setup.leave(&topo)?;
+            // A figure of a way that sent wrong checksums would be no figure.
+            topo.assert_no_checksum_errors().with_context(|| format!("the {way} way"))?;
         }
     }
     Ok(results)

@@ -123,8 +123,10 @@ impl Bed {
         text.parse().with_context(|| format!("{key} = {text:?}"))
     }
 
-    /// Stops the daemon and unloads it; fails if it exited badly.
+    /// Stops the daemon and unloads it; fails if it exited badly, or if any receiver found
+    /// a wrong TCP checksum (flood SYNs and streams alike).
     pub fn finish(mut self) -> Result<()> {
+        self.topo.assert_no_checksum_errors()?;
         if let Some(d) = self.daemon.take() {
             let config = d.config.clone();
             let status = d.stop()?;

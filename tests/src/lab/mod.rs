@@ -15,7 +15,7 @@ pub mod lb;
 pub mod natvm;
 pub mod net;
 
-use crate::bench::median;
+use crate::{bench::median, netns::Netns};
 use anyhow::{bail, ensure, Context, Result};
 use brokers::Tansu;
 use forwarder::kafka;
@@ -375,6 +375,16 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(String)) -> Result<Summary> {
     lb.wait_pool(&[true, true], Duration::from_secs(10))?;
     say("natvm-a undrained: back in the pool".into());
     summary.conns_per_vm = new_conns_per_vm(&lab.vms)?;
+
+    // Every receiver's stack verified every TCP checksum (each veth computes them in
+    // software): none may have found one wrong.
+    let mut receivers: Vec<&Netns> = vec![&net.client, &net.direct, &net.azure, &net.onprem];
+    receivers.extend(&net.natvms);
+    for ns in receivers {
+        let errors = ns.tcp_in_csum_errors()?;
+        ensure!(errors == 0, "{}: {errors} TCP segments arrived with a wrong checksum", ns.name());
+    }
+    say("0 TCP checksum errors at every receiver (Spark, VNet, NAT VMs, on-prem)".into());
 
     // 6. Teardown, checked: no daemon, broker, namespace, hosts file or lab file left.
     drop(live);
