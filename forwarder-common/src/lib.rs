@@ -45,6 +45,8 @@ pub mod map_names {
     pub const LOG_BUDGET: &str = "LOG_BUDGET";
     /// Not pinned: each daemon fills it from the interfaces as they are when it starts.
     pub const INGRESS_MASTER: &str = "INGRESS_MASTER";
+    /// Not pinned: it lives as long as a datagram's fragments are in flight.
+    pub const FRAGMENTS: &str = "FRAGMENTS";
 }
 
 /// Program names in the object file.
@@ -92,6 +94,33 @@ const _: () = {
     assert!(offset_of!(FlowKey, dst_port) == 10);
     assert!(offset_of!(FlowKey, proto) == 12);
 };
+
+/// What every fragment of one IPv4 datagram carries (network byte order): the key of the
+/// translation its first fragment left for the later ones, which carry no ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<FragKey>() == 12);
+
+/// The addresses a datagram's later fragments are rewritten to (network byte order), and
+/// whose counters they go to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragTranslation {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub rule_id: u16,
+    /// 1 for the reply direction (target -> client).
+    pub reply: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<FragTranslation>() == 12);
 
 impl FlowKey {
     pub const fn new(

@@ -12,6 +12,7 @@ mod context;
 mod csum;
 mod events;
 mod forward;
+mod fragment;
 mod icmp;
 mod maps;
 mod mss;

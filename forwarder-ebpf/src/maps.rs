@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray},
 };
 use forwarder_common::{
-    Config, CtEntry, FlowKey, LogBudget, Rule, RuleStats, LOG_EVENTS, MAX_ALLOWED_SOURCES,
-    MAX_LISTEN_ADDRS, MAX_RULES,
+    Config, CtEntry, FlowKey, FragKey, FragTranslation, LogBudget, Rule, RuleStats, LOG_EVENTS,
+    MAX_ALLOWED_SOURCES, MAX_LISTEN_ADDRS, MAX_RULES,
 };
 
 /// Global settings; entry 0.
@@ -70,3 +70,9 @@ pub static LOG_BUDGET: Array<LogBudget> = Array::with_max_entries(LOG_EVENTS as 
 /// from" (XDP_TX on the VF), not a redirect. Filled by the daemon.
 #[map(name = "INGRESS_MASTER")]
 pub static INGRESS_MASTER: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+
+/// IPv4 datagrams of tracked flows that arrived in fragments: the translation the first
+/// fragment (the one with the ports) took, for the later ones. An LRU: a datagram whose last
+/// fragment never came is forgotten as new ones arrive (Cilium's IPV4_FRAG_DATAGRAMS_MAP).
+#[map(name = "FRAGMENTS")]
+pub static FRAGMENTS: LruHashMap<FragKey, FragTranslation> = LruHashMap::with_max_entries(8192, 0);

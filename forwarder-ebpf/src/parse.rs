@@ -1,5 +1,6 @@
-//! The one parse path: Ethernet -> IPv4 (unfragmented) -> TCP or ICMP. Anything else is not
-//! ours and goes to the kernel untouched.
+//! The one parse path: Ethernet -> IPv4 -> TCP or ICMP; a TCP datagram's later fragments
+//! (which carry no TCP header) apart. Anything else is not ours and goes to the kernel
+//! untouched.
 
 use crate::context::{ptr_at, PacketContext};
 use network_types::{
@@ -12,6 +13,8 @@ pub const ETH_LEN: usize = EthHdr::LEN;
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 /// More-fragments flag and fragment offset bits of `frag_off`, in the packet's byte order.
 const IP_MF_OFFSET_MASK: u16 = 0x3fffu16.to_be();
+/// The fragment offset bits alone.
+const IP_OFFSET_MASK: u16 = 0x1fffu16.to_be();
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -33,6 +36,20 @@ pub struct Ipv4 {
     pub src: u32,
     pub dst: u32,
     pub tot_len: u16,
+    /// Network order, as in the packet: the datagram's identification.
+    pub id: u16,
+    pub frag: Frag,
+}
+
+/// Where a packet stands in its datagram.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Frag {
+    /// The whole datagram.
+    Whole,
+    /// The first of several fragments: it carries the TCP header.
+    First,
+    /// A later fragment: payload only.
+    Later,
 }
 
 pub struct Tcp {
@@ -60,7 +77,10 @@ impl Tcp {
 }
 
 pub enum L4 {
+    /// A TCP datagram, or the first fragment of one.
     Tcp(Tcp),
+    /// A later fragment of a TCP datagram.
+    TcpFragment(Ipv4),
     /// ICMP; the ICMP header starts at `ip.l4_off`.
     Icmp(Ipv4),
 }
@@ -77,9 +97,9 @@ pub fn read_u32(p: *const [u8; 4]) -> u32 {
     u32::from_ne_bytes(unsafe { *p })
 }
 
-/// Parses the IPv4 header at `off`; `None` for anything that is not a whole, unfragmented
-/// IPv4 packet. (Quoted headers inside ICMP errors are parsed with `ipv4_header_at`: they are
-/// truncated by nature.)
+/// Parses the IPv4 header at `off`; `None` for anything that is not a whole IPv4 packet
+/// (a datagram or a fragment of one). (Quoted headers inside ICMP errors are parsed with
+/// `ipv4_header_at`: they are truncated by nature.)
 #[inline(always)]
 pub fn ipv4_at<C: PacketContext>(ctx: &C, off: usize) -> Option<Ipv4> {
     let ip = ipv4_header_at(ctx, off)?;
@@ -92,7 +112,8 @@ pub fn ipv4_at<C: PacketContext>(ctx: &C, off: usize) -> Option<Ipv4> {
     Some(ip)
 }
 
-/// The IPv4 header at `off`, checked on its own (version, IHL, not a fragment).
+/// The IPv4 header at `off`, checked on its own (version, IHL); `frag` says whether it is
+/// a fragment.
 #[inline(always)]
 pub fn ipv4_header_at<C: PacketContext>(ctx: &C, off: usize) -> Option<Ipv4> {
     let hdr: *mut Ipv4Hdr = ptr_at(ctx, off)?;
@@ -102,10 +123,17 @@ pub fn ipv4_header_at<C: PacketContext>(ctx: &C, off: usize) -> Option<Ipv4> {
     if h.vihl >> 4 != 4 || ihl < 5 {
         return None;
     }
-    if read_u16(&h.frags) & IP_MF_OFFSET_MASK != 0 {
-        return None;
-    }
+    let frags = read_u16(&h.frags);
+    let frag = if frags & IP_MF_OFFSET_MASK == 0 {
+        Frag::Whole
+    } else if frags & IP_OFFSET_MASK == 0 {
+        Frag::First
+    } else {
+        Frag::Later
+    };
     Some(Ipv4 {
+        id: read_u16(&h.id),
+        frag,
         hdr,
         l4_off: off + ihl * 4,
         hdr_len: ihl * 4,
@@ -143,8 +171,11 @@ pub fn parse<C: PacketContext>(ctx: &C) -> Option<L4> {
     // SAFETY: ipv4_at checked the header bounds.
     let proto = unsafe { (*ip.hdr).proto };
     if proto == IpProto::Tcp as u8 {
+        if ip.frag == Frag::Later {
+            return Some(L4::TcpFragment(ip));
+        }
         tcp_at(ctx, ip).map(L4::Tcp)
-    } else if proto == IpProto::Icmp as u8 {
+    } else if proto == IpProto::Icmp as u8 && ip.frag == Frag::Whole {
         Some(L4::Icmp(ip))
     } else {
         None

@@ -1,6 +1,7 @@
 //! The packet's journey, shared by the XDP and TC entry points:
 //! parse -> one conntrack lookup (original, reply or new) -> state machine if the packet can
-//! change state -> translate -> next hop (cached in the flow) -> rewrite -> send.
+//! change state -> translate -> next hop (cached in the flow) -> rewrite -> send. A TCP
+//! datagram's later fragments take the way its first one took (`fragment`).
 
 use crate::{
     conntrack::{self, Found, Lookup, Transition},
@@ -8,11 +9,11 @@ use crate::{
     csum::CsumDelta,
     events,
     forward::{self, Route},
-    icmp,
+    fragment, icmp,
     maps::{ALLOWED_SOURCES, CONFIG, LISTEN_ADDRS, RULES},
     mss,
     nat::{self, Translation},
-    parse::{self, Tcp, L4},
+    parse::{self, Frag, Tcp, L4},
     stats,
 };
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
@@ -34,6 +35,7 @@ pub fn process<C: PacketContext>(ctx: &C) -> Verdict {
     match parse::parse(ctx) {
         Some(L4::Tcp(tcp)) => tcp_packet(ctx, &tcp, cfg),
         Some(L4::Icmp(ip)) => icmp::handle(ctx, &ip, cfg, now()),
+        Some(L4::TcpFragment(ip)) => fragment::later(ctx, &ip),
         None => Verdict::Pass,
     }
 }
@@ -83,6 +85,9 @@ fn tcp_packet<C: PacketContext>(ctx: &C, tcp: &Tcp, cfg: &Config) -> Verdict {
                 // lives for the rest of the program run.
                 unsafe { &mut *f.nexthop }
             };
+            if tcp.ip.frag == Frag::First {
+                fragment::remember_first(&tcp.ip, &f.t, f.rule_id, f.reply);
+            }
             translate_and_send(ctx, tcp, cfg, &f.t, f.rule_id, f.reply, nexthop)
         }
         Err(verdict) => verdict,

@@ -23,7 +23,7 @@ use crate::{
 };
 use anyhow::{bail, ensure, Result};
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     net::{Ipv4Addr, SocketAddrV4, SocketAddrV6},
 };
 
@@ -56,11 +56,12 @@ pub fn run(h: &mut Harness, count: u64, seed: u64) -> Result<Report> {
     let mut rng = Rng(seed);
     let mut report = Report::default();
     let mut violations = Vec::new();
+    let mut datagrams = HashSet::new();
     for n in 0..count {
         let (kind, frame) = generate(&mut rng, &tracked);
         *report.per_kind.entry(kind).or_default() += 1;
         report.frames += 1;
-        let ours = is_ours(&frame);
+        let ours = is_ours(&frame, &mut datagrams);
         let run = h.xdp(&frame).map_err(|e| anyhow::anyhow!("{kind} {}: {e:#}", frame.len()))?;
         let what = || format!("seed {seed} frame {n} ({kind}, {} bytes)", frame.len());
         if let Err(v) = check(run.action, &frame, &run.data, ours, Prog::Xdp) {
@@ -156,15 +157,17 @@ fn check(action: u32, input: &[u8], output: &[u8], ours: bool, prog: Prog) -> Re
         return Ok(());
     }
     if output != input || sent.contains(&action) {
-        valid_checksums(output)?;
+        valid_checksums(input, output)?;
     }
     Ok(())
 }
 
-/// Whether the program may act on this frame, decided from its bytes alone: a whole,
-/// unfragmented IPv4 packet (total length covering the header and inside the frame) that is
-/// TCP with a whole header to a listen port or a port of the SNAT range, or ICMP.
-fn is_ours(frame: &[u8]) -> bool {
+/// Whether the program may act on this frame, decided from its bytes and the frames before
+/// it: a whole IPv4 packet (total length covering the header and inside the frame) that is
+/// TCP with a whole header to a listen port or a port of the SNAT range, or an unfragmented
+/// ICMP packet; a first fragment as a TCP packet, and a later fragment of a TCP datagram
+/// whose first fragment was ours (`datagrams`: source, destination, IP id).
+fn is_ours(frame: &[u8], datagrams: &mut HashSet<[u8; 10]>) -> bool {
     if frame.len() < ETH + 20 || frame[12..14] != [0x08, 0x00] {
         return false;
     }
@@ -174,11 +177,16 @@ fn is_ours(frame: &[u8]) -> bool {
     if ip[0] >> 4 != 4 || ihl < 20 || tot < ihl || tot > ip.len() {
         return false;
     }
-    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
-        return false; // a fragment
+    let frags = u16::from_be_bytes([ip[6], ip[7]]);
+    let mut datagram = [0u8; 10];
+    datagram[..8].copy_from_slice(&ip[12..20]);
+    datagram[8..].copy_from_slice(&ip[4..6]);
+    if frags & 0x1fff != 0 {
+        return ip[9] == 6 && datagrams.contains(&datagram);
     }
+    let first = frags & 0x2000 != 0;
     match ip[9] {
-        1 => true,
+        1 => !first,
         6 => {
             let seg = &ip[ihl..tot];
             if seg.len() < 20 {
@@ -186,17 +194,25 @@ fn is_ours(frame: &[u8]) -> bool {
             }
             let doff = (seg[12] >> 4) as usize * 4;
             let dport = u16::from_be_bytes([seg[2], seg[3]]);
-            doff >= 20
+            let ours = doff >= 20
                 && doff <= seg.len()
-                && (LISTEN_PORTS.contains(&dport) || (SNAT_PORTS.0..=SNAT_PORTS.1).contains(&dport))
+                && (LISTEN_PORTS.contains(&dport)
+                    || (SNAT_PORTS.0..=SNAT_PORTS.1).contains(&dport));
+            if ours && first {
+                datagrams.insert(datagram);
+            }
+            ours
         }
         _ => false,
     }
 }
 
 /// Every checksum of a frame the program changed or sent: IPv4 header, and TCP (with its
-/// pseudo-header) or ICMP (with the IPv4 header it quotes, when whole).
-fn valid_checksums(frame: &[u8]) -> Result<(), String> {
+/// pseudo-header) or ICMP (with the IPv4 header it quotes, when whole). A fragment's TCP
+/// checksum covers the whole datagram, which one fragment does not show: the first
+/// fragment's must have changed exactly as its addresses and ports did (the datagram stays
+/// as valid as it came), and a later fragment's payload must be untouched.
+fn valid_checksums(input: &[u8], frame: &[u8]) -> Result<(), String> {
     if frame.len() < ETH + 20 || frame[12..14] != [0x08, 0x00] {
         return Err("changed into something that is not IPv4".into());
     }
@@ -210,6 +226,26 @@ fn valid_checksums(frame: &[u8]) -> Result<(), String> {
         return Err("bad IPv4 header checksum".into());
     }
     let l4 = &ip[ihl..tot];
+    let frags = u16::from_be_bytes([ip[6], ip[7]]);
+    if ip[9] == 6 && frags & 0x3fff != 0 {
+        let inp = &input[ETH..];
+        let in_l4 = &inp[ihl..tot.min(inp.len())];
+        if frags & 0x1fff != 0 {
+            return if l4 == in_l4 {
+                Ok(())
+            } else {
+                Err("a later fragment's payload changed".into())
+            };
+        }
+        let before = ones_complement_sum(&[&inp[12..20], in_l4]);
+        let after = ones_complement_sum(&[&ip[12..20], l4]);
+        return if before == after {
+            Ok(())
+        } else {
+            Err("a first fragment's TCP checksum does not follow its new addresses and ports"
+                .into())
+        };
+    }
     match ip[9] {
         6 => {
             let len = (l4.len() as u16).to_be_bytes();

@@ -163,6 +163,27 @@ impl Topology {
         unload(&self.natvm, config)
     }
 
+    /// What `ip_fwd.sh` sets up in the NAT VM for the seed's rules, the reference the
+    /// forwarder is measured against: DNAT per listen port to its broker, MASQUERADE (over
+    /// `to_ports` when given), kernel forwarding on.
+    pub fn ip_fwd(&self, to_ports: Option<&str>) -> Result<()> {
+        let nat = &self.natvm;
+        nat.sysctl("net.ipv4.ip_forward", "1")?;
+        for (port, broker) in LISTEN_PORTS.iter().zip(BROKERS) {
+            let to = format!("{broker}:{BROKER_PORT}");
+            let port = port.to_string();
+            let dnat = ["-p", "tcp", "--dport", &port, "-j", "DNAT", "--to-destination", &to];
+            nat.exec(&[&["iptables", "-t", "nat", "-A", "PREROUTING"][..], &dnat].concat())?;
+        }
+        let mut masquerade = vec!["iptables", "-t", "nat", "-A", "POSTROUTING", "-p", "tcp"];
+        masquerade.extend(["-j", "MASQUERADE"]);
+        if let Some(ports) = to_ports {
+            masquerade.extend(["--to-ports", ports]);
+        }
+        nat.exec(&masquerade)?;
+        Ok(())
+    }
+
     /// Fails unless every receiver's stack (client, brokers, NAT VM) counted 0 TCP
     /// checksum errors: the forwarder must never send a segment with a wrong checksum.
     pub fn assert_no_checksum_errors(&self) -> Result<()> {

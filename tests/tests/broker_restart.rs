@@ -98,22 +98,7 @@ fn after_a_broker_restart_the_first_connection_gets_through_xdp() -> Result<()> 
 fn after_a_broker_restart_the_first_connection_gets_through_iptables() -> Result<()> {
     require_root();
     let topo = Topology::new("bri", false, false)?;
-    let nat = &topo.natvm;
-    nat.sysctl("net.ipv4.ip_forward", "1")?;
-    let to = format!("{}:{BROKER_PORT}", BROKERS[0]);
-    let port = LISTEN_PORTS[0].to_string();
-    let ports = format!("{}-{}", SNAT_PORTS.0, SNAT_PORTS.1);
-    for rule in [
-        vec!["-A", "PREROUTING", "-p", "tcp", "--dport", &port, "-j", "DNAT"],
-        vec!["-A", "POSTROUTING", "-p", "tcp", "-j", "MASQUERADE", "--to-ports", &ports],
-    ] {
-        let mut args = vec!["iptables", "-t", "nat"];
-        args.extend(rule);
-        if args.contains(&"DNAT") {
-            args.extend(["--to-destination", &to]);
-        }
-        nat.exec(&args)?;
-    }
+    topo.ip_fwd(Some(&format!("{}-{}", SNAT_PORTS.0, SNAT_PORTS.1)))?;
     refused_tries(&topo, "iptables")?;
     let took = broker_back(&topo, "iptables")?;
     println!("iptables: the first connection after the broker's return got through in {took:?}");

@@ -447,10 +447,9 @@ fn traffic_that_is_not_ours_passes_unchanged() {
         "IPv6 SYN",
     );
 
-    // A SYN with a payload, split into fragments: the first (more-fragments set, offset 0)
-    // and later ones (offset != 0, one with MF, the last without).
+    // Later fragments (offset != 0, one with MF, the last without) of a datagram whose first
+    // fragment never came, and the first fragment of an unknown flow's data packet.
     let big = Tcp::new(c, sa(NAT_IP, 9092), flags::SYN).payload_len(200);
-    assert_passes_unchanged(&mut h, &big.fragment(0, 64), "first fragment (MF)");
     assert_passes_unchanged(&mut h, &big.fragment(8, 64), "middle fragment (MF, offset 8)");
     assert_passes_unchanged(&mut h, &big.fragment(16, 512), "last fragment (offset 16)");
     let ack = Tcp::new(c, sa(NAT_IP, 9092), flags::ACK).payload_len(100);
@@ -1582,4 +1581,51 @@ fn packets_arriving_on_the_vf_under_the_interface_leave_by_xdp_tx() {
     f.client_sends(&mut h, &f.client_pkt(flags::ACK | flags::PSH).payload_len(1000));
     f.target_sends(&mut h, &f.target_pkt(flags::ACK | flags::PSH).payload_len(1400));
     assert_eq!(h.counter(0, Counter::SlowPath).unwrap(), 0, "every packet on the fast path");
+}
+
+/// A datagram of a tracked flow that arrives in fragments (a broker sending with DF off
+/// through a hop with a smaller MTU): the first fragment goes the flow's way, and the later
+/// ones, which carry no ports, follow it with the same addresses. The translated fragments,
+/// reassembled, make a segment whose TCP checksum etherparse accepts. Before, every fragment
+/// went to the NAT VM's stack untranslated, which reset the connection.
+#[test]
+fn fragments_of_a_tracked_flow_are_translated_like_their_first() {
+    let mut h = harness("frag");
+    let f = handshake(&mut h, sa(CLIENT_IP, 45100), 1);
+    for (reply, seg) in [
+        (true, f.target_pkt(flags::ACK | flags::PSH).payload_len(1000)),
+        (false, f.client_pkt(flags::ACK | flags::PSH).payload_len(700)),
+    ] {
+        let (from, to) = if reply { (f.listen, f.client) } else { (f.snat, f.target) };
+        let whole = seg.frame();
+        let seg_len = whole.len() - 14 - 20;
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        while at < seg_len {
+            let len = (seg_len - at).min(296);
+            let r = h.xdp(&seg.fragment((at / 8) as u16, len)).unwrap();
+            assert_eq!(r.action, XDP_TX, "reply {reply}: fragment at {at}");
+            assert_eq!(&r.data[0..6], &ROUTER_MAC, "next hop MAC");
+            let ip = etherparse::Ipv4HeaderSlice::from_slice(&r.data[14..]).unwrap();
+            assert_eq!(ip.source_addr(), *from.ip(), "reply {reply}: source at {at}");
+            assert_eq!(ip.destination_addr(), *to.ip(), "reply {reply}: destination at {at}");
+            let header = ip.to_header();
+            assert_eq!(header.header_checksum, header.calc_header_checksum(), "IP checksum");
+            pieces.extend_from_slice(&r.data[34..]);
+            at += len;
+        }
+        // The segment the receiver reassembles: ports translated, checksum right.
+        let tcp = etherparse::TcpHeaderSlice::from_slice(&pieces).unwrap();
+        assert_eq!((tcp.source_port(), tcp.destination_port()), (from.port(), to.port()));
+        let sum = tcp
+            .to_header()
+            .calc_checksum_ipv4_raw(
+                from.ip().octets(),
+                to.ip().octets(),
+                &pieces[tcp.slice().len()..],
+            )
+            .unwrap();
+        assert_eq!(tcp.checksum(), sum, "reply {reply}: the reassembled segment's TCP checksum");
+    }
+    assert_eq!(h.counter(1, Counter::SlowPath).unwrap(), 0);
 }
