@@ -284,3 +284,114 @@ fn a_full_table_refuses_new_connections_and_evicts_none_native_xdp() -> Result<(
 fn a_full_table_refuses_new_connections_and_evicts_none_tc() -> Result<()> {
     table_full("tpt", "tc")
 }
+
+/// Flows injected into the pinned established table, all idle past the timeout: enough
+/// that the daemon's first sweep takes a while to remove them.
+const STALE_FLOWS: u32 = 100_000;
+
+/// A daemon SIGKILLed while its sweep removes expired flows: the established-flow count
+/// must never be left above what the table holds (that refused SYNs as "table full" with
+/// room in the table, until `unload`), and the next daemon's first sweep sets it to exactly
+/// what the table holds. The count came after the removals before; it now comes first, per
+/// batch, and each sweep puts the count right when it disagrees with the table.
+#[test]
+fn a_daemon_killed_mid_sweep_leaves_a_count_the_next_one_puts_right() -> Result<()> {
+    use aya::maps::HashMap as BpfHashMap;
+    use forwarder::{datapath::batch, host::clock::monotonic_ns};
+    use forwarder_common::{CtEntry, FlowKey, TcpState, CT_FLAG_REPLY};
+    require_root();
+    let topo = Topology::new("tpk", false, false)?;
+    let config = topo.config("tc", "10.0.0.4").replace(
+        "mss_clamp = 1360\n",
+        "mss_clamp = 1360\nmax_flows = 100000\n[timeouts]\nestablished = \"1m\"\n",
+    );
+    // A first daemon makes the pins; forwarding (and the tables) outlive it.
+    let first = Daemon::start(&topo.natvm, &config)?;
+    let config_path = first.config.clone();
+    ensure!(first.stop()?.success(), "the first daemon failed");
+
+    let mut count = FlowCount::open(&topo)?;
+    let map = topo.pinned_map(map_names::CT_ESTABLISHED)?;
+    let mut table: BpfHashMap<MapData, FlowKey, CtEntry> =
+        BpfHashMap::try_from(Map::from_map_data(map)?).context("CT_ESTABLISHED as a hash map")?;
+    let stale = monotonic_ns().saturating_sub(600_000_000_000);
+    for i in 0..STALE_FLOWS {
+        // Distinct for each i: the address's low three bytes are i's.
+        let [_, h, a, b] = i.to_be_bytes();
+        let ne = |o: [u8; 4]| u32::from_ne_bytes(o);
+        let orig = FlowKey::new(
+            ne([10, 1 + h, a, b]),
+            ne([10, 0, 0, 4]),
+            50000u16.to_be(),
+            9092u16.to_be(),
+            6,
+        );
+        let reply = FlowKey::new(
+            ne([11, h, a, b]),
+            ne([10, 0, 0, 4]),
+            9092u16.to_be(),
+            40000u16.to_be(),
+            6,
+        );
+        let half = CtEntry {
+            peer: reply,
+            last_seen_ns: stale,
+            created_ns: stale,
+            state: TcpState::Established as u8,
+            ..CtEntry::default()
+        };
+        table.insert(orig, half, 0)?;
+        table.insert(reply, CtEntry { peer: orig, flags: CT_FLAG_REPLY, ..half }, 0)?;
+    }
+    // As the program would have counted their promotions.
+    let kernel = count.0.get(&CT_COUNT_KERNEL, 0)?;
+    count.0.set(CT_COUNT_KERNEL, kernel + STALE_FLOWS as u64, 0)?;
+    ensure!(count.get()? == STALE_FLOWS as u64, "the injected flows are not counted");
+    let originals = |t: &BpfHashMap<MapData, FlowKey, CtEntry>| -> Result<u64> {
+        let all = batch::entries(t, 1 << 20)?;
+        Ok(all.iter().filter(|(_, e)| !e.is_reply()).count() as u64)
+    };
+
+    ensure!(
+        originals(&table)? == STALE_FLOWS as u64,
+        "a batch read of the table finds {} of the {STALE_FLOWS} flows ({} keys)",
+        originals(&table)?,
+        table.keys().count(),
+    );
+    // The second daemon's first sweep starts at once; it is killed once it is under way.
+    let second = Daemon::start(&topo.natvm, &config)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count.get()? + 2048 > STALE_FLOWS as u64 {
+        ensure!(Instant::now() < deadline, "the sweep did not start within 30 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    second.kill9()?;
+    let (left, counted) = (originals(&table)?, count.get()?);
+    ensure!(
+        left > 0 && left < STALE_FLOWS as u64,
+        "the kill did not land mid-sweep: {left} of {STALE_FLOWS} stale flows left"
+    );
+    ensure!(
+        counted as i64 <= left as i64,
+        "killed mid-sweep, the count says {counted} established flows; the table holds {left}"
+    );
+
+    // The next daemon's first sweep removes the rest and sets the count to the table's.
+    let third = Daemon::spawn(&topo.natvm, &config_path)?;
+    let deadline = Instant::now() + EXPIRY_LIMIT;
+    while count.get()? != 0 || originals(&table)? != 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "count {} with {} flows in the table, {EXPIRY_LIMIT:?} after the restart:\n{}",
+            count.get()? as i64,
+            originals(&table)?,
+            third.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("killed with {left} stale flows left and a count of {counted}; restarted: 0 and 0");
+    let log = third.log_text();
+    ensure!(log.contains("disagreed with the table"), "no word of the count put right:\n{log}");
+    ensure!(third.stop()?.success(), "the third daemon failed");
+    topo.unload(&config_path)
+}

@@ -10,9 +10,9 @@ use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 use forwarder_common::{addr_from_ne, map_names, CtEntry, FlowKey, TcpState};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-/// A walk over a table visits at most this many times its capacity in keys (restarts
-/// included), so it ends while the table churns.
-const WALK_BOUND: usize = 3;
+/// A walk over a table reads at most this many times its capacity in entries (those that
+/// arrive during the read are read too), so it ends while the table churns.
+pub(crate) const WALK_BOUND: usize = 2;
 
 /// One flow: its original half, and its reply half when the walk saw it.
 #[derive(Debug, Clone)]
@@ -78,15 +78,14 @@ fn walk(
     established_table: bool,
     replies: &mut HashMap<FlowKey, CtEntry>,
 ) -> Result<(Vec<Flow>, u64), MapAccessError> {
-    // The kernel answers "next key" after a key deleted meanwhile with the table's first
-    // key, so a walk over a table that churns (a SYN flood in the embryonic LRU) starts
-    // over and meets keys again: each is counted once, and the walk is bounded.
+    // A batch read (see `batch`): each bucket once, also while the table churns (a SYN
+    // flood in the embryonic LRU); keys are still counted once each.
     let capacity = IterableMap::map(ct).info().map_err(of(name))?.max_entries() as usize;
     let mut flows = Vec::new();
     let mut seen: HashSet<FlowKey> = HashSet::new();
-    for item in ct.iter().take(capacity.saturating_mul(WALK_BOUND)) {
-        // An error ends the walk; what was read stands.
-        let Ok((key, entry)) = item else { break };
+    let entries = crate::datapath::batch::entries(ct, capacity.saturating_mul(WALK_BOUND))
+        .map_err(|e| MapAccessError::Batch(name, e))?;
+    for (key, entry) in entries {
         if !seen.insert(key) {
             continue;
         }

@@ -27,6 +27,8 @@ pub enum MapAccessError {
     OpenPinned { path: String, cause: MapError },
     #[error("map {0}: {1}")]
     Map(&'static str, MapError),
+    #[error("reading map {0} in batches: {1}")]
+    Batch(&'static str, std::io::Error),
     #[error("counting the CPUs for map {0}: {1}")]
     Cpus(&'static str, std::io::Error),
 }

@@ -4,6 +4,7 @@
 // The kernel side as the daemon sees it: the object and its loading, the pins that keep it
 // across restarts, and the readers and writers of its maps.
 pub mod attach;
+pub mod batch;
 pub mod flows;
 pub mod gc;
 pub mod handles;
