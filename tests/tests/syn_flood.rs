@@ -66,6 +66,14 @@ fn a_syn_flood_breaks_no_stream_and_new_connections_still_succeed() {
     );
     assert!(fwd.samples.taken >= 2, "the table fill was sampled {} times", fwd.samples.taken);
     assert!(fwd.samples.over.is_empty(), "over capacity: {:?}", fwd.samples.over);
+    // Idle established flows expire on time, flood or not.
+    let latest = fwd.idle_expiry.latest();
+    assert!(
+        latest.is_some_and(|l| l <= flood::idle::ON_TIME.as_secs_f64()),
+        "{} (on time: within {:?})",
+        fwd.idle_expiry.text(),
+        flood::idle::ON_TIME
+    );
 
     // iptables was there and was flooded: its conntrack filled with the spoofed flows.
     assert_eq!(ipt.syns_sent, opts.syns);

@@ -140,7 +140,8 @@ impl Bed {
 }
 
 /// The seed config (three rules, 20000 SNAT ports, MSS clamp), the spoofed network allowed
-/// as another spoke of the VNet would be, `max_flows` and a metrics endpoint.
+/// as another spoke of the VNet would be, `max_flows`, a metrics endpoint, and an
+/// established timeout short enough for the idle flows to expire beside the flood.
 fn config(topo: &Topology, max_flows: u32) -> String {
     let (net, len) = SPOOFED_NET;
     topo.config("xdp", &NATVM.to_string())
@@ -150,7 +151,11 @@ fn config(topo: &Topology, max_flows: u32) -> String {
         )
         .replace(
             "mss_clamp = 1360\n",
-            &format!("mss_clamp = 1360\nmax_flows = {max_flows}\nmetrics = \"{METRICS}\"\n"),
+            &format!(
+                "mss_clamp = 1360\nmax_flows = {max_flows}\nmetrics = \"{METRICS}\"\n\
+                 [timeouts]\nestablished = \"{}s\"\n",
+                super::idle::TIMEOUT.as_secs()
+            ),
         )
 }
 

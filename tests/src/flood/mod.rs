@@ -9,6 +9,7 @@
 //! - `legit`: the legitimate client's pace (`crate::churn`), and its connections before,
 //!   during and after the flood.
 //! - `watch`: samples of the table fill during the flood (status, metrics, conntrack).
+//! - `idle`: idle established flows beside the flood, which the sweep must expire on time.
 //! - `report`: the figures of one run and the summary of both.
 //!
 //! The spoofed sources are in 10.2.0.0/16, a network the config allows (another spoke of the
@@ -16,6 +17,7 @@
 //! would on the way to hosts that never sent the SYNs. Nothing leaves the test's namespaces.
 
 mod bed;
+pub mod idle;
 mod legit;
 pub mod report;
 pub mod syns;
@@ -74,21 +76,34 @@ pub fn run(tag: &str, contender: Contender, opts: &Options) -> Result<Report> {
     )?;
     let counters_before = bed.counters()?;
     let n0_before = bed.n0_rx()?;
+    let idle = match contender {
+        Contender::ForwarderXdp => Some(idle::open(&bed)?),
+        Contender::Iptables => None,
+    };
     let client = crate::churn::Client::start(&bed.topo.client, bed.listen_addrs(), legit::PACE)?;
     let stop = AtomicBool::new(false);
-    let (samples, flood) = std::thread::scope(|s| {
+    let mut flood_window = (Instant::now(), Instant::now());
+    let (samples, idle_gone, flood) = std::thread::scope(|s| {
         let watcher = s.spawn(|| watch::sample(&bed, &stop));
+        let idle_watcher = idle.as_ref().map(|i| s.spawn(|| i.watch(&bed, &stop)));
         std::thread::sleep(CALM);
         let start = client.elapsed();
+        flood_window.0 = Instant::now();
         let sent = syns::flood(&bed, opts).context("the flood");
+        flood_window.1 = Instant::now();
         let end = client.elapsed();
         std::thread::sleep(CALM);
         stop.store(true, Ordering::Relaxed);
         let samples = watcher.join().map_err(|_| anyhow::anyhow!("the sampler panicked"));
-        (samples, sent.map(|sent| (sent, start, end)))
+        let idle_gone = idle_watcher
+            .map(|w| w.join().map_err(|_| anyhow::anyhow!("the idle watcher panicked")))
+            .transpose();
+        (samples, idle_gone, sent.map(|sent| (sent, start, end)))
     });
     let (sent, flood_start, flood_end) = flood?;
     let samples = samples?.context("sampling the table fill")?;
+    let idle_gone = idle_gone?.transpose().context("watching the idle flows")?.unwrap_or_default();
+    let idle_expiry = report::IdleExpiry::of(idle.as_ref(), &idle_gone, flood_window);
 
     let attempts = client.finish();
     let streams_total = streams.rounds();
@@ -109,6 +124,7 @@ pub fn run(tag: &str, contender: Contender, opts: &Options) -> Result<Report> {
         counters: report::delta(&counters_before, &bed.counters()?),
         samples,
         conntrack_stats: bed.conntrack_stats()?,
+        idle_expiry,
         seconds: 0.0,
     };
     bed.finish()?;

@@ -27,7 +27,54 @@ pub struct Report {
     pub samples: Samples,
     /// Netfilter's conntrack statistics at the end (iptables).
     pub conntrack_stats: BTreeMap<String, u64>,
+    /// Forwarder: when the idle established flows beside the flood expired.
+    pub idle_expiry: IdleExpiry,
     pub seconds: f64,
+}
+
+/// When the idle flows left the established table, in seconds after their last packet
+/// (None: still there when the watch ended), and how many of them left while the flood ran.
+#[derive(Clone, Debug, Default)]
+pub struct IdleExpiry {
+    pub gone_after: Vec<Option<f64>>,
+    pub during_flood: usize,
+}
+
+impl IdleExpiry {
+    pub fn of(
+        idle: Option<&super::idle::Idle>,
+        gone: &[Option<std::time::Duration>],
+        flood: (std::time::Instant, std::time::Instant),
+    ) -> Self {
+        let Some(idle) = idle else { return Self::default() };
+        let during_flood = gone
+            .iter()
+            .flatten()
+            .filter(|d| (flood.0..=flood.1).contains(&(idle.since + **d)))
+            .count();
+        Self { gone_after: gone.iter().map(|d| d.map(|d| d.as_secs_f64())).collect(), during_flood }
+    }
+
+    /// The latest expiry, if every flow expired.
+    pub fn latest(&self) -> Option<f64> {
+        self.gone_after.iter().copied().collect::<Option<Vec<f64>>>()?.into_iter().reduce(f64::max)
+    }
+
+    pub fn text(&self) -> String {
+        let n = self.gone_after.len();
+        match self.latest() {
+            Some(latest) => format!(
+                "{n} idle established flows (timeout {}s) all expired, the last {latest:.1} s \
+                 after its last packet ({} of them while the flood ran)",
+                super::idle::TIMEOUT.as_secs(),
+                self.during_flood
+            ),
+            None => format!(
+                "{} of {n} idle established flows still tracked at the end",
+                self.gone_after.iter().filter(|g| g.is_none()).count()
+            ),
+        }
+    }
 }
 
 /// `after - before` of each counter.
@@ -89,6 +136,7 @@ impl Report {
                 "  table fill (max of samples): status {} flows of {}; metrics {:?}\n",
                 s.max_active_flows, s.flows_capacity, s.tables
             );
+            out += &format!("  {}\n", self.idle_expiry.text());
         }
         if self.contender == Contender::Iptables {
             let st = &self.conntrack_stats;
@@ -132,7 +180,8 @@ pub fn summary(fwd: &Report, ipt: &Report) -> String {
          to iptables), {} live streams running, a client opening new connections \
          throughout. Forwarder (xdp, max_flows {}): {} streams broken; new connections during \
          the flood {}, before it {}; counters new_conns {}, drop_no_snat_port {}, \
-         drop_table_full {}, not_allowed {}; table fill at most {} flows of {} (metrics {:?}). \
+         drop_table_full {}, not_allowed {}; table fill at most {} flows of {} (metrics {:?}); \
+         {}. \
          iptables (ip_fwd.sh DNAT + MASQUERADE): {} streams broken; new connections during the \
          flood {}, after it {}; conntrack at most {} entries (nf_conntrack_max {}), \
          insert_failed {}, drop {}, early_drop {}. Runs {:.0} s and {:.0} s.",
@@ -153,6 +202,7 @@ pub fn summary(fwd: &Report, ipt: &Report) -> String {
         fwd.samples.max_active_flows,
         fwd.samples.flows_capacity,
         fwd.samples.tables,
+        fwd.idle_expiry.text(),
         ipt.streams_broken,
         phase(&ipt.legit.during),
         phase(&ipt.legit.after),
