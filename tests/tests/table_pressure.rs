@@ -308,7 +308,13 @@ fn a_daemon_killed_mid_sweep_leaves_a_count_the_next_one_puts_right() -> Result<
     // A first daemon makes the pins; forwarding (and the tables) outlive it.
     let first = Daemon::start(&topo.natvm, &config)?;
     let config_path = first.config.clone();
-    ensure!(first.stop()?.success(), "the first daemon failed");
+    let log = first.log.clone();
+    let status = first.stop()?;
+    ensure!(
+        status.success(),
+        "the first daemon exited with {status}:\n{}",
+        log.lock().unwrap().join("\n")
+    );
 
     let mut count = FlowCount::open(&topo)?;
     let map = topo.pinned_map(map_names::CT_ESTABLISHED)?;

@@ -38,7 +38,7 @@ use std::{future::Future, os::unix::fs::PermissionsExt, path::Path, sync::Arc, t
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{UnixListener, UnixStream},
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
     sync::Notify,
     task::JoinSet,
 };
@@ -57,6 +57,7 @@ pub struct RunOptions {
 }
 
 pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> {
+    let signals = Signals::take()?;
     let state_path = state::path_for(&settings.control_socket);
     refuse_if_running(&settings.control_socket)?;
     let mut state = State::load(&state_path).plain()?;
@@ -196,7 +197,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
-    let unload = main_loop(&shared, &unload_requested).await?;
+    let unload = main_loop(&shared, &unload_requested, signals).await?;
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // All tasks stop before anything below: the health endpoint must be closed before an
@@ -272,11 +273,33 @@ fn kernel_settings(settings: &Settings, before: &mut sysctl::Before) -> Result<(
     Ok(())
 }
 
+/// The signals the daemon handles. Taken over from the default actions as the daemon
+/// starts, not when its main loop does: a SIGTERM that came after the "forwarding" line (a
+/// `systemctl stop` right after a start) killed the process by the default action, with no
+/// clean stop and a failed unit. One that comes during the start now waits for the loop.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn take() -> Result<Self, StepError> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).step("handling SIGTERM")?,
+            int: signal(SignalKind::interrupt()).step("handling SIGINT")?,
+            hup: signal(SignalKind::hangup()).step("handling SIGHUP")?,
+        })
+    }
+}
+
 /// Runs until a signal or an unload request; returns whether to unload.
-async fn main_loop(shared: &Shared, unload_requested: &Notify) -> Result<bool, StepError> {
-    let mut term = signal(SignalKind::terminate()).step("handling SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).step("handling SIGINT")?;
-    let mut hup = signal(SignalKind::hangup()).step("handling SIGHUP")?;
+async fn main_loop(
+    shared: &Shared,
+    unload_requested: &Notify,
+    signals: Signals,
+) -> Result<bool, StepError> {
+    let Signals { mut term, mut int, mut hup } = signals;
     // A reload runs beside the loop, so that its lookups never hold up SIGTERM; a SIGHUP
     // meanwhile starts one more when it ends, which reads the file as it is then.
     let mut reloading = JoinSet::new();
