@@ -176,8 +176,14 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(String)) -> Result<Summary> {
     for ((name, addr), ns) in NAT_VMS.iter().zip(&net.natvms) {
         check_interrupt()?;
         let vm = NatVm::start(name, ns, &config)?;
+        let status = vm.cli_json(&["status"])?;
+        let mode = status["interfaces"][0]["mode"].as_str().unwrap_or("?").to_string();
+        // auto: native XDP on the plain NIC; over the VF that merges segments, TC (generic
+        // XDP would send wrong checksums there, and the bridge has no native XDP).
+        let want = if *name == net::ACCELERATED_VM { "tc" } else { "xdp" };
+        ensure!(mode == want, "{name}: auto chose {mode}, expected {want}: {status}");
         say(format!(
-            "{name} ({addr}): forwarder running (pid {}), config {}",
+            "{name} ({addr}): forwarder running (pid {}, mode {mode}), config {}",
             vm.pid(),
             config.display()
         ));

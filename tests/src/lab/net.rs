@@ -32,6 +32,10 @@ pub const PRIVATE_LINK_NAT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const AZURE_PROBE_SOURCE: Ipv4Addr = Ipv4Addr::new(168, 63, 129, 16);
 pub const NAT_VMS: [(&str, Ipv4Addr); 2] =
     [("natvm-a", Ipv4Addr::new(10, 0, 0, 4)), ("natvm-b", Ipv4Addr::new(10, 0, 0, 5))];
+/// The NAT VM with accelerated networking (eth0 over a VF); the other has a plain NIC. The
+/// shared config's `mode = "auto"` chooses per VM: native XDP on the plain NIC, TC over the
+/// merging VF.
+pub const ACCELERATED_VM: &str = "natvm-b";
 pub const HEALTH_PORT: u16 = 8080;
 pub const KAFKA_PORT: u16 = 9092;
 /// The on-prem link's MTU: below the VNet's 1500, so the config sets `mss_clamp`.
@@ -113,14 +117,24 @@ impl LabNet {
         azure.ip(&["addr", "add", &format!("{PRIVATE_LINK_NAT}/24"), "dev", "vnet"])?;
         azure.ip(&["addr", "add", &format!("{AZURE_PROBE_SOURCE}/32"), "dev", "vnet"])?;
         let mut peer_ends = Vec::new();
-        for (i, ((_, addr), ns)) in NAT_VMS.iter().zip(&natvms).enumerate() {
+        for (i, ((name, addr), ns)) in NAT_VMS.iter().zip(&natvms).enumerate() {
             let port = format!("vm{i}");
-            veth(ns, "eth0", &azure, &port)?;
+            if *name == ACCELERATED_VM {
+                // Accelerated networking: eth0 a master over the VF, which merges with GRO
+                // before eth0 sees the packets (a bridge plays hv_netvsc).
+                veth(ns, "vf0", &azure, &port)?;
+                ns.ip(&["link", "add", "eth0", "type", "bridge"])?;
+                ns.ip(&["link", "set", "vf0", "master", "eth0"])?;
+                ns.ip(&["link", "set", "eth0", "up"])?;
+                ns.exec(&["ethtool", "-K", "vf0", "gro", "on"])?;
+            } else {
+                veth(ns, "eth0", &azure, &port)?;
+                // hv_netvsc merges with GRO; so does this NIC.
+                ns.exec(&["ethtool", "-K", "eth0", "gro", "on"])?;
+            }
             azure.ip(&["link", "set", &port, "master", "vnet"])?;
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
             ns.ip(&["route", "add", "default", "via", &PRIVATE_LINK_NAT.to_string()])?;
-            // hv_netvsc merges with GRO; so does this NIC.
-            ns.exec(&["ethtool", "-K", "eth0", "gro", "on"])?;
             ns.set_hosts(&onprem_hosts)?;
             peer_ends.push(port);
         }
