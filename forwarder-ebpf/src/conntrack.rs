@@ -428,12 +428,16 @@ fn points_back(other: &FlowKey, me: &FlowKey) -> bool {
 ///   flood leaves many: the LRU evicts halves one by one);
 /// - has timed out in both halves (the lookup path and the daemon's sweep delete such flows
 ///   too, but only when a packet or the next sweep comes by: up to 10 s late);
-/// - was refused (an RST before it was established) or closed by both FINs. netfilter
-///   gives such ports to new flows when its search runs short (`nf_nat_used_tuple_harder`);
-///   without this, a broker restart (every client retrying once a second from a new port,
-///   each try refused) fills a small SNAT range with refused handshakes, and new
-///   connections are refused until they time out after the broker is back. An RST on an
-///   established flow does not free its port early: the endpoint may have ignored it.
+/// - was refused (an RST before it was established): the target never had a connection
+///   on that port. Without this, a broker restart (every client retrying once a second from
+///   a new port, each try refused) fills a small SNAT range with refused handshakes, and
+///   new connections are refused until they time out after the broker is back. An RST on
+///   an established flow does not free its port early: the endpoint may have ignored it;
+/// - was closed by both FINs more than [`TIME_WAIT_NS`] ago. The endpoint that closed first
+///   keeps the connection in TIME_WAIT that long and answers a new SYN on the same
+///   addresses and ports with an ACK for the old one: taking the port sooner halved the
+///   bench's rate of short connections (their SYNs waited for a retransmission).
+/// netfilter hands out ports of closing flows too (`nf_nat_used_tuple_harder`).
 #[inline(always)]
 pub fn port_taken(reply_key: &FlowKey, cfg: &Config, now: u64) -> bool {
     let (table, reply) = if let Some(p) = CT_ESTABLISHED.get_ptr(reply_key) {
@@ -466,15 +470,18 @@ pub fn port_taken(reply_key: &FlowKey, cfg: &Config, now: u64) -> bool {
     false
 }
 
+/// Linux's TIME_WAIT (TCP_TIMEWAIT_LEN).
+const TIME_WAIT_NS: u64 = 60_000_000_000;
+
 /// Whether a flow (its original half holds the state) may give up its SNAT port.
 #[inline(always)]
 fn finished(orig: &CtEntry, reply: &CtEntry, cfg: &Config, now: u64) -> bool {
     let state = orig.state;
-    let refused = state == TcpState::Close as u8 && orig.flags & CT_FLAG_RST_ESTABLISHED == 0;
-    if refused || state == TcpState::TimeWait as u8 {
+    if state == TcpState::Close as u8 && orig.flags & CT_FLAG_RST_ESTABLISHED == 0 {
         return true;
     }
-    let timeout = cfg.timeout_ns(state);
+    let timeout =
+        if state == TcpState::TimeWait as u8 { TIME_WAIT_NS } else { cfg.timeout_ns(state) };
     now.saturating_sub(orig.last_seen_ns) > timeout
         && now.saturating_sub(reply.last_seen_ns) > timeout
 }

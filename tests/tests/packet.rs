@@ -1490,8 +1490,8 @@ fn the_program_calls_no_memory_builtin() {
 
 /// The SNAT port search takes over the port of a flow that is done with it, as netfilter's
 /// does: a handshake refused by an RST (a broker restarting: every client retry refused,
-/// each from a new source port), a flow closed by both FINs, a flow idle past its timeout
-/// in both directions. A flow reset while established (the endpoint may have ignored the
+/// each from a new source port), a flow closed by both FINs once TIME_WAIT is over, a flow
+/// idle past its timeout in both directions. A flow reset while established (the endpoint may have ignored the
 /// RST) or with one direction still talking keeps its port. One port in the range: each
 /// SYN either takes it over or is dropped.
 #[test]
@@ -1536,6 +1536,10 @@ fn the_port_search_takes_over_ports_of_finished_flows() {
     refused_syn(&mut h, next_client(), "half closed (FIN_WAIT)");
     f.target_sends(&mut h, &f.target_pkt(flags::FIN | flags::ACK));
     assert_eq!(f.state(&mut h), (Table::Established, TcpState::TimeWait));
+    // Not before the endpoint that closed first has left TIME_WAIT (60 s on Linux).
+    f.age(&mut h, Table::Established, 59_000_000_000, true, true);
+    refused_syn(&mut h, next_client(), "closed 59 s ago (TIME_WAIT)");
+    f.age(&mut h, Table::Established, 2_000_000_000, true, true);
     let c = next_client();
     let g = open(&mut h, c, 0, &syn(c));
     assert!(gone(&mut h, &f), "the closed flow was not taken over");
@@ -1557,7 +1561,7 @@ fn the_port_search_takes_over_ports_of_finished_flows() {
     let c = next_client();
     open(&mut h, c, 0, &syn(c));
     assert!(gone(&mut h, &g), "the idle flow was not taken over");
-    assert_eq!(h.counter(0, Counter::DropNoSnatPort).unwrap(), 3);
+    assert_eq!(h.counter(0, Counter::DropNoSnatPort).unwrap(), 4);
 }
 
 /// Native XDP under accelerated networking runs on the VF under eth0 (hv_netvsc hands the
