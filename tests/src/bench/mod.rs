@@ -255,7 +255,8 @@ fn kafka_section(md: &mut String, say: &mut dyn FnMut(&str)) -> Result<()> {
     writeln!(
         md,
         "The lab of `cargo xtask demo` ({} tansu brokers behind the load balancer and two \
-         NAT VMs running the forwarder in `xdp` mode): {} x {} B produced per run, the \
+         NAT VMs running the forwarder in `auto` mode: native XDP on natvm-a, TC on \
+         natvm-b, whose NIC has accelerated networking): {} x {} B produced per run, the \
          same client direct to the broker and through the whole path in turns, median of \
          {} pairs. The forwarded path also crosses the load balancer's nftables NAT and \
          two more veth hops on the same two cores.\n",
