@@ -20,8 +20,35 @@ struct Cli {
     /// The daemon's control socket, when not the one the config file names.
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// How log lines look on stderr: `text` (colours only on a terminal, so journald gets
+    /// none) or `json`, one object a line, for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr (journald under the unit) at RUST_LOG's level, `info` by default.
+/// Colour only when stderr is a terminal and NO_COLOR is unset: under systemd the escape
+/// codes ended up in the journal as text.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init()
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -309,14 +336,8 @@ enum RuleAction {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     // The one command that needs no configuration.
     if let Command::ImportIptables { file, json } = &cli.command {
         return exit(cli::ops::import_iptables(file, *json));
