@@ -36,9 +36,19 @@ pub enum ClientSide {
     Vnet,
 }
 
-/// Minutes. The longest the load balancer allows; Kafka clients leave connections idle for
-/// 9-10 minutes, and an idle timeout below that resets them silently.
+/// Minutes (the load balancer allows 4 to 100). Kafka clients leave connections idle for 9
+/// minutes by default (`connections.max.idle.ms`), and a shorter LB timeout drops them
+/// silently; 30 leaves the LB out of the question. It is not the limit that matters on this
+/// path: the Private Link Service in front of each frontend resets flows idle for about 5
+/// minutes whatever this says (Azure docs, private-link-service-overview, Limitations;
+/// MicrosoftDocs/azure-docs#94724), which is why the notebook cell sets
+/// [`CLIENT_MAX_IDLE_MS`].
 const LB_IDLE_TIMEOUT_MIN: u32 = 30;
+
+/// Milliseconds: what the notebook cell sets as `kafka.connections.max.idle.ms`. Below the
+/// Private Link Service's idle reset (about 300 s), so the client closes an idle connection
+/// itself before the PLS resets it (and the job logs "Disconnected" and retries).
+pub const CLIENT_MAX_IDLE_MS: u32 = 240_000;
 
 /// The ARM API version of Data Factory's managed private endpoints.
 const ADF_API_VERSION: &str = "2018-06-01";
@@ -431,8 +441,11 @@ fn notebook(plan: &Plan) -> String {
     format!(
         "# Synapse notebook cell (PySpark): reads TOPIC through the managed private endpoints.\n\
          # Write to it first, e.g. `forwarder kafka check --via {first} --produce TOPIC`.\n\
+         # The Private Link Service resets connections idle for about 5 minutes; Kafka's client\n\
+         # keeps them 9 by default. Closing them after 4 avoids the resets.\n\
          df = (spark.readStream.format(\"kafka\")\n      \
          .option(\"kafka.bootstrap.servers\", \"{servers}\")\n      \
+         .option(\"kafka.connections.max.idle.ms\", \"{idle}\")\n      \
          .option(\"subscribe\", \"TOPIC\")\n      \
          .option(\"startingOffsets\", \"earliest\")\n      \
          .load())\n\
@@ -442,6 +455,7 @@ fn notebook(plan: &Plan) -> String {
          display(spark.sql(\"SELECT * FROM kafka_path_check\"))\n",
         first = servers[0],
         servers = servers.join(","),
+        idle = CLIENT_MAX_IDLE_MS,
     )
 }
 

@@ -195,3 +195,18 @@ fn the_notebook_reads_through_the_advertised_names() {
     ));
     assert!(nb.contains("spark.readStream.format(\"kafka\")"), "{nb}");
 }
+
+/// The Private Link Service resets flows idle for about 300 s: the cell makes the Kafka
+/// client close idle connections before that, and says why.
+#[test]
+fn the_notebook_closes_idle_connections_before_private_link_resets_them() {
+    let nb = setup(&three_brokers(), ClientSide::Synapse).notebook;
+    let idle: u32 = nb
+        .split("\"kafka.connections.max.idle.ms\", \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no kafka.connections.max.idle.ms in\n{nb}"));
+    assert!(idle < 300_000 && idle >= 60_000, "{idle} ms");
+    assert!(nb.contains("resets connections idle for about 5 minutes"), "{nb}");
+}
