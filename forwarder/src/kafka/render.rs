@@ -98,8 +98,12 @@ pub fn discover_text(plan: &Plan, setup: &azure::Setup) -> String {
     for (i, step) in setup.steps.iter().enumerate() {
         let _ = write!(out, "\n# {}. {}\n{}", i + 1, step.title, step.script);
     }
-    let _ =
-        write!(out, "\nThen test the path from a notebook of the workspace:\n\n{}", setup.notebook);
+    let _ = match &setup.notebook {
+        Some(cell) => {
+            write!(out, "\nThen test the path from a notebook of the workspace:\n\n{cell}")
+        }
+        None => writeln!(out, "\n{}", azure::NO_NOTEBOOK_ADF),
+    };
     out
 }
 
@@ -124,6 +128,7 @@ pub fn discover_json(plan: &Plan, setup: &azure::Setup) -> serde_json::Value {
         "variables": setup.variables,
         "az_commands": setup.steps,
         "notebook": setup.notebook,
+        "notebook_absent": setup.notebook.is_none().then_some(azure::NO_NOTEBOOK_ADF),
         "warnings": plan.warnings(),
     })
 }

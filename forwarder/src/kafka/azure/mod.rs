@@ -45,6 +45,16 @@ pub enum ClientSide {
 /// [`CLIENT_MAX_IDLE_MS`].
 const LB_IDLE_TIMEOUT_MIN: u32 = 30;
 
+/// What `--client adf` prints where the others print a notebook cell. Data Factory runs
+/// pipelines, not notebooks, and has no Kafka connector of its own: a factory reaches Kafka
+/// through an activity that runs Spark or code elsewhere, whose client settings apply.
+pub const NO_NOTEBOOK_ADF: &str = "No notebook cell for Data Factory: it runs pipelines, \
+     not notebooks, and has no Kafka connector of its own. Test the path with `forwarder \
+     kafka check --via BROKER:PORT` from a VM in a VNet with private endpoints to the same \
+     Private Link Services, and give the Spark or code activity that reads Kafka \
+     kafka.connections.max.idle.ms below 300000 (the Private Link Service resets idle \
+     connections after about 5 minutes).";
+
 /// Milliseconds: what the notebook cell sets as `kafka.connections.max.idle.ms`. Below the
 /// Private Link Service's idle reset (about 300 s), so the client closes an idle connection
 /// itself before the PLS resets it (and the job logs "Disconnected" and retries).
@@ -89,8 +99,9 @@ pub struct Setup {
     pub client: ClientSide,
     pub variables: Vec<Variable>,
     pub steps: Vec<Step>,
-    /// A notebook cell (PySpark) that reads a topic through the path.
-    pub notebook: String,
+    /// A notebook cell (PySpark) that reads a topic through the path; none for Data
+    /// Factory, which runs no notebooks ([`NO_NOTEBOOK_ADF`] says what to do instead).
+    pub notebook: Option<String>,
 }
 
 /// The variables every client side uses, then the client's own.
@@ -165,7 +176,8 @@ pub fn setup(plan: &Plan, client: ClientSide) -> Setup {
         ClientSide::Vnet => steps.extend(vnet_endpoints(plan, &names)),
     }
     steps.push(approvals(plan, &names));
-    Setup { client, variables, steps, notebook: notebook(plan) }
+    let notebook = (client != ClientSide::Adf).then(|| notebook(plan));
+    Setup { client, variables, steps, notebook }
 }
 
 fn pls_id_template(b: &BrokerPlan) -> String {

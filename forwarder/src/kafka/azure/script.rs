@@ -39,9 +39,19 @@ pub fn script(setup: &Setup, generated_from: &str) -> String {
     for (i, step) in setup.steps.iter().enumerate() {
         let _ = write!(out, "\n# ---- {}. {} ----\n{}", i + 1, step.title, step.script);
     }
-    out.push_str("\necho \"done: now run the notebook cell at the end of this script\"\n\n");
-    for line in setup.notebook.lines() {
-        let _ = writeln!(out, "# | {line}");
+    match &setup.notebook {
+        Some(cell) => {
+            out.push_str(
+                "\necho \"done: now run the notebook cell at the end of this script\"\n\n",
+            );
+            for line in cell.lines() {
+                let _ = writeln!(out, "# | {line}");
+            }
+        }
+        None => {
+            out.push_str("\necho \"done\"\n\n");
+            let _ = writeln!(out, "# {}", super::NO_NOTEBOOK_ADF);
+        }
     }
     out
 }

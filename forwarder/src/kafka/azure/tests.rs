@@ -188,7 +188,7 @@ fn the_script_refuses_to_run_with_placeholders() {
 
 #[test]
 fn the_notebook_reads_through_the_advertised_names() {
-    let nb = setup(&three_brokers(), ClientSide::Synapse).notebook;
+    let nb = setup(&three_brokers(), ClientSide::Synapse).notebook.expect("a cell");
     assert!(nb.contains(
         "\"kafka.bootstrap.servers\", \"broker1.corp.example:9092,broker2.corp.example:9092,\
          broker3.corp.example:9092\""
@@ -200,13 +200,25 @@ fn the_notebook_reads_through_the_advertised_names() {
 /// client close idle connections before that, and says why.
 #[test]
 fn the_notebook_closes_idle_connections_before_private_link_resets_them() {
-    let nb = setup(&three_brokers(), ClientSide::Synapse).notebook;
+    let nb = setup(&three_brokers(), ClientSide::Synapse).notebook.expect("a cell");
     let idle: u32 = nb
         .split("\"kafka.connections.max.idle.ms\", \"")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no kafka.connections.max.idle.ms in\n{nb}"));
-    assert!(idle < 300_000 && idle >= 60_000, "{idle} ms");
+    assert!((60_000..300_000).contains(&idle), "{idle} ms");
     assert!(nb.contains("resets connections idle for about 5 minutes"), "{nb}");
+}
+
+/// Data Factory runs no notebooks: no PySpark cell for it, and the script and the text say
+/// what to do instead.
+#[test]
+fn data_factory_gets_no_notebook_cell_and_is_told_why() {
+    let adf = setup(&three_brokers(), ClientSide::Adf);
+    assert!(adf.notebook.is_none());
+    let text = script(&adf, "boot:9092");
+    assert!(!text.contains("spark.readStream"), "{text}");
+    assert!(text.contains("No notebook cell for Data Factory"), "{text}");
+    assert!(setup(&three_brokers(), ClientSide::Vnet).notebook.is_some());
 }
