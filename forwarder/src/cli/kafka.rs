@@ -24,7 +24,8 @@ pub fn discover(d: &Discover) -> Result<(), CliError> {
             CliError::runtime(Message(format!("{}: {e}", d.bootstrap)))
         }
     })?;
-    let setup = kafka::azure::setup(&plan, d.client);
+    let security = kafka::azure::ClientSecurity::of(d.security);
+    let setup = kafka::azure::setup_with(&plan, d.client, &security);
     if let Some(path) = d.script {
         write_script(path, &kafka::azure::script(&setup, d.bootstrap))?;
         eprintln!("wrote {}", path.display());

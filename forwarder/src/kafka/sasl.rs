@@ -62,6 +62,10 @@ impl SaslConfig {
         SaslConfig { mechanism, user: user.into(), password: password.into() }
     }
 
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// Authenticates the connection behind `wire`, whose handshake gave `versions`.
     pub fn authenticate(&self, wire: &mut Wire, versions: &Versions) -> Result<(), KafkaError> {
         let mut session = Session { wire, versions, config: self };

@@ -26,6 +26,8 @@ pub struct TlsConfig {
     config: Arc<ClientConfig>,
     /// Where the trusted CAs come from, for the operator: "the CA file ca.pem".
     roots: String,
+    /// The CA file given, if any (the notebook cell needs its certificates too).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -71,7 +73,7 @@ impl TlsConfig {
             .map_err(SetupError::Tls)?
             .with_root_certificates(store)
             .with_no_client_auth();
-        Ok(TlsConfig { config: Arc::new(config), roots })
+        Ok(TlsConfig { config: Arc::new(config), roots, ca_file: ca_file.map(Path::to_path_buf) })
     }
 
     /// The TLS handshake on a connected socket, sending `name` as SNI (a DNS name) and

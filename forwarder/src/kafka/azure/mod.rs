@@ -149,7 +149,32 @@ fn inputs(client: ClientSide) -> Vec<Variable> {
 }
 
 /// The steps for `client`, in the order they must run.
+/// What the Kafka listeners ask of a client, as `kafka discover` met them: the notebook
+/// cell must ask the same. Never the password: the cell reads it from Key Vault.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientSecurity {
+    pub tls: bool,
+    /// A CA file was given: the brokers' certificates are not from a public CA.
+    pub private_ca: bool,
+    pub sasl: Option<(crate::kafka::sasl::Mechanism, String)>,
+}
+
+impl ClientSecurity {
+    pub fn of(s: &crate::kafka::client::Security) -> Self {
+        Self {
+            tls: s.tls.is_some(),
+            private_ca: s.tls.as_ref().is_some_and(|t| t.ca_file.is_some()),
+            sasl: s.sasl.as_ref().map(|c| (c.mechanism, c.user().to_string())),
+        }
+    }
+}
+
+/// [`setup_with`] for plaintext listeners.
 pub fn setup(plan: &Plan, client: ClientSide) -> Setup {
+    setup_with(plan, client, &ClientSecurity::default())
+}
+
+pub fn setup_with(plan: &Plan, client: ClientSide, security: &ClientSecurity) -> Setup {
     let mut variables = inputs(client);
     if client == ClientSide::Vnet {
         for b in &plan.brokers {
@@ -176,7 +201,7 @@ pub fn setup(plan: &Plan, client: ClientSide) -> Setup {
         ClientSide::Vnet => steps.extend(vnet_endpoints(plan, &names)),
     }
     steps.push(approvals(plan, &names));
-    let notebook = (client != ClientSide::Adf).then(|| notebook(plan));
+    let notebook = (client != ClientSide::Adf).then(|| notebook(plan, security));
     Setup { client, variables, steps, notebook }
 }
 
@@ -447,17 +472,60 @@ fn approvals(plan: &Plan, vars: &[String]) -> Step {
 }
 
 /// A Synapse notebook cell (PySpark) that reads a topic through the whole path with the
-/// advertised names, as the Spark jobs do; `display` shows the rows as they arrive.
-fn notebook(plan: &Plan) -> String {
+/// advertised names, as the Spark jobs do; `display` shows the rows as they arrive. With
+/// TLS or SASL it asks what the listeners asked `kafka discover`; the password (and a
+/// private CA's certificates) come from Key Vault through the workspace's linked service,
+/// never as a literal in the notebook.
+fn notebook(plan: &Plan, security: &ClientSecurity) -> String {
     let servers: Vec<String> = plan.brokers.iter().map(|b| b.broker.address()).collect();
+    let mut secrets = String::new();
+    let mut options = String::new();
+    let protocol = match (security.tls, security.sasl.is_some()) {
+        (false, false) => None,
+        (true, false) => Some("SSL"),
+        (false, true) => Some("SASL_PLAINTEXT"),
+        (true, true) => Some("SASL_SSL"),
+    };
+    if protocol.is_some() || security.private_ca {
+        secrets += "# Secrets from Key Vault through the workspace's linked service: set the three names.\n\
+             KEY_VAULT, LINKED_SERVICE = \"<key-vault-name>\", \"<key-vault-linked-service>\"\n";
+    }
+    if let Some(p) = protocol {
+        options += &format!("      .option(\"kafka.security.protocol\", \"{p}\")\n");
+    }
+    if let Some((mechanism, user)) = &security.sasl {
+        let module = match mechanism {
+            crate::kafka::sasl::Mechanism::Plain => {
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+            }
+            _ => "org.apache.kafka.common.security.scram.ScramLoginModule",
+        };
+        secrets += &format!(
+            "password = mssparkutils.credentials.getSecret(KEY_VAULT, \"kafka-password\", LINKED_SERVICE)\n\
+             jaas = f'{module} required username=\"{user}\" password=\"{{password}}\";'\n"
+        );
+        options += &format!(
+            "      .option(\"kafka.sasl.mechanism\", \"{}\")\n      \
+             .option(\"kafka.sasl.jaas.config\", jaas)\n",
+            mechanism.name()
+        );
+    }
+    if security.tls && security.private_ca {
+        secrets += "# The CA file's PEM text, stored as a secret.\n\
+             ca_pem = mssparkutils.credentials.getSecret(KEY_VAULT, \"kafka-ca-pem\", LINKED_SERVICE)\n";
+        options += "      .option(\"kafka.ssl.truststore.type\", \"PEM\")\n      \
+             .option(\"kafka.ssl.truststore.certificates\", ca_pem)\n";
+    }
     format!(
         "# Synapse notebook cell (PySpark): reads TOPIC through the managed private endpoints.\n\
          # Write to it first, e.g. `forwarder kafka check --via {first} --produce TOPIC`.\n\
          # The Private Link Service resets connections idle for about 5 minutes; Kafka's client\n\
          # keeps them 9 by default. Closing them after 4 avoids the resets.\n\
+         {secrets}\
          df = (spark.readStream.format(\"kafka\")\n      \
          .option(\"kafka.bootstrap.servers\", \"{servers}\")\n      \
-         .option(\"kafka.connections.max.idle.ms\", \"{idle}\")\n      \
+         .option(\"kafka.connections.max.idle.ms\", \"{idle}\")\n\
+         {options}      \
          .option(\"subscribe\", \"TOPIC\")\n      \
          .option(\"startingOffsets\", \"earliest\")\n      \
          .load())\n\

@@ -222,3 +222,49 @@ fn data_factory_gets_no_notebook_cell_and_is_told_why() {
     assert!(text.contains("No notebook cell for Data Factory"), "{text}");
     assert!(setup(&three_brokers(), ClientSide::Vnet).notebook.is_some());
 }
+
+/// The cell asks what the listeners asked `kafka discover` (TLS, SASL, a private CA), reads
+/// the password and the CA from Key Vault (never a literal), and is valid Python (parsed by
+/// python3's own parser) with and without them.
+#[test]
+fn the_notebook_carries_the_listeners_security_with_secrets_from_key_vault() {
+    use crate::kafka::sasl::Mechanism;
+    let plan = three_brokers();
+    let plain = setup(&plan, ClientSide::Synapse).notebook.unwrap();
+    assert!(!plain.contains("security.protocol") && !plain.contains("getSecret"), "{plain}");
+    let security = ClientSecurity {
+        tls: true,
+        private_ca: true,
+        sasl: Some((Mechanism::ScramSha512, "spark-reader".into())),
+    };
+    let nb = setup_with(&plan, ClientSide::Synapse, &security).notebook.unwrap();
+    for want in [
+        ".option(\"kafka.security.protocol\", \"SASL_SSL\")",
+        ".option(\"kafka.sasl.mechanism\", \"SCRAM-SHA-512\")",
+        "ScramLoginModule required username=\"spark-reader\" password=\"{password}\"",
+        "password = mssparkutils.credentials.getSecret(KEY_VAULT, \"kafka-password\", LINKED_SERVICE)",
+        ".option(\"kafka.ssl.truststore.type\", \"PEM\")",
+        ".option(\"kafka.ssl.truststore.certificates\", ca_pem)",
+    ] {
+        assert!(nb.contains(want), "missing {want}:\n{nb}");
+    }
+    let sasl_only =
+        ClientSecurity { sasl: Some((Mechanism::Plain, "u".into())), ..Default::default() };
+    let nb2 = setup_with(&plan, ClientSide::Synapse, &sasl_only).notebook.unwrap();
+    assert!(nb2.contains("\"SASL_PLAINTEXT\"") && nb2.contains("PlainLoginModule"), "{nb2}");
+    assert!(!nb2.contains("truststore"), "{nb2}");
+    for cell in [&plain, &nb, &nb2] {
+        let out = Command::new("python3")
+            .args(["-c", "import ast, sys; ast.parse(sys.stdin.read())"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().expect("stdin").write_all(cell.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("python3 (installed by .ci/setup.sh) parses the cell");
+        assert!(out.status.success(), "{}\n{cell}", String::from_utf8_lossy(&out.stderr));
+    }
+}
