@@ -200,7 +200,7 @@ pub fn setup_with(plan: &Plan, client: ClientSide, security: &ClientSecurity) ->
         }
         ClientSide::Vnet => steps.extend(vnet_endpoints(plan, &names)),
     }
-    steps.push(approvals(plan, &names));
+    steps.push(approvals(plan, client, &names));
     let notebook = (client != ClientSide::Adf).then(|| notebook(plan, security));
     Setup { client, variables, steps, notebook }
 }
@@ -444,20 +444,32 @@ fn vnet_endpoints(plan: &Plan, vars: &[String]) -> Vec<Step> {
 }
 
 /// The endpoint connections wait on each Private Link Service until approved there.
-fn approvals(plan: &Plan, vars: &[String]) -> Step {
+fn approvals(plan: &Plan, client: ClientSide, vars: &[String]) -> Step {
     let mut step = StepBuilder::new(
-        "Approve each pending endpoint connection on its Private Link Service",
+        "Approve each endpoint's connection on its Private Link Service, once it appears",
         vars,
+    );
+    step.comment(
+        "The endpoint commands return before the connection exists: each Private Link Service\n\
+         is polled for the connection of its own endpoint (matched by name: requests of others\n\
+         on the same service are left alone), which is approved if pending. APPROVAL_TRIES x\n\
+         APPROVAL_SLEEP seconds (60 x 10 by default) without it fail the script.",
     );
     for b in &plan.brokers {
         let pls = &b.azure.private_link_service;
-        let list = step.az_in("network private-link-service show", "${NAT_RESOURCE_GROUP}")
+        let endpoint = match client {
+            ClientSide::Vnet => &b.azure.private_endpoint,
+            ClientSide::Synapse | ClientSide::Adf => &b.azure.managed_private_endpoint,
+        };
+        let find = step
+            .az_in("network private-link-service show", "${NAT_RESOURCE_GROUP}")
             .arg("--name", Word::text(pls))
             .arg(
                 "--query",
-                Word::text(
-                    "privateEndpointConnections[?privateLinkServiceConnectionState.status=='Pending'].name",
-                ),
+                Word::text(&format!(
+                    "privateEndpointConnections[?contains(privateEndpoint.id, '{endpoint}')] \
+                     | [0].[name, privateLinkServiceConnectionState.status]"
+                )),
             )
             .arg("--output", Word::text("tsv"));
         let approve = step
@@ -466,7 +478,7 @@ fn approvals(plan: &Plan, vars: &[String]) -> Step {
             .arg("--name", step.t("${CONNECTION}"))
             .arg("--connection-status", Word::text("Approved"))
             .arg("--description", Word::text("Kafka through the forwarder NAT VMs"));
-        step.for_each("CONNECTION", list, approve);
+        step.approve_when_it_appears(pls, endpoint, find, approve);
     }
     step.done()
 }

@@ -60,6 +60,43 @@ impl<'v> StepBuilder<'v> {
         self.commands.push(body);
     }
 
+    /// Polls with `find` (which prints `NAME<TAB>STATUS` of `endpoint`'s connection on
+    /// `pls`, or nothing yet) until the connection appears, then runs `approve` (naming
+    /// `${CONNECTION}`) if it is pending; already approved is fine, any other state or no
+    /// connection in time fails the script with what to do.
+    pub(super) fn approve_when_it_appears(
+        &mut self,
+        pls: &str,
+        endpoint: &str,
+        find: AzCommand,
+        approve: AzCommand,
+    ) {
+        let approve_line = approve.line().replace('\n', "\n    ");
+        self.script.push_str(&format!(
+            "FOUND=\"\"\n\
+             for TRY in $(seq 1 \"${{APPROVAL_TRIES:-60}}\"); do\n  \
+             FOUND=$({find})\n  \
+             [ -n \"$FOUND\" ] && break\n  \
+             sleep \"${{APPROVAL_SLEEP:-10}}\"\n\
+             done\n\
+             if [ -z \"$FOUND\" ]; then\n  \
+             echo \"{pls}: no connection from {endpoint} yet; is the endpoint created? Run this step again later\" >&2\n  \
+             exit 1\n\
+             fi\n\
+             IFS=$'\\t' read -r CONNECTION STATUS <<< \"$FOUND\"\n\
+             case \"$STATUS\" in\n  \
+             Pending)\n    \
+             {approve_line} ;;\n  \
+             Approved) echo \"{pls}: $CONNECTION already approved\" ;;\n  \
+             *) echo \"{pls}: the connection $CONNECTION of {endpoint} is $STATUS; delete it and run the script again\" >&2\n     \
+             exit 1 ;;\n\
+             esac\n",
+            find = find.line(),
+        ));
+        self.commands.push(find);
+        self.commands.push(approve);
+    }
+
     /// A JSON file written with an unquoted here-document, so the `${NAME}` references in
     /// it expand. Its literal text is ours or a validated broker name (no `$`, backquote or
     /// backslash: see `discover::plan`).

@@ -99,11 +99,13 @@ fn every_reference_is_a_declared_variable() {
 }
 
 /// A stand-in `az` that logs its arguments, one invocation per line (words NUL-separated),
-/// and answers the two queries whose output the script uses.
+/// and answers the two queries whose output the script uses (a connection is
+/// `$FAKE_CONNECTION` in state `$FAKE_STATUS`, Pending by default; none when empty).
 const FAKE_AZ: &str = r#"#!/usr/bin/env bash
 printf '%s\0' "$@" >> "$AZ_LOG"; echo >> "$AZ_LOG"
 case "$*" in
-  *"private-link-service show"*) echo "$FAKE_CONNECTION" ;;
+  *"private-link-service show"*)
+    if [ -n "$FAKE_CONNECTION" ]; then printf '%s\t%s\n' "$FAKE_CONNECTION" "${FAKE_STATUS:-Pending}"; fi ;;
   *"private-endpoint show"*) echo "$FAKE_IP" ;;
 esac
 "#;
@@ -267,4 +269,45 @@ fn the_notebook_carries_the_listeners_security_with_secrets_from_key_vault() {
             .expect("python3 (installed by .ci/setup.sh) parses the cell");
         assert!(out.status.success(), "{}\n{cell}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// The approval waits for the connection of its own endpoint: none yet fails the script
+/// after its tries with what to do, an approved one is left alone, a rejected one fails.
+#[test]
+fn the_approval_waits_for_its_own_endpoints_connection() {
+    let s = setup(&three_brokers(), ClientSide::Synapse);
+    let step = s.steps.last().unwrap();
+    assert!(
+        step.script.contains("contains(privateEndpoint.id, 'mpe-kafka-broker-1')"),
+        "{}",
+        step.script
+    );
+    let mut env: Vec<(String, String)> = s
+        .variables
+        .iter()
+        .filter(|v| !v.derived)
+        .map(|v| (v.name.clone(), format!("value-{}", v.name.to_lowercase())))
+        .collect();
+    env.extend([("APPROVAL_TRIES".into(), "3".into()), ("APPROVAL_SLEEP".into(), "0".into())]);
+    let with = |extra: &[(&str, &str)]| {
+        let mut e = env.clone();
+        e.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        run_script(&s, &e)
+    };
+    let updates = |calls: &[Vec<String>]| {
+        calls.iter().filter(|c| c.join(" ").contains("connection update")).count()
+    };
+    let (ok, stderr, calls) = with(&[("FAKE_CONNECTION", "")]);
+    assert!(!ok, "no connection must fail the script");
+    assert!(stderr.contains("no connection from mpe-kafka-broker-1 yet"), "{stderr}");
+    let polls = calls.iter().filter(|c| c.join(" ").contains("private-link-service show")).count();
+    assert_eq!((polls, updates(&calls)), (3, 0), "three tries, nothing approved");
+    let (ok, stderr, calls) = with(&[("FAKE_CONNECTION", "c1"), ("FAKE_STATUS", "Approved")]);
+    assert!(ok, "{stderr}");
+    assert_eq!(updates(&calls), 0, "an approved connection is left alone");
+    let (ok, stderr, _) = with(&[("FAKE_CONNECTION", "c1"), ("FAKE_STATUS", "Rejected")]);
+    assert!(!ok && stderr.contains("is Rejected; delete it"), "{stderr}");
+    let (ok, stderr, calls) = with(&[("FAKE_CONNECTION", "c1")]);
+    assert!(ok, "{stderr}");
+    assert_eq!(updates(&calls), 3, "each pending connection approved");
 }
