@@ -47,19 +47,6 @@ impl<'v> StepBuilder<'v> {
         self.commands.push(cmd);
     }
 
-    /// `body` once per line of `list`'s output, the line in `$VAR`. The list is captured
-    /// first, so a failing `az` stops the script (set -e) instead of running no body.
-    pub(super) fn for_each(&mut self, var: &str, list: AzCommand, body: AzCommand) {
-        let body_line = body.line().replace('\n', "\n  ");
-        self.script.push_str(&format!(
-            "{var}S=$({})\nwhile IFS= read -r {var}; do\n  [ -n \"${var}\" ] || continue\n  \
-             {body_line}\ndone <<< \"${var}S\"\n",
-            list.line()
-        ));
-        self.commands.push(list);
-        self.commands.push(body);
-    }
-
     /// Polls with `find` (which prints `NAME<TAB>STATUS` of `endpoint`'s connection on
     /// `pls`, or nothing yet) until the connection appears, then runs `approve` (naming
     /// `${CONNECTION}`) if it is pending; already approved is fine, any other state or no
