@@ -466,7 +466,7 @@ fn approvals(plan: &Plan, client: ClientSide, vars: &[String]) -> Step {
             .arg("--name", Word::text(pls))
             .arg(
                 "--query",
-                Word::text(&format!(
+                Word::text(format!(
                     "privateEndpointConnections[?contains(privateEndpoint.id, '{endpoint}')] \
                      | [0].[name, privateLinkServiceConnectionState.status]"
                 )),
