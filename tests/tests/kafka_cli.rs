@@ -322,6 +322,12 @@ fn az_value(name: &str) -> String {
         "HEALTH_PORT" => "8080".into(),
         "CONNECTION" => "mpe-kafka-broker-1.8d3f0a4e-1b2c-4d5e-8f90-a1b2c3d4e5f6".into(),
         n if n.starts_with("PE_IP_BROKER_") => format!("10.1.0.{}", 10 + n.len()),
+        // A network interface's resource id, as `private-endpoint show` prints it.
+        n if n.starts_with("PE_NIC_BROKER_") => format!(
+            "/subscriptions/6f1c2e34-5b7a-4c8d-9e0f-123456789abc/resourceGroups/client-rg/\
+             providers/Microsoft.Network/networkInterfaces/{}.nic.1234",
+            n.to_lowercase().replace('_', "-")
+        ),
         n => n.to_lowercase().replace('_', "-"),
     }
 }

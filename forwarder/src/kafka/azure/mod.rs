@@ -179,6 +179,16 @@ pub fn setup_with(plan: &Plan, client: ClientSide, security: &ClientSecurity) ->
     if client == ClientSide::Vnet {
         for b in &plan.brokers {
             variables.push(Variable {
+                name: endpoint_nic_var(b),
+                value: format!(
+                    "/subscriptions/.../resourceGroups/.../providers/Microsoft.Network/\
+                     networkInterfaces/{}.nic.0000",
+                    b.azure.private_endpoint
+                ),
+                about: format!("broker {}'s private endpoint's network interface", b.broker.id),
+                derived: true,
+            });
+            variables.push(Variable {
                 name: endpoint_ip_var(b),
                 value: format!("10.1.0.{}", 10 + b.broker.id.rem_euclid(200)),
                 about: format!("broker {}'s private endpoint address", b.broker.id),
@@ -215,6 +225,10 @@ fn pls_id_template(b: &BrokerPlan) -> String {
 
 fn endpoint_ip_var(b: &BrokerPlan) -> String {
     format!("PE_IP_BROKER_{}", b.broker.id.unsigned_abs())
+}
+
+fn endpoint_nic_var(b: &BrokerPlan) -> String {
+    format!("PE_NIC_BROKER_{}", b.broker.id.unsigned_abs())
 }
 
 fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
@@ -385,10 +399,19 @@ fn vnet_endpoints(plan: &Plan, vars: &[String]) -> Vec<Step> {
             .arg("--connection-name", Word::text(name))
             .arg("--private-connection-resource-id", pe.t(&pls_id_template(b)));
         pe.run(cmd);
+        // The endpoint's address from its network interface: `customDnsConfigs` stays empty
+        // for an endpoint to a custom Private Link Service (Azure quickstart templates
+        // #11928).
         let cmd = pe
             .az_in("network private-endpoint show", "${CLIENT_RESOURCE_GROUP}")
             .arg("--name", Word::text(name))
-            .arg("--query", Word::text("customDnsConfigs[0].ipAddresses[0]"))
+            .arg("--query", Word::text("networkInterfaces[0].id"))
+            .arg("--output", Word::text("tsv"));
+        pe.capture(&endpoint_nic_var(b), cmd);
+        let cmd = pe
+            .az("network nic show")
+            .arg("--ids", pe.t(&format!("${{{}}}", endpoint_nic_var(b))))
+            .arg("--query", Word::text("ipConfigurations[0].privateIPAddress"))
             .arg("--output", Word::text("tsv"));
         pe.capture(&endpoint_ip_var(b), cmd);
     }
@@ -405,6 +428,17 @@ fn vnet_endpoints(plan: &Plan, vars: &[String]) -> Vec<Step> {
             }
         }
     }
+    dns.comment(
+        "A private DNS zone answers for every name under it in the VNets linked to it: a zone\n\
+         named after the corporate domain hides every other name of that domain there (only\n\
+         the brokers' records exist in it). Link it to the clients' VNet only, never to the\n\
+         NAT VMs': they would resolve the brokers to the endpoints and loop.",
+    );
+    dns.guard(
+        "[ \"$CLIENT_RESOURCE_GROUP/$CLIENT_VNET\" != \"$NAT_RESOURCE_GROUP/$NAT_VNET\" ]",
+        "CLIENT_VNET is the NAT VMs' VNet: the zone would send the NAT VMs' own lookups of the \
+         brokers to the private endpoints (a loop). Put the clients in a VNet of their own",
+    );
     let vnet_id = "/subscriptions/${SUBSCRIPTION_ID}/resourceGroups/${CLIENT_RESOURCE_GROUP}/\
                    providers/Microsoft.Network/virtualNetworks/${CLIENT_VNET}";
     for z in &zones {

@@ -93,6 +93,12 @@ impl<'v> StepBuilder<'v> {
         self.files.push(DefinitionFile { name: name.into(), text });
     }
 
+    /// Stops the script with `message` (exit 2) unless the bash `test` holds.
+    pub(super) fn guard(&mut self, test: &str, message: &str) {
+        self.script
+            .push_str(&format!("if ! {test}; then\n  echo \"{message}\" >&2\n  exit 2\nfi\n"));
+    }
+
     pub(super) fn comment(&mut self, text: &str) {
         for line in text.lines() {
             self.script.push_str(&format!("# {line}\n"));

@@ -106,9 +106,19 @@ printf '%s\0' "$@" >> "$AZ_LOG"; echo >> "$AZ_LOG"
 case "$*" in
   *"private-link-service show"*)
     if [ -n "$FAKE_CONNECTION" ]; then printf '%s\t%s\n' "$FAKE_CONNECTION" "${FAKE_STATUS:-Pending}"; fi ;;
-  *"private-endpoint show"*) echo "$FAKE_IP" ;;
+  *"private-endpoint show"*) echo "$FAKE_NIC" ;;
+  *"nic show"*) echo "$FAKE_IP" ;;
 esac
 "#;
+
+/// A value for every input variable of `s` (`value-<name>`), as the operator sets them.
+fn input_values(s: &Setup) -> Vec<(String, String)> {
+    s.variables
+        .iter()
+        .filter(|v| !v.derived)
+        .map(|v| (v.name.clone(), format!("value-{}", v.name.to_lowercase())))
+        .collect()
+}
 
 /// Runs the script under bash with the fake `az`; returns its exit status, stderr and the
 /// logged invocations.
@@ -148,12 +158,13 @@ fn the_script_runs_exactly_the_listed_commands() {
             .collect();
         let mut env: Vec<(String, String)> = values
             .iter()
-            .filter(|(k, _)| !k.starts_with("PE_IP") && *k != "CONNECTION")
+            .filter(|(k, _)| !k.starts_with("PE_") && *k != "CONNECTION")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         env.push(("FAKE_CONNECTION".into(), values["CONNECTION"].clone()));
-        // Every endpoint answers with the same address in the fake.
+        // Every endpoint answers with the same interface and address in the fake.
         env.push(("FAKE_IP".into(), "10.1.0.99".into()));
+        env.push(("FAKE_NIC".into(), "/subscriptions/s/nic-pe".into()));
         let (ok, stderr, calls) = run_script(&s, &env);
         assert!(ok, "{client:?}: {stderr}");
         let want: Vec<Vec<String>> = s
@@ -167,6 +178,8 @@ fn the_script_runs_exactly_the_listed_commands() {
                         w.expand(|v| {
                             if v.starts_with("PE_IP") {
                                 "10.1.0.99".into()
+                            } else if v.starts_with("PE_NIC") {
+                                "/subscriptions/s/nic-pe".into()
                             } else {
                                 values[v].clone()
                             }
@@ -282,12 +295,7 @@ fn the_approval_waits_for_its_own_endpoints_connection() {
         "{}",
         step.script
     );
-    let mut env: Vec<(String, String)> = s
-        .variables
-        .iter()
-        .filter(|v| !v.derived)
-        .map(|v| (v.name.clone(), format!("value-{}", v.name.to_lowercase())))
-        .collect();
+    let mut env = input_values(&s);
     env.extend([("APPROVAL_TRIES".into(), "3".into()), ("APPROVAL_SLEEP".into(), "0".into())]);
     let with = |extra: &[(&str, &str)]| {
         let mut e = env.clone();
@@ -310,4 +318,32 @@ fn the_approval_waits_for_its_own_endpoints_connection() {
     let (ok, stderr, calls) = with(&[("FAKE_CONNECTION", "c1")]);
     assert!(ok, "{stderr}");
     assert_eq!(updates(&calls), 3, "each pending connection approved");
+}
+
+/// `--client vnet` reads each endpoint's address from its network interface (customDnsConfigs
+/// is empty for a custom Private Link Service), says what a zone named after the corporate
+/// domain does, and refuses to link it to the NAT VMs' VNet.
+#[test]
+fn the_vnet_dns_step_reads_nic_addresses_and_never_links_the_nat_vnet() {
+    let s = setup(&three_brokers(), ClientSide::Vnet);
+    let text = script(&s, "boot:9092");
+    assert!(!text.contains("customDnsConfigs"), "{text}");
+    assert!(text.contains("networkInterfaces[0].id") && text.contains("privateIPAddress"));
+    assert!(text.contains("hides every other name of that domain there"), "{text}");
+    let mut env = input_values(&s);
+    for (k, v) in env.iter_mut() {
+        if k == "CLIENT_VNET" {
+            *v = "value-nat_vnet".into();
+        }
+        if k == "CLIENT_RESOURCE_GROUP" {
+            *v = "value-nat_resource_group".into();
+        }
+    }
+    env.extend([("FAKE_IP".into(), "10.1.0.99".into()), ("FAKE_NIC".into(), "nic".into())]);
+    let (ok, stderr, calls) = run_script(&s, &env);
+    assert!(!ok && stderr.contains("CLIENT_VNET is the NAT VMs' VNet"), "{stderr}");
+    assert!(
+        !calls.iter().any(|c| c.join(" ").contains("private-dns")),
+        "nothing of the zone made before the refusal: {calls:?}"
+    );
 }
