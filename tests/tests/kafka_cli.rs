@@ -247,7 +247,8 @@ fn kafka_discover_prints_rules_and_azure_resources_per_broker() {
             format!(
                 "--name kafka-broker-{id} --protocol Tcp --frontend-ip-name fe-kafka-broker-{id}"
             ),
-            format!("--pe-name mpe-kafka-broker-{id} \\\n    --file @mpe-kafka-broker-{id}.json"),
+            // Inside the `if ! ... show; then` that keeps a second run from replacing it.
+            format!("--pe-name mpe-kafka-broker-{id} \\\n      --file @mpe-kafka-broker-{id}.json"),
         ] {
             assert!(run.stdout.contains(&needle), "missing {needle:?} in:\n{}", run.stdout);
         }

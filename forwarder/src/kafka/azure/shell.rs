@@ -153,6 +153,40 @@ impl AzCommand {
         out
     }
 
+    /// For a `... create` command, the `... show` of the resource it would create: the same
+    /// command group and the flags that name the resource, nothing else. `None` for any
+    /// other command (`update`, `add`, `az rest --method put` are idempotent themselves).
+    pub fn show_of_create(&self) -> Option<AzCommand> {
+        const NAMING: &[&str] = &[
+            "--subscription",
+            "--resource-group",
+            "--name",
+            "--lb-name",
+            "--nsg-name",
+            "--zone-name",
+            "--workspace-name",
+            "--pe-name",
+        ];
+        let flags = self.words.iter().position(|w| w.raw().starts_with("--"))?;
+        if self.words[flags - 1].raw() != "create" {
+            return None;
+        }
+        let mut words: Vec<Word> = self.words[..flags - 1].to_vec();
+        // `--lb-name` names the parent of a load balancer's probe, frontend or rule; on a
+        // Private Link Service it is the LB it sits on, not part of its name.
+        let in_lb = words.get(1..3).is_some_and(|g| g[0].raw() == "network" && g[1].raw() == "lb");
+        words.push(Word::text("show"));
+        for pair in self.words[flags..].chunks(2) {
+            if let [flag, value] = pair {
+                let flag_text = flag.raw();
+                if NAMING.contains(&flag_text.as_str()) && (flag_text != "--lb-name" || in_lb) {
+                    words.extend([flag.clone(), value.clone()]);
+                }
+            }
+        }
+        Some(AzCommand { words })
+    }
+
     /// The arguments after `az`, references left as `${NAME}`.
     pub fn argv(&self) -> Vec<String> {
         self.words[1..].iter().map(Word::raw).collect()

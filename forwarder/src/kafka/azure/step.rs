@@ -35,9 +35,25 @@ impl<'v> StepBuilder<'v> {
         self.az(subcommand).arg("--resource-group", self.t(group))
     }
 
+    /// Runs `cmd`; a `create` only when its resource does not exist yet (its `show` fails):
+    /// `az network lb create` on an existing load balancer replaces it, frontends, rules
+    /// and pools included, so a second run of the script after a partial failure would strip
+    /// what the Private Link Services stand on. Nothing that exists is ever replaced.
     pub(super) fn run(&mut self, cmd: AzCommand) {
-        self.script.push_str(&cmd.line());
-        self.script.push('\n');
+        match cmd.show_of_create() {
+            Some(show) => {
+                let create = cmd.line().replace('\n', "\n  ");
+                self.script.push_str(&format!(
+                    "if ! {} >/dev/null 2>&1; then\n  {create}\nfi\n",
+                    show.line().replace('\n', "\n  ")
+                ));
+                self.commands.push(show);
+            }
+            None => {
+                self.script.push_str(&cmd.line());
+                self.script.push('\n');
+            }
+        }
         self.commands.push(cmd);
     }
 

@@ -103,6 +103,25 @@ fn every_reference_is_a_declared_variable() {
 /// `$FAKE_CONNECTION` in state `$FAKE_STATUS`, Pending by default; none when empty).
 const FAKE_AZ: &str = r#"#!/usr/bin/env bash
 printf '%s\0' "$@" >> "$AZ_LOG"; echo >> "$AZ_LOG"
+# A resource is its command group and the values of the flags that name it; `create` makes
+# it (in $AZ_STATE), `show` without a query fails (exit 3, as az's not found) until then.
+key=""; verb=""; prev=""
+for a in "$@"; do
+  case "$prev" in
+    --name|--nsg-name|--zone-name|--workspace-name|--pe-name|--resource-group) key="$key|$a" ;;
+  esac
+  case "$a" in
+    create|show) [ -z "$verb" ] && verb="$a" ;;
+    --*) ;;
+    *) [ -z "$verb" ] && [ "${prev#--}" = "$prev" ] && key="$key $a" ;;
+  esac
+  prev="$a"
+done
+if [ "$verb" = create ]; then echo "$key" >> "$AZ_STATE"; exit 0; fi
+case "$*" in
+  *"--query"*) ;;
+  *" show "*) grep -qxF -- "$key" "$AZ_STATE" 2>/dev/null && exit 0; echo "ResourceNotFound" >&2; exit 3 ;;
+esac
 case "$*" in
   *"private-link-service show"*)
     if [ -n "$FAKE_CONNECTION" ]; then printf '%s\t%s\n' "$FAKE_CONNECTION" "${FAKE_STATUS:-Pending}"; fi ;;
@@ -131,11 +150,13 @@ fn run_script(s: &Setup, env: &[(String, String)]) -> (bool, String, Vec<Vec<Str
     let path = dir.path().join("setup.sh");
     std::fs::write(&path, script(s, "boot:9092")).unwrap();
     let log = dir.path().join("az.log");
+    let state = env.iter().find(|(k, _)| k == "AZ_STATE").map(|(_, v)| v.clone());
     let out = Command::new("bash")
         .arg(&path)
         .current_dir(dir.path())
         .env("PATH", format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap()))
         .env("AZ_LOG", &log)
+        .env("AZ_STATE", state.unwrap_or_else(|| dir.path().join("az.state").display().to_string()))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
@@ -308,7 +329,12 @@ fn the_approval_waits_for_its_own_endpoints_connection() {
     let (ok, stderr, calls) = with(&[("FAKE_CONNECTION", "")]);
     assert!(!ok, "no connection must fail the script");
     assert!(stderr.contains("no connection from mpe-kafka-broker-1 yet"), "{stderr}");
-    let polls = calls.iter().filter(|c| c.join(" ").contains("private-link-service show")).count();
+    let polls = calls
+        .iter()
+        .filter(|c| {
+            c.join(" ").contains("private-link-service show") && c.contains(&"--query".into())
+        })
+        .count();
     assert_eq!((polls, updates(&calls)), (3, 0), "three tries, nothing approved");
     let (ok, stderr, calls) = with(&[("FAKE_CONNECTION", "c1"), ("FAKE_STATUS", "Approved")]);
     assert!(ok, "{stderr}");
@@ -346,4 +372,35 @@ fn the_vnet_dns_step_reads_nic_addresses_and_never_links_the_nat_vnet() {
         !calls.iter().any(|c| c.join(" ").contains("private-dns")),
         "nothing of the zone made before the refusal: {calls:?}"
     );
+}
+
+/// The script can run twice (after a partial failure, or by mistake): against a fake `az`
+/// that keeps what was created, the second run creates nothing (every create is guarded
+/// by its show), replaces nothing and deletes nothing.
+#[test]
+fn a_second_run_of_the_script_creates_and_deletes_nothing() {
+    for client in CLIENTS {
+        let s = setup(&three_brokers(), client);
+        let state = tempfile::NamedTempFile::new().unwrap();
+        let mut env = input_values(&s);
+        env.extend([
+            ("AZ_STATE".into(), state.path().display().to_string()),
+            ("FAKE_CONNECTION".into(), "c1".into()),
+            ("FAKE_IP".into(), "10.1.0.99".into()),
+            ("FAKE_NIC".into(), "nic".into()),
+        ]);
+        let kinds = |calls: &[Vec<String>], verb: &str| {
+            calls.iter().filter(|c| c.iter().any(|w| w == verb)).count()
+        };
+        let (ok, stderr, first) = run_script(&s, &env);
+        assert!(ok, "{client:?} first run: {stderr}");
+        assert!(kinds(&first, "create") >= 3, "{client:?}: the first run created little");
+        env.push(("FAKE_STATUS".into(), "Approved".into()));
+        let (ok, stderr, second) = run_script(&s, &env);
+        assert!(ok, "{client:?} second run: {stderr}");
+        assert_eq!(kinds(&second, "create"), 0, "{client:?}: {second:?}");
+        assert_eq!(kinds(&second, "delete"), 0, "{client:?}");
+        let approvals = second.iter().filter(|c| c.join(" ").contains("connection update"));
+        assert_eq!(approvals.count(), 0, "{client:?}: approved twice");
+    }
 }
