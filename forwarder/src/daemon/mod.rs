@@ -106,6 +106,9 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     for (lower, iface) in dp.set_ingress_masters(&settings.interfaces).plain()? {
         tracing::info!(iface, lower, "native XDP packets arriving on {lower} go out as {iface}'s");
     }
+    if matches!(settings.mode, crate::config::Mode::Auto | crate::config::Mode::Xdp) {
+        lro_off(&settings.interfaces);
+    }
     for iface in &settings.interfaces {
         let how = dp.attach(iface, settings.mode).plain().map_err(capabilities::explain)?;
         tracing::info!(iface, mode = how.name(), "program attached");
@@ -258,6 +261,26 @@ where
         tokio::select! {
             () = task => {}
             () = stop.cancelled() => {}
+        }
+    }
+}
+
+/// Native XDP on hv_netvsc needs LRO off, and nothing keeps it off across a reboot: each
+/// start turns it off on the interfaces and the devices under them (the VF), before the
+/// attach. In-process rather than a udev rule or a `.link` file: it follows the config's
+/// interface names, runs at every start (boot, restart, upgrade), needs neither udev nor
+/// networkd, and says in the log what it did. A failure only costs native XDP: `auto`
+/// falls back, and `doctor` says LRO is why.
+fn lro_off(interfaces: &[String]) {
+    for iface in interfaces {
+        let mut devices = vec![iface.clone()];
+        devices.extend(crate::host::nic::lower_devices(iface));
+        for dev in devices {
+            match crate::host::nic::turn_lro_off(&dev) {
+                Ok(true) => tracing::info!(dev, "LRO turned off (native XDP needs it off)"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(dev, "could not turn LRO off: {e}"),
+            }
         }
     }
 }

@@ -118,6 +118,25 @@ fn sysfs_driver(iface: &str) -> Option<String> {
     Some(link.file_name()?.to_string_lossy().into_owned())
 }
 
+const ETHTOOL_SFLAGS: u32 = 0x0000_0026;
+
+/// Turns LRO off on `iface` if it is on; returns whether it was on. hv_netvsc (and mlx5)
+/// refuse native XDP while LRO is on, Azure hosts turn hv_netvsc's on (RSC) at boot, and a
+/// host that forwards wants it off anyway (the kernel turns it off itself when an
+/// interface's `forwarding` goes from 0 to 1, but not when it was 1 already).
+pub fn turn_lro_off(iface: &str) -> io::Result<bool> {
+    let mut value = EthtoolValue { cmd: ETHTOOL_GFLAGS, data: 0 };
+    // SAFETY: ETHTOOL_GFLAGS fills a struct ethtool_value, which `value` is.
+    unsafe { ethtool(iface, &mut value) }?;
+    if value.data & ETH_FLAG_LRO == 0 {
+        return Ok(false);
+    }
+    let mut set = EthtoolValue { cmd: ETHTOOL_SFLAGS, data: value.data & !ETH_FLAG_LRO };
+    // SAFETY: ETHTOOL_SFLAGS reads a struct ethtool_value, which `set` is.
+    unsafe { ethtool(iface, &mut set) }?;
+    Ok(true)
+}
+
 const ETHTOOL_GGRO: u32 = 0x0000_002b;
 
 /// Whether `iface` has GRO (generic receive offload) on; None when it cannot be read.
@@ -234,5 +253,8 @@ mod tests {
         assert_eq!(iface_gro("no-such-if0"), None);
         assert!(lower_devices("lo").is_empty());
         assert_eq!(merging_lower("lo"), None);
+        // Loopback has no LRO to turn off; a missing interface is an error, not a guess.
+        assert!(!turn_lro_off("lo").unwrap());
+        assert!(turn_lro_off("no-such-if0").is_err());
     }
 }
