@@ -324,7 +324,8 @@ mod tests {
                 "name = \"broker-3\"",
                 "9092 -> 9094",
                 "SUBSCRIPTION_ID=\"<subscription-id>\"  # the subscription",
-                "az network lb rule create --subscription \"${SUBSCRIPTION_ID}\" \\\n    --resource-group",
+                // Inside the `if ! ... show; then` that keeps a second run from replacing it.
+                "az network lb rule create --subscription \"${SUBSCRIPTION_ID}\" \\\n      --resource-group",
                 "--name kafka-broker-1 ",
                 "--name pls-kafka-broker-2 ",
                 "spark.readStream",
