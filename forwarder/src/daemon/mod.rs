@@ -155,8 +155,9 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         tasks.spawn(until_stopped(&stop, async move {
             if let Err(e) = nexthop_events.watch(pins).await {
                 tracing::error!(
-                    "route changes are not followed: {e:#}; cached next hops are still \
-                         re-checked every second"
+                    "route changes are not followed: {}; cached next hops are still \
+                         re-checked every second",
+                    crate::error::chain(&e)
                 );
             }
         }));
@@ -373,7 +374,9 @@ fn log_final_counters(live: &Live) {
     for r in &live.plan.rules {
         match live.dp.rule_totals(r.rule_id) {
             Ok(t) => tracing::info!(rule = %r.name, "final counters: {}", t.summary()),
-            Err(e) => tracing::warn!(rule = %r.name, "reading counters: {e:#}"),
+            Err(e) => {
+                tracing::warn!(rule = %r.name, "reading counters: {}", crate::error::chain(&e))
+            }
         }
     }
 }
@@ -436,7 +439,8 @@ async fn serve_control(listener: UnixListener, shared: Shared, unload: Arc<Notif
         let unload = unload.clone();
         tokio::spawn(async move {
             if let Err(e) = handle_connection(stream, shared, unload).await {
-                tracing::debug!("control connection: {e:#}");
+                // A StepError shows its cause only through its source chain.
+                tracing::debug!("control connection: {}", crate::error::chain(&e));
             }
         });
     }
