@@ -91,15 +91,20 @@ pub enum Lookup {
 /// spot and reported absent, as is a handshake half whose other half the LRU evicted.
 #[inline(always)]
 pub fn lookup(key: &FlowKey, cfg: &Config, now: u64) -> Lookup {
-    let (table, entry) = if let Some(e) = CT_ESTABLISHED.get_ptr_mut(key) {
-        (Table::Established, e)
-    } else if let Some(e) = CT_EMBRYONIC.get_ptr_mut(key) {
-        (Table::Embryonic, e)
-    } else {
+    let Some((table, entry)) = find(key) else {
         return Lookup::New;
     };
     // One copy of the checks for both tables keeps the program (and its verification) small.
     check(table, key, entry, cfg, now)
+}
+
+/// The half stored under `key`, established flows first.
+#[inline(always)]
+fn find(key: &FlowKey) -> Option<(Table, *mut CtEntry)> {
+    if let Some(e) = CT_ESTABLISHED.get_ptr_mut(key) {
+        return Some((Table::Established, e));
+    }
+    CT_EMBRYONIC.get_ptr_mut(key).map(|e| (Table::Embryonic, e))
 }
 
 #[inline(always)]
@@ -110,7 +115,7 @@ fn check(table: Table, key: &FlowKey, entry: *mut CtEntry, cfg: &Config, now: u6
     // keep translating with a SNAT port that looks free to the next flow (or that a new
     // flow already took). During a promotion the other half is briefly in the other table
     // only, so both are asked.
-    if table == Table::Embryonic && !points_back(&e.peer, key) {
+    if table == Table::Embryonic && partner(table, key, &e.peer).is_none() {
         remove(table, key);
         crate::events::half_evicted(now);
         return Lookup::New;
@@ -404,22 +409,6 @@ pub fn forget(found: &Found) {
     remove(Table::Embryonic, &peer);
 }
 
-/// Whether the half at `other` (in either table) is the other half of `me`: present, and
-/// naming `me` as its peer. A half whose partner the LRU evicted fails this even when a new
-/// flow has since taken the partner's key (its SNAT port).
-#[inline(always)]
-fn points_back(other: &FlowKey, me: &FlowKey) -> bool {
-    let p = match CT_ESTABLISHED.get_ptr(other) {
-        Some(p) => p,
-        None => match CT_EMBRYONIC.get_ptr(other) {
-            Some(p) => p,
-            None => return false,
-        },
-    };
-    // SAFETY: a map value, valid for the rest of the program run.
-    unsafe { (*p).peer == *me }
-}
-
 /// Whether a reply key (target -> SNAT address:port) is taken, for the SNAT port search.
 /// The search runs this up to 32 times and the verifier walks every try, so it stays small.
 ///
@@ -440,11 +429,7 @@ fn points_back(other: &FlowKey, me: &FlowKey) -> bool {
 /// netfilter hands out ports of closing flows too (`nf_nat_used_tuple_harder`).
 #[inline(always)]
 pub fn port_taken(reply_key: &FlowKey, cfg: &Config, now: u64) -> bool {
-    let (table, reply) = if let Some(p) = CT_ESTABLISHED.get_ptr(reply_key) {
-        (Table::Established, p)
-    } else if let Some(p) = CT_EMBRYONIC.get_ptr(reply_key) {
-        (Table::Embryonic, p)
-    } else {
+    let Some((table, reply)) = find(reply_key) else {
         return false;
     };
     // SAFETY: map values, valid for the rest of the program run.
