@@ -103,11 +103,13 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     state.save(&state_path).plain()?;
     // Maps before attaching, so the first packet already sees the rules.
     dp.apply(&plan).step("filling the BPF maps")?;
-    for (lower, iface) in dp.set_ingress_masters(&settings.interfaces).plain()? {
+    let lowers = dp.set_ingress_masters(&settings.interfaces).plain()?;
+    for (lower, iface) in &lowers {
         tracing::info!(iface, lower, "native XDP packets arriving on {lower} go out as {iface}'s");
     }
     if matches!(settings.mode, crate::config::Mode::Auto | crate::config::Mode::Xdp) {
-        lro_off(&settings.interfaces);
+        let devices = settings.interfaces.iter().chain(lowers.iter().map(|(lower, _)| lower));
+        lro_off(devices);
     }
     for iface in &settings.interfaces {
         let how = dp.attach(iface, settings.mode).plain().map_err(capabilities::explain)?;
@@ -267,21 +269,17 @@ where
 }
 
 /// Native XDP on hv_netvsc needs LRO off, and nothing keeps it off across a reboot: each
-/// start turns it off on the interfaces and the devices under them (the VF), before the
-/// attach. In-process rather than a udev rule or a `.link` file: it follows the config's
+/// start turns it off on `devices` (the interfaces and the devices under them, the VF, as
+/// `set_ingress_masters` found them), before the attach. In-process rather than a udev rule or a `.link` file: it follows the config's
 /// interface names, runs at every start (boot, restart, upgrade), needs neither udev nor
 /// networkd, and says in the log what it did. A failure only costs native XDP: `auto`
 /// falls back, and `doctor` says LRO is why.
-fn lro_off(interfaces: &[String]) {
-    for iface in interfaces {
-        let mut devices = vec![iface.clone()];
-        devices.extend(crate::host::nic::lower_devices(iface));
-        for dev in devices {
-            match crate::host::nic::turn_lro_off(&dev) {
-                Ok(true) => tracing::info!(dev, "LRO turned off (native XDP needs it off)"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(dev, "could not turn LRO off: {e}"),
-            }
+fn lro_off<'a>(devices: impl Iterator<Item = &'a String>) {
+    for dev in devices {
+        match crate::host::nic::turn_lro_off(dev) {
+            Ok(true) => tracing::info!(dev, "LRO turned off (native XDP needs it off)"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(dev, "could not turn LRO off: {e}"),
         }
     }
 }
