@@ -36,6 +36,28 @@ const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// Entries asked for per call; more than any one bucket holds.
 const CHUNK: usize = 4096;
 
+/// A whole table reads at most this many times its capacity in entries (those that arrive
+/// during the read are read too), so a read ends while the table churns.
+const WALK_BOUND: usize = 2;
+
+/// Every entry of the conntrack table `map` (named `name` in errors), bounded by its
+/// capacity, and that capacity: what the sweep and the flow listings read.
+pub fn table<M, K, V>(
+    name: &'static str,
+    map: &M,
+) -> Result<(Vec<(K, V)>, usize), crate::datapath::handles::MapAccessError>
+where
+    M: IterableMap<K, V>,
+    K: Pod,
+    V: Pod,
+{
+    use crate::datapath::handles::{of, MapAccessError};
+    let capacity = map.map().info().map_err(of(name))?.max_entries() as usize;
+    let entries = entries(map, capacity.saturating_mul(WALK_BOUND))
+        .map_err(|e| MapAccessError::Batch(name, e))?;
+    Ok((entries, capacity))
+}
+
 /// Every entry of the hash map `map` (plain or LRU), at most `limit` of them.
 pub fn entries<M, K, V>(map: &M, limit: usize) -> io::Result<Vec<(K, V)>>
 where

@@ -3,16 +3,12 @@
 //! demand (status, stats, flows, a metrics scrape), never per packet.
 
 use crate::{
-    datapath::handles::{of, Conntrack, MapAccessError},
+    datapath::handles::{Conntrack, MapAccessError},
     host::clock::monotonic_ns,
 };
-use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
+use aya::maps::{HashMap as BpfHashMap, MapData};
 use forwarder_common::{addr_from_ne, map_names, CtEntry, FlowKey, TcpState};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-
-/// A walk over a table reads at most this many times its capacity in entries (those that
-/// arrive during the read are read too), so it ends while the table churns.
-pub(crate) const WALK_BOUND: usize = 2;
 
 /// One flow: its original half, and its reply half when the walk saw it.
 #[derive(Debug, Clone)]
@@ -80,11 +76,9 @@ fn walk(
 ) -> Result<(Vec<Flow>, u64), MapAccessError> {
     // A batch read (see `batch`): each bucket once, also while the table churns (a SYN
     // flood in the embryonic LRU); keys are still counted once each.
-    let capacity = IterableMap::map(ct).info().map_err(of(name))?.max_entries() as usize;
+    let (entries, capacity) = crate::datapath::batch::table(name, ct)?;
     let mut flows = Vec::new();
     let mut seen: HashSet<FlowKey> = HashSet::new();
-    let entries = crate::datapath::batch::entries(ct, capacity.saturating_mul(WALK_BOUND))
-        .map_err(|e| MapAccessError::Batch(name, e))?;
     for (key, entry) in entries {
         if !seen.insert(key) {
             continue;

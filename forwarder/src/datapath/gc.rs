@@ -9,13 +9,12 @@
 use crate::{
     datapath::{
         batch,
-        flows::WALK_BOUND,
         handles::{of, Conntrack, MapAccessError},
         pins::Pins,
     },
     host::clock::monotonic_ns,
 };
-use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, MapData, MapError};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError};
 use forwarder_common::{map_names, Config, CtEntry, FlowKey, CT_COUNT_KERNEL, CT_COUNT_SWEPT};
 use std::{
     collections::HashMap,
@@ -96,13 +95,8 @@ fn sweep_table(
     halt: &AtomicBool,
 ) -> Result<TableSweep, MapAccessError> {
     let halted = || halt.load(Ordering::Relaxed);
-    let capacity = IterableMap::map(ct).info().map_err(of(name))?.max_entries() as usize;
     // A batch read visits each bucket once (see `batch`).
-    let entries: HashMap<FlowKey, CtEntry> =
-        batch::entries(ct, capacity.saturating_mul(WALK_BOUND))
-            .map_err(|e| MapAccessError::Batch(name, e))?
-            .into_iter()
-            .collect();
+    let entries: HashMap<FlowKey, CtEntry> = batch::table(name, ct)?.0.into_iter().collect();
     if halted() {
         return Ok(TableSweep { removed: 0, originals_left: None });
     }
