@@ -16,6 +16,11 @@ use std::net::{Ipv4Addr, SocketAddrV4, SocketAddrV6};
 
 pub type Mac = [u8; 6];
 
+/// A MAC as `ip` writes and takes it: `02:00:00:00:00:04`.
+pub fn mac_text(mac: Mac) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
 /// Source MAC of built frames unless overridden: the router (the load balancer's side).
 pub const DEFAULT_SRC_MAC: Mac = [0x02, 0, 0, 0, 0, 0x01];
 /// Destination MAC of built frames unless overridden: the NAT VM.

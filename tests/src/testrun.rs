@@ -15,7 +15,7 @@
 //! No traffic is sent anywhere: test runs only hand frames to the program.
 
 use crate::netns::{veth, Netns};
-use crate::packet::Mac;
+use crate::packet::{mac_text, Mac};
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{HashMap, MapData},
@@ -125,24 +125,11 @@ impl Harness {
         let nat = Netns::new(&format!("{tag}n"))?;
         let router = Netns::new(&format!("{tag}r"))?;
         veth(&nat, NAT_IF, &router, NAT_IF)?;
-        let mac = |m: Mac| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
-        nat.ip(&["link", "set", "dev", NAT_IF, "address", &mac(NAT_MAC), "mtu", &MTU.to_string()])?;
-        router.ip(&["link", "set", "dev", NAT_IF, "address", &mac(ROUTER_MAC)])?;
-        nat.ip(&["addr", "add", &format!("{NAT_IP}/24"), "dev", NAT_IF])?;
+        let mtu = MTU.to_string();
+        nat.ip(&["link", "set", "dev", NAT_IF, "address", &mac_text(NAT_MAC), "mtu", &mtu])?;
+        router.ip(&["link", "set", "dev", NAT_IF, "address", &mac_text(ROUTER_MAC)])?;
         router.ip(&["addr", "add", &format!("{ROUTER_IP}/24"), "dev", NAT_IF])?;
-        nat.ip(&["route", "add", "default", "via", &ROUTER_IP.to_string()])?;
-        nat.ip(&[
-            "neigh",
-            "replace",
-            &ROUTER_IP.to_string(),
-            "lladdr",
-            &mac(ROUTER_MAC),
-            "dev",
-            NAT_IF,
-            "nud",
-            "permanent",
-        ])?;
-        nat.sysctl(&format!("net.ipv4.conf.{NAT_IF}.forwarding"), "1")?;
+        address_nat_vm(&nat, NAT_IF)?;
         let ifindex = nat.ifindex(NAT_IF)?;
 
         let orig_ns = File::open("/proc/thread-self/ns/net").context("opening own netns")?;
@@ -171,26 +158,11 @@ impl Harness {
     pub fn put_under_master(&mut self, tell_program: bool) -> Result<()> {
         const MASTER: &str = "acc0";
         let nat = &self._nat;
-        let mac = NAT_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
         nat.ip(&["addr", "flush", "dev", NAT_IF])?;
-        nat.ip(&["link", "add", MASTER, "address", &mac, "type", "bridge"])?;
+        nat.ip(&["link", "add", MASTER, "address", &mac_text(NAT_MAC), "type", "bridge"])?;
         nat.ip(&["link", "set", NAT_IF, "master", MASTER])?;
         nat.ip(&["link", "set", MASTER, "mtu", &MTU.to_string(), "up"])?;
-        nat.ip(&["addr", "add", &format!("{NAT_IP}/24"), "dev", MASTER])?;
-        nat.ip(&["route", "add", "default", "via", &ROUTER_IP.to_string()])?;
-        let router_mac = ROUTER_MAC.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>();
-        nat.ip(&[
-            "neigh",
-            "replace",
-            &ROUTER_IP.to_string(),
-            "lladdr",
-            &router_mac.join(":"),
-            "dev",
-            MASTER,
-            "nud",
-            "permanent",
-        ])?;
-        nat.sysctl(&format!("net.ipv4.conf.{MASTER}.forwarding"), "1")?;
+        address_nat_vm(nat, MASTER)?;
         nat.sysctl(&format!("net.ipv4.conf.{NAT_IF}.forwarding"), "0")?;
         if tell_program {
             let pairs = self.dp.set_ingress_masters(&[MASTER.to_string()])?;
@@ -314,6 +286,17 @@ impl Drop for Harness {
             eprintln!("could not move the thread back to its namespace: {e}");
         }
     }
+}
+
+/// The NAT VM's address on `dev`, its default route via the router, the router's MAC as a
+/// permanent neighbour (no resolution during a test run), and forwarding on `dev`.
+fn address_nat_vm(nat: &Netns, dev: &str) -> Result<()> {
+    nat.ip(&["addr", "add", &format!("{NAT_IP}/24"), "dev", dev])?;
+    nat.ip(&["route", "add", "default", "via", &ROUTER_IP.to_string()])?;
+    let router = ROUTER_IP.to_string();
+    let router_mac = mac_text(ROUTER_MAC);
+    nat.ip(&["neigh", "replace", &router, "lladdr", &router_mac, "dev", dev, "nud", "permanent"])?;
+    nat.sysctl(&format!("net.ipv4.conf.{dev}.forwarding"), "1")
 }
 
 /// One XDP test run on `frame`, with an `xdp_md` naming `ifindex` (which must exist in the

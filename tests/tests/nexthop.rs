@@ -6,7 +6,7 @@ use anyhow::{ensure, Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData};
 use forwarder::host::clock::monotonic_ns;
 use forwarder_common::{map_names, CtEntry, FlowKey};
-use forwarder_tests::daemon_tests::listen;
+use forwarder_tests::{daemon_tests::listen, packet::mac_text};
 use forwarder_tests::{
     netns::Netns,
     require_root,
@@ -34,10 +34,6 @@ const DEAD_WINDOW: Duration = Duration::from_millis(150);
 const PROMPT: Duration = Duration::from_millis(500);
 /// The echo server's first bytes on every connection (see tests/src/traffic.rs).
 const HEADER_LEN: usize = 10;
-
-fn mac_text(mac: [u8; 6]) -> String {
-    mac.map(|b| format!("{b:02x}")).join(":")
-}
 
 fn link_mac(ns: &Netns, iface: &str) -> Result<String> {
     let out = ns.ip(&["-j", "link", "show", "dev", iface])?;

@@ -16,6 +16,7 @@
 
 use super::progs::Sink;
 use crate::netns::{veth, Netns};
+use crate::packet::mac_text;
 use anyhow::Result;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -65,18 +66,14 @@ pub struct Bed {
     pub far: Option<Netns>,
 }
 
-fn mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
 impl Bed {
     pub fn new(shape: Shape, tag: &str) -> Result<Bed> {
         crate::require_root();
         let gen = Netns::new(&format!("{tag}g"))?;
         let nat = Netns::new(&format!("{tag}n"))?;
         veth(&gen, "g0", &nat, "n0")?;
-        gen.ip(&["link", "set", "g0", "address", &mac(MAC_G0)])?;
-        nat.ip(&["link", "set", "n0", "address", &mac(MAC_N0)])?;
+        gen.ip(&["link", "set", "g0", "address", &mac_text(MAC_G0)])?;
+        nat.ip(&["link", "set", "n0", "address", &mac_text(MAC_N0)])?;
         gen.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "g0"])?;
         nat.ip(&["addr", "add", &format!("{NAT}/24"), "dev", "n0"])?;
         neigh(&gen, NAT, MAC_N0, "g0")?;
@@ -100,8 +97,8 @@ impl Bed {
             Shape::Router => {
                 let far = Netns::new(&format!("{tag}b"))?;
                 veth(&nat, "n1", &far, "b0")?;
-                nat.ip(&["link", "set", "n1", "address", &mac(MAC_N1)])?;
-                far.ip(&["link", "set", "b0", "address", &mac(MAC_B0)])?;
+                nat.ip(&["link", "set", "n1", "address", &mac_text(MAC_N1)])?;
+                far.ip(&["link", "set", "b0", "address", &mac_text(MAC_B0)])?;
                 nat.ip(&["addr", "add", &format!("{NAT_SECOND}/24"), "dev", "n1"])?;
                 far.ip(&["addr", "add", &format!("{ROUTER_SECOND}/24"), "dev", "b0"])?;
                 far.ip(&["addr", "add", &format!("{BROKER}/24"), "dev", "b0"])?;
@@ -184,6 +181,16 @@ impl Drop for Bed {
 }
 
 fn neigh(ns: &Netns, ip: Ipv4Addr, m: [u8; 6], dev: &str) -> Result<()> {
-    ns.ip(&["neigh", "replace", &ip.to_string(), "lladdr", &mac(m), "dev", dev, "nud", "permanent"])
-        .map(|_| ())
+    ns.ip(&[
+        "neigh",
+        "replace",
+        &ip.to_string(),
+        "lladdr",
+        &mac_text(m),
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ])
+    .map(|_| ())
 }
