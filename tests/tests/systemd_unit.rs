@@ -7,20 +7,19 @@
 //! rule added to the file; `stop` leaves the data path forwarding; `systemd-analyze
 //! security` scores the unit. Afterwards the host's files and interfaces are as before.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use forwarder_tests::{
     daemon_tests::{
         all_listen, brokers, eventually, health_answers, http_get, listen, seed_broker,
     },
     require_root,
     streams::{assert_all_intact, Streams},
-    systemd::Systemd,
+    systemd::{Systemd, UNIT},
     topology::{seed_config, Topology, BROKERS, BROKER_PORT},
     traffic::{connect, exchange},
 };
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-const UNIT: &str = "forwarder.service";
 const CONFIG: &str = "/etc/forwarder/forwarder.toml";
 /// The listen port the reload adds (to the third broker).
 const ADDED_PORT: u16 = 9095;
@@ -34,7 +33,7 @@ const MAX_EXPOSURE: f64 = 3.0;
 #[test]
 fn the_unit_starts_reloads_restarts_and_stops_under_systemd() -> Result<()> {
     require_root();
-    let host_before = host_view()?;
+    let host_before = forwarder_tests::systemd::host_view()?;
     let t0 = Instant::now();
     let sd = Systemd::boot()?;
     println!("systemd running as PID {} after {:.1?}", sd.pid(), t0.elapsed());
@@ -62,9 +61,9 @@ fn the_unit_starts_reloads_restarts_and_stops_under_systemd() -> Result<()> {
     }
     drop(sd);
     ensure!(
-        host_view()? == host_before,
+        forwarder_tests::systemd::host_view()? == host_before,
         "the host changed:\n{host_before:#?}\n{:#?}",
-        host_view()?
+        forwarder_tests::systemd::host_view()?
     );
     println!("all in {:.1?}; the host's files and interfaces are as before", t0.elapsed());
     Ok(())
@@ -79,15 +78,15 @@ fn start(sd: &Systemd, topo: &Topology) -> Result<()> {
     std::fs::write(sd.path(CONFIG), config).context("writing the config inside")?;
     ensure!(xdp_prog(topo)?.is_none(), "a program is attached before the start");
 
-    systemctl(sd, &["start", UNIT])?;
+    sd.systemctl(&["start", UNIT])?;
     let prog =
         xdp_prog(topo)?.context("systemctl start returned before the program was attached")?;
-    ensure!(show(sd, "ActiveState")? == "active" && show(sd, "SubState")? == "running");
+    ensure!(sd.show("ActiveState")? == "active" && sd.show("SubState")? == "running");
     let seen = exchange(connect(&topo.client, listen(9092))?, 64 * 1024, 1)?;
     ensure!(seen.reached == BROKERS[0], "9092 reached {} at once", seen.reached);
     eventually(5, "the health probe answers 200", || Ok(health_answers(topo)))?;
     // systemd marks the unit active when READY=1 arrives, not when it execs the daemon.
-    let usecs = |p| show(sd, p).and_then(|v| Ok(v.parse::<u64>()?));
+    let usecs = |p| sd.show(p).and_then(|v| Ok(v.parse::<u64>()?));
     let ready = usecs("ActiveEnterTimestampMonotonic")? - usecs("ExecMainStartTimestampMonotonic")?;
     println!(
         "start: READY=1 {} ms after the exec; XDP program {prog} on n0 when `systemctl start` returned",
@@ -100,7 +99,7 @@ fn start(sd: &Systemd, topo: &Topology) -> Result<()> {
 /// all) and nothing else; no new privileges, a seccomp filter.
 fn only_the_unit_capabilities(sd: &Systemd) -> Result<()> {
     let status = |pid: u32| std::fs::read_to_string(sd.path(&format!("/proc/{pid}/status")));
-    let daemon = status(main_pid(sd)?)?;
+    let daemon = status(sd.main_pid()?)?;
     let granted = cap_set(&status(1)?, "CapBnd:")?;
     let unit = UNIT_CAPS.iter().fold(0u64, |m, c| m | 1 << c);
     if unit & !granted != 0 {
@@ -128,12 +127,12 @@ fn cap_set(status: &str, name: &str) -> Result<u64> {
 
 /// `systemctl restart` under live streams: a new daemon takes over the pinned program.
 fn restart(sd: &Systemd, streams: &Streams) -> Result<()> {
-    let before = main_pid(sd)?;
-    systemctl(sd, &["restart", UNIT])?;
-    ensure!(main_pid(sd)? != before, "restart kept MainPID {before}");
+    let before = sd.main_pid()?;
+    sd.systemctl(&["restart", UNIT])?;
+    ensure!(sd.main_pid()? != before, "restart kept MainPID {before}");
     streams.wait_progress()?;
     eventually(5, "the journal says the new daemon took over", || {
-        Ok(journal(sd)?.contains("took over the pinned attachment"))
+        Ok(sd.journal()?.contains("took over the pinned attachment"))
     })
 }
 
@@ -148,24 +147,24 @@ fn reload(sd: &Systemd, topo: &Topology) -> Result<()> {
         BROKERS[2]
     );
     std::fs::write(&path, text)?;
-    let before = main_pid(sd)?;
-    systemctl(sd, &["reload", UNIT])?;
+    let before = sd.main_pid()?;
+    sd.systemctl(&["reload", UNIT])?;
     // ExecReload= only sends SIGHUP: the rule lands a moment after systemctl returns.
     eventually(10, "the added rule forwards", || {
         let seen = connect(&topo.client, added).and_then(|c| exchange(c, 16 * 1024, 2));
         Ok(seen.is_ok_and(|e| e.reached == BROKERS[2]))
     })?;
-    ensure!(main_pid(sd)? == before, "reload replaced the daemon");
-    ensure!(journal(sd)?.contains("SIGHUP: reloaded"), "no reload in the journal");
+    ensure!(sd.main_pid()? == before, "reload replaced the daemon");
+    ensure!(sd.journal()?.contains("SIGHUP: reloaded"), "no reload in the journal");
     Ok(())
 }
 
 /// `systemctl stop`: no daemon, the health port closed, and still forwarding, old streams
 /// and new connections alike.
 fn stop(sd: &Systemd, topo: &Topology, streams: &Streams) -> Result<()> {
-    systemctl(sd, &["stop", UNIT])?;
-    ensure!(show(sd, "ActiveState")? == "inactive", "not inactive after stop");
-    ensure!(show(sd, "Result")? == "success", "stop did not end cleanly");
+    sd.systemctl(&["stop", UNIT])?;
+    ensure!(sd.show("ActiveState")? == "inactive", "not inactive after stop");
+    ensure!(sd.show("Result")? == "success", "stop did not end cleanly");
     ensure!(xdp_prog(topo)?.is_some(), "stop detached the program");
     ensure!(
         http_get(&topo.client, listen(8080), "/", std::time::Duration::from_secs(5)).is_err(),
@@ -189,86 +188,9 @@ fn exposure(sd: &Systemd) -> Result<f64> {
     score.and_then(|s| s.parse().ok()).with_context(|| format!("no score in {line:?}"))
 }
 
-/// `systemctl ARGS` inside; on failure, the error with the unit's journal.
-fn systemctl(sd: &Systemd, args: &[&str]) -> Result<()> {
-    let out = sd.nsenter(&[&["systemctl"], args].concat())?;
-    if !out.status.success() {
-        bail!(
-            "systemctl {} failed ({}): {}\njournal:\n{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            journal(sd)?
-        );
-    }
-    Ok(())
-}
-
-/// One property of the unit (`systemctl show -p NAME --value`).
-fn show(sd: &Systemd, property: &str) -> Result<String> {
-    let out = sd.nsenter(&["systemctl", "show", "-p", property, "--value", UNIT])?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn main_pid(sd: &Systemd) -> Result<u32> {
-    let pid: u32 = show(sd, "MainPID")?.parse().context("MainPID")?;
-    ensure!(pid != 0, "the unit has no main process");
-    Ok(pid)
-}
-
-/// The unit's journal, messages only.
-fn journal(sd: &Systemd) -> Result<String> {
-    let out = sd.nsenter(&["journalctl", "-u", UNIT, "-o", "cat", "--no-pager", "-q"])?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The id of the XDP program on the NAT VM's n0, if any (`ip -j link show`).
 fn xdp_prog(topo: &Topology) -> Result<Option<u64>> {
     let out = topo.natvm.ip(&["-j", "link", "show", "dev", topo.nat_ifaces[0]])?;
     let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     Ok(links[0]["xdp"]["prog"]["id"].as_u64())
-}
-
-/// What the test must leave as it found it: the package's paths on the host (absent, or
-/// with their size and time), the host's mounts where boot.sh mounts (the root file
-/// system's options among them), and the host's interfaces.
-fn host_view() -> Result<Vec<String>> {
-    let mut view = Vec::new();
-    for path in [
-        "/usr/bin/forwarder",
-        "/etc/forwarder",
-        "/usr/lib/systemd/system/forwarder.service",
-        "/etc/systemd/system/forwarder.service",
-        "/var/lib/dpkg/info/forwarder.list",
-        "/run/forwarder",
-    ] {
-        let meta = std::fs::metadata(path).ok();
-        let stamp = |m: &std::fs::Metadata| {
-            m.modified().ok().map(|t| t.duration_since(SystemTime::UNIX_EPOCH))
-        };
-        view.push(format!("{path}: {:?}", meta.map(|m| (m.len(), stamp(&m)))));
-    }
-    // The host's mounts where boot.sh mounts in its own namespace (a leak would show here).
-    let ours = [
-        "/",
-        "/usr",
-        "/etc",
-        "/etc/forwarder",
-        "/run",
-        "/dev",
-        "/tmp",
-        "/var/tmp",
-        "/sys",
-        "/sys/fs/cgroup",
-        "/sys/fs/bpf",
-        "/proc/sys",
-        "/proc/sys/net",
-    ];
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let at = |l: &&str| l.split(' ').nth(4).is_some_and(|m| ours.contains(&m));
-    view.extend(mounts.lines().filter(at).map(String::from));
-    let out = forwarder_tests::netns::run("ip", &["-o", "link", "show"])?;
-    let links = String::from_utf8_lossy(&out.stdout);
-    view.extend(links.lines().filter_map(|l| l.split(':').nth(1)).map(|n| n.trim().to_string()));
-    Ok(view)
 }

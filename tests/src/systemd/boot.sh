@@ -5,7 +5,9 @@
 # global kernel settings, then execs systemd.
 #
 # usage: boot.sh PKG CONSOLE
-#   PKG      the .deb unpacked by `dpkg-deb -x` (usr/, etc/)
+#   PKG      the .deb unpacked by `dpkg-deb -x` (usr/, etc/); or "dpkg": nothing is laid,
+#            /usr, /etc and /var get writable overlays instead (their changes in this
+#            namespace's /run), so the test installs and upgrades packages with dpkg itself
 #   CONSOLE  a file of the test that becomes /dev/console (systemd's own messages)
 #
 # Every mount below lives in this mount namespace (propagation private): the host sees none.
@@ -38,12 +40,25 @@ for m in $(awk '{print $5}' /proc/self/mountinfo); do
 done
 findmnt -no OPTIONS / | grep -qE '(^|,)ro(,|$)' || { echo "boot.sh: / is still writable" >&2; exit 1; }
 
-# The package, installed as dpkg would lay it out: its files over /usr and /etc (read-only
-# overlays), its conffile in a tmpfs on /etc/forwarder (the daemon rewrites it).
-mount -t overlay -o "lowerdir=$PKG/usr:/usr" overlay /usr
-mount -t overlay -o "lowerdir=$PKG/etc:/etc" overlay /etc
-mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /etc/forwarder
-cp "$PKG/etc/forwarder/forwarder.toml" /etc/forwarder/
+if [ "$PKG" = dpkg ]; then
+  # For dpkg: the host's /usr, /etc and /var under overlays whose writable layer is in this
+  # namespace's /run; what dpkg writes (files, its database, the conffile) goes there.
+  for d in usr etc var; do
+    mkdir -p "/run/fwt-rw/$d/upper" "/run/fwt-rw/$d/work"
+    mount -t overlay -o "lowerdir=/$d,upperdir=/run/fwt-rw/$d/upper,workdir=/run/fwt-rw/$d/work" overlay "/$d"
+  done
+  # A container image's policy-rc.d (Docker's says 101: never start services) would stop
+  # the package's postinst from restarting the unit, which a NAT VM has no such file to
+  # prevent. Removed in this namespace's overlay only.
+  rm -f /usr/sbin/policy-rc.d
+else
+  # The package, installed as dpkg would lay it out: its files over /usr and /etc (read-only
+  # overlays), its conffile in a tmpfs on /etc/forwarder (the daemon rewrites it).
+  mount -t overlay -o "lowerdir=$PKG/usr:/usr" overlay /usr
+  mount -t overlay -o "lowerdir=$PKG/etc:/etc" overlay /etc
+  mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /etc/forwarder
+  cp "$PKG/etc/forwarder/forwarder.toml" /etc/forwarder/
+fi
 
 mount --move /run/dev /dev
 rmdir /run/dev

@@ -15,6 +15,9 @@
 
 mod cgroup;
 pub mod package;
+mod unit;
+
+pub use unit::{host_view, UNIT};
 
 use crate::netns::Netns;
 use anyhow::{bail, Context, Result};
@@ -49,6 +52,16 @@ impl Systemd {
     /// Boots systemd with the package under test installed and waits until
     /// `systemctl is-system-running` says `running`.
     pub fn boot() -> Result<Systemd> {
+        Self::boot_with(Install::Laid(package::deb()?))
+    }
+
+    /// Boots systemd with nothing of the package laid, and /usr, /etc and /var writable in
+    /// its mount namespace: the test installs and upgrades packages with [`Self::dpkg`].
+    pub fn boot_for_dpkg() -> Result<Systemd> {
+        Self::boot_with(Install::Dpkg)
+    }
+
+    fn boot_with(install: Install) -> Result<Systemd> {
         for tool in ["unshare", "nsenter", "setpriv", "dpkg-deb", "findmnt"] {
             if crate::netns::run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
                 bail!("{tool} is missing: install util-linux and dpkg (bash .ci/setup.sh does)");
@@ -57,7 +70,6 @@ impl Systemd {
         if !Path::new(SYSTEMD).is_file() {
             bail!("{SYSTEMD} is missing: install the `systemd` package (bash .ci/setup.sh does)");
         }
-        let deb = package::deb()?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("fwt-systemd-{}-{n}", std::process::id());
         let dir = tempfile::Builder::new()
@@ -65,7 +77,7 @@ impl Systemd {
             .tempdir()
             .with_context(|| format!("creating a scratch directory for {name}"))?;
         let cgroup = Cgroup::create(&name)?;
-        let unshare = spawn(dir.path(), &deb, &cgroup)?;
+        let unshare = spawn(dir.path(), &install, &cgroup)?;
         // From here on Drop cleans up; PID 0 until PID 1 is known.
         let mut sd = Systemd { unshare, pid: 0, _cgroup: cgroup, dir };
         sd.pid = sd.find_pid1()?;
@@ -98,6 +110,20 @@ impl Systemd {
             .env("NO_COLOR", "1")
             .output()
             .with_context(|| format!("running {cmd:?} in systemd's namespaces"))
+    }
+
+    /// `dpkg -i DEB` inside (non-interactive, keeping a changed conffile as an unattended
+    /// upgrade does), with `env` added: its output, whatever its exit status.
+    pub fn dpkg_install(&self, deb: &Path, env: &[(&str, &str)]) -> Result<Output> {
+        let deb = deb.canonicalize().with_context(|| format!("{}", deb.display()))?;
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.pid.to_string(), "-a", "--", "env"]);
+        cmd.arg("DEBIAN_FRONTEND=noninteractive");
+        for (k, v) in env {
+            cmd.arg(format!("{k}={v}"));
+        }
+        cmd.args(["dpkg", "--force-confold", "-i"]).arg(&deb);
+        cmd.output().with_context(|| format!("running dpkg -i {} inside", deb.display()))
     }
 
     /// What systemd and boot.sh wrote to the console, and unshare to its output.
@@ -152,6 +178,14 @@ impl Systemd {
     }
 }
 
+/// How the package gets into systemd's file systems.
+enum Install {
+    /// Unpacked and laid over /usr and /etc before systemd starts.
+    Laid(PathBuf),
+    /// Left to the test's `dpkg -i`.
+    Dpkg,
+}
+
 impl Drop for Systemd {
     /// SIGKILL to PID 1 ends the PID namespace; unshare then exits and is reaped, and the
     /// mount namespace (bpffs, overlays) goes with the last process in it.
@@ -172,9 +206,15 @@ impl Drop for Systemd {
 
 /// Writes boot.sh and unpacks the package into `dir`, then starts `unshare` inside
 /// `cgroup`: PID 1 of the new namespaces runs boot.sh, which execs systemd.
-fn spawn(dir: &Path, deb: &Path, cgroup: &Cgroup) -> Result<Child> {
-    let pkg = dir.join("pkg");
-    package::unpack(deb, &pkg)?;
+fn spawn(dir: &Path, install: &Install, cgroup: &Cgroup) -> Result<Child> {
+    let pkg = match install {
+        Install::Laid(deb) => {
+            let pkg = dir.join("pkg");
+            package::unpack(deb, &pkg)?;
+            pkg
+        }
+        Install::Dpkg => PathBuf::from("dpkg"),
+    };
     let script = dir.join("boot.sh");
     std::fs::write(&script, BOOT_SCRIPT)?;
     let console = dir.join("console");
