@@ -17,7 +17,12 @@ use core::mem::size_of;
 /// 2: each conntrack half carries its own state, counters and cached next hop
 /// ([`CtEntry`], [`NextHop`]); CT_ESTABLISHED is a plain hash that never evicts; new maps
 /// NEXTHOP_GEN and CT_COUNT; `Config::max_flows`.
-pub const LAYOUT_VERSION: u32 = 2;
+///
+/// 3: [`CtEntry::established_ns`] (the handshake's length through the forwarder, for `flows`)
+/// and `Config::flags` ([`CONFIG_FLAG_MIGRATING`], the window of an upgrade's map copy).
+/// A daemon of this layout copies the tables of layout 2 into its own (the converter lives
+/// with layout 2's definition, `forwarder/src/datapath/migrate/from_v2.rs`).
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Rules are numbered 0..MAX_RULES; the number indexes the per-rule counters.
 pub const MAX_RULES: u32 = 256;
@@ -253,8 +258,12 @@ pub struct CtEntry {
     /// `CT_FLAG_*`.
     pub flags: u8,
     pub _pad: u32,
+    /// When the handshake completed (the flow moved to the established table), on the
+    /// clock of `created_ns`; 0 before, and for flows an upgrade copied from layout 2,
+    /// which did not record it.
+    pub established_ns: u64,
 }
-const _: () = assert!(size_of::<CtEntry>() == 80);
+const _: () = assert!(size_of::<CtEntry>() == 88);
 // Field offsets too, so a reordered field is a compile error like a resized one.
 const _: () = {
     use core::mem::offset_of;
@@ -266,6 +275,7 @@ const _: () = {
     assert!(offset_of!(CtEntry, flags) == 75);
     assert!(offset_of!(CtEntry, created_ns) == 48);
     assert!(offset_of!(CtEntry, bytes) == 64);
+    assert!(offset_of!(CtEntry, established_ns) == 80);
     assert!(offset_of!(NextHop, gen) == 4);
     assert!(offset_of!(NextHop, smac) == 8);
     assert!(offset_of!(NextHop, dmac) == 14);
@@ -314,7 +324,8 @@ pub struct Config {
     /// Established flows admitted at most; past it new flows are refused and counted
     /// (`drop_table_full`), never made room for by evicting a live one.
     pub max_flows: u32,
-    pub _pad: u32,
+    /// `CONFIG_FLAG_*`.
+    pub flags: u32,
 }
 const _: () = assert!(size_of::<Config>() == 48);
 const _: () = {
@@ -330,7 +341,16 @@ const _: () = {
     assert!(offset_of!(Config, timeout_established_ns) == 24);
     assert!(offset_of!(Config, timeout_closing_ns) == 32);
     assert!(offset_of!(Config, max_flows) == 40);
+    assert!(offset_of!(Config, flags) == 44);
 };
+
+/// `Config::flags`: an upgrade is copying the previous layout's tables into this program's
+/// (`forwarder/src/datapath/migrate`). A packet no flow claims may then belong to a flow
+/// not copied yet, so instead of going to the kernel (which answers it with a reset and
+/// kills the connection) it is dropped, and TCP sends it again after the copy: a packet to
+/// a rule's port (a SYN included: no flow is opened whose SNAT port a flow being copied
+/// may hold), or to the SNAT address within the SNAT port range.
+pub const CONFIG_FLAG_MIGRATING: u32 = 1 << 0;
 
 impl Config {
     /// How long an entry in `state` may stay idle before it counts as gone.

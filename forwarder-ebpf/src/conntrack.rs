@@ -368,16 +368,19 @@ fn advance(m: &mut CtEntry, tcp: &Tcp, reply: bool) {
 /// the caller then forgets the flow, so no established flow ever lives in the evicting
 /// table.
 #[inline(always)]
-pub fn promote(found: &Found) -> Result<(), ()> {
+pub fn promote(found: &Found, now: u64) -> Result<(), ()> {
     // SAFETY: map values, valid for the rest of the program run.
-    let own = unsafe { &*found.entry };
+    let own = unsafe { &mut *found.entry };
     // Gone from here: another CPU promoted it a moment ago (or the LRU took it, which the
     // next lookup sees).
     let Some(other) = get(Table::Embryonic, &own.peer) else {
         return Ok(());
     };
     // SAFETY: as above.
-    let other = unsafe { &*other };
+    let other = unsafe { &mut *other };
+    own.established_ns = now;
+    other.established_ns = now;
+    let (own, other) = (&*own, &*other);
     let (orig_key, orig, reply_key, reply) = if own.is_reply() {
         (own.peer, other, found.key, own)
     } else {

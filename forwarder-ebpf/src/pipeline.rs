@@ -19,7 +19,8 @@ use crate::{
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use core::mem::MaybeUninit;
 use forwarder_common::{
-    Config, Counter, FlowKey, NextHop, LISTEN_ADDRS as LISTEN_MODE_ADDRS, REFRESH_NS,
+    Config, Counter, FlowKey, NextHop, CONFIG_FLAG_MIGRATING, LISTEN_ADDRS as LISTEN_MODE_ADDRS,
+    REFRESH_NS,
 };
 use network_types::ip::IpProto;
 
@@ -101,11 +102,15 @@ fn new_flow(tcp: &Tcp, cfg: &Config, key: &FlowKey, now: u64) -> Result<Forward,
     let dport = u16::from_be(tcp.dport);
     // SAFETY: RULES is only read here; the daemon replaces values whole.
     let Some(rule) = (unsafe { RULES.get(dport) }) else {
-        return Err(Verdict::Pass);
+        return Err(unclaimed(tcp, cfg));
     };
     // SAFETY: LISTEN_ADDRS is only read.
     if cfg.listen_mode == LISTEN_MODE_ADDRS && unsafe { LISTEN_ADDRS.get(tcp.ip.dst) }.is_none() {
         return Err(Verdict::Pass);
+    }
+    // An upgrade is copying the flows: this one may be among those not copied yet.
+    if cfg.flags & CONFIG_FLAG_MIGRATING != 0 {
+        return Err(Verdict::Drop);
     }
     // Only a SYN opens a flow; anything else of an unknown flow is the kernel's (it answers
     // with a RST).
@@ -137,6 +142,22 @@ fn new_flow(tcp: &Tcp, cfg: &Config, key: &FlowKey, now: u64) -> Result<Forward,
     stats::inc(rule_id, Counter::NewConns);
     let t = Translation::to_reverse_of(&reply_key);
     Ok(Forward { t, rule_id, reply: false, nexthop: core::ptr::null_mut() })
+}
+
+/// A packet to no rule's port that no flow claims: the kernel's, except while an upgrade
+/// copies the flows, when one to the SNAT port range may be the reply of a flow not copied
+/// yet (see `CONFIG_FLAG_MIGRATING`).
+#[inline(always)]
+fn unclaimed(tcp: &Tcp, cfg: &Config) -> Verdict {
+    let port = u16::from_be(tcp.dport);
+    if cfg.flags & CONFIG_FLAG_MIGRATING != 0
+        && tcp.ip.dst == cfg.snat_addr
+        && port >= cfg.snat_port_min
+        && port <= cfg.snat_port_max
+    {
+        return Verdict::Drop;
+    }
+    Verdict::Pass
 }
 
 /// A packet of a tracked flow, in either direction: one entry, the one it matched, holds
@@ -173,7 +194,7 @@ fn tracked<C: PacketContext>(
     // The handshake just completed: the flow moves to the established table. After a move
     // the matched entry is freed memory another flow may reuse, so nothing more is written
     // to it.
-    if conntrack::promote(found).is_err() {
+    if conntrack::promote(found, now).is_err() {
         // max_flows are established (handshakes that completed together took the last
         // places). The flow is forgotten and the packet goes to the kernel untranslated, as
         // for any unknown flow: it answers the client with a reset, and the target's next

@@ -58,6 +58,11 @@ enum Command {
         /// Start even if a hostname target does not resolve (its rule waits until it does).
         #[arg(long)]
         allow_unresolved: bool,
+        /// Start on maps pinned by a newer build (another map layout) by removing them: every
+        /// connection they track is dropped. Without it such a start is refused and says
+        /// what it would lose. (The .deb's downgrade takes FORWARDER_FORCE_DOWNGRADE=1.)
+        #[arg(long)]
+        force_downgrade: bool,
     },
     /// Validate the configuration, resolve targets and print the effective rules.
     CheckConfig {
@@ -72,11 +77,30 @@ enum Command {
     /// Re-read the config file and apply the difference (as SIGHUP does).
     Reload,
     /// Make the health probe fail so the load balancer sends no new flows here.
-    Drain,
+    Drain {
+        /// Then wait until the load balancer has taken this VM out: the probes have had
+        /// time to fail and no new connection arrived for a probe interval (a rolling
+        /// upgrade's step before the upgrade). Exits 1 if new connections keep arriving.
+        #[arg(long)]
+        wait: bool,
+        /// The load balancer probe's interval (Azure's default: 5 s).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, requires = "wait")]
+        probe_interval: Duration,
+        /// Failed probes before the load balancer marks a backend down.
+        #[arg(long, default_value_t = 2, requires = "wait")]
+        probe_threshold: u32,
+        /// Give up waiting after this long.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration, requires = "wait")]
+        timeout: Duration,
+    },
     /// Let the health probe answer again.
     Undrain,
     /// Detach the program, remove the pins and restore the sysctls (with or without daemon).
     Unload,
+    /// Before the package is replaced by VERSION (the .deb's prerm runs it): exits 0 unless
+    /// VERSION is older and cannot read the pinned maps, then says what would be lost and
+    /// exits 1; FORWARDER_FORCE_DOWNGRADE=1 unloads instead.
+    DowngradeCheck { version: String },
     /// Mode, interfaces, program ids, health, last probe, rules.
     Status {
         #[arg(long)]
@@ -365,7 +389,7 @@ fn main() -> ExitCode {
         Ok(settings)
     };
     let code = match cli.command {
-        Command::Run { allow_unresolved } => {
+        Command::Run { allow_unresolved, force_downgrade } => {
             let settings = match full() {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -374,8 +398,8 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return runtime_error(anyhow::Error::new(e).context("starting tokio")),
             };
-            let result =
-                rt.block_on(daemon::run(settings, daemon::RunOptions { allow_unresolved }));
+            let opts = daemon::RunOptions { allow_unresolved, force_downgrade };
+            let result = rt.block_on(daemon::run(settings, opts));
             // Not the runtime's drop, which waits for every blocking thread: a DNS lookup
             // abandoned on a silent resolver may hang in one for minutes.
             rt.shutdown_timeout(Duration::from_millis(500));
@@ -398,9 +422,15 @@ fn main() -> ExitCode {
             requests::command(socket, &Request::RuleRemove { name })
         }
         Command::Reload => requests::command(socket, &Request::Reload),
-        Command::Drain => requests::command(socket, &Request::Drain),
+        Command::Drain { wait, probe_interval, probe_threshold, timeout } => {
+            let w = cli::drain::Wait { probe_interval, probe_threshold, timeout };
+            cli::drain::run(socket, wait.then_some(&w))
+        }
         Command::Undrain => requests::command(socket, &Request::Undrain),
         Command::Unload => return exit(cli::unload::run(&loc).map(|()| 0)),
+        Command::DowngradeCheck { version } => {
+            return exit(cli::downgrade::run(&loc, &version).map(|()| 0))
+        }
         Command::Status { json } => {
             requests::request(socket, &Request::Status, json, cli::output::status_text)
         }

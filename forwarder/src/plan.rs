@@ -166,7 +166,7 @@ impl Plan {
             timeout_closing_ns: self.timeouts_ns[2],
             // The datapath knows the tables' size (see `Datapath::apply`).
             max_flows: 0,
-            _pad: 0,
+            flags: 0,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod kafka_fixtures;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod previous_release;
 pub mod rng;
 pub mod soak;
 pub mod streams;

@@ -16,7 +16,7 @@ use std::{
 };
 
 /// Bytes the server sends first: the client address it saw (4 + 2) and its own address (4).
-const HEADER_LEN: usize = 10;
+pub const HEADER_LEN: usize = 10;
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Echo servers, stopped when dropped.

@@ -6,8 +6,8 @@
 //! Needs root; run with `cargo test -p forwarder-tests --test packet`.
 
 use forwarder_common::{
-    program_names, Counter, CtEntry, FlowKey, LogBudget, LogEvent, TcpState, CT_FLAG_FIN_ORIG,
-    CT_FLAG_FIN_REPLY, CT_FLAG_REPLY,
+    program_names, Counter, CtEntry, FlowKey, LogBudget, LogEvent, TcpState, CONFIG_FLAG_MIGRATING,
+    CT_FLAG_FIN_ORIG, CT_FLAG_FIN_REPLY, CT_FLAG_REPLY,
 };
 use forwarder_tests::{
     packet::{self, flags, opt, parse_icmp_error, parse_tcp, Tcp},
@@ -419,6 +419,45 @@ fn unknown_flows_pass_unchanged() {
     assert!(h.ct_entries(Table::Embryonic).unwrap().is_empty());
     assert!(h.ct_entries(Table::Established).unwrap().is_empty());
     assert!(h.stats(0).unwrap().counters.iter().all(|&c| c == 0));
+}
+
+/// While an upgrade copies the previous layout's flows (`CONFIG_FLAG_MIGRATING`), a packet
+/// no flow claims may belong to one not copied yet: dropped (TCP sends it again), never
+/// passed to the kernel, which would reset the connection. A SYN opens nothing. Flows
+/// already copied forward as ever, and other traffic still passes.
+#[test]
+fn during_an_upgrade_unclaimed_packets_are_dropped_and_copied_flows_forward() {
+    let mut h = harness("mig");
+    let f = handshake(&mut h, sa(CLIENT_IP, 41500), 0);
+    let est = h.ct_get(Table::Established, &f.orig_key()).unwrap().expect("established");
+    assert!(est.established_ns >= est.created_ns && est.established_ns > 0, "{est:?}");
+    let set_flags = |h: &mut Harness, flags: u32| {
+        let config = &mut h.dp.maps_mut().config;
+        let mut c = config.get(&0, 0).unwrap();
+        c.flags = flags;
+        config.set(0, c, 0).unwrap();
+    };
+    set_flags(&mut h, CONFIG_FLAG_MIGRATING);
+    let c = sa(CLIENT_IP, 41501);
+    for fl in [flags::ACK | flags::PSH, flags::SYN, flags::FIN | flags::ACK, flags::RST] {
+        let t = Tcp::new(c, sa(NAT_IP, 9092), fl).macs(ROUTER_MAC, NAT_MAC).payload_len(20);
+        assert_eq!(h.xdp(&t.frame()).unwrap().action, XDP_DROP, "flags {fl:#x} to a rule port");
+        let reply = Tcp::new(sa(TARGETS[0], 9092), sa(NAT_IP, 45000), fl).payload_len(20);
+        assert_eq!(h.xdp(&reply.frame()).unwrap().action, XDP_DROP, "flags {fl:#x} to a SNAT port");
+    }
+    // Not ours: a port outside the rules and the SNAT range, another address.
+    let other = Tcp::new(c, sa(NAT_IP, 22), flags::SYN);
+    assert_passes_unchanged(&mut h, &other.frame(), "SSH to the NAT VM");
+    let below = Tcp::new(sa(TARGETS[0], 9092), sa(NAT_IP, SNAT_PORTS.0 - 1), flags::ACK);
+    assert_passes_unchanged(&mut h, &below.frame(), "a port below the SNAT range");
+    assert_eq!(h.ct_entries(Table::Embryonic).unwrap().len(), 0, "a SYN opened a flow");
+    // The copied flow is untouched by the flag.
+    f.client_sends(&mut h, &f.client_pkt(flags::ACK | flags::PSH).payload_len(100));
+    f.target_sends(&mut h, &f.target_pkt(flags::ACK | flags::PSH).payload_len(100));
+
+    set_flags(&mut h, 0);
+    let t = Tcp::new(c, sa(NAT_IP, 9092), flags::ACK).payload_len(20);
+    assert_passes_unchanged(&mut h, &t.frame(), "after the upgrade, an unknown flow's packet");
 }
 
 #[test]

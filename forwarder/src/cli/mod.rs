@@ -4,6 +4,8 @@
 
 pub mod check_config;
 pub mod daemon_requests;
+pub mod downgrade;
+pub mod drain;
 pub mod error;
 pub mod kafka;
 pub mod ops;

@@ -96,7 +96,8 @@ pub fn flows_table(v: &serde_json::Value) -> String {
     let mut out = String::new();
     for f in &flows {
         out += &format!(
-            "{:<16} {:<11} src={} dst={} -> src={} dst={} packets={} bytes={} age={}s idle={}s\n",
+            "{:<16} {:<11} src={} dst={} -> src={} dst={} packets={} bytes={} age={}s idle={}s \
+             handshake={}\n",
             f.rule,
             f.state,
             f.client,
@@ -106,7 +107,8 @@ pub fn flows_table(v: &serde_json::Value) -> String {
             f.packets,
             f.bytes,
             f.age_s,
-            f.idle_s
+            f.idle_s,
+            f.handshake_us.map_or("-".into(), |us| format!("{:.1}ms", us as f64 / 1000.0))
         );
     }
     out += &format!("{} flows", flows.len());

@@ -133,6 +133,11 @@ pub struct FlowRow {
     pub bytes: u64,
     pub age_s: u64,
     pub idle_s: u64,
+    /// How long the handshake took through this VM (SYN to the client's ACK), in
+    /// microseconds: the connect time to the target as the client saw it. None before it
+    /// completed, and for flows an upgrade copied from a layout that did not record it.
+    #[serde(default)]
+    pub handshake_us: Option<u64>,
     pub established_table: bool,
 }
 

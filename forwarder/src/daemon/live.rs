@@ -320,6 +320,8 @@ impl Live {
                     bytes: f.bytes(),
                     age_s: flows::seconds_since(f.entry.created_ns),
                     idle_s: flows::seconds_since(f.last_seen_ns()),
+                    handshake_us: (f.entry.established_ns != 0)
+                        .then(|| f.entry.established_ns.saturating_sub(f.entry.created_ns) / 1000),
                     established_table: f.established_table,
                 }
             })

@@ -29,7 +29,7 @@ use self::{
 };
 use crate::{
     config::Settings,
-    datapath::{handles::Conntrack, pins::Pins, Datapath},
+    datapath::{handles::Conntrack, pins::Pins, Datapath, Downgrade},
     error::{Step, StepError},
     host::{capabilities, sysctl},
     plan::{Plan, Resolutions},
@@ -54,6 +54,8 @@ const MAX_REQUEST: u64 = 64 * 1024;
 
 pub struct RunOptions {
     pub allow_unresolved: bool,
+    /// Start on a newer build's pinned maps by removing them (`run --force-downgrade`).
+    pub force_downgrade: bool,
 }
 
 pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> {
@@ -92,7 +94,8 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         crate::daemon::nexthop_watch::subscribe().step("subscribing to route changes")?;
     let pins = Pins::new(&settings.pin_path);
     let resumed = pins.exist();
-    let mut dp = Datapath::load_pinned(settings.max_flows, &pins)
+    let downgrade = if opts.force_downgrade { Downgrade::Force } else { Downgrade::Refuse };
+    let mut dp = Datapath::load_pinned_with(settings.max_flows, &pins, downgrade)
         .step("loading the BPF program")
         .map_err(capabilities::explain)?;
     // A rule removed from the file while no daemon ran may still have flows: its id stays
@@ -114,6 +117,19 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     for iface in &settings.interfaces {
         let how = dp.attach(iface, settings.mode).plain().map_err(capabilities::explain)?;
         tracing::info!(iface, mode = how.name(), "program attached");
+    }
+    // An upgrade from the previous map layout ends once this program is in every link.
+    if let Some(r) = dp.finish_migration().step("upgrading the pinned maps")? {
+        tracing::info!(
+            from = r.from_version,
+            to = forwarder_common::LAYOUT_VERSION,
+            halves = r.copied,
+            caught_up = r.caught_up,
+            bulk_ms = r.bulk.as_secs_f64() * 1e3,
+            window_ms = r.window.as_secs_f64() * 1e3,
+            catch_up_ms = r.catch_up.as_secs_f64() * 1e3,
+            "upgraded the pinned maps; every tracked flow was copied"
+        );
     }
     // A program that cannot log still forwards: say so and go on.
     let kernel_log = dp

@@ -32,6 +32,15 @@ impl Datapath {
             if let Some(e) = &merged_below {
                 tracing::warn!(iface, "re-attaching the pinned attachment: {e}");
             } else if mode_allows(mode, how) {
+                if self.migration.is_some() {
+                    // Verified before the upgrade's window opens, not inside it (the
+                    // verifier takes hundreds of milliseconds).
+                    match how {
+                        Attached::Tc => drop(self.tc_program()?),
+                        _ => drop(self.xdp_program(program_names::XDP)?),
+                    }
+                    self.migration.as_mut().expect("migrating").swapping();
+                }
                 self.take_over(iface, how, &path)?;
                 self.attached.push((iface.to_string(), how));
                 tracing::info!(iface, mode = how.name(), "took over the pinned attachment");

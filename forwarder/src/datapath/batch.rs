@@ -88,15 +88,7 @@ fn read_all<K: Pod, V: Pod>(map: &MapData, limit: usize) -> io::Result<Vec<(K, V
         };
         // SAFETY: attr points at buffers of CHUNK keys and values and at two u32 cursors,
         // all live across the call; the kernel writes at most `count` entries.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>() as u32,
-            )
-        };
-        let err = (rc < 0).then(io::Error::last_os_error);
+        let err = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         // The kernel says how many it filled, also with ENOENT (the last ones).
         let filled = (attr.count as usize).min(CHUNK);
         for i in 0..filled {
@@ -113,4 +105,84 @@ fn read_all<K: Pod, V: Pod>(map: &MapData, limit: usize) -> io::Result<Vec<(K, V
     }
     out.truncate(limit);
     Ok(out)
+}
+
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+
+/// `union bpf_attr` for BPF_MAP_GET_NEXT_KEY.
+#[repr(C)]
+#[derive(Default)]
+struct NextKeyAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    next_key: u64,
+}
+
+/// How many keys the hash map holds, walking keys of `key_size` bytes without knowing the
+/// value type (a newer layout's map); at most its capacity twice, like [`table`].
+pub fn count_keys(map: &MapData, key_size: usize) -> io::Result<usize> {
+    let fd = map.fd().as_fd().as_raw_fd();
+    let limit = map.info().map(|i| i.max_entries() as usize).unwrap_or(usize::MAX);
+    let limit = limit.saturating_mul(WALK_BOUND);
+    let (mut key, mut next) = (vec![0u8; key_size], vec![0u8; key_size]);
+    let mut count = 0;
+    let mut first = true;
+    while count < limit {
+        let mut attr = NextKeyAttr {
+            map_fd: fd as u32,
+            key: if first { 0 } else { key.as_ptr() as u64 },
+            next_key: next.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: both buffers hold key_size bytes and live across the call.
+        if let Err(e) = unsafe { bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) } {
+            return if e.raw_os_error() == Some(libc::ENOENT) { Ok(count) } else { Err(e) };
+        }
+        count += 1;
+        std::mem::swap(&mut key, &mut next);
+        first = false;
+    }
+    Ok(count)
+}
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+
+/// `union bpf_attr` for BPF_MAP_LOOKUP_ELEM.
+#[repr(C)]
+#[derive(Default)]
+struct LookupAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// The value under `key` as bytes, whatever its type (another layout's CONFIG).
+pub fn lookup_bytes(map: &MapData, key: &[u8], value_size: usize) -> io::Result<Vec<u8>> {
+    let mut value = vec![0u8; value_size];
+    let mut attr = LookupAttr {
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value: value.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: key and value buffers of the map's sizes, live across the call.
+    unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) }?;
+    Ok(value)
+}
+
+/// The bpf(2) system call with `attr`, the command's member of `union bpf_attr`.
+///
+/// # Safety
+/// Every pointer in `attr` must point at memory of the size the command reads or writes,
+/// live across the call.
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    // SAFETY: the caller's promise; the kernel reads size_of::<A>() bytes of attr.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>() as u32) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::plan::Plan;
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
-use forwarder_common::{map_names, ne_addr, Config, Rule};
+use forwarder_common::{map_names, ne_addr, Config, Rule, CONFIG_FLAG_MIGRATING};
 use std::collections::HashSet;
 
 impl Datapath {
@@ -26,8 +26,12 @@ impl Datapath {
 
         sync_allowed(&mut maps.allowed_sources, plan.allowed_sources.as_deref().unwrap_or(&[]))?;
 
-        let value = Config { max_flows: self.max_flows, ..plan.config() };
+        let mut value = Config { max_flows: self.max_flows, ..plan.config() };
+        if self.migration.is_some() {
+            value.flags |= CONFIG_FLAG_MIGRATING;
+        }
         maps.config.set(0, value, 0).map_err(of(map_names::CONFIG))?;
+        self.config = value;
         Ok(())
     }
 

@@ -11,13 +11,15 @@ pub mod handles;
 pub mod kernel_log;
 pub mod link_info;
 pub mod maps;
+pub mod migrate;
 pub mod object;
 pub mod pins;
 pub mod stats;
 
 use crate::datapath::{
     handles::{MapAccessError, MapHandles},
-    pins::{PinError, Pins},
+    migrate::{MigrateError, Migration},
+    pins::{PinError, Pinned, Pins},
 };
 use aya::{
     programs::{
@@ -27,7 +29,7 @@ use aya::{
     },
     Ebpf,
 };
-use forwarder_common::program_names;
+use forwarder_common::{program_names, LAYOUT_VERSION};
 
 /// What the data path could not do. Each variant names the step; the cause is its
 /// `source()` (aya's errors carry their own, such as the syscall's errno), so print the
@@ -61,6 +63,13 @@ pub enum DatapathError {
     MissingProgram(&'static str),
     #[error(transparent)]
     Pins(#[from] PinError),
+    #[error("upgrading the pinned maps of layout {from} to layout {to}")]
+    Migrate {
+        from: u32,
+        to: u32,
+        #[source]
+        source: MigrateError,
+    },
     #[error("pinned link {0}")]
     Link(String, #[source] LinkError),
     #[error("pinning link {0}")]
@@ -99,6 +108,20 @@ pub struct Datapath {
     /// The link of the last attach, until it is pinned.
     last_xdp_link: Option<XdpLinkId>,
     last_tc_link: Option<SchedClassifierLinkId>,
+    /// An upgrade from the previous map layout under way: set by `load_pinned`, ended by
+    /// `finish_migration` once the program is in every link.
+    migration: Option<Migration>,
+    /// The CONFIG value last written (`apply`), so the end of a migration can clear its
+    /// flag without the plan.
+    config: forwarder_common::Config,
+}
+
+/// Whether a daemon may start on the maps of a newer build (a downgrade), dropping them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Downgrade {
+    #[default]
+    Refuse,
+    Force,
 }
 
 impl Datapath {
@@ -115,16 +138,46 @@ impl Datapath {
             held: Vec::new(),
             last_xdp_link: None,
             last_tc_link: None,
+            migration: None,
+            config: Default::default(),
         })
     }
 
     /// Loads the program on the maps pinned in `pins` (creating and pinning them the first
     /// time); attachments made with `attach` are pinned too, so forwarding outlives this
-    /// process. Refuses pins made by an incompatible build.
+    /// process. Refuses pins made by an incompatible build; a newer build's too (see
+    /// [`Self::load_pinned_with`]).
     pub fn load_pinned(max_flows: u32, pins: &Pins) -> Result<Self, DatapathError> {
-        let pinned = pins.check_compatible()?;
+        Self::load_pinned_with(max_flows, pins, Downgrade::Refuse)
+    }
+
+    /// As [`Self::load_pinned`]. Pins of the previous map layout are upgraded: this
+    /// build's maps are made beside them and every flow copied in (`migrate`); the daemon
+    /// ends the upgrade with [`Self::finish_migration`] once it has attached. A newer
+    /// layout's pins are refused unless `downgrade` is `Force`, which removes them (every
+    /// tracked connection with them).
+    pub fn load_pinned_with(
+        max_flows: u32,
+        pins: &Pins,
+        downgrade: Downgrade,
+    ) -> Result<Self, DatapathError> {
+        let pinned = match pins.check_compatible() {
+            Err(e @ PinError::Newer { .. }) if downgrade == Downgrade::Force => {
+                tracing::warn!("{e}; --force-downgrade: removing them");
+                pins.remove_all()?;
+                Pinned::Nothing
+            }
+            other => other?,
+        };
+        let (pinned_flows, from) = match pinned {
+            Pinned::Nothing | Pinned::Current { max_flows: None } => (None, None),
+            Pinned::Current { max_flows: Some(p) } => (Some(p), None),
+            Pinned::Previous { version, max_flows } => {
+                ((max_flows != 0).then_some(max_flows), Some(version))
+            }
+        };
         let mut effective = max_flows;
-        if let Some(p) = pinned {
+        if let Some(p) = pinned_flows {
             if p != max_flows {
                 tracing::warn!(
                     pinned = p,
@@ -136,7 +189,13 @@ impl Datapath {
             }
         }
         pins.create_dir()?;
-        let mut ebpf = object::load(max_flows, Some(pins))?;
+        let migrate_err =
+            |source| DatapathError::Migrate { from: from.unwrap_or(0), to: LAYOUT_VERSION, source };
+        let migration = from.map(|v| Migration::begin(pins, v)).transpose().map_err(migrate_err)?;
+        // An upgrade makes its tables as large as the pinned ones, which it copies.
+        let load_flows = if migration.is_some() { effective } else { max_flows };
+        let mut ebpf =
+            object::load(load_flows, Some(migration.as_ref().map_or(pins, |m| m.staging())))?;
         let mut dp = Self {
             maps: MapHandles::take(&mut ebpf)?,
             ebpf,
@@ -146,10 +205,49 @@ impl Datapath {
             held: Vec::new(),
             last_xdp_link: None,
             last_tc_link: None,
+            migration,
+            config: Default::default(),
         };
+        if let Some(m) = dp.migration.as_mut() {
+            let report = m.bulk_copy(&mut dp.maps).map_err(migrate_err)?;
+            tracing::info!(
+                from = report.from_version,
+                to = LAYOUT_VERSION,
+                halves = report.copied,
+                ms = report.bulk.as_secs_f64() * 1e3,
+                "upgrading the pinned maps: the tracked flows are copied; the old program \
+                 forwards until the swap"
+            );
+        }
         // Whatever changed while no daemon listened, no cached next hop survives a start.
         dp.bump_nexthop_gen()?;
         Ok(dp)
+    }
+
+    /// Ends an upgrade begun by `load_pinned` (nothing to do otherwise): call it once the
+    /// program is in every link. Copies what the old program changed since the bulk
+    /// copy, puts this build's pins in place of the old ones and lets unknown packets go to
+    /// the kernel again. Returns what the upgrade did.
+    pub fn finish_migration(&mut self) -> Result<Option<migrate::Report>, DatapathError> {
+        let Some(m) = self.migration.take() else {
+            return Ok(None);
+        };
+        let to = LAYOUT_VERSION;
+        let from = m.report().from_version;
+        let report = m.finish(&mut self.maps).map_err(|source| DatapathError::Migrate {
+            from,
+            to,
+            source,
+        })?;
+        self.config.flags &= !forwarder_common::CONFIG_FLAG_MIGRATING;
+        let name = forwarder_common::map_names::CONFIG;
+        self.maps.config.set(0, self.config, 0).map_err(handles::of(name))?;
+        Ok(Some(report))
+    }
+
+    /// Whether an upgrade of the pinned maps is under way (`finish_migration` not called).
+    pub fn migrating(&self) -> bool {
+        self.migration.is_some()
     }
 
     pub fn max_flows(&self) -> u32 {

@@ -7,7 +7,7 @@
 //! - `link_<mode>_<interface>`: the program's attachment to an interface in that mode.
 
 use crate::datapath::Attached;
-use aya::maps::{Array, Map, MapData};
+use aya::maps::MapData;
 use forwarder_common::{map_names, Config, CtEntry, FlowKey, Rule, LAYOUT_VERSION};
 use std::{
     fs, io,
@@ -46,6 +46,14 @@ pub enum PinError {
          made them (or remove {dir}) -- that drops the tracked connections"
     )]
     Incompatible { dir: String, what: String },
+    /// A build older than the pins' (a downgrade): starting would drop what they track.
+    #[error(
+        "the pinned maps in {dir} were made by a newer build (layout version {version}; this \
+         build reads layouts up to {LAYOUT_VERSION}). Starting would drop the {flows} \
+         established connection(s) and {handshakes} handshake(s) they track, and the \
+         per-rule counters. Run the newer build, or start with --force-downgrade to drop them"
+    )]
+    Newer { dir: String, version: u32, flows: usize, handshakes: usize },
     #[error("reading pinned map {path}")]
     Map {
         path: String,
@@ -61,6 +69,21 @@ pub enum PinError {
     },
     #[error("{0} is not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)")]
     NotBpffs(String),
+}
+
+/// What a pin directory holds, to this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pinned {
+    Nothing,
+    /// This layout's maps; `max_flows` once configured.
+    Current {
+        max_flows: Option<u32>,
+    },
+    /// The previous layout's maps: an upgrade copies them (`datapath::migrate`).
+    Previous {
+        version: u32,
+        max_flows: u32,
+    },
 }
 
 /// The pin directory of one forwarder instance.
@@ -104,6 +127,15 @@ impl Pins {
         })
     }
 
+    /// Creates the directory inside an existing pin directory (an upgrade's staging).
+    pub fn create_subdir(&self) -> Result<(), PinError> {
+        fs::create_dir(&self.dir).map_err(|source| PinError::Io {
+            action: "creating",
+            path: self.dir.display().to_string(),
+            source,
+        })
+    }
+
     /// The pinned link of `iface`, if any, and the mode it was attached in.
     pub fn find_link(&self, iface: &str) -> Option<(Attached, PathBuf)> {
         [Attached::XdpDriver, Attached::XdpGeneric, Attached::Tc]
@@ -112,22 +144,39 @@ impl Pins {
             .find(|(_, p)| p.exists())
     }
 
-    /// Refuses pinned maps this build cannot read or write correctly: a different layout
-    /// version in CONFIG, a map this build lacks or has of another type, or a key or value
-    /// size that differs. Returns the `max_flows` the pinned tables were made for, if
-    /// pinned and configured.
-    pub fn check_compatible(&self) -> Result<Option<u32>, PinError> {
+    /// What the pinned maps are to this build: none, this layout's, or the previous
+    /// layout's (an upgrade copies those). Refuses what it cannot read or write correctly:
+    /// an older layout, a map missing or of another type, a key or value size that
+    /// differs; and a newer layout (a downgrade), saying what starting would lose.
+    pub fn check_compatible(&self) -> Result<Pinned, PinError> {
         let dir = self.dir.display().to_string();
         let incompatible = |what: String| PinError::Incompatible { dir: dir.clone(), what };
         if !self.exist() {
-            return Ok(None);
+            return Ok(Pinned::Nothing);
         }
         // The version first: it says more than any size that follows from it.
         let (version, max_flows) = pinned_config_head(&self.map(map_names::CONFIG))?;
+        if version > LAYOUT_VERSION {
+            let flows = self.count_keys(map_names::CT_ESTABLISHED)? / 2;
+            let handshakes = self.count_keys(map_names::CT_EMBRYONIC)? / 2;
+            return Err(PinError::Newer { dir, version, flows, handshakes });
+        }
+        if version == crate::datapath::migrate::from_v2::VERSION {
+            self.check_sizes(&crate::datapath::migrate::from_v2::MAPS)?;
+            return Ok(Pinned::Previous { version, max_flows });
+        }
         if version != 0 && version != LAYOUT_VERSION {
             return Err(incompatible(format!("layout version {version}")));
         }
-        for (name, key_size, value_size) in MAPS {
+        self.check_sizes(&MAPS)?;
+        Ok(Pinned::Current { max_flows: (version != 0).then_some(max_flows) })
+    }
+
+    /// Refuses pins that are not `maps` (name, key size, value size) exactly.
+    pub fn check_sizes(&self, maps: &[(&str, usize, usize)]) -> Result<(), PinError> {
+        let dir = self.dir.display().to_string();
+        let incompatible = |what: String| PinError::Incompatible { dir: dir.clone(), what };
+        for &(name, key_size, value_size) in maps {
             let path = self.map(name);
             if !path.exists() {
                 return Err(incompatible(format!("map {name} is not pinned")));
@@ -150,7 +199,42 @@ impl Pins {
                 return Err(incompatible(format!("map {name} is not a plain hash")));
             }
         }
-        Ok((version != 0).then_some(max_flows))
+        Ok(())
+    }
+
+    /// Moves every map pinned in `staging` over the one of the same name here (rename(2)
+    /// on the bpffs: no moment without a pin), CONFIG last since it carries the layout
+    /// version, then removes `staging`.
+    pub fn replace_with(&self, staging: &Pins) -> Result<(), PinError> {
+        let io = |action, path: &Path| {
+            let path = path.display().to_string();
+            move |source| PinError::Io { action, path, source }
+        };
+        let mut names: Vec<String> = fs::read_dir(&staging.dir)
+            .map_err(io("reading", &staging.dir))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        names.sort_by_key(|n| n == map_names::CONFIG);
+        for name in names {
+            let from = staging.dir.join(&name);
+            fs::rename(&from, self.dir.join(&name)).map_err(io("moving", &from))?;
+        }
+        fs::remove_dir(&staging.dir).map_err(io("removing", &staging.dir))
+    }
+
+    /// Entries of the pinned hash map `name`, whatever its value size (a newer layout's).
+    fn count_keys(&self, name: &str) -> Result<usize, PinError> {
+        let path = self.map(name);
+        let md = open(&path)?;
+        let err = |source| PinError::Io {
+            action: "walking the keys of",
+            path: path.display().to_string(),
+            source,
+        };
+        let key_size = md
+            .info()
+            .map_err(|source| PinError::Map { path: path.display().to_string(), source })?;
+        crate::datapath::batch::count_keys(&md, key_size.key_size() as usize).map_err(err)
     }
 
     /// Removes links first (that detaches the program once no daemon holds it), then maps,
@@ -166,6 +250,11 @@ impl Pins {
             !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("link_"))
         });
         for p in paths {
+            // An upgrade's staging directory, left by a daemon that died during it.
+            if p.is_dir() {
+                removed.extend(Pins::new(&p).remove_all()?);
+                continue;
+            }
             fs::remove_file(&p).map_err(|source| PinError::Io {
                 action: "removing",
                 path: p.display().to_string(),
@@ -193,27 +282,21 @@ fn pinned_config_head(path: &Path) -> Result<(u32, u32), PinError> {
     let err = |source| PinError::Map { path: path.display().to_string(), source };
     let md = open(path)?;
     let size = md.info().map_err(err)?.value_size() as usize;
-    let map = Map::from_map_data(md).map_err(err)?;
-    let value: Vec<u8> = match size {
-        // Layout 1's Config.
-        40 => raw_value::<40>(map).map_err(err)?.to_vec(),
-        48 => raw_value::<48>(map).map_err(err)?.to_vec(),
-        other => {
-            return Err(PinError::Incompatible {
-                dir: path.parent().unwrap_or(path).display().to_string(),
-                what: format!("map CONFIG has a value of {other} bytes"),
-            })
-        }
-    };
+    let value =
+        crate::datapath::batch::lookup_bytes(&md, &0u32.to_ne_bytes(), size).map_err(|source| {
+            PinError::Io { action: "reading", path: path.display().to_string(), source }
+        })?;
+    if size < 4 {
+        return Err(PinError::Incompatible {
+            dir: path.parent().unwrap_or(path).display().to_string(),
+            what: format!("map CONFIG has a value of {size} bytes"),
+        });
+    }
     let word = |off: usize| u32::from_ne_bytes(value[off..off + 4].try_into().expect("4 bytes"));
+    // `max_flows` sits where layouts 2 and 3 keep it; other layouts report none.
     let max_flows =
         if size == size_of::<Config>() { word(std::mem::offset_of!(Config, max_flows)) } else { 0 };
     Ok((word(0), max_flows))
-}
-
-fn raw_value<const N: usize>(map: Map) -> Result<[u8; N], aya::maps::MapError> {
-    let arr: Array<MapData, [u8; N]> = Array::try_from(map)?;
-    arr.get(&0, 0)
 }
 
 fn is_bpffs(path: &Path) -> bool {

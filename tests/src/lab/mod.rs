@@ -333,8 +333,11 @@ pub fn run(opts: &Options, say: &mut dyn FnMut(String)) -> Result<Summary> {
     check_interrupt()?;
     let mut live = LiveConnections::open(&net.client, &brokers, LIVE_CONNECTIONS)?;
     let before = new_conns_per_vm(&lab.vms)?;
-    lab.vms[0].cli_ok(&["drain"])?;
-    lb.wait_pool(&[false, true], Duration::from_secs(10))?;
+    // As a rolling upgrade does: drain and wait until the LB has taken the VM out (the
+    // lab's probe runs every 500 ms).
+    let wait = ["--wait", "--probe-interval", "500ms", "--probe-threshold", "2"];
+    lab.vms[0].cli_ok(&[&["drain"][..], &wait, &["--timeout", "20s"]].concat())?;
+    lb.wait_pool(&[false, true], Duration::from_secs(5))?;
     let status = lab.vms[0].cli_json(&["status"])?;
     ensure!(status["drained"] == true, "natvm-a status after drain: {status}");
     say(format!(
