@@ -77,7 +77,7 @@ enum Task {
         /// written to target/bench-quick/ instead of BENCHMARKS.md.
         #[arg(long)]
         quick: bool,
-        /// Run only these sections: program, path, kafka, rate, memory (repeatable).
+        /// Run only these sections: program, path, kafka, rate, memory, upgrade (repeatable).
         #[arg(long)]
         only: Vec<String>,
         /// Instead: one iperf3 stream through this way (iptables, "forwarder xdp", ...) under

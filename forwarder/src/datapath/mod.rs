@@ -245,9 +245,9 @@ impl Datapath {
         Ok(Some(report))
     }
 
-    /// Whether an upgrade of the pinned maps is under way (`finish_migration` not called).
-    pub fn migrating(&self) -> bool {
-        self.migration.is_some()
+    /// The upgrade under way (`finish_migration` not called yet): its bulk copy so far.
+    pub fn migration_report(&self) -> Option<&migrate::Report> {
+        self.migration.as_ref().map(|m| m.report())
     }
 
     pub fn max_flows(&self) -> u32 {

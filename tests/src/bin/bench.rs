@@ -3,7 +3,7 @@
 //!
 //! `bench [--quick] [--only SECTION]... [OUT]`: `--quick` runs the packet-rate bed only,
 //! with few frames, into target/bench-quick/BENCHMARKS.md unless OUT is given; `--only`
-//! runs the named sections (program, path, kafka, rate, memory).
+//! runs the named sections (program, path, kafka, rate, memory, upgrade).
 //!
 //! `bench profile WAY [SECONDS]`: one iperf3 stream through WAY (`iptables`, `forwarder
 //! xdp`, ...) under `perf record -a -g`, into target/bench-profile/WAY.perf.data, and the

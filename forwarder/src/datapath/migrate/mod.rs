@@ -35,8 +35,8 @@ use crate::datapath::{
 };
 use aya::maps::{Array, HashMap as BpfHash, MapData, PerCpuArray};
 use forwarder_common::{
-    map_names, CtEntry, FlowKey, RuleStats, CT_COUNT_KERNEL, CT_COUNT_SWEPT, LAYOUT_VERSION,
-    MAX_RULES,
+    map_names, CtEntry, FlowKey, RuleStats, CT_COUNT_KERNEL, CT_COUNT_SWEPT, CT_FLAG_REPLY,
+    LAYOUT_VERSION, MAX_RULES,
 };
 use from_v2::CtEntryV2;
 use std::{
@@ -91,6 +91,8 @@ pub struct Migration {
     /// (a half the new program updated meanwhile keeps its newer counters).
     copied: HashMap<FlowKey, CtEntryV2>,
     swap_started: Option<Instant>,
+    /// The program's slot of the flow count as the bulk copy wrote it into the new map.
+    kernel_at_bulk: u64,
     report: Report,
 }
 
@@ -124,6 +126,7 @@ impl Migration {
             old,
             copied: HashMap::new(),
             swap_started: None,
+            kernel_at_bulk: 0,
             report: Report { from_version, ..Default::default() },
         })
     }
@@ -160,6 +163,9 @@ impl Migration {
         for slot in [CT_COUNT_KERNEL, CT_COUNT_SWEPT] {
             let v = self.old.count.get(&slot, 0).map_err(of(map_names::CT_COUNT))?;
             new.conntrack.count.set(slot, v, 0).map_err(of(map_names::CT_COUNT))?;
+            if slot == CT_COUNT_KERNEL {
+                self.kernel_at_bulk = v;
+            }
         }
         self.report.copied = copied;
         self.report.bulk = t.elapsed();
@@ -177,12 +183,16 @@ impl Migration {
     pub fn finish(mut self, new: &mut MapHandles) -> Result<Report, MigrateError> {
         let t = Instant::now();
         let mut caught_up = 0;
+        let mut originals = 0;
         let mut promoted = Vec::new();
         for (table, name) in [
             (Table::Established, map_names::CT_ESTABLISHED),
             (Table::Embryonic, map_names::CT_EMBRYONIC),
         ] {
             let (entries, _) = batch::table(name, self.old.table(table))?;
+            if table == Table::Established {
+                originals = entries.iter().filter(|(_, e)| e.flags & CT_FLAG_REPLY == 0).count();
+            }
             for (key, old) in entries {
                 // Unchanged since the bulk copy: the new program's copy is as new or newer.
                 if self.copied.get(&key) == Some(&old) {
@@ -200,7 +210,7 @@ impl Migration {
         for key in &promoted {
             let _ = new.conntrack.embryonic.remove(key);
         }
-        self.count_from_table(new)?;
+        self.count_flows(new, originals as u64)?;
         self.report.caught_up = caught_up;
         self.pins.replace_with(&self.staging)?;
         self.report.window = self.swap_started.map(|t| t.elapsed()).unwrap_or_default();
@@ -208,17 +218,12 @@ impl Migration {
         Ok(self.report)
     }
 
-    /// The daemon's slot of the flow count takes whatever makes the count equal the
-    /// established table's original halves (the program's slot it never writes).
-    fn count_from_table(&self, new: &mut MapHandles) -> Result<(), MigrateError> {
-        let name = map_names::CT_COUNT;
-        let (entries, _) = batch::table(map_names::CT_ESTABLISHED, &new.conntrack.established)?;
-        let originals = entries.iter().filter(|(_, e): &&(FlowKey, CtEntry)| !e.is_reply()).count();
-        let kernel = new.conntrack.count.get(&CT_COUNT_KERNEL, 0).map_err(of(name))?;
-        new.conntrack
-            .count
-            .set(CT_COUNT_SWEPT, kernel.wrapping_sub(originals as u64), 0)
-            .map_err(of(name))?;
+    /// Sets the flow count to the old program's established flows plus what the new
+    /// program promoted since the swap (which it added to its own slot, copied at the bulk
+    /// copy): only the daemon's slot is written, as the sweep's reconcile does.
+    fn count_flows(&self, new: &mut MapHandles, originals: u64) -> Result<(), MigrateError> {
+        let swept = self.kernel_at_bulk.wrapping_sub(originals);
+        new.conntrack.count.set(CT_COUNT_SWEPT, swept, 0).map_err(of(map_names::CT_COUNT))?;
         Ok(())
     }
 }
