@@ -248,6 +248,8 @@ pub struct CtEntry {
     /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE) of this direction's last packet,
     /// refreshed when it moved by [`REFRESH_NS`] or more. A flow is idle when both halves are.
     pub last_seen_ns: u64,
+    /// When the SYN opened the flow: `bpf_ktime_get_ns()` (the same clock, to the
+    /// nanosecond, so that `established_ns - created_ns` times the handshake).
     pub created_ns: u64,
     /// This direction's packets and bytes.
     pub packets: u64,
@@ -259,7 +261,7 @@ pub struct CtEntry {
     pub flags: u8,
     pub _pad: u32,
     /// When the handshake completed (the flow moved to the established table), on the
-    /// clock of `created_ns`; 0 before, and for flows an upgrade copied from layout 2,
+    /// fine clock of `created_ns`; 0 before, and for flows an upgrade copied from layout 2,
     /// which did not record it.
     pub established_ns: u64,
 }

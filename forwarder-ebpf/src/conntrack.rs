@@ -216,6 +216,13 @@ pub fn has_room(cfg: &Config) -> bool {
     (kernel.wrapping_sub(swept) as i64) < cfg.max_flows as i64
 }
 
+/// CLOCK_MONOTONIC to the nanosecond (the packet path reads the coarse clock instead).
+#[inline(always)]
+fn fine_now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+}
+
 /// Inserts a new flow (both halves) into the embryonic table.
 /// `reply_key` is the key its reply packets will carry (target -> SNAT address); `len` is the
 /// IP length of the SYN, the flow's first packet.
@@ -233,7 +240,9 @@ pub fn create(
     let mut half = CtEntry {
         peer: *reply_key,
         last_seen_ns: now,
-        created_ns: now,
+        // The fine clock, once per flow: with `established_ns` it times the handshake,
+        // which the coarse clock's tick (4 ms at HZ=250) would round away.
+        created_ns: fine_now(),
         packets: 1,
         bytes: len as u64,
         rule_id,
@@ -368,7 +377,7 @@ fn advance(m: &mut CtEntry, tcp: &Tcp, reply: bool) {
 /// the caller then forgets the flow, so no established flow ever lives in the evicting
 /// table.
 #[inline(always)]
-pub fn promote(found: &Found, now: u64) -> Result<(), ()> {
+pub fn promote(found: &Found) -> Result<(), ()> {
     // SAFETY: map values, valid for the rest of the program run.
     let own = unsafe { &mut *found.entry };
     // Gone from here: another CPU promoted it a moment ago (or the LRU took it, which the
@@ -378,8 +387,9 @@ pub fn promote(found: &Found, now: u64) -> Result<(), ()> {
     };
     // SAFETY: as above.
     let other = unsafe { &mut *other };
-    own.established_ns = now;
-    other.established_ns = now;
+    let established = fine_now();
+    own.established_ns = established;
+    other.established_ns = established;
     let (own, other) = (&*own, &*other);
     let (orig_key, orig, reply_key, reply) = if own.is_reply() {
         (own.peer, other, found.key, own)

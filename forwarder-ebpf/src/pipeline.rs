@@ -194,7 +194,7 @@ fn tracked<C: PacketContext>(
     // The handshake just completed: the flow moves to the established table. After a move
     // the matched entry is freed memory another flow may reuse, so nothing more is written
     // to it.
-    if conntrack::promote(found, now).is_err() {
+    if conntrack::promote(found).is_err() {
         // max_flows are established (handshakes that completed together took the last
         // places). The flow is forgotten and the packet goes to the kernel untranslated, as
         // for any unknown flow: it answers the client with a reset, and the target's next

@@ -87,6 +87,7 @@ fn an_upgrade_through_the_deb_keeps_every_connection() -> Result<()> {
     streams.wait_progress()?;
     let longest = stalls.finish();
     idle.all_answer().context("an idle connection did not survive the upgrade")?;
+    flows_after_upgrade(&sd, &topo, idle.len())?;
     let reports = streams.finish();
     let live = reports.len();
     assert_all_intact(&reports, seed_broker);
@@ -170,6 +171,34 @@ fn install(sd: &Systemd, deb: &std::path::Path, env: &[(&str, &str)]) -> Result<
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// `forwarder flows`: the copied flows are there, without a handshake time (layout 2 did
+/// not record it); a connection opened now has one.
+fn flows_after_upgrade(sd: &Systemd, topo: &Topology, idle: usize) -> Result<()> {
+    let fresh = connect(&topo.client, listen(LISTEN_PORTS[0]))?;
+    let mut header = [0u8; forwarder_tests::traffic::HEADER_LEN];
+    (&fresh).read_exact(&mut header)?;
+    let out = sd.nsenter(&["forwarder", "flows", "--json"])?;
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("forwarder flows --json: {}", output_of(&out)))?;
+    let port = fresh.local_addr()?.port().to_string();
+    let (new, copied): (Vec<_>, Vec<_>) =
+        rows.iter().partition(|r| r["client"].as_str().is_some_and(|c| c.ends_with(&port)));
+    ensure!(new.len() == 1, "the new connection is not listed once: {rows:?}");
+    let timed = new[0]["handshake_us"].as_u64().is_some_and(|us| us > 0);
+    ensure!(timed, "no handshake time for a new flow: {:?}", new[0]);
+    ensure!(copied.len() >= idle, "{} flows listed, {idle} idle ones alone", copied.len());
+    ensure!(
+        copied.iter().all(|r| r["handshake_us"].is_null()),
+        "a copied flow has a handshake time layout 2 never recorded"
+    );
+    println!(
+        "flows: {} copied from layout 2, a new one with handshake {} us",
+        copied.len(),
+        new[0]["handshake_us"]
     );
     Ok(())
 }
