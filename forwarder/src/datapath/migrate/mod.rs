@@ -184,7 +184,7 @@ impl Migration {
         let t = Instant::now();
         let mut caught_up = 0;
         let mut originals = 0;
-        let mut promoted = Vec::new();
+        let mut established_since = Vec::new();
         for (table, name) in [
             (Table::Established, map_names::CT_ESTABLISHED),
             (Table::Embryonic, map_names::CT_EMBRYONIC),
@@ -200,14 +200,14 @@ impl Migration {
                 }
                 insert(new, table, &key, &from_v2::convert(&old), caught_up)?;
                 if table == Table::Established {
-                    promoted.push(key);
+                    established_since.push(key);
                 }
                 caught_up += 1;
             }
         }
         // A flow the old program promoted after the bulk copy: its embryonic copy goes.
         // (Per-rule counters of the same milliseconds are not carried over.)
-        for key in &promoted {
+        for key in &established_since {
             let _ = new.conntrack.embryonic.remove(key);
         }
         self.count_flows(new, originals as u64)?;
