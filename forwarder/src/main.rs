@@ -1,7 +1,6 @@
 //! The `forwarder` command line. Exit codes: 0 ok, 1 runtime failure, 2 usage or invalid
 //! configuration.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use forwarder::{
     cli::{self, daemon_requests as requests},
@@ -14,9 +13,11 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 #[derive(Parser)]
 #[command(name = "forwarder", version, about = "In-kernel TCP port forwarder for NAT VMs")]
 struct Cli {
-    /// The configuration file (it also says where the daemon's control socket is).
-    #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
-    config: PathBuf,
+    /// The configuration file (it also says where the daemon's control socket is);
+    /// /etc/forwarder/forwarder.toml when not given. `kafka discover --config FILE` compares
+    /// the cluster with that file's rules.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// The daemon's control socket, when not the one the config file names.
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
@@ -150,8 +151,9 @@ enum Command {
     },
     /// Plan the rules from a Kafka cluster's metadata, or test the path to its brokers.
     Kafka {
+        // Boxed: its flags (TLS, SASL, mTLS) make it many times the size of the others.
         #[command(subcommand)]
-        action: KafkaAction,
+        action: Box<KafkaAction>,
     },
 }
 
@@ -167,13 +169,16 @@ enum Generated {
 enum KafkaAction {
     /// Ask a broker for the cluster's brokers; print one [[rule]] per broker, and the load
     /// balancer rules, Private Link services and private DNS records to create in Azure.
+    /// With --config, only what that config lacks: the rules and Azure resources of brokers
+    /// no rule forwards to (the cluster from --bootstrap, else from its [kafka] section).
     Discover {
         /// Any broker's listener (with the --tls and --sasl-* options it needs).
         #[arg(long, value_name = "HOST:PORT", value_parser = kafka::host_port_arg)]
-        bootstrap: String,
-        /// The listen port of the lowest broker id's rule; the next brokers get the next ports.
-        #[arg(long, default_value_t = 9092, value_parser = clap::value_parser!(u16).range(1..))]
-        first_port: u16,
+        bootstrap: Option<String>,
+        /// The listen port of the lowest broker id's rule; the next brokers get the next ports
+        /// (9092; with --config, the first free port above the highest rule's).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        first_port: Option<u16>,
         /// Where the Kafka clients run: managed private endpoints of a Synapse workspace or
         /// a data factory, or private endpoints and private DNS in a VNet of your own.
         #[arg(long, value_enum, default_value_t = kafka::azure::ClientSide::Synapse)]
@@ -238,17 +243,29 @@ struct SecurityArgs {
     /// dialing an IP address); advertised brokers are always checked against their own name.
     #[arg(long, value_name = "NAME")]
     tls_server_name: Option<String>,
+    /// mTLS: the client certificate (PEM, with its chain) to present to listeners that
+    /// require one (ssl.client.auth=required); implies --tls.
+    #[arg(long, value_name = "PATH", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Authenticate with SASL after the handshake (PLAIN sends the password as it is: with
-    /// --tls only, unless the path is trusted).
-    #[arg(long, value_enum, value_name = "MECHANISM", requires = "sasl_username")]
+    /// --tls only, unless the path is trusted). OAUTHBEARER takes --sasl-token-file, the
+    /// others --sasl-username and the password.
+    #[arg(long, value_enum, value_name = "MECHANISM")]
     sasl_mechanism: Option<kafka::Mechanism>,
-    /// The SASL user name.
+    /// The SASL user name (PLAIN, SCRAM).
     #[arg(long, value_name = "USER", requires = "sasl_mechanism")]
     sasl_username: Option<String>,
     /// A file holding the SASL password (its first line); without it, the password is taken
     /// from the environment variable FORWARDER_SASL_PASSWORD.
     #[arg(long, value_name = "PATH", requires = "sasl_mechanism")]
     sasl_password_file: Option<PathBuf>,
+    /// OAUTHBEARER: a file holding the bearer token (its first line), as the identity
+    /// provider's token fetcher writes it.
+    #[arg(long, value_name = "PATH", requires = "sasl_mechanism")]
+    sasl_token_file: Option<PathBuf>,
 }
 
 impl SecurityArgs {
@@ -265,21 +282,54 @@ impl SecurityArgs {
             let _ = e.print();
             ExitCode::from(2)
         };
-        let tls = self.tls || self.ca_file.is_some();
+        let tls = self.tls || self.ca_file.is_some() || self.client_cert.is_some();
         if self.tls_server_name.is_some() && !tls {
             return Err(usage(
                 ErrorKind::MissingRequiredArgument,
                 "--tls-server-name needs --tls (or --ca-file)",
             ));
         }
+        let identity = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some(kafka::tls::ClientIdentity { cert, key }),
+            _ => None,
+        };
         let tls = match tls {
             false => None,
-            true => Some(kafka::TlsConfig::new(self.ca_file.as_deref()).map_err(usage_error)?),
+            true => Some(
+                kafka::TlsConfig::with_identity(self.ca_file.as_deref(), identity)
+                    .map_err(usage_error)?,
+            ),
         };
+        let password_flags = self.sasl_username.is_some() || self.sasl_password_file.is_some();
         let sasl = match (&self.sasl_mechanism, &self.sasl_username) {
+            (Some(kafka::Mechanism::OAuthBearer), _) => {
+                let (Some(token), false) = (&self.sasl_token_file, password_flags) else {
+                    return Err(usage(
+                        ErrorKind::ArgumentConflict,
+                        "--sasl-mechanism oauthbearer takes the token from --sasl-token-file \
+                         PATH, and no --sasl-username or --sasl-password-file",
+                    ));
+                };
+                // Read here for the flag's error (exit 2); again at every connection.
+                kafka::sasl::read_secret_file("--sasl-token-file", token).map_err(usage_error)?;
+                Some(kafka::SaslConfig::oauthbearer(token))
+            }
+            (Some(_), _) if self.sasl_token_file.is_some() => {
+                return Err(usage(
+                    ErrorKind::ArgumentConflict,
+                    "--sasl-token-file is for --sasl-mechanism oauthbearer",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(usage(
+                    ErrorKind::MissingRequiredArgument,
+                    "--sasl-mechanism needs --sasl-username USER (and the password)",
+                ));
+            }
             (Some(mechanism), Some(user)) => {
                 let password = match &self.sasl_password_file {
-                    Some(path) => read_password(path).map_err(usage_error)?,
+                    Some(path) => kafka::sasl::read_secret_file("--sasl-password-file", path)
+                        .map_err(usage_error)?,
                     None => match std::env::var(SASL_PASSWORD_ENV) {
                         Ok(p) if !p.is_empty() => p,
                         _ => {
@@ -299,13 +349,15 @@ impl SecurityArgs {
     }
 }
 
-/// The first line of `path`, without its line end.
-fn read_password(path: &std::path::Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--sasl-password-file {}", path.display()))?;
-    let line = text.lines().next().unwrap_or_default();
-    anyhow::ensure!(!line.is_empty(), "--sasl-password-file {}: empty", path.display());
-    Ok(line.to_string())
+impl SecurityArgs {
+    /// No flag about TLS or SASL was given.
+    fn is_empty(&self) -> bool {
+        !self.tls
+            && self.ca_file.is_none()
+            && self.tls_server_name.is_none()
+            && self.client_cert.is_none()
+            && self.sasl_mechanism.is_none()
+    }
 }
 
 fn generate(what: &Generated) -> ExitCode {
@@ -362,19 +414,21 @@ enum RuleAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let config_flag = cli.config.clone();
+    let config_path = config_flag.clone().unwrap_or_else(|| config::DEFAULT_PATH.into());
     // The one command that needs no configuration.
     if let Command::ImportIptables { file, json } = &cli.command {
         return exit(cli::ops::import_iptables(file, *json));
     }
     if let Command::Kafka { action } = &cli.command {
-        return kafka_cmd(action);
+        return kafka_cmd(action, config_flag.as_deref());
     }
     if let Command::Generate { what } = &cli.command {
         return generate(what);
     }
     // Commands for a running daemon only need to find it: they must work while the file
     // has an error (to see it refused by `reload`) or the host changed (to fix or unload).
-    let mut loc = config::Locations::read(&cli.config);
+    let mut loc = config::Locations::read(&config_path);
     if let Some(s) = &cli.socket {
         loc.control_socket = s.clone();
     }
@@ -382,7 +436,7 @@ fn main() -> ExitCode {
     // Settings that load but are likely mistakes: on stderr for check-config, and in the
     // daemon's log (journald) when it starts.
     let full = || {
-        let settings = config::load(&cli.config).map_err(config_error)?;
+        let settings = config::load(&config_path).map_err(config_error)?;
         for w in &settings.warnings {
             eprintln!("warning: {w}");
         }
@@ -440,7 +494,7 @@ fn main() -> ExitCode {
         Command::Flows { rule, json } => {
             requests::request(socket, &Request::Flows { rule }, json, cli::output::flows_table)
         }
-        Command::Doctor { json, timeout } => match config::load_unchecked(&cli.config) {
+        Command::Doctor { json, timeout } => match config::load_unchecked(&config_path) {
             Ok(settings) => cli::ops::doctor(&settings, json, timeout),
             Err(e) => return config_error(e),
         },
@@ -463,18 +517,50 @@ fn exit(result: Result<u8, cli::CliError>) -> ExitCode {
 }
 
 /// Kafka's subcommands: the security options read (a password file), then the work.
-fn kafka_cmd(action: &KafkaAction) -> ExitCode {
+/// `config`: `--config`, when given.
+fn kafka_cmd(action: &KafkaAction, config: Option<&std::path::Path>) -> ExitCode {
     match action {
         KafkaAction::Discover { bootstrap, first_port, client, script, client_args } => {
-            let KafkaClientArgs { json, timeout, security } = client_args;
-            let security = match security.load("discover") {
+            let KafkaClientArgs { json, timeout, security: flags } = client_args;
+            let security = match flags.load("discover") {
                 Ok(s) => s,
                 Err(code) => return code,
+            };
+            if let Some(path) = config {
+                if script.is_some() {
+                    return usage_error("--script writes the whole set-up: not with --config");
+                }
+                // The file's text only: discover may run where its interfaces do not exist.
+                let settings = match config::load_unchecked(path) {
+                    Ok(s) => s,
+                    Err(e) => return config_error(e),
+                };
+                // The default path is the one `rule add` finds by itself.
+                let flag = (path != std::path::Path::new(config::DEFAULT_PATH)).then_some(path);
+                return exit(
+                    cli::kafka::discover_missing(&cli::kafka::DiscoverMissing {
+                        settings: &settings,
+                        config_flag: flag,
+                        bootstrap: bootstrap.as_deref(),
+                        first_port: *first_port,
+                        client: *client,
+                        json: *json,
+                        timeout: *timeout,
+                        security: (!flags.is_empty()).then_some(&security),
+                    })
+                    .map(|()| 0),
+                );
+            }
+            let Some(bootstrap) = bootstrap else {
+                return usage_error(
+                    "kafka discover needs --bootstrap HOST:PORT (or --config FILE with a [kafka] \
+                     section)",
+                );
             };
             exit(
                 cli::kafka::discover(&cli::kafka::Discover {
                     bootstrap,
-                    first_port: *first_port,
+                    first_port: first_port.unwrap_or(9092),
                     client: *client,
                     script: script.as_deref(),
                     json: *json,

@@ -8,7 +8,7 @@
 //! the cause after it: `FILE:0:0: -: cannot read the file: No such file or directory (os
 //! error 2)`.
 
-use crate::host::netif::NetifError;
+use crate::{host::netif::NetifError, kafka::SetupError};
 use std::{io, sync::Arc};
 use toml_edit::TomlError;
 
@@ -44,6 +44,9 @@ pub enum ConfigCause {
     /// Listing this host's addresses, for the checks against them.
     #[error(transparent)]
     HostAddresses(Arc<NetifError>),
+    /// Reading a file `[kafka]` names (CA, client certificate or key, password).
+    #[error(transparent)]
+    Kafka(Arc<SetupError>),
 }
 
 /// The TOML parser's message, its lines joined with "; ".
@@ -60,6 +63,7 @@ impl PartialEq for ConfigCause {
             }
             (Self::Toml(a), Self::Toml(b)) => a == b,
             (Self::HostAddresses(a), Self::HostAddresses(b)) => a.to_string() == b.to_string(),
+            (Self::Kafka(a), Self::Kafka(b)) => a.to_string() == b.to_string(),
             _ => false,
         }
     }

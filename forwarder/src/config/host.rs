@@ -4,12 +4,12 @@
 
 use super::{
     spans::{Section, Source, Span},
-    validate::{interface_entries, rule_sections},
+    validate::{interface_entries, kafka_key_span, rule_sections},
     ConfigCause, ConfigError, ListenIp, Settings,
 };
 use crate::host::netif;
 use forwarder_common::MAX_LISTEN_ADDRS;
-use std::{ffi::CString, net::Ipv4Addr, path::Path};
+use std::{ffi::CString, net::Ipv4Addr, path::Path, sync::Arc};
 use toml_edit::ImDocument;
 
 /// Checks settings parsed from `text` (with [`parse`](super::parse)) against this host, in
@@ -33,7 +33,7 @@ pub fn check_host(settings: &Settings, text: &str) -> Result<(), ConfigError> {
     if settings.listen_ip == ListenIp::Auto {
         check.listen_addresses_fit(&host)?;
     }
-    Ok(())
+    check.kafka_files_usable()
 }
 
 /// The settings and the text they came from (`root`: its top-level table, when it still
@@ -100,6 +100,20 @@ impl Check<'_> {
         })
     }
 
+    /// The files `[kafka]` names can be read and used: the CA, the client certificate and
+    /// key (they go together), the password.
+    fn kafka_files_usable(&self) -> Result<(), ConfigError> {
+        let Some(kafka) = &self.settings.kafka else { return Ok(()) };
+        let Err(e) = kafka.security() else { return Ok(()) };
+        let key = super::kafka::field_of(&e);
+        let span = self.root.and_then(|r| kafka_key_span(r, key)).unwrap_or(0..0);
+        let message = "cannot use what it names";
+        Err(self
+            .src
+            .error(span, &format!("kafka.{key}"), message)
+            .because(ConfigCause::Kafka(Arc::new(e))))
+    }
+
     /// Where the interface `name` is written, for errors about it.
     fn interface_span(&self, name: &str) -> Span {
         self.root
@@ -148,5 +162,34 @@ mod tests {
         assert!(e.message.contains("\"fwt-nosuch0\""), "{e}");
         let text = "interface = \"lo\"\n";
         check_host(&parse(Path::new("f.toml"), text).unwrap(), text).unwrap();
+    }
+
+    #[test]
+    fn the_files_of_kafka_are_read_and_errors_point_at_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.pem");
+        let text = format!(
+            "interface = \"lo\"\n[kafka]\nbootstrap = \"b:1\"\nca_file = \"{}\"\n",
+            missing.display()
+        );
+        let s = parse(Path::new("f.toml"), &text).unwrap();
+        let e = check_host(&s, &text).unwrap_err();
+        assert_eq!(at(&e), (4, 11, "kafka.ca_file"), "{e}");
+        let shown = crate::error::chain(&e);
+        assert!(shown.contains("No such file"), "{shown}");
+
+        let password = dir.path().join("password");
+        std::fs::write(&password, "\n").unwrap();
+        let text = format!(
+            "interface = \"lo\"\n[kafka]\nbootstrap = \"b:1\"\nsasl_mechanism = \"plain\"\n\
+             sasl_username = \"u\"\nsasl_password_file = \"{}\"\n",
+            password.display()
+        );
+        let s = parse(Path::new("f.toml"), &text).unwrap();
+        let e = check_host(&s, &text).unwrap_err();
+        assert_eq!(at(&e), (6, 22, "kafka.sasl_password_file"), "{e}");
+        assert!(crate::error::chain(&e).ends_with("empty (the secret is its first line)"), "{e}");
+        std::fs::write(&password, "secret\n").unwrap();
+        check_host(&s, &text).unwrap();
     }
 }

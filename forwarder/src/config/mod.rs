@@ -25,7 +25,8 @@
 //! - `error.rs`: [`ConfigError`], with its [`ConfigCause`] when something under a check
 //!   failed (reading the file, the TOML parser, the host's addresses);
 //! - `validate/`: the text's rules, one file per section of the file (global keys,
-//!   endpoints, timeouts, rules);
+//!   endpoints, timeouts, rules, `[kafka]`);
+//! - [`kafka`]: the `[kafka]` section's settings, and the Kafka client's from them;
 //! - `host.rs`: the checks against this host ([`check_host`]);
 //! - `locations.rs`: the control socket and pin path, read leniently ([`Locations`]);
 //! - [`write_back`] and [`file_replace`]: `rule add / remove` written into the file's
@@ -34,6 +35,7 @@
 mod error;
 pub mod file_replace;
 mod host;
+pub mod kafka;
 mod locations;
 mod spans;
 mod validate;
@@ -164,6 +166,8 @@ pub struct Settings {
     pub dns_refresh: Duration,
     pub timeouts: Timeouts,
     pub rules: Vec<RuleSpec>,
+    /// The Kafka cluster whose metadata the daemon watches (`[kafka]`).
+    pub kafka: Option<kafka::KafkaWatch>,
     /// Settings that load but are likely mistakes (see [`ConfigWarning`]).
     pub warnings: Vec<ConfigWarning>,
 }

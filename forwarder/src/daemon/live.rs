@@ -95,6 +95,8 @@ pub struct Live {
     pub state_path: PathBuf,
     pub allow_unresolved: bool,
     pub health: Arc<HealthView>,
+    /// The `[kafka]` watch's counts, for the metrics.
+    pub kafka_watch: Arc<crate::daemon::kafka_watch::View>,
     /// Interfaces whose attachment someone else removed, and what was done about it
     /// (`attach_watch`); empty while all is well.
     pub attach_faults: std::collections::BTreeMap<String, String>,

@@ -4,6 +4,7 @@
 use crate::{
     daemon::accept::Backoff,
     daemon::control::{Attachment, RuleStatsRow},
+    daemon::kafka_watch::Counts as KafkaCounts,
 };
 use prometheus_client::{
     encoding::text::encode,
@@ -32,6 +33,8 @@ pub struct Snapshot {
     pub probes: Option<Probes>,
     /// The program's operator events: (event, lines logged, held back by the rate limit).
     pub kernel_events: Vec<(&'static str, u64, u64)>,
+    /// With a `[kafka]` section: the watch's counts.
+    pub kafka: Option<KafkaCounts>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -225,9 +228,41 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
 
+    if let Some(k) = &s.kafka {
+        register_kafka(&mut reg, k);
+    }
+
     let mut out = String::new();
     encode(&mut out, &reg).expect("writing to a String cannot fail");
     out
+}
+
+/// The `[kafka]` watch: advertised brokers by state, and how reaching the cluster goes.
+fn register_kafka(reg: &mut Registry, k: &KafkaCounts) {
+    let brokers = Family::<Labels, Gauge>::default();
+    for (state, n) in [("mapped", k.mapped), ("unmapped", k.unmapped), ("gone", k.gone)] {
+        brokers.get_or_create(&labels(&[("state", state)])).set(n as i64);
+    }
+    reg.register(
+        "kafka_brokers",
+        "Kafka brokers by state: mapped (advertised, a rule forwards to it), unmapped \
+         (advertised, no rule: clients hang), gone (a rule's broker is no longer advertised)",
+        brokers,
+    );
+    let failures = Counter::<u64>::default();
+    failures.inc_by(k.failures);
+    reg.register(
+        "kafka_watch_failures",
+        "Rounds of the [kafka] watch that got no metadata from the cluster",
+        failures,
+    );
+    let last = Gauge::<f64, AtomicU64>::default();
+    last.set(k.last_success_unix);
+    reg.register(
+        "kafka_watch_last_success_timestamp_seconds",
+        "When the [kafka] watch last got the cluster's metadata (Unix time; 0: never)",
+        last,
+    );
 }
 
 /// Serves `GET /metrics` (any path) with a fresh snapshot per request.
@@ -294,5 +329,23 @@ mod tests {
         assert!(text.contains("forwarder_health_probes_total 0\n"), "{text}");
         assert!(text.contains("# TYPE forwarder_healthy gauge\nforwarder_healthy 1\n"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");
+        assert!(!text.contains("kafka"), "no [kafka], no kafka metrics: {text}");
+    }
+
+    #[test]
+    fn the_kafka_watch_exports_every_state_and_its_failures() {
+        let kafka =
+            KafkaCounts { mapped: 3, unmapped: 1, gone: 0, failures: 2, last_success_unix: 1.5e9 };
+        let text =
+            exposition(&Snapshot { kafka: Some(kafka), ..Snapshot::default() }, Format::Text);
+        for want in [
+            "forwarder_kafka_brokers{state=\"mapped\"} 3\n",
+            "forwarder_kafka_brokers{state=\"unmapped\"} 1\n",
+            "forwarder_kafka_brokers{state=\"gone\"} 0\n",
+            "# TYPE forwarder_kafka_watch_failures_total counter\nforwarder_kafka_watch_failures_total 2\n",
+            "forwarder_kafka_watch_last_success_timestamp_seconds 1500000000",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod dns_refresh;
 pub mod drop_watch;
 pub mod flow_expiry;
 pub mod health;
+pub mod kafka_watch;
 pub mod live;
 pub mod metrics;
 pub mod nexthop_watch;
@@ -156,6 +157,7 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         state_path,
         allow_unresolved: opts.allow_unresolved,
         health: health_view.clone(),
+        kafka_watch: Default::default(),
         attach_faults: Default::default(),
         stopping: false,
     };
@@ -200,6 +202,11 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         tasks.spawn(flow_expiry::run(pins.clone(), GC_INTERVAL, config, stop.clone()));
     }
     tasks.spawn(dns_refresh::run(settings.dns_refresh, shared.clone(), stop.clone()));
+    // Always running: a reload may add [kafka]; without one it only looks at the settings.
+    {
+        let view = shared.lock().expect("lock").kafka_watch.clone();
+        tasks.spawn(kafka_watch::run(shared.clone(), view, stop.clone()));
+    }
     {
         let s = shared.clone();
         let names: drop_watch::RuleNames = Box::new(move || {
@@ -417,6 +424,7 @@ fn snapshot(shared: &Shared) -> metrics::Snapshot {
         drained: status.drained,
         tables,
         probes,
+        kafka: l.kafka_watch.counts(),
     }
 }
 

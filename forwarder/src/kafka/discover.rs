@@ -24,6 +24,26 @@ pub fn fetch(
     conn.metadata(Some(&[]))
 }
 
+/// The metadata from the first of `bootstraps` that answers, as a client bootstraps, and
+/// the address that answered; else the last failure.
+pub fn fetch_first(
+    bootstraps: &[String],
+    security: &Security,
+    timeout: Duration,
+) -> Result<(String, ClusterMetadata), KafkaError> {
+    let mut last = None;
+    for addr in bootstraps {
+        match fetch(addr, security, timeout) {
+            Ok(meta) => return Ok((addr.clone(), meta)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| KafkaError::BadAddress {
+        addr: String::new(),
+        why: "no bootstrap address",
+    }))
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error("the metadata lists no brokers")]
@@ -135,8 +155,8 @@ pub fn plan(bootstrap: &str, meta: &ClusterMetadata, first_port: u16) -> Result<
     let mut brokers = meta.brokers.clone();
     brokers.sort_by_key(|b| b.id);
     // The names go into shell commands and here-documents: only what a name can be.
-    if let Some(b) = brokers.iter().find(|b| !is_host_name_or_ip(&b.host)) {
-        return Err(PlanError::UnsafeHost { id: b.id, host: b.host.clone() });
+    if let Some(e) = unsafe_host(&brokers) {
+        return Err(e);
     }
     let room = 65535 - u32::from(first_port) + 1;
     if brokers.len() as u32 > room {
@@ -146,23 +166,8 @@ pub fn plan(bootstrap: &str, meta: &ClusterMetadata, first_port: u16) -> Result<
         .into_iter()
         .enumerate()
         .map(|(i, broker)| {
-            let listen = first_port + i as u16;
-            let tag = format!("broker-{}", broker.id);
-            BrokerPlan {
-                rule: RulePlan { name: tag.clone(), listen, target: broker.address() },
-                azure: AzurePlan {
-                    lb_frontend: format!("fe-kafka-{tag}"),
-                    lb_rule: format!("kafka-{tag}"),
-                    frontend_port: broker.port,
-                    backend_port: listen,
-                    private_link_service: format!("pls-kafka-{tag}"),
-                    private_endpoint: format!("pe-kafka-{tag}"),
-                    managed_private_endpoint: format!("mpe-kafka-{tag}"),
-                    dns: dns_record(&broker.host),
-                    endpoint_ip: format!("<PE_IP_BROKER_{}>", broker.id),
-                },
-                broker,
-            }
+            let name = format!("broker-{}", broker.id);
+            broker_plan(broker, name, first_port + i as u16)
         })
         .collect();
     Ok(Plan {
@@ -171,6 +176,35 @@ pub fn plan(bootstrap: &str, meta: &ClusterMetadata, first_port: u16) -> Result<
         controller_id: meta.controller_id,
         brokers,
     })
+}
+
+/// The rule `name` listening on `listen` for `broker`, and the Azure resources in front of
+/// it (named after the broker's id).
+pub(super) fn broker_plan(broker: Broker, name: String, listen: u16) -> BrokerPlan {
+    let tag = format!("broker-{}", broker.id);
+    BrokerPlan {
+        rule: RulePlan { name, listen, target: broker.address() },
+        azure: AzurePlan {
+            lb_frontend: format!("fe-kafka-{tag}"),
+            lb_rule: format!("kafka-{tag}"),
+            frontend_port: broker.port,
+            backend_port: listen,
+            private_link_service: format!("pls-kafka-{tag}"),
+            private_endpoint: format!("pe-kafka-{tag}"),
+            managed_private_endpoint: format!("mpe-kafka-{tag}"),
+            dns: dns_record(&broker.host),
+            endpoint_ip: format!("<PE_IP_BROKER_{}>", broker.id),
+        },
+        broker,
+    }
+}
+
+/// The first broker whose advertised host cannot go into a shell command.
+pub(super) fn unsafe_host(brokers: &[Broker]) -> Option<PlanError> {
+    brokers
+        .iter()
+        .find(|b| !is_host_name_or_ip(&b.host))
+        .map(|b| PlanError::UnsafeHost { id: b.id, host: b.host.clone() })
 }
 
 fn is_host_name_or_ip(host: &str) -> bool {

@@ -370,10 +370,13 @@ pub enum SaslFailure {
          is probably not enabled on this listener"
     )]
     ClosedOnHandshake,
-    #[error("authentication failed (wrong user name or password?){}", after_colon(message))]
+    #[error("authentication failed (wrong user name, password or token?){}", after_colon(message))]
     AuthenticationFailed { message: Option<String> },
     #[error("{0}")]
     Scram(ScramError),
+    /// The bearer token could not be read (`--sasl-token-file`).
+    #[error("no token: {0}")]
+    Token(String),
 }
 
 /// A flag whose value cannot be used: the operator's to fix (exit 2).
@@ -392,6 +395,33 @@ pub enum SetupError {
     SystemRoots { first: Option<rustls_native_certs::Error> },
     #[error("TLS setup: {0}")]
     Tls(rustls::Error),
+    #[error("--client-cert {}: {failure}", path.display())]
+    ClientCert { path: PathBuf, failure: CaFileFailure },
+    #[error("--client-key {}: {failure}", path.display())]
+    ClientKey { path: PathBuf, failure: KeyFailure },
+    /// The SASL password or token file (`--sasl-password-file`, `--sasl-token-file`).
+    #[error("{flag} {}: {failure}", path.display())]
+    SecretFile { flag: &'static str, path: PathBuf, failure: SecretFailure },
+}
+
+/// What is wrong with the `--client-key`.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFailure {
+    /// Reading it, or no private key (PKCS#8, PKCS#1 or SEC1) in it.
+    #[error(transparent)]
+    Pem(rustls::pki_types::pem::Error),
+    /// The key does not go with the certificate, or is of a kind rustls cannot sign with.
+    #[error("unusable with --client-cert: {0}")]
+    Refused(rustls::Error),
+}
+
+/// What is wrong with a file holding a SASL secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFailure {
+    #[error(transparent)]
+    Read(std::io::Error),
+    #[error("empty (the secret is its first line)")]
+    Empty,
 }
 
 /// What is wrong with the `--ca-file`.

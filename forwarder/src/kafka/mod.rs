@@ -6,19 +6,24 @@
 //! - [`wire`]: framing, deadlines, version negotiation;
 //! - [`stream`]: the bytes under the framing, TCP or TLS, each read and write bounded;
 //! - [`tls`]: rustls set up from `--ca-file` or the system's CAs, the handshake, its failures;
-//! - [`sasl`]: SaslHandshake and SaslAuthenticate for PLAIN and SCRAM; [`scram`] the
-//!   SCRAM-SHA-256/512 client messages;
+//! - [`sasl`]: SaslHandshake and SaslAuthenticate for PLAIN, SCRAM and OAUTHBEARER;
+//!   [`scram`] the SCRAM-SHA-256/512 client messages, [`oauthbearer`] the OAUTHBEARER one;
 //! - [`error`]: [`KafkaError`], classified by the hop that failed;
 //! - [`discover`] and [`azure`]: the rules and Azure resources per broker;
+//! - [`coverage`]: which advertised brokers the rules reach, and the plan for the rest
+//!   (`kafka discover --config`, the daemon's `[kafka]` watch);
 //! - [`check`]: the client's path through the forwarder, broker by broker;
-//! - [`render`]: text and JSON output.
+//! - [`render`]: text and JSON output; [`render_missing`] that of `discover --config`.
 
 pub mod azure;
 pub mod check;
 pub mod client;
+pub mod coverage;
 pub mod discover;
 pub mod error;
+pub mod oauthbearer;
 pub mod render;
+pub mod render_missing;
 pub mod sasl;
 pub mod scram;
 pub mod stream;

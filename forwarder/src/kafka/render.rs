@@ -27,7 +27,7 @@ pub fn rule_blocks(plan: &Plan) -> String {
 }
 
 /// A quoted TOML string (advertised names come from the network: escape them).
-fn toml_str(s: &str) -> String {
+pub(super) fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
@@ -246,12 +246,12 @@ fn rate(r: Option<f64>) -> String {
     r.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into())
 }
 
-fn cells<const N: usize>(c: [&str; N]) -> Vec<String> {
+pub(super) fn cells<const N: usize>(c: [&str; N]) -> Vec<String> {
     c.iter().map(|s| s.to_string()).collect()
 }
 
 /// Left-aligned columns; the last one unpadded.
-fn table(rows: &[Vec<String>], indent: &str) -> String {
+pub(super) fn table(rows: &[Vec<String>], indent: &str) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))

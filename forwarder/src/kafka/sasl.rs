@@ -1,13 +1,16 @@
 //! SASL authentication after the ApiVersions handshake (`--sasl-mechanism`), as Kafka
 //! clients do it: SaslHandshake v1 names the mechanism, then SaslAuthenticate requests carry
 //! its messages. PLAIN (RFC 4616) is one message; SCRAM-SHA-256/512 ([`scram`]) two, the
-//! second answered with the server's signature, which is checked.
+//! second answered with the server's signature, which is checked; OAUTHBEARER (RFC 7628,
+//! [`oauthbearer`]) one, the bearer token read from its file at every connection, so that
+//! the token fetcher that refreshes the file is followed without a restart.
 //!
-//! Over plaintext TCP, PLAIN sends the password as it is: use it with `--tls`.
+//! Over plaintext TCP, PLAIN sends the password as it is: use it with `--tls`. The same goes
+//! for a bearer token.
 
 use super::{
-    error::{Api, ErrorCode, KafkaError, SaslFailure},
-    scram,
+    error::{Api, ErrorCode, KafkaError, SaslFailure, SecretFailure, SetupError},
+    oauthbearer, scram,
     wire::{Versions, Wire},
 };
 use bytes::Bytes;
@@ -18,7 +21,11 @@ use kafka_protocol::{
     },
     protocol::StrBytes,
 };
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mechanism {
@@ -27,6 +34,9 @@ pub enum Mechanism {
     ScramSha256,
     #[value(name = "scram-sha-512")]
     ScramSha512,
+    /// A bearer token from an identity provider (`--sasl-token-file`).
+    #[value(name = "oauthbearer")]
+    OAuthBearer,
 }
 
 impl Mechanism {
@@ -36,16 +46,60 @@ impl Mechanism {
             Mechanism::Plain => "PLAIN",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha512 => "SCRAM-SHA-512",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
+
+    /// As `--sasl-mechanism` (and the config's `sasl_mechanism`) spells it.
+    pub fn flag_value(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "plain",
+            Mechanism::ScramSha256 => "scram-sha-256",
+            Mechanism::ScramSha512 => "scram-sha-512",
+            Mechanism::OAuthBearer => "oauthbearer",
+        }
+    }
+
+    /// The mechanism `--sasl-mechanism` calls `value`.
+    pub fn from_flag_value(value: &str) -> Option<Mechanism> {
+        [Mechanism::Plain, Mechanism::ScramSha256, Mechanism::ScramSha512, Mechanism::OAuthBearer]
+            .into_iter()
+            .find(|m| m.flag_value() == value)
+    }
+
+    /// Whether it authenticates with a user name and password (else a bearer token).
+    pub fn uses_password(self) -> bool {
+        !matches!(self, Mechanism::OAuthBearer)
+    }
+}
+
+/// The first line of the file at `path` (given as `flag`), without its line end: the SASL
+/// password or bearer token.
+pub fn read_secret_file(flag: &'static str, path: &Path) -> Result<String, SetupError> {
+    let fail = |failure| SetupError::SecretFile { flag, path: path.into(), failure };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(SecretFailure::Read(e)))?;
+    let line = text.lines().next().unwrap_or_default().trim_end();
+    if line.is_empty() {
+        return Err(fail(SecretFailure::Empty));
+    }
+    Ok(line.to_string())
 }
 
 /// Who to authenticate as. The password never shows in `Debug`.
 #[derive(Clone)]
 pub struct SaslConfig {
     pub mechanism: Mechanism,
+    /// Empty with OAUTHBEARER, whose token says who the client is.
     pub user: String,
-    password: String,
+    secret: Secret,
+}
+
+/// What proves the identity: a password known at start, or a token file read at every
+/// connection (tokens expire within the hour; the fetcher rewrites the file).
+#[derive(Clone)]
+enum Secret {
+    Password(String),
+    TokenFile(PathBuf),
 }
 
 impl fmt::Debug for SaslConfig {
@@ -58,8 +112,26 @@ impl fmt::Debug for SaslConfig {
 }
 
 impl SaslConfig {
+    /// PLAIN or SCRAM with a user name and password.
     pub fn new(mechanism: Mechanism, user: &str, password: &str) -> SaslConfig {
-        SaslConfig { mechanism, user: user.into(), password: password.into() }
+        SaslConfig { mechanism, user: user.into(), secret: Secret::Password(password.into()) }
+    }
+
+    /// OAUTHBEARER with the token in `token_file` (its first line), read at every
+    /// connection.
+    pub fn oauthbearer(token_file: &Path) -> SaslConfig {
+        SaslConfig {
+            mechanism: Mechanism::OAuthBearer,
+            user: String::new(),
+            secret: Secret::TokenFile(token_file.into()),
+        }
+    }
+
+    fn password(&self) -> &str {
+        match &self.secret {
+            Secret::Password(p) => p,
+            Secret::TokenFile(_) => "",
+        }
     }
 
     pub fn user(&self) -> &str {
@@ -73,12 +145,13 @@ impl SaslConfig {
         match self.mechanism {
             Mechanism::Plain => {
                 // authzid (empty), authcid, password, NUL-separated.
-                let token = format!("\0{}\0{}", self.user, self.password);
+                let token = format!("\0{}\0{}", self.user, self.password());
                 session.step(token.into_bytes())?;
                 Ok(())
             }
             Mechanism::ScramSha256 => session.scram(scram::Hash::Sha256),
             Mechanism::ScramSha512 => session.scram(scram::Hash::Sha512),
+            Mechanism::OAuthBearer => session.oauthbearer(),
         }
     }
 }
@@ -156,12 +229,33 @@ impl Session<'_> {
 
     fn scram(&mut self, hash: scram::Hash) -> Result<(), KafkaError> {
         let scram_fail = |s: &Self, e| s.fail(SaslFailure::Scram(e));
-        let client = scram::Client::new(hash, &self.config.user, &self.config.password)
+        let client = scram::Client::new(hash, &self.config.user, self.config.password())
             .map_err(|e| scram_fail(self, e))?;
         let server_first = self.step(client.first_message().into_bytes())?;
         let (last, check) = client.final_message(&server_first).map_err(|e| scram_fail(self, e))?;
         let server_final = self.step(last.into_bytes())?;
         check.verify(&server_final).map_err(|e| scram_fail(self, e))
+    }
+
+    /// RFC 7628: the token in the client's first message; an empty answer is success. A
+    /// refusal comes as an error document (JSON) the client acknowledges with a lone 0x01,
+    /// after which the server fails the exchange.
+    fn oauthbearer(&mut self) -> Result<(), KafkaError> {
+        let Secret::TokenFile(path) = &self.config.secret else {
+            unreachable!("OAUTHBEARER configs are made by SaslConfig::oauthbearer")
+        };
+        let token = read_secret_file("--sasl-token-file", path)
+            .map_err(|e| self.fail(SaslFailure::Token(e.to_string())))?;
+        let challenge = self.step(oauthbearer::initial_response(&token))?;
+        if challenge.is_empty() {
+            return Ok(());
+        }
+        let message = Some(String::from_utf8_lossy(&challenge).into_owned());
+        match self.step(oauthbearer::ACKNOWLEDGE_ERROR.to_vec()) {
+            Err(KafkaError::Sasl { failure: SaslFailure::AuthenticationFailed { .. }, .. })
+            | Ok(_) => Err(self.fail(SaslFailure::AuthenticationFailed { message })),
+            Err(e) => Err(e),
+        }
     }
 }
 

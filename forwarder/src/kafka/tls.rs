@@ -3,13 +3,16 @@
 //! name dialed, as a Kafka client with ssl.endpoint.identification.algorithm=https does.
 //! For a broker that is the host it advertises, whatever address the path goes through:
 //! a Spark client behind a private endpoint checks exactly that.
+//!
+//! With `--client-cert` and `--client-key` the client also proves who it is (mTLS, a
+//! listener with ssl.client.auth=required), as Kafka's ssl.keystore does.
 
 use super::{
-    error::{CaFileFailure, Garbage, KafkaError, SetupError, TlsFailure},
+    error::{CaFileFailure, Garbage, KafkaError, KeyFailure, SetupError, TlsFailure},
     stream::{remaining, Stream, TlsStream},
 };
 use rustls::{
-    pki_types::{pem::PemObject, CertificateDer, ServerName},
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
     CertificateError, ClientConfig, ClientConnection, RootCertStore,
 };
 use std::{
@@ -28,6 +31,16 @@ pub struct TlsConfig {
     roots: String,
     /// The CA file given, if any (the notebook cell needs its certificates too).
     pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate is presented (mTLS).
+    pub client_auth: bool,
+}
+
+/// The certificate chain and private key the client presents (`--client-cert`,
+/// `--client-key`), as PEM files.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIdentity<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -41,6 +54,15 @@ impl TlsConfig {
     /// (/etc/ssl/certs on Debian, where an enterprise CA is installed with
     /// update-ca-certificates).
     pub fn new(ca_file: Option<&Path>) -> Result<TlsConfig, SetupError> {
+        TlsConfig::with_identity(ca_file, None)
+    }
+
+    /// [`TlsConfig::new`], presenting `identity` to listeners that ask for a client
+    /// certificate.
+    pub fn with_identity(
+        ca_file: Option<&Path>,
+        identity: Option<ClientIdentity>,
+    ) -> Result<TlsConfig, SetupError> {
         let mut store = RootCertStore::empty();
         let roots = match ca_file {
             Some(path) => {
@@ -68,12 +90,26 @@ impl TlsConfig {
             }
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(SetupError::Tls)?
-            .with_root_certificates(store)
-            .with_no_client_auth();
-        Ok(TlsConfig { config: Arc::new(config), roots, ca_file: ca_file.map(Path::to_path_buf) })
+            .with_root_certificates(store);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => {
+                let (chain, key) = read_identity(id)?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| SetupError::ClientKey {
+                    path: id.key.into(),
+                    failure: KeyFailure::Refused(e),
+                })?
+            }
+        };
+        Ok(TlsConfig {
+            config: Arc::new(config),
+            roots,
+            ca_file: ca_file.map(Path::to_path_buf),
+            client_auth: identity.is_some(),
+        })
     }
 
     /// The TLS handshake on a connected socket, sending `name` as SNI (a DNS name) and
@@ -157,6 +193,23 @@ impl TlsConfig {
             e => TlsFailure::Refused(e),
         }
     }
+}
+
+/// The client's certificate chain and key from their PEM files.
+fn read_identity(
+    id: ClientIdentity,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), SetupError> {
+    let cert_fail = |failure| SetupError::ClientCert { path: id.cert.into(), failure };
+    let chain = CertificateDer::pem_file_iter(id.cert)
+        .map_err(|e| cert_fail(CaFileFailure::Pem(e)))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| cert_fail(CaFileFailure::Pem(e)))?;
+    if chain.is_empty() {
+        return Err(cert_fail(CaFileFailure::NoCertificate));
+    }
+    let key = PrivateKeyDer::from_pem_file(id.key)
+        .map_err(|e| SetupError::ClientKey { path: id.key.into(), failure: KeyFailure::Pem(e) })?;
+    Ok((chain, key))
 }
 
 /// A name as the certificate holds it, from webpki's `DnsName("b1.corp")` or

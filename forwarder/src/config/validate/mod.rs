@@ -5,15 +5,18 @@
 //!   `allowed_sources`, `max_flows`, `mss_clamp`;
 //! - [`endpoints`]: `health`, `metrics`, `control_socket`, `pin_path`;
 //! - [`timeouts`]: `dns_refresh` and `[timeouts]`;
-//! - [`rules`]: the `[[rule]]` tables, checked against `snat_ports` and the sockets.
+//! - [`rules`]: the `[[rule]]` tables, checked against `snat_ports` and the sockets;
+//! - [`kafka`]: the optional `[kafka]` table (the cluster the daemon watches).
 
 mod endpoints;
 mod global;
+mod kafka;
 mod rules;
 mod timeouts;
 
 pub(super) use global::interface_entries;
 pub use global::parse_port_range;
+pub(super) use kafka::kafka_key_span;
 pub(super) use rules::rule_sections;
 pub use rules::{parse_target, valid_rule_name};
 
@@ -36,6 +39,7 @@ const TOP_KEYS: &[&str] = &[
     "dns_refresh",
     "timeouts",
     "rule",
+    "kafka",
 ];
 
 /// The settings of the file whose top-level table is `root`, read from `path`.
@@ -57,6 +61,7 @@ pub(super) fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigEr
     let timeouts = timeouts::timeouts(root, &mut warnings)?;
     let sockets = [("health", health), ("metrics", metrics)];
     let rules = rules::rules(root, &snat_ports, listen_ip, &sockets)?;
+    let kafka = kafka::kafka(root)?;
 
     Ok(Settings {
         path: path.to_path_buf(),
@@ -75,6 +80,7 @@ pub(super) fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigEr
         dns_refresh,
         timeouts,
         rules,
+        kafka,
         warnings,
     })
 }

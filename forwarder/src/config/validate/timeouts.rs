@@ -64,7 +64,7 @@ fn duration(section: &Section, key: &str) -> Result<Option<Duration>, ConfigErro
 }
 
 /// [`duration`], with where its value is written.
-fn duration_at(
+pub(super) fn duration_at(
     section: &Section,
     key: &str,
 ) -> Result<Option<(Duration, crate::config::spans::Span)>, ConfigError> {

@@ -175,6 +175,25 @@ pub fn setup(plan: &Plan, client: ClientSide) -> Setup {
 }
 
 pub fn setup_with(plan: &Plan, client: ClientSide, security: &ClientSecurity) -> Setup {
+    build(plan, client, security, Scope::Everything)
+}
+
+/// The Azure side of brokers added to a path that exists (`kafka discover --config`): per
+/// broker of `plan` a frontend, a load balancer rule and a Private Link Service on the load
+/// balancer already there, its endpoint, and the approval. Nothing shared is created again:
+/// not the load balancer, the probe, the NSG rule or (with `--client vnet`) the DNS zones.
+pub fn additions(plan: &Plan, client: ClientSide) -> Setup {
+    build(plan, client, &ClientSecurity::default(), Scope::Additions)
+}
+
+/// Everything from nothing, or only what new brokers need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Everything,
+    Additions,
+}
+
+fn build(plan: &Plan, client: ClientSide, security: &ClientSecurity, scope: Scope) -> Setup {
     let mut variables = inputs(client);
     if client == ClientSide::Vnet {
         for b in &plan.brokers {
@@ -203,15 +222,27 @@ pub fn setup_with(plan: &Plan, client: ClientSide, security: &ClientSecurity) ->
         derived: true,
     });
     let names: Vec<String> = variables.iter().map(|v| v.name.clone()).collect();
-    let mut steps = nat_side(plan, &names);
+    let mut steps = nat_side(plan, &names, scope);
     match client {
         ClientSide::Synapse | ClientSide::Adf => {
             steps.push(managed_endpoints(plan, client, &names))
         }
-        ClientSide::Vnet => steps.extend(vnet_endpoints(plan, &names)),
+        ClientSide::Vnet => steps.extend(vnet_endpoints(plan, &names, scope)),
     }
     steps.push(approvals(plan, client, &names));
-    let notebook = (client != ClientSide::Adf).then(|| notebook(plan, security));
+    let notebook =
+        (client != ClientSide::Adf && scope == Scope::Everything).then(|| notebook(plan, security));
+    if scope == Scope::Additions {
+        // Only what the added brokers' commands use: the load balancer's and the probe's
+        // inputs were set when the path was made.
+        let used = |name: &str| {
+            let r = format!("${{{name}}}");
+            steps
+                .iter()
+                .any(|s| s.script.contains(&r) || s.files.iter().any(|f| f.text.contains(&r)))
+        };
+        variables.retain(|v| v.derived || used(&v.name));
+    }
     Setup { client, variables, steps, notebook }
 }
 
@@ -231,7 +262,32 @@ fn endpoint_nic_var(b: &BrokerPlan) -> String {
     format!("PE_NIC_BROKER_{}", b.broker.id.unsigned_abs())
 }
 
-fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
+fn nat_side(plan: &Plan, vars: &[String], scope: Scope) -> Vec<Step> {
+    let mut per_broker = StepBuilder::new(
+        "Per broker: a frontend, a rule (the advertised port -> the broker's listen port) and \
+         a Private Link Service on that frontend",
+        vars,
+    );
+    if scope == Scope::Additions {
+        per_broker.comment("On the load balancer ${LB_NAME} of the existing brokers.");
+        brokers_behind_lb(plan, &mut per_broker, scope);
+        return vec![per_broker.done()];
+    }
+    let lb = load_balancer(plan, vars);
+    per_broker.comment("A Private Link Service's NAT addresses need the subnet's policies off.");
+    let cmd = per_broker
+        .az_in("network vnet subnet update", "${NAT_RESOURCE_GROUP}")
+        .arg("--vnet-name", per_broker.t("${NAT_VNET}"))
+        .arg("--name", per_broker.t("${PLS_SUBNET}"))
+        .arg("--private-link-service-network-policies", Word::text("Disabled"));
+    per_broker.run(cmd);
+    brokers_behind_lb(plan, &mut per_broker, scope);
+    vec![lb, per_broker.done()]
+}
+
+/// The load balancer with the first broker's frontend, both NAT VMs in its pool, the probe
+/// and the NSG rule that lets the probe in.
+fn load_balancer(plan: &Plan, vars: &[String]) -> Step {
     let first = &plan.brokers[0].azure;
     let mut lb = StepBuilder::new(
         "Internal Standard Load Balancer: backend pool with both NAT VMs, HTTP probe on the \
@@ -280,23 +336,16 @@ fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
         .arg("--source-address-prefixes", Word::text("AzureLoadBalancer"))
         .arg("--destination-port-ranges", lb.t("${HEALTH_PORT}"));
     lb.run(cmd);
+    lb.done()
+}
 
-    let mut per_broker = StepBuilder::new(
-        "Per broker: a frontend, a rule (the advertised port -> the broker's listen port) and \
-         a Private Link Service on that frontend",
-        vars,
-    );
-    per_broker.comment("A Private Link Service's NAT addresses need the subnet's policies off.");
-    let cmd = per_broker
-        .az_in("network vnet subnet update", "${NAT_RESOURCE_GROUP}")
-        .arg("--vnet-name", per_broker.t("${NAT_VNET}"))
-        .arg("--name", per_broker.t("${PLS_SUBNET}"))
-        .arg("--private-link-service-network-policies", Word::text("Disabled"));
-    per_broker.run(cmd);
+/// Per broker: its frontend (the first broker's comes with a new load balancer), its rule
+/// and its Private Link Service.
+fn brokers_behind_lb(plan: &Plan, per_broker: &mut StepBuilder, scope: Scope) {
     for (i, b) in plan.brokers.iter().enumerate() {
         let a = &b.azure;
         per_broker.comment(&format!("broker {} ({})", b.broker.id, b.broker.address()));
-        if i > 0 {
+        if i > 0 || scope == Scope::Additions {
             let cmd = per_broker
                 .az_in("network lb frontend-ip create", "${NAT_RESOURCE_GROUP}")
                 .arg("--lb-name", per_broker.t("${LB_NAME}"))
@@ -330,7 +379,6 @@ fn nat_side(plan: &Plan, vars: &[String]) -> Vec<Step> {
             .arg("--lb-frontend-ip-configs", Word::text(&a.lb_frontend));
         per_broker.run(cmd);
     }
-    vec![lb.done(), per_broker.done()]
 }
 
 /// Synapse and Data Factory: one managed private endpoint per Private Link Service, with
@@ -386,7 +434,7 @@ fn managed_endpoints(plan: &Plan, client: ClientSide, vars: &[String]) -> Step {
 
 /// A VNet of the clients' own: a private endpoint per Private Link Service, then a private
 /// DNS zone per domain of the advertised names with an A record per broker.
-fn vnet_endpoints(plan: &Plan, vars: &[String]) -> Vec<Step> {
+fn vnet_endpoints(plan: &Plan, vars: &[String], scope: Scope) -> Vec<Step> {
     let mut pe =
         StepBuilder::new("Private endpoints in the clients' VNet, and their addresses", vars);
     for b in &plan.brokers {
@@ -441,7 +489,14 @@ fn vnet_endpoints(plan: &Plan, vars: &[String]) -> Vec<Step> {
     );
     let vnet_id = "/subscriptions/${SUBSCRIPTION_ID}/resourceGroups/${CLIENT_RESOURCE_GROUP}/\
                    providers/Microsoft.Network/virtualNetworks/${CLIENT_VNET}";
-    for z in &zones {
+    if scope == Scope::Additions && !zones.is_empty() {
+        dns.comment(&format!(
+            "The zone(s) {} and their links to the clients' VNet exist with the first brokers'\n\
+             records (create them as `kafka discover` without --config prints, if not).",
+            zones.join(", ")
+        ));
+    }
+    for z in zones.iter().filter(|_| scope == Scope::Everything) {
         let cmd = dns
             .az_in("network private-dns zone create", "${DNS_RESOURCE_GROUP}")
             .arg("--name", Word::text(*z));
@@ -544,12 +599,22 @@ fn notebook(plan: &Plan, security: &ClientSecurity) -> String {
             crate::kafka::sasl::Mechanism::Plain => {
                 "org.apache.kafka.common.security.plain.PlainLoginModule"
             }
+            crate::kafka::sasl::Mechanism::OAuthBearer => {
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
+            }
             _ => "org.apache.kafka.common.security.scram.ScramLoginModule",
         };
-        secrets += &format!(
-            "password = mssparkutils.credentials.getSecret(KEY_VAULT, \"kafka-password\", LINKED_SERVICE)\n\
-             jaas = f'{module} required username=\"{user}\" password=\"{{password}}\";'\n"
-        );
+        secrets += &match mechanism {
+            // The token comes from the identity provider the Spark side is set up with
+            // (kafka.sasl.oauthbearer.token.endpoint.url and its login callback handler).
+            crate::kafka::sasl::Mechanism::OAuthBearer => {
+                format!("jaas = '{module} required;'\n")
+            }
+            _ => format!(
+                "password = mssparkutils.credentials.getSecret(KEY_VAULT, \"kafka-password\", LINKED_SERVICE)\n\
+                 jaas = f'{module} required username=\"{user}\" password=\"{{password}}\";'\n"
+            ),
+        };
         options += &format!(
             "      .option(\"kafka.sasl.mechanism\", \"{}\")\n      \
              .option(\"kafka.sasl.jaas.config\", jaas)\n",
