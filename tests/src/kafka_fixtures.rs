@@ -5,12 +5,15 @@
 //!   provisioned the way tansu provisions them (`tansu user create`, before auth is on);
 //! - [`Pki`]: a CA and broker certificates made for the test with rcgen;
 //! - [`Stunnel`]: Debian's stunnel4 terminating TLS in front of a tansu (an SSL or SASL_SSL
-//!   listener, as tansu 0.6 accepts --cert/--key but does not use them).
+//!   listener, as tansu 0.6 accepts --cert/--key but does not use them), optionally
+//!   requiring a client certificate from the test's CA (ssl.client.auth=required), and
+//!   optionally inside a network namespace;
+//! - `crate::metadata_server`: a Kafka metadata server whose advertised brokers change.
 //!
 //! Every process is this test's child, stopped by its pid in `Drop`; every file lives in a
 //! directory removed in `Drop`.
 
-use crate::topology::forwarder_bin;
+use crate::{netns::Netns, topology::forwarder_bin};
 use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -77,13 +80,29 @@ pub fn free_port() -> u16 {
 
 /// Waits until `addr` accepts, or panics with `log()` once `child` exits or 20 s pass.
 fn wait_listening(child: &mut Child, addr: &str, what: &str, log: impl Fn() -> String) {
+    wait_listening_in(None, child, addr, what, log)
+}
+
+/// [`wait_listening`], connecting from inside `ns` when given.
+fn wait_listening_in(
+    ns: Option<&Netns>,
+    child: &mut Child,
+    addr: &str,
+    what: &str,
+    log: impl Fn() -> String,
+) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited ({status}) before listening on {addr}:\n{}", log());
         }
         let sock = addr.parse().expect("an address");
-        if TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_ok() {
+        let connect = move || TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_ok();
+        let up = match ns {
+            None => connect(),
+            Some(ns) => ns.enter(connect).unwrap_or(false),
+        };
+        if up {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -239,7 +258,7 @@ pub struct Pki {
     ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
-/// A server certificate and its key, as PEM files.
+/// A certificate (a server's, or a client's) and its key, as PEM files.
 pub struct ServerCert {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -266,13 +285,31 @@ impl Pki {
 
     /// A server certificate for `names` (DNS names or IP addresses), signed by the CA.
     pub fn server(&self, tag: &str, names: &[&str]) -> ServerCert {
-        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
         let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(sans).expect("server params");
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().expect("server key");
-        let cert = params.signed_by(&key, &self.ca).expect("signing the server certificate");
+        self.issue(tag, sans, names[0], rcgen::ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate for `name` (its CN), signed by the CA: what a Kafka client
+    /// presents to a listener with ssl.client.auth=required.
+    pub fn client(&self, tag: &str, name: &str) -> ServerCert {
+        self.issue(tag, Vec::new(), name, rcgen::ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// A certificate with `sans`, CN `cn` and the one extended key usage `usage`, and its
+    /// key, written as `tag.pem` and `tag.key`.
+    fn issue(
+        &self,
+        tag: &str,
+        sans: Vec<String>,
+        cn: &str,
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> ServerCert {
+        use rcgen::{CertificateParams, DnType, KeyPair};
+        let mut params = CertificateParams::new(sans).expect("certificate params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().expect("a key");
+        let cert = params.signed_by(&key, &self.ca).expect("signing the certificate");
         let out = ServerCert {
             cert: self.dir.path().join(format!("{tag}.pem")),
             key: self.dir.path().join(format!("{tag}.key")),
@@ -284,6 +321,15 @@ impl Pki {
 }
 
 // ---- stunnel --------------------------------------------------------------------------------
+
+/// What a [`Stunnel`] asks beyond its own certificate, and where it runs.
+#[derive(Default)]
+pub struct StunnelOptions<'a> {
+    /// Require a client certificate signed by this CA (`verify = 2`, `CAfile`).
+    pub client_ca: Option<&'a Path>,
+    /// Run inside this namespace (`accept` and `connect` are its addresses).
+    pub netns: Option<&'a Netns>,
+}
 
 /// stunnel4 accepting TLS on 127.0.0.1 and passing the bytes to `target`.
 pub struct Stunnel {
@@ -305,20 +351,40 @@ impl Stunnel {
 
     /// On `port` (0: a free one), with `cert`, in front of `target` (host:port).
     pub fn start(port: u16, cert: &ServerCert, target: &str) -> Stunnel {
+        Stunnel::start_with(port, cert, target, &StunnelOptions::default())
+    }
+
+    /// [`Stunnel::start`] as `opts` say. In a namespace, `port` must be given (a free port
+    /// of this namespace says nothing about that one).
+    pub fn start_with(
+        port: u16,
+        cert: &ServerCert,
+        target: &str,
+        opts: &StunnelOptions,
+    ) -> Stunnel {
         let port = if port == 0 { free_port() } else { port };
         let addr = format!("127.0.0.1:{port}");
         let dir = tempfile::tempdir().expect("a directory for stunnel");
         let conf = dir.path().join("stunnel.conf");
-        let text = format!(
+        let mut text = format!(
             "foreground = yes\npid =\ndebug = notice\n\n[kafka]\naccept = {addr}\n\
              connect = {target}\ncert = {}\nkey = {}\n",
             cert.cert.display(),
             cert.key.display()
         );
+        if let Some(ca) = opts.client_ca {
+            // verify = 2: a client certificate is required and checked against CAfile.
+            text += &format!("verify = 2\nCAfile = {}\n", ca.display());
+        }
         std::fs::write(&conf, text).expect("writing stunnel.conf");
         let log = dir.path().join("stunnel.log");
         let log_file = std::fs::File::create(&log).expect("stunnel log");
-        let child = Command::new(Stunnel::bin())
+        let bin = Stunnel::bin();
+        let mut command = match opts.netns {
+            None => Command::new(&bin),
+            Some(ns) => ns.command(bin.to_str().expect("a UTF-8 path")),
+        };
+        let child = command
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))
@@ -327,7 +393,7 @@ impl Stunnel {
             .expect("starting stunnel4");
         let mut s = Stunnel { child, addr, dir };
         let (addr, log) = (s.addr.clone(), s.dir.path().join("stunnel.log"));
-        wait_listening(&mut s.child, &addr, "stunnel4", || read_log(&log));
+        wait_listening_in(opts.netns, &mut s.child, &addr, "stunnel4", || read_log(&log));
         s
     }
 

@@ -4,6 +4,7 @@
 //! Every test needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF); without it they fail with
 //! the reason instead of skipping.
 
+pub mod azure_cli;
 pub mod bad_configs;
 pub mod bench;
 pub mod churn;
@@ -12,6 +13,7 @@ pub mod flood;
 pub mod hostile;
 pub mod kafka_fixtures;
 pub mod lab;
+pub mod metadata_server;
 pub mod netns;
 pub mod packet;
 pub mod previous_release;

@@ -1,31 +1,22 @@
 //! `forwarder kafka discover | check` against real sockets on 127.0.0.1: a fake metadata
-//! server encoding its answers with kafka-protocol, listeners that are not Kafka (HTTP, one
+//! server encoding its answers with kafka-protocol (`forwarder_tests::metadata_server`), listeners that are not Kafka (HTTP, one
 //! that says nothing, one that hangs up, a closed port), and real tansu brokers (plaintext,
 //! and with SASL required). Nothing here sends traffic anywhere but 127.0.0.1.
 //!
 //! The tansu tests need its binary: TANSU_BIN, else /opt/tansu/bin/tansu; without it they
 //! fail and say so. TLS and SASL against real listeners: kafka_security.rs.
 
-use forwarder::kafka::{
-    bytes::Bytes,
-    kafka_protocol::{
-        messages::{
-            api_versions_response::ApiVersion, metadata_response::MetadataResponseBroker, ApiKey,
-            ApiVersionsRequest, ApiVersionsResponse, BrokerId, MetadataRequest, MetadataResponse,
-        },
-        protocol::{decode_request_header_from_buffer, StrBytes},
-    },
-    wire::encode_response,
-};
 use forwarder_tests::{
+    azure_cli,
     kafka_fixtures::{kafka, Tansu},
+    metadata_server::{Advertised, Auth, MetadataServer, CLUSTER_ID},
     topology::forwarder_bin,
 };
 use std::{
     io::{Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
     path::PathBuf,
-    process::{Command, Stdio},
+    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -120,77 +111,15 @@ fn hangup_server() -> Listener {
     })
 }
 
-/// A broker as the fake metadata server lists it.
-#[derive(Clone)]
-struct FakeBroker {
-    id: i32,
-    host: String,
-    port: u16,
-    rack: Option<String>,
+/// The fake cluster: the brokers it advertises (`forwarder_tests::metadata_server`).
+fn metadata_server(brokers: Vec<Advertised>) -> MetadataServer {
+    MetadataServer::start(brokers, Auth::None)
 }
 
-/// Answers ApiVersions and Metadata (with `brokers`), encoded by kafka-protocol at the
-/// version asked; hangs up on anything else.
-fn metadata_server(brokers: Vec<FakeBroker>) -> Listener {
-    Listener::start(move |mut s| {
-        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        for _ in 0..100 {
-            let mut size = [0u8; 4];
-            if s.read_exact(&mut size).is_err() {
-                return;
-            }
-            let mut body = vec![0u8; i32::from_be_bytes(size).clamp(0, 1 << 20) as usize];
-            if s.read_exact(&mut body).is_err() {
-                return;
-            }
-            let mut body = Bytes::from(body);
-            let Ok(header) = decode_request_header_from_buffer(&mut body) else { return };
-            let (v, corr) = (header.request_api_version, header.correlation_id);
-            let frame = match ApiKey::try_from(header.request_api_key) {
-                Ok(ApiKey::ApiVersions) => {
-                    let keys = [(ApiKey::ApiVersions, 0, 3), (ApiKey::Metadata, 0, 12)]
-                        .map(|(k, lo, hi)| {
-                            ApiVersion::default()
-                                .with_api_key(k as i16)
-                                .with_min_version(lo)
-                                .with_max_version(hi)
-                        })
-                        .to_vec();
-                    let resp = ApiVersionsResponse::default().with_api_keys(keys);
-                    encode_response::<ApiVersionsRequest>(&resp, v, corr)
-                }
-                Ok(ApiKey::Metadata) => {
-                    let resp = MetadataResponse::default()
-                        .with_cluster_id(Some(StrBytes::from_static_str("fake-cluster")))
-                        .with_controller_id(BrokerId(brokers[0].id))
-                        .with_brokers(
-                            brokers
-                                .iter()
-                                .map(|b| {
-                                    MetadataResponseBroker::default()
-                                        .with_node_id(BrokerId(b.id))
-                                        .with_host(StrBytes::from_string(b.host.clone()))
-                                        .with_port(i32::from(b.port))
-                                        .with_rack(b.rack.clone().map(StrBytes::from_string))
-                                })
-                                .collect(),
-                        );
-                    encode_response::<MetadataRequest>(&resp, v, corr)
-                }
-                _ => return,
-            };
-            let frame = frame.expect("encoding the fake response");
-            if s.write_all(&frame).is_err() {
-                return;
-            }
-        }
-    })
-}
-
-fn three_brokers() -> Vec<FakeBroker> {
+fn three_brokers() -> Vec<Advertised> {
     // Listed out of id order: the rules must come out in id order anyway.
     [(3, "az3"), (1, "az1"), (2, "az2")]
-        .map(|(id, rack)| FakeBroker {
+        .map(|(id, rack)| Advertised {
             id,
             host: format!("broker{id}.corp.example"),
             port: 9092,
@@ -280,7 +209,7 @@ fn kafka_discover_json_lists_the_brokers() {
     let fake = metadata_server(three_brokers());
     let run = kafka(&["discover", "--bootstrap", &fake.addr, "--json"]);
     let j = run.assert_code(0).json();
-    assert_eq!(j["cluster_id"], "fake-cluster");
+    assert_eq!(j["cluster_id"], CLUSTER_ID);
     let brokers: Vec<(i64, String, String)> = j["brokers"]
         .as_array()
         .expect("brokers")
@@ -315,116 +244,20 @@ fn kafka_discover_json_lists_the_brokers() {
     assert!(j["notebook"].as_str().unwrap().contains("broker1.corp.example:9092,"));
 }
 
-/// What the tests give each variable of the commands: names as an operator would choose
-/// them, and IDs in the form Azure's validators expect.
-fn az_value(name: &str) -> String {
-    match name {
-        "SUBSCRIPTION_ID" => "6f1c2e34-5b7a-4c8d-9e0f-123456789abc".into(),
-        "HEALTH_PORT" => "8080".into(),
-        "CONNECTION" => "mpe-kafka-broker-1.8d3f0a4e-1b2c-4d5e-8f90-a1b2c3d4e5f6".into(),
-        n if n.starts_with("PE_IP_BROKER_") => format!("10.1.0.{}", 10 + n.len()),
-        // A network interface's resource id, as `private-endpoint show` prints it.
-        n if n.starts_with("PE_NIC_BROKER_") => format!(
-            "/subscriptions/6f1c2e34-5b7a-4c8d-9e0f-123456789abc/resourceGroups/client-rg/\
-             providers/Microsoft.Network/networkInterfaces/{}.nic.1234",
-            n.to_lowercase().replace('_', "-")
-        ),
-        n => n.to_lowercase().replace('_', "-"),
-    }
-}
-
-fn expand(word: &str) -> String {
-    let mut out = String::new();
-    let mut rest = word;
-    while let Some(start) = rest.find("${") {
-        let end = start + rest[start..].find('}').expect("a closed reference");
-        out.push_str(&rest[..start]);
-        out.push_str(&az_value(&rest[start + 2..end]));
-        rest = &rest[end + 1..];
-    }
-    out + rest
-}
-
 /// Every `az` command `kafka discover` prints, for every client side, through the real
-/// Azure CLI's parser (installed from PyPI by .ci/setup.sh). Without a login the CLI stops
-/// at "Please run 'az login'" once the command and its arguments are well-formed, and exits
-/// 2 with "unrecognized arguments" or "the following arguments are required" when not;
-/// validators that check an ID's form run before the login check too. No request leaves
-/// the machine: the CLI has no account to send one with.
+/// Azure CLI's parser (`forwarder_tests::azure_cli`).
 #[test]
 fn every_az_command_passes_the_azure_cli_parser() {
-    let az = std::env::var("FWT_AZ").unwrap_or_else(|_| "/opt/azure-cli/bin/az".into());
-    assert!(
-        std::path::Path::new(&az).exists(),
-        "the Azure CLI is not at {az}: run .ci/setup.sh (or set FWT_AZ)"
-    );
     let fake = metadata_server(three_brokers());
-    let config_dir = tempfile::tempdir().expect("AZURE_CONFIG_DIR");
     let work = tempfile::tempdir().expect("a directory for the definition files");
     let mut jobs = Vec::new();
     for client in ["synapse", "adf", "vnet"] {
         let run = kafka(&["discover", "--bootstrap", &fake.addr, "--client", client, "--json"]);
         let j = run.assert_code(0).json();
-        for step in j["az_commands"].as_array().expect("az_commands") {
-            for f in step["files"].as_array().expect("files") {
-                let text = expand(f["text"].as_str().expect("text"));
-                serde_json::from_str::<serde_json::Value>(&text)
-                    .expect("a definition file is JSON");
-                std::fs::write(work.path().join(f["name"].as_str().unwrap()), text).unwrap();
-            }
-            for c in step["commands"].as_array().expect("commands") {
-                let argv: Vec<String> = c["argv"]
-                    .as_array()
-                    .expect("argv")
-                    .iter()
-                    .map(|w| expand(w.as_str().expect("a word")))
-                    .collect();
-                jobs.push((client, argv));
-            }
-        }
+        jobs.extend(azure_cli::commands_of(&format!("--client {client}"), &j, work.path()));
     }
     assert!(jobs.len() >= 3 * 15, "only {} commands", jobs.len());
-    // Two at a time: each is a Python start-up of about half a CPU second.
-    let results = std::sync::Mutex::new(Vec::new());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..2 {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((client, argv)) = jobs.get(i) else { break };
-                let out = Command::new(&az)
-                    .args(argv)
-                    .current_dir(work.path())
-                    .env("AZURE_CONFIG_DIR", config_dir.path())
-                    .env("AZURE_CORE_COLLECT_TELEMETRY", "false")
-                    .env("AZURE_CORE_NO_COLOR", "true")
-                    .stdin(Stdio::null())
-                    .output()
-                    .expect("running az");
-                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-                results.lock().unwrap().push((*client, argv.join(" "), out.status.code(), stderr));
-            });
-        }
-    });
-    let results = results.into_inner().unwrap();
-    assert_eq!(results.len(), jobs.len());
-    let bad: Vec<String> = results
-        .iter()
-        .filter(|(_, _, code, stderr)| {
-            *code != Some(1) || !stderr.contains("Please run 'az login'")
-        })
-        .map(|(client, line, code, stderr)| {
-            format!("--client {client}: az {line}\n  exit {code:?}: {}", stderr.trim())
-        })
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{} of {} commands refused:\n{}",
-        bad.len(),
-        results.len(),
-        bad.join("\n")
-    );
-    println!("{} az commands parsed by the Azure CLI", results.len());
+    azure_cli::assert_parsed(&jobs, work.path());
 }
 
 #[test]
@@ -525,16 +358,16 @@ fn kafka_check_reports_the_failing_hop_per_broker() {
     let closed = closed_port();
     let closed_port: u16 = closed.rsplit_once(':').unwrap().1.parse().unwrap();
     let inner =
-        metadata_server(vec![FakeBroker { id: 1, host: "127.0.0.1".into(), port: 1, rack: None }]);
+        metadata_server(vec![Advertised { id: 1, host: "127.0.0.1".into(), port: 1, rack: None }]);
     let brokers = vec![
-        FakeBroker {
+        Advertised {
             id: 1,
             host: "127.0.0.1".into(),
             port: inner.port(),
             rack: Some("az1".into()),
         },
-        FakeBroker { id: 2, host: "127.0.0.1".into(), port: closed_port, rack: None },
-        FakeBroker { id: 3, host: "localhost".into(), port: http.port(), rack: None },
+        Advertised { id: 2, host: "127.0.0.1".into(), port: closed_port, rack: None },
+        Advertised { id: 3, host: "localhost".into(), port: http.port(), rack: None },
     ];
     let via = metadata_server(brokers);
     let run = kafka(&["check", "--via", &via.addr, "--json", "--timeout", "3s"]);

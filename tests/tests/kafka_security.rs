@@ -9,9 +9,18 @@
 //!
 //! The certificates name "localhost" or "127.0.0.1", and tansu advertises the stunnel's port
 //! under one of them, so the name checked is the advertised one, as for a Spark client.
+//!
+//! mTLS: stunnel with `verify = 2` and the test CA as CAfile requires a client certificate
+//! signed by that CA (a listener with ssl.client.auth=required). OAUTHBEARER: no tansu
+//! release offers it, so the server side is `forwarder_tests::metadata_server`, a real
+//! Kafka-protocol server on a real socket that checks the RFC 7628 message itself.
 
-use forwarder_tests::kafka_fixtures::{
-    free_port, kafka, kafka_env, Pki, ScramUser, ServerCert, Stunnel, Tansu, TansuOptions,
+use forwarder_tests::{
+    kafka_fixtures::{
+        free_port, kafka, kafka_env, Pki, ScramUser, ServerCert, Stunnel, StunnelOptions, Tansu,
+        TansuOptions,
+    },
+    metadata_server::{Advertised, Auth, MetadataServer},
 };
 use std::time::Duration;
 
@@ -297,6 +306,209 @@ fn sasl_over_tls_through_stunnel() {
     let run = check_as_bob("nope", &[]);
     let j = run.assert_code(1).json();
     assert_eq!(j["vias"][0]["failure"]["hop"], "sasl", "{j}");
+}
+
+// ---- mTLS -----------------------------------------------------------------------------------
+
+/// A tansu behind a stunnel that requires a client certificate from `pki`'s CA.
+struct MtlsBroker {
+    _tansu: Tansu,
+    stunnel: Stunnel,
+    boot: String,
+}
+
+fn mtls_broker(tag: &str, pki: &Pki) -> MtlsBroker {
+    let cert = pki.server(tag, &["localhost"]);
+    let port = free_port();
+    let boot = format!("localhost:{port}");
+    let tansu = Tansu::start_with(tag, &TansuOptions { advertised: Some(&boot), sasl_users: None });
+    let ca = pki.ca_file();
+    let opts = StunnelOptions { client_ca: Some(&ca), netns: None };
+    let stunnel = Stunnel::start_with(port, &cert, &tansu.addr, &opts);
+    MtlsBroker { _tansu: tansu, stunnel, boot }
+}
+
+#[test]
+fn mtls_the_client_certificate_is_presented_where_one_is_required() {
+    let pki = Pki::new("forwarder test CA");
+    let b = mtls_broker("mtls", &pki);
+    let ca = pki.ca_file();
+    let ca = ca.to_str().unwrap();
+    let client = pki.client("mtls-client", "forwarder-nat-vm");
+    let (cert, key) = (client.cert.to_str().unwrap(), client.key.to_str().unwrap());
+
+    let mtls = ["--ca-file", ca, "--client-cert", cert, "--client-key", key];
+    let with_mtls = |args: &[&str]| kafka(&[args, &mtls[..]].concat());
+
+    let run = with_mtls(&["discover", "--bootstrap", &b.boot, "--json"]);
+    let j = run.assert_code(0).json();
+    assert_eq!(j["rules"][0]["target"], b.boot.as_str(), "{j}\n{}", b.stunnel.log());
+    let run = with_mtls(&[
+        "check",
+        "--via",
+        &b.boot,
+        "--produce",
+        "mtls-check",
+        "--messages",
+        "5",
+        "--json",
+    ]);
+    let j = run.assert_code(0).json();
+    assert_eq!(j["vias"][0]["brokers"][0]["produce"]["consumed"], 5, "{j}");
+
+    // Without a certificate, or with one of another CA, the listener refuses.
+    let other_ca = Pki::new("some other CA");
+    let stranger = other_ca.client("stranger", "forwarder-nat-vm");
+    let (s_cert, s_key) = (stranger.cert.to_str().unwrap(), stranger.key.to_str().unwrap());
+    for extra in [&[][..], &["--client-cert", s_cert, "--client-key", s_key]] {
+        let mut args = vec!["discover", "--bootstrap", &b.boot, "--ca-file", ca, "--timeout", "3s"];
+        args.extend(extra);
+        let run = kafka(&args);
+        run.assert_code(1);
+        assert!(run.stderr.contains(&b.boot), "{args:?}: {}", run.stderr);
+    }
+    let log = b.stunnel.log();
+    assert!(
+        log.contains("peer did not return a certificate") || log.contains("certificate"),
+        "{log}"
+    );
+}
+
+#[test]
+fn mtls_flag_misuse_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("forwarder test CA");
+    let client = pki.client("c", "forwarder");
+    let missing = dir.path().join("missing.key");
+    let (cert, missing) = (client.cert.to_str().unwrap(), missing.to_str().unwrap());
+    let ca = client.cert.to_str().unwrap();
+    let boot = ["discover", "--bootstrap", "127.0.0.1:9", "--ca-file", ca];
+    for (extra, why) in [
+        (&["--client-cert", cert][..], "--client-key"),
+        (&["--client-key", cert], "--client-cert"),
+        (&["--client-cert", cert, "--client-key", missing], missing),
+        // A certificate is not a key.
+        (&["--client-cert", cert, "--client-key", cert], "--client-key"),
+    ] {
+        let args: Vec<&str> = boot.iter().chain(extra).copied().collect();
+        let run = kafka(&args);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(why), "{args:?}: {why:?} not in {}", run.stderr);
+    }
+}
+
+// ---- OAUTHBEARER ----------------------------------------------------------------------------
+
+/// A JWT-shaped bearer token (RFC 6750 b64token characters).
+const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJmb3J3YXJkZXIifQ.c2lnbmF0dXJl";
+
+/// The OAUTHBEARER server, advertising itself as broker 1 at `host`.
+fn oauth_server(host: &str) -> MetadataServer {
+    let server = MetadataServer::start(vec![], Auth::OAuthBearer(TOKEN.into()));
+    server.set_brokers(vec![Advertised::new(1, host, server.port())]);
+    server
+}
+
+#[test]
+fn oauthbearer_the_token_file_is_sent_and_checked_by_the_server() {
+    let server = oauth_server("127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let t = token.to_str().unwrap();
+    let oauth = ["--sasl-mechanism", "oauthbearer", "--sasl-token-file", t];
+
+    let args: Vec<&str> =
+        ["discover", "--bootstrap", &server.addr, "--json"].iter().chain(&oauth).copied().collect();
+    let j = kafka(&args).assert_code(0).json();
+    assert_eq!(j["brokers"][0]["port"], server.port(), "{j}");
+    let args: Vec<&str> =
+        ["check", "--via", &server.addr, "--json"].iter().chain(&oauth).copied().collect();
+    let j = kafka(&args).assert_code(0).json();
+    assert!(j["vias"][0]["brokers"][0]["sasl_ms"].as_f64().is_some(), "{j}");
+    assert!(server.refusals().is_empty(), "{:?}", server.refusals());
+
+    // Another token: the server's error document, acknowledged, then the failure.
+    std::fs::write(&token, "bm90LXRoZS10b2tlbg==\n").unwrap();
+    let args: Vec<&str> =
+        ["discover", "--bootstrap", &server.addr].iter().chain(&oauth).copied().collect();
+    let run = kafka(&args);
+    run.assert_code(1);
+    for needle in
+        [&format!("{}: SASL OAUTHBEARER", server.addr), "authentication failed", "invalid_token"]
+    {
+        assert!(run.stderr.contains(needle), "missing {needle:?}: {}", run.stderr);
+    }
+    let refusals = server.refusals();
+    assert!(refusals.iter().any(|r| r.contains("is not the one issued")), "{refusals:?}");
+
+    // Without SASL the server hangs up on Metadata, as a SASL listener does.
+    let run = kafka(&["discover", "--bootstrap", &server.addr, "--timeout", "3s"]);
+    run.assert_code(1);
+}
+
+/// SASL_SSL with mTLS: stunnel (client certificate required) in front of the OAUTHBEARER
+/// server, which advertises the stunnel's address.
+#[test]
+fn oauthbearer_over_mtls() {
+    let pki = Pki::new("forwarder test CA");
+    let cert = pki.server("oauth-tls", &["localhost"]);
+    let client = pki.client("oauth-client", "forwarder");
+    let port = free_port();
+    let server = MetadataServer::start(
+        vec![Advertised::new(7, "localhost", port)],
+        Auth::OAuthBearer(TOKEN.into()),
+    );
+    let ca = pki.ca_file();
+    let stunnel = Stunnel::start_with(
+        port,
+        &cert,
+        &server.addr,
+        &StunnelOptions { client_ca: Some(&ca), netns: None },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let via = format!("localhost:{port}");
+    let run = kafka(&[
+        "check",
+        "--via",
+        &via,
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--client-cert",
+        client.cert.to_str().unwrap(),
+        "--client-key",
+        client.key.to_str().unwrap(),
+        "--sasl-mechanism",
+        "oauthbearer",
+        "--sasl-token-file",
+        token.to_str().unwrap(),
+        "--json",
+    ]);
+    let j = run.assert_code(0).json();
+    let br = &j["vias"][0]["brokers"][0];
+    assert_eq!(br["id"], 7, "{j}\n{}", stunnel.log());
+    assert!(br["tls_ms"].as_f64().is_some() && br["sasl_ms"].as_f64().is_some(), "{j}");
+}
+
+#[test]
+fn oauthbearer_flag_misuse_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-token");
+    let missing = missing.to_str().unwrap();
+    let boot = ["discover", "--bootstrap", "127.0.0.1:9", "--sasl-mechanism"];
+    for (extra, why) in [
+        (&["oauthbearer"][..], "--sasl-token-file"),
+        (&["oauthbearer", "--sasl-token-file", missing, "--sasl-username", "u"], "--sasl-username"),
+        (&["oauthbearer", "--sasl-token-file", missing], missing),
+        (&["plain", "--sasl-username", "u", "--sasl-token-file", missing], "oauthbearer"),
+    ] {
+        let args: Vec<&str> = boot.iter().chain(extra).copied().collect();
+        let run = kafka(&args);
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(why), "{args:?}: {why:?} not in {}", run.stderr);
+    }
 }
 
 // ---- usage ----------------------------------------------------------------------------------
