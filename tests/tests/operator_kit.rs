@@ -8,8 +8,9 @@
 use anyhow::Result;
 use forwarder_tests::{
     daemon_tests::{brokers, eventually, http_get, http_get_with, listen, with_local_endpoints},
+    metadata_server::{Advertised, Auth, MetadataServer},
     require_root,
-    topology::{forwarder_bin, Daemon, Topology},
+    topology::{forwarder_bin, Daemon, Topology, BROKERS, BROKER_PORT},
     traffic::connect,
 };
 use std::{
@@ -48,7 +49,7 @@ fn text(out: &Output) -> String {
 fn promtool_checks_the_alert_rules_and_runs_their_unit_tests() {
     let check = promtool(&["check", "rules", "alerts.yml"], None);
     assert!(check.status.success(), "{}", text(&check));
-    assert!(text(&check).contains("SUCCESS: 7 rules found"), "{}", text(&check));
+    assert!(text(&check).contains("SUCCESS: 10 rules found"), "{}", text(&check));
     let test = promtool(&["test", "rules", "alerts_test.yml"], None);
     assert!(test.status.success(), "{}", text(&test));
     // Every alert has a unit test.
@@ -89,7 +90,17 @@ fn a_live_scrape_passes_promtool_and_serves_every_metric_the_kit_uses() -> Resul
     require_root();
     let topo = Topology::new("okit", false, false)?;
     let _brokers = brokers(&topo)?;
-    let text_cfg = with_local_endpoints(&topo.config("xdp-generic", "10.0.0.4"));
+    // A [kafka] section, so that the watch's families (which the alerts use) are exported:
+    // a metadata server on the NAT VM's loopback advertising the seed's brokers.
+    let seed: Vec<Advertised> = BROKERS
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Advertised::new(i as i32 + 1, &b.to_string(), BROKER_PORT))
+        .collect();
+    let kafka =
+        MetadataServer::start_in(&topo.natvm, "127.0.0.1:19092".parse()?, seed, Auth::None)?;
+    let text_cfg = with_local_endpoints(&topo.config("xdp-generic", "10.0.0.4"))
+        + &format!("\n[kafka]\nbootstrap = \"{}\"\ninterval = \"1s\"\n", kafka.addr);
     let daemon = Daemon::start(&topo.natvm, &text_cfg)?;
     // A probe, and a connection through a rule, so every family has samples.
     eventually(5, "the probe answers", || {
@@ -101,6 +112,10 @@ fn a_live_scrape_passes_promtool_and_serves_every_metric_the_kit_uses() -> Resul
     c.write_all(b"ping\n")?;
     let mut echo = [0u8; 5];
     c.read_exact(&mut echo)?;
+
+    eventually(10, "the kafka watch's first round", || {
+        Ok(scrape(&topo, "*/*")?.contains("forwarder_kafka_brokers{state=\"mapped\"} 3"))
+    })?;
 
     // What Prometheus asks for: OpenMetrics.
     let open = scrape(&topo, "application/openmetrics-text;version=1.0.0")?;
