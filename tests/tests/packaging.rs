@@ -82,6 +82,29 @@ fn example_config_parses_and_sets_every_key() {
         assert!(keys.contains(key), "packaging/forwarder.toml does not set {key}");
     }
     assert!(text.contains("\n[timeouts]\n"), "no [timeouts] table");
+    assert_eq!(s.kafka, None, "the example's [kafka] is commented out");
+}
+
+/// The commented `[kafka]` example, uncommented (with OAUTHBEARER, not the SCRAM lines),
+/// parses: an operator who removes the `#`s gets a working section.
+#[test]
+fn example_kafka_section_parses_when_uncommented() {
+    let text = read("packaging/forwarder.toml");
+    let (head, example) = text.split_once("\n#[kafka]\n").expect("a commented [kafka] example");
+    let scram = ["#sasl_mechanism = \"scram", "#sasl_username", "#sasl_password_file"];
+    let kafka: String = example
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains(" = ") && !l.starts_with("# "))
+        .filter(|l| !scram.iter().any(|s| l.starts_with(s)))
+        .map(|l| format!("{}\n", &l[1..]))
+        .collect();
+    let uncommented = format!("{head}\n[kafka]\n{kafka}");
+    let s = config::parse(Path::new("packaging/forwarder.toml"), &uncommented)
+        .unwrap_or_else(|e| panic!("the [kafka] example does not parse: {e}\n{uncommented}"));
+    let k = s.kafka.expect("a [kafka] section");
+    assert_eq!(k.bootstrap.len(), 2);
+    assert!(k.tls.is_some_and(|t| t.client_cert.is_some()));
+    assert!(matches!(k.sasl, Some(config::kafka::KafkaSasl::Token { .. })));
 }
 
 // ---- the systemd unit ---------------------------------------------------------------------
