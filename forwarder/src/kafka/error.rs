@@ -160,13 +160,13 @@ pub enum KafkaError {
     /// certificate must hold.
     #[error("{addr}: TLS handshake failed (server name {name:?}): {failure}")]
     Tls { addr: String, name: String, failure: TlsFailure },
-    #[error("{addr}: SASL {mechanism} as {user:?} failed: {failure}")]
+    #[error("{addr}: SASL {mechanism}{} failed: {failure}", as_user(user))]
     Sasl { addr: String, mechanism: &'static str, user: String, failure: SaslFailure },
     #[error("{addr}: no answer to {api} within {}{}", humantime::format_duration(*timeout), timeout_hint(*api))]
     Timeout { addr: String, api: Api, timeout: Duration },
     #[error("{addr}: the connection closed while waiting for the {api} response")]
     Closed { addr: String, api: Api },
-    #[error("{addr}: {api}: {io}")]
+    #[error("{addr}: {api}: {io}{}", tls_alert_hint(io))]
     Io { addr: String, api: Api, io: io::Error },
     #[error("{addr}: {api}: the broker supports versions {broker}, this tool {ours}")]
     Unsupported { addr: String, api: Api, broker: String, ours: String },
@@ -203,6 +203,34 @@ pub enum RecordsError {
     /// A batch whose length field is negative.
     #[error("a batch of length {0}")]
     BadLength(i32),
+}
+
+/// What a TLS alert after the handshake means: under TLS 1.3 the server checks the client's
+/// certificate after the client has finished, so a listener that requires one (mTLS)
+/// refuses it with an alert on the first read, not during the handshake.
+fn tls_alert_hint(io: &io::Error) -> &'static str {
+    use rustls::AlertDescription as A;
+    let alert = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+    match alert {
+        Some(rustls::Error::AlertReceived(A::CertificateRequired)) => {
+            " (the listener requires a client certificate: --client-cert and --client-key)"
+        }
+        Some(rustls::Error::AlertReceived(
+            A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::AccessDenied,
+        )) => {
+            " (the listener refused the client certificate: is it from a CA the listener trusts?)"
+        }
+        _ => "",
+    }
+}
+
+/// " as \"USER\"", or nothing when there is no user name (OAUTHBEARER: the token says who).
+fn as_user(user: &str) -> String {
+    if user.is_empty() {
+        String::new()
+    } else {
+        format!(" as {user:?}")
+    }
 }
 
 /// ": CAUSE" to end a message with, or nothing when there is none.
