@@ -227,6 +227,21 @@ fn the_watch_speaks_mtls_and_oauthbearer() -> Result<()> {
     let line = broken.lines().position(|l| l.starts_with("client_key")).context("the line")? + 1;
     ensure!(err.contains(&format!("{}:{line}:14: kafka.client_key:", path.display())), "{err}");
 
+    // The good one: check-config says how the watch will connect.
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, &config)?;
+    let out = cli(&topo.natvm, &good, &["check-config"])?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    let line = format!(
+        "kafka watch: {} every 1s (SASL_SSL OAUTHBEARER, client certificate)",
+        stunnel.addr
+    );
+    ensure!(
+        out.status.success() && said.contains(&line),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let daemon = Daemon::start(&topo.natvm, &config)?;
     let text = until_states(&topo, want(3, 0, 0))
         .with_context(|| format!("stunnel:\n{}\nlog:\n{}", stunnel.log(), daemon.log_text()))?;

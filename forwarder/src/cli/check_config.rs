@@ -28,6 +28,11 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
             "snat": plan.snat_addr.to_string(),
             "snat_ports": format!("{}-{}", plan.snat_ports.0, plan.snat_ports.1),
             "rules": rules,
+            "kafka": settings.kafka.as_ref().map(|k| serde_json::json!({
+                "bootstrap": k.bootstrap,
+                "interval": humantime::format_duration(k.interval).to_string(),
+                "security": kafka_security(k),
+            })),
         });
         super::output::print_json(&v);
         return Ok(());
@@ -44,5 +49,32 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
         let (a, p) = r.target.expect("Plan::build(.., false) resolves every target");
         println!("rule {:<20} listen {:<5} -> {a}:{p}", r.name, r.listen);
     }
+    if let Some(k) = &settings.kafka {
+        println!(
+            "kafka watch: {} every {} ({})",
+            k.bootstrap.join(","),
+            humantime::format_duration(k.interval),
+            kafka_security(k)
+        );
+    }
     Ok(())
+}
+
+/// How the watch connects, as Kafka names a listener's protocol, with what it presents.
+fn kafka_security(k: &crate::config::kafka::KafkaWatch) -> String {
+    use crate::config::kafka::KafkaSasl;
+    let mechanism = k.sasl.as_ref().map(|s| match s {
+        KafkaSasl::Password { mechanism, .. } => mechanism.name(),
+        KafkaSasl::Token { .. } => crate::kafka::Mechanism::OAuthBearer.name(),
+    });
+    let mut out = match (&k.tls, mechanism) {
+        (None, None) => "PLAINTEXT".to_string(),
+        (Some(_), None) => "SSL".to_string(),
+        (None, Some(m)) => format!("SASL_PLAINTEXT {m}"),
+        (Some(_), Some(m)) => format!("SASL_SSL {m}"),
+    };
+    if k.tls.as_ref().is_some_and(|t| t.client_cert.is_some()) {
+        out += ", client certificate";
+    }
+    out
 }

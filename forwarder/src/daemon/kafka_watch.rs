@@ -69,11 +69,11 @@ impl View {
     }
 }
 
-/// The longest one round may take: every step of the client within `timeout`, at most six
-/// of them (resolve, connect, TLS, ApiVersions, two SASL rounds, Metadata) per bootstrap
-/// address tried, and a second to spare.
+/// The longest one round may take: every step of the client within `timeout`, at most
+/// eight of them (resolve, connect, TLS, ApiVersions, SaslHandshake, two SaslAuthenticate
+/// rounds, Metadata) per bootstrap address tried, and a second to spare.
 fn round_limit(k: &KafkaWatch) -> Duration {
-    k.timeout * 6 * k.bootstrap.len().max(1) as u32 + Duration::from_secs(1)
+    k.timeout * 8 * k.bootstrap.len().max(1) as u32 + Duration::from_secs(1)
 }
 
 /// Why a round got no metadata. As the Kafka client's errors, the cause is in the text.

@@ -156,6 +156,8 @@ pub struct ClientSecurity {
     pub tls: bool,
     /// A CA file was given: the brokers' certificates are not from a public CA.
     pub private_ca: bool,
+    /// The listeners require a client certificate (mTLS).
+    pub client_cert: bool,
     pub sasl: Option<(crate::kafka::sasl::Mechanism, String)>,
 }
 
@@ -164,6 +166,7 @@ impl ClientSecurity {
         Self {
             tls: s.tls.is_some(),
             private_ca: s.tls.as_ref().is_some_and(|t| t.ca_file.is_some()),
+            client_cert: s.tls.as_ref().is_some_and(|t| t.client_auth),
             sasl: s.sasl.as_ref().map(|c| (c.mechanism, c.user().to_string())),
         }
     }
@@ -587,7 +590,7 @@ fn notebook(plan: &Plan, security: &ClientSecurity) -> String {
         (false, true) => Some("SASL_PLAINTEXT"),
         (true, true) => Some("SASL_SSL"),
     };
-    if protocol.is_some() || security.private_ca {
+    if protocol.is_some() || security.private_ca || security.client_cert {
         secrets += "# Secrets from Key Vault through the workspace's linked service: set the three names.\n\
              KEY_VAULT, LINKED_SERVICE = \"<key-vault-name>\", \"<key-vault-linked-service>\"\n";
     }
@@ -626,6 +629,15 @@ fn notebook(plan: &Plan, security: &ClientSecurity) -> String {
              ca_pem = mssparkutils.credentials.getSecret(KEY_VAULT, \"kafka-ca-pem\", LINKED_SERVICE)\n";
         options += "      .option(\"kafka.ssl.truststore.type\", \"PEM\")\n      \
              .option(\"kafka.ssl.truststore.certificates\", ca_pem)\n";
+    }
+    if security.tls && security.client_cert {
+        // The workspace's own certificate for the brokers' ssl.client.auth=required, as PEM.
+        secrets += "# The client certificate (PEM chain) and its unencrypted PKCS#8 key, stored as secrets.\n\
+             client_pem = mssparkutils.credentials.getSecret(KEY_VAULT, \"kafka-client-pem\", LINKED_SERVICE)\n\
+             client_key = mssparkutils.credentials.getSecret(KEY_VAULT, \"kafka-client-key\", LINKED_SERVICE)\n";
+        options += "      .option(\"kafka.ssl.keystore.type\", \"PEM\")\n      \
+             .option(\"kafka.ssl.keystore.certificate.chain\", client_pem)\n      \
+             .option(\"kafka.ssl.keystore.key\", client_key)\n";
     }
     format!(
         "# Synapse notebook cell (PySpark): reads TOPIC through the managed private endpoints.\n\

@@ -271,6 +271,7 @@ fn the_notebook_carries_the_listeners_security_with_secrets_from_key_vault() {
     let security = ClientSecurity {
         tls: true,
         private_ca: true,
+        client_cert: false,
         sasl: Some((Mechanism::ScramSha512, "spark-reader".into())),
     };
     let nb = setup_with(&plan, ClientSide::Synapse, &security).notebook.unwrap();
@@ -289,7 +290,25 @@ fn the_notebook_carries_the_listeners_security_with_secrets_from_key_vault() {
     let nb2 = setup_with(&plan, ClientSide::Synapse, &sasl_only).notebook.unwrap();
     assert!(nb2.contains("\"SASL_PLAINTEXT\"") && nb2.contains("PlainLoginModule"), "{nb2}");
     assert!(!nb2.contains("truststore"), "{nb2}");
-    for cell in [&plain, &nb, &nb2] {
+    // mTLS and OAUTHBEARER: the client certificate from Key Vault, no password.
+    let mtls_oauth = ClientSecurity {
+        tls: true,
+        private_ca: false,
+        client_cert: true,
+        sasl: Some((Mechanism::OAuthBearer, String::new())),
+    };
+    let nb3 = setup_with(&plan, ClientSide::Synapse, &mtls_oauth).notebook.unwrap();
+    for want in [
+        ".option(\"kafka.ssl.keystore.type\", \"PEM\")",
+        ".option(\"kafka.ssl.keystore.certificate.chain\", client_pem)",
+        ".option(\"kafka.ssl.keystore.key\", client_key)",
+        ".option(\"kafka.sasl.mechanism\", \"OAUTHBEARER\")",
+        "OAuthBearerLoginModule required;",
+    ] {
+        assert!(nb3.contains(want), "missing {want}:\n{nb3}");
+    }
+    assert!(!nb3.contains("kafka-password"), "{nb3}");
+    for cell in [&plain, &nb, &nb2, &nb3] {
         let out = Command::new("python3")
             .args(["-c", "import ast, sys; ast.parse(sys.stdin.read())"])
             .stdin(std::process::Stdio::piped())
