@@ -437,6 +437,21 @@ pub fn cases_for(base: &BaseConfig) -> Vec<BadConfig> {
     let l = last + 2 + 5 * 253;
     case("rules_over_capacity", t, l, "rule", "at most 256 rules");
 
+    // ---- [kafka] (the watch), after the last rule; the mistake on the section's last line
+    let kafka = |body: &str| {
+        let t = b.insert_after(last, &format!("\n[kafka]\n{body}"));
+        (t, last + 2 + body.lines().count())
+    };
+    let (t, l) = kafka("bootstrap = \"broker1.corp.example\"");
+    case("kafka_bootstrap_without_port", t, l, "kafka.bootstrap", "no port");
+    let (t, l) = kafka("bootstrap = \"broker1.corp.example:9092\"\nsasl_mechanism = \"gssapi\"");
+    case("kafka_unknown_mechanism", t, l, "kafka.sasl_mechanism", "\"oauthbearer\"");
+    let (t, l) = kafka("bootstrap = \"broker1.corp.example:9092\"\nclient_cert = \"/etc/c.pem\"");
+    case("kafka_client_cert_without_key", t, l, "kafka.client_cert", "client_key");
+    let (t, l) =
+        kafka("bootstrap = \"broker1.corp.example:9092\"\nca_file = \"/nonexistent/ca.pem\"");
+    case("kafka_ca_file_missing", t, l, "kafka.ca_file", "cannot use what it names");
+
     cases
 }
 
