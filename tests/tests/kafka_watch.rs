@@ -165,6 +165,7 @@ fn the_watch_follows_a_cluster_that_grows_then_shrinks() -> Result<()> {
         let t = scrape(&topo)?;
         Ok(sample(&t, "forwarder_kafka_watch_last_success_timestamp_seconds") > last_success)
     })?;
+    until_logged(&daemon, "kafka watch: metadata again, after ")?;
 
     // A bad [kafka] on reload is refused with its place and changes nothing.
     let good = std::fs::read_to_string(&path)?;
