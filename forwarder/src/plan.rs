@@ -6,6 +6,7 @@
 use crate::{
     config::{ListenIp, Settings, SnatIp},
     host::netif,
+    kafka::{coverage::Coverage, Broker},
 };
 use forwarder_common::{ne_addr, Config, Rule, LAYOUT_VERSION, LISTEN_ADDRS, LISTEN_ANY};
 use ipnet::Ipv4Net;
@@ -238,6 +239,26 @@ impl Resolutions {
         }
         self.0.get(&(host.to_string(), port)).cloned()
     }
+}
+
+/// Which brokers of the cluster the rules of `settings` reach (`kafka::coverage`), every
+/// name among the rules' targets and the advertised hosts looked up now, as
+/// [`Resolutions::of_targets`] does: blocks, bounded. For the `[kafka]` watch and
+/// `kafka discover --config`.
+pub fn kafka_coverage(settings: &Settings, brokers: &[Broker]) -> Coverage {
+    let targets = settings.rules.iter().map(|r| (r.target.host.as_str(), r.target.port));
+    let advertised = brokers.iter().map(|b| (b.host.as_str(), b.port));
+    let answers = Resolutions::of_targets(targets.chain(advertised));
+    let address_of = |host: &str, port| answers.get(host, port).and_then(Result::ok);
+    let rules: Vec<_> = settings
+        .rule_targets()
+        .into_iter()
+        .map(|mut r| {
+            r.addr = r.addr.or_else(|| address_of(&r.host, r.port));
+            r
+        })
+        .collect();
+    crate::kafka::coverage::compare(brokers, &rules, &address_of)
 }
 
 impl Plan {

@@ -37,8 +37,18 @@ pub fn kafka(args: &[&str]) -> Run {
 
 /// `forwarder kafka ARGS` with extra environment variables.
 pub fn kafka_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_kafka(Command::new(forwarder_bin()), args, env)
+}
+
+/// `forwarder kafka ARGS` inside `ns`: where it looks names up (its hosts file, no route to
+/// any name server), so that no query leaves the namespaces the test made.
+pub fn kafka_in(ns: &Netns, args: &[&str]) -> Run {
+    run_kafka(ns.command(forwarder_bin().to_str().expect("a UTF-8 path")), args, &[])
+}
+
+fn run_kafka(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Run {
     let started = Instant::now();
-    let out: Output = Command::new(forwarder_bin())
+    let out: Output = command
         .arg("kafka")
         .args(args)
         .env("RUST_LOG", "warn")

@@ -1,18 +1,42 @@
 //! `forwarder kafka discover --config FILE`: only what the config lacks, against a real
-//! Kafka-protocol metadata server on 127.0.0.1 (`forwarder_tests::metadata_server`) whose
-//! cluster grows by a broker. The printed rules must parse and complete the config; every
-//! `az` command must pass the real Azure CLI's parser. No root needed, no traffic beyond
-//! 127.0.0.1.
+//! Kafka-protocol metadata server (`forwarder_tests::metadata_server`) whose cluster has
+//! grown. The printed rules must parse and complete the config; every `az` command must
+//! pass the real Azure CLI's parser.
+//!
+//! discover --config looks up the rules' and brokers' names (a rule may target an address
+//! where the broker advertises its name), so each test runs it in a namespace of its own:
+//! the brokers' names in its hosts file, the server on its loopback, no route to any name
+//! server. Needs root for that namespace.
 
 use forwarder_tests::{
     azure_cli,
-    kafka_fixtures::kafka,
+    kafka_fixtures::{kafka_in, Run},
     metadata_server::{Advertised, Auth, MetadataServer},
+    netns::Netns,
+    require_root,
 };
-use std::path::{Path, PathBuf};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 fn brokers(ids: &[i32]) -> Vec<Advertised> {
     ids.iter().map(|&id| Advertised::new(id, &format!("broker{id}.corp.example"), 9092)).collect()
+}
+
+/// A namespace whose hosts file names broker1..9.corp.example (10.20.0.11..19), and the
+/// metadata server on its loopback advertising `advertised`.
+fn cluster(tag: &str, advertised: Vec<Advertised>) -> (Netns, MetadataServer) {
+    require_root();
+    let ns = Netns::new(tag).expect("a namespace");
+    let names: Vec<(Ipv4Addr, String)> = (1..=9)
+        .map(|i| (Ipv4Addr::new(10, 20, 0, 10 + i), format!("broker{i}.corp.example")))
+        .collect();
+    let entries: Vec<(Ipv4Addr, &str)> = names.iter().map(|(a, n)| (*a, n.as_str())).collect();
+    ns.set_hosts(&entries).expect("the namespace's hosts file");
+    let bind = "127.0.0.1:0".parse().unwrap();
+    let server = MetadataServer::start_in(&ns, bind, advertised, Auth::None).expect("the server");
+    (ns, server)
 }
 
 /// A config with rules for brokers 1-3 (listen 9092-9094), a rule to a broker the cluster
@@ -26,6 +50,8 @@ fn config(dir: &Path, bootstrap: &str) -> PathBuf {
         );
     }
     text += "\n[[rule]]\nname = \"old\"\nlisten = 9200\ntarget = \"broker9.corp.example:9092\"\n";
+    // A name where the broker advertises its address: the same broker once looked up.
+    text += "\n[[rule]]\nname = \"by-name\"\nlisten = 9150\ntarget = \"localhost:9300\"\n";
     text += &format!("\n[kafka]\nbootstrap = [\"{bootstrap}\"]\n");
     let path = dir.join("forwarder.toml");
     std::fs::write(&path, text).unwrap();
@@ -34,7 +60,10 @@ fn config(dir: &Path, bootstrap: &str) -> PathBuf {
 
 #[test]
 fn discover_config_prints_only_the_new_brokers_rules_and_azure_commands() {
-    let server = MetadataServer::start(brokers(&[1, 2, 3, 4, 5]), Auth::None);
+    let mut advertised = brokers(&[1, 2, 3, 4, 5]);
+    advertised.push(Advertised::new(6, "127.0.0.1", 9300));
+    let (ns, server) = cluster("kdc", advertised);
+    let kafka = |args: &[&str]| -> Run { kafka_in(&ns, args) };
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), &server.addr.to_string());
     let p = path.to_str().unwrap();
@@ -45,7 +74,7 @@ fn discover_config_prints_only_the_new_brokers_rules_and_azure_commands() {
     // Listen ports above the highest rule's (9200); the rule add commands name the config
     // (not the default one).
     for needle in [
-        "5 broker(s) advertised, 3 forwarded by",
+        "6 broker(s) advertised, 4 forwarded by",
         "2 missing",
         &format!("forwarder --config {p} rule add broker-4 --listen 9201 --target broker4.corp.example:9092"),
         &format!("forwarder --config {p} rule add broker-5 --listen 9202 --target broker5.corp.example:9092"),
@@ -82,11 +111,12 @@ fn discover_config_prints_only_the_new_brokers_rules_and_azure_commands() {
     std::fs::write(&path, &text).unwrap();
     let settings = forwarder::config::parse(&path, &text)
         .unwrap_or_else(|e| panic!("the printed rules do not parse: {e}\n{text}"));
-    assert_eq!(settings.rules.len(), 6, "{text}");
+    assert_eq!(settings.rules.len(), 7, "{text}");
     let run = kafka(&["discover", "--config", p, "--json"]);
     let j = run.assert_code(0).json();
     assert_eq!(j["missing"].as_array().unwrap().len(), 0, "{j}");
-    assert_eq!(j["mapped"].as_array().unwrap().len(), 5, "{j}");
+    assert_eq!(j["mapped"].as_array().unwrap().len(), 6, "{j}");
+    assert_eq!(j["mapped"][5]["rule"], "by-name", "{j}");
     assert_eq!(j["gone"][0]["name"], "old", "{j}");
     assert_eq!(j["az_commands"].as_array().unwrap().len(), 0, "{j}");
     let run = kafka(&["discover", "--config", p]);
@@ -95,7 +125,8 @@ fn discover_config_prints_only_the_new_brokers_rules_and_azure_commands() {
 
 #[test]
 fn discover_config_az_commands_pass_the_azure_cli_parser() {
-    let server = MetadataServer::start(brokers(&[1, 2, 3, 4]), Auth::None);
+    let (ns, server) = cluster("kdz", brokers(&[1, 2, 3, 4]));
+    let kafka = |args: &[&str]| -> Run { kafka_in(&ns, args) };
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), &server.addr.to_string());
     let work = tempfile::tempdir().unwrap();
@@ -124,12 +155,13 @@ fn discover_config_az_commands_pass_the_azure_cli_parser() {
 
 #[test]
 fn discover_config_takes_the_bootstrap_flag_and_first_port() {
-    let server = MetadataServer::start(brokers(&[1, 2, 3, 4]), Auth::None);
+    let (ns, server) = cluster("kdb", brokers(&[1, 2, 3, 4]));
+    let kafka = |args: &[&str]| -> Run { kafka_in(&ns, args) };
     let dir = tempfile::tempdir().unwrap();
     // [kafka] names a closed port: --bootstrap takes its place.
     let path = config(dir.path(), "127.0.0.1:1");
     let p = path.to_str().unwrap();
-    let addr = server.addr.to_string();
+    let addr = server.addr.clone();
     let run =
         kafka(&["discover", "--config", p, "--bootstrap", &addr, "--first-port", "9094", "--json"]);
     let j = run.assert_code(0).json();
@@ -143,6 +175,8 @@ fn discover_config_takes_the_bootstrap_flag_and_first_port() {
 
 #[test]
 fn discover_config_errors_name_the_file_line_and_field() {
+    let (ns, _server) = cluster("kde", vec![]);
+    let kafka = |args: &[&str]| -> Run { kafka_in(&ns, args) };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     let p = path.to_str().unwrap();

@@ -21,12 +21,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The seed's brokers (10.20.0.11-13:9092), ids 1-3, then more on the same subnet.
+/// The seed's brokers (10.20.0.11-13:9092), ids 1-3, then more on the same subnet. Broker 2
+/// advertises its name, which the NAT VM's hosts file resolves to the address its seed rule
+/// targets (a rule imported from ip_fwd.sh targets addresses): the same broker.
 fn brokers(ids: &[i32]) -> Vec<Advertised> {
-    ids.iter()
-        .map(|&id| Advertised::new(id, &format!("10.20.0.{}", 10 + id), BROKER_PORT))
-        .collect()
+    let host = |id| match id {
+        2 => BROKER_2_NAME.to_string(),
+        _ => format!("10.20.0.{}", 10 + id),
+    };
+    ids.iter().map(|&id| Advertised::new(id, &host(id), BROKER_PORT)).collect()
 }
+
+const BROKER_2_NAME: &str = "broker2.corp.example";
 
 /// A scrape of the daemon's metrics; the endpoint opens just after the daemon says it
 /// forwards, so a refused connection is retried for a few seconds.
@@ -81,6 +87,7 @@ const WATCH: &str = "interval = \"1s\"\ntimeout = \"1s\"\n";
 fn the_watch_follows_a_cluster_that_grows_then_shrinks() -> Result<()> {
     require_root();
     let topo = Topology::new("kw", false, false)?;
+    topo.natvm.set_hosts(&[(BROKERS[1], BROKER_2_NAME)])?;
     let bind: SocketAddr = format!("{}:19092", BROKERS[0]).parse()?;
     let server = MetadataServer::start_in(&topo.broker, bind, brokers(&[1, 2, 3]), Auth::None)?;
     let config = with_local_endpoints(&topo.config("xdp-generic", "10.0.0.4"))
@@ -190,6 +197,7 @@ const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJuYXQtdm0ifQ.c2ln";
 fn the_watch_speaks_mtls_and_oauthbearer() -> Result<()> {
     require_root();
     let topo = Topology::new("kws", false, false)?;
+    topo.natvm.set_hosts(&[(BROKERS[1], BROKER_2_NAME)])?;
     // Inside the NAT VM: the server on its loopback, stunnel in front requiring a client
     // certificate of the test's CA.
     let server = MetadataServer::start_in(

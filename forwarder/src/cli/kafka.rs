@@ -88,7 +88,7 @@ pub fn discover_missing(d: &DiscoverMissing) -> Result<(), CliError> {
     };
     let (bootstrap, meta) = kafka::discover::fetch_first(&bootstraps, security, d.timeout)
         .map_err(CliError::runtime)?;
-    let coverage = coverage::compare(&meta.brokers, &s.rule_targets());
+    let coverage = crate::plan::kafka_coverage(s, &meta.brokers);
     let port = |p: u16| s.listen_port_taken(p);
     let taken =
         coverage::Taken { names: s.rules.iter().map(|r| r.name.as_str()).collect(), port: &port };

@@ -4,9 +4,11 @@
 //! rule forwards to it, produce and fetch for the partitions it leads hang.
 //!
 //! A rule reaches a broker when its target is the advertised `host:port` (names compared
-//! without case and trailing dot), or when the broker advertises an IPv4 address the rule's
-//! target resolved to, on the same port. With a `[kafka]` section every rule is taken as one
-//! of the cluster's: a rule that reaches no advertised broker is `gone`.
+//! without case and trailing dot), or, on the same port, when the rule's target and the
+//! advertised host resolve to the same IPv4 address: a rule imported from `ip_fwd.sh`
+//! targets an address where the broker advertises its name. The caller resolves (this
+//! module does no I/O). With a `[kafka]` section every rule is taken as one of the
+//! cluster's: a rule that reaches no advertised broker is `gone`.
 
 use super::{
     client::{Broker, ClusterMetadata},
@@ -27,6 +29,9 @@ pub struct RuleTarget {
     pub addr: Option<Ipv4Addr>,
 }
 
+/// What an advertised host resolved to (host, port) -> address, or `None`.
+pub type AddressOf<'a> = &'a dyn Fn(&str, u16) -> Option<Ipv4Addr>;
+
 /// The three states of `forwarder_kafka_brokers{state=...}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Coverage {
@@ -39,27 +44,32 @@ pub struct Coverage {
 }
 
 impl RuleTarget {
-    fn reaches(&self, b: &Broker) -> bool {
+    fn reaches(&self, b: &Broker, address_of: AddressOf) -> bool {
         let name = |h: &str| h.trim_end_matches('.').to_ascii_lowercase();
+        let advertised = || b.host.parse::<Ipv4Addr>().ok().or_else(|| address_of(&b.host, b.port));
         self.port == b.port
             && (name(&self.host) == name(&b.host)
-                || (self.addr.is_some() && b.host.parse::<Ipv4Addr>().ok() == self.addr))
+                || (self.addr.is_some() && advertised() == self.addr))
     }
 }
 
-/// `brokers` (as the metadata lists them) against `rules`; each list in broker-id or the
-/// rules' order.
-pub fn compare(brokers: &[Broker], rules: &[RuleTarget]) -> Coverage {
+/// `brokers` (as the metadata lists them) against `rules`, the advertised names' addresses
+/// from `address_of`; each list in broker-id or the rules' order.
+pub fn compare(brokers: &[Broker], rules: &[RuleTarget], address_of: AddressOf) -> Coverage {
     let mut sorted = brokers.to_vec();
     sorted.sort_by_key(|b| b.id);
     let mut c = Coverage::default();
     for b in sorted {
-        match rules.iter().find(|r| r.reaches(&b)) {
+        match rules.iter().find(|r| r.reaches(&b, address_of)) {
             Some(r) => c.mapped.push((b, r.name.clone())),
             None => c.unmapped.push(b),
         }
     }
-    c.gone = rules.iter().filter(|r| !brokers.iter().any(|b| r.reaches(b))).cloned().collect();
+    c.gone = rules
+        .iter()
+        .filter(|r| !brokers.iter().any(|b| r.reaches(b, address_of)))
+        .cloned()
+        .collect();
     c
 }
 
@@ -157,13 +167,22 @@ mod tests {
             rule("two", 9093, "b2.corp.example:9092"),
             // The right host on another port is not that broker.
             rule("three", 9094, "b3.corp.example:9092"),
+            // An address where the broker advertises its name (an ip_fwd.sh import).
+            rule("four", 9095, "10.0.0.14:9092"),
         ];
-        let c = compare(&brokers, &rules);
+        let resolver = |host: &str, port| {
+            ((host, port) == ("b4.corp.example", 9092)).then_some(Ipv4Addr::new(10, 0, 0, 14))
+        };
+        let c = compare(&brokers, &rules, &resolver);
         let mapped: Vec<(i32, &str)> = c.mapped.iter().map(|(b, r)| (b.id, r.as_str())).collect();
-        assert_eq!(mapped, [(1, "one"), (2, "two")]);
+        assert_eq!(mapped, [(1, "one"), (2, "two"), (4, "four")]);
         let unmapped: Vec<i32> = c.unmapped.iter().map(|b| b.id).collect();
-        assert_eq!(unmapped, [3, 4]);
+        assert_eq!(unmapped, [3]);
         assert_eq!(c.gone, [rules[2].clone()]);
+        // Unresolved, the address rule reaches nothing.
+        let c = compare(&brokers, &rules, &|_, _| None);
+        assert_eq!(c.unmapped.len(), 2);
+        assert_eq!(c.gone.len(), 2);
     }
 
     #[test]
@@ -174,7 +193,7 @@ mod tests {
             broker(4, "b4.corp.example", 9092),
             broker(5, "b5.corp.example", 9092),
         ]);
-        let c = compare(&m.brokers, &rules);
+        let c = compare(&m.brokers, &rules, &|_, _| None);
         let snat = |p: u16| (9095..=9096).contains(&p);
         let port = |p: u16| rules.iter().any(|r| r.listen == p) || snat(p);
         let taken = Taken { names: rules.iter().map(|r| r.name.as_str()).collect(), port: &port };

@@ -92,6 +92,20 @@ pub async fn run(shared: Shared, view: std::sync::Arc<View>, stop: CancellationT
     }
 }
 
+/// The brokers against the rules, the names of both looked up in a blocking thread (bounded
+/// by `plan::RESOLVE_TIMEOUT` per name; a lookup that fails leaves names to compare).
+async fn resolved(settings: &Settings, meta: &ClusterMetadata) -> coverage::Coverage {
+    let (s, brokers) = (settings.clone(), meta.brokers.clone());
+    let lookup = tokio::task::spawn_blocking(move || crate::plan::kafka_coverage(&s, &brokers));
+    match tokio::time::timeout(crate::plan::RESOLVE_TIMEOUT * 2, lookup).await {
+        Ok(Ok(c)) => c,
+        _ => {
+            tracing::warn!("kafka watch: looking up the names timed out; comparing names only");
+            coverage::compare(&meta.brokers, &settings.rule_targets(), &|_, _| None)
+        }
+    }
+}
+
 /// What the log said so far, so that it speaks only of changes.
 #[derive(Default)]
 struct Memory {
@@ -135,7 +149,7 @@ async fn round(
     };
     match fetched {
         Ok((bootstrap, meta)) => {
-            let coverage = coverage::compare(&meta.brokers, &settings.rule_targets());
+            let coverage = resolved(settings, &meta).await;
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             view.update(|c| {
                 c.mapped = coverage.mapped.len() as u64;
