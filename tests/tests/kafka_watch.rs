@@ -271,6 +271,10 @@ fn the_watch_speaks_mtls_and_oauthbearer() -> Result<()> {
         server.refusals()
     );
 
+    // No token at all (the fetcher has not written it yet): counted, and said.
+    std::fs::remove_file(&token)?;
+    until_logged(&daemon, &format!("no token: the token file {}", token.display()))?;
+
     // A fresh token: read at the next connection, no restart.
     std::fs::write(&token, format!("{TOKEN}\n"))?;
     server.set_brokers(brokers(&[1, 2, 3, 4]));

@@ -241,10 +241,11 @@ impl Session<'_> {
     /// refusal comes as an error document (JSON) the client acknowledges with a lone 0x01,
     /// after which the server fails the exchange.
     fn oauthbearer(&mut self) -> Result<(), KafkaError> {
+        // Named without a flag: the daemon's [kafka] watch reads it too (sasl_token_file).
         let Secret::TokenFile(path) = &self.config.secret else {
             unreachable!("OAUTHBEARER configs are made by SaslConfig::oauthbearer")
         };
-        let token = read_secret_file("--sasl-token-file", path)
+        let token = read_secret_file("the token file", path)
             .map_err(|e| self.fail(SaslFailure::Token(e.to_string())))?;
         let challenge = self.step(oauthbearer::initial_response(&token))?;
         if challenge.is_empty() {
