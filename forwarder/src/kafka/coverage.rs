@@ -7,8 +7,9 @@
 //! without case and trailing dot), or, on the same port, when the rule's target and the
 //! advertised host resolve to the same IPv4 address: a rule imported from `ip_fwd.sh`
 //! targets an address where the broker advertises its name. The caller resolves (this
-//! module does no I/O). With a `[kafka]` section every rule is taken as one of the
-//! cluster's: a rule that reaches no advertised broker is `gone`.
+//! module does no I/O). A rule that reaches no advertised broker but targets a port the
+//! cluster's brokers listen on is `gone` (its broker left, or moved); one to another port
+//! (a Schema Registry on 8081 beside the brokers) is not the cluster's and counts nowhere.
 
 use super::{
     client::{Broker, ClusterMetadata},
@@ -39,7 +40,8 @@ pub struct Coverage {
     pub mapped: Vec<(Broker, String)>,
     /// Advertised brokers no rule forwards to: clients hang on them.
     pub unmapped: Vec<Broker>,
-    /// Rules that forward to no advertised broker (removed from the cluster, or moved).
+    /// Rules to a port the brokers listen on that forward to no advertised broker (removed
+    /// from the cluster, or moved).
     pub gone: Vec<RuleTarget>,
 }
 
@@ -67,6 +69,7 @@ pub fn compare(brokers: &[Broker], rules: &[RuleTarget], address_of: AddressOf) 
     }
     c.gone = rules
         .iter()
+        .filter(|r| brokers.iter().any(|b| b.port == r.port))
         .filter(|r| !brokers.iter().any(|b| r.reaches(b, address_of)))
         .cloned()
         .collect();
@@ -169,6 +172,8 @@ mod tests {
             rule("three", 9094, "b3.corp.example:9092"),
             // An address where the broker advertises its name (an ip_fwd.sh import).
             rule("four", 9095, "10.0.0.14:9092"),
+            // Not a broker's port: another service beside the cluster, never gone.
+            rule("registry", 9096, "registry.corp.example:8081"),
         ];
         let resolver = |host: &str, port| {
             ((host, port) == ("b4.corp.example", 9092)).then_some(Ipv4Addr::new(10, 0, 0, 14))
