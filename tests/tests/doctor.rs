@@ -76,6 +76,7 @@ fn status(pid: u32, mode: &str, probe_ago: Option<u64>) -> Status {
     Status {
         pid,
         version: "0.1.0".into(),
+        config_sha256: String::new(),
         config: "test.toml".into(),
         pin_path: "/sys/fs/bpf/forwarder".into(),
         interfaces: vec![Attachment { interface: "d0".into(), mode: mode.into() }],

@@ -1,23 +1,27 @@
 //! The operator's kit, checked by the real tools: the Prometheus alert rules with
 //! `promtool check rules` and their unit tests with `promtool test rules`; a live scrape of
 //! the daemon with `promtool check metrics`; every metric the alerts and the Grafana
-//! dashboard query is one the daemon exports; the completions and the man page the .deb
+//! dashboard query is one the daemon exports; the configuration hash by which the VMs of a
+//! pool are compared, as a running daemon reports it through live changes; the completions and the man page the .deb
 //! ships come out of the binary and parse. promtool comes from Debian's `prometheus`
 //! package (.ci/setup.sh); without it these tests fail and say so.
 
 use anyhow::Result;
 use forwarder_tests::{
-    daemon_tests::{brokers, eventually, http_get, http_get_with, listen, with_local_endpoints},
+    daemon_tests::{
+        brokers, eventually, gauges, http_get, http_get_with, json, listen, ok,
+        with_local_endpoints,
+    },
     metadata_server::{Advertised, Auth, MetadataServer},
     require_root,
-    topology::{forwarder_bin, Daemon, Topology, BROKERS, BROKER_PORT},
+    topology::{cli, forwarder_bin, Daemon, Topology, BROKERS, BROKER_PORT},
     traffic::connect,
 };
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::Duration,
 };
@@ -49,7 +53,7 @@ fn text(out: &Output) -> String {
 fn promtool_checks_the_alert_rules_and_runs_their_unit_tests() {
     let check = promtool(&["check", "rules", "alerts.yml"], None);
     assert!(check.status.success(), "{}", text(&check));
-    assert!(text(&check).contains("SUCCESS: 10 rules found"), "{}", text(&check));
+    assert!(text(&check).contains("SUCCESS: 11 rules found"), "{}", text(&check));
     let test = promtool(&["test", "rules", "alerts_test.yml"], None);
     assert!(test.status.success(), "{}", text(&test));
     // Every alert has a unit test.
@@ -157,6 +161,68 @@ fn a_live_scrape_passes_promtool_and_serves_every_metric_the_kit_uses() -> Resul
     }
     drop(c);
     let config = daemon.config.clone();
+    drop(daemon);
+    topo.unload(&config)
+}
+
+/// The library's hash of a configuration text, as another VM with that file would report.
+fn hash_of(text: &str) -> String {
+    let settings = forwarder::config::parse(Path::new("forwarder.toml"), text)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    forwarder::config::fingerprint::sha256(&settings)
+}
+
+/// forwarder_config_info and `forwarder status` (text and JSON) report the hash of what
+/// the daemon applied: the hash of its file; the same after a reload of an edit that only
+/// adds comments and reorders the rules; a new one after a live `rule add`, which is the
+/// hash of the file as written back; the first one again after `rule remove`.
+#[test]
+fn the_config_hash_follows_what_the_daemon_applies() -> Result<()> {
+    require_root();
+    let topo = Topology::new("chash", false, false)?;
+    let text = with_local_endpoints(&topo.config("xdp-generic", "10.0.0.4"));
+    let daemon = Daemon::start(&topo.natvm, &text)?;
+    let config = daemon.config.clone();
+    let run = |args: &[&str]| cli(&topo.natvm, &config, args);
+    let reported = || -> Result<(BTreeMap<String, u64>, String, String)> {
+        let body = scrape(&topo, "*/*")?;
+        let status = json(&run(&["status", "--json"])?, "status");
+        let status_text = ok(&run(&["status"])?, "status");
+        let sha = status["config_sha256"].as_str().unwrap_or_default().to_string();
+        Ok((gauges(&body, "forwarder_config_info", "sha256"), sha, status_text))
+    };
+    let agree = |want: &str| -> Result<()> {
+        let (metric, status, status_text) = reported()?;
+        assert_eq!(metric, BTreeMap::from([(want.to_string(), 1)]), "metrics");
+        assert_eq!(status, want, "status --json");
+        assert!(status_text.contains(&format!("config hash: sha256 {want}\n")), "{status_text}");
+        Ok(())
+    };
+    let first = hash_of(&text);
+    agree(&first)?;
+
+    // Another VM's file: comments, the rules in reverse order. Reloaded, nothing changes.
+    let (head, rules) = text.split_once("[[rule]]").expect("rules");
+    let mut blocks: Vec<&str> = rules.split("[[rule]]").collect();
+    blocks.reverse();
+    let other =
+        format!("# NAT VM 2\n{head}# the brokers, last first\n[[rule]]{}", blocks.join("[[rule]]"));
+    assert_ne!(other, text);
+    std::fs::write(&config, &other)?;
+    ok(&run(&["reload"])?, "reload");
+    agree(&first)?;
+
+    ok(
+        &run(&["rule", "add", "broker-4", "--listen", "9095", "--target", "10.20.0.13:9092"])?,
+        "add",
+    );
+    let (metric, added, _) = reported()?;
+    assert_ne!(added, first, "a rule added live changes the hash");
+    assert_eq!(added, hash_of(&std::fs::read_to_string(&config)?), "the file written back");
+    assert_eq!(metric.keys().collect::<Vec<_>>(), [&added], "one series, the new hash");
+
+    ok(&run(&["rule", "remove", "broker-4"])?, "remove");
+    agree(&first)?;
     drop(daemon);
     topo.unload(&config)
 }

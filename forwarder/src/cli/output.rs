@@ -55,6 +55,10 @@ pub fn status_text(v: &serde_json::Value) -> String {
     let Some(s) = parse::<Status>(v) else { return v.to_string() };
     let mut out = String::new();
     out += &format!("forwarder {} (pid {}), config {}\n", s.version, s.pid, s.config);
+    if !s.config_sha256.is_empty() {
+        // What the daemon applied, comments and order aside: equal on every VM of a pool.
+        out += &format!("config hash: sha256 {}\n", s.config_sha256);
+    }
     let ifaces: Vec<String> =
         s.interfaces.iter().map(|a| format!("{} ({})", a.interface, a.mode)).collect();
     out += &format!(

@@ -30,10 +30,13 @@
 //! - `host.rs`: the checks against this host ([`check_host`]);
 //! - `locations.rs`: the control socket and pin path, read leniently ([`Locations`]);
 //! - [`write_back`] and [`file_replace`]: `rule add / remove` written into the file's
-//!   text, and the file replaced whole.
+//!   text, and the file replaced whole;
+//! - [`fingerprint`]: the SHA-256 of the settings' canonical form, by which the VMs of one
+//!   pool are compared.
 
 mod error;
 pub mod file_replace;
+pub mod fingerprint;
 mod host;
 pub mod kafka;
 mod locations;

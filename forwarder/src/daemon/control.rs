@@ -65,6 +65,11 @@ pub struct Status {
     pub pid: u32,
     pub version: String,
     pub config: String,
+    /// [`crate::config::fingerprint::sha256`] of the settings applied (not of the file,
+    /// which may hold an edit not reloaded yet): equal on every VM that forwards the same
+    /// way. Empty from a daemon that predates it.
+    #[serde(default)]
+    pub config_sha256: String,
     pub pin_path: String,
     /// Interface name and how the program is attached to it (xdp, xdp-generic, tc).
     pub interfaces: Vec<Attachment>,

@@ -244,6 +244,7 @@ impl Live {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").into(),
             config: self.settings.path.display().to_string(),
+            config_sha256: crate::config::fingerprint::sha256(&self.settings),
             pin_path: self.settings.pin_path.display().to_string(),
             interfaces: self
                 .dp

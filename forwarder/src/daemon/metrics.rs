@@ -8,7 +8,7 @@ use crate::{
 };
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
 use std::{
@@ -35,6 +35,9 @@ pub struct Snapshot {
     pub kernel_events: Vec<(&'static str, u64, u64)>,
     /// With a `[kafka]` section: the watch's counts.
     pub kafka: Option<KafkaCounts>,
+    /// [`crate::config::fingerprint::sha256`] of the applied settings; `None` in a
+    /// snapshot that could not be taken.
+    pub config_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -101,15 +104,19 @@ pub fn exposition(s: &Snapshot, format: Format) -> String {
 }
 
 /// The Prometheus text format of an OpenMetrics exposition: a counter family's HELP and
-/// TYPE name its samples' `_total` name, `unknown` is `untyped`, no `# EOF`. (OpenMetrics
-/// names the family `x` and its sample `x_total`; the text format names both `x_total`,
-/// and promtool reports every counter "without help text" otherwise.)
+/// TYPE name its samples' `_total` name, an info family's its `_info` name with type
+/// `gauge` (the text format has no info type), `unknown` is `untyped`, no `# EOF`.
+/// (OpenMetrics names the family `x` and its sample `x_total`; the text format names both
+/// `x_total`, and promtool reports every counter "without help text" otherwise.)
 fn openmetrics_to_text(open: &str) -> String {
-    let counters: std::collections::HashSet<&str> = open
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
+    let families_of = |kind: &str| -> std::collections::HashSet<&str> {
+        let suffix = format!(" {kind}");
+        open.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(suffix.as_str()))
+            .collect()
+    };
+    let (counters, infos) = (families_of("counter"), families_of("info"));
     let mut out = String::with_capacity(open.len());
     for line in open.lines() {
         if line == "# EOF" {
@@ -120,9 +127,18 @@ fn openmetrics_to_text(open: &str) -> String {
             Some(prefix) => {
                 let rest = &line[prefix.len()..];
                 let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let name =
-                    if counters.contains(name) { format!("{name}_total") } else { name.into() };
-                let tail = if prefix == "# TYPE " && tail == "unknown" { "untyped" } else { tail };
+                let name = if counters.contains(name) {
+                    format!("{name}_total")
+                } else if infos.contains(name) {
+                    format!("{name}_info")
+                } else {
+                    name.into()
+                };
+                let tail = match (prefix, tail) {
+                    ("# TYPE ", "unknown") => "untyped",
+                    ("# TYPE ", "info") => "gauge",
+                    _ => tail,
+                };
                 out.push_str(&format!("{prefix}{name} {tail}\n"));
             }
             None => {
@@ -230,6 +246,16 @@ pub fn render(s: &Snapshot) -> String {
 
     if let Some(k) = &s.kafka {
         register_kafka(&mut reg, k);
+    }
+    if let Some(sha) = &s.config_sha256 {
+        // Exposed as forwarder_config_info{sha256="..."} 1. The VMs of one pool must show
+        // one value: alerts.yml's ForwarderConfigDiffers counts them.
+        reg.register(
+            "config",
+            "SHA-256 of the applied settings and rules, comments and order aside \
+             (forwarder status shows it too)",
+            Info::new(vec![("sha256".to_string(), sha.clone())]),
+        );
     }
 
     let mut out = String::new();
@@ -347,5 +373,25 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_config_hash_is_an_info_metric_and_a_gauge_in_the_text_format() {
+        let s = Snapshot { config_sha256: Some("ab12".into()), ..Snapshot::default() };
+        let open = exposition(&s, Format::OpenMetrics);
+        assert!(
+            open.contains(
+                "# TYPE forwarder_config info
+"
+            ),
+            "{open}"
+        );
+        assert!(open.contains("\nforwarder_config_info{sha256=\"ab12\"} 1\n"), "{open}");
+        let text = exposition(&s, Format::Text);
+        assert!(text.contains("# HELP forwarder_config_info SHA-256 of the applied"), "{text}");
+        assert!(text.contains("# TYPE forwarder_config_info gauge\n"), "{text}");
+        assert!(text.contains("\nforwarder_config_info{sha256=\"ab12\"} 1\n"), "{text}");
+        let none = exposition(&Snapshot::default(), Format::Text);
+        assert!(!none.contains("forwarder_config"), "{none}");
     }
 }

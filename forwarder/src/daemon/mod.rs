@@ -425,6 +425,7 @@ fn snapshot(shared: &Shared) -> metrics::Snapshot {
         tables,
         probes,
         kafka: l.kafka_watch.counts(),
+        config_sha256: Some(crate::config::fingerprint::sha256(&l.settings)),
     }
 }
 
