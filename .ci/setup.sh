@@ -13,8 +13,12 @@ set -euo pipefail
 # linux-perf: `cargo xtask bench` profiles the path bed with perf record / report.
 # stunnel4: the TLS listener in front of tansu for tests/tests/kafka_security.rs (its service is
 # not started: no configuration is installed, and the tests run their own).
+# cloud-init: `cloud-init schema` validates the cloud-config of `kafka discover --nat-vms vmss`
+# (forwarder/src/kafka/azure/tests.rs); it also brings PyYAML, with which that test reads the
+# files back. Only its schema check is used: /etc/cloud/cloud-init.disabled below keeps it from
+# running at boot (here, or in the systemd that tests/tests/systemd_unit.rs boots).
 need_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool ethtool iproute2
-           iptables nftables iperf3 systemd prometheus util-linux stunnel4 linux-perf)
+           iptables nftables iperf3 systemd prometheus util-linux stunnel4 linux-perf cloud-init)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+[ -e /etc/cloud/cloud-init.disabled ] || touch /etc/cloud/cloud-init.disabled
 
 rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' \
   || rustup component add rust-src --toolchain nightly

@@ -183,6 +183,12 @@ enum KafkaAction {
         /// a data factory, or private endpoints and private DNS in a VNet of your own.
         #[arg(long, value_enum, default_value_t = kafka::azure::ClientSide::Synapse)]
         client: kafka::azure::ClientSide,
+        /// The NAT VMs behind the load balancer: two VMs of your own (their NICs join the
+        /// backend pool), or a scale set the commands create, each VM set up by cloud-init
+        /// from the forwarder .deb, with autoscale on CPU. With --config, the new brokers'
+        /// commands are the same for both (a scale set's model needs their rules too).
+        #[arg(long, value_enum, default_value_t = kafka::azure::NatVms::Two)]
+        nat_vms: kafka::azure::NatVms,
         /// Also write the Azure commands as one bash script (variables at the top).
         #[arg(long, value_name = "FILE")]
         script: Option<PathBuf>,
@@ -520,7 +526,7 @@ fn exit(result: Result<u8, cli::CliError>) -> ExitCode {
 /// `config`: `--config`, when given.
 fn kafka_cmd(action: &KafkaAction, config: Option<&std::path::Path>) -> ExitCode {
     match action {
-        KafkaAction::Discover { bootstrap, first_port, client, script, client_args } => {
+        KafkaAction::Discover { bootstrap, first_port, client, nat_vms, script, client_args } => {
             let KafkaClientArgs { json, timeout, security: flags } = client_args;
             let security = match flags.load("discover") {
                 Ok(s) => s,
@@ -544,6 +550,7 @@ fn kafka_cmd(action: &KafkaAction, config: Option<&std::path::Path>) -> ExitCode
                         bootstrap: bootstrap.as_deref(),
                         first_port: *first_port,
                         client: *client,
+                        nat_vms: *nat_vms,
                         json: *json,
                         timeout: *timeout,
                         security: (!flags.is_empty()).then_some(&security),
@@ -562,6 +569,7 @@ fn kafka_cmd(action: &KafkaAction, config: Option<&std::path::Path>) -> ExitCode
                     bootstrap,
                     first_port: first_port.unwrap_or(9092),
                     client: *client,
+                    nat_vms: *nat_vms,
                     script: script.as_deref(),
                     json: *json,
                     timeout: *timeout,

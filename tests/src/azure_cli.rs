@@ -16,6 +16,11 @@ pub fn az_value(name: &str) -> String {
     match name {
         "SUBSCRIPTION_ID" => "6f1c2e34-5b7a-4c8d-9e0f-123456789abc".into(),
         "HEALTH_PORT" => "8080".into(),
+        // Numbers and names the scale set's commands parse as such.
+        "VMSS_MIN" => "2".into(),
+        "VMSS_MAX" => "6".into(),
+        "VMSS_IMAGE" => "Ubuntu2404".into(),
+        "VMSS_SIZE" => "Standard_D2s_v5".into(),
         "CONNECTION" => "mpe-kafka-broker-1.8d3f0a4e-1b2c-4d5e-8f90-a1b2c3d4e5f6".into(),
         n if n.starts_with("PE_IP_BROKER_") => format!("10.1.0.{}", 10 + n.len()),
         // A network interface's resource id, as `private-endpoint show` prints it.
@@ -51,9 +56,16 @@ pub fn commands_of(
     let mut jobs = Vec::new();
     for step in j["az_commands"].as_array().expect("az_commands") {
         for f in step["files"].as_array().expect("files") {
-            let text = expand(f["text"].as_str().expect("text"));
-            serde_json::from_str::<serde_json::Value>(&text).expect("a definition file is JSON");
-            std::fs::write(work.join(f["name"].as_str().unwrap()), text).unwrap();
+            let (name, text) = (f["name"].as_str().unwrap(), expand(f["text"].as_str().unwrap()));
+            // The scale set's cloud-config (for --custom-data) is YAML, checked by cloud-init
+            // in the library's tests; the others are JSON.
+            if name.ends_with(".json") {
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .expect("a definition file is JSON");
+            } else {
+                assert!(text.starts_with("#cloud-config\n"), "{name}: {text}");
+            }
+            std::fs::write(work.join(name), text).unwrap();
         }
         for c in step["commands"].as_array().expect("commands") {
             let argv: Vec<String> = c["argv"]

@@ -244,19 +244,40 @@ fn kafka_discover_json_lists_the_brokers() {
     assert!(j["notebook"].as_str().unwrap().contains("broker1.corp.example:9092,"));
 }
 
-/// Every `az` command `kafka discover` prints, for every client side, through the real
-/// Azure CLI's parser (`forwarder_tests::azure_cli`).
+/// Every `az` command `kafka discover` prints, for every client side and for the scale set
+/// of `--nat-vms vmss`, through the real Azure CLI's parser (`forwarder_tests::azure_cli`).
 #[test]
 fn every_az_command_passes_the_azure_cli_parser() {
     let fake = metadata_server(three_brokers());
     let work = tempfile::tempdir().expect("a directory for the definition files");
     let mut jobs = Vec::new();
-    for client in ["synapse", "adf", "vnet"] {
-        let run = kafka(&["discover", "--bootstrap", &fake.addr, "--client", client, "--json"]);
+    // The NAT side is the same for every client: the scale set's once.
+    for (client, nat_vms) in [("synapse", "two"), ("adf", "two"), ("vnet", "two"), ("vnet", "vmss")]
+    {
+        let run = kafka(&[
+            "discover",
+            "--bootstrap",
+            &fake.addr,
+            "--client",
+            client,
+            "--nat-vms",
+            nat_vms,
+            "--json",
+        ]);
         let j = run.assert_code(0).json();
-        jobs.extend(azure_cli::commands_of(&format!("--client {client}"), &j, work.path()));
+        assert_eq!(j["nat_vms"], nat_vms);
+        let label = format!("--client {client} --nat-vms {nat_vms}");
+        for job in azure_cli::commands_of(&label, &j, work.path()) {
+            // Once each: the NAT side is the same for every client.
+            if !jobs.iter().any(|(_, seen): &(String, Vec<String>)| *seen == job.1) {
+                jobs.push(job);
+            }
+        }
     }
     assert!(jobs.len() >= 3 * 15, "only {} commands", jobs.len());
+    for want in ["vmss create", "monitor autoscale create", "monitor autoscale rule create"] {
+        assert!(jobs.iter().any(|(_, argv)| argv.join(" ").starts_with(want)), "no {want}");
+    }
     azure_cli::assert_parsed(&jobs, work.path());
 }
 

@@ -151,6 +151,22 @@ fn discover_config_az_commands_pass_the_azure_cli_parser() {
         jobs.extend(commands);
     }
     azure_cli::assert_parsed(&jobs, work.path());
+    // A scale set changes none of the new broker's commands (they stand on the load
+    // balancer, whatever its pool holds) and is not created again; it is told how the
+    // scale set's model gets the new rule.
+    let p = path.to_str().unwrap();
+    let argv = |nat_vms: &str| {
+        let run = kafka(&["discover", "--config", p, "--nat-vms", nat_vms, "--json"]);
+        let j = run.assert_code(0).json();
+        assert_eq!(j["nat_vms"], nat_vms, "{j}");
+        let commands = azure_cli::commands_of(nat_vms, &j, work.path());
+        commands.into_iter().map(|(_, argv)| argv.join(" ")).collect::<Vec<_>>()
+    };
+    assert_eq!(argv("two"), argv("vmss"));
+    let run = kafka(&["discover", "--config", p, "--nat-vms", "vmss"]);
+    let text = &run.assert_code(0).stdout;
+    assert!(text.contains("az vmss update --custom-data"), "{text}");
+    assert!(!text.contains("vmss create"), "{text}");
 }
 
 #[test]

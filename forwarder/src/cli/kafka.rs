@@ -4,7 +4,11 @@
 use super::{error::Message, CliError};
 use crate::{
     config::Settings,
-    kafka::{self, azure::ClientSide, coverage, Security},
+    kafka::{
+        self,
+        azure::{ClientSide, NatVms},
+        coverage, Security,
+    },
 };
 use std::{path::Path, time::Duration};
 
@@ -12,6 +16,7 @@ pub struct Discover<'a> {
     pub bootstrap: &'a str,
     pub first_port: u16,
     pub client: ClientSide,
+    pub nat_vms: NatVms,
     pub script: Option<&'a Path>,
     pub json: bool,
     pub timeout: Duration,
@@ -29,7 +34,7 @@ pub fn discover(d: &Discover) -> Result<(), CliError> {
         }
     })?;
     let security = kafka::azure::ClientSecurity::of(d.security);
-    let setup = kafka::azure::setup_with(&plan, d.client, &security);
+    let setup = kafka::azure::setup_with(&plan, d.client, d.nat_vms, &security);
     if let Some(path) = d.script {
         write_script(path, &kafka::azure::script(&setup, d.bootstrap))?;
         eprintln!("wrote {}", path.display());
@@ -54,6 +59,8 @@ pub struct DiscoverMissing<'a> {
     /// `--first-port`: where the new rules' ports start (default: above the highest rule's).
     pub first_port: Option<u16>,
     pub client: ClientSide,
+    /// `--nat-vms`: the Azure commands are the same for both (see `azure::additions`).
+    pub nat_vms: NatVms,
     pub json: bool,
     pub timeout: Duration,
     /// The flags' security; `None`: the config's `[kafka]` settings.
@@ -95,7 +102,7 @@ pub fn discover_missing(d: &DiscoverMissing) -> Result<(), CliError> {
     let first_port = d.first_port.unwrap_or_else(|| s.next_listen_port());
     let plan = coverage::plan_missing(&bootstrap, &meta, &coverage, &taken, first_port)
         .map_err(|e| CliError::runtime(Message(format!("{bootstrap}: {e}"))))?;
-    let setup = kafka::azure::additions(&plan, d.client);
+    let setup = kafka::azure::additions(&plan, d.client, d.nat_vms);
     if d.json {
         let v =
             kafka::render_missing::missing_json(&s.path, d.config_flag, &coverage, &plan, &setup);

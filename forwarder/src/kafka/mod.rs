@@ -13,7 +13,8 @@
 //! - [`coverage`]: which advertised brokers the rules reach, and the plan for the rest
 //!   (`kafka discover --config`, the daemon's `[kafka]` watch);
 //! - [`check`]: the client's path through the forwarder, broker by broker;
-//! - [`render`]: text and JSON output; [`render_missing`] that of `discover --config`.
+//! - [`render`]: text and JSON output; [`render_missing`] that of `discover --config`;
+//!   [`rules_toml`]: the `[[rule]]` blocks they and the scale set's cloud-init share.
 
 pub mod azure;
 pub mod check;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod oauthbearer;
 pub mod render;
 pub mod render_missing;
+pub mod rules_toml;
 pub mod sasl;
 pub mod scram;
 pub mod stream;

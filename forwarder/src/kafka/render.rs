@@ -1,35 +1,13 @@
 //! Output of `kafka discover` and `kafka check`: text for people, one JSON object for
 //! scripts. Nothing here talks to the network.
 
+pub use super::rules_toml::rule_blocks;
 use super::{
     azure,
     check::{Failure, ProduceReport, Report},
     discover::Plan,
 };
 use std::fmt::Write;
-
-/// The `[[rule]]` blocks for forwarder.toml, one per broker, blank-line separated.
-pub fn rule_blocks(plan: &Plan) -> String {
-    let mut out = String::new();
-    for (i, b) in plan.brokers.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        let _ = writeln!(
-            out,
-            "[[rule]]\nname = {}\nlisten = {}\ntarget = {}",
-            toml_str(&b.rule.name),
-            b.rule.listen,
-            toml_str(&b.rule.target)
-        );
-    }
-    out
-}
-
-/// A quoted TOML string (advertised names come from the network: escape them).
-pub(super) fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
-}
 
 pub fn discover_text(plan: &Plan, setup: &azure::Setup) -> String {
     let mut out = String::new();
@@ -125,6 +103,7 @@ pub fn discover_json(plan: &Plan, setup: &azure::Setup) -> serde_json::Value {
             v
         }).collect::<Vec<_>>(),
         "client": setup.client,
+        "nat_vms": setup.nat_vms,
         "variables": setup.variables,
         "az_commands": setup.steps,
         "notebook": setup.notebook,

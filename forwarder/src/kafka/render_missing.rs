@@ -7,7 +7,8 @@ use super::{
     azure,
     coverage::Coverage,
     discover::{BrokerPlan, Plan},
-    render::{cells, rule_blocks, table, toml_str},
+    render::{cells, table},
+    rules_toml::{rule_blocks, toml_str},
 };
 use std::{fmt::Write, path::Path};
 
@@ -132,6 +133,7 @@ pub fn missing_json(
         "rules_toml": rule_blocks(plan),
         "rule_add_commands": plan.brokers.iter().map(|b| rule_add_command(b, flag)).collect::<Vec<_>>(),
         "client": setup.client,
+        "nat_vms": setup.nat_vms,
         "variables": setup.variables,
         "az_commands": if plan.brokers.is_empty() { &[][..] } else { &setup.steps[..] },
         "warnings": plan.warnings(),

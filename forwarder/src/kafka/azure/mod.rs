@@ -1,23 +1,28 @@
 //! The Azure side of a [`Plan`], as `az` commands and as one bash script.
 //!
-//! The NAT side is the same for every client: the internal Standard Load Balancer with both
-//! NAT VMs' NICs in its backend pool and an HTTP probe on the daemon's `health` port, the
+//! The NAT side is the same for every client: the internal Standard Load Balancer with the
+//! NAT VMs in its backend pool and an HTTP probe on the daemon's `health` port, the
 //! network security rule that lets the probe in, then per broker a frontend, a rule
 //! (the advertised port -> the broker's listen port) and a Private Link Service on that
-//! frontend. The client side depends on where Spark runs ([`ClientSide`]); each ends with the
+//! frontend. The NAT VMs are two the operator made ([`NatVms::Two`]: their NICs join the
+//! pool) or a scale set the script makes ([`NatVms::Vmss`], `vmss.rs`, with the
+//! cloud-config of `cloud_init.rs`). The client side depends on where Spark runs ([`ClientSide`]); each ends with the
 //! approval of the pending endpoint connections on the Private Link Services.
 //!
 //! Every name that only the operator knows is a variable at the top of the script; the
 //! JSON output carries each command's argv with `${NAME}` references, which is what the
 //! tests hand to the real Azure CLI.
 
+mod cloud_init;
 mod script;
 mod shell;
 mod step;
+mod vmss;
 
 pub use script::script;
 pub use shell::{AzCommand, Word};
 use step::StepBuilder;
+pub use vmss::CLOUD_INIT_FILE;
 
 use super::discover::{BrokerPlan, Plan};
 use serde::Serialize;
@@ -34,6 +39,17 @@ pub enum ClientSide {
     Adf,
     /// A VNet of your own: private endpoints and a private DNS zone for the names.
     Vnet,
+}
+
+/// What the load balancer's backend pool holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NatVms {
+    /// Two VMs of your own, with the forwarder installed: their NICs join the pool.
+    Two,
+    /// A scale set the script creates in the pool, each VM set up by cloud-init from a
+    /// stock image and the forwarder .deb, with autoscale on CPU.
+    Vmss,
 }
 
 /// Minutes (the load balancer allows 4 to 100). Kafka clients leave connections idle for 9
@@ -97,6 +113,7 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Setup {
     pub client: ClientSide,
+    pub nat_vms: NatVms,
     pub variables: Vec<Variable>,
     pub steps: Vec<Step>,
     /// A notebook cell (PySpark) that reads a topic through the path; none for Data
@@ -104,14 +121,14 @@ pub struct Setup {
     pub notebook: Option<String>,
 }
 
-/// The variables every client side uses, then the client's own.
-fn inputs(client: ClientSide) -> Vec<Variable> {
-    let v = |name: &str, value: &str, about: &str| Variable {
-        name: name.into(),
-        value: value.into(),
-        about: about.into(),
-        derived: false,
-    };
+/// An input variable: what the operator sets (or leaves at `value`).
+fn input(name: &str, value: &str, about: &str) -> Variable {
+    Variable { name: name.into(), value: value.into(), about: about.into(), derived: false }
+}
+
+/// The variables every client side uses, the NAT VMs' own, then the client's own.
+fn inputs(client: ClientSide, nat_vms: NatVms) -> Vec<Variable> {
+    let v = input;
     let mut vars = vec![
         v("SUBSCRIPTION_ID", "<subscription-id>", "the subscription of the NAT VMs' resources"),
         v("NAT_RESOURCE_GROUP", "<nat-resource-group>", "the NAT VMs' resource group"),
@@ -120,12 +137,19 @@ fn inputs(client: ClientSide) -> Vec<Variable> {
         v("PLS_SUBNET", "<pls-subnet>", "the subnet of the Private Link Services' NAT addresses"),
         v("LB_NAME", "lb-kafka-nat", "the internal Standard Load Balancer (created)"),
         v("BACKEND_POOL", "nat-vms", "its backend pool (created)"),
-        v("NAT_VM1_NIC", "<nat-vm-1-nic>", "the first NAT VM's NIC"),
-        v("NAT_VM2_NIC", "<nat-vm-2-nic>", "the second NAT VM's NIC"),
-        v("NAT_VM_IPCONFIG", "ipconfig1", "the NICs' IP configuration"),
+    ];
+    match nat_vms {
+        NatVms::Two => vars.extend([
+            v("NAT_VM1_NIC", "<nat-vm-1-nic>", "the first NAT VM's NIC"),
+            v("NAT_VM2_NIC", "<nat-vm-2-nic>", "the second NAT VM's NIC"),
+            v("NAT_VM_IPCONFIG", "ipconfig1", "the NICs' IP configuration"),
+        ]),
+        NatVms::Vmss => vars.extend(vmss::inputs()),
+    }
+    vars.extend([
         v("NAT_NSG", "<nat-nsg>", "the network security group of the NAT VMs' NICs"),
         v("HEALTH_PORT", "8080", "forwarder.toml's `health` port"),
-    ];
+    ]);
     match client {
         ClientSide::Synapse => {
             vars.push(v("WORKSPACE_NAME", "<synapse-workspace>", "the Synapse workspace"));
@@ -172,21 +196,29 @@ impl ClientSecurity {
     }
 }
 
-/// [`setup_with`] for plaintext listeners.
+/// [`setup_with`] for two NAT VMs and plaintext listeners.
 pub fn setup(plan: &Plan, client: ClientSide) -> Setup {
-    setup_with(plan, client, &ClientSecurity::default())
+    setup_with(plan, client, NatVms::Two, &ClientSecurity::default())
 }
 
-pub fn setup_with(plan: &Plan, client: ClientSide, security: &ClientSecurity) -> Setup {
-    build(plan, client, security, Scope::Everything)
+pub fn setup_with(
+    plan: &Plan,
+    client: ClientSide,
+    nat_vms: NatVms,
+    security: &ClientSecurity,
+) -> Setup {
+    build(plan, client, nat_vms, security, Scope::Everything)
 }
 
 /// The Azure side of brokers added to a path that exists (`kafka discover --config`): per
 /// broker of `plan` a frontend, a load balancer rule and a Private Link Service on the load
 /// balancer already there, its endpoint, and the approval. Nothing shared is created again:
-/// not the load balancer, the probe, the NSG rule or (with `--client vnet`) the DNS zones.
-pub fn additions(plan: &Plan, client: ClientSide) -> Setup {
-    build(plan, client, &ClientSecurity::default(), Scope::Additions)
+/// not the load balancer, the probe, the NSG rule, the scale set and its autoscale setting
+/// or (with `--client vnet`) the DNS zones. The commands are the same for either `nat_vms`:
+/// a frontend, rule and Private Link Service stand on the load balancer, whatever its
+/// backend pool holds; with a scale set, a comment says where its new VMs get the rules.
+pub fn additions(plan: &Plan, client: ClientSide, nat_vms: NatVms) -> Setup {
+    build(plan, client, nat_vms, &ClientSecurity::default(), Scope::Additions)
 }
 
 /// Everything from nothing, or only what new brokers need.
@@ -196,8 +228,14 @@ enum Scope {
     Additions,
 }
 
-fn build(plan: &Plan, client: ClientSide, security: &ClientSecurity, scope: Scope) -> Setup {
-    let mut variables = inputs(client);
+fn build(
+    plan: &Plan,
+    client: ClientSide,
+    nat_vms: NatVms,
+    security: &ClientSecurity,
+    scope: Scope,
+) -> Setup {
+    let mut variables = inputs(client, nat_vms);
     if client == ClientSide::Vnet {
         for b in &plan.brokers {
             variables.push(Variable {
@@ -225,7 +263,7 @@ fn build(plan: &Plan, client: ClientSide, security: &ClientSecurity, scope: Scop
         derived: true,
     });
     let names: Vec<String> = variables.iter().map(|v| v.name.clone()).collect();
-    let mut steps = nat_side(plan, &names, scope);
+    let mut steps = nat_side(plan, nat_vms, &names, scope);
     match client {
         ClientSide::Synapse | ClientSide::Adf => {
             steps.push(managed_endpoints(plan, client, &names))
@@ -246,7 +284,7 @@ fn build(plan: &Plan, client: ClientSide, security: &ClientSecurity, scope: Scop
         };
         variables.retain(|v| v.derived || used(&v.name));
     }
-    Setup { client, variables, steps, notebook }
+    Setup { client, nat_vms, variables, steps, notebook }
 }
 
 fn pls_id_template(b: &BrokerPlan) -> String {
@@ -265,18 +303,27 @@ fn endpoint_nic_var(b: &BrokerPlan) -> String {
     format!("PE_NIC_BROKER_{}", b.broker.id.unsigned_abs())
 }
 
-fn nat_side(plan: &Plan, vars: &[String], scope: Scope) -> Vec<Step> {
+fn nat_side(plan: &Plan, nat_vms: NatVms, vars: &[String], scope: Scope) -> Vec<Step> {
     let mut per_broker = StepBuilder::new(
         "Per broker: a frontend, a rule (the advertised port -> the broker's listen port) and \
          a Private Link Service on that frontend",
         vars,
     );
     if scope == Scope::Additions {
+        // The same commands for either NAT tier: they stand on the load balancer, not on
+        // what its backend pool holds. The scale set and its autoscale exist already.
         per_broker.comment("On the load balancer ${LB_NAME} of the existing brokers.");
+        if nat_vms == NatVms::Vmss {
+            per_broker.comment(&format!(
+                "The scale set ${{VMSS_NAME}}: the `rule add`s on each of its VMs, then the same\n\
+                 [[rule]]s into {CLOUD_INIT_FILE} and `az vmss update --custom-data\n\
+                 @{CLOUD_INIT_FILE}`, or the VMs autoscale adds boot without them.",
+            ));
+        }
         brokers_behind_lb(plan, &mut per_broker, scope);
         return vec![per_broker.done()];
     }
-    let lb = load_balancer(plan, vars);
+    let lb = load_balancer(plan, nat_vms, vars);
     per_broker.comment("A Private Link Service's NAT addresses need the subnet's policies off.");
     let cmd = per_broker
         .az_in("network vnet subnet update", "${NAT_RESOURCE_GROUP}")
@@ -285,16 +332,32 @@ fn nat_side(plan: &Plan, vars: &[String], scope: Scope) -> Vec<Step> {
         .arg("--private-link-service-network-policies", Word::text("Disabled"));
     per_broker.run(cmd);
     brokers_behind_lb(plan, &mut per_broker, scope);
-    vec![lb, per_broker.done()]
+    match nat_vms {
+        NatVms::Two => vec![lb, per_broker.done()],
+        NatVms::Vmss => {
+            let (checks, scale_set) = vmss::steps(plan, vars);
+            let mut steps = vec![checks, lb, per_broker.done()];
+            steps.extend(scale_set);
+            steps
+        }
+    }
 }
 
-/// The load balancer with the first broker's frontend, both NAT VMs in its pool, the probe
-/// and the NSG rule that lets the probe in.
-fn load_balancer(plan: &Plan, vars: &[String]) -> Step {
+/// The load balancer with the first broker's frontend, its backend pool (both NAT VMs' NICs
+/// added; a scale set joins it itself), the probe and the NSG rule that lets the probe in.
+fn load_balancer(plan: &Plan, nat_vms: NatVms, vars: &[String]) -> Step {
     let first = &plan.brokers[0].azure;
     let mut lb = StepBuilder::new(
-        "Internal Standard Load Balancer: backend pool with both NAT VMs, HTTP probe on the \
-         health port",
+        match nat_vms {
+            NatVms::Two => {
+                "Internal Standard Load Balancer: backend pool with both NAT VMs, HTTP probe \
+                 on the health port"
+            }
+            NatVms::Vmss => {
+                "Internal Standard Load Balancer: backend pool for the scale set, HTTP probe \
+                 on the health port"
+            }
+        },
         vars,
     );
     let cmd = lb
@@ -306,7 +369,12 @@ fn load_balancer(plan: &Plan, vars: &[String]) -> Step {
         .arg("--frontend-ip-name", Word::text(&first.lb_frontend))
         .arg("--backend-pool-name", lb.t("${BACKEND_POOL}"));
     lb.run(cmd);
-    for nic in ["${NAT_VM1_NIC}", "${NAT_VM2_NIC}"] {
+    let nics: &[&str] = match nat_vms {
+        NatVms::Two => &["${NAT_VM1_NIC}", "${NAT_VM2_NIC}"],
+        // The scale set joins the pool itself, VM by VM.
+        NatVms::Vmss => &[],
+    };
+    for nic in nics {
         let cmd = lb
             .az_in("network nic ip-config address-pool add", "${NAT_RESOURCE_GROUP}")
             .arg("--nic-name", lb.t(nic))

@@ -7,13 +7,12 @@ use std::fmt::Write;
 pub fn script(setup: &Setup, generated_from: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "#!/usr/bin/env bash");
+    let name = |v: serde_json::Value| v.as_str().map(String::from).unwrap_or_default();
     let _ = writeln!(
         out,
-        "# The Azure side of the Kafka NAT VMs for {generated_from}, client side: {}.",
-        serde_json::to_value(setup.client)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default()
+        "# The Azure side of the Kafka NAT VMs for {generated_from}, client side: {}, NAT VMs: {}.",
+        name(serde_json::json!(setup.client)),
+        name(serde_json::json!(setup.nat_vms)),
     );
     let _ =
         writeln!(out, "# Written by `forwarder kafka discover --script`. Needs `az login` first.");

@@ -131,6 +131,12 @@ impl AzCommand {
         self
     }
 
+    /// A flag that takes no value (`--disable-overprovision`).
+    pub fn flag(mut self, flag: &str) -> AzCommand {
+        self.words.push(Word::text(flag));
+        self
+    }
+
     /// The command as one bash line, its options on continuation lines when long.
     pub fn line(&self) -> String {
         let mut out = String::new();
@@ -176,12 +182,16 @@ impl AzCommand {
         // Private Link Service it is the LB it sits on, not part of its name.
         let in_lb = words.get(1..3).is_some_and(|g| g[0].raw() == "network" && g[1].raw() == "lb");
         words.push(Word::text("show"));
-        for pair in self.words[flags..].chunks(2) {
-            if let [flag, value] = pair {
-                let flag_text = flag.raw();
-                if NAMING.contains(&flag_text.as_str()) && (flag_text != "--lb-name" || in_lb) {
-                    words.extend([flag.clone(), value.clone()]);
-                }
+        // Each flag with the word after it, unless that is a flag too (a flag of no value).
+        let rest = &self.words[flags..];
+        for (i, flag) in rest.iter().enumerate() {
+            let flag_text = flag.raw();
+            let Some(value) = rest.get(i + 1).filter(|_| flag_text.starts_with("--")) else {
+                continue;
+            };
+            let named = NAMING.contains(&flag_text.as_str()) && (flag_text != "--lb-name" || in_lb);
+            if named && !value.raw().starts_with("--") {
+                words.extend([flag.clone(), value.clone()]);
             }
         }
         Some(AzCommand { words })
@@ -246,6 +256,17 @@ mod tests {
         assert_eq!(w.variables().collect::<Vec<_>>(), ["SUB", "RG"]);
         assert_eq!(Word::text("kafka-broker-1").shell(), "kafka-broker-1");
         assert_eq!(Word::template("${RG}", &["RG"]).shell(), "\"${RG}\"");
+    }
+
+    #[test]
+    fn the_show_of_a_create_keeps_the_naming_flags_around_flags_without_values() {
+        let create = AzCommand::new("vmss create")
+            .arg("--resource-group", Word::text("rg"))
+            .flag("--disable-overprovision")
+            .arg("--name", Word::text("vmss"))
+            .arg("--image", Word::text("Ubuntu2404"));
+        let show = create.show_of_create().unwrap();
+        assert_eq!(show.argv(), ["vmss", "show", "--resource-group", "rg", "--name", "vmss"]);
     }
 
     #[test]

@@ -40,21 +40,34 @@ impl<'v> StepBuilder<'v> {
     /// and pools included, so a second run of the script after a partial failure would strip
     /// what the Private Link Services stand on. Nothing that exists is ever replaced.
     pub(super) fn run(&mut self, cmd: AzCommand) {
+        self.run_with(cmd, Vec::new());
+    }
+
+    /// [`run`](Self::run) `cmd`, then `parts` inside the same guard: what has no `show` of
+    /// its own and is made with the resource (an autoscale setting's rules, which have no
+    /// names: run again, they would be added twice).
+    pub(super) fn run_with(&mut self, cmd: AzCommand, parts: Vec<AzCommand>) {
         match cmd.show_of_create() {
             Some(show) => {
-                let create = cmd.line().replace('\n', "\n  ");
+                let mut body = cmd.line().replace('\n', "\n  ");
+                for part in &parts {
+                    body.push_str("\n  ");
+                    body.push_str(&part.line().replace('\n', "\n  "));
+                }
                 self.script.push_str(&format!(
-                    "if ! {} >/dev/null 2>&1; then\n  {create}\nfi\n",
+                    "if ! {} >/dev/null 2>&1; then\n  {body}\nfi\n",
                     show.line().replace('\n', "\n  ")
                 ));
                 self.commands.push(show);
             }
             None => {
+                assert!(parts.is_empty(), "parts need a create to go with");
                 self.script.push_str(&cmd.line());
                 self.script.push('\n');
             }
         }
         self.commands.push(cmd);
+        self.commands.extend(parts);
     }
 
     /// `VAR=$(cmd)`: a derived variable from a command's output.
@@ -104,8 +117,14 @@ impl<'v> StepBuilder<'v> {
     /// it expand. Its literal text is ours or a validated broker name (no `$`, backquote or
     /// backslash: see `discover::plan`).
     pub(super) fn file(&mut self, name: &str, json: &serde_json::Value) {
-        let text = serde_json::to_string_pretty(json).unwrap_or_default();
-        self.script.push_str(&format!("cat > {name} <<EOF\n{text}\nEOF\n"));
+        self.text_file(name, serde_json::to_string_pretty(json).unwrap_or_default());
+    }
+
+    /// [`file`](Self::file) for any text, under the same rule: no `$`, backquote or
+    /// backslash but in the `${NAME}` references.
+    pub(super) fn text_file(&mut self, name: &str, text: String) {
+        let body = text.strip_suffix('\n').unwrap_or(&text);
+        self.script.push_str(&format!("cat > {name} <<EOF\n{body}\nEOF\n"));
         self.files.push(DefinitionFile { name: name.into(), text });
     }
 
@@ -113,6 +132,12 @@ impl<'v> StepBuilder<'v> {
     pub(super) fn guard(&mut self, test: &str, message: &str) {
         self.script
             .push_str(&format!("if ! {test}; then\n  echo \"{message}\" >&2\n  exit 2\nfi\n"));
+    }
+
+    /// Stops the script (exit 2) unless the variable `var` matches the bash regular
+    /// expression `regex` (anchored by the caller), saying it must be `what`.
+    pub(super) fn require(&mut self, var: &str, regex: &str, what: &str) {
+        self.guard(&format!("[[ ${var} =~ {regex} ]]"), &format!("{var} must be {what}"));
     }
 
     pub(super) fn comment(&mut self, text: &str) {

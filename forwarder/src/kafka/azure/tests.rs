@@ -8,6 +8,33 @@ fn three_brokers() -> Plan {
 
 const CLIENTS: [ClientSide; 3] = [ClientSide::Synapse, ClientSide::Adf, ClientSide::Vnet];
 
+fn vmss(client: ClientSide) -> Setup {
+    setup_with(&three_brokers(), client, NatVms::Vmss, &ClientSecurity::default())
+}
+
+/// Every set-up: each client side with two NAT VMs, and with a scale set.
+fn every_setup() -> Vec<Setup> {
+    CLIENTS.iter().flat_map(|c| [setup(&three_brokers(), *c), vmss(*c)]).collect()
+}
+
+/// Values that pass the scale set's checks of its inputs (`vmss::checks`), for the tests
+/// that run the script; `None` for the variables any value does.
+fn checked_value(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "FORWARDER_DEB_URL" => {
+            "https://acct.blob.core.windows.net/debs/forwarder_0.1.0_amd64.deb?sv=2022-11-02&sp=r&sig=AbC%2Fd%3D"
+        }
+        "FORWARDER_DEB_SHA256" => {
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        }
+        "ALLOWED_SOURCES" => "10.0.0.0/16",
+        "MSS_CLAMP" => "1350",
+        "HEALTH_PORT" => "8080",
+        "METRICS_ADDR" => "127.0.0.1:9464",
+        _ => return None,
+    })
+}
+
 fn lines(s: &Setup) -> Vec<String> {
     s.steps.iter().flat_map(|s| &s.commands).map(|c| c.argv().join(" ")).collect()
 }
@@ -87,12 +114,19 @@ fn each_client_side_gets_its_own_endpoints() {
 
 #[test]
 fn every_reference_is_a_declared_variable() {
-    for client in CLIENTS {
-        let s = setup(&three_brokers(), client);
+    for s in every_setup() {
+        let (client, nat_vms) = (s.client, s.nat_vms);
         let declared: Vec<&str> = s.variables.iter().map(|v| v.name.as_str()).collect();
         for c in s.steps.iter().flat_map(|s| &s.commands) {
             for v in c.variables() {
-                assert!(declared.contains(&v), "{client:?}: {v} in {:?}", c.argv());
+                assert!(declared.contains(&v), "{client:?} {nat_vms:?}: {v} in {:?}", c.argv());
+            }
+        }
+        // The files' references too: the here-document expands them.
+        for f in s.steps.iter().flat_map(|s| &s.files) {
+            for piece in f.text.split("${").skip(1) {
+                let name = piece.split('}').next().unwrap_or_default();
+                assert!(declared.contains(&name), "{client:?}: {name} in {}", f.name);
             }
         }
     }
@@ -130,19 +164,32 @@ case "$*" in
 esac
 "#;
 
-/// A value for every input variable of `s` (`value-<name>`), as the operator sets them.
+/// A value for every input variable of `s` (`value-<name>`, or one the checks take), as
+/// the operator sets them.
 fn input_values(s: &Setup) -> Vec<(String, String)> {
     s.variables
         .iter()
         .filter(|v| !v.derived)
-        .map(|v| (v.name.clone(), format!("value-{}", v.name.to_lowercase())))
+        .map(|v| {
+            let value = checked_value(&v.name)
+                .map_or_else(|| format!("value-{}", v.name.to_lowercase()), String::from);
+            (v.name.clone(), value)
+        })
         .collect()
 }
 
 /// Runs the script under bash with the fake `az`; returns its exit status, stderr and the
 /// logged invocations.
 fn run_script(s: &Setup, env: &[(String, String)]) -> (bool, String, Vec<Vec<String>>) {
-    let dir = tempfile::tempdir().unwrap();
+    run_script_in(&tempfile::tempdir().unwrap(), s, env)
+}
+
+/// [`run_script`] in `dir`, where the files the script writes stay.
+fn run_script_in(
+    dir: &tempfile::TempDir,
+    s: &Setup,
+    env: &[(String, String)],
+) -> (bool, String, Vec<Vec<String>>) {
     let az = dir.path().join("az");
     std::fs::write(&az, FAKE_AZ).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -156,6 +203,9 @@ fn run_script(s: &Setup, env: &[(String, String)]) -> (bool, String, Vec<Vec<Str
         .current_dir(dir.path())
         .env("PATH", format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap()))
         .env("AZ_LOG", &log)
+        // No waiting between polls unless a test asks for it: a run without a connection
+        // fails in no time rather than in ten minutes.
+        .env("APPROVAL_SLEEP", "0")
         .env("AZ_STATE", state.unwrap_or_else(|| dir.path().join("az.state").display().to_string()))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
@@ -170,12 +220,16 @@ fn run_script(s: &Setup, env: &[(String, String)]) -> (bool, String, Vec<Vec<Str
 
 #[test]
 fn the_script_runs_exactly_the_listed_commands() {
-    for client in CLIENTS {
-        let s = setup(&three_brokers(), client);
+    for s in every_setup() {
+        let client = (s.client, s.nat_vms);
         let values: HashMap<String, String> = s
             .variables
             .iter()
-            .map(|v| (v.name.clone(), format!("value of {}", v.name.to_lowercase())))
+            .map(|v| {
+                let value = checked_value(&v.name)
+                    .map_or_else(|| format!("value of {}", v.name.to_lowercase()), String::from);
+                (v.name.clone(), value)
+            })
             .collect();
         let mut env: Vec<(String, String)> = values
             .iter()
@@ -274,7 +328,7 @@ fn the_notebook_carries_the_listeners_security_with_secrets_from_key_vault() {
         client_cert: false,
         sasl: Some((Mechanism::ScramSha512, "spark-reader".into())),
     };
-    let nb = setup_with(&plan, ClientSide::Synapse, &security).notebook.unwrap();
+    let nb = setup_with(&plan, ClientSide::Synapse, NatVms::Two, &security).notebook.unwrap();
     for want in [
         ".option(\"kafka.security.protocol\", \"SASL_SSL\")",
         ".option(\"kafka.sasl.mechanism\", \"SCRAM-SHA-512\")",
@@ -287,7 +341,7 @@ fn the_notebook_carries_the_listeners_security_with_secrets_from_key_vault() {
     }
     let sasl_only =
         ClientSecurity { sasl: Some((Mechanism::Plain, "u".into())), ..Default::default() };
-    let nb2 = setup_with(&plan, ClientSide::Synapse, &sasl_only).notebook.unwrap();
+    let nb2 = setup_with(&plan, ClientSide::Synapse, NatVms::Two, &sasl_only).notebook.unwrap();
     assert!(nb2.contains("\"SASL_PLAINTEXT\"") && nb2.contains("PlainLoginModule"), "{nb2}");
     assert!(!nb2.contains("truststore"), "{nb2}");
     // mTLS and OAUTHBEARER: the client certificate from Key Vault, no password.
@@ -297,7 +351,7 @@ fn the_notebook_carries_the_listeners_security_with_secrets_from_key_vault() {
         client_cert: true,
         sasl: Some((Mechanism::OAuthBearer, String::new())),
     };
-    let nb3 = setup_with(&plan, ClientSide::Synapse, &mtls_oauth).notebook.unwrap();
+    let nb3 = setup_with(&plan, ClientSide::Synapse, NatVms::Two, &mtls_oauth).notebook.unwrap();
     for want in [
         ".option(\"kafka.ssl.keystore.type\", \"PEM\")",
         ".option(\"kafka.ssl.keystore.certificate.chain\", client_pem)",
@@ -398,8 +452,8 @@ fn the_vnet_dns_step_reads_nic_addresses_and_never_links_the_nat_vnet() {
 /// by its show), replaces nothing and deletes nothing.
 #[test]
 fn a_second_run_of_the_script_creates_and_deletes_nothing() {
-    for client in CLIENTS {
-        let s = setup(&three_brokers(), client);
+    for s in every_setup() {
+        let client = (s.client, s.nat_vms);
         let state = tempfile::NamedTempFile::new().unwrap();
         let mut env = input_values(&s);
         env.extend([
@@ -421,5 +475,179 @@ fn a_second_run_of_the_script_creates_and_deletes_nothing() {
         assert_eq!(kinds(&second, "delete"), 0, "{client:?}");
         let approvals = second.iter().filter(|c| c.join(" ").contains("connection update"));
         assert_eq!(approvals.count(), 0, "{client:?}: approved twice");
+    }
+}
+
+/// `--nat-vms vmss`: no NICs of the operator's join the pool; the scale set does, through
+/// its network profile, with the cloud-config as custom data; autoscale follows it; the
+/// checks of the inputs come before anything is created.
+#[test]
+fn the_scale_set_joins_the_pool_and_autoscales_on_cpu() {
+    for client in CLIENTS {
+        let s = vmss(client);
+        assert_eq!(count(&s, "network nic ip-config address-pool add"), 0, "{client:?}");
+        assert_eq!(count(&s, "network lb create"), 1);
+        assert_eq!(count(&s, "vmss create"), 1);
+        assert_eq!(count(&s, "monitor autoscale create"), 1);
+        assert_eq!(count(&s, "monitor autoscale rule create"), 2);
+        let names: Vec<&str> = s.variables.iter().map(|v| v.name.as_str()).collect();
+        assert!(!names.contains(&"NAT_VM1_NIC") && names.contains(&"FORWARDER_DEB_URL"));
+        assert!(s.steps[0].commands.is_empty(), "the checks come first: {}", s.steps[0].title);
+        let all = lines(&s);
+        let create = all.iter().find(|c| c.starts_with("vmss create")).unwrap();
+        for want in [
+            "--lb ${LB_NAME} --backend-pool-name ${BACKEND_POOL} ",
+            "--custom-data @forwarder-cloud-init.yaml ",
+            "--image ${VMSS_IMAGE} ",
+            "--nsg ${NAT_NSG} ",
+            "--disable-overprovision ",
+            "--upgrade-policy-mode Manual ",
+        ] {
+            assert!(create.contains(want), "{want} in {create}");
+        }
+        let rules: Vec<&String> =
+            all.iter().filter(|c| c.starts_with("monitor autoscale rule create")).collect();
+        assert!(rules[0].contains("--condition Percentage CPU > 60 avg 10m --scale out 1"));
+        assert!(rules[1].contains("--condition Percentage CPU < 20 avg 30m --scale in 1"));
+        // The scale set comes after the load balancer it joins and the rules it serves.
+        let at = |prefix: &str| all.iter().position(|c| c.starts_with(prefix)).unwrap();
+        assert!(at("network private-link-service create") < at("vmss create"));
+        assert!(at("vmss create") < at("monitor autoscale create"));
+    }
+    assert_eq!(count(&setup(&three_brokers(), ClientSide::Synapse), "vmss"), 0);
+}
+
+/// The autoscale rules have no names and no `show`: they are made inside their setting's
+/// guard, so a second run (see a_second_run_of_the_script_creates_and_deletes_nothing)
+/// adds none.
+#[test]
+fn the_autoscale_rules_go_with_their_setting() {
+    let s = vmss(ClientSide::Synapse);
+    let step = s.steps.iter().find(|s| s.title.starts_with("Autoscale")).unwrap();
+    let script = &step.script;
+    let guard = script.find("if ! az monitor autoscale show").expect(script);
+    let end = script.find("\nfi\n").expect(script);
+    for rule in script.match_indices("az monitor autoscale rule create").map(|(i, _)| i) {
+        assert!(guard < rule && rule < end, "a rule outside the guard:\n{script}");
+    }
+}
+
+/// A value that would break forwarder.toml or the installer on every VM stops the script
+/// before it creates anything, naming the variable.
+#[test]
+fn the_scale_sets_inputs_are_checked_before_anything_is_created() {
+    let s = vmss(ClientSide::Vnet);
+    for (var, bad, says) in [
+        ("FORWARDER_DEB_SHA256", "abc", "FORWARDER_DEB_SHA256 must be the .deb's SHA-256"),
+        ("FORWARDER_DEB_URL", "https://x/a'b", "FORWARDER_DEB_URL must be an https URL"),
+        ("FORWARDER_DEB_URL", "http://x/f.deb", "FORWARDER_DEB_URL must be an https URL"),
+        ("ALLOWED_SOURCES", "10.0.0.0/16,10.1.0.0/16", "ALLOWED_SOURCES must be one IPv4 CIDR"),
+        ("METRICS_ADDR", "localhost:9464", "METRICS_ADDR must be an IPv4 address:port"),
+    ] {
+        let mut env = input_values(&s);
+        env.iter_mut().filter(|(k, _)| k == var).for_each(|(_, v)| *v = bad.into());
+        let (ok, stderr, calls) = run_script(&s, &env);
+        assert!(!ok && stderr.contains(says), "{var}={bad}: {stderr}");
+        assert!(calls.is_empty(), "{var}={bad}: ran {calls:?}");
+    }
+}
+
+/// The cloud-config as a VM receives it (the script's here-document expanded): valid for
+/// `cloud-init schema` (Debian's cloud-init package), with a forwarder.toml the daemon's
+/// own parser takes, holding the plan's rules, the installer bash reads, and the LRO rule.
+#[test]
+fn the_cloud_config_passes_cloud_init_schema_and_writes_a_valid_config() {
+    let s = vmss(ClientSide::Synapse);
+    let env = input_values(&s);
+    let mut run_env = env.clone();
+    run_env.push(("FAKE_CONNECTION".into(), "c1".into()));
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stderr, _) = run_script_in(&dir, &s, &run_env);
+    assert!(ok, "{stderr}");
+    let path = dir.path().join(CLOUD_INIT_FILE);
+    let text = std::fs::read_to_string(&path).expect("the script writes the cloud-config");
+    // What the JSON output lists is what the script wrote, references expanded.
+    let file = s.steps.iter().flat_map(|s| &s.files).find(|f| f.name == CLOUD_INIT_FILE).unwrap();
+    let values: HashMap<String, String> = env.into_iter().collect();
+    let names: Vec<&str> = values.keys().map(String::as_str).collect();
+    assert_eq!(text, Word::template(&file.text, &names).expand(|v| values[v].clone()));
+    assert!(text.starts_with("#cloud-config\n"), "{text}");
+
+    let schema = Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cloud-init: {e}. Install Debian's cloud-init package (.ci/setup.sh does)")
+        });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&schema.stdout),
+        String::from_utf8_lossy(&schema.stderr)
+    );
+    assert!(schema.status.success() && said.contains("Valid cloud-config"), "{said}\n{text}");
+
+    // The files as cloud-init writes them, read back by Python's YAML parser (which
+    // cloud-init itself uses).
+    let read = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; d = yaml.safe_load(open(sys.argv[1])); \
+             print(json.dumps(d))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python3 with PyYAML (a dependency of cloud-init)");
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let content = |p: &str| -> String {
+        let f = d["write_files"].as_array().unwrap().iter().find(|f| f["path"] == p);
+        f.unwrap_or_else(|| panic!("no {p} in {d}"))["content"].as_str().unwrap().to_string()
+    };
+    let toml = content("/etc/forwarder/forwarder.toml");
+    let settings = crate::config::parse(std::path::Path::new("forwarder.toml"), &toml)
+        .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let rules: Vec<(u16, String)> =
+        settings.rules.iter().map(|r| (r.listen, r.target.to_string())).collect();
+    assert_eq!(
+        rules,
+        [
+            (9092, "broker1.corp.example:9092"),
+            (9093, "broker2.corp.example:9092"),
+            (9094, "broker3.corp.example:9092")
+        ]
+        .map(|(p, t)| (p, t.to_string()))
+    );
+    assert_eq!(settings.health.unwrap().port(), 8080);
+    assert_eq!(settings.allowed_sources.unwrap()[0].to_string(), "10.0.0.0/16");
+    let installer = content("/usr/local/sbin/forwarder-install");
+    assert!(installer.contains(&format!("'{}'", checked_value("FORWARDER_DEB_URL").unwrap())));
+    assert!(installer.contains("sha256sum --check") && installer.contains("enable --now"));
+    let syntax = Command::new("sh").args(["-n", "-c", &installer]).output().unwrap();
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+    assert!(content("/etc/udev/rules.d/60-forwarder-lro-off.rules").contains("lro off"));
+    assert_eq!(d["runcmd"], serde_json::json!([["/usr/local/sbin/forwarder-install"]]));
+}
+
+/// `discover --config`: the new brokers' commands stand on the load balancer whatever its
+/// pool holds, so a scale set changes none of them and is not created again; a comment
+/// says how its model gets the new rules.
+#[test]
+fn additions_are_the_same_commands_for_either_nat_tier() {
+    for client in CLIENTS {
+        let two = additions(&three_brokers(), client, NatVms::Two);
+        let scale_set = additions(&three_brokers(), client, NatVms::Vmss);
+        assert_eq!(lines(&two), lines(&scale_set), "{client:?}");
+        assert_eq!(scale_set.nat_vms, NatVms::Vmss);
+        for prefix in ["network lb create", "vmss create", "monitor autoscale create"] {
+            assert_eq!(count(&scale_set, prefix), 0, "{client:?}: {prefix}");
+        }
+        assert_eq!(count(&scale_set, "network lb frontend-ip create"), 3, "{client:?}");
+        let script: String = scale_set.steps.iter().map(|s| s.script.as_str()).collect();
+        assert!(script.contains(&format!("--custom-data\n# @{CLOUD_INIT_FILE}")), "{script}");
+        assert!(!two.steps.iter().any(|s| s.script.contains(CLOUD_INIT_FILE)));
+        // The comment names the scale set: its name is among the variables printed.
+        assert!(scale_set.variables.iter().any(|v| v.name == "VMSS_NAME"));
+        assert!(!scale_set.variables.iter().any(|v| v.name == "FORWARDER_DEB_URL"));
     }
 }
