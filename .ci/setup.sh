@@ -28,7 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-[ -e /etc/cloud/cloud-init.disabled ] || touch /etc/cloud/cloud-init.disabled
+[ -e /etc/cloud/cloud-init.disabled ] || { mkdir -p /etc/cloud; touch /etc/cloud/cloud-init.disabled; }
 
 rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' \
   || rustup component add rust-src --toolchain nightly
