@@ -173,9 +173,10 @@ fn hash_of(text: &str) -> String {
 }
 
 /// forwarder_config_info and `forwarder status` (text and JSON) report the hash of what
-/// the daemon applied: the hash of its file; the same after a reload of an edit that only
-/// adds comments and reorders the rules; a new one after a live `rule add`, which is the
-/// hash of the file as written back; the first one again after `rule remove`.
+/// the daemon applied: the hash of its file, which `check-config` tells too; the same
+/// after a reload of an edit that only adds comments and reorders the rules; a new one
+/// after a live `rule add`, which is the hash of the file as written back; the first one
+/// again after `rule remove`.
 #[test]
 fn the_config_hash_follows_what_the_daemon_applies() -> Result<()> {
     require_root();
@@ -200,6 +201,11 @@ fn the_config_hash_follows_what_the_daemon_applies() -> Result<()> {
     };
     let first = hash_of(&text);
     agree(&first)?;
+    // check-config tells the hash of a file before any daemon applies it.
+    let checked = json(&run(&["check-config", "--json"])?, "check-config");
+    assert_eq!(checked["config_sha256"], first.as_str());
+    let checked_text = ok(&run(&["check-config"])?, "check-config");
+    assert!(checked_text.ends_with(&format!("config hash: sha256 {first}\n")), "{checked_text}");
 
     // Another VM's file: comments, the rules in reverse order. Reloaded, nothing changes.
     let (head, rules) = text.split_once("[[rule]]").expect("rules");

@@ -1,4 +1,6 @@
-//! `forwarder check-config`: the file validated and resolved, the effective rules printed.
+//! `forwarder check-config`: the file validated and resolved, the effective rules printed,
+//! and the hash a daemon that applies it reports (`forwarder status`, forwarder_config_info),
+//! to compare a file with the VMs of a pool before it is applied.
 
 use super::CliError;
 use crate::{
@@ -13,6 +15,7 @@ struct Resolving(#[source] PlanError);
 
 pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
     let plan = Plan::build(settings, false).map_err(|e| CliError::usage(Resolving(e)))?;
+    let sha256 = crate::config::fingerprint::sha256(settings);
     if json {
         let rules: Vec<_> = plan
             .rules
@@ -33,6 +36,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
                 "interval": humantime::format_duration(k.interval).to_string(),
                 "security": kafka_security(k),
             })),
+            "config_sha256": sha256,
         });
         super::output::print_json(&v);
         return Ok(());
@@ -57,6 +61,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
             kafka_security(k)
         );
     }
+    println!("config hash: sha256 {sha256}");
     Ok(())
 }
 
