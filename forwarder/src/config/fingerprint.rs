@@ -15,7 +15,8 @@
 //!   with its host name in lower case (DNS names are case-insensitive).
 //!
 //! Left out, because they are where a VM keeps or reports things, not what it forwards:
-//! the file's path, `metrics`, `control_socket`, `pin_path`. Also left out: what hostname
+//! the file's path, `metrics`, `control_socket`, `pin_path`, the `[kafka]` watch (it
+//! compares the cluster with the rules and reports). Also left out: what hostname
 //! targets resolve to, which each VM learns from DNS on its own schedule (`dns_refresh`);
 //! `forwarder status` shows each rule's resolved address.
 
@@ -116,7 +117,8 @@ mod tests {
         assert_eq!(base.len(), 64);
         assert!(base.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         // Another VM's file: comments, rules and sources in another order, the default
-        // spelled out, a host name in capitals, another path, metrics and control socket.
+        // spelled out, a host name in capitals, another path, metrics and control socket,
+        // and a [kafka] watch.
         let other = "# NAT VM 2\n\
             interface = \"eth0\"   # the LB's NIC\n\
             metrics = \"0.0.0.0:9464\"\n\
@@ -128,7 +130,8 @@ mod tests {
             allowed_sources = [\"10.1.0.0/16\", \"10.0.0.0/16\", \"10.0.0.0/16\"]\n\
             [[rule]]\nname = \"broker-2\"\nlisten = 9093\ntarget = \"10.20.0.12:9092\"\n\
             # the first broker\n\
-            [[rule]]\nname = \"broker-1\"\nlisten = 9092\ntarget = \"Broker1.corp.example:9092\"\n";
+            [[rule]]\nname = \"broker-1\"\nlisten = 9092\ntarget = \"Broker1.corp.example:9092\"\n\
+            [kafka]\nbootstrap = \"broker1.corp.example:9092\"\n";
         assert_eq!(hash("/tmp/other.toml", other), base);
     }
 
