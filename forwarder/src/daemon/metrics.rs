@@ -379,13 +379,7 @@ mod tests {
     fn the_config_hash_is_an_info_metric_and_a_gauge_in_the_text_format() {
         let s = Snapshot { config_sha256: Some("ab12".into()), ..Snapshot::default() };
         let open = exposition(&s, Format::OpenMetrics);
-        assert!(
-            open.contains(
-                "# TYPE forwarder_config info
-"
-            ),
-            "{open}"
-        );
+        assert!(open.contains("# TYPE forwarder_config info\n"), "{open}");
         assert!(open.contains("\nforwarder_config_info{sha256=\"ab12\"} 1\n"), "{open}");
         let text = exposition(&s, Format::Text);
         assert!(text.contains("# HELP forwarder_config_info SHA-256 of the applied"), "{text}");
