@@ -221,8 +221,7 @@ fn as_root_command(program: &Path, envs: &[(&str, &Path)]) -> Command {
         Command::new(program)
     } else {
         let mut c = Command::new("sudo");
-        c.arg("--preserve-env=FORWARDER_BIN,FWT_BPFFS,FWT_DEB,FWT_HOSTILE_FRAMES,FWT_FLOOD_SYNS,FWT_FAULTS,FWT_SOAK_SECS,FWT_SENDER,RUST_LOG,PATH")
-            .arg(program);
+        c.arg(format!("--preserve-env={}", preserved_env(envs).join(","))).arg(program);
         c
     };
     cmd.current_dir(workspace_root());
@@ -230,6 +229,21 @@ fn as_root_command(program: &Path, envs: &[(&str, &Path)]) -> Command {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// What sudo must pass on to the tests: every `FWT_*` variable set here or in `envs` (a
+/// list written out by hand dropped the ones added since), the tool paths the tests read,
+/// the log level and PATH.
+fn preserved_env(envs: &[(&str, &Path)]) -> Vec<String> {
+    let mut names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("FWT_"))
+        .chain(envs.iter().map(|(k, _)| k.to_string()))
+        .chain(["FORWARDER_BIN", "TANSU_BIN", "RUST_LOG", "PATH"].map(String::from))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Runs `program args` as root; fails unless it succeeds.

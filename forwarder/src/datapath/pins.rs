@@ -237,19 +237,22 @@ impl Pins {
         crate::datapath::batch::count_keys(&md, key_size.key_size() as usize).map_err(err)
     }
 
-    /// Removes links first (that detaches the program once no daemon holds it), then maps,
-    /// then the directory. Returns what was removed.
+    /// Removes what a forwarder pinned here: links first (that detaches the program once no
+    /// daemon holds it), then maps, an upgrade's staging directory, then the directory if
+    /// nothing else is left in it. Anything else (a file someone put there) stays, and is
+    /// named in the log. Returns what was removed.
     pub fn remove_all(&self) -> Result<Vec<PathBuf>, PinError> {
         let mut removed = Vec::new();
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Ok(removed);
         };
-        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let (mut ours, foreign): (Vec<PathBuf>, Vec<PathBuf>) =
+            entries.filter_map(|e| e.ok().map(|e| e.path())).partition(|p| is_ours(p));
         // Links before maps.
-        paths.sort_by_key(|p| {
+        ours.sort_by_key(|p| {
             !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("link_"))
         });
-        for p in paths {
+        for p in ours {
             // An upgrade's staging directory, left by a daemon that died during it.
             if p.is_dir() {
                 removed.extend(Pins::new(&p).remove_all()?);
@@ -262,6 +265,15 @@ impl Pins {
             })?;
             removed.push(p);
         }
+        if !foreign.is_empty() {
+            let names: Vec<String> = foreign.iter().map(|p| p.display().to_string()).collect();
+            tracing::warn!(
+                dir = %self.dir.display(),
+                "left in place, not made by forwarder: {}",
+                names.join(", ")
+            );
+            return Ok(removed);
+        }
         fs::remove_dir(&self.dir).map_err(|source| PinError::Io {
             action: "removing",
             path: self.dir.display().to_string(),
@@ -269,6 +281,20 @@ impl Pins {
         })?;
         Ok(removed)
     }
+}
+
+/// Whether a forwarder made `path` in a pin directory: a map of this layout or the
+/// previous one (same names), a link, or an upgrade's staging directory.
+fn is_ours(path: &Path) -> bool {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return false;
+    };
+    if path.is_dir() {
+        return name.starts_with("staging-layout");
+    }
+    name.starts_with("link_")
+        || ALL_MAPS.contains(&name.as_str())
+        || crate::datapath::migrate::from_v2::MAPS.iter().any(|(m, _, _)| *m == name)
 }
 
 fn open(path: &Path) -> Result<MapData, PinError> {
@@ -304,4 +330,38 @@ fn is_bpffs(path: &Path) -> bool {
     // The field's type is the C library's `__fsword_t`: i64 here, narrower on other targets.
     #[allow(clippy::unnecessary_cast)]
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_all_takes_only_what_forwarder_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = Pins::new(dir.path().join("forwarder"));
+        let staging = pins.dir().join("staging-layout3");
+        fs::create_dir_all(&staging).unwrap();
+        for f in ["link_xdp_n0", map_names::CONFIG, map_names::CT_ESTABLISHED, "notes.txt"] {
+            fs::write(pins.dir().join(f), "").unwrap();
+        }
+        fs::write(staging.join(map_names::CONFIG), "").unwrap();
+        fs::create_dir(pins.dir().join("someone-elses")).unwrap();
+
+        let removed = pins.remove_all().unwrap();
+        assert_eq!(removed.len(), 4, "{removed:?}");
+        let mut left: Vec<String> = fs::read_dir(pins.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["notes.txt", "someone-elses"]);
+
+        // With only its own pins, the directory goes too.
+        fs::remove_file(pins.dir().join("notes.txt")).unwrap();
+        fs::remove_dir(pins.dir().join("someone-elses")).unwrap();
+        fs::write(pins.dir().join(map_names::RULES), "").unwrap();
+        pins.remove_all().unwrap();
+        assert!(!pins.dir().exists());
+    }
 }
