@@ -42,6 +42,8 @@ pub mod kafka;
 mod locations;
 mod spans;
 mod validate;
+/// The keys the file may hold: its top level, and `[timeouts]`.
+pub use validate::{TIMEOUT_KEYS, TOP_KEYS};
 mod warning;
 pub mod write_back;
 

@@ -19,11 +19,13 @@ pub use global::parse_port_range;
 pub(super) use kafka::kafka_key_span;
 pub(super) use rules::rule_sections;
 pub use rules::{parse_target, valid_rule_name};
+pub use timeouts::TIMEOUT_KEYS;
 
 use super::{spans::Section, ConfigError, Settings};
 use std::{net::Ipv4Addr, path::Path};
 
-const TOP_KEYS: &[&str] = &[
+/// Every key the file's top level may hold (tables included).
+pub const TOP_KEYS: &[&str] = &[
     "interface",
     "mode",
     "listen_ip",

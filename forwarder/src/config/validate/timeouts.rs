@@ -6,7 +6,8 @@ use crate::config::{
 };
 use std::time::Duration;
 
-const TIMEOUT_KEYS: &[&str] = &["syn", "established", "closing"];
+/// The keys of `[timeouts]`.
+pub const TIMEOUT_KEYS: &[&str] = &["syn", "established", "closing"];
 
 const EXPECT_DURATION: &str = "expected a duration like \"30s\", \"2m\" or \"2h\", from 1s to 30d";
 
