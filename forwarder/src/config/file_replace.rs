@@ -2,7 +2,8 @@
 //! is renamed over the old one, then the directory is synced. A failure at any point (a
 //! full disk, a crash, power loss) leaves the old file or the new one, never a mix; a
 //! truncate-and-write in place would leave a cut-off config that stops the next start.
-//! The config file is the one file the daemon rewrites (`rule add / remove`, `live.rs`).
+//! The daemon rewrites two files so: the config (`rule add / remove`, `live.rs`) and its
+//! state file (`daemon/state.rs`).
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -29,17 +30,37 @@ pub enum ReplaceError {
 pub fn replace(path: &Path, text: &[u8]) -> Result<(), ReplaceError> {
     let target = fs::canonicalize(path).map_err(|e| ReplaceError::Locate(path.into(), e))?;
     let meta = fs::metadata(&target).map_err(|e| ReplaceError::Locate(target.clone(), e))?;
+    install(&target, text, meta.mode() & 0o7777, Some((meta.uid(), meta.gid())))
+}
+
+/// As [`replace`] for a file that may not exist yet (the daemon's state file): a new one
+/// gets `mode` and this process's owner.
+pub fn write_whole(path: &Path, text: &[u8], mode: u32) -> Result<(), ReplaceError> {
+    if path.exists() {
+        return replace(path, text);
+    }
+    install(path, text, mode, None)
+}
+
+/// Writes `text` to a temporary file beside `target` (mode, owner), syncs it, renames it
+/// over `target` and syncs the directory.
+fn install(
+    target: &Path,
+    text: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<(), ReplaceError> {
     let dir = target.parent().unwrap_or(Path::new("/"));
     let name = target.file_name().map_or("config".into(), |n| n.to_string_lossy());
     // Hidden and named after the process, so a leftover from a crash is recognisable and
     // two writers never share one.
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
 
-    if let Err(e) = write_synced(&tmp, text, &meta) {
+    if let Err(e) = write_synced(&tmp, text, mode, owner) {
         let _ = fs::remove_file(&tmp);
         return Err(ReplaceError::Write(tmp, e));
     }
-    if let Err(e) = fs::rename(&tmp, &target) {
+    if let Err(e) = fs::rename(&tmp, target) {
         let _ = fs::remove_file(&tmp);
         return Err(ReplaceError::Rename(tmp, e));
     }
@@ -53,13 +74,14 @@ pub fn replace(path: &Path, text: &[u8]) -> Result<(), ReplaceError> {
     Ok(())
 }
 
-/// Creates `tmp` with the old file's mode and owner, writes `text` and syncs it.
-fn write_synced(tmp: &Path, text: &[u8], old: &fs::Metadata) -> io::Result<()> {
+/// Creates `tmp` with `mode` and `owner`, writes `text` and syncs it.
+fn write_synced(tmp: &Path, text: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
     // A leftover of an earlier process with the same pid.
     let _ = fs::remove_file(tmp);
-    let mode = old.mode() & 0o7777;
     let mut f = OpenOptions::new().write(true).create_new(true).mode(mode & 0o600).open(tmp)?;
-    std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+    }
     // After the chown (which clears set-id bits) and unaffected by the umask.
     f.set_permissions(fs::Permissions::from_mode(mode))?;
     f.write_all(text)?;

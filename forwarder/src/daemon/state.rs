@@ -44,15 +44,44 @@ impl State {
         }
     }
 
-    /// Writes the state whole (temporary file, then rename), so a crash never leaves half.
+    /// Writes the state whole (`file_replace`: temporary file, synced, renamed), so a
+    /// crash never leaves half.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
         let err = |message: String| StateError { path: path.display().to_string(), message };
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).map_err(|e| err(e.to_string()))?;
-        fs::write(&tmp, text).map_err(|e| err(e.to_string()))?;
-        fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        crate::config::file_replace::write_whole(path, &text, 0o600)
+            .map_err(|e| err(crate::error::chain(&e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn saved_state_loads_back_whole_and_only_root_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(&dir.path().join("run/control.sock"));
+        assert!(State::load(&path).unwrap().rule_ids.is_empty(), "no file: an empty state");
+        let mut state = State { drained_since: Some(1_700_000_000), ..State::default() };
+        state.rule_ids.insert("broker-1".into(), 0);
+        state.rule_ids.insert("broker-2".into(), 7);
+        state.save(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        state.rule_ids.insert("broker-3".into(), 2);
+        state.save(&path).unwrap();
+        let back = State::load(&path).unwrap();
+        assert_eq!(back.rule_ids, state.rule_ids);
+        assert_eq!(back.drained_since, state.drained_since);
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1, "a temporary file was left: {names:?}");
+        fs::write(&path, "{ not json").unwrap();
+        let e = State::load(&path).unwrap_err().to_string();
+        assert!(e.contains("state.json"), "{e}");
     }
 }
