@@ -40,6 +40,7 @@ pub mod fingerprint;
 mod host;
 pub mod kafka;
 mod locations;
+pub mod rule_text;
 mod spans;
 mod validate;
 /// The keys the file may hold: its top level, and `[timeouts]`.

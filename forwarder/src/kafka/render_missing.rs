@@ -8,8 +8,9 @@ use super::{
     coverage::Coverage,
     discover::{BrokerPlan, Plan},
     render::{cells, table},
-    rules_toml::{rule_blocks, toml_str},
+    rules_toml::rule_blocks,
 };
+use crate::config::rule_text::rule_block;
 use std::{fmt::Write, path::Path};
 
 /// `forwarder rule add NAME --listen PORT --target HOST:PORT`, with `--config PATH` when
@@ -142,12 +143,7 @@ pub fn missing_json(
 
 /// The `[[rule]]` for one broker, on one line (for the daemon's log).
 pub fn rule_inline(b: &BrokerPlan) -> String {
-    format!(
-        "[[rule]] name = {} listen = {} target = {}",
-        toml_str(&b.rule.name),
-        b.rule.listen,
-        toml_str(&b.rule.target)
-    )
+    rule_block(&b.rule.name, b.rule.listen, &b.rule.target).replace('\n', " ")
 }
 
 #[cfg(test)]

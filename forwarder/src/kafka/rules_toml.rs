@@ -3,6 +3,7 @@
 //! text for both.
 
 use super::discover::Plan;
+use crate::config::rule_text::rule_block;
 use std::fmt::Write;
 
 /// The `[[rule]]` blocks for forwarder.toml, one per broker, blank-line separated.
@@ -12,18 +13,7 @@ pub fn rule_blocks(plan: &Plan) -> String {
         if i > 0 {
             out.push('\n');
         }
-        let _ = writeln!(
-            out,
-            "[[rule]]\nname = {}\nlisten = {}\ntarget = {}",
-            toml_str(&b.rule.name),
-            b.rule.listen,
-            toml_str(&b.rule.target)
-        );
+        let _ = writeln!(out, "{}", rule_block(&b.rule.name, b.rule.listen, &b.rule.target));
     }
     out
-}
-
-/// A quoted TOML string (advertised names come from the network: escape them).
-pub(super) fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
 }

@@ -177,12 +177,8 @@ impl ImportedRule {
                 "iptables matched destination {a} only (the forwarder's `listen_ip` setting)"
             )));
         }
-        block.extend([
-            "[[rule]]".to_string(),
-            format!("name = {}", toml_string(&self.name)),
-            format!("listen = {}", self.listen),
-            format!("target = {}", toml_string(&self.target)),
-        ]);
+        let rule = crate::config::rule_text::rule_block(&self.name, self.listen, &self.target);
+        block.extend(rule.lines().map(str::to_string));
         block
     }
 }
@@ -193,8 +189,4 @@ fn comment(text: &str) -> String {
     let clean: String =
         text.chars().map(|c| if c.is_control() && c != '\t' { '?' } else { c }).collect();
     format!("# {clean}")
-}
-
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
 }
