@@ -85,12 +85,18 @@ pub enum Attached {
 }
 
 impl Attached {
-    pub fn name(self) -> &'static str {
+    /// The configured mode that asks for exactly this attachment: its name is the one the
+    /// config, the CLI and the metrics use.
+    pub fn mode(self) -> crate::config::Mode {
         match self {
-            Attached::XdpDriver => "xdp",
-            Attached::XdpGeneric => "xdp-generic",
-            Attached::Tc => "tc",
+            Attached::XdpDriver => crate::config::Mode::Xdp,
+            Attached::XdpGeneric => crate::config::Mode::XdpGeneric,
+            Attached::Tc => crate::config::Mode::Tc,
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.mode().name()
     }
 }
 
