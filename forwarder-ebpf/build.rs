@@ -6,7 +6,7 @@
 //! so memset and memmove become calls. A zeroed struct then calls compiler-builtins'
 //! memset, a loop storing one byte per iteration (about 100 instructions for a 24-byte
 //! `NextHop`, 320 for the 64-byte FIB parameter block). Without the option LLVM writes a few
-//! word stores, as clang does for C programs by default. `tests/tests/packet.rs` checks that
+//! word stores, as clang does for C programs by default. `tests/tests/packet/path.rs` checks that
 //! the object calls no memory builtin.
 fn main() {
     println!("cargo:rustc-link-arg-bins=--disable-expand-memcpy-in-order");
