@@ -13,7 +13,7 @@ use crate::{
 #[error("resolving")]
 struct Resolving(#[source] PlanError);
 
-pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
+pub fn run(settings: &Settings, json: bool) -> super::Outcome {
     let plan = Plan::build(settings, false).map_err(|e| CliError::usage(Resolving(e)))?;
     let sha256 = crate::config::fingerprint::sha256(settings);
     if json {
@@ -39,7 +39,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
             "config_sha256": sha256,
         });
         super::output::print_json(&v);
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     println!(
         "interface {} mode {} snat {} ports {}-{}",
@@ -62,7 +62,7 @@ pub fn run(settings: &Settings, json: bool) -> Result<(), CliError> {
         );
     }
     println!("config hash: sha256 {sha256}");
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// How the watch connects, as Kafka names a listener's protocol, with what it presents.

@@ -1,11 +1,16 @@
 //! The CLI commands that talk to the running daemon: a request over the control socket and
-//! its answer printed (the tables are in `output`). Each returns the process exit code (0
-//! ok, 1 runtime failure, 2 usage / invalid config).
+//! its answer printed (the tables are in `output`). Each returns the process exit code
+//! (0 ok, or the daemon's for a refused request: 1 runtime failure, 2 usage / invalid
+//! config), or the error of not reaching the daemon.
 
-use super::output::{self, message, stats_table};
+use super::{
+    output::{self, message, stats_table},
+    CliError, Outcome,
+};
 use crate::daemon::control::{self, Request, Response, RuleStatsRow};
 use std::{
     path::Path,
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
@@ -15,14 +20,9 @@ pub fn request(
     req: &Request,
     as_json: bool,
     print: impl Fn(&serde_json::Value) -> String,
-) -> u8 {
-    match control::call(socket, req) {
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-        Ok(resp) => output(&resp, as_json, print),
-    }
+) -> Outcome {
+    let resp = control::call(socket, req).map_err(CliError::runtime)?;
+    Ok(ExitCode::from(output(&resp, as_json, print)))
 }
 
 fn output(resp: &Response, as_json: bool, print: impl Fn(&serde_json::Value) -> String) -> u8 {
@@ -38,7 +38,7 @@ fn output(resp: &Response, as_json: bool, print: impl Fn(&serde_json::Value) -> 
 }
 
 /// A request whose answer is a message ("drained: ..."), printed as text.
-pub fn command(socket: &Path, req: &Request) -> u8 {
+pub fn command(socket: &Path, req: &Request) -> Outcome {
     request(socket, req, false, message)
 }
 
@@ -50,21 +50,15 @@ pub fn stats(
     watch: bool,
     interval: Duration,
     count: Option<u64>,
-) -> u8 {
+) -> Outcome {
     let mut prev: Option<(Vec<RuleStatsRow>, Instant)> = None;
     let mut n = 0u64;
     loop {
-        let resp = match control::call(socket, &Request::Stats) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
-        };
+        let resp = control::call(socket, &Request::Stats).map_err(CliError::runtime)?;
         if !resp.ok || as_json {
             let code = output(&resp, as_json, message);
             if code != 0 || !watch {
-                return code;
+                return Ok(ExitCode::from(code));
             }
         } else {
             let rows: Vec<RuleStatsRow> = output::parse(&resp.data).unwrap_or_default();
@@ -77,7 +71,7 @@ pub fn stats(
         }
         n += 1;
         if !watch || count.is_some_and(|c| n >= c) {
-            return 0;
+            return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(interval);
     }

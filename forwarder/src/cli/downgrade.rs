@@ -14,20 +14,20 @@ use forwarder_common::{map_names, LAYOUT_VERSION};
 /// The environment variable that lets a downgrade drop the tracked connections.
 pub const FORCE_ENV: &str = "FORWARDER_FORCE_DOWNGRADE";
 
-pub fn run(loc: &Locations, version: &str) -> Result<(), CliError> {
+pub fn run(loc: &Locations, version: &str) -> super::Outcome {
     if !migrate::is_older(version) {
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     let layout = migrate::release_layout(version);
     if layout == Some(LAYOUT_VERSION) {
         println!(
             "forwarder {version} uses this build's map layout ({LAYOUT_VERSION}): nothing is lost"
         );
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     let pins = Pins::new(&loc.pin_path);
     if !pins.exist() {
-        return Ok(());
+        return Ok(std::process::ExitCode::SUCCESS);
     }
     let (flows, handshakes) = tracked(&pins).map_err(CliError::runtime)?;
     let theirs = layout.map_or("an unknown map layout".to_string(), |l| format!("map layout {l}"));

@@ -8,9 +8,11 @@
 //! new connection arrived for one probe interval. Connections already here go on (they are
 //! kept across the upgrade too).
 
+use super::{error::Message, CliError, Outcome};
 use crate::daemon::control::{self, Request, RuleStatsRow};
 use std::{
     path::Path,
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
@@ -20,18 +22,15 @@ pub struct Wait {
     pub timeout: Duration,
 }
 
-pub fn run(socket: &Path, wait: Option<&Wait>) -> u8 {
-    let code = super::daemon_requests::command(socket, &Request::Drain);
-    let Some(wait) = wait else { return code };
-    if code != 0 {
-        return code;
+pub fn run(socket: &Path, wait: Option<&Wait>) -> Outcome {
+    let drained = super::daemon_requests::command(socket, &Request::Drain)?;
+    let Some(wait) = wait else { return Ok(drained) };
+    if drained != ExitCode::SUCCESS {
+        return Ok(drained);
     }
     let started = Instant::now();
     let marked_down = wait.probe_interval * wait.probe_threshold;
-    let mut last = match new_connections(socket) {
-        Ok(n) => (n, Instant::now()),
-        Err(e) => return fail(&e),
-    };
+    let mut last = (new_connections(socket)?, Instant::now());
     println!(
         "waiting for the load balancer to take this VM out: {} probes {:?} apart, then {:?} \
          without a new connection (at most {:?})",
@@ -39,10 +38,7 @@ pub fn run(socket: &Path, wait: Option<&Wait>) -> u8 {
     );
     loop {
         std::thread::sleep(Duration::from_millis(250));
-        let now = match new_connections(socket) {
-            Ok(n) => n,
-            Err(e) => return fail(&e),
-        };
+        let now = new_connections(socket)?;
         if now != last.0 {
             last = (now, Instant::now());
         }
@@ -53,32 +49,26 @@ pub fn run(socket: &Path, wait: Option<&Wait>) -> u8 {
                 quiet,
                 started.elapsed()
             );
-            return 0;
+            return Ok(ExitCode::SUCCESS);
         }
         if started.elapsed() >= wait.timeout {
-            eprintln!(
-                "error: new connections still arrive {:.1?} after the drain (the last {:.1?} \
-                 ago): is the health probe on this VM's `health` address, and the load \
-                 balancer's only way in? The VM stays drained (`forwarder undrain`)",
+            return Err(CliError::runtime(Message(format!(
+                "new connections still arrive {:.1?} after the drain (the last {:.1?} ago): is \
+                 the health probe on this VM's `health` address, and the load balancer's only \
+                 way in? The VM stays drained (`forwarder undrain`)",
                 started.elapsed(),
                 quiet
-            );
-            return 1;
+            ))));
         }
     }
 }
 
 /// New connections over all rules so far.
-fn new_connections(socket: &Path) -> Result<u64, String> {
-    let resp = control::call(socket, &Request::Stats).map_err(|e| e.to_string())?;
+fn new_connections(socket: &Path) -> Result<u64, CliError> {
+    let resp = control::call(socket, &Request::Stats).map_err(CliError::runtime)?;
     if !resp.ok {
-        return Err(resp.error.unwrap_or_default());
+        return Err(CliError::runtime(Message(resp.error.unwrap_or_default())));
     }
     let rows: Vec<RuleStatsRow> = super::output::parse(&resp.data).unwrap_or_default();
     Ok(rows.iter().map(|r| r.counters.get("new_conns").copied().unwrap_or(0)).sum())
-}
-
-fn fail(e: &str) -> u8 {
-    eprintln!("error: {e}");
-    1
 }

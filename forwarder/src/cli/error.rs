@@ -13,6 +13,10 @@ pub enum CliError {
     /// Anything else that went wrong: exit 1.
     #[error(transparent)]
     Runtime(Source),
+    /// Already printed where it happened (clap's own formatting of a usage error): exit
+    /// with this code and print nothing more.
+    #[error("exit {0}")]
+    Reported(u8),
 }
 
 impl CliError {
@@ -28,6 +32,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => ExitCode::from(2),
             CliError::Runtime(_) => ExitCode::from(1),
+            CliError::Reported(code) => ExitCode::from(*code),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::{
         coverage, Security,
     },
 };
-use std::{path::Path, time::Duration};
+use std::{path::Path, process::ExitCode, time::Duration};
 
 pub struct Discover<'a> {
     pub bootstrap: &'a str,
@@ -23,7 +23,7 @@ pub struct Discover<'a> {
     pub security: &'a Security,
 }
 
-pub fn discover(d: &Discover) -> Result<(), CliError> {
+pub fn discover(d: &Discover) -> super::Outcome {
     let meta =
         kafka::discover::fetch(d.bootstrap, d.security, d.timeout).map_err(CliError::runtime)?;
     let plan = kafka::discover::plan(d.bootstrap, &meta, d.first_port).map_err(|e| {
@@ -45,7 +45,7 @@ pub fn discover(d: &Discover) -> Result<(), CliError> {
     } else {
         print!("{}", kafka::render::discover_text(&plan, &setup));
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `kafka discover --config`: the cluster of `bootstrap` (else the config's `[kafka]`)
@@ -67,7 +67,7 @@ pub struct DiscoverMissing<'a> {
     pub security: Option<&'a Security>,
 }
 
-pub fn discover_missing(d: &DiscoverMissing) -> Result<(), CliError> {
+pub fn discover_missing(d: &DiscoverMissing) -> super::Outcome {
     let s = d.settings;
     let path = s.path.display();
     let from_config = s.kafka.as_ref();
@@ -112,11 +112,11 @@ pub fn discover_missing(d: &DiscoverMissing) -> Result<(), CliError> {
             kafka::render_missing::missing_text(&s.path, d.config_flag, &coverage, &plan, &setup);
         print!("{text}");
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Exit 0 only if every broker works.
-pub fn check(opts: &kafka::check::Options, json: bool) -> u8 {
+pub fn check(opts: &kafka::check::Options, json: bool) -> super::Outcome {
     let report = kafka::check::run(opts);
     if json {
         super::output::print_json(&report);
@@ -124,9 +124,9 @@ pub fn check(opts: &kafka::check::Options, json: bool) -> u8 {
         print!("{}", kafka::render::check_text(&report));
     }
     if report.ok {
-        0
+        Ok(ExitCode::SUCCESS)
     } else {
-        1
+        Ok(ExitCode::FAILURE)
     }
 }
 

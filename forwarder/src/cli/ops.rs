@@ -6,10 +6,10 @@ use crate::{
     daemon::control::{self, Request, Status},
     ops::{doctor, import_iptables},
 };
-use std::time::Duration;
+use std::{process::ExitCode, time::Duration};
 
 /// Exit 0 only when every check passed.
-pub fn doctor(settings: &Settings, json: bool, timeout: Duration) -> u8 {
+pub fn doctor(settings: &Settings, json: bool, timeout: Duration) -> super::Outcome {
     let status: Option<Status> = control::call(&settings.control_socket, &Request::Status)
         .ok()
         .filter(|r| r.ok)
@@ -22,15 +22,15 @@ pub fn doctor(settings: &Settings, json: bool, timeout: Duration) -> u8 {
         print!("{}", doctor::render(&findings));
     }
     if doctor::all_ok(&findings) {
-        0
+        Ok(ExitCode::SUCCESS)
     } else {
-        1
+        Ok(ExitCode::FAILURE)
     }
 }
 
 /// Rules that could not be carried over are a failure (exit 1): the operator must look at
 /// them.
-pub fn import_iptables(file: &str, json: bool) -> Result<u8, CliError> {
+pub fn import_iptables(file: &str, json: bool) -> super::Outcome {
     let text = if file == "-" {
         std::io::read_to_string(std::io::stdin())
     } else {
@@ -46,5 +46,5 @@ pub fn import_iptables(file: &str, json: bool) -> Result<u8, CliError> {
     for u in &conv.untranslated {
         eprintln!("{file}:{}: not translated: {} ({})", u.line, u.text, u.reason);
     }
-    Ok(if conv.untranslated.is_empty() { 0 } else { 1 })
+    Ok(if conv.untranslated.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -9,9 +9,9 @@ use crate::{
         unload,
     },
 };
-use std::time::Duration;
+use std::{process::ExitCode, time::Duration};
 
-pub fn run(settings: &Locations) -> Result<(), CliError> {
+pub fn run(settings: &Locations) -> super::Outcome {
     let pid = control::call(&settings.control_socket, &Request::Status)
         .ok()
         .and_then(|r| r.data.get("pid").and_then(|p| p.as_u64()));
@@ -21,7 +21,7 @@ pub fn run(settings: &Locations) -> Result<(), CliError> {
             for _ in 0..200 {
                 if !process_running(pid) {
                     println!("unloaded by the daemon (pid {pid}), which has stopped");
-                    return Ok(());
+                    return Ok(ExitCode::SUCCESS);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -33,7 +33,7 @@ pub fn run(settings: &Locations) -> Result<(), CliError> {
     for line in unload::offline(settings).map_err(CliError::runtime)? {
         println!("{line}");
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Whether `pid` is a live process. A zombie has exited (its fds, and with them the program
