@@ -73,7 +73,9 @@ fn try_main(cli: Cli) -> Outcome {
         }
         Command::CheckConfig { json } => cli::check_config::run(&full()?, json),
         Command::Rule { action: RuleAction::List { json } } => {
-            requests::request(socket, &Request::RuleList, json, cli::output::rules_table)
+            requests::request(socket, &Request::RuleList, json, |r: &Vec<_>| {
+                cli::output::rules_table(r)
+            })
         }
         Command::Rule { action: RuleAction::Add { name, listen, target } } => {
             requests::command(socket, &Request::RuleAdd { name, listen, target })
@@ -96,7 +98,9 @@ fn try_main(cli: Cli) -> Outcome {
             requests::stats(socket, json, watch, interval, count)
         }
         Command::Flows { rule, json } => {
-            requests::request(socket, &Request::Flows { rule }, json, cli::output::flows_table)
+            requests::request(socket, &Request::Flows { rule }, json, |f: &Vec<_>| {
+                cli::output::flows_table(f)
+            })
         }
         Command::Doctor { json, timeout } => {
             let settings = config::load_unchecked(&config_path).map_err(CliError::usage)?;

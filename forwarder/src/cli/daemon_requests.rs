@@ -14,32 +14,43 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Sends `req` and prints the answer with `print` (or as JSON).
-pub fn request(
+/// Sends `req`, decodes the answer as a `T` and prints it with `print` (or, with
+/// `--json`, the daemon's JSON as it came).
+pub fn request<T: serde::de::DeserializeOwned>(
     socket: &Path,
     req: &Request,
     as_json: bool,
-    print: impl Fn(&serde_json::Value) -> String,
+    print: impl Fn(&T) -> String,
 ) -> Outcome {
     let resp = control::call(socket, req).map_err(CliError::runtime)?;
-    Ok(ExitCode::from(output(&resp, as_json, print)))
+    if !resp.ok {
+        return Ok(ExitCode::from(refused(&resp, as_json)));
+    }
+    let value: T = output::decode(req.name(), &resp.data)?;
+    if as_json {
+        output::print_json(&resp.data);
+    } else {
+        let text = print(&value);
+        if !text.is_empty() {
+            println!("{}", text.trim_end());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn output(resp: &Response, as_json: bool, print: impl Fn(&serde_json::Value) -> String) -> u8 {
-    if !resp.ok {
-        eprintln!("error: {}", resp.error.as_deref().unwrap_or("unknown error"));
-        if as_json {
-            output::print_json(resp);
-        }
-        return resp.exit_code.max(1);
+/// A request the daemon refused: its error on stderr (and the answer with `--json`); the
+/// exit code it chose.
+fn refused(resp: &Response, as_json: bool) -> u8 {
+    eprintln!("error: {}", resp.error.as_deref().unwrap_or("unknown error"));
+    if as_json {
+        output::print_json(resp);
     }
-    output::print(as_json, &resp.data, print);
-    0
+    resp.exit_code.max(1)
 }
 
 /// A request whose answer is a message ("drained: ..."), printed as text.
 pub fn command(socket: &Path, req: &Request) -> Outcome {
-    request(socket, req, false, message)
+    request::<serde_json::Value>(socket, req, false, message)
 }
 
 /// `forwarder stats [--watch]`: with `--watch`, a refreshed table every `interval` (rates
@@ -55,13 +66,16 @@ pub fn stats(
     let mut n = 0u64;
     loop {
         let resp = control::call(socket, &Request::Stats).map_err(CliError::runtime)?;
-        if !resp.ok || as_json {
-            let code = output(&resp, as_json, message);
-            if code != 0 || !watch {
-                return Ok(ExitCode::from(code));
+        if !resp.ok {
+            return Ok(ExitCode::from(refused(&resp, as_json)));
+        }
+        let rows: Vec<RuleStatsRow> = output::decode("stats", &resp.data)?;
+        if as_json {
+            output::print_json(&resp.data);
+            if !watch {
+                return Ok(ExitCode::SUCCESS);
             }
         } else {
-            let rows: Vec<RuleStatsRow> = output::parse(&resp.data).unwrap_or_default();
             let rates = prev.as_ref().map(|(p, t)| (p.as_slice(), t.elapsed()));
             if watch {
                 print!("\x1b[2J\x1b[H");

@@ -69,6 +69,6 @@ fn new_connections(socket: &Path) -> Result<u64, CliError> {
     if !resp.ok {
         return Err(CliError::runtime(Message(resp.error.unwrap_or_default())));
     }
-    let rows: Vec<RuleStatsRow> = super::output::parse(&resp.data).unwrap_or_default();
+    let rows: Vec<RuleStatsRow> = super::output::decode("stats", &resp.data)?;
     Ok(rows.iter().map(|r| r.counters.get("new_conns").copied().unwrap_or(0)).sum())
 }

@@ -27,12 +27,22 @@ pub fn message(v: &serde_json::Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
 
-pub fn parse<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Option<T> {
-    serde_json::from_value(v.clone()).ok()
+/// The daemon's answer as the type this build expects of it. An answer that does not fit
+/// (a daemon of another version that renamed a field) is an error that says so, never raw
+/// JSON printed as if it were the table.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    what: &str,
+    v: &serde_json::Value,
+) -> Result<T, super::CliError> {
+    serde_json::from_value(v.clone()).map_err(|e| {
+        super::CliError::runtime(super::error::Message(format!(
+            "the daemon's answer to `{what}` is not what this build expects ({e}); is the \
+             running daemon of another version? (`forwarder status --json` shows its version)"
+        )))
+    })
 }
 
-pub fn rules_table(v: &serde_json::Value) -> String {
-    let Some(rules) = parse::<Vec<RuleInfo>>(v) else { return v.to_string() };
+pub fn rules_table(rules: &[RuleInfo]) -> String {
     let mut out = format!(
         "{:<20} {:>3} {:>6}  {:<32} {:<22} {:>7}\n",
         "RULE", "ID", "LISTEN", "TARGET", "RESOLVED", "FLOWS"
@@ -51,8 +61,7 @@ pub fn rules_table(v: &serde_json::Value) -> String {
     out
 }
 
-pub fn status_text(v: &serde_json::Value) -> String {
-    let Some(s) = parse::<Status>(v) else { return v.to_string() };
+pub fn status_text(s: &Status) -> String {
     let mut out = String::new();
     out += &format!("forwarder {} (pid {}), config {}\n", s.version, s.pid, s.config);
     if !s.config_sha256.is_empty() {
@@ -91,14 +100,13 @@ pub fn status_text(v: &serde_json::Value) -> String {
         None => "last probe:  none seen yet (Azure probes come from 168.63.129.16; check the NSG and local firewall)\n".into(),
     };
     out += &format!("flows:       {}\n\n", s.active_flows);
-    out += &rules_table(&serde_json::to_value(&s.rules).unwrap_or_default());
+    out += &rules_table(&s.rules);
     out
 }
 
-pub fn flows_table(v: &serde_json::Value) -> String {
-    let Some(flows) = parse::<Vec<FlowRow>>(v) else { return v.to_string() };
+pub fn flows_table(flows: &[FlowRow]) -> String {
     let mut out = String::new();
-    for f in &flows {
+    for f in flows {
         out += &format!(
             "{:<16} {:<11} src={} dst={} -> src={} dst={} packets={} bytes={} age={}s idle={}s \
              handshake={}\n",
@@ -152,4 +160,18 @@ pub fn stats_table(rows: &[RuleStatsRow], rates: Option<(&[RuleStatsRow], Durati
         );
     }
     out
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_of_another_shape_is_an_error_naming_the_command_not_raw_json() {
+        let renamed = serde_json::json!([{ "rule_name": "broker-1", "state": "ESTABLISHED" }]);
+        let e = decode::<Vec<FlowRow>>("flows", &renamed).unwrap_err();
+        let text = e.report();
+        assert!(text.contains("`flows`") && text.contains("another version"), "{text}");
+        assert_eq!(e.exit_code(), std::process::ExitCode::from(1));
+    }
 }

@@ -12,9 +12,13 @@ use crate::{
 use std::{process::ExitCode, time::Duration};
 
 pub fn run(settings: &Locations) -> super::Outcome {
+    // A daemon that answers: its pid, from its status as this build decodes it.
     let pid = control::call(&settings.control_socket, &Request::Status)
         .ok()
-        .and_then(|r| r.data.get("pid").and_then(|p| p.as_u64()));
+        .filter(|r| r.ok)
+        .map(|r| super::output::decode::<control::Status>("status", &r.data))
+        .transpose()?
+        .map(|s| u64::from(s.pid));
     if let Some(pid) = pid {
         if control::call(&settings.control_socket, &Request::Unload).is_ok_and(|r| r.ok) {
             // The daemon unloads as it exits; it is done when it is gone.

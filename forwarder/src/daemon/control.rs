@@ -28,6 +28,24 @@ pub enum Request {
     Flows { rule: Option<String> },
 }
 
+impl Request {
+    /// The command that sends it, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::RuleList => "rule list",
+            Request::RuleAdd { .. } => "rule add",
+            Request::RuleRemove { .. } => "rule remove",
+            Request::Reload => "reload",
+            Request::Drain => "drain",
+            Request::Undrain => "undrain",
+            Request::Unload => "unload",
+            Request::Stats => "stats",
+            Request::Flows { .. } => "flows",
+        }
+    }
+}
+
 /// The daemon's answer: `data` on success, or an error with the exit code the CLI should
 /// end with (2 for an invalid change, 1 for a runtime failure).
 #[derive(Debug, Clone, Serialize, Deserialize)]
