@@ -4,6 +4,8 @@
 //! over: the file is mode 0600 and the daemon checks the peer's credentials, so a socket
 //! left world-writable by a wrong umask or a bind mount still refuses other users.
 
+pub mod server;
+
 use serde::{Deserialize, Serialize};
 use std::{
     io::{Read, Write},
