@@ -55,6 +55,49 @@ pub struct RunOptions {
 
 pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> {
     let signals = Signals::take()?;
+    let (started, events) = start(settings, &opts).await?;
+    let running = spawn_tasks(&started, events)?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let unload = main_loop(&started.shared, &running.unload_requested, signals).await?;
+    stop(started, running, unload).await
+}
+
+/// The data path forwarding with the configured rules, and the state the tasks share: what
+/// `start` leaves for the other phases.
+struct Started {
+    settings: Settings,
+    shared: Shared,
+    pins: Pins,
+    health_view: Arc<HealthView>,
+}
+
+/// What the kernel tells the daemon, opened during the start and followed by tasks: route
+/// changes (subscribed before the load) and the program's log lines.
+struct KernelEvents {
+    nexthop: nexthop_watch::Subscription,
+    log: Option<KernelLog>,
+}
+
+/// The forwarding of the program's log lines into the daemon's log.
+type KernelLog = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The tasks beside the main loop, stopped by one token.
+struct Running {
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
+    unload_requested: Arc<Notify>,
+}
+
+/// Phase 1, in the order the kernel needs: resolve and validate before touching it; the
+/// sysctls (their old values saved for `unload` before an error can stop us); subscribe to
+/// route changes before the load, so none is missed; load (or take over, or upgrade) the
+/// pinned maps; settle the rule ids against the flows they hold; fill the maps before
+/// attaching, so the first packet sees the rules; attach; end an upgrade once the program
+/// is in every link.
+async fn start(
+    settings: Settings,
+    opts: &RunOptions,
+) -> Result<(Started, KernelEvents), StepError> {
     let state_path = state::path_for(&settings.control_socket);
     control::server::refuse_if_running(&settings.control_socket)?;
     let mut state = State::load(&state_path).plain()?;
@@ -158,10 +201,18 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
     live.update_health();
     let tables = Conntrack::open_pinned(&pins).step("opening the conntrack tables")?;
     let shared: Shared = Common::new(live, tables);
+    let kernel_log: Option<KernelLog> = kernel_log.map(|f| Box::pin(f) as KernelLog);
+    let events = KernelEvents { nexthop: nexthop_events, log: kernel_log };
+    Ok((Started { settings, shared, pins, health_view }, events))
+}
 
-    // Every task in one set, stopped by one token. Those with something to finish (the
-    // health endpoint closing its socket, a sweep counting what it removed, an attachment
-    // check under way) watch the token themselves; the others are simply dropped at it.
+/// Phase 2: every task, in one set. Those with something to finish (the health endpoint
+/// closing its socket, a sweep counting what it removed, an attachment check under way)
+/// watch the token themselves; the others are simply dropped at it.
+fn spawn_tasks(started: &Started, events: KernelEvents) -> Result<Running, StepError> {
+    let Started { settings, shared, pins, .. } = started;
+    let KernelEvents { nexthop: nexthop_events, log: kernel_log } = events;
+    let health_view = started.health_view.clone();
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     {
@@ -218,10 +269,14 @@ pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> 
         let l = shared.lock().expect("lock");
         tracing::info!(snat = %l.plan.snat_addr, ports = ?l.plan.snat_ports, control = %settings.control_socket.display(), "forwarding");
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    Ok(Running { tasks, stop, unload_requested })
+}
 
-    let unload = main_loop(&shared, &unload_requested, signals).await?;
-
+/// Phase 4: every task stopped (the health endpoint closed before an unload detaches),
+/// then the unload if one was asked for; otherwise the data path stays in the kernel.
+async fn stop(started: Started, running: Running, unload: bool) -> Result<(), StepError> {
+    let Started { shared, settings, .. } = started;
+    let Running { mut tasks, stop, .. } = running;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // All tasks stop before anything below: the health endpoint must be closed before an
     // unload detaches the program (the load balancer stops sending new flows first), a
