@@ -1,10 +1,11 @@
-//! What the tests that drive a daemon in the seed topology share: the seed's listen
-//! addresses and brokers, echo servers on the brokers, HTTP GETs of its endpoints (the
-//! metrics endpoint read), the CLI's output read as text or JSON, and polling with a bound.
+//! What the tests that drive a daemon in the seed topology share: the bed they start it on
+//! ([`TestBed`]), the seed's listen addresses and brokers, echo servers on the brokers, HTTP
+//! GETs of its endpoints (the metrics endpoint read), the CLI's output read as text or JSON,
+//! and polling with a bound.
 
 use crate::{
     netns::Netns,
-    topology::{Topology, BROKERS, BROKER_PORT, LISTEN_PORTS, NATVM},
+    topology::{Daemon, Topology, BROKERS, BROKER_PORT, LISTEN_PORTS, NATVM},
     traffic::{connect, echo_servers, EchoServers},
 };
 use anyhow::Result;
@@ -12,6 +13,7 @@ use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
     process::Output,
     time::{Duration, Instant},
 };
@@ -49,6 +51,48 @@ pub fn brokers(topo: &Topology) -> Result<EchoServers> {
     let addrs: Vec<SocketAddrV4> =
         BROKERS.iter().map(|b| SocketAddrV4::new(*b, BROKER_PORT)).collect();
     echo_servers(&topo.broker, &addrs)
+}
+
+/// The seed topology with an echo server on every broker: what each daemon test starts its
+/// daemon on, and hands that daemon back to at its end ([`TestBed::finish`]).
+pub struct TestBed {
+    // Fields drop in this order: the echo servers stop before their namespaces go, as they
+    // did when each test held them in locals declared after the topology.
+    _brokers: EchoServers,
+    pub topo: Topology,
+    mode: String,
+}
+
+impl TestBed {
+    /// The namespaces tagged `tag` and the echo servers, for a daemon in `mode`. Native
+    /// "xdp" also puts XDP_PASS on the router's ends of the links, without which veth does
+    /// not deliver the frames the daemon's program sends back out (`Topology::new`).
+    pub fn new(tag: &str, mode: &str) -> Result<TestBed> {
+        let topo = Topology::new(tag, false, mode == "xdp")?;
+        let brokers = brokers(&topo)?;
+        Ok(TestBed { _brokers: brokers, topo, mode: mode.to_string() })
+    }
+
+    /// The seed config in this bed's mode, SNAT to the NAT VM's own address.
+    pub fn seed_config(&self) -> String {
+        self.topo.config(&self.mode, "10.0.0.4")
+    }
+
+    /// A daemon in the NAT VM on `config_text` (written to the bed's config file), and that
+    /// file's path, which the CLI and a restarted daemon take.
+    pub fn start(&self, config_text: &str) -> Result<(Daemon, PathBuf)> {
+        let daemon = Daemon::start(&self.topo.natvm, config_text)?;
+        let config = daemon.config.clone();
+        Ok((daemon, config))
+    }
+
+    /// Stops `daemon`, then `forwarder unload` of its config with no daemon running, as
+    /// each test ends; fails unless the unload succeeds and the pins are gone.
+    pub fn finish(self, daemon: Daemon) -> Result<()> {
+        let config = daemon.config.clone();
+        drop(daemon);
+        self.topo.unload(&config)
+    }
 }
 
 /// An HTTP GET of `path` at `to` from inside `ns` (a health probe, a metrics scrape): the
