@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use forwarder_tests::daemon_tests::{
-    all_listen, brokers, eventually, health_answers, http_get, json, listen, ok, seed_broker,
+    all_listen, eventually, health_answers, http_get, json, listen, ok, seed_broker, TestBed,
 };
 use forwarder_tests::{
     require_root,
@@ -23,10 +23,9 @@ use std::{
 #[test]
 fn sigkill_and_restart_keep_every_stream() -> Result<()> {
     require_root();
-    let topo = Topology::new("k", false, true)?;
-    let _brokers = brokers(&topo)?;
-    let daemon = Daemon::start(&topo.natvm, &topo.config("xdp", "10.0.0.4"))?;
-    let config = daemon.config.clone();
+    let bed = TestBed::new("k", "xdp")?;
+    let topo = &bed.topo;
+    let (daemon, config) = bed.start(&bed.seed_config())?;
     let streams = Streams::start(&topo.client, &all_listen(), 2)?;
 
     daemon.kill9()?;
@@ -49,18 +48,16 @@ fn sigkill_and_restart_keep_every_stream() -> Result<()> {
     streams.wait_progress()?;
 
     assert_all_intact(&streams.finish(), seed_broker);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 #[test]
 fn twenty_reloads_and_sighup_keep_every_stream() -> Result<()> {
     require_root();
-    let topo = Topology::new("rl", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let base = topo.config("xdp-generic", "10.0.0.4");
-    let daemon = Daemon::start(&topo.natvm, &base)?;
-    let config = daemon.config.clone();
+    let bed = TestBed::new("rl", "xdp-generic")?;
+    let topo = &bed.topo;
+    let base = bed.seed_config();
+    let (daemon, config) = bed.start(&base)?;
     let streams = Streams::start(&topo.client, &all_listen(), 2)?;
     for i in 0..20 {
         // Alternate a real change (the MSS clamp) with an unchanged file.
@@ -79,22 +76,20 @@ fn twenty_reloads_and_sighup_keep_every_stream() -> Result<()> {
     let log = daemon.log_text();
     assert_eq!(log.matches("SIGHUP: reloaded").count(), 3, "{log}");
     assert_all_intact(&streams.finish(), seed_broker);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 #[test]
 fn rules_added_and_removed_live_and_written_back() -> Result<()> {
     require_root();
-    let topo = Topology::new("ru", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let text = topo.config("xdp-generic", "10.0.0.4").replace(
+    let bed = TestBed::new("ru", "xdp-generic")?;
+    let topo = &bed.topo;
+    let text = bed.seed_config().replace(
         "[[rule]]\nname = \"broker-3\"",
         "# broker 3 sits in the second rack\n[[rule]]\nname = \"broker-3\" # keep me",
     );
     let text = format!("# NAT VM test config\n{text}");
-    let daemon = Daemon::start(&topo.natvm, &text)?;
-    let config = daemon.config.clone();
+    let (daemon, config) = bed.start(&text)?;
     let streams = Streams::start(&topo.client, &all_listen(), 2)?;
 
     ok(
@@ -161,27 +156,25 @@ fn rules_added_and_removed_live_and_written_back() -> Result<()> {
     let daemon = Daemon::spawn(&topo.natvm, &config)?;
     let ex = exchange(connect(&topo.client, listen(9095))?, 4096, 12)?;
     assert_eq!(ex.reached, BROKERS[2]);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 #[test]
 fn a_moved_hostname_target_takes_new_connections_only() -> Result<()> {
     require_root();
-    let topo = Topology::new("dn", false, false)?;
-    let _brokers = brokers(&topo)?;
+    let bed = TestBed::new("dn", "xdp-generic")?;
+    let topo = &bed.topo;
     // `ip netns exec` shows /etc/netns/NAME/hosts as /etc/hosts to the daemon.
     let etc = Path::new("/etc/netns").join(topo.natvm.name());
     std::fs::create_dir_all(&etc)?;
     let _cleanup = RemoveDir(etc.clone());
     let hosts = etc.join("hosts");
     std::fs::write(&hosts, "127.0.0.1 localhost\n10.20.0.11 kafka-a.test\n")?;
-    let text = topo
-        .config("xdp-generic", "10.0.0.4")
+    let text = bed
+        .seed_config()
         .replace("\"10.20.0.11:9092\"", "\"kafka-a.test:9092\"")
         .replace("mss_clamp = 1360\n", "mss_clamp = 1360\ndns_refresh = \"1s\"\n");
-    let daemon = Daemon::start(&topo.natvm, &text)?;
-    let config = daemon.config.clone();
+    let (daemon, config) = bed.start(&text)?;
     let old = Streams::start(&topo.client, &[listen(9092)], 2)?;
 
     // Rewritten in place: the bind mount keeps pointing at this inode.
@@ -199,8 +192,7 @@ fn a_moved_hostname_target_takes_new_connections_only() -> Result<()> {
     old.wait_progress()?;
     // Connections opened before keep their broker.
     assert_all_intact(&old.finish(), |_| BROKERS[0]);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 struct RemoveDir(std::path::PathBuf);
@@ -213,14 +205,13 @@ impl Drop for RemoveDir {
 #[test]
 fn drain_fails_the_probe_while_streams_finish() -> Result<()> {
     require_root();
-    let topo = Topology::new("dr", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let text = topo
-        .config("xdp-generic", "10.0.0.4")
+    let bed = TestBed::new("dr", "xdp-generic")?;
+    let topo = &bed.topo;
+    let text = bed
+        .seed_config()
         .replace("mss_clamp = 1360\n", "mss_clamp = 1360\nhealth = \"0.0.0.0:8080\"\n");
-    let daemon = Daemon::start(&topo.natvm, &text)?;
-    let config = daemon.config.clone();
-    eventually(5, "the probe answers", || Ok(health_answers(&topo)))?;
+    let (daemon, config) = bed.start(&text)?;
+    eventually(5, "the probe answers", || Ok(health_answers(topo)))?;
     let status = json(&cli(&topo.natvm, &config, &["status", "--json"])?, "status");
     assert_eq!(status["healthy"], true, "{status}");
     assert_eq!(status["last_probe"]["from"], "10.1.0.2", "probe source recorded: {status}");
@@ -240,18 +231,16 @@ fn drain_fails_the_probe_while_streams_finish() -> Result<()> {
     assert_all_intact(&streams.finish(), seed_broker);
 
     ok(&cli(&topo.natvm, &config, &["undrain"])?, "undrain");
-    eventually(5, "the probe answers again", || Ok(health_answers(&topo)))?;
-    drop(daemon);
-    topo.unload(&config)
+    eventually(5, "the probe answers again", || Ok(health_answers(topo)))?;
+    bed.finish(daemon)
 }
 
 #[test]
 fn control_socket_refuses_other_users_and_listings_are_json() -> Result<()> {
     require_root();
-    let topo = Topology::new("cs", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let daemon = Daemon::start(&topo.natvm, &topo.config("xdp-generic", "10.0.0.4"))?;
-    let config = daemon.config.clone();
+    let bed = TestBed::new("cs", "xdp-generic")?;
+    let topo = &bed.topo;
+    let (daemon, config) = bed.start(&bed.seed_config())?;
     let socket = topo.run_dir().join("control.sock");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&socket)?.permissions().mode() & 0o777, 0o600);
@@ -295,8 +284,7 @@ fn control_socket_refuses_other_users_and_listings_are_json() -> Result<()> {
     );
     assert!(watch.contains("broker-1"), "{watch}");
     drop(_s);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 /// GET of the metrics endpoint from inside the NAT VM.
@@ -307,16 +295,15 @@ fn scrape(topo: &Topology, addr: SocketAddrV4) -> Result<String> {
 #[test]
 fn every_bad_config_is_refused_by_a_running_daemon_and_changes_nothing() -> Result<()> {
     require_root();
-    let topo = Topology::new("bc", false, true)?;
-    let _brokers = brokers(&topo)?;
+    let bed = TestBed::new("bc", "xdp")?;
+    let topo = &bed.topo;
     let base = forwarder_tests::bad_configs::BaseConfig {
         interface: "n0".into(),
         control_socket: topo.run_dir().join("control.sock").display().to_string(),
         pin_path: topo.pin_dir().display().to_string(),
         own_address: Some(NATVM),
     };
-    let daemon = Daemon::start(&topo.natvm, &base.text())?;
-    let config = daemon.config.clone();
+    let (daemon, config) = bed.start(&base.text())?;
     let streams = Streams::start(&topo.client, &all_listen(), 1)?;
     let rules_before = json(&cli(&topo.natvm, &config, &["rule", "list", "--json"])?, "rule list");
 
@@ -376,7 +363,7 @@ fn every_bad_config_is_refused_by_a_running_daemon_and_changes_nothing() -> Resu
     assert!(out.contains("no rule changed"), "{out}");
 
     // Metrics, doctor and import-iptables speak their formats.
-    let metrics = scrape(&topo, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464))?;
+    let metrics = scrape(topo, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464))?;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(metrics.contains("forwarder_active_flows{rule=\"broker-1\"} 1"), "{metrics}");
     assert!(
@@ -408,8 +395,7 @@ fn every_bad_config_is_refused_by_a_running_daemon_and_changes_nothing() -> Resu
     assert_eq!(imported["rules"].as_array().unwrap().len(), 3, "{imported}");
 
     assert_all_intact(&streams.finish(), seed_broker);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 /// A rule removed from the file while no daemon runs keeps its id while its flows live: the
@@ -417,11 +403,10 @@ fn every_bad_config_is_refused_by_a_running_daemon_and_changes_nothing() -> Resu
 #[test]
 fn a_rule_removed_between_daemons_keeps_its_id_while_its_flows_live() -> Result<()> {
     require_root();
-    let topo = Topology::new("rid", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let base = topo.config("xdp-generic", "10.0.0.4");
-    let daemon = Daemon::start(&topo.natvm, &base)?;
-    let config = daemon.config.clone();
+    let bed = TestBed::new("rid", "xdp-generic")?;
+    let topo = &bed.topo;
+    let base = bed.seed_config();
+    let (daemon, config) = bed.start(&base)?;
     let streams = Streams::start(&topo.client, &all_listen(), 1)?;
     daemon.stop()?;
 
@@ -443,6 +428,5 @@ fn a_rule_removed_between_daemons_keeps_its_id_while_its_flows_live() -> Result<
     assert_eq!(ex.reached, BROKERS[2], "the new rule forwards");
     // broker-1's streams ran on without their rule, through both daemons.
     assert_all_intact(&streams.finish(), seed_broker);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
