@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use forwarder_tests::daemon_tests::{
-    brokers, eventually, http_get, ok, scrape_metrics, with_local_endpoints, METRICS,
+    eventually, http_get, ok, scrape_metrics, with_local_endpoints, TestBed, METRICS,
 };
 use forwarder_tests::{
     netns::Netns,
@@ -41,16 +41,15 @@ fn rewrite(path: &Path, text: &str) -> Result<()> {
 #[test]
 fn a_hung_resolver_delays_neither_control_requests_nor_sigterm() -> Result<()> {
     require_root();
-    let topo = Topology::new("rdns", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let (dns, hosts) = silent_name_server(&topo, "127.0.0.1 localhost\n10.20.0.11 kafka-a.test\n")?;
+    let bed = TestBed::new("rdns", "xdp-generic")?;
+    let topo = &bed.topo;
+    let (dns, hosts) = silent_name_server(topo, "127.0.0.1 localhost\n10.20.0.11 kafka-a.test\n")?;
 
-    let text = topo
-        .config("xdp-generic", "10.0.0.4")
+    let text = bed
+        .seed_config()
         .replace("\"10.20.0.11:9092\"", "\"kafka-a.test:9092\"")
         .replace("mss_clamp = 1360\n", "mss_clamp = 1360\ndns_refresh = \"1s\"\n");
-    let daemon = Daemon::start(&topo.natvm, &text)?;
-    let config = daemon.config.clone();
+    let (daemon, config) = bed.start(&text)?;
 
     // The name leaves the hosts file: the next refresh asks the silent server.
     rewrite(&hosts, "127.0.0.1 localhost\n")?;
@@ -173,12 +172,11 @@ fn readers_while(
 #[test]
 fn a_change_waiting_on_dns_holds_up_no_reader_of_the_state() -> Result<()> {
     require_root();
-    let topo = Topology::new("rchg", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let (dns, _) = silent_name_server(&topo, "127.0.0.1 localhost\n")?;
-    let text = with_local_endpoints(&topo.config("xdp-generic", "10.0.0.4"));
-    let daemon = Daemon::start(&topo.natvm, &text)?;
-    let config = daemon.config.clone();
+    let bed = TestBed::new("rchg", "xdp-generic")?;
+    let topo = &bed.topo;
+    let (dns, _) = silent_name_server(topo, "127.0.0.1 localhost\n")?;
+    let text = with_local_endpoints(&bed.seed_config());
+    let (daemon, config) = bed.start(&text)?;
     eventually(5, "the probe answers", || {
         topo.natvm.enter(|| TcpStream::connect("127.0.0.1:8080").is_ok())
     })?;
@@ -191,7 +189,7 @@ fn a_change_waiting_on_dns_holds_up_no_reader_of_the_state() -> Result<()> {
         (add.output(), t.elapsed())
     });
     await_query(&dns, "slow")?;
-    readers_while(&topo, &config, "a rule add", || !adding.is_finished())?;
+    readers_while(topo, &config, "a rule add", || !adding.is_finished())?;
     let (out, took) = adding.join().expect("rule add thread");
     let out = out?;
     eprintln!("the rule add waited {took:?} on the silent name server");
@@ -215,7 +213,7 @@ fn a_change_waiting_on_dns_holds_up_no_reader_of_the_state() -> Result<()> {
     await_query(&dns, "slower")?;
     // The lookup gives up 5 s after its query: read for 2 s of that.
     let until = Instant::now() + Duration::from_secs(2);
-    readers_while(&topo, &config, "a SIGHUP reload", || Instant::now() < until)?;
+    readers_while(topo, &config, "a SIGHUP reload", || Instant::now() < until)?;
     let log = daemon.log_text();
     assert!(!log.contains("SIGHUP: reload"), "the reload ended before the reads did:\n{log}");
     let t = Instant::now();
@@ -239,13 +237,12 @@ fn xdp_attached(ns: &Netns, iface: &str) -> Result<bool> {
 #[test]
 fn unload_fails_the_health_probe_before_it_detaches() -> Result<()> {
     require_root();
-    let topo = Topology::new("rhu", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let text = topo
-        .config("xdp-generic", "10.0.0.4")
+    let bed = TestBed::new("rhu", "xdp-generic")?;
+    let topo = &bed.topo;
+    let text = bed
+        .seed_config()
         .replace("mss_clamp = 1360\n", "mss_clamp = 1360\nhealth = \"0.0.0.0:8080\"\n");
-    let daemon = Daemon::start(&topo.natvm, &text)?;
-    let config = daemon.config.clone();
+    let (daemon, config) = bed.start(&text)?;
     let health: std::net::SocketAddr = "127.0.0.1:8080".parse()?;
     eventually(5, "the probe answers", || {
         topo.natvm.enter(move || TcpStream::connect(health).is_ok())
@@ -335,11 +332,10 @@ fn set_nofile(pid: u32, n: u64) -> Result<()> {
 #[test]
 fn accept_loops_back_off_when_out_of_descriptors() -> Result<()> {
     require_root();
-    let topo = Topology::new("rfd", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let text = with_local_endpoints(&topo.config("xdp-generic", "10.0.0.4"));
-    let daemon = Daemon::start(&topo.natvm, &text)?;
-    let config = daemon.config.clone();
+    let bed = TestBed::new("rfd", "xdp-generic")?;
+    let topo = &bed.topo;
+    let text = with_local_endpoints(&bed.seed_config());
+    let (daemon, config) = bed.start(&text)?;
     let pid = daemon.pid();
     let socket = topo.run_dir().join("control.sock");
     eventually(5, "the probe answers", || {
@@ -394,8 +390,7 @@ fn accept_loops_back_off_when_out_of_descriptors() -> Result<()> {
     })?;
     let log = daemon.log_text();
     assert!(log.contains("accept"), "the accept failures were not logged:\n{log}");
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 /// SNAT ports run out: the SYN is dropped and counted, the daemon says so in its log (once
@@ -404,10 +399,10 @@ fn accept_loops_back_off_when_out_of_descriptors() -> Result<()> {
 #[test]
 fn snat_ports_running_out_is_logged_and_recovers() -> Result<()> {
     require_root();
-    let topo = Topology::new("rsn", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let text = topo
-        .config("xdp-generic", "10.0.0.4")
+    let bed = TestBed::new("rsn", "xdp-generic")?;
+    let topo = &bed.topo;
+    let text = bed
+        .seed_config()
         .replace("snat_ports = \"40000-59999\"", "snat_ports = \"40000-40001\"")
         .replace("[timeouts]", "[timeouts]\nclosing = \"1s\"");
     let text = if text.contains("[timeouts]") {
