@@ -10,7 +10,7 @@
 
 use anyhow::Result;
 use forwarder_tests::daemon_tests::{
-    all_listen, brokers, health_answers, json, listen, ok, seed_broker,
+    all_listen, health_answers, json, listen, ok, seed_broker, TestBed,
 };
 use forwarder_tests::{
     require_root,
@@ -74,10 +74,9 @@ fn report(fault: &str, reports: &[StreamReport], stall: Duration, extra: &str) {
 fn sigkill_and_restart_again_and_again() -> Result<()> {
     require_root();
     let n = sizes().restarts;
-    let topo = Topology::new("fk", false, true)?;
-    let _brokers = brokers(&topo)?;
-    let mut daemon = Daemon::start(&topo.natvm, &topo.config("xdp", "10.0.0.4"))?;
-    let config = daemon.config.clone();
+    let bed = TestBed::new("fk", "xdp")?;
+    let topo = &bed.topo;
+    let (mut daemon, config) = bed.start(&bed.seed_config())?;
     let streams = Streams::start(&topo.client, &all_listen(), 2)?;
     let meter = StallMeter::start(&streams);
     let mut took_over = 0;
@@ -95,8 +94,7 @@ fn sigkill_and_restart_again_and_again() -> Result<()> {
     let reports = streams.finish();
     report("sigkill", &reports, stall, &format!("{n} SIGKILL + restart"));
     assert_all_intact(&reports, seed_broker);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 /// Reloads and `rule add/remove` of a rule the streams do not use, many times over.
@@ -104,11 +102,10 @@ fn sigkill_and_restart_again_and_again() -> Result<()> {
 fn reloads_and_rule_cycles_on_other_rules() -> Result<()> {
     require_root();
     let Sizes { reloads, rule_cycles, .. } = sizes();
-    let topo = Topology::new("fr", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let base = topo.config("xdp-generic", "10.0.0.4");
-    let daemon = Daemon::start(&topo.natvm, &base)?;
-    let config = daemon.config.clone();
+    let bed = TestBed::new("fr", "xdp-generic")?;
+    let topo = &bed.topo;
+    let base = bed.seed_config();
+    let (daemon, config) = bed.start(&base)?;
     let streams = Streams::start(&topo.client, &all_listen(), 2)?;
     let meter = StallMeter::start(&streams);
     let started = Instant::now();
@@ -144,8 +141,7 @@ fn reloads_and_rule_cycles_on_other_rules() -> Result<()> {
         ),
     );
     assert_all_intact(&reports, seed_broker);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 /// A hostname target moves (the per-namespace hosts file plays the DNS): new connections go
@@ -153,16 +149,15 @@ fn reloads_and_rule_cycles_on_other_rules() -> Result<()> {
 #[test]
 fn a_hostname_target_moves_under_live_streams() -> Result<()> {
     require_root();
-    let topo = Topology::new("fd", false, false)?;
-    let _brokers = brokers(&topo)?;
+    let bed = TestBed::new("fd", "xdp-generic")?;
+    let topo = &bed.topo;
     topo.natvm.set_hosts(&[(BROKERS[0], "kafka-a.test")])?;
     let hosts = Path::new("/etc/netns").join(topo.natvm.name()).join("hosts");
-    let text = topo
-        .config("xdp-generic", "10.0.0.4")
+    let text = bed
+        .seed_config()
         .replace("\"10.20.0.11:9092\"", "\"kafka-a.test:9092\"")
         .replace("mss_clamp = 1360\n", "mss_clamp = 1360\ndns_refresh = \"1s\"\n");
-    let daemon = Daemon::start(&topo.natvm, &text)?;
-    let config = daemon.config.clone();
+    let (daemon, config) = bed.start(&text)?;
     let streams = Streams::start(&topo.client, &all_listen(), 2)?;
     let meter = StallMeter::start(&streams);
 
@@ -191,8 +186,7 @@ fn a_hostname_target_moves_under_live_streams() -> Result<()> {
     assert_eq!(logged.len(), 1, "one change logged");
     // Streams opened before the move keep the broker they had.
     assert_all_intact(&reports, seed_broker);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 /// Whether an XDP program is attached to `iface` in `ns`.
@@ -207,10 +201,9 @@ fn xdp_attached(topo: &Topology, iface: &str) -> Result<bool> {
 fn interface_down_and_up() -> Result<()> {
     require_root();
     let flaps = sizes().flaps;
-    let topo = Topology::new("fl", false, true)?;
-    let _brokers = brokers(&topo)?;
-    let daemon = Daemon::start(&topo.natvm, &topo.config("xdp", "10.0.0.4"))?;
-    let config = daemon.config.clone();
+    let bed = TestBed::new("fl", "xdp")?;
+    let topo = &bed.topo;
+    let (daemon, config) = bed.start(&bed.seed_config())?;
     let streams = Streams::start(&topo.client, &all_listen(), 2)?;
     let meter = StallMeter::start(&streams);
     let mut resumed = Vec::new();
@@ -225,7 +218,7 @@ fn interface_down_and_up() -> Result<()> {
         streams.wait_progress()?;
         resumed.push(up.elapsed());
     }
-    assert!(xdp_attached(&topo, "n0")?, "the program is still attached");
+    assert!(xdp_attached(topo, "n0")?, "the program is still attached");
     let status = json(&cli(&topo.natvm, &config, &["status", "--json"])?, "status");
     assert_eq!(status["healthy"], true, "{status}");
     let fresh = exchange(connect(&topo.client, listen(9094))?, 4096, 7)?;
@@ -245,8 +238,7 @@ fn interface_down_and_up() -> Result<()> {
     );
     assert!(faults.is_empty(), "a link flap is not a detach: {faults:?}");
     assert_all_intact(&reports, seed_broker);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 /// Someone else detaches the program (`bpftool link detach` on the pinned link): the daemon
@@ -257,14 +249,13 @@ fn interface_down_and_up() -> Result<()> {
 fn a_detached_program_is_noticed_and_reattached() -> Result<()> {
     require_root();
     let detaches = sizes().detaches;
-    let topo = Topology::new("fx", false, true)?;
-    let _brokers = brokers(&topo)?;
-    let text = topo
-        .config("xdp", "10.0.0.4")
+    let bed = TestBed::new("fx", "xdp")?;
+    let topo = &bed.topo;
+    let text = bed
+        .seed_config()
         .replace("mss_clamp = 1360\n", "mss_clamp = 1360\nhealth = \"0.0.0.0:8080\"\n");
-    let daemon = Daemon::start(&topo.natvm, &text)?;
-    let config = daemon.config.clone();
-    eventually(5, "the probe answers", || Ok(health_answers(&topo)))?;
+    let (daemon, config) = bed.start(&text)?;
+    eventually(5, "the probe answers", || Ok(health_answers(topo)))?;
     let pin = forwarder::datapath::pins::Pins::new(topo.pin_dir())
         .link("n0", forwarder::datapath::Attached::XdpDriver);
     let streams = Streams::start(&topo.client, &all_listen(), 2)?;
@@ -278,13 +269,13 @@ fn a_detached_program_is_noticed_and_reattached() -> Result<()> {
             .output()?;
         ok(&out, "bpftool link detach");
         let detached = Instant::now();
-        assert!(!xdp_attached(&topo, "n0")?, "bpftool detached the program");
-        eventually(5, "the probe fails", || Ok(!health_answers(&topo)))?;
+        assert!(!xdp_attached(topo, "n0")?, "bpftool detached the program");
+        eventually(5, "the probe fails", || Ok(!health_answers(topo)))?;
         let failed = detached.elapsed();
         let status = json(&cli(&topo.natvm, &config, &["status", "--json"])?, "status");
-        eventually(5, "the program is attached again", || xdp_attached(&topo, "n0"))?;
+        eventually(5, "the program is attached again", || xdp_attached(topo, "n0"))?;
         let reattached = detached.elapsed();
-        eventually(10, "the probe answers again", || Ok(health_answers(&topo)))?;
+        eventually(10, "the probe answers again", || Ok(health_answers(topo)))?;
         let recovered = detached.elapsed();
         timings.push((failed, reattached, recovered, status["unhealthy_reason"].clone()));
         let fresh = exchange(connect(&topo.client, listen(9092))?, 4096, 3)?;
@@ -307,6 +298,5 @@ fn a_detached_program_is_noticed_and_reattached() -> Result<()> {
         let reason = reason.as_str().unwrap_or_default();
         assert!(reason.contains("detached from n0 by someone else"), "status said {reason}");
     }
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
