@@ -4,7 +4,7 @@
 //! than the data path's table is a config error; a reload that swaps full tables fits.
 
 use anyhow::{Context, Result};
-use forwarder_tests::daemon_tests::{all_listen, brokers, listen};
+use forwarder_tests::daemon_tests::{all_listen, listen, TestBed};
 use forwarder_tests::{
     netns::run,
     require_root,
@@ -95,11 +95,11 @@ impl Drop for SmallDisk {
 fn rule_add_on_a_full_disk_changes_neither_file_nor_rules() -> Result<()> {
     require_root();
     let disk = SmallDisk::mount("cfgfull", "12k")?;
-    let topo = Topology::new("gf", false, false)?;
-    let _brokers = brokers(&topo)?;
+    let bed = TestBed::new("gf", "xdp-generic")?;
+    let topo = &bed.topo;
     // Just under one 4 KiB page, so the added rule needs a second one: a truncate-and-write
     // frees the first page and then runs out in the middle of the text.
-    let seed = topo.config("xdp-generic", "10.0.0.4");
+    let seed = bed.seed_config();
     let pad = 4080 - seed.len() - "#\n".len();
     let text = format!("#{}\n{seed}", " padding".repeat(pad / 8) + &"-".repeat(pad % 8));
     assert_eq!(text.len(), 4080);
@@ -108,7 +108,7 @@ fn rule_add_on_a_full_disk_changes_neither_file_nor_rules() -> Result<()> {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640))?;
     let daemon = Daemon::spawn(&topo.natvm, &config)?;
     let streams = Streams::start(&topo.client, &all_listen(), 1)?;
-    let rules_before = rule_list(&topo, &config)?;
+    let rules_before = rule_list(topo, &config)?;
 
     let filler = disk.fill()?;
     let add = ["rule", "add", "broker-4", "--listen", "9095", "--target", "10.20.0.13:9092"];
@@ -123,7 +123,7 @@ fn rule_add_on_a_full_disk_changes_neither_file_nor_rules() -> Result<()> {
         text.len(),
         String::from_utf8_lossy(&now[now.len().saturating_sub(60)..])
     );
-    assert_eq!(rule_list(&topo, &config)?, rules_before, "the rules changed");
+    assert_eq!(rule_list(topo, &config)?, rules_before, "the rules changed");
     assert!(connect(&topo.client, listen(9095)).is_err(), "the refused rule's port forwards");
     let mut left: Vec<String> = std::fs::read_dir(&disk.path)?
         .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
@@ -156,14 +156,13 @@ fn rule_add_on_a_full_disk_changes_neither_file_nor_rules() -> Result<()> {
 #[test]
 fn rule_add_refuses_huge_names_and_the_hosts_own_addresses() -> Result<()> {
     require_root();
-    let topo = Topology::new("gn", false, false)?;
-    let _brokers = brokers(&topo)?;
+    let bed = TestBed::new("gn", "xdp-generic")?;
+    let topo = &bed.topo;
     topo.natvm.ip(&["addr", "add", "192.0.2.77/32", "dev", "lo"])?;
-    let daemon = Daemon::start(&topo.natvm, &topo.config("xdp-generic", "10.0.0.4"))?;
-    let config = daemon.config.clone();
+    let (daemon, config) = bed.start(&bed.seed_config())?;
     let streams = Streams::start(&topo.client, &all_listen(), 1)?;
     let file_before = std::fs::read(&config)?;
-    let rules_before = rule_list(&topo, &config)?;
+    let rules_before = rule_list(topo, &config)?;
 
     let long = "n".repeat(10_000);
     let refused: [(&str, &[&str], &str); 3] = [
@@ -191,7 +190,7 @@ fn rule_add_refuses_huge_names_and_the_hosts_own_addresses() -> Result<()> {
         assert!(err.contains(&format!("{}:", config.display())), "{what}: no file: {err}");
         assert!(err.len() < 2000, "{what}: the error repeats the input: {} bytes", err.len());
         assert_eq!(std::fs::read(&config)?, file_before, "{what}: the file changed");
-        assert_eq!(rule_list(&topo, &config)?, rules_before, "{what}: the rules changed");
+        assert_eq!(rule_list(topo, &config)?, rules_before, "{what}: the rules changed");
     }
     assert!(connect(&topo.client, listen(9507)).is_err(), "port 9507 forwards");
 
@@ -205,8 +204,7 @@ fn rule_add_refuses_huge_names_and_the_hosts_own_addresses() -> Result<()> {
 
     streams.wait_progress()?;
     assert_all_intact(&streams.finish(), seed_broker);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 /// The seed config with `n` rules listening on `first..first+n`, spread over the brokers.
@@ -241,17 +239,16 @@ fn sources(n: u32, base: u8) -> Vec<String> {
 #[test]
 fn a_reload_swapping_full_tables_succeeds() -> Result<()> {
     require_root();
-    let topo = Topology::new("gs", false, false)?;
-    let _brokers = brokers(&topo)?;
+    let bed = TestBed::new("gs", "xdp-generic")?;
+    let topo = &bed.topo;
     // 10.0.0.4 and 63 more: the 64 listen addresses listen_ip = "auto" takes.
     let extra = |net: u8| (1..64u8).map(move |i| format!("10.{net}.0.{i}/32"));
     for a in extra(50) {
         topo.natvm.ip(&["addr", "add", &a, "dev", "n0"])?;
     }
     let max = forwarder_common::MAX_RULES as u16;
-    let before = many_rules(&topo, max, 10_000, &sources(1024, 60));
-    let daemon = Daemon::start(&topo.natvm, &before)?;
-    let config = daemon.config.clone();
+    let before = many_rules(topo, max, 10_000, &sources(1024, 60));
+    let (daemon, config) = bed.start(&before)?;
     let ex = exchange(connect(&topo.client, listen(10_001))?, 4096, 6)?;
     assert_eq!(ex.reached, BROKERS[1]);
 
@@ -261,18 +258,17 @@ fn a_reload_swapping_full_tables_succeeds() -> Result<()> {
     for a in extra(51) {
         topo.natvm.ip(&["addr", "add", &a, "dev", "n0"])?;
     }
-    std::fs::write(&config, many_rules(&topo, max, 20_000, &sources(1024, 61)))?;
+    std::fs::write(&config, many_rules(topo, max, 20_000, &sources(1024, 61)))?;
     let out = cli(&topo.natvm, &config, &["reload"])?;
     assert!(out.status.success(), "reload of full tables: {}", stderr(&out));
 
-    let rules = rule_list(&topo, &config)?;
+    let rules = rule_list(topo, &config)?;
     assert_eq!(rules.len(), max as usize);
     assert!(rules.iter().all(|r| r.split(' ').nth(2).unwrap().starts_with("2")), "{rules:?}");
     let ex = exchange(connect(&topo.client, listen(20_001))?, 4096, 7)?;
     assert_eq!(ex.reached, BROKERS[1], "a renumbered rule forwards");
     assert!(connect(&topo.client, listen(10_001)).is_err(), "an old port still forwards");
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
 
 /// Issue 11.3: `listen_ip = "auto"` on an interface with more IPv4 addresses than the
@@ -281,15 +277,14 @@ fn a_reload_swapping_full_tables_succeeds() -> Result<()> {
 #[test]
 fn more_listen_addresses_than_the_table_holds_is_a_config_error() -> Result<()> {
     require_root();
-    let topo = Topology::new("gl", false, false)?;
-    let _brokers = brokers(&topo)?;
-    let text = topo.config("xdp-generic", "10.0.0.4");
+    let bed = TestBed::new("gl", "xdp-generic")?;
+    let topo = &bed.topo;
+    let text = bed.seed_config();
     let text = text.replace("mode = ", "listen_ip = \"auto\"\nmode = ");
     let line = text.lines().position(|l| l.starts_with("listen_ip")).unwrap() + 1;
-    let daemon = Daemon::start(&topo.natvm, &text)?;
-    let config = daemon.config.clone();
+    let (daemon, config) = bed.start(&text)?;
     let streams = Streams::start(&topo.client, &all_listen(), 1)?;
-    let rules_before = rule_list(&topo, &config)?;
+    let rules_before = rule_list(topo, &config)?;
 
     // 10.0.0.4 and 64 more: 65.
     for i in 1..=64u8 {
@@ -303,9 +298,8 @@ fn more_listen_addresses_than_the_table_holds_is_a_config_error() -> Result<()> 
         assert!(err.contains(&place) && err.contains(": listen_ip: "), "{args:?}: {err}");
         assert!(err.contains("at most 64"), "{args:?}: {err}");
     }
-    assert_eq!(rule_list(&topo, &config)?, rules_before);
+    assert_eq!(rule_list(topo, &config)?, rules_before);
     streams.wait_progress()?;
     assert_all_intact(&streams.finish(), seed_broker);
-    drop(daemon);
-    topo.unload(&config)
+    bed.finish(daemon)
 }
