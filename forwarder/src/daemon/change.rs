@@ -224,3 +224,70 @@ fn describe_change(old: &Plan, new: &Plan) -> String {
         parts.join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Settings from a config text whose rules are `(name, listen, target)`.
+    fn settings(head: &str, rules: &[(&str, u16, &str)]) -> Settings {
+        let mut text =
+            format!("interface = \"lo\"\nlisten_ip = \"any\"\nsnat_ip = \"10.9.9.9\"\n{head}\n");
+        for (name, listen, target) in rules {
+            text +=
+                &format!("[[rule]]\nname = \"{name}\"\nlisten = {listen}\ntarget = \"{target}\"\n");
+        }
+        config::parse(Path::new("/etc/forwarder/forwarder.toml"), &text).unwrap()
+    }
+
+    /// The plan of `settings` (literal targets only: nothing is looked up).
+    fn plan(settings: &Settings) -> Plan {
+        let resolved = Resolutions::lookup(settings);
+        Plan::build_with_ids(settings, false, &resolved, &mut BTreeMap::new(), &BTreeSet::new())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_change_is_described_rule_by_rule() {
+        let old = plan(&settings(
+            "",
+            &[
+                ("a", 9092, "10.1.0.1:9092"),
+                ("b", 9093, "10.1.0.2:9092"),
+                ("c", 9094, "10.1.0.3:9092"),
+            ],
+        ));
+        let new = plan(&settings(
+            "",
+            &[
+                ("a", 9092, "10.1.0.1:9092"),
+                ("b", 9093, "10.1.0.9:9092"),
+                ("d", 9095, "10.1.0.4:9092"),
+            ],
+        ));
+        assert_eq!(describe_change(&old, &new), "changed b, added d, removed c");
+        assert_eq!(describe_change(&old, &old), "no rule changed");
+    }
+
+    #[test]
+    fn keys_that_need_a_restart_are_named_and_nothing_else_is_refused() {
+        let rules = [("a", 9092, "10.1.0.1:9092")];
+        let old = settings("mode = \"xdp\"\nmax_flows = 65536", &rules);
+        let more_rules = [("a", 9092, "10.1.0.1:9092"), ("b", 9093, "10.1.0.2:9092")];
+        let fine = settings("mode = \"xdp\"\nmax_flows = 65536", &more_rules);
+        assert!(check_live_changeable(&old, &fine).is_ok(), "a rule change is live");
+
+        let fixed = settings("mode = \"tc\"\nmax_flows = 1024\nhealth = \"0.0.0.0:8080\"", &rules);
+        let e = check_live_changeable(&old, &fixed).unwrap_err();
+        assert_eq!(e.exit_code, 2);
+        assert!(
+            e.message.starts_with(
+                "/etc/forwarder/forwarder.toml: mode, max_flows, health cannot change while running"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("nothing was applied"), "{}", e.message);
+    }
+}

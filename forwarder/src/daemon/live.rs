@@ -108,19 +108,12 @@ pub struct Live {
 impl Live {
     /// Why the load balancer must not send new connections here, if it must not.
     pub fn unhealthy_reason(&self) -> Option<String> {
-        if self.dp.attached.is_empty() {
-            Some("the program is not attached".into())
-        } else if !self.attach_faults.is_empty() {
-            let faults: Vec<String> =
-                self.attach_faults.iter().map(|(i, f)| format!("{i}: {f}")).collect();
-            Some(format!("the program is not attached: {}", faults.join("; ")))
-        } else if !self.plan.rules.iter().any(|r| r.target.is_some()) {
-            Some("no rule has a resolved target".into())
-        } else if self.state.drained_since.is_some() {
-            Some("drained (forwarder drain)".into())
-        } else {
-            None
-        }
+        unhealthy_reason_of(
+            !self.dp.attached.is_empty(),
+            &self.attach_faults,
+            &self.plan,
+            self.state.drained_since.is_some(),
+        )
     }
 
     /// Publishes the health for the probe endpoint; call after every change.
@@ -329,5 +322,62 @@ impl Live {
                 }
             })
             .collect())
+    }
+}
+
+/// [`Live::unhealthy_reason`] from what it reads, most fundamental first: nothing attached,
+/// an attachment someone else removed, no rule that can forward, a drain.
+fn unhealthy_reason_of(
+    attached: bool,
+    attach_faults: &std::collections::BTreeMap<String, String>,
+    plan: &Plan,
+    drained: bool,
+) -> Option<String> {
+    if !attached {
+        Some("the program is not attached".into())
+    } else if !attach_faults.is_empty() {
+        let faults: Vec<String> = attach_faults.iter().map(|(i, f)| format!("{i}: {f}")).collect();
+        Some(format!("the program is not attached: {}", faults.join("; ")))
+    } else if !plan.rules.iter().any(|r| r.target.is_some()) {
+        Some("no rule has a resolved target".into())
+    } else if drained {
+        Some("drained (forwarder drain)".into())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+    use crate::plan::Resolutions;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn plan() -> Plan {
+        let text = "interface = \"lo\"\nlisten_ip = \"any\"\nsnat_ip = \"10.9.9.9\"\n\
+                    [[rule]]\nname = \"a\"\nlisten = 9092\ntarget = \"10.1.0.1:9092\"\n";
+        let s = crate::config::parse(std::path::Path::new("f.toml"), text).unwrap();
+        let resolved = Resolutions::lookup(&s);
+        Plan::build_with_ids(&s, false, &resolved, &mut BTreeMap::new(), &BTreeSet::new()).unwrap()
+    }
+
+    #[test]
+    fn the_probe_fails_for_the_most_fundamental_reason_first() {
+        let healthy = plan();
+        let none = BTreeMap::new();
+        assert_eq!(unhealthy_reason_of(true, &none, &healthy, false), None);
+        let why = |attached, faults: &BTreeMap<String, String>, plan: &Plan, drained| {
+            unhealthy_reason_of(attached, faults, plan, drained).unwrap()
+        };
+        assert_eq!(why(true, &none, &healthy, true), "drained (forwarder drain)");
+        let mut unresolved = healthy.clone();
+        unresolved.rules.iter_mut().for_each(|r| r.target = None);
+        assert_eq!(why(true, &none, &unresolved, true), "no rule has a resolved target");
+        let faults = BTreeMap::from([("eth0".to_string(), "detached by someone else".to_string())]);
+        assert_eq!(
+            why(true, &faults, &unresolved, true),
+            "the program is not attached: eth0: detached by someone else"
+        );
+        assert_eq!(why(false, &faults, &unresolved, true), "the program is not attached");
     }
 }
