@@ -26,7 +26,7 @@ pub fn check(live: &mut Live) {
         return;
     }
     let before = live.attach_faults.clone();
-    for (iface, how) in live.dp.attached.clone() {
+    for (iface, how) in live.dp.attached() {
         let Some(problem) = live.dp.attachment_problem(&iface, how) else {
             if live.attach_faults.remove(&iface).is_some() {
                 tracing::info!(iface, mode = how.name(), "attachment confirmed; healthy again");

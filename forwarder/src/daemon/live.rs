@@ -109,7 +109,7 @@ impl Live {
     /// Why the load balancer must not send new connections here, if it must not.
     pub fn unhealthy_reason(&self) -> Option<String> {
         unhealthy_reason_of(
-            !self.dp.attached.is_empty(),
+            !self.dp.attached().is_empty(),
             &self.attach_faults,
             &self.plan,
             self.state.drained_since.is_some(),
@@ -241,9 +241,9 @@ impl Live {
             pin_path: self.settings.pin_path.display().to_string(),
             interfaces: self
                 .dp
-                .attached
-                .iter()
-                .map(|(i, a)| Attachment { interface: i.clone(), mode: a.name().into() })
+                .attached()
+                .into_iter()
+                .map(|(interface, a)| Attachment { interface, mode: a.name().into() })
                 .collect(),
             program_ids: self.dp.program_ids(),
             snat: self.plan.snat_addr.to_string(),

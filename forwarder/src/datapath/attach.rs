@@ -2,7 +2,7 @@
 //! TC), taking over a previous daemon's pinned attachment by swapping the program into its
 //! link, and repairing an attachment someone else removed.
 
-use super::{Attached, Datapath, DatapathError, HeldLink};
+use super::{Attached, Attachment, Datapath, DatapathError, HeldLink, NewLink};
 use crate::{config::Mode, datapath::pins::Pins};
 use aya::{
     programs::{
@@ -22,7 +22,10 @@ impl Datapath {
     /// program into its link (no packet sees a gap); a new one is pinned.
     pub fn attach(&mut self, iface: &str, mode: Mode) -> Result<Attached, DatapathError> {
         let Some(pins) = self.pins.clone() else {
-            return self.attach_new(iface, mode);
+            // Unpinned (tests, tools): the program object keeps the link.
+            let (how, _) = self.attach_new(iface, mode)?;
+            self.record(iface, how, None);
+            return Ok(how);
         };
         if let Some((how, path)) = pins.find_link(iface) {
             // A generic attachment pinned before a VF under the interface began merging
@@ -42,7 +45,6 @@ impl Datapath {
                     self.migration.as_mut().expect("migrating").swapping();
                 }
                 self.take_over(iface, how, &path)?;
-                self.attached.push((iface.to_string(), how));
                 tracing::info!(iface, mode = how.name(), "took over the pinned attachment");
                 return Ok(how);
             } else {
@@ -55,8 +57,8 @@ impl Datapath {
             }
             let _ = std::fs::remove_file(&path);
         }
-        let how = self.attach_new(iface, mode)?;
-        self.pin_link(iface, how, &pins)?;
+        let (how, link) = self.attach_new(iface, mode)?;
+        self.pin_link(iface, how, link, &pins)?;
         Ok(how)
     }
 
@@ -109,25 +111,24 @@ impl Datapath {
         self.release(iface);
         if still_on {
             let held = self.swap_into(iface, how, &path)?;
-            self.held.push((iface.to_string(), held));
+            self.record(iface, how, Some(held));
         } else {
             let _ = std::fs::remove_file(&path);
-            self.attach_as(iface, how)?;
-            self.pin_link(iface, how, &pins)?;
+            let link = self.attach_as(iface, how)?;
+            self.pin_link(iface, how, link, &pins)?;
         }
         Ok(())
     }
 
-    /// Closes this process's handles on `iface`'s link (a detached link then goes).
+    /// The program is on `iface` in mode `how`, through `link`.
+    fn record(&mut self, iface: &str, how: Attached, link: Option<HeldLink>) {
+        self.attachments.insert(iface.to_string(), Attachment { how, link });
+    }
+
+    /// Closes this process's handle on `iface`'s link (a detached link then goes).
     fn release(&mut self, iface: &str) {
-        let mine: Vec<HeldLink> = {
-            let (mine, rest) = std::mem::take(&mut self.held)
-                .into_iter()
-                .partition::<Vec<_>, _>(|(i, _)| i == iface);
-            self.held = rest;
-            mine.into_iter().map(|(_, h)| h).collect()
-        };
-        for h in mine {
+        let held = self.attachments.get_mut(iface).and_then(|a| a.link.take());
+        if let Some(h) = held {
             match h {
                 HeldLink::Pinned(p) => drop(p),
                 HeldLink::Xdp(id) => {
@@ -153,7 +154,7 @@ impl Datapath {
     /// Swaps this program into the link pinned at `path`.
     fn take_over(&mut self, iface: &str, how: Attached, path: &Path) -> Result<(), DatapathError> {
         let held = self.swap_into(iface, how, path)?;
-        self.held.push((iface.to_string(), held));
+        self.record(iface, how, Some(held));
         Ok(())
     }
 
@@ -184,38 +185,51 @@ impl Datapath {
         }
     }
 
-    /// Pins the link just made for `iface`, so it outlives this process.
-    fn pin_link(&mut self, iface: &str, how: Attached, pins: &Pins) -> Result<(), DatapathError> {
+    /// Pins the link just made for `iface`, so it outlives this process, and records the
+    /// attachment.
+    fn pin_link(
+        &mut self,
+        iface: &str,
+        how: Attached,
+        link: Option<NewLink>,
+        pins: &Pins,
+    ) -> Result<(), DatapathError> {
         let path = pins.link(iface, how);
         let link_err = |e| DatapathError::Link(path.display().to_string(), e);
-        let fd_link: FdLink = match how {
-            Attached::XdpDriver | Attached::XdpGeneric => {
-                let id = self.last_xdp_link.take().expect("attach_new recorded the link");
+        let fd_link: FdLink = match link {
+            Some(NewLink::Xdp(id)) => {
                 let prog = self.xdp_program(program_names::XDP)?;
                 let link = prog
                     .take_link(id)
                     .map_err(|e| DatapathError::Program(program_names::XDP, e))?;
                 FdLink::try_from(link).map_err(link_err)?
             }
-            Attached::Tc => {
-                let Some(id) = self.last_tc_link.take() else {
-                    // Attached through netlink (no TCX before 6.6): that attachment stays
-                    // in the kernel by itself, but cannot be pinned or taken over.
-                    return Ok(());
-                };
+            Some(NewLink::Tc(id)) => {
                 let prog = self.tc_program()?;
                 let link =
                     prog.take_link(id).map_err(|e| DatapathError::Program(program_names::TC, e))?;
                 FdLink::try_from(link).map_err(link_err)?
             }
+            None => {
+                // Attached through netlink (no TCX before 6.6): that attachment stays in
+                // the kernel by itself, but cannot be pinned or taken over.
+                self.record(iface, how, None);
+                return Ok(());
+            }
         };
         let pinned =
             fd_link.pin(&path).map_err(|e| DatapathError::Pin(path.display().to_string(), e))?;
-        self.held.push((iface.to_string(), HeldLink::Pinned(pinned)));
+        self.record(iface, how, Some(HeldLink::Pinned(pinned)));
         Ok(())
     }
 
-    fn attach_new(&mut self, iface: &str, mode: Mode) -> Result<Attached, DatapathError> {
+    /// The first of `mode`'s ways that attaches, and the link it made (none for TC through
+    /// netlink).
+    fn attach_new(
+        &mut self,
+        iface: &str,
+        mode: Mode,
+    ) -> Result<(Attached, Option<NewLink>), DatapathError> {
         let order: &[Attached] = match mode {
             Mode::Xdp => &[Attached::XdpDriver],
             Mode::XdpGeneric => &[Attached::XdpGeneric],
@@ -225,10 +239,7 @@ impl Datapath {
         let mut last = None;
         for &how in order {
             match self.attach_as(iface, how) {
-                Ok(()) => {
-                    self.attached.push((iface.to_string(), how));
-                    return Ok(how);
-                }
+                Ok(link) => return Ok((how, link)),
                 Err(e) => {
                     if order.len() > 1 {
                         tracing::info!(
@@ -245,7 +256,7 @@ impl Datapath {
         Err(last.expect("at least one mode was tried"))
     }
 
-    fn attach_as(&mut self, iface: &str, how: Attached) -> Result<(), DatapathError> {
+    fn attach_as(&mut self, iface: &str, how: Attached) -> Result<Option<NewLink>, DatapathError> {
         let attach_err =
             |source| DatapathError::Attach { iface: iface.to_string(), mode: how.name(), source };
         match how {
@@ -256,7 +267,7 @@ impl Datapath {
                 let prog = self.xdp_program(program_names::XDP)?;
                 let mode = if how == Attached::XdpDriver { XdpMode::Driver } else { XdpMode::Skb };
                 let id = prog.attach(iface, mode).map_err(attach_err)?;
-                self.last_xdp_link = Some(id);
+                Ok(Some(NewLink::Xdp(id)))
             }
             Attached::Tc => {
                 let tcx = tcx_available();
@@ -269,10 +280,9 @@ impl Datapath {
                 let id =
                     self.tc_program()?.attach(iface, TcAttachType::Ingress).map_err(attach_err)?;
                 // Only a TCX attachment is a link that can be pinned.
-                self.last_tc_link = tcx.then_some(id);
+                Ok(tcx.then_some(NewLink::Tc(id)))
             }
         }
-        Ok(())
     }
 
     fn tc_program(&mut self) -> Result<&mut SchedClassifier, DatapathError> {

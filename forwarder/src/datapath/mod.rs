@@ -106,14 +106,10 @@ pub struct Datapath {
     maps: MapHandles,
     /// The `max_flows` the conntrack tables were made for (the pinned ones' when resumed).
     max_flows: u32,
-    pub attached: Vec<(String, Attached)>,
+    /// Per interface: how the program is attached there, and this process's handle on the
+    /// link.
+    attachments: std::collections::BTreeMap<String, Attachment>,
     pins: Option<Pins>,
-    /// The links this process holds, per interface; holding one only keeps a file
-    /// descriptor (the pin keeps the attachment).
-    held: Vec<(String, HeldLink)>,
-    /// The link of the last attach, until it is pinned.
-    last_xdp_link: Option<XdpLinkId>,
-    last_tc_link: Option<SchedClassifierLinkId>,
     /// An upgrade from the previous map layout under way: set by `load_pinned`, ended by
     /// `finish_migration` once the program is in every link.
     migration: Option<Migration>,
@@ -139,11 +135,8 @@ impl Datapath {
             maps: MapHandles::take(&mut ebpf)?,
             ebpf,
             max_flows,
-            attached: Vec::new(),
+            attachments: Default::default(),
             pins: None,
-            held: Vec::new(),
-            last_xdp_link: None,
-            last_tc_link: None,
             migration: None,
             config: Default::default(),
         })
@@ -206,11 +199,8 @@ impl Datapath {
             maps: MapHandles::take(&mut ebpf)?,
             ebpf,
             max_flows: effective,
-            attached: Vec::new(),
+            attachments: Default::default(),
             pins: Some(pins.clone()),
-            held: Vec::new(),
-            last_xdp_link: None,
-            last_tc_link: None,
             migration,
             config: Default::default(),
         };
@@ -260,13 +250,17 @@ impl Datapath {
         self.max_flows
     }
 
+    /// Each interface the program is attached to, and how (by interface name).
+    pub fn attached(&self) -> Vec<(String, Attached)> {
+        self.attachments.iter().map(|(iface, a)| (iface.clone(), a.how)).collect()
+    }
+
     /// Lets go of every attachment this process holds. Once `forwarder unload` has removed
     /// the link pins, that detaches the program now, at a moment the daemon chooses (after
     /// the health endpoint closed), rather than whenever the process ends. Errors from an
     /// attachment that is already gone do not matter; the first other one is returned.
     pub fn detach(&mut self) -> Result<(), DatapathError> {
-        self.held.clear();
-        self.attached.clear();
+        self.attachments.clear();
         let mut first_err = None;
         for name in [program_names::XDP, program_names::TC] {
             let result = match self.ebpf.program_mut(name) {
@@ -291,9 +285,9 @@ impl Datapath {
             if let Some(p) = self.ebpf.program(name) {
                 if let Ok(info) = p.info() {
                     if self
-                        .attached
-                        .iter()
-                        .any(|(_, a)| (*a == Attached::Tc) == (name == program_names::TC))
+                        .attachments
+                        .values()
+                        .any(|a| (a.how == Attached::Tc) == (name == program_names::TC))
                     {
                         ids.push(info.id());
                     }
@@ -315,6 +309,21 @@ impl Datapath {
     pub fn maps_mut(&mut self) -> &mut MapHandles {
         &mut self.maps
     }
+}
+
+/// The program on one interface.
+struct Attachment {
+    how: Attached,
+    /// The handle this process keeps on the link (holding one only keeps a file
+    /// descriptor: the pin keeps the attachment); none for a TC attachment through netlink
+    /// (no TCX before 6.6), which is no link, and while a re-attach is under way.
+    link: Option<HeldLink>,
+}
+
+/// A link an attach just made, owned by the program object until it is pinned.
+enum NewLink {
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
 }
 
 /// A handle this process keeps on an interface's link.
