@@ -7,9 +7,9 @@
 use super::{error::Message, CliError};
 use crate::{
     config::Locations,
-    datapath::{batch, handles::Conntrack, migrate, pins::Pins},
+    datapath::{migrate, pins::Pins},
 };
-use forwarder_common::{map_names, LAYOUT_VERSION};
+use forwarder_common::LAYOUT_VERSION;
 
 /// The environment variable that lets a downgrade drop the tracked connections.
 pub const FORCE_ENV: &str = "FORWARDER_FORCE_DOWNGRADE";
@@ -29,7 +29,7 @@ pub fn run(loc: &Locations, version: &str) -> super::Outcome {
     if !pins.exist() {
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    let (flows, handshakes) = tracked(&pins).map_err(CliError::runtime)?;
+    let (flows, handshakes) = pins.tracked().map_err(CliError::runtime)?;
     let theirs = layout.map_or("an unknown map layout".to_string(), |l| format!("map layout {l}"));
     let loss = format!(
         "forwarder {version} ({theirs}) cannot read the maps this build (layout \
@@ -45,12 +45,4 @@ pub fn run(loc: &Locations, version: &str) -> super::Outcome {
         "{loss}. The downgrade is refused and nothing was changed. To go on anyway: \
          {FORCE_ENV}=1 dpkg -i (or apt install) the older package"
     ))))
-}
-
-/// Flows and handshakes in the pinned tables of this build's layout.
-fn tracked(pins: &Pins) -> Result<(usize, usize), crate::datapath::handles::MapAccessError> {
-    let ct = Conntrack::open_pinned(pins)?;
-    let (established, _) = batch::table(map_names::CT_ESTABLISHED, &ct.established)?;
-    let (embryonic, _) = batch::table(map_names::CT_EMBRYONIC, &ct.embryonic)?;
-    Ok((established.len() / 2, embryonic.len() / 2))
 }

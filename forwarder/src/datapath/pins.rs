@@ -157,8 +157,7 @@ impl Pins {
         // The version first: it says more than any size that follows from it.
         let (version, max_flows) = pinned_config_head(&self.map(map_names::CONFIG))?;
         if version > LAYOUT_VERSION {
-            let flows = self.count_keys(map_names::CT_ESTABLISHED)? / 2;
-            let handshakes = self.count_keys(map_names::CT_EMBRYONIC)? / 2;
+            let (flows, handshakes) = self.tracked()?;
             return Err(PinError::Newer { dir, version, flows, handshakes });
         }
         if version == crate::datapath::migrate::from_v2::VERSION {
@@ -220,6 +219,14 @@ impl Pins {
             fs::rename(&from, self.dir.join(&name)).map_err(io("moving", &from))?;
         }
         fs::remove_dir(&staging.dir).map_err(io("removing", &staging.dir))
+    }
+
+    /// The established flows and the handshakes the pinned tables hold (two halves each),
+    /// whatever their layout: what unloading them would drop.
+    pub fn tracked(&self) -> Result<(usize, usize), PinError> {
+        let flows = self.count_keys(map_names::CT_ESTABLISHED)? / 2;
+        let handshakes = self.count_keys(map_names::CT_EMBRYONIC)? / 2;
+        Ok((flows, handshakes))
     }
 
     /// Entries of the pinned hash map `name`, whatever its value size (a newer layout's).

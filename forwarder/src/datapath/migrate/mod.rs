@@ -103,12 +103,12 @@ impl Migration {
         Pins::new(pins.dir().join(format!("staging-layout{LAYOUT_VERSION}")))
     }
 
-    /// Checks and opens the previous layout's pins in `pins`. The caller loads this
-    /// build's object into [`Self::staging`] (left empty here: a directory left by an
-    /// upgrade that died half-way is removed).
+    /// Opens the previous layout's pins in `pins`, which `Pins::check_compatible` found to
+    /// be layout `from_version` with layout 2's sizes. The caller loads this build's object
+    /// into [`Self::staging`] (left empty here: a directory left by an upgrade that died
+    /// half-way is removed).
     pub fn begin(pins: &Pins, from_version: u32) -> Result<Self, MigrateError> {
         debug_assert_eq!(from_version, from_v2::VERSION);
-        pins.check_sizes(&from_v2::MAPS)?;
         let staging = Self::staging_for(pins);
         if staging.dir().exists() {
             staging.remove_all()?;
