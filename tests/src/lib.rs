@@ -19,6 +19,7 @@ pub mod packet;
 pub mod previous_release;
 pub mod rng;
 pub mod soak;
+pub mod staged_pins;
 pub mod streams;
 pub mod systemd;
 pub mod testrun;

@@ -6,57 +6,32 @@
 
 use forwarder::datapath::{pins::Pins, Datapath, Downgrade};
 use forwarder_common::{map_names, LAYOUT_VERSION};
-use forwarder_tests::{require_root, topology::test_bpffs};
-use std::{path::Path, process::Command};
-
-fn bpftool(args: &[&str]) {
-    let out = Command::new("bpftool").args(args).output().expect("running bpftool");
-    assert!(
-        out.status.success(),
-        "bpftool {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use forwarder_tests::{
+    require_root,
+    staged_pins::{create_map, pin_config, update, RemoveOnDrop},
+    topology::test_bpffs,
+};
+use std::path::Path;
 
 /// Pins a CONFIG map as layout 1 made it: a 40-byte value whose first word is the version.
 fn pin_layout_1_config(dir: &Path) {
-    pin_config(dir, 1, 40);
+    pin_config(dir, &config_value(1, 40)).unwrap();
 }
 
-/// Pins a CONFIG map whose `size`-byte value starts with layout `version`.
-fn pin_config(dir: &Path, version: u8, size: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(map_names::CONFIG);
-    let path = path.to_str().unwrap();
-    let size_arg = size.to_string();
-    bpftool(&[
-        "map", "create", path, "type", "array", "key", "4", "value", &size_arg, "entries", "1",
-        "name", "CONFIG",
-    ]);
-    let version = version.to_string();
-    let mut update = vec!["map", "update", "pinned", path, "key", "0", "0", "0", "0"];
-    update.extend(["value", &version, "0", "0", "0"]);
-    update.extend(std::iter::repeat_n("0", size - 4));
-    bpftool(&update);
+/// A CONFIG value of `size` bytes that says layout `version`.
+fn config_value(version: u8, size: usize) -> Vec<u8> {
+    let mut value = vec![0; size];
+    value[0] = version;
+    value
 }
 
 /// Pins a hash map `name` of 16-byte keys and `value`-byte values holding `entries` keys.
 fn pin_table(dir: &Path, name: &str, value: usize, entries: u8) {
-    let path = dir.join(name);
-    let path = path.to_str().unwrap();
-    let value_arg = value.to_string();
-    bpftool(&[
-        "map", "create", path, "type", "hash", "key", "16", "value", &value_arg, "entries", "64",
-        "name", name,
-    ]);
+    create_map(dir, name, "hash", (16, value, 64), None).unwrap();
     for i in 0..entries {
-        let key = i.to_string();
-        let mut update = vec!["map", "update", "pinned", path, "key", &key];
-        update.extend(std::iter::repeat_n("0", 15));
-        update.push("value");
-        update.extend(std::iter::repeat_n("0", value));
-        bpftool(&update);
+        let mut key = [0u8; 16];
+        key[0] = i;
+        update(dir, name, &key, &vec![0; value]).unwrap();
     }
 }
 
@@ -66,7 +41,7 @@ fn pins_of_a_newer_layout_are_refused_saying_what_starting_would_lose() {
     let dir = test_bpffs().join(format!("downgrade-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(dir.clone());
     let newer = (LAYOUT_VERSION + 1) as u8;
-    pin_config(&dir, newer, 56);
+    pin_config(&dir, &config_value(newer, 56)).unwrap();
     // Three flows (six halves) established, one handshake (two halves) in flight.
     pin_table(&dir, map_names::CT_ESTABLISHED, 96, 6);
     pin_table(&dir, map_names::CT_EMBRYONIC, 96, 2);
@@ -112,14 +87,5 @@ fn pins_of_a_layout_older_than_the_previous_are_refused_clearly() {
     assert_eq!(untouched, 1, "the refusal changed the pin directory");
     for want in ["incompatible build", "layout version 1", "forwarder unload"] {
         assert!(err.contains(want), "the refusal does not say {want:?}: {err}");
-    }
-}
-
-/// Removes the staged pin directory however the test ends.
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

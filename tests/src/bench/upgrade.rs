@@ -6,7 +6,10 @@
 //! the part of the window that grows with the table. Beside each, the baseline measured
 //! in the same run: one batch read of the same old table, the least any copy must do.
 
-use crate::testrun::default_plan;
+use crate::{
+    staged_pins::{create_map, pin_config, RemoveOnDrop},
+    testrun::default_plan,
+};
 use anyhow::{ensure, Context, Result};
 use aya::maps::{HashMap, MapData};
 use forwarder::datapath::{
@@ -16,10 +19,7 @@ use forwarder::datapath::{
     Datapath,
 };
 use forwarder_common::{map_names, FlowKey, CT_FLAG_REPLY};
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 pub const FLOWS: [u32; 3] = [1_000, 10_000, 100_000];
 
@@ -38,7 +38,7 @@ pub fn measure(max_flows: u32, flows: &[u32]) -> Result<Vec<Upgrade>> {
 fn one(max_flows: u32, flows: u32) -> Result<Upgrade> {
     ensure!(flows <= max_flows, "{flows} flows do not fit max_flows {max_flows}");
     let dir = crate::topology::test_bpffs().join(format!("bench-upgrade-{}", std::process::id()));
-    let _gone = RemoveDir(dir.clone());
+    let _gone = RemoveOnDrop(dir.clone());
     stage_layout_2(&dir, max_flows)?;
     let est = dir.join(map_names::CT_ESTABLISHED);
     let mut table: HashMap<MapData, FlowKey, CtEntryV2> =
@@ -80,12 +80,12 @@ fn keys(i: u32) -> (FlowKey, FlowKey) {
 
 /// Layout 2's nine maps as a 0.1.0 daemon pins them, CONFIG saying version 2.
 fn stage_layout_2(dir: &std::path::Path, max_flows: u32) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
     let embryonic = forwarder::datapath::object::embryonic_capacity(max_flows) * 2;
     let established = max_flows * 2;
     for (name, key, value) in MAPS {
         let (kind, entries, flags) = match name {
-            map_names::CONFIG | map_names::NEXTHOP_GEN => ("array", 1, None),
+            map_names::CONFIG => continue,
+            map_names::NEXTHOP_GEN => ("array", 1, None),
             map_names::CT_COUNT => ("array", 2, None),
             map_names::RULE_STATS => ("percpu_array", forwarder_common::MAX_RULES, None),
             map_names::RULES => ("hash", 1024, None),
@@ -96,45 +96,10 @@ fn stage_layout_2(dir: &std::path::Path, max_flows: u32) -> Result<()> {
             map_names::CT_EMBRYONIC => ("lru_hash", embryonic, None),
             _ => ("hash", established, None),
         };
-        let path = dir.join(name);
-        let mut args: Vec<String> =
-            ["map", "create", path.to_str().unwrap(), "type", kind].map(String::from).to_vec();
-        for (k, v) in [("key", key), ("value", value), ("entries", entries as usize)] {
-            args.extend([k.to_string(), v.to_string()]);
-        }
-        args.extend(["name".into(), name.into()]);
-        if let Some(f) = flags {
-            args.extend(["flags".into(), f.into()]);
-        }
-        bpftool(&args)?;
+        create_map(dir, name, kind, (key, value, entries), flags)?;
     }
-    let config = dir.join(map_names::CONFIG);
-    let mut value = [0u8; 48];
-    value[0] = 2;
-    value[40..44].copy_from_slice(&max_flows.to_ne_bytes());
-    let mut args: Vec<String> =
-        ["map", "update", "pinned", config.to_str().unwrap(), "key", "0", "0", "0", "0", "value"]
-            .map(String::from)
-            .to_vec();
-    args.extend(value.iter().map(|b| b.to_string()));
-    bpftool(&args)
-}
-
-fn bpftool(args: &[String]) -> Result<()> {
-    let out = Command::new("bpftool").args(args).output().context("running bpftool")?;
-    ensure!(
-        out.status.success(),
-        "bpftool {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-struct RemoveDir(std::path::PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    let mut config = [0u8; 48];
+    config[0] = 2;
+    config[40..44].copy_from_slice(&max_flows.to_ne_bytes());
+    pin_config(dir, &config)
 }
