@@ -67,14 +67,32 @@ pub fn record(way: &str, seconds: u32, perf_data: &Path) -> Result<Recorded> {
     })
 }
 
+/// A time on CLOCK_MONOTONIC, the clock [`Perf::record`] stamps its samples with.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Monotonic(Duration);
+
+impl Monotonic {
+    pub fn now() -> Monotonic {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .expect("CLOCK_MONOTONIC is always there");
+        Monotonic(Duration::from(t))
+    }
+
+    /// `perf report --time`'s span from `start` to `end`: seconds with microseconds.
+    pub fn perf_span(start: Monotonic, end: Monotonic) -> String {
+        format!("{:.6},{:.6}", start.0.as_secs_f64(), end.0.as_secs_f64())
+    }
+}
+
 /// A `perf record` this process started, stopped with SIGINT so it writes its file.
 pub struct Perf(Child);
 
 impl Perf {
-    /// `perf record -a -g` of every CPU into `perf_data`, until stopped.
+    /// `perf record -a -g` of every CPU into `perf_data`, until stopped; samples stamped
+    /// with CLOCK_MONOTONIC, so that a report can be cut to a [`Monotonic`] span.
     pub fn record(perf_data: &Path) -> Result<Perf> {
         let child = Command::new("perf")
-            .args(["record", "-a", "-g", "-q", "-o"])
+            .args(["record", "-a", "-g", "-q", "-k", "CLOCK_MONOTONIC", "-o"])
             .arg(perf_data)
             .stdout(Stdio::null())
             .spawn()
@@ -108,8 +126,12 @@ impl Drop for Perf {
 /// `perf report` prints them, after the command that makes the same list.
 pub fn top_symbols(perf_data: &Path, limit: usize) -> Result<Vec<String>> {
     let comms = comms();
-    let report =
-        perf_report(perf_data, &comms, &["--no-children", "-g", "none", "-F", "overhead,sym"])?;
+    let report = perf_report(
+        perf_data,
+        &comms,
+        None,
+        &["--no-children", "-g", "none", "-F", "overhead,sym"],
+    )?;
     let mut lines = vec![format!(
         "perf report --no-children -F overhead,sym --percentage relative --comms {comms} -i {}",
         perf_data.display()
@@ -149,7 +171,7 @@ impl Breakdown {
     /// With `forwarder`, the profile must show the forwarder's program (a report without
     /// kernel symbols would give 0 % silently).
     pub fn of(perf_data: &Path, forwarder: bool) -> Result<Breakdown> {
-        let b = Breakdown::parse(&report_children(perf_data, &comms())?);
+        let b = Breakdown::parse(&report_children(perf_data, &comms(), None)?);
         if b.segmentation == 0.0 || (forwarder && b.program == 0.0) {
             bail!(
                 "perf report of {} lacks {} (no kernel symbols?)",
@@ -207,10 +229,11 @@ pub fn symbol_lines(report: &str) -> impl Iterator<Item = (f64, f64, &str)> {
 
 /// `perf report` of `perf_data` with inclusive and own time per symbol, in percent of the
 /// samples of the processes or threads named `comms`.
-pub fn report_children(perf_data: &Path, comms: &str) -> Result<String> {
+pub fn report_children(perf_data: &Path, comms: &str, span: Option<&str>) -> Result<String> {
     perf_report(
         perf_data,
         comms,
+        span,
         &["--children", "-g", "none", "-F", "overhead_children,overhead,sym"],
     )
 }
@@ -219,20 +242,35 @@ pub fn report_children(perf_data: &Path, comms: &str) -> Result<String> {
 /// matches `parents` (a regex; `[other]` where none does), per symbol, in percent of the
 /// samples of `comms`: time spent inside a function, callees included, without counting a
 /// callee twice when two such callers nest.
-pub fn report_by_parent(perf_data: &Path, comms: &str, parents: &str) -> Result<String> {
+pub fn report_by_parent(
+    perf_data: &Path,
+    comms: &str,
+    span: Option<&str>,
+    parents: &str,
+) -> Result<String> {
     perf_report(
         perf_data,
         comms,
+        span,
         &["--no-children", "-g", "none", "--sort", "parent,sym", "--parent", parents],
     )
 }
 
-/// `perf report --stdio` of `perf_data` with `args`, in percent of the samples of `comms`.
-fn perf_report(perf_data: &Path, comms: &str, args: &[&str]) -> Result<String> {
+/// `perf report --stdio` of `perf_data` with `args`, in percent of the samples of `comms`
+/// (every thread's with `comms` empty; within `span`, `perf report --time`'s form, if given).
+pub fn perf_report(
+    perf_data: &Path,
+    comms: &str,
+    span: Option<&str>,
+    args: &[&str],
+) -> Result<String> {
     let out = Command::new("perf")
         .args(["report", "--stdio"])
         .args(args)
-        .args(["--percentage", "relative", "--comms", comms, "-i"])
+        .args(span.into_iter().flat_map(|s| ["--time", s]))
+        .args(["--percentage", "relative"])
+        .args(Some(comms).filter(|c| !c.is_empty()).into_iter().flat_map(|c| ["--comms", c]))
+        .arg("-i")
         .arg(perf_data)
         .output()
         .context("running perf report")?;

@@ -34,7 +34,7 @@ mod rules;
 pub mod send;
 pub mod sender;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 pub use bed::Shape;
 pub use contender::Contender;
 pub use load::Load;
@@ -154,11 +154,19 @@ pub fn measure(opts: &Options, say: &mut dyn FnMut(&str)) -> Result<Vec<Outcome>
         for o in out.iter_mut().filter(|o| o.load == Load::Stream && o.unavailable.is_none()) {
             let file = dir.path().join("perf.data");
             let frames = opts.frames_for(o.load).max(PROFILE_FRAMES);
-            if let Err(why) = send::sample(o.shape, o.load, o.contender, frames, Some(&file))? {
-                anyhow::bail!("{} could not be profiled: {}", o.contender.name(), why.0);
-            }
-            let parts = profile::Parts::of(&file)?;
-            parts.check(o.contender, kind)?;
+            let s = match send::sample(o.shape, o.load, o.contender, frames, Some(&file))? {
+                Ok(s) => s,
+                Err(why) => {
+                    anyhow::bail!("{} could not be profiled: {}", o.contender.name(), why.0)
+                }
+            };
+            let parts = profile::Parts::of(&file, s.window)?;
+            parts.check(o.contender, kind).with_context(|| {
+                format!(
+                    "BPF lines of the window: {}",
+                    profile::Parts::unnamed_or_bpf(&file, s.window)
+                )
+            })?;
             say(&format!("profiled {:?} {:?} {}: {parts:?}", o.shape, o.load, o.contender.name()));
             o.parts = Some(parts);
         }

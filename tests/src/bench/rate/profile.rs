@@ -1,5 +1,5 @@
-//! Where a stream frame's CPU goes: one more stream sample per contender with `perf record
-//! -a -g` around its send window only, read for the generator thread alone (named
+//! Where a stream frame's CPU goes: one more stream sample per contender under `perf record
+//! -a -g`, read for its send window only and the generator thread alone (named
 //! [`GEN_COMM`]; it runs the test-run loop and, inline, the softirq work of every hop, so
 //! its samples are nearly all of a frame's cost).
 //!
@@ -17,7 +17,8 @@
 
 use super::{sender::SenderKind, Contender};
 use crate::bench::profile::{
-    is_forwarder_entry, parent_lines, report_by_parent, report_children, symbol_lines,
+    is_forwarder_entry, parent_lines, perf_report, report_by_parent, report_children, symbol_lines,
+    Monotonic,
 };
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -59,13 +60,32 @@ pub struct Parts {
 }
 
 impl Parts {
-    pub fn of(perf_data: &Path) -> Result<Parts> {
-        let report = report_children(perf_data, GEN_COMM)?;
+    /// The parts of `perf_data` between `window`'s start and end.
+    pub fn of(perf_data: &Path, window: (Monotonic, Monotonic)) -> Result<Parts> {
+        let span = Monotonic::perf_span(window.0, window.1);
+        let report = report_children(perf_data, GEN_COMM, Some(&span))?;
         if symbol_lines(&report).next().is_none() {
-            bail!("perf report of {} has no samples of {GEN_COMM}", perf_data.display());
+            bail!("perf report of {} has no samples of {GEN_COMM} in {span}", perf_data.display());
         }
-        let by_parent = report_by_parent(perf_data, GEN_COMM, &bed_parents())?;
+        let by_parent = report_by_parent(perf_data, GEN_COMM, Some(&span), &bed_parents())?;
         Ok(Parts::parse(&report, &by_parent))
+    }
+
+    /// What a profile without the program's time shows instead: every BPF program's and
+    /// unnamed kernel address's line of the window, by thread, for the error that says so.
+    pub fn unnamed_or_bpf(perf_data: &Path, window: (Monotonic, Monotonic)) -> String {
+        let span = Monotonic::perf_span(window.0, window.1);
+        let args = ["--no-children", "-g", "none", "--sort", "comm,sym"];
+        match perf_report(perf_data, "", Some(&span), &args) {
+            Ok(r) => r
+                .lines()
+                .filter(|l| !l.starts_with('#') && (l.contains("bpf_") || l.contains("0x")))
+                .take(12)
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(e) => format!("{e:#}"),
+        }
     }
 
     fn parse(report: &str, by_parent: &str) -> Parts {

@@ -11,7 +11,10 @@ use super::{
     sender::{Sender, SenderKind},
 };
 use crate::{
-    bench::{cpu::Busy, profile::Perf},
+    bench::{
+        cpu::Busy,
+        profile::{Monotonic, Perf},
+    },
     packet::{parse_tcp, Tcp},
 };
 use anyhow::{bail, ensure, Context, Result};
@@ -58,6 +61,9 @@ pub struct Sample {
     /// the contender's, when the contender drains its ring slower than the generator fills
     /// it.
     pub ring_drops: u64,
+    /// When the window began and ended, on the clock `perf record` stamps its samples with:
+    /// the part of a profile that is this window.
+    pub window: (Monotonic, Monotonic),
 }
 
 impl Sample {
@@ -95,8 +101,12 @@ struct Plan {
     expect_dst: SocketAddrV4,
 }
 
-/// With `perf_data`, the send window runs under `perf record` into that file (see
-/// `profile`): a sample to read the profile of, not one to measure with.
+/// With `perf_data`, `perf record` runs into that file from before the contender is set up
+/// until the window ends, and the sample's `window` says which part of it to read (see
+/// `profile`): a sample to read the profile of, not one to measure with. Recording from
+/// before the contender loads makes the kernel itself announce each of its programs to perf
+/// (a ksymbol event at load) rather than leaving their names to what perf lists of the
+/// programs already loaded when it starts.
 pub fn sample(
     shape: Shape,
     load: Load,
@@ -105,25 +115,30 @@ pub fn sample(
     perf_data: Option<&Path>,
 ) -> Result<Result<Sample, Unavailable>> {
     let mut bed = Bed::new(shape, "rt")?;
+    let perf = match perf_data {
+        Some(file) => {
+            let p = Perf::record(file)?;
+            // perf record takes a moment to open its events on every CPU.
+            std::thread::sleep(Duration::from_millis(500));
+            Some(p)
+        }
+        None => None,
+    };
     let setup = match Setup::enter(&bed, c).with_context(|| format!("setting up {}", c.name()))? {
         Ok(s) => s,
         Err(why) => return Ok(Err(why)),
     };
-    let result = measure(&mut bed, &setup, load, c, frames, perf_data);
+    let result = measure(&mut bed, &setup, load, c, frames).and_then(|s| match perf {
+        Some(p) => p.stop().map(|()| s),
+        None => Ok(s),
+    });
     let left = setup.leave(&bed).with_context(|| format!("taking {} down", c.name()));
     let s = result.with_context(|| format!("{shape:?} bed, {load:?} load, {}", c.name()))?;
     left?;
     Ok(Ok(s))
 }
 
-fn measure(
-    bed: &mut Bed,
-    setup: &Setup,
-    load: Load,
-    c: Contender,
-    frames: u64,
-    perf_data: Option<&Path>,
-) -> Result<Sample> {
+fn measure(bed: &mut Bed, setup: &Setup, load: Load, c: Contender, frames: u64) -> Result<Sample> {
     let ((gen_smac, gen_dmac), (fwd_smac, fwd_dmac)) = bed.macs();
     let tcp_flags = load.tcp_flags();
     let (flow, plan) = if c.nat() {
@@ -163,7 +178,7 @@ fn measure(
         Load::Small => Sender::repeat(kind, ifindex, bytes.try_into().expect("checked above")),
         Load::Stream => Sender::stream(kind, ifindex, segments, STREAM_PAYLOAD as u32),
     })??;
-    let (gen, _) = window(bed, gen, WARMUP, None)?;
+    let (gen, _) = window(bed, gen, WARMUP)?;
     let warm = bed.sink().counts()?;
     if warm.delivered == 0 {
         bail!(
@@ -175,7 +190,7 @@ fn measure(
     // The sample checked below must come from the measured window.
     bed.sink().clear_sample()?;
     let drops_before = bed.nat.link_counter("n0", "rx", "dropped")?;
-    let (_gen, mut s) = window(bed, gen, frames, perf_data)?;
+    let (_gen, mut s) = window(bed, gen, frames)?;
     s.ring_drops = bed.nat.link_counter("n0", "rx", "dropped")? - drops_before;
     let after = bed.sink().counts()?;
     s.delivered = after.delivered - warm.delivered;
@@ -243,28 +258,14 @@ fn marked(tcp: &Tcp) -> Vec<u8> {
 }
 
 /// Sends `frames` from a thread in G pinned to the generator's CPU, in chunks, stopping at
-/// LIMIT; measures wall, CPU and the generator thread's time around the sending. With
-/// `perf_data`, `perf record` runs around the sending (and the thread is named for it).
-fn window(
-    bed: &mut Bed,
-    mut gen: Sender,
-    frames: u64,
-    perf_data: Option<&Path>,
-) -> Result<(Sender, Sample)> {
+/// LIMIT; measures wall, CPU and the generator thread's time around the sending. The thread
+/// is named for the profile, and the window's span kept on perf's clock.
+fn window(bed: &mut Bed, mut gen: Sender, frames: u64) -> Result<(Sender, Sample)> {
     let cpu_n = cpu::generator_cpu();
-    let perf_data = perf_data.map(Path::to_path_buf);
     bed.gen.enter(move || -> Result<(Sender, Sample)> {
         cpu::pin(cpu_n)?;
         cpu::name_thread(super::profile::GEN_COMM)?;
-        let perf = match &perf_data {
-            Some(file) => {
-                let p = Perf::record(file)?;
-                // perf record takes a moment to open its events on every CPU.
-                std::thread::sleep(Duration::from_millis(500));
-                Some(p)
-            }
-            None => None,
-        };
+        let start = Monotonic::now();
         let (busy0, thread0, t0) = (Busy::now()?, cpu::thread_ns(), Instant::now());
         let (mut sent, mut refused, mut loop_ns) = (0, 0, 0.0);
         while sent < frames && t0.elapsed() < LIMIT {
@@ -276,9 +277,7 @@ fn window(
         }
         let (thread1, wall) = (cpu::thread_ns(), t0.elapsed());
         let (busy_ns, gen_cpu_busy_ns) = Busy::now()?.since(&busy0, cpu_n);
-        if let Some(p) = perf {
-            p.stop()?;
-        }
+        let window = (start, Monotonic::now());
         let s = Sample {
             sender: gen.kind(),
             sent,
@@ -290,6 +289,7 @@ fn window(
             gen_cpu_busy_ns,
             gen_thread_ns: (thread1 - thread0) as f64,
             ring_drops: 0,
+            window,
         };
         Ok((gen, s))
     })?
