@@ -17,10 +17,14 @@
 use crate::{
     config::{self, write_back, Settings},
     daemon::live::{ChangeError, Live, Shared},
-    datapath::flows,
+    datapath::{flows, maps::RuleMaps},
     plan::{Plan, Resolutions},
 };
-use std::{collections::BTreeSet, path::Path, sync::PoisonError};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    sync::PoisonError,
+};
 
 /// A change made ready without the daemon's lock, for [`commit`].
 pub struct Prepared {
@@ -116,43 +120,17 @@ pub fn commit(
     held: &BTreeSet<u16>,
 ) -> Result<String, ChangeError> {
     live.refuse_if_stopping()?;
-    let Prepared { text, settings: new, resolved, write } = change;
-    check_live_changeable(&live.settings, &new)?;
-    let mut ids = live.state.rule_ids.clone();
-    let plan = Plan::build_with_ids(&new, live.allow_unresolved, &resolved, &mut ids, held)
-        .map_err(ChangeError::invalid)?;
-    let summary = describe_change(&live.plan, &plan);
-    // Ids given to a new rule may have counted for a removed one.
-    let fresh: Vec<u16> = plan
-        .rules
-        .iter()
-        .filter(|r| !live.plan.rules.iter().any(|o| o.rule_id == r.rule_id && o.name == r.name))
-        .map(|r| r.rule_id)
-        .collect();
-    for id in fresh {
-        live.dp.reset_rule_stats(id).map_err(ChangeError::runtime)?;
-    }
-    if let Err(e) = live.dp.apply(&plan) {
-        let e = crate::error::chain(&e);
-        return Err(ChangeError::runtime(format!("applying to the BPF maps: {e}; {}", undo(live))));
-    }
-    // After the maps: a change the maps refuse never reaches the file. A file that
-    // cannot be written (full disk) undoes the live change, so the running rules stay
-    // what the file says and a restart brings back what runs now.
-    if write {
-        let path = new.path.clone();
-        if let Err(e) = config::file_replace::replace(&path, text.as_bytes()) {
-            return Err(ChangeError::runtime(format!(
-                "{}: cannot write the config: {}; {}",
-                path.display(),
-                crate::error::chain(&e),
-                undo(live)
-            )));
-        }
-    }
-    live.settings = new;
+    let running = Running {
+        settings: &live.settings,
+        plan: &live.plan,
+        rule_ids: &live.state.rule_ids,
+        allow_unresolved: live.allow_unresolved,
+    };
+    let Applied { settings, plan, rule_ids, summary } =
+        apply(&mut live.dp, &running, change, held)?;
+    live.settings = settings;
     live.plan = plan;
-    live.state.rule_ids = ids;
+    live.state.rule_ids = rule_ids;
     live.update_health();
     // The change runs and the file has it; only the record of the rule ids is behind.
     if let Err(e) = live.save_state() {
@@ -164,9 +142,71 @@ pub fn commit(
     Ok(summary)
 }
 
+/// What runs now, as a change is checked and undone against it.
+struct Running<'a> {
+    settings: &'a Settings,
+    plan: &'a Plan,
+    rule_ids: &'a BTreeMap<String, u16>,
+    allow_unresolved: bool,
+}
+
+/// A change that is in the maps and, if it was to be written, in the file.
+struct Applied {
+    settings: Settings,
+    plan: Plan,
+    rule_ids: BTreeMap<String, u16>,
+    summary: String,
+}
+
+/// The maps and the file part of [`commit`]: the plan built with ids that no flow of
+/// another rule holds, fresh ids' counters zeroed, the maps filled, then the file written.
+/// A failure of the maps or the file puts the maps back to `running`'s plan.
+fn apply(
+    maps: &mut impl RuleMaps,
+    running: &Running,
+    change: Prepared,
+    held: &BTreeSet<u16>,
+) -> Result<Applied, ChangeError> {
+    let Prepared { text, settings: new, resolved, write } = change;
+    check_live_changeable(running.settings, &new)?;
+    let mut rule_ids = running.rule_ids.clone();
+    let plan = Plan::build_with_ids(&new, running.allow_unresolved, &resolved, &mut rule_ids, held)
+        .map_err(ChangeError::invalid)?;
+    let summary = describe_change(running.plan, &plan);
+    // Ids given to a new rule may have counted for a removed one.
+    let fresh: Vec<u16> = plan
+        .rules
+        .iter()
+        .filter(|r| !running.plan.rules.iter().any(|o| o.rule_id == r.rule_id && o.name == r.name))
+        .map(|r| r.rule_id)
+        .collect();
+    for id in fresh {
+        maps.reset_rule_stats(id).map_err(ChangeError::runtime)?;
+    }
+    if let Err(e) = maps.apply(&plan) {
+        let e = crate::error::chain(&e);
+        let undone = undo(maps, running.plan);
+        return Err(ChangeError::runtime(format!("applying to the BPF maps: {e}; {undone}")));
+    }
+    // After the maps: a change the maps refuse never reaches the file. A file that
+    // cannot be written (full disk) undoes the live change, so the running rules stay
+    // what the file says and a restart brings back what runs now.
+    if write {
+        if let Err(e) = config::file_replace::replace(&new.path, text.as_bytes()) {
+            return Err(ChangeError::runtime(format!(
+                "{}: cannot write the config: {}; {}",
+                new.path.display(),
+                crate::error::chain(&e),
+                undo(maps, running.plan)
+            )));
+        }
+    }
+    Ok(Applied { settings: new, plan, rule_ids, summary })
+}
+
 /// Puts the maps back to the running plan after a failed change; says how that went.
-fn undo(live: &mut Live) -> String {
-    match live.dp.apply(&live.plan) {
+fn undo(maps: &mut impl RuleMaps, running: &Plan) -> String {
+    match maps.apply(running) {
         Ok(()) => "change undone, the rules are as they were".into(),
         Err(e) => format!(
             "undoing the change failed too ({}): the maps may hold part of it; run \
@@ -228,7 +268,7 @@ fn describe_change(old: &Plan, new: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use crate::datapath::{handles::MapAccessError, DatapathError};
 
     /// Settings from a config text whose rules are `(name, listen, target)`.
     fn settings(head: &str, rules: &[(&str, u16, &str)]) -> Settings {
@@ -289,5 +329,172 @@ mod tests {
             e.message
         );
         assert!(e.message.contains("nothing was applied"), "{}", e.message);
+    }
+
+    /// The maps as a rule change sees them, in memory: which rules each `apply` left in
+    /// them, which counters were zeroed, and a number of `apply` calls still to refuse.
+    #[derive(Default)]
+    struct FakeMaps {
+        /// After each `apply` that succeeded: its rules as (name, id, listen port).
+        holds: Vec<Vec<(String, u16, u16)>>,
+        resets: Vec<u16>,
+        refuse_applies: usize,
+        applies: usize,
+    }
+
+    impl RuleMaps for FakeMaps {
+        fn apply(&mut self, plan: &Plan) -> Result<(), DatapathError> {
+            self.applies += 1;
+            if self.refuse_applies > 0 {
+                self.refuse_applies -= 1;
+                return Err(DatapathError::Maps(MapAccessError::Missing("RULES")));
+            }
+            self.holds
+                .push(plan.rules.iter().map(|r| (r.name.clone(), r.rule_id, r.listen)).collect());
+            Ok(())
+        }
+
+        fn reset_rule_stats(&mut self, rule_id: u16) -> Result<(), MapAccessError> {
+            self.resets.push(rule_id);
+            Ok(())
+        }
+    }
+
+    impl FakeMaps {
+        fn rules_now(&self) -> Vec<&str> {
+            self.holds.last().map_or(vec![], |h| h.iter().map(|(n, ..)| n.as_str()).collect())
+        }
+    }
+
+    /// A running set of rules a, b (ids 0, 1), and a change to `rules` from the file at
+    /// `path`, prepared as `rule add` would (to be written).
+    struct Case {
+        settings: Settings,
+        plan: Plan,
+        ids: BTreeMap<String, u16>,
+        change: Prepared,
+    }
+
+    const RUNNING: [(&str, u16, &str); 2] =
+        [("a", 9092, "10.1.0.1:9092"), ("b", 9093, "10.1.0.2:9092")];
+
+    fn case(path: &Path, head: &str, rules: &[(&str, u16, &str)]) -> Case {
+        let at = |s: Settings| Settings { path: path.to_path_buf(), ..s };
+        let running = at(settings("", &RUNNING));
+        let mut ids = BTreeMap::new();
+        let resolved = Resolutions::lookup(&running);
+        let plan =
+            Plan::build_with_ids(&running, false, &resolved, &mut ids, &BTreeSet::new()).unwrap();
+        let new = at(settings(head, rules));
+        let text = format!("# the new file: {rules:?}\n");
+        let resolved = Resolutions::lookup(&new);
+        let change = Prepared { text, settings: new, resolved, write: true };
+        Case { settings: running, plan, ids, change }
+    }
+
+    fn run(maps: &mut FakeMaps, c: Case, held: &[u16]) -> Result<Applied, ChangeError> {
+        let running = Running {
+            settings: &c.settings,
+            plan: &c.plan,
+            rule_ids: &c.ids,
+            allow_unresolved: false,
+        };
+        apply(maps, &running, c.change, &held.iter().copied().collect())
+    }
+
+    #[test]
+    fn a_change_zeroes_only_fresh_ids_fills_the_maps_then_writes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forwarder.toml");
+        std::fs::write(&path, "# the old file\n").unwrap();
+        let new = [
+            ("a", 9092, "10.1.0.1:9092"),
+            ("b", 9093, "10.1.0.9:9092"),
+            ("c", 9094, "10.1.0.3:9092"),
+        ];
+        let mut maps = FakeMaps::default();
+        let done = run(&mut maps, case(&path, "", &new), &[]).unwrap();
+        assert_eq!(done.summary, "changed b, added c");
+        assert_eq!(maps.resets, vec![2], "only the new rule's counters are zeroed");
+        assert_eq!(maps.rules_now(), ["a", "b", "c"]);
+        assert_eq!(done.rule_ids.get("c"), Some(&2));
+        assert!(std::fs::read_to_string(&path).unwrap().starts_with("# the new file"));
+    }
+
+    #[test]
+    fn an_id_a_flow_still_holds_is_not_given_to_a_new_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forwarder.toml");
+        std::fs::write(&path, "# the old file\n").unwrap();
+        // b is removed while a flow of it (id 1) still runs: c must not count as b.
+        let new = [("a", 9092, "10.1.0.1:9092"), ("c", 9094, "10.1.0.3:9092")];
+        let mut maps = FakeMaps::default();
+        let done = run(&mut maps, case(&path, "", &new), &[1]).unwrap();
+        assert_eq!(done.summary, "added c, removed b");
+        let c_id = done.rule_ids["c"];
+        assert_ne!(c_id, 1, "c took the id b's flow still carries");
+        assert_eq!(maps.resets, vec![c_id]);
+    }
+
+    #[test]
+    fn maps_that_refuse_a_change_are_put_back_and_the_file_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forwarder.toml");
+        std::fs::write(&path, "# the old file\n").unwrap();
+        let new = [("c", 9094, "10.1.0.3:9092")];
+        let mut maps = FakeMaps { refuse_applies: 1, ..FakeMaps::default() };
+        let e = run(&mut maps, case(&path, "", &new), &[]).err().expect("refused");
+        assert_eq!(e.exit_code, 1);
+        assert!(e.message.starts_with("applying to the BPF maps: map RULES"), "{}", e.message);
+        assert!(e.message.ends_with("change undone, the rules are as they were"), "{}", e.message);
+        assert_eq!(maps.rules_now(), ["a", "b"], "the running plan is back in the maps");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "# the old file\n");
+    }
+
+    #[test]
+    fn an_undo_the_maps_refuse_too_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forwarder.toml");
+        std::fs::write(&path, "# the old file\n").unwrap();
+        let mut maps = FakeMaps { refuse_applies: 2, ..FakeMaps::default() };
+        let e = run(&mut maps, case(&path, "", &[("c", 9094, "10.1.0.3:9092")]), &[])
+            .err()
+            .expect("refused");
+        assert!(e.message.contains("undoing the change failed too"), "{}", e.message);
+        assert!(e.message.ends_with("run `forwarder reload`"), "{}", e.message);
+        assert_eq!(maps.applies, 2);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_undoes_the_maps() {
+        let dir = tempfile::tempdir().unwrap();
+        // No such file: the change cannot replace it.
+        let path = dir.path().join("gone").join("forwarder.toml");
+        let mut maps = FakeMaps::default();
+        let e = run(&mut maps, case(&path, "", &[("c", 9094, "10.1.0.3:9092")]), &[])
+            .err()
+            .expect("refused");
+        assert_eq!(e.exit_code, 1);
+        assert!(
+            e.message.starts_with(&format!("{}: cannot write the config", path.display())),
+            "{}",
+            e.message
+        );
+        assert!(e.message.ends_with("change undone, the rules are as they were"), "{}", e.message);
+        let holds: Vec<Vec<&str>> =
+            maps.holds.iter().map(|h| h.iter().map(|(n, ..)| n.as_str()).collect()).collect();
+        assert_eq!(holds, [vec!["c"], vec!["a", "b"]], "applied, then put back");
+    }
+
+    #[test]
+    fn a_change_to_a_key_fixed_while_running_touches_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forwarder.toml");
+        std::fs::write(&path, "# the old file\n").unwrap();
+        let mut maps = FakeMaps::default();
+        let e = run(&mut maps, case(&path, "mode = \"tc\"", &RUNNING), &[]).err().expect("refused");
+        assert_eq!(e.exit_code, 2);
+        assert_eq!((maps.applies, maps.resets.len()), (0, 0));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "# the old file\n");
     }
 }

@@ -1,6 +1,10 @@
 //! Filling the maps from a [`Plan`]: the config, the rules, the listen addresses and the
 //! allowed sources, each synced in place (stale keys out before new ones in, so a table near
 //! its capacity can still be swapped), and the next-hop generation.
+//!
+//! [`RuleMaps`] is what a rule change writes, as a trait: the one seam between
+//! `daemon::change::commit` and the kernel, so that the commit's order and its undo are
+//! tested with a fake (as cilium's `NatMap` interface has one).
 
 use super::{
     handles::{of, MapAccessError},
@@ -10,6 +14,25 @@ use crate::plan::Plan;
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData};
 use forwarder_common::{map_names, ne_addr, Config, Rule, CONFIG_FLAG_MIGRATING};
 use std::collections::HashSet;
+
+/// The maps a rule change writes: the plan's tables, and a rule's counters when its id
+/// goes to a new rule.
+pub trait RuleMaps {
+    /// Makes the maps hold `plan`; on an error they may hold part of it.
+    fn apply(&mut self, plan: &Plan) -> Result<(), DatapathError>;
+    /// Sets a rule's counters to zero.
+    fn reset_rule_stats(&mut self, rule_id: u16) -> Result<(), MapAccessError>;
+}
+
+impl RuleMaps for Datapath {
+    fn apply(&mut self, plan: &Plan) -> Result<(), DatapathError> {
+        Datapath::apply(self, plan)
+    }
+
+    fn reset_rule_stats(&mut self, rule_id: u16) -> Result<(), MapAccessError> {
+        Datapath::reset_rule_stats(self, rule_id)
+    }
+}
 
 impl Datapath {
     /// Makes the maps hold `plan`: rules, listen addresses and allowed sources first, the
