@@ -3,7 +3,7 @@
 //! (`forwarder_tests::systemd`); its network namespace is the NAT VM of the seed topology.
 //!
 //! `systemctl start` returns with the program attached and forwarding; the daemon holds the
-//! unit's four capabilities and no other; `restart` keeps live streams; `reload` applies a
+//! unit's capabilities and no other; `restart` keeps live streams; `reload` applies a
 //! rule added to the file; `stop` leaves the data path forwarding; `systemd-analyze
 //! security` scores the unit. Afterwards the host's files and interfaces are as before.
 
@@ -23,9 +23,26 @@ use std::time::Instant;
 const CONFIG: &str = "/etc/forwarder/forwarder.toml";
 /// The listen port the reload adds (to the third broker).
 const ADDED_PORT: u16 = 9095;
-/// CAP_NET_ADMIN, CAP_SYS_RESOURCE, CAP_PERFMON, CAP_BPF: the unit's
-/// CapabilityBoundingSet= and AmbientCapabilities=.
-const UNIT_CAPS: [u32; 4] = [12, 24, 38, 39];
+/// The capabilities the unit may name, by number (linux/capability.h).
+const CAP_NUMBERS: [(&str, u32); 4] =
+    [("CAP_NET_ADMIN", 12), ("CAP_SYS_RESOURCE", 24), ("CAP_PERFMON", 38), ("CAP_BPF", 39)];
+
+/// The unit's CapabilityBoundingSet= as a capability mask, read from the unit file
+/// (packaging.rs checks the same set is its AmbientCapabilities=).
+fn unit_caps() -> Result<u64> {
+    let mut mask = 0u64;
+    for name in forwarder_tests::unit_file::words(
+        &forwarder_tests::unit_file::service(),
+        "CapabilityBoundingSet",
+    ) {
+        let (_, n) = CAP_NUMBERS
+            .iter()
+            .find(|(c, _)| *c == name)
+            .with_context(|| format!("the unit names {name}, which this test has no number for"))?;
+        mask |= 1 << n;
+    }
+    Ok(mask)
+}
 /// `systemd-analyze security` of the unit: 2.8 ("OK") with systemd 252 (Debian 12). Above
 /// this, some hardening went missing.
 const MAX_EXPOSURE: f64 = 3.0;
@@ -95,13 +112,13 @@ fn start(sd: &Systemd, topo: &Topology) -> Result<()> {
     Ok(())
 }
 
-/// The daemon's capability sets are the unit's four (those of them this machine grants at
+/// The daemon's capability sets are the unit's (those of them this machine grants at
 /// all) and nothing else; no new privileges, a seccomp filter.
 fn only_the_unit_capabilities(sd: &Systemd) -> Result<()> {
     let status = |pid: u32| std::fs::read_to_string(sd.path(&format!("/proc/{pid}/status")));
     let daemon = status(sd.main_pid()?)?;
     let granted = cap_set(&status(1)?, "CapBnd:")?;
-    let unit = UNIT_CAPS.iter().fold(0u64, |m, c| m | 1 << c);
+    let unit = unit_caps()?;
     if unit & !granted != 0 {
         println!(
             "this machine withholds capabilities {:#x} of the unit's from systemd",

@@ -101,7 +101,7 @@ done
 
 # A container to systemd (ConditionVirtualization=!container units stay off), and without
 # the capabilities that reach past the namespaces: module loading, the clock, raw I/O, the
-# kernel log. The unit's own (CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SYS_RESOURCE) remain.
+# kernel log. The unit's own (CAP_BPF CAP_NET_ADMIN CAP_PERFMON) remain.
 export container=fwt-test
 exec setpriv \
   --bounding-set -sys_module,-sys_time,-sys_rawio,-syslog,-wake_alarm,-sys_pacct,-mac_admin,-mac_override,-audit_control,-block_suspend \
