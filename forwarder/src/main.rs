@@ -64,7 +64,8 @@ fn try_main(cli: Cli) -> Outcome {
             let settings = full()?;
             let rt = tokio::runtime::Runtime::new().map_err(|e| runtime("starting tokio", e))?;
             let opts = daemon::RunOptions { allow_unresolved, force_downgrade };
-            let result = rt.block_on(daemon::run(settings, opts));
+            let result =
+                rt.block_on(async { daemon::run(settings, opts, daemon::termination()?).await });
             // Not the runtime's drop, which waits for every blocking thread: a DNS lookup
             // abandoned on a silent resolver may hang in one for minutes.
             rt.shutdown_timeout(Duration::from_millis(500));

@@ -53,12 +53,19 @@ pub struct RunOptions {
     pub force_downgrade: bool,
 }
 
-pub async fn run(settings: Settings, opts: RunOptions) -> Result<(), StepError> {
-    let signals = Signals::take()?;
+/// Runs the daemon until `shutdown` completes (then the data path stays, pinned) or an
+/// unload request (then it goes). `main` passes [`termination`]; SIGHUP, a reload, is the
+/// daemon's own.
+pub async fn run(
+    settings: Settings,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StepError> {
+    let hup = signal(SignalKind::hangup()).step("handling SIGHUP")?;
     let (started, events) = start(settings, &opts).await?;
     let running = spawn_tasks(&started, events)?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let unload = main_loop(&started.shared, &running.unload_requested, signals).await?;
+    let unload = main_loop(&started.shared, &running.unload_requested, shutdown, hup).await?;
     stop(started, running, unload).await
 }
 
@@ -367,33 +374,31 @@ fn kernel_settings(settings: &Settings, before: &mut sysctl::Before) -> Result<(
     Ok(())
 }
 
-/// The signals the daemon handles. Taken over from the default actions as the daemon
-/// starts, not when its main loop does: a SIGTERM that came after the "forwarding" line (a
-/// `systemctl stop` right after a start) killed the process by the default action, with no
-/// clean stop and a failed unit. One that comes during the start now waits for the loop.
-struct Signals {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
+/// SIGTERM or SIGINT, the daemon's shutdown. The handlers are installed when this is
+/// called (before the daemon starts), not when the main loop first polls it: a SIGTERM
+/// that came after the "forwarding" line (a `systemctl stop` right after a start) killed
+/// the process by the default action, with no clean stop and a failed unit. One that comes
+/// during the start now waits for the loop.
+pub fn termination() -> Result<impl Future<Output = ()>, StepError> {
+    let mut term = signal(SignalKind::terminate()).step("handling SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).step("handling SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
-impl Signals {
-    fn take() -> Result<Self, StepError> {
-        Ok(Self {
-            term: signal(SignalKind::terminate()).step("handling SIGTERM")?,
-            int: signal(SignalKind::interrupt()).step("handling SIGINT")?,
-            hup: signal(SignalKind::hangup()).step("handling SIGHUP")?,
-        })
-    }
-}
-
-/// Runs until a signal or an unload request; returns whether to unload.
+/// Runs until `shutdown` or an unload request; returns whether to unload. Reloads on
+/// SIGHUP (`hup`).
 async fn main_loop(
     shared: &Shared,
     unload_requested: &Notify,
-    signals: Signals,
+    shutdown: impl Future<Output = ()>,
+    mut hup: Signal,
 ) -> Result<bool, StepError> {
-    let Signals { mut term, mut int, mut hup } = signals;
+    tokio::pin!(shutdown);
     // A reload runs beside the loop, so that its lookups never hold up SIGTERM; a SIGHUP
     // meanwhile starts one more when it ends, which reads the file as it is then.
     let mut reloading = JoinSet::new();
@@ -404,8 +409,7 @@ async fn main_loop(
     };
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(false),
-            _ = int.recv() => return Ok(false),
+            () = &mut shutdown => return Ok(false),
             _ = unload_requested.notified() => return Ok(true),
             _ = hup.recv() => {
                 if reloading.is_empty() {
