@@ -157,10 +157,10 @@ COMMIT
     #[test]
     fn nft_input_chains_are_judged_in_order_with_their_policy() {
         let s = settings("");
-        let tables = nft::parse(NFT);
+        let tables = nft::parse(NFT).unwrap();
         let b = blocks(&s, &tables[1..2]);
         assert_eq!(b.iter().map(|b| b.port).collect::<Vec<_>>(), vec![9092, 9093], "{b:?}");
-        assert_eq!(b[0].fix, "nft delete rule inet fw in handle 4");
+        assert_eq!(b[0].fix, "nft delete rule inet fw in handle 9");
         assert!(b[0].by.starts_with("nft inet fw chain in `iifname"), "{}", b[0].by);
         assert_eq!(b[1].by, "nft inet fw chain in policy drop");
         assert_eq!(b[1].fix, "nft insert rule inet fw in tcp dport 9093 accept");

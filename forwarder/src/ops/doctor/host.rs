@@ -28,6 +28,8 @@ pub enum DoctorError {
     Spawn { cmd: String, cause: io::Error },
     #[error("{cmd} failed: {stderr}")]
     Command { cmd: String, stderr: String },
+    #[error("reading the output of {cmd}: {cause}")]
+    Output { cmd: String, cause: serde_json::Error },
     #[error("{what} of {iface}: {cause}")]
     Ioctl { what: &'static str, iface: String, cause: io::Error },
 }
@@ -58,17 +60,23 @@ impl Host {
             Ok(None) => {}
             Err(e) => firewall_errors.push(e),
         }
-        match command("nft", &["-a", "list", "ruleset"]) {
-            Ok(Some(text)) => {
-                tools.push("nft");
-                // iptables-nft's tables also show in nft: keep the iptables view, whose
-                // delete commands are the ones that match how the rules were added.
-                tables.extend(
-                    nft::parse(&text)
-                        .into_iter()
-                        .filter(|t| !(t.family == "ip" && managed.contains(&t.name))),
-                );
-            }
+        // JSON, nft's stable interface; it carries every rule's handle.
+        const NFT_ARGS: [&str; 3] = ["-j", "list", "ruleset"];
+        match command("nft", &NFT_ARGS) {
+            Ok(Some(json)) => match nft::parse(&json) {
+                Ok(nft_tables) => {
+                    tools.push("nft");
+                    // iptables-nft's tables also show in nft: keep the iptables view, whose
+                    // delete commands are the ones that match how the rules were added.
+                    tables.extend(
+                        nft_tables
+                            .into_iter()
+                            .filter(|t| !(t.family == "ip" && managed.contains(&t.name))),
+                    );
+                }
+                Err(cause) => firewall_errors
+                    .push(DoctorError::Output { cmd: command_line("nft", &NFT_ARGS), cause }),
+            },
             Ok(None) => {}
             Err(e) => firewall_errors.push(e),
         }
@@ -81,7 +89,7 @@ impl Host {
 /// Runs a command and returns its stdout; `Ok(None)` when it is not installed (a host
 /// without nft has no nft rules, which is not a failure).
 pub(super) fn command(program: &str, args: &[&str]) -> Result<Option<String>, DoctorError> {
-    let cmd = || format!("{program} {}", args.join(" ")).trim().to_string();
+    let cmd = || command_line(program, args);
     let out = match Command::new(program).args(args).output() {
         Ok(out) => out,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -92,6 +100,11 @@ pub(super) fn command(program: &str, args: &[&str]) -> Result<Option<String>, Do
         return Err(DoctorError::Command { cmd: cmd(), stderr });
     }
     Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// `program args...`, as errors name the command.
+fn command_line(program: &str, args: &[&str]) -> String {
+    format!("{program} {}", args.join(" ")).trim().to_string()
 }
 
 /// TCP sockets of the calling thread's namespace. `/proc/net` would follow the process's

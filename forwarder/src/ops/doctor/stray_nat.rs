@@ -86,12 +86,12 @@ mod tests {
                 "iptables -t nat -D POSTROUTING -o eth0 -j MASQUERADE",
             ]
         );
-        let strays = stray_nat(&s, &nft::parse(NFT));
+        let strays = stray_nat(&s, &nft::parse(NFT).unwrap());
         let fixes: Vec<&str> = strays.iter().map(|(_, f)| f.as_str()).collect();
         assert_eq!(
             fixes,
             vec![
-                "nft delete rule ip nat PREROUTING handle 2",
+                "nft delete rule ip nat PREROUTING handle 3",
                 "nft delete rule ip nat POSTROUTING handle 4"
             ]
         );

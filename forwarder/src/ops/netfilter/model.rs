@@ -128,11 +128,13 @@ pub fn is_target_option(name: &str) -> bool {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// 1-based line of the input.
+    /// iptables: 1-based line of the input; nft: 1-based index in the JSON listing. Orders
+    /// rules of several chains as the input does.
     pub line: usize,
     pub matches: Matches,
     pub verdict: Verdict,
-    /// As listed, for messages (iptables: without `-c` counters; nft: without the handle).
+    /// For messages. iptables: as listed, without `-c` counters; nft: in nft syntax, written
+    /// from the JSON (`nft_text`), without the handle.
     pub text: String,
     /// The command that deletes exactly this rule.
     pub delete: String,

@@ -1,259 +1,219 @@
-//! Reads `nft -a list ruleset` output into the model: tables, their chains (type, hook,
-//! policy) and rules, each with the handle its delete command needs. Sets, maps and
-//! flowtables are skipped; a rule that names a set (`ip saddr @allowed`) keeps that match in
-//! `unknown`.
+//! Reads `nft -j list ruleset` (libnftables-json(5)) into the model: tables, their chains
+//! (type, hook, policy) and rules, each with the handle its delete command needs. nft's JSON
+//! is its stable interface: values come typed (a set, a range, a prefix, `!=`), so no nft
+//! syntax is parsed here. Sets, maps and flowtables are skipped; a rule that names a set
+//! (`ip saddr @allowed`) keeps that match in `unknown`.
 
 use super::{
-    lexer::nft_tokens,
     model::{nets, port_ranges, Chain, Cond, Matches, Rule, Table, Tool, Verdict},
+    nft_text,
 };
+use serde::Deserialize;
+use serde_json::Value;
 
-/// A match value at `i`: an optional `==`/`!=`, then one item, a comma list or a `{ … }`
-/// set. Returns the negation, the items and the index after the value.
-fn nft_value(tokens: &[String], mut i: usize) -> (bool, Vec<String>, usize) {
-    let mut negated = false;
-    match tokens.get(i).map(String::as_str) {
-        Some("!=") => {
-            negated = true;
-            i += 1;
-        }
-        Some("==") => i += 1,
-        _ => {}
-    }
-    let mut items = Vec::new();
-    if tokens.get(i).map(String::as_str) == Some("{") {
-        i += 1;
-        while let Some(t) = tokens.get(i) {
-            i += 1;
-            match t.as_str() {
-                "}" => break,
-                "," => {}
-                t => items.push(t.to_string()),
-            }
-        }
-        return (negated, items, i);
-    }
-    while let Some(t) = tokens.get(i) {
-        items.push(t.clone());
-        i += 1;
-        if tokens.get(i).map(String::as_str) != Some(",") {
-            break;
-        }
-        i += 1;
-    }
-    (negated, items, i)
+/// The listing: one object per table, chain, rule, set, ... in that order of nesting.
+#[derive(Deserialize)]
+struct Listing {
+    nftables: Vec<Object>,
 }
 
-const NFT_LOG_OPTIONS: &[&str] =
-    &["prefix", "level", "flags", "group", "snaplen", "queue-threshold"];
+/// One entry of the listing. Kinds the model leaves out (`metainfo`, `set`, `map`,
+/// `flowtable`, ...) have none of these fields and are skipped.
+#[derive(Deserialize)]
+struct Object {
+    table: Option<TableObject>,
+    chain: Option<ChainObject>,
+    rule: Option<RuleObject>,
+}
 
-/// The matches and verdict of one nft rule line.
-fn parse_nft_rule(tokens: &[String]) -> (Matches, Verdict) {
+#[derive(Deserialize)]
+struct TableObject {
+    family: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct ChainObject {
+    family: String,
+    table: String,
+    name: String,
+    /// Base chains only, like `hook` and `policy`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    hook: Option<String>,
+    policy: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RuleObject {
+    family: String,
+    table: String,
+    chain: String,
+    handle: u64,
+    comment: Option<String>,
+    /// Statements in order (libnftables-json(5) STATEMENTS), read as they come: the model
+    /// names a few, and any other is kept as text in `unknown`.
+    expr: Vec<Value>,
+}
+
+/// Parses `nft -j list ruleset` output. Fails only when it is not JSON of that shape.
+pub fn parse(json: &str) -> Result<Vec<Table>, serde_json::Error> {
+    let listing: Listing = serde_json::from_str(json)?;
+    let mut tables: Vec<Table> = Vec::new();
+    for (i, object) in listing.nftables.into_iter().enumerate() {
+        if let Some(t) = object.table {
+            tables.push(Table {
+                tool: Tool::Nft,
+                family: t.family,
+                name: t.name,
+                chains: Vec::new(),
+                unreadable: Vec::new(),
+            });
+        } else if let Some(c) = object.chain {
+            let Some(t) = find(&tables, &c.family, &c.table) else { continue };
+            tables[t].chains.push(Chain {
+                name: c.name,
+                hook: c.hook,
+                kind: c.kind.unwrap_or_default(),
+                policy_drop: c.policy.as_deref() == Some("drop"),
+                rules: Vec::new(),
+            });
+        } else if let Some(r) = object.rule {
+            let Some(t) = find(&tables, &r.family, &r.table) else { continue };
+            let Some(chain) = tables[t].chains.iter_mut().find(|c| c.name == r.chain) else {
+                continue;
+            };
+            chain.rules.push(rule(i + 1, &r));
+        }
+    }
+    Ok(tables)
+}
+
+/// The index of a table; a table is named by its family and name together.
+fn find(tables: &[Table], family: &str, name: &str) -> Option<usize> {
+    tables.iter().position(|t| t.family == family && t.name == name)
+}
+
+fn rule(line: usize, r: &RuleObject) -> Rule {
+    let (matches, verdict) = matches_and_verdict(&r.expr);
+    let delete =
+        format!("nft delete rule {} {} {} handle {}", r.family, r.table, r.chain, r.handle);
+    let text = nft_text::rule(&r.expr, r.comment.as_deref());
+    Rule { line, matches, verdict, text, delete, opts: Vec::new() }
+}
+
+/// The matches of a rule's statements up to its verdict, and the verdict.
+fn matches_and_verdict(statements: &[Value]) -> (Matches, Verdict) {
     let mut m = Matches::default();
-    let mut i = 0;
-    while i < tokens.len() {
-        let t = tokens[i].as_str();
-        let next = tokens.get(i + 1).map(String::as_str).unwrap_or("");
-        let value_at = |at| nft_value(tokens, at);
-        match (t, next) {
-            ("meta", "l4proto") | ("ip", "protocol") => {
-                let (negated, items, end) = value_at(i + 2);
-                m.protocols = Some(Cond { negated, items });
-                i = end;
-            }
-            ("tcp" | "th" | "udp" | "sctp", "dport") => {
-                if t != "th" {
-                    m.protocols = Some(Cond { negated: false, items: vec![t.to_string()] });
-                }
-                let (negated, items, end) = value_at(i + 2);
-                match port_ranges(&items, Tool::Nft.range_sep()) {
-                    Some(_) => m.dports = Some(Cond { negated, items }),
-                    None => m.unknown.push(format!("{t} dport {}", items.join(","))),
-                }
-                i = end;
-            }
-            ("ip", "saddr") => {
-                let (negated, items, end) = value_at(i + 2);
-                match nets(&items) {
-                    Some(_) => m.sources = Some(Cond { negated, items }),
-                    None => m.unknown.push(format!("ip saddr {}", items.join(","))),
-                }
-                i = end;
-            }
-            ("ip", "daddr") => {
-                let (negated, items, end) = value_at(i + 2);
-                m.destinations = Some(Cond { negated, items });
-                i = end;
-            }
-            ("ct", "state") => {
-                let (negated, items, end) = value_at(i + 2);
-                m.states = Some(Cond { negated, items });
-                i = end;
-            }
-            ("iifname" | "iif", _) | ("oifname" | "oif", _) => {
-                let (negated, items, end) = value_at(i + 1);
-                let cond = Some(Cond { negated, items });
-                if t.starts_with('i') {
-                    m.in_ifaces = cond;
-                } else {
-                    m.out_ifaces = cond;
-                }
-                i = end;
-            }
-            ("counter", _) => {
-                i += 1;
-                while matches!(tokens.get(i).map(String::as_str), Some("packets" | "bytes")) {
-                    i += 2;
-                }
-            }
-            ("comment", _) => i += 2,
-            ("log", _) => {
-                i += 1;
-                while tokens.get(i).is_some_and(|o| NFT_LOG_OPTIONS.contains(&o.as_str())) {
-                    i += 2;
-                }
-            }
-            _ => match nft_verdict(&tokens[i..]) {
-                Some(v) => return (m, v),
-                None => {
-                    m.unknown.push(t.to_string());
-                    i += 1;
-                }
-            },
+    for statement in statements {
+        let Some((kind, body)) = nft_text::single_key(statement) else {
+            m.unknown.push(nft_text::statement(statement));
+            continue;
+        };
+        if let Some(v) = verdict(kind, body) {
+            return (m, v);
+        }
+        match kind {
+            "match" if read_match(&mut m, body) => {}
+            // Counting and logging do not change where a packet goes.
+            "counter" | "log" => {}
+            _ => m.unknown.push(nft_text::statement(statement)),
         }
     }
     (m, Verdict::Other("no verdict".into()))
 }
 
-fn nft_verdict(tokens: &[String]) -> Option<Verdict> {
-    let arg = || tokens.get(1).cloned().unwrap_or_default();
-    Some(match tokens.first()?.as_str() {
+/// Reads `{"op", "left", "right"}` into the field the model has for it; false when there
+/// is none (another field, an operator such as `>`, a value such as `@set`).
+fn read_match(m: &mut Matches, body: &Value) -> bool {
+    let negated = match body["op"].as_str() {
+        Some("==" | "in") => false,
+        Some("!=") => true,
+        _ => return false,
+    };
+    let Some(field) = nft_text::field(&body["left"]) else { return false };
+    let Some(items) = values(&body["right"]) else { return false };
+    let cond = |items| Some(Cond { negated, items });
+    match field {
+        ("meta", "l4proto") | ("ip", "protocol") => m.protocols = cond(items),
+        (proto @ ("tcp" | "udp" | "sctp" | "th"), "dport")
+            if port_ranges(&items, Tool::Nft.range_sep()).is_some() =>
+        {
+            // `th` is any transport header: the port says nothing of the protocol.
+            if proto != "th" {
+                m.protocols = Some(Cond { negated: false, items: vec![proto.to_string()] });
+            }
+            m.dports = cond(items);
+        }
+        ("ip", "saddr") if nets(&items).is_some() => m.sources = cond(items),
+        ("ip", "daddr") => m.destinations = cond(items),
+        ("ct", "state") => m.states = cond(items),
+        ("meta", "iifname" | "iif") => m.in_ifaces = cond(items),
+        ("meta", "oifname" | "oif") => m.out_ifaces = cond(items),
+        _ => return false,
+    }
+    true
+}
+
+/// The items of a match's right side as nft writes them: `8080`, `9000-9092`,
+/// `10.0.0.0/8`, `eth*`; a list (`established,related`) or anonymous set gives several.
+/// `None` for anything else (a named set is a string, `@allowed`, and fails later checks).
+fn values(right: &Value) -> Option<Vec<String>> {
+    match right {
+        Value::Array(items) => items.iter().map(nft_text::value).collect(),
+        Value::Object(o) if o.contains_key("set") => {
+            o["set"].as_array()?.iter().map(nft_text::value).collect()
+        }
+        v => Some(vec![nft_text::value(v)?]),
+    }
+}
+
+/// The verdict a statement ends the rule with, if it does.
+fn verdict(kind: &str, body: &Value) -> Option<Verdict> {
+    let target = || body["target"].as_str().unwrap_or_default().to_string();
+    Some(match kind {
         "accept" => Verdict::Accept,
         "drop" => Verdict::Drop,
         "reject" => Verdict::Reject,
         "return" => Verdict::Return,
-        "jump" => Verdict::Jump(arg()),
-        "goto" => Verdict::Goto(arg()),
+        "jump" => Verdict::Jump(target()),
+        "goto" => Verdict::Goto(target()),
         "masquerade" => Verdict::Masquerade,
-        "dnat" => {
-            // `dnat to A:P` or `dnat ip to A:P`.
-            let to = tokens.iter().position(|t| t == "to").and_then(|p| tokens.get(p + 1));
-            Verdict::Dnat(to.cloned().unwrap_or_default())
-        }
-        v @ ("continue" | "snat" | "redirect" | "queue" | "notrack") => Verdict::Other(v.into()),
+        "dnat" => Verdict::Dnat(nft_text::nat_to(body)),
+        "continue" | "snat" | "redirect" | "queue" | "notrack" => Verdict::Other(kind.into()),
         _ => return None,
     })
-}
-
-/// Parses `nft -a list ruleset` output.
-pub fn parse(text: &str) -> Vec<Table> {
-    let mut tables: Vec<Table> = Vec::new();
-    // Brace depth: 0 outside tables, 1 in a table, 2 in a chain.
-    let mut depth = 0usize;
-    // Inside a table-level block the model leaves out (set, map, flowtable, ...): skip until the
-    // depth is back at 1.
-    let mut skipping = false;
-    for (i, line) in text.lines().enumerate() {
-        let (tokens, comment) = nft_tokens(line);
-        let opens = tokens.iter().filter(|t| *t == "{").count();
-        let closes = tokens.iter().filter(|t| *t == "}").count();
-        let before = depth;
-        depth = (depth + opens).saturating_sub(closes);
-        if skipping {
-            skipping = depth > 1;
-            continue;
-        }
-        let first = tokens.first().map(String::as_str).unwrap_or("");
-        match (before, first) {
-            (0, "table") if tokens.len() >= 3 => tables.push(Table {
-                tool: Tool::Nft,
-                family: tokens[1].clone(),
-                name: tokens[2].clone(),
-                chains: Vec::new(),
-                unreadable: Vec::new(),
-            }),
-            (1, "chain") if tokens.len() >= 2 => {
-                if let Some(t) = tables.last_mut() {
-                    t.chains.push(Chain { name: tokens[1].clone(), ..Default::default() });
-                }
-            }
-            (1, _) if depth > 1 => skipping = true,
-            (2, "type") => {
-                if let Some(c) = tables.last_mut().and_then(|t| t.chains.last_mut()) {
-                    nft_chain_head(c, &tokens);
-                }
-            }
-            (2, "policy") => {
-                if let Some(c) = tables.last_mut().and_then(|t| t.chains.last_mut()) {
-                    c.policy_drop = tokens.get(1).is_some_and(|p| p == "drop");
-                }
-            }
-            (2, "}" | "comment" | "devices" | "") => {}
-            (2, _) => {
-                let Some(t) = tables.last_mut() else { continue };
-                let (family, name) = (t.family.clone(), t.name.clone());
-                let Some(c) = t.chains.last_mut() else { continue };
-                c.rules.push(nft_rule(&family, &name, &c.name, i + 1, line, &tokens, &comment));
-            }
-            _ => {}
-        }
-    }
-    tables
-}
-
-/// `type filter hook input priority filter; policy drop;`
-fn nft_chain_head(chain: &mut Chain, tokens: &[String]) {
-    let after = |key: &str| tokens.iter().position(|t| t == key).and_then(|p| tokens.get(p + 1));
-    chain.kind = after("type").cloned().unwrap_or_default();
-    chain.hook = after("hook").cloned();
-    chain.policy_drop = after("policy").is_some_and(|p| p == "drop");
-}
-
-fn nft_rule(
-    family: &str,
-    table: &str,
-    chain: &str,
-    line_no: usize,
-    line: &str,
-    tokens: &[String],
-    comment: &str,
-) -> Rule {
-    let (matches, verdict) = parse_nft_rule(tokens);
-    let text = line.split(" # handle").next().unwrap_or(line).trim().to_string();
-    let delete = match comment.strip_prefix("handle ").and_then(|h| h.trim().parse::<u64>().ok()) {
-        Some(h) => format!("nft delete rule {family} {table} {chain} handle {h}"),
-        None => format!("nft -a list chain {family} {table} {chain}  # then: nft delete rule {family} {table} {chain} handle N"),
-    };
-    Rule { line: line_no, matches, verdict, text, delete, opts: Vec::new() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::netfilter::{fixtures::NFT, lexer::nft_tokens};
+    use crate::ops::netfilter::fixtures::NFT;
+    use serde_json::json;
 
     #[test]
     fn nft_ruleset_parses_chains_sets_and_handles() {
-        let tables = parse(NFT);
+        let tables = parse(NFT).unwrap();
         assert_eq!(
             tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
             vec!["filter", "fw", "nat"]
         );
         let fw = &tables[1];
-        assert_eq!(fw.chains.len(), 2, "the set block is not a chain: {:?}", fw.chains);
+        assert_eq!(fw.chains.len(), 2, "the set is not a chain: {:?}", fw.chains);
         let input = fw.chain("in").unwrap();
         assert!(input.policy_drop);
         assert_eq!((input.kind.as_str(), input.hook.as_deref()), ("filter", Some("input")));
         assert_eq!(input.rules.len(), 5);
         let reject = &input.rules[4];
         assert_eq!(reject.verdict, Verdict::Reject);
-        assert_eq!(reject.delete, "nft delete rule inet fw in handle 4");
+        assert_eq!(reject.delete, "nft delete rule inet fw in handle 9");
         assert_eq!(
             reject.text,
             "iifname \"eth*\" tcp dport 9000-9092 log prefix \"no: \" reject with tcp reset"
         );
         assert!(reject.matches.unknown.is_empty(), "{:?}", reject.matches);
         assert_eq!(input.rules[2].matches.unknown, vec!["ip saddr @allowed"]);
+        assert_eq!(input.rules[3].text, "tcp dport { 22, 8080 } accept comment \"ssh and probe\"");
         let nat = &tables[2];
         assert_eq!(
             nat.chain("PREROUTING").unwrap().rules[0].verdict,
@@ -262,13 +222,27 @@ mod tests {
         assert_eq!(nat.chain("POSTROUTING").unwrap().rules[0].verdict, Verdict::Masquerade);
     }
 
+    /// `tcp dport != { 22, 8080 } ct state established,related accept`, from nftables 1.0.6.
     #[test]
     fn nft_values_read_negation_sets_and_lists() {
-        let (t, _) = nft_tokens("tcp dport != { 22, 8080 } ct state established,related accept");
-        assert_eq!(nft_value(&t, 2), (true, vec!["22".into(), "8080".into()], 8));
-        assert_eq!(nft_value(&t, 10), (false, vec!["established".into(), "related".into()], 13));
-        let (m, v) = parse_nft_rule(&t);
+        let statements = [
+            json!({"match": {"op": "!=", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                "right": {"set": [22, 8080]}}}),
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                "right": ["established", "related"]}}),
+            json!({"accept": null}),
+        ];
+        let (m, v) = matches_and_verdict(&statements);
         assert_eq!(v, Verdict::Accept);
-        assert!(m.dports.unwrap().negated);
+        assert_eq!(m.dports, Some(Cond { negated: true, items: vec!["22".into(), "8080".into()] }));
+        let states = vec!["established".to_string(), "related".to_string()];
+        assert_eq!(m.states, Some(Cond { negated: false, items: states }));
+        assert!(m.unknown.is_empty(), "{m:?}");
+    }
+
+    #[test]
+    fn output_that_is_not_the_listing_fails() {
+        assert!(parse("table ip filter {").is_err());
+        assert!(parse(r#"{"tables": []}"#).is_err());
     }
 }
