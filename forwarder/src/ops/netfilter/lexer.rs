@@ -1,5 +1,5 @@
-//! Splitting rule text: the one place that knows how iptables-save quotes its words, how
-//! `iptables-save -c` prefixes counters, and how `nft list ruleset` lines break into tokens.
+//! Splitting iptables-save lines: the one place that knows how iptables-save quotes its
+//! words and how `iptables-save -c` prefixes counters.
 
 /// A quote that is never closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,44 +58,6 @@ fn read_quoted(
     Err(UnterminatedQuote { quote })
 }
 
-/// Splits an nft line into tokens: words, quoted strings (without quotes), and `{`, `}`,
-/// `,`, `;` on their own. A `#` outside quotes starts the comment, which is returned apart
-/// (`-a` puts `handle N` there).
-pub fn nft_tokens(line: &str) -> (Vec<String>, String) {
-    let mut tokens = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.char_indices();
-    let flush = |cur: &mut String, tokens: &mut Vec<String>| {
-        if !cur.is_empty() {
-            tokens.push(std::mem::take(cur));
-        }
-    };
-    while let Some((pos, c)) = chars.next() {
-        match c {
-            '"' => {
-                for (_, q) in chars.by_ref() {
-                    if q == '"' {
-                        break;
-                    }
-                    cur.push(q);
-                }
-            }
-            '#' => {
-                flush(&mut cur, &mut tokens);
-                return (tokens, line[pos + 1..].trim().to_string());
-            }
-            '{' | '}' | ',' | ';' => {
-                flush(&mut cur, &mut tokens);
-                tokens.push(c.to_string());
-            }
-            c if c.is_whitespace() => flush(&mut cur, &mut tokens),
-            c => cur.push(c),
-        }
-    }
-    flush(&mut cur, &mut tokens);
-    (tokens, String::new())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,15 +84,5 @@ mod tests {
             shell_words(r#"-A INPUT -m comment --comment "say \"hi\" there" -j ACCEPT"#).unwrap(),
             vec!["-A", "INPUT", "-m", "comment", "--comment", "say \"hi\" there", "-j", "ACCEPT"]
         );
-    }
-
-    #[test]
-    fn nft_tokens_split_sets_and_keep_the_comment_apart() {
-        let (t, comment) = nft_tokens("tcp dport { 22,8080 } log prefix \"a #b\" drop # handle 4");
-        assert_eq!(
-            t,
-            ["tcp", "dport", "{", "22", ",", "8080", "}", "log", "prefix", "a #b", "drop"]
-        );
-        assert_eq!(comment, "handle 4");
     }
 }
