@@ -19,7 +19,8 @@ use core::mem::size_of;
 /// NEXTHOP_GEN and CT_COUNT; `Config::max_flows`.
 ///
 /// 3: [`CtEntry::established_ns`] (the handshake's length through the forwarder, for `flows`)
-/// and `Config::flags` ([`CONFIG_FLAG_MIGRATING`], the window of an upgrade's map copy).
+/// and `Config::flags` ([`CONFIG_FLAG_MIGRATING`], the window of an upgrade's map copy;
+/// [`CONFIG_FLAG_UPGRADE_COPIED`], its pins being moved).
 /// A daemon of this layout copies the tables of layout 2 into its own (the converter lives
 /// with layout 2's definition, `forwarder/src/datapath/migrate/from_v2.rs`).
 pub const LAYOUT_VERSION: u32 = 3;
@@ -353,6 +354,12 @@ const _: () = {
 /// a rule's port (a SYN included: no flow is opened whose SNAT port a flow being copied
 /// may hold), or to the SNAT address within the SNAT port range.
 pub const CONFIG_FLAG_MIGRATING: u32 = 1 << 0;
+
+/// `Config::flags`, the daemon's alone (the program ignores it): an upgrade's copy is
+/// complete, the bulk copy and the catch-up both, and only moving its staged pins over the
+/// old ones is left. Set on the staged CONFIG just before the moves, so that a start after
+/// a daemon killed during them finishes them instead of finding half of each layout.
+pub const CONFIG_FLAG_UPGRADE_COPIED: u32 = 1 << 1;
 
 impl Config {
     /// How long an entry in `state` may stay idle before it counts as gone.

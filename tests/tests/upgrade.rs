@@ -1,14 +1,26 @@
 //! A daemon of this build and pins left by a build with another map layout it cannot
 //! upgrade from: an older one (refused, saying what to do) and a newer one (a downgrade:
-//! refused, saying what it would lose, unless forced), before anything is changed. The
+//! refused, saying what it would lose, unless forced), before anything is changed; and
+//! upgrades from the previous layout whose daemon was killed on the way. The
 //! upgrade from the previous layout, with live connections under the real systemd and
 //! through the .deb, is tests/tests/package_upgrade.rs.
 
-use forwarder::datapath::{pins::Pins, Datapath, Downgrade};
-use forwarder_common::{map_names, LAYOUT_VERSION};
+use aya::maps::{Array, MapData};
+use forwarder::datapath::{
+    handles::open_pinned,
+    migrate::Migration,
+    pins::{Pinned, Pins},
+    Datapath, Downgrade,
+};
+use forwarder_common::{
+    map_names, Config, CONFIG_FLAG_MIGRATING, CONFIG_FLAG_UPGRADE_COPIED, LAYOUT_VERSION,
+};
 use forwarder_tests::{
     require_root,
-    staged_pins::{create_map, pin_config, update, RemoveOnDrop},
+    staged_pins::{
+        create_map, pin_config, stage_layout_2, stage_layout_2_flows, update, RemoveOnDrop,
+    },
+    testrun::default_plan,
     topology::test_bpffs,
 };
 use std::path::Path;
@@ -88,4 +100,82 @@ fn pins_of_a_layout_older_than_the_previous_are_refused_clearly() {
     for want in ["incompatible build", "layout version 1", "forwarder unload"] {
         assert!(err.contains(want), "the refusal does not say {want:?}: {err}");
     }
+}
+
+/// Flows staged in layout 2's tables for the interrupted upgrades below.
+const STAGED_FLOWS: u32 = 300;
+const STAGED_MAX_FLOWS: u32 = 1024;
+
+/// Layout 2's pins with [`STAGED_FLOWS`] established flows, and a start of this build on
+/// them that has copied every flow into its staging directory (the bulk copy) and filled
+/// the rules, as the daemon does before it swaps the program into the links.
+fn an_upgrade_under_way(dir: &Path) -> Datapath {
+    stage_layout_2(dir, STAGED_MAX_FLOWS).unwrap();
+    stage_layout_2_flows(dir, STAGED_FLOWS).unwrap();
+    let mut dp = Datapath::load_pinned(STAGED_MAX_FLOWS, &Pins::new(dir)).unwrap();
+    assert!(dp.migration_report().is_some(), "no upgrade began on layout 2's pins");
+    dp.apply(&default_plan()).unwrap();
+    dp
+}
+
+/// What a start after an interrupted upgrade must leave: this layout's pins, no staging
+/// directory, every staged flow, and (once the rules are applied, as the daemon does next)
+/// neither upgrade flag on the program's CONFIG.
+fn assert_upgraded(dir: &Path, mut dp: Datapath) {
+    let pins = Pins::new(dir);
+    match pins.check_compatible() {
+        Ok(Pinned::Current { .. }) => {}
+        other => panic!("the pins after the start: {other:?}"),
+    }
+    let staging = Migration::staging_for(&pins);
+    assert!(!staging.dir().exists(), "{} is left", staging.dir().display());
+    assert_eq!(dp.flows().unwrap().len(), STAGED_FLOWS as usize, "flows after the start");
+    dp.finish_migration().unwrap();
+    dp.apply(&default_plan()).unwrap();
+    let config: Array<MapData, Config> = open_pinned(&pins, map_names::CONFIG).unwrap();
+    let flags = config.get(&0, 0).unwrap().flags;
+    assert_eq!(flags & (CONFIG_FLAG_MIGRATING | CONFIG_FLAG_UPGRADE_COPIED), 0, "flags {flags:#x}");
+}
+
+/// A daemon killed while it moved the staged pins over the old ones (after its copy was
+/// complete): the next start finishes the moves. Before, it found half of each layout
+/// pinned and refused to start, while the program, still told an upgrade was under way,
+/// dropped every new connection.
+#[test]
+fn an_upgrade_killed_while_moving_its_pins_is_finished_by_the_next_start() {
+    require_root();
+    let dir = test_bpffs().join(format!("upgrade-moving-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(dir.clone());
+    let mut dp = an_upgrade_under_way(&dir);
+    dp.catch_up_migration().unwrap();
+    // Killed after moving two pins of the staging directory, one of them a table whose
+    // layout changed.
+    let staging = Migration::staging_for(&Pins::new(&dir));
+    for name in [map_names::CT_ESTABLISHED, map_names::RULE_STATS] {
+        std::fs::rename(staging.map(name), dir.join(name)).unwrap();
+    }
+    drop(dp);
+
+    let dp = Datapath::load_pinned(STAGED_MAX_FLOWS, &Pins::new(&dir))
+        .expect("the start after an upgrade killed while moving its pins");
+    assert!(dp.migration_report().is_none(), "a finished copy was begun again");
+    assert_upgraded(&dir, dp);
+}
+
+/// Killed before its copy was complete (after the bulk copy, before the catch-up): the
+/// next start upgrades again from the old tables, which still hold every flow.
+#[test]
+fn an_upgrade_killed_before_its_copy_was_complete_is_made_again() {
+    require_root();
+    let dir = test_bpffs().join(format!("upgrade-copying-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(dir.clone());
+    drop(an_upgrade_under_way(&dir));
+
+    let dp = Datapath::load_pinned(STAGED_MAX_FLOWS, &Pins::new(&dir))
+        .expect("the start after an upgrade killed during its copy");
+    assert!(dp.migration_report().is_some(), "the upgrade was not begun again");
+    let mut dp = dp;
+    dp.apply(&default_plan()).unwrap();
+    dp.finish_migration().unwrap();
+    assert_upgraded(&dir, dp);
 }

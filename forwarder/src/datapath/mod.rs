@@ -160,6 +160,16 @@ impl Datapath {
         pins: &Pins,
         downgrade: Downgrade,
     ) -> Result<Self, DatapathError> {
+        let interrupted = Migration::complete_interrupted(pins).map_err(|source| {
+            DatapathError::Migrate { from: migrate::from_v2::VERSION, to: LAYOUT_VERSION, source }
+        })?;
+        if interrupted {
+            tracing::warn!(
+                pins = %pins.dir().display(),
+                "an upgrade of the pinned maps stopped after its copy, while moving its pins: \
+                 finished them"
+            );
+        }
         let pinned = match pins.check_compatible() {
             Err(e @ PinError::Newer { .. }) if downgrade == Downgrade::Force => {
                 tracing::warn!("{e}; --force-downgrade: removing them");
@@ -225,20 +235,28 @@ impl Datapath {
     /// copy, puts this build's pins in place of the old ones and lets unknown packets go to
     /// the kernel again. Returns what the upgrade did.
     pub fn finish_migration(&mut self) -> Result<Option<migrate::Report>, DatapathError> {
+        self.catch_up_migration()?;
         let Some(m) = self.migration.take() else {
             return Ok(None);
         };
-        let to = LAYOUT_VERSION;
-        let from = m.report().from_version;
-        let report = m.finish(&mut self.maps).map_err(|source| DatapathError::Migrate {
-            from,
-            to,
-            source,
-        })?;
+        let (from, to) = (m.report().from_version, LAYOUT_VERSION);
+        let report = m.finish().map_err(|source| DatapathError::Migrate { from, to, source })?;
+        // `config` never had UPGRADE_COPIED: it was set on the map alone.
         self.config.flags &= !forwarder_common::CONFIG_FLAG_MIGRATING;
         let name = forwarder_common::map_names::CONFIG;
         self.maps.config.set(0, self.config, 0).map_err(handles::of(name))?;
         Ok(Some(report))
+    }
+
+    /// The first part of [`Self::finish_migration`]: copies what the old program changed
+    /// since the bulk copy and marks the copy complete, but moves no pin yet (a daemon
+    /// killed now leaves that to the next start; tests/tests/upgrade.rs stops here).
+    pub fn catch_up_migration(&mut self) -> Result<(), DatapathError> {
+        let Some(m) = self.migration.as_mut() else {
+            return Ok(());
+        };
+        let (from, to) = (m.report().from_version, LAYOUT_VERSION);
+        m.catch_up(&mut self.maps).map_err(|source| DatapathError::Migrate { from, to, source })
     }
 
     /// The upgrade under way (`finish_migration` not called yet): its bulk copy so far.

@@ -12,10 +12,18 @@
 //!    and written. The daemon then fills the rule maps with `CONFIG_FLAG_MIGRATING` set.
 //! 3. The daemon swaps this program into each pinned link (`bpf_link_update`, atomic per
 //!    interface). From here the old maps are frozen: no program writes them.
-//! 4. `finish`: the old tables are read again and whatever the old program changed between
-//!    the bulk copy and the swap (flows opened, closed, promoted, counted) is written over;
-//!    then the flag is cleared, the staged pins replace the old ones (rename over them, the
-//!    version-bearing CONFIG last) and the staging directory goes.
+//! 4. `catch_up`: the old tables are read again and whatever the old program changed
+//!    between the bulk copy and the swap (flows opened, closed, promoted, counted) is
+//!    written over; the staged CONFIG is marked `CONFIG_FLAG_UPGRADE_COPIED`. `finish`:
+//!    the staged pins replace the old ones (rename over them, the version-bearing CONFIG
+//!    last) and the staging directory goes; then the daemon clears the flags.
+//!
+//! A daemon killed on the way: before the mark, the next start finds layout 2's CONFIG
+//! and upgrades again from the old tables (the staging directory is made anew); flows stay,
+//! what the new program counted since the swap is lost. After the mark, the next start
+//! finds it on the staged CONFIG and finishes the moves ([`Migration::complete_interrupted`]);
+//! without that it found half of each layout pinned and refused to start, while the
+//! program, its flag still set, refused every new connection.
 //!
 //! The window, and how it is closed: between the swap (3) and the end of `finish` (4) a
 //! flow the old program opened after the bulk copy is not in the new tables yet. A packet
@@ -35,8 +43,8 @@ use crate::datapath::{
 };
 use aya::maps::{Array, HashMap as BpfHash, MapData, PerCpuArray};
 use forwarder_common::{
-    map_names, CtEntry, FlowKey, RuleStats, CT_COUNT_KERNEL, CT_COUNT_SWEPT, CT_FLAG_REPLY,
-    LAYOUT_VERSION, MAX_RULES,
+    map_names, CtEntry, FlowKey, RuleStats, CONFIG_FLAG_UPGRADE_COPIED, CT_COUNT_KERNEL,
+    CT_COUNT_SWEPT, CT_FLAG_REPLY, LAYOUT_VERSION, MAX_RULES,
 };
 use from_v2::CtEntryV2;
 use std::{
@@ -93,6 +101,7 @@ pub struct Migration {
     swap_started: Option<Instant>,
     /// The program's slot of the flow count as the bulk copy wrote it into the new map.
     kernel_at_bulk: u64,
+    catch_up_started: Option<Instant>,
     report: Report,
 }
 
@@ -127,6 +136,7 @@ impl Migration {
             copied: HashMap::new(),
             swap_started: None,
             kernel_at_bulk: 0,
+            catch_up_started: None,
             report: Report { from_version, ..Default::default() },
         })
     }
@@ -177,10 +187,13 @@ impl Migration {
         self.swap_started.get_or_insert_with(Instant::now);
     }
 
-    /// Step 4: the old program is off every link. Writes what it changed after the bulk
-    /// copy, sets the flow count from the table, and moves the staged pins over the old
-    /// ones. The caller then clears `CONFIG_FLAG_MIGRATING`.
-    pub fn finish(mut self, new: &mut MapHandles) -> Result<Report, MigrateError> {
+    /// Step 4, first part: the old program is off every link. Writes what it changed after
+    /// the bulk copy, sets the flow count from the table, and marks the staged CONFIG as
+    /// copied.
+    pub fn catch_up(&mut self, new: &mut MapHandles) -> Result<(), MigrateError> {
+        if self.catch_up_started.is_some() {
+            return Ok(());
+        }
         let t = Instant::now();
         let mut caught_up = 0;
         let mut originals = 0;
@@ -211,11 +224,50 @@ impl Migration {
             let _ = new.conntrack.embryonic.remove(key);
         }
         self.count_flows(new, originals as u64)?;
+        let name = map_names::CONFIG;
+        let mut config = new.config.get(&0, 0).map_err(of(name))?;
+        config.flags |= CONFIG_FLAG_UPGRADE_COPIED;
+        new.config.set(0, config, 0).map_err(of(name))?;
         self.report.caught_up = caught_up;
+        self.catch_up_started = Some(t);
+        Ok(())
+    }
+
+    /// Step 4, second part, after [`Self::catch_up`]: moves the staged pins over the old
+    /// ones. The caller then clears the flags.
+    pub fn finish(mut self) -> Result<Report, MigrateError> {
         self.pins.replace_with(&self.staging)?;
         self.report.window = self.swap_started.map(|t| t.elapsed()).unwrap_or_default();
-        self.report.catch_up = t.elapsed();
+        self.report.catch_up = self.catch_up_started.map(|t| t.elapsed()).unwrap_or_default();
         Ok(self.report)
+    }
+
+    /// At a start, before the pins are checked: finishes an upgrade whose daemon was
+    /// killed after its copy was complete (its staged CONFIG says so), during or just
+    /// before the pin moves. Every link then runs this layout's program on the staged
+    /// maps and the old tables are copied and frozen; moving the rest of the staged pins
+    /// is all that is left, and the daemon's `apply` clears the flags. Returns whether
+    /// there was such an upgrade. An empty staging directory left by a kill after the
+    /// last move goes too.
+    pub fn complete_interrupted(pins: &Pins) -> Result<bool, MigrateError> {
+        let staging = Self::staging_for(pins);
+        if !staging.dir().exists() {
+            return Ok(false);
+        }
+        if !staging.map(map_names::CONFIG).exists() {
+            // Removed only if empty (a kill after the last move); otherwise an upgrade that
+            // stopped before its copy was complete, whose staging `begin` makes anew.
+            let _ = std::fs::remove_dir(staging.dir());
+            return Ok(false);
+        }
+        let config: Array<MapData, forwarder_common::Config> =
+            open_pinned(&staging, map_names::CONFIG)?;
+        let value = config.get(&0, 0).map_err(of(map_names::CONFIG))?;
+        if value.layout_version != LAYOUT_VERSION || value.flags & CONFIG_FLAG_UPGRADE_COPIED == 0 {
+            return Ok(false);
+        }
+        pins.replace_with(&staging)?;
+        Ok(true)
     }
 
     /// Sets the flow count to the old program's established flows plus what the new
