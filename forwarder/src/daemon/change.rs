@@ -85,7 +85,7 @@ fn in_turn(
     // rule if the walk saw no flow of it, and a flow that starts in that gap (until the
     // maps change) then shares its id with the new rule's flows. The data path takes no
     // lock, so no walk could close that gap entirely.
-    let scan = shared.tables.scan().map_err(ChangeError::runtime)?;
+    let scan = shared.tables.scan().map_err(ChangeError::runtime_because)?;
     let held = flows::held_rule_ids(&scan.flows);
     commit(&mut shared.lock().expect("lock"), prepared, &held)
 }
@@ -171,7 +171,7 @@ fn apply(
     check_live_changeable(running.settings, &new)?;
     let mut rule_ids = running.rule_ids.clone();
     let plan = Plan::build_with_ids(&new, running.allow_unresolved, &resolved, &mut rule_ids, held)
-        .map_err(ChangeError::invalid)?;
+        .map_err(ChangeError::invalid_because)?;
     let summary = describe_change(running.plan, &plan);
     // Ids given to a new rule may have counted for a removed one.
     let fresh: Vec<u16> = plan
@@ -181,7 +181,7 @@ fn apply(
         .map(|r| r.rule_id)
         .collect();
     for id in fresh {
-        maps.reset_rule_stats(id).map_err(ChangeError::runtime)?;
+        maps.reset_rule_stats(id).map_err(ChangeError::runtime_because)?;
     }
     if let Err(e) = maps.apply(&plan) {
         let e = crate::error::chain(&e);

@@ -28,16 +28,22 @@ pub struct ChangeError {
     pub message: String,
 }
 
+/// A message, not an error: an error goes through `*_because`, which shows its sources (a
+/// `to_string` would show only its own part).
 impl ChangeError {
-    pub(super) fn invalid(message: impl ToString) -> Self {
-        Self { exit_code: 2, message: message.to_string() }
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
+        Self { exit_code: 2, message: message.into() }
     }
-    pub(super) fn runtime(message: impl ToString) -> Self {
-        Self { exit_code: 1, message: message.to_string() }
+    pub(super) fn runtime(message: impl Into<String>) -> Self {
+        Self { exit_code: 1, message: message.into() }
     }
     /// Invalid because of `e`, which is shown with its sources: the answer is text.
     pub(super) fn invalid_because(e: impl std::error::Error) -> Self {
         Self::invalid(crate::error::chain(&e))
+    }
+    /// A runtime failure, `e` shown with its sources.
+    pub(super) fn runtime_because(e: impl std::error::Error) -> Self {
+        Self::runtime(crate::error::chain(&e))
     }
 }
 
@@ -122,7 +128,7 @@ impl Live {
     }
 
     pub(super) fn save_state(&self) -> Result<(), ChangeError> {
-        self.state.save(&self.state_path).map_err(ChangeError::runtime)
+        self.state.save(&self.state_path).map_err(ChangeError::runtime_because)
     }
 
     pub(super) fn refuse_if_stopping(&self) -> Result<(), ChangeError> {
@@ -268,7 +274,7 @@ impl Live {
         let active = flows::active_per_rule(flows);
         let mut rows = Vec::new();
         for r in &self.plan.rules {
-            let t = self.dp.rule_totals(r.rule_id).map_err(ChangeError::runtime)?;
+            let t = self.dp.rule_totals(r.rule_id).map_err(ChangeError::runtime_because)?;
             rows.push(RuleStatsRow {
                 name: r.name.clone(),
                 id: r.rule_id,

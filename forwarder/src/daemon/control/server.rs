@@ -112,7 +112,7 @@ fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
 fn handle(shared: &Shared, req: Request) -> Response {
     let live = || shared.lock().expect("lock");
     // The readers walk the tables before they take the lock for the rest.
-    let flows = || shared.tables.scan().map(|s| s.flows).map_err(ChangeError::runtime);
+    let flows = || shared.tables.scan().map(|s| s.flows).map_err(ChangeError::runtime_because);
     let result: Result<serde_json::Value, ChangeError> = match req {
         Request::Status => flows().map(|f| json(live().status_of(&f))),
         Request::RuleList => flows().map(|f| json(live().rules(&f))),
