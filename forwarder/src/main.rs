@@ -212,7 +212,7 @@ fn usage(message: &str) -> CliError {
     CliError::usage(Message(message.to_string()))
 }
 
-/// A failure of `what` (exit 1), its cause in the message.
-fn runtime(what: &str, e: impl std::fmt::Display) -> CliError {
-    CliError::runtime(Message(format!("{what}: {e}")))
+/// A failure of `what` (exit 1), `e` kept as its source.
+fn runtime(what: &str, e: impl Into<forwarder::error::BoxError>) -> CliError {
+    CliError::runtime(forwarder::error::StepError::because(what, e))
 }

@@ -2,7 +2,7 @@
 //! `forwarder`. What each command does is in the other modules of `cli`; `main.rs` only
 //! dispatches.
 
-use super::{error::Message, CliError};
+use super::CliError;
 use crate::kafka;
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, time::Duration};
@@ -283,7 +283,7 @@ impl SecurityArgs {
             false => None,
             true => Some(
                 kafka::TlsConfig::with_identity(self.ca_file.as_deref(), identity)
-                    .map_err(|e| CliError::usage(Message(format!("{e:#}"))))?,
+                    .map_err(CliError::usage)?,
             ),
         };
         let password_flags = self.sasl_username.is_some() || self.sasl_password_file.is_some();
@@ -298,7 +298,7 @@ impl SecurityArgs {
                 };
                 // Read here for the flag's error (exit 2); again at every connection.
                 kafka::sasl::read_secret_file("--sasl-token-file", token)
-                    .map_err(|e| CliError::usage(Message(format!("{e:#}"))))?;
+                    .map_err(CliError::usage)?;
                 Some(kafka::SaslConfig::oauthbearer(token))
             }
             (Some(_), _) if self.sasl_token_file.is_some() => {
@@ -316,7 +316,7 @@ impl SecurityArgs {
             (Some(mechanism), Some(user)) => {
                 let password = match &self.sasl_password_file {
                     Some(path) => kafka::sasl::read_secret_file("--sasl-password-file", path)
-                        .map_err(|e| CliError::usage(Message(format!("{e:#}"))))?,
+                        .map_err(CliError::usage)?,
                     None => match std::env::var(SASL_PASSWORD_ENV) {
                         Ok(p) if !p.is_empty() => p,
                         _ => {
