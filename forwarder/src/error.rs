@@ -118,4 +118,112 @@ mod tests {
             "another forwarder is running"
         );
     }
+
+    /// The errors that once wrote their cause into their own text keep it as their source
+    /// now: the chain reads as their text did, and the cause is there to look at.
+    #[test]
+    fn errors_keep_their_cause_as_the_source_and_print_as_before() {
+        use crate::{
+            daemon::{control::ClientError, nexthop_watch::WatchError},
+            datapath::handles::MapAccessError,
+            host::{netif::NetifError, resolve::ResolveError},
+            ops::doctor::DoctorError,
+        };
+        use aya::maps::MapError;
+        use std::io;
+
+        let enoent = || io::Error::from_raw_os_error(libc::ENOENT);
+        let other = || io::Error::other("boom");
+        const NOENT: &str = "No such file or directory (os error 2)";
+        let map_enoent = || MapError::IoError(enoent());
+        // (error, its chain, the cause's chain: what `source()` must be).
+        let cases: Vec<(BoxError, String, String)> = vec![
+            (
+                MapAccessError::OpenPinned { path: "/x".into(), cause: map_enoent() }.into(),
+                format!("opening the pinned map /x: {NOENT}"),
+                NOENT.into(),
+            ),
+            (
+                MapAccessError::Map("RULES", MapError::KeyNotFound).into(),
+                "map RULES: key not found".into(),
+                "key not found".into(),
+            ),
+            (
+                MapAccessError::Batch("CT", other()).into(),
+                "reading map CT in batches: boom".into(),
+                "boom".into(),
+            ),
+            (
+                MapAccessError::Cpus("STATS", other()).into(),
+                "counting the CPUs for map STATS: boom".into(),
+                "boom".into(),
+            ),
+            (
+                ClientError::Connect { path: "/run/c.sock".into(), cause: enoent() }.into(),
+                // The hint now comes before the cause, which ends the chain.
+                format!(
+                    "cannot reach the daemon at /run/c.sock (is `forwarder run` running?): {NOENT}"
+                ),
+                NOENT.into(),
+            ),
+            (ClientError::Io(other()).into(), "talking to the daemon: boom".into(), "boom".into()),
+            (
+                ClientError::Json(serde_json::from_str::<u8>("x").unwrap_err()).into(),
+                "the daemon's answer is not valid: expected value at line 1 column 1".into(),
+                "expected value at line 1 column 1".into(),
+            ),
+            (
+                ResolveError::Thread(other()).into(),
+                "starting the resolver: boom".into(),
+                "boom".into(),
+            ),
+            (
+                NetifError::Sys(nix::Error::EPERM).into(),
+                "listing interfaces: EPERM: Operation not permitted".into(),
+                "EPERM: Operation not permitted".into(),
+            ),
+            (
+                WatchError::Socket(other()).into(),
+                "opening the rtnetlink socket: boom".into(),
+                "boom".into(),
+            ),
+            (
+                DoctorError::Read { path: "/proc/x".into(), cause: enoent() }.into(),
+                format!("reading /proc/x: {NOENT}"),
+                NOENT.into(),
+            ),
+            (
+                DoctorError::Spawn { cmd: "nft list ruleset".into(), cause: other() }.into(),
+                "running nft list ruleset: boom".into(),
+                "boom".into(),
+            ),
+            (
+                DoctorError::Ioctl { what: "MTU", iface: "eth0".into(), cause: other() }.into(),
+                "MTU of eth0: boom".into(),
+                "boom".into(),
+            ),
+        ];
+        for (e, shown, cause) in &cases {
+            assert_eq!(&chain(e.as_ref()), shown);
+            let source = e.source().unwrap_or_else(|| panic!("no source: {shown}"));
+            assert_eq!(&chain(source), cause, "{shown}");
+        }
+        // The cause is the typed error itself, for a caller to look at.
+        let e = MapAccessError::OpenPinned { path: "/x".into(), cause: map_enoent() };
+        let source = std::error::Error::source(&e).expect("a source");
+        assert!(matches!(source.downcast_ref::<MapError>(), Some(MapError::IoError(_))));
+        let e = NetifError::Sys(nix::Error::EPERM);
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.downcast_ref::<nix::Error>(), Some(&nix::Error::EPERM));
+
+        // A syscall's errno sits one level further down, under aya's `SyscallError`: the
+        // text that wrote only the first level in ended at "`BPF_OBJ_GET` failed".
+        let syscall = aya::sys::SyscallError { call: "BPF_OBJ_GET", io_error: enoent() };
+        let e = MapAccessError::OpenPinned { path: "/x".into(), cause: syscall.into() };
+        assert_eq!(chain(&e), format!("opening the pinned map /x: `BPF_OBJ_GET` failed: {NOENT}"));
+        // What getaddrinfo said is shown as itself; an error that wraps one goes on through it.
+        assert_eq!(chain(&ResolveError::Lookup(other())), "boom");
+        let plan = crate::plan::PlanError::Netif(NetifError::Sys(nix::Error::EPERM));
+        assert_eq!(chain(&plan), "listing interfaces: EPERM: Operation not permitted");
+    }
 }

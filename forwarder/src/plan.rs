@@ -182,7 +182,7 @@ pub fn resolve(host: &str, port: u16) -> Result<Ipv4Addr, String> {
     use crate::host::resolve::{first_ipv4, ResolveError};
     first_ipv4(host, port, RESOLVE_TIMEOUT).map_err(|e| match e {
         ResolveError::NoIpv4 | ResolveError::NoAddresses => ": it has no IPv4 address".into(),
-        e => format!(": {e}"),
+        e => format!(": {}", crate::error::chain(&e)),
     })
 }
 

@@ -8,7 +8,7 @@
 //! the cause after it: `FILE:0:0: -: cannot read the file: No such file or directory (os
 //! error 2)`.
 
-use crate::{host::netif::NetifError, kafka::SetupError};
+use crate::{error::chain, host::netif::NetifError, kafka::SetupError};
 use std::{io, sync::Arc};
 use toml_edit::TomlError;
 
@@ -62,7 +62,7 @@ impl PartialEq for ConfigCause {
                 a.kind() == b.kind() && a.to_string() == b.to_string()
             }
             (Self::Toml(a), Self::Toml(b)) => a == b,
-            (Self::HostAddresses(a), Self::HostAddresses(b)) => a.to_string() == b.to_string(),
+            (Self::HostAddresses(a), Self::HostAddresses(b)) => chain(a) == chain(b),
             (Self::Kafka(a), Self::Kafka(b)) => a.to_string() == b.to_string(),
             _ => false,
         }

@@ -47,7 +47,7 @@ pub async fn run(pins: Pins, every: Duration, names: RuleNames, stop: Cancellati
         let (names, now) = match job.await {
             Ok(Ok(read)) => read,
             Ok(Err(e)) => {
-                tracing::debug!("reading the drop counters: {e}");
+                tracing::debug!("reading the drop counters: {}", crate::error::chain(&e));
                 continue;
             }
             Err(_) => continue,

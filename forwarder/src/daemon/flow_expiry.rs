@@ -53,7 +53,7 @@ where
         match result {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::debug!(flows = n, "expired flows removed"),
-            Ok(Err(e)) => tracing::warn!("flow expiry failed: {e}"),
+            Ok(Err(e)) => tracing::warn!("flow expiry failed: {}", crate::error::chain(&e)),
             Err(e) => tracing::warn!("flow expiry failed: {e}"),
         }
         if stopping {

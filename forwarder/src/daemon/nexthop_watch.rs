@@ -22,9 +22,8 @@ const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    /// The io error is in the text and not also a `source()` (a chain would repeat it).
-    #[error("opening the rtnetlink socket: {0}")]
-    Socket(std::io::Error),
+    #[error("opening the rtnetlink socket")]
+    Socket(#[source] std::io::Error),
     #[error(transparent)]
     Map(#[from] MapAccessError),
 }
@@ -61,6 +60,7 @@ impl Subscription {
                 }
             }
             if let Err(e) = datapath::maps::bump_nexthop_gen(&mut gen) {
+                let e = crate::error::chain(&e);
                 tracing::warn!("bumping {}: {e}", map_names::NEXTHOP_GEN);
             }
         }

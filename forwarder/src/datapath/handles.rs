@@ -15,22 +15,25 @@ use aya::{
 };
 use forwarder_common::{map_names, Config, CtEntry, FlowKey, LogBudget, Rule, RuleStats};
 
-/// A map that could not be had as its typed handle, or an access aya refused. The cause is
-/// kept typed and shown in the text, and deliberately not also a `source()`: these are
-/// printed whole on one line (a control answer, a log line), and a chain printer would
-/// repeat the cause.
+/// A map that could not be had as its typed handle, or an access aya refused. Display says
+/// which map and what was being done; the cause is the `source()` (print the chain,
+/// `error::chain`).
 #[derive(Debug, thiserror::Error)]
 pub enum MapAccessError {
     #[error("map {0} is missing from the object")]
     Missing(&'static str),
-    #[error("opening the pinned map {path}: {cause}")]
-    OpenPinned { path: String, cause: MapError },
-    #[error("map {0}: {1}")]
-    Map(&'static str, MapError),
-    #[error("reading map {0} in batches: {1}")]
-    Batch(&'static str, std::io::Error),
-    #[error("counting the CPUs for map {0}: {1}")]
-    Cpus(&'static str, std::io::Error),
+    #[error("opening the pinned map {path}")]
+    OpenPinned {
+        path: String,
+        #[source]
+        cause: MapError,
+    },
+    #[error("map {0}")]
+    Map(&'static str, #[source] MapError),
+    #[error("reading map {0} in batches")]
+    Batch(&'static str, #[source] std::io::Error),
+    #[error("counting the CPUs for map {0}")]
+    Cpus(&'static str, #[source] std::io::Error),
 }
 
 /// `aya::maps::MapError` of map `name` as a [`MapAccessError`].

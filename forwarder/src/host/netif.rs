@@ -9,15 +9,9 @@ pub enum NetifError {
     Missing(String),
     #[error("interface {0:?} has no IPv4 address")]
     NoAddress(String),
-    /// The errno is in the text and not also a `source()` (a chain would repeat it).
-    #[error("listing interfaces: {0}")]
-    Sys(nix::Error),
-}
-
-impl From<nix::Error> for NetifError {
-    fn from(e: nix::Error) -> Self {
-        NetifError::Sys(e)
-    }
+    /// The errno is the `source()`.
+    #[error("listing interfaces")]
+    Sys(#[from] nix::Error),
 }
 
 pub fn ifindex(name: &str) -> Result<u32, NetifError> {

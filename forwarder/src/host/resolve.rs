@@ -11,12 +11,12 @@ use std::{
     time::Duration,
 };
 
-/// Callers print the Display alone (a rule's reason, a report line), so a cause is in the
-/// text and not also a `source()`, which a chain printer would show twice.
+/// Why a name gave no address. A cause is the `source()` (print the chain, `error::chain`);
+/// what getaddrinfo said is shown as itself.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("starting the resolver: {0}")]
-    Thread(io::Error),
+    #[error("starting the resolver")]
+    Thread(#[source] io::Error),
     /// What getaddrinfo said.
     #[error(transparent)]
     Lookup(io::Error),

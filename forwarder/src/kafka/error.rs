@@ -142,12 +142,14 @@ fn screaming_snake(camel: &str) -> String {
 /// Causes are kept typed (`cause`, `io`, `failure`) but none is a `#[source]`: the Display is
 /// the whole line that `kafka check` shows per broker (text, and JSON `failure.error`), so
 /// the cause's message must be in it, and `CliError::report`, which appends every source,
-/// would then print it twice. Match on the field to get at the cause.
+/// would then print it twice. Match on the field to get at the cause. A cause that keeps
+/// sources of its own (`ResolveError`) is written in through `error::chain`, so the line
+/// still says everything under it.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error("{addr:?}: expected HOST:PORT ({why})")]
     BadAddress { addr: String, why: &'static str },
-    #[error("{addr}: the name does not resolve: {cause}")]
+    #[error("{addr}: the name does not resolve: {}", crate::error::chain(cause))]
     Resolve { addr: String, cause: ResolveError },
     #[error("{addr}: TCP connection to {peer} failed: {}", connect_cause(io, *timeout))]
     Connect { addr: String, peer: SocketAddr, timeout: Duration, io: io::Error },

@@ -166,28 +166,21 @@ pub struct FlowRow {
     pub established_table: bool,
 }
 
-/// A leaf cause is kept typed and shown in the text, not also as a `source()`: the CLI
-/// prints these whole, and a chain printer would repeat it.
+/// Why the CLI got no answer from the daemon. Display says what was being done; the cause
+/// is the `source()` (the CLI prints the chain). The hint comes before the cause, the one
+/// place a chain leaves for it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the daemon at {path}: {cause} (is `forwarder run` running?)")]
-    Connect { path: String, cause: std::io::Error },
-    #[error("talking to the daemon: {0}")]
-    Io(std::io::Error),
-    #[error("the daemon's answer is not valid: {0}")]
-    Json(serde_json::Error),
-}
-
-impl From<std::io::Error> for ClientError {
-    fn from(e: std::io::Error) -> Self {
-        ClientError::Io(e)
-    }
-}
-
-impl From<serde_json::Error> for ClientError {
-    fn from(e: serde_json::Error) -> Self {
-        ClientError::Json(e)
-    }
+    #[error("cannot reach the daemon at {path} (is `forwarder run` running?)")]
+    Connect {
+        path: String,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("talking to the daemon")]
+    Io(#[from] std::io::Error),
+    #[error("the daemon's answer is not valid")]
+    Json(#[from] serde_json::Error),
 }
 
 /// How long the CLI waits for an answer (a reload resolves hostnames; allow for DNS).

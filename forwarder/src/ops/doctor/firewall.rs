@@ -57,7 +57,8 @@ pub(super) fn check(host: &Host, view: &FirewallView) -> Finding {
         return Finding::fail(CHECK, message, unique_lines(view.blocks.iter().map(|b| &b.fix)));
     }
     if !host.firewall_errors.is_empty() {
-        let errors = host.firewall_errors.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        let errors =
+            host.firewall_errors.iter().map(|e| crate::error::chain(e)).collect::<Vec<_>>();
         return Finding::fail(
             CHECK,
             format!("cannot read the firewall rules: {}", errors.join("; ")),

@@ -17,21 +17,38 @@ use std::{
 };
 
 const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
-/// Reading the host failed; the checks turn these into findings.
-/// A leaf cause (the io error) is kept typed and shown in the text, not also as a
-/// `source()`: the doctor prints these whole, and a chain printer would repeat it.
+/// Reading the host failed; the checks turn these into findings (printed as the chain,
+/// `error::chain`). Display says what was being read; the io error is the `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum DoctorError {
-    #[error("reading {path}: {cause}")]
-    Read { path: String, cause: io::Error },
-    #[error("running {cmd}: {cause}")]
-    Spawn { cmd: String, cause: io::Error },
+    #[error("reading {path}")]
+    Read {
+        path: String,
+        #[source]
+        cause: io::Error,
+    },
+    #[error("running {cmd}")]
+    Spawn {
+        cmd: String,
+        #[source]
+        cause: io::Error,
+    },
+    /// What the command wrote to stderr is its own text, not an error under this one.
     #[error("{cmd} failed: {stderr}")]
     Command { cmd: String, stderr: String },
-    #[error("reading the output of {cmd}: {cause}")]
-    Output { cmd: String, cause: serde_json::Error },
-    #[error("{what} of {iface}: {cause}")]
-    Ioctl { what: &'static str, iface: String, cause: io::Error },
+    #[error("reading the output of {cmd}")]
+    Output {
+        cmd: String,
+        #[source]
+        cause: serde_json::Error,
+    },
+    #[error("{what} of {iface}")]
+    Ioctl {
+        what: &'static str,
+        iface: String,
+        #[source]
+        cause: io::Error,
+    },
 }
 
 /// What several checks share, read once.

@@ -20,7 +20,9 @@ pub(super) fn check(settings: &Settings, status: Option<&Status>, host: &Host) -
     const CHECK: &str = "port-clash";
     let sockets = match &host.sockets {
         Ok(s) => s,
-        Err(e) => return Finding::fail(CHECK, e.to_string(), "run forwarder doctor as root"),
+        Err(e) => {
+            return Finding::fail(CHECK, crate::error::chain(e), "run forwarder doctor as root")
+        }
     };
     let listeners: Vec<&TcpSocket> = sockets.iter().filter(|s| s.state == TCP_LISTEN).collect();
     let owners = socket_owners(&listeners.iter().map(|s| s.inode).collect());

@@ -57,7 +57,7 @@ pub(super) fn check(settings: &Settings, host: &Host) -> Finding {
     let (reserved, sockets) = match (&host.reserved_ports, &host.sockets) {
         (Ok(r), Ok(s)) => (r, s),
         (Err(e), _) | (_, Err(e)) => {
-            return Finding::fail(CHECK, e.to_string(), "run forwarder doctor as root")
+            return Finding::fail(CHECK, crate::error::chain(e), "run forwarder doctor as root")
         }
     };
     let mut problems = Vec::new();

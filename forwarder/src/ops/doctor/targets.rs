@@ -72,7 +72,7 @@ fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Ipv4Addr, String>
     use crate::host::resolve::{first_ipv4, ResolveError};
     first_ipv4(host, port, timeout).map_err(|e| match e {
         ResolveError::Timeout(t) => format!("no answer within {} s", t.as_secs()),
-        e => e.to_string(),
+        e => crate::error::chain(&e),
     })
 }
 
