@@ -3,6 +3,11 @@
 //! its source, typed, so a caller can print the chain (`error: binding the control socket
 //! /run/forwarder/control.sock: Permission denied`) or look at the cause; and [`chain`],
 //! the one way such a chain is printed on a line.
+//!
+//! Every error of this crate follows that one style: Display says its own part, the cause
+//! is the `source()`, [`chain`] prints the whole. [`StepError`] is that style for a step
+//! whose `what` is a sentence rather than a variant worth matching on, so a long job need
+//! not grow an enum variant per step; a caller that matches on a cause gets a typed error.
 
 use std::fmt;
 
