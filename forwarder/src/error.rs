@@ -203,6 +203,16 @@ mod tests {
                 "boom".into(),
             ),
             (
+                DoctorError::Output {
+                    cmd: "nft -j list ruleset".into(),
+                    cause: serde_json::from_str::<u8>("x").unwrap_err(),
+                }
+                .into(),
+                "reading the output of nft -j list ruleset: expected value at line 1 column 1"
+                    .into(),
+                "expected value at line 1 column 1".into(),
+            ),
+            (
                 DoctorError::Ioctl { what: "MTU", iface: "eth0".into(), cause: other() }.into(),
                 "MTU of eth0: boom".into(),
                 "boom".into(),
