@@ -11,6 +11,7 @@ pub mod churn;
 pub mod daemon_tests;
 pub mod flood;
 pub mod hostile;
+pub mod imds;
 pub mod kafka_fixtures;
 pub mod lab;
 pub mod metadata_server;

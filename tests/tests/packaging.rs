@@ -57,19 +57,36 @@ fn example_config_parses_and_sets_every_key() {
 
     // Every key the config reader takes is written out (so the example documents all of
     // them): its own lists, so a key added there and not here fails. Tables are checked
-    // by their headers: [timeouts] below, the [[rule]] blocks and [kafka] above.
+    // by their headers: [timeouts] below, the [[rule]] blocks, [azure] and [kafka] above.
     let keys: BTreeSet<&str> = text
         .lines()
         .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
         .filter(|k| !k.starts_with('#'))
         .collect();
-    let tables = ["timeouts", "rule", "kafka"];
+    let tables = ["timeouts", "rule", "kafka", "azure"];
     let scalar_keys = TOP_KEYS.iter().filter(|k| !tables.contains(k));
     for key in scalar_keys.chain(TIMEOUT_KEYS) {
         assert!(keys.contains(key), "packaging/forwarder.toml does not set {key}");
     }
     assert!(text.contains("\n[timeouts]\n"), "no [timeouts] table");
     assert_eq!(s.kafka, None, "the example's [kafka] is commented out");
+    assert_eq!(s.azure, None, "the example's [azure] is commented out");
+}
+
+/// The commented `[azure]` example, uncommented, parses and turns the events on.
+#[test]
+fn example_azure_section_parses_when_uncommented() {
+    let text = read("packaging/forwarder.toml");
+    let (_, example) = text.split_once("\n#[azure]\n").expect("a commented [azure] example");
+    let azure: String = example
+        .lines()
+        .take_while(|l| l.starts_with('#') && l.contains(" = "))
+        .map(|l| format!("{}\n", &l[1..]))
+        .collect();
+    let uncommented = format!("interface = \"eth0\"\n[azure]\n{azure}");
+    let s = config::parse(Path::new("packaging/forwarder.toml"), &uncommented)
+        .unwrap_or_else(|e| panic!("the [azure] example does not parse: {e}\n{uncommented}"));
+    assert_eq!(s.azure.map(|a| a.interval), Some(Duration::from_secs(5)));
 }
 
 /// The commented `[kafka]` example, uncommented (with OAUTHBEARER, not the SCRAM lines),

@@ -34,6 +34,7 @@
 //! - [`fingerprint`]: the SHA-256 of the settings' canonical form, by which the VMs of one
 //!   pool are compared.
 
+pub mod azure;
 mod error;
 pub mod file_replace;
 pub mod fingerprint;
@@ -174,6 +175,8 @@ pub struct Settings {
     pub rules: Vec<RuleSpec>,
     /// The Kafka cluster whose metadata the daemon watches (`[kafka]`).
     pub kafka: Option<kafka::KafkaWatch>,
+    /// Azure's Scheduled Events followed, and the VM drained for them (`[azure]`).
+    pub azure: Option<azure::AzureEvents>,
     /// Settings that load but are likely mistakes (see [`ConfigWarning`]).
     pub warnings: Vec<ConfigWarning>,
 }

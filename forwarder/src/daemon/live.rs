@@ -103,6 +103,8 @@ pub struct Live {
     pub health: Arc<HealthView>,
     /// The `[kafka]` watch's counts, for the metrics.
     pub kafka_watch: Arc<crate::daemon::kafka_watch::View>,
+    /// The `[azure]` scheduled events' counts, for the metrics.
+    pub azure_events: Arc<crate::daemon::azure_events::View>,
     /// Interfaces whose attachment someone else removed, and what was done about it
     /// (`attach_watch`); empty while all is well.
     pub attach_faults: std::collections::BTreeMap<String, String>,

@@ -3,6 +3,7 @@
 
 use crate::{
     daemon::accept::Backoff,
+    daemon::azure_events::Counts as AzureCounts,
     daemon::control::{Attachment, RuleStatsRow},
     daemon::kafka_watch::Counts as KafkaCounts,
 };
@@ -35,6 +36,8 @@ pub struct Snapshot {
     pub kernel_events: Vec<(&'static str, u64, u64)>,
     /// With a `[kafka]` section: the watch's counts.
     pub kafka: Option<KafkaCounts>,
+    /// With `[azure] scheduled_events`: what the rounds saw and did.
+    pub azure: Option<AzureCounts>,
     /// [`crate::config::fingerprint::sha256`] of the applied settings; `None` in a
     /// snapshot that could not be taken.
     pub config_sha256: Option<String>,
@@ -230,9 +233,12 @@ pub fn render(s: &Snapshot) -> String {
         suppressed,
     );
     if let Some(p) = &s.probes {
-        let total = Counter::<u64>::default();
-        total.inc_by(p.total);
-        reg.register("health_probes", "Health probes accepted since the daemon started", total);
+        total(
+            &mut reg,
+            "health_probes",
+            "Health probes accepted since the daemon started",
+            p.total,
+        );
         if let Some(at) = p.last_unix {
             let last = Gauge::<f64, AtomicU64>::default();
             last.set(at);
@@ -246,6 +252,9 @@ pub fn render(s: &Snapshot) -> String {
 
     if let Some(k) = &s.kafka {
         register_kafka(&mut reg, k);
+    }
+    if let Some(a) = &s.azure {
+        register_azure(&mut reg, a);
     }
     if let Some(sha) = &s.config_sha256 {
         // Exposed as forwarder_config_info{sha256="..."} 1. The VMs of one pool must show
@@ -275,13 +284,8 @@ fn register_kafka(reg: &mut Registry, k: &KafkaCounts) {
          (advertised, no rule: clients hang), gone (a rule's broker is no longer advertised)",
         brokers,
     );
-    let failures = Counter::<u64>::default();
-    failures.inc_by(k.failures);
-    reg.register(
-        "kafka_watch_failures",
-        "Rounds of the [kafka] watch that got no metadata from the cluster",
-        failures,
-    );
+    let failed = "Rounds of the [kafka] watch that got no metadata from the cluster";
+    total(reg, "kafka_watch_failures", failed, k.failures);
     let last = Gauge::<f64, AtomicU64>::default();
     last.set(k.last_success_unix);
     reg.register(
@@ -289,6 +293,34 @@ fn register_kafka(reg: &mut Registry, k: &KafkaCounts) {
         "When the [kafka] watch last got the cluster's metadata (Unix time; 0: never)",
         last,
     );
+}
+
+/// `[azure] scheduled_events`: the disruptive events naming this VM, by type (every type
+/// shown, 0 when none), and how following them goes.
+fn register_azure(reg: &mut Registry, a: &AzureCounts) {
+    let pending = Family::<Labels, Gauge>::default();
+    for kind in crate::daemon::azure_events::DISRUPTIVE {
+        let n = a.pending.get(kind).copied().unwrap_or(0);
+        pending.get_or_create(&labels(&[("type", kind)])).set(n as i64);
+    }
+    reg.register(
+        "azure_scheduled_events",
+        "Azure scheduled events that will end this VM's connections (Terminate, Preempt, \
+         Reboot, Redeploy), by type; the VM is drained while one is pending",
+        pending,
+    );
+    let failed =
+        "Rounds that could not read Azure's scheduled events from the instance metadata service";
+    total(reg, "azure_events_failures", failed, a.failures);
+    let approved = "Scheduled events of this VM approved once no connection was left";
+    total(reg, "azure_events_approved", approved, a.approved);
+}
+
+/// A counter the daemon keeps itself (not the kernel's per-CPU ones), at `value`.
+fn total(reg: &mut Registry, name: &str, help: &str, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    reg.register(name, help, c);
 }
 
 /// Serves `GET /metrics` (any path) with a fresh snapshot per request.
@@ -356,6 +388,27 @@ mod tests {
         assert!(text.contains("# TYPE forwarder_healthy gauge\nforwarder_healthy 1\n"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");
         assert!(!text.contains("kafka"), "no [kafka], no kafka metrics: {text}");
+    }
+
+    #[test]
+    fn the_azure_events_export_every_disruptive_type() {
+        let none = exposition(&Snapshot::default(), Format::Text);
+        assert!(!none.contains("azure"), "no [azure], no azure metrics: {none}");
+        let azure = AzureCounts {
+            pending: [("Terminate".to_string(), 1)].into(),
+            failures: 2,
+            approved: 1,
+        };
+        let text =
+            exposition(&Snapshot { azure: Some(azure), ..Snapshot::default() }, Format::Text);
+        for want in [
+            "forwarder_azure_scheduled_events{type=\"Terminate\"} 1\n",
+            "forwarder_azure_scheduled_events{type=\"Reboot\"} 0\n",
+            "forwarder_azure_events_failures_total 2\n",
+            "forwarder_azure_events_approved_total 1\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing: {text}");
+        }
     }
 
     #[test]

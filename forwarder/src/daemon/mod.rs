@@ -8,6 +8,7 @@
 // speaks to it and its server here, `unload` the way out (also without a daemon).
 pub mod accept;
 pub mod attach_watch;
+pub mod azure_events;
 pub mod change;
 pub mod control;
 pub mod dns_refresh;
@@ -202,6 +203,7 @@ async fn start(
         allow_unresolved: opts.allow_unresolved,
         health: health_view.clone(),
         kafka_watch: Default::default(),
+        azure_events: Default::default(),
         attach_faults: Default::default(),
         stopping: false,
     };
@@ -258,6 +260,11 @@ fn spawn_tasks(started: &Started, events: KernelEvents) -> Result<Running, StepE
     {
         let view = shared.lock().expect("lock").kafka_watch.clone();
         tasks.spawn(kafka_watch::run(shared.clone(), view, stop.clone()));
+    }
+    // The same for [azure]: a reload may turn the scheduled events on or off.
+    {
+        let view = shared.lock().expect("lock").azure_events.clone();
+        tasks.spawn(azure_events::run(shared.clone(), view, stop.clone()));
     }
     {
         let s = shared.clone();
@@ -478,6 +485,7 @@ fn snapshot(shared: &Shared) -> metrics::Snapshot {
         tables,
         probes,
         kafka: l.kafka_watch.counts(),
+        azure: l.azure_events.counts(),
         config_sha256: Some(crate::config::fingerprint::sha256(&l.settings)),
     }
 }

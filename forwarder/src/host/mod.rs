@@ -5,6 +5,7 @@
 
 pub mod capabilities;
 pub mod clock;
+pub mod imds;
 pub mod netif;
 pub mod nic;
 pub mod resolve;

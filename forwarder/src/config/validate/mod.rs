@@ -6,8 +6,10 @@
 //! - [`endpoints`]: `health`, `metrics`, `control_socket`, `pin_path`;
 //! - [`timeouts`]: `dns_refresh` and `[timeouts]`;
 //! - [`rules`]: the `[[rule]]` tables, checked against `snat_ports` and the sockets;
-//! - [`kafka`]: the optional `[kafka]` table (the cluster the daemon watches).
+//! - [`kafka`]: the optional `[kafka]` table (the cluster the daemon watches);
+//! - [`azure`]: the optional `[azure]` table (Azure's Scheduled Events followed).
 
+mod azure;
 mod endpoints;
 mod global;
 mod kafka;
@@ -42,6 +44,7 @@ pub const TOP_KEYS: &[&str] = &[
     "timeouts",
     "rule",
     "kafka",
+    "azure",
 ];
 
 /// The settings of the file whose top-level table is `root`, read from `path`.
@@ -64,6 +67,7 @@ pub(super) fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigEr
     let sockets = [("health", health), ("metrics", metrics)];
     let rules = rules::rules(root, &snat_ports, listen_ip, &sockets)?;
     let kafka = kafka::kafka(root)?;
+    let azure = azure::azure(root)?;
 
     Ok(Settings {
         path: path.to_path_buf(),
@@ -83,6 +87,7 @@ pub(super) fn validate(path: &Path, root: &Section) -> Result<Settings, ConfigEr
         timeouts,
         rules,
         kafka,
+        azure,
         warnings,
     })
 }

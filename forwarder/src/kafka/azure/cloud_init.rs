@@ -59,6 +59,10 @@ fn forwarder_toml(rule_blocks: &str) -> String {
          health = \"0.0.0.0:${{HEALTH_PORT}}\"\n\
          metrics = \"${{METRICS_ADDR}}\"\n\
          \n\
+         # A scale-in's notice (the scale set's terminate notification) drains this VM.\n\
+         [azure]\n\
+         scheduled_events = true\n\
+         \n\
          {rule_blocks}"
     )
 }

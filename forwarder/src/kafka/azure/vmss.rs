@@ -23,6 +23,10 @@ const OUT_WINDOW: &str = "10m";
 /// VM removed takes its connections with it (the clients reconnect through the others).
 const IN_BELOW_PERCENT: u32 = 20;
 const IN_WINDOW: &str = "30m";
+/// Minutes between Azure's notice of a scale-in (a Terminate scheduled event, which the
+/// VM's `[azure] scheduled_events` drains for) and the VM's deletion, unless the forwarder
+/// approves sooner once no connection is left (5 to 15).
+const TERMINATE_NOTICE_MINUTES: &str = "10";
 
 /// The scale set's variables (the load balancer's, the NSG's and the health port are the
 /// two-VM layout's too).
@@ -126,6 +130,7 @@ fn scale_set(plan: &Plan, vars: &[String]) -> Step {
         .arg("--backend-pool-name", step.t("${BACKEND_POOL}"))
         .arg("--nsg", step.t("${NAT_NSG}"))
         .arg("--accelerated-networking", Word::text("true"))
+        .arg("--terminate-notification-time", Word::text(TERMINATE_NOTICE_MINUTES))
         .arg("--custom-data", Word::text(format!("@{CLOUD_INIT_FILE}")))
         .arg("--admin-username", step.t("${ADMIN_USER}"))
         .arg("--authentication-type", Word::text("ssh"))
@@ -144,8 +149,9 @@ fn autoscale(vars: &[String]) -> Step {
     );
     step.comment(
         "The rules are made with the setting, inside its guard: they have no names, and a\n\
-         second run would add them again. A VM removed on scale-in takes its connections with\n\
-         it; Kafka clients reconnect through the others.",
+         second run would add them again. A VM picked for scale-in is told 10 minutes ahead\n\
+         (terminate notification) and drains: no new connection goes to it; those still on it\n\
+         when it goes end with it, and Kafka clients reconnect through the others.",
     );
     let setting = step.t("${VMSS_NAME}-autoscale");
     let create = step
