@@ -4,8 +4,10 @@
 //! /run/forwarder/control.sock: Permission denied`) or look at the cause; and [`chain`],
 //! the one way such a chain is printed on a line.
 //!
-//! Every error of this crate follows that one style: Display says its own part, the cause
-//! is the `source()`, [`chain`] prints the whole. [`StepError`] is that style for a step
+//! Every error of this crate follows that one style (Display says its own part, the cause
+//! is the `source()`, [`chain`] prints the whole) but the Kafka client's (`kafka::error`):
+//! those are `kafka check`'s report, one line per hop naming the likely cause and what to
+//! do after the underlying error, which a chain (the cause last) cannot say. [`StepError`] is that style for a step
 //! whose `what` is a sentence rather than a variant worth matching on, so a long job need
 //! not grow an enum variant per step; a caller that matches on a cause gets a typed error.
 

@@ -43,7 +43,7 @@ fn unit_caps() -> Result<u64> {
     }
     Ok(mask)
 }
-/// `systemd-analyze security` of the unit: 2.8 ("OK") with systemd 252 (Debian 12). Above
+/// `systemd-analyze security` of the unit: 2.7 ("OK") with systemd 252 (Debian 12). Above
 /// this, some hardening went missing.
 const MAX_EXPOSURE: f64 = 3.0;
 

@@ -392,6 +392,15 @@ mod tests {
         Case { settings: running, plan, ids, change }
     }
 
+    /// A config file holding "# the old file", in a directory of its own (kept while the
+    /// first value lives).
+    fn old_file() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forwarder.toml");
+        std::fs::write(&path, "# the old file\n").unwrap();
+        (dir, path)
+    }
+
     fn run(maps: &mut FakeMaps, c: Case, held: &[u16]) -> Result<Applied, ChangeError> {
         let running = Running {
             settings: &c.settings,
@@ -404,9 +413,7 @@ mod tests {
 
     #[test]
     fn a_change_zeroes_only_fresh_ids_fills_the_maps_then_writes_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("forwarder.toml");
-        std::fs::write(&path, "# the old file\n").unwrap();
+        let (_dir, path) = old_file();
         let new = [
             ("a", 9092, "10.1.0.1:9092"),
             ("b", 9093, "10.1.0.9:9092"),
@@ -423,9 +430,7 @@ mod tests {
 
     #[test]
     fn an_id_a_flow_still_holds_is_not_given_to_a_new_rule() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("forwarder.toml");
-        std::fs::write(&path, "# the old file\n").unwrap();
+        let (_dir, path) = old_file();
         // b is removed while a flow of it (id 1) still runs: c must not count as b.
         let new = [("a", 9092, "10.1.0.1:9092"), ("c", 9094, "10.1.0.3:9092")];
         let mut maps = FakeMaps::default();
@@ -438,9 +443,7 @@ mod tests {
 
     #[test]
     fn maps_that_refuse_a_change_are_put_back_and_the_file_is_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("forwarder.toml");
-        std::fs::write(&path, "# the old file\n").unwrap();
+        let (_dir, path) = old_file();
         let new = [("c", 9094, "10.1.0.3:9092")];
         let mut maps = FakeMaps { refuse_applies: 1, ..FakeMaps::default() };
         let e = run(&mut maps, case(&path, "", &new), &[]).err().expect("refused");
@@ -453,9 +456,7 @@ mod tests {
 
     #[test]
     fn an_undo_the_maps_refuse_too_says_what_to_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("forwarder.toml");
-        std::fs::write(&path, "# the old file\n").unwrap();
+        let (_dir, path) = old_file();
         let mut maps = FakeMaps { refuse_applies: 2, ..FakeMaps::default() };
         let e = run(&mut maps, case(&path, "", &[("c", 9094, "10.1.0.3:9092")]), &[])
             .err()
@@ -488,9 +489,7 @@ mod tests {
 
     #[test]
     fn a_change_to_a_key_fixed_while_running_touches_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("forwarder.toml");
-        std::fs::write(&path, "# the old file\n").unwrap();
+        let (_dir, path) = old_file();
         let mut maps = FakeMaps::default();
         let e = run(&mut maps, case(&path, "mode = \"tc\"", &RUNNING), &[]).err().expect("refused");
         assert_eq!(e.exit_code, 2);

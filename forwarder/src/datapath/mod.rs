@@ -118,6 +118,11 @@ pub struct Datapath {
     config: forwarder_common::Config,
 }
 
+/// An upgrade's error, from layout `from` to this one.
+fn migrate_err(from: u32) -> impl Fn(MigrateError) -> DatapathError + Copy {
+    move |source| DatapathError::Migrate { from, to: LAYOUT_VERSION, source }
+}
+
 /// Whether a daemon may start on the maps of a newer build (a downgrade), dropping them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Downgrade {
@@ -160,9 +165,9 @@ impl Datapath {
         pins: &Pins,
         downgrade: Downgrade,
     ) -> Result<Self, DatapathError> {
-        let interrupted = Migration::complete_interrupted(pins).map_err(|source| {
-            DatapathError::Migrate { from: migrate::from_v2::VERSION, to: LAYOUT_VERSION, source }
-        })?;
+        // The moves of an upgrade to this layout: its staged pins are this layout's.
+        let interrupted =
+            Migration::complete_interrupted(pins).map_err(migrate_err(LAYOUT_VERSION))?;
         if interrupted {
             tracing::warn!(
                 pins = %pins.dir().display(),
@@ -198,8 +203,7 @@ impl Datapath {
             }
         }
         pins.create_dir()?;
-        let migrate_err =
-            |source| DatapathError::Migrate { from: from.unwrap_or(0), to: LAYOUT_VERSION, source };
+        let migrate_err = migrate_err(from.unwrap_or(0));
         let migration = from.map(|v| Migration::begin(pins, v)).transpose().map_err(migrate_err)?;
         // An upgrade makes its tables as large as the pinned ones, which it copies.
         let load_flows = if migration.is_some() { effective } else { max_flows };
@@ -239,8 +243,8 @@ impl Datapath {
         let Some(m) = self.migration.take() else {
             return Ok(None);
         };
-        let (from, to) = (m.report().from_version, LAYOUT_VERSION);
-        let report = m.finish().map_err(|source| DatapathError::Migrate { from, to, source })?;
+        let from = m.report().from_version;
+        let report = m.finish().map_err(migrate_err(from))?;
         // `config` never had UPGRADE_COPIED: it was set on the map alone.
         self.config.flags &= !forwarder_common::CONFIG_FLAG_MIGRATING;
         let name = forwarder_common::map_names::CONFIG;
@@ -255,8 +259,8 @@ impl Datapath {
         let Some(m) = self.migration.as_mut() else {
             return Ok(());
         };
-        let (from, to) = (m.report().from_version, LAYOUT_VERSION);
-        m.catch_up(&mut self.maps).map_err(|source| DatapathError::Migrate { from, to, source })
+        let from = m.report().from_version;
+        m.catch_up(&mut self.maps).map_err(migrate_err(from))
     }
 
     /// The upgrade under way (`finish_migration` not called yet): its bulk copy so far.

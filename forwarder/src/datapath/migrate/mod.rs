@@ -72,9 +72,9 @@ pub struct Report {
     /// Halves (two per flow) in the new tables after the bulk copy.
     pub copied: usize,
     pub bulk: Duration,
-    /// Halves the old program changed or added after the bulk copy, written by `finish`.
+    /// Halves the old program changed or added after the bulk copy, written by `catch_up`.
     pub caught_up: usize,
-    /// From the first program swap to the end of `finish`: the time in which a packet of
+    /// From the first program swap to the end of `finish` (the moves): the time in which a packet of
     /// a flow opened during the bulk copy was dropped (and retransmitted) instead of
     /// forwarded.
     pub window: Duration,
@@ -95,7 +95,7 @@ pub struct Migration {
     pins: Pins,
     staging: Pins,
     old: OldTables,
-    /// Each half as the bulk copy found it, so `finish` writes only what changed since
+    /// Each half as the bulk copy found it, so `catch_up` writes only what changed since
     /// (a half the new program updated meanwhile keeps its newer counters).
     copied: HashMap<FlowKey, CtEntryV2>,
     swap_started: Option<Instant>,
