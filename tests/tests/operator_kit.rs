@@ -12,6 +12,7 @@ use forwarder_tests::{
         brokers, eventually, gauges, http_get, http_get_with, json, listen, ok,
         with_local_endpoints,
     },
+    imds::FakeImds,
     metadata_server::{Advertised, Auth, MetadataServer},
     require_root,
     topology::{cli, forwarder_bin, Daemon, Topology, BROKERS, BROKER_PORT},
@@ -51,14 +52,16 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn promtool_checks_the_alert_rules_and_runs_their_unit_tests() {
+    let rules =
+        std::fs::read_to_string(workspace().join("packaging/prometheus/alerts.yml")).unwrap();
+    let alerts = rules.lines().filter(|l| l.trim().starts_with("- alert: ")).count();
     let check = promtool(&["check", "rules", "alerts.yml"], None);
     assert!(check.status.success(), "{}", text(&check));
-    assert!(text(&check).contains("SUCCESS: 11 rules found"), "{}", text(&check));
+    let found = format!("SUCCESS: {alerts} rules found");
+    assert!(text(&check).contains(&found), "promtool did not read every alert: {}", text(&check));
     let test = promtool(&["test", "rules", "alerts_test.yml"], None);
     assert!(test.status.success(), "{}", text(&test));
     // Every alert has a unit test.
-    let rules =
-        std::fs::read_to_string(workspace().join("packaging/prometheus/alerts.yml")).unwrap();
     let tests =
         std::fs::read_to_string(workspace().join("packaging/prometheus/alerts_test.yml")).unwrap();
     for line in rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
@@ -103,8 +106,11 @@ fn a_live_scrape_passes_promtool_and_serves_every_metric_the_kit_uses() -> Resul
         .collect();
     let kafka =
         MetadataServer::start_in(&topo.natvm, "127.0.0.1:19092".parse()?, seed, Auth::None)?;
+    // And [azure], with a stand-in for the instance metadata service, for its families.
+    let _imds = FakeImds::start(&topo.natvm, "okit-nat")?;
     let text_cfg = with_local_endpoints(&topo.config("xdp-generic", "10.0.0.4"))
-        + &format!("\n[kafka]\nbootstrap = \"{}\"\ninterval = \"1s\"\n", kafka.addr);
+        + &format!("\n[kafka]\nbootstrap = \"{}\"\ninterval = \"1s\"\n", kafka.addr)
+        + "\n[azure]\nscheduled_events = true\nscheduled_events_interval = \"1s\"\n";
     let daemon = Daemon::start(&topo.natvm, &text_cfg)?;
     // A probe, and a connection through a rule, so every family has samples.
     eventually(5, "the probe answers", || {
@@ -119,6 +125,11 @@ fn a_live_scrape_passes_promtool_and_serves_every_metric_the_kit_uses() -> Resul
 
     eventually(10, "the kafka watch's first round", || {
         Ok(scrape(&topo, "*/*")?.contains("forwarder_kafka_brokers{state=\"mapped\"} 3"))
+    })?;
+    eventually(10, "the first read of the scheduled events", || {
+        let body = scrape(&topo, "*/*")?;
+        Ok(body.contains("forwarder_azure_events_last_success_timestamp_seconds ")
+            && !body.contains("forwarder_azure_events_last_success_timestamp_seconds 0\n"))
     })?;
 
     // What Prometheus asks for: OpenMetrics.

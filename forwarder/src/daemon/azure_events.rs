@@ -55,6 +55,8 @@ pub struct Counts {
     pub failures: u64,
     /// Events this daemon approved.
     pub approved: u64,
+    /// When a round last read the events (Unix time); 0 until one does.
+    pub last_success_unix: f64,
 }
 
 impl View {
@@ -202,7 +204,11 @@ fn round(
     for e in disruptive(&events, &name) {
         *pending.entry(e.event_type.clone()).or_insert(0) += 1;
     }
-    view.update(|c| c.pending = pending);
+    let now = crate::host::clock::unix_now() as f64;
+    view.update(|c| {
+        c.pending = pending;
+        c.last_success_unix = now;
+    });
     let flows = shared.tables.scan().map(|s| established(&s.flows));
     let established = match flows {
         Ok(n) => n,

@@ -314,6 +314,13 @@ fn register_azure(reg: &mut Registry, a: &AzureCounts) {
     total(reg, "azure_events_failures", failed, a.failures);
     let approved = "Scheduled events of this VM approved once no connection was left";
     total(reg, "azure_events_approved", approved, a.approved);
+    let last = Gauge::<f64, AtomicU64>::default();
+    last.set(a.last_success_unix);
+    reg.register(
+        "azure_events_last_success_timestamp_seconds",
+        "When the scheduled events were last read (Unix time; 0: never)",
+        last,
+    );
 }
 
 /// A counter the daemon keeps itself (not the kernel's per-CPU ones), at `value`.
@@ -398,6 +405,7 @@ mod tests {
             pending: [("Terminate".to_string(), 1)].into(),
             failures: 2,
             approved: 1,
+            last_success_unix: 1.5e9,
         };
         let text =
             exposition(&Snapshot { azure: Some(azure), ..Snapshot::default() }, Format::Text);
@@ -406,6 +414,7 @@ mod tests {
             "forwarder_azure_scheduled_events{type=\"Reboot\"} 0\n",
             "forwarder_azure_events_failures_total 2\n",
             "forwarder_azure_events_approved_total 1\n",
+            "forwarder_azure_events_last_success_timestamp_seconds 1500000000",
         ] {
             assert!(text.contains(want), "{want:?} missing: {text}");
         }
