@@ -240,13 +240,8 @@ pub fn render(s: &Snapshot) -> String {
             p.total,
         );
         if let Some(at) = p.last_unix {
-            let last = Gauge::<f64, AtomicU64>::default();
-            last.set(at);
-            reg.register(
-                "health_last_probe_timestamp_seconds",
-                "When the last health probe arrived (Unix time)",
-                last,
-            );
+            let what = "When the last health probe arrived (Unix time)";
+            timestamp(&mut reg, "health_last_probe_timestamp_seconds", what, at);
         }
     }
 
@@ -286,13 +281,8 @@ fn register_kafka(reg: &mut Registry, k: &KafkaCounts) {
     );
     let failed = "Rounds of the [kafka] watch that got no metadata from the cluster";
     total(reg, "kafka_watch_failures", failed, k.failures);
-    let last = Gauge::<f64, AtomicU64>::default();
-    last.set(k.last_success_unix);
-    reg.register(
-        "kafka_watch_last_success_timestamp_seconds",
-        "When the [kafka] watch last got the cluster's metadata (Unix time; 0: never)",
-        last,
-    );
+    let what = "When the [kafka] watch last got the cluster's metadata (Unix time; 0: never)";
+    timestamp(reg, "kafka_watch_last_success_timestamp_seconds", what, k.last_success_unix);
 }
 
 /// `[azure] scheduled_events`: the disruptive events naming this VM, by type (every type
@@ -314,13 +304,15 @@ fn register_azure(reg: &mut Registry, a: &AzureCounts) {
     total(reg, "azure_events_failures", failed, a.failures);
     let approved = "Scheduled events of this VM approved once no connection was left";
     total(reg, "azure_events_approved", approved, a.approved);
-    let last = Gauge::<f64, AtomicU64>::default();
-    last.set(a.last_success_unix);
-    reg.register(
-        "azure_events_last_success_timestamp_seconds",
-        "When the scheduled events were last read (Unix time; 0: never)",
-        last,
-    );
+    let what = "When the scheduled events were last read (Unix time; 0: never)";
+    timestamp(reg, "azure_events_last_success_timestamp_seconds", what, a.last_success_unix);
+}
+
+/// A moment as a gauge of Unix seconds.
+fn timestamp(reg: &mut Registry, name: &str, help: &str, unix: f64) {
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(unix);
+    reg.register(name, help, g);
 }
 
 /// A counter the daemon keeps itself (not the kernel's per-CPU ones), at `value`.
