@@ -68,8 +68,14 @@ impl FakeImds {
         Ok(FakeImds { state, stop, thread: Some(thread) })
     }
 
-    /// The scheduled events from now on: (id, type, VMs).
+    /// The scheduled events from now on: (id, type, VMs), each due in five minutes.
     pub fn set_events(&self, events: &[(&str, &str, &[&str])]) {
+        let in_5_min: Vec<_> = events.iter().map(|&(id, t, vms)| (id, t, vms, 5)).collect();
+        self.set_events_at(&in_5_min);
+    }
+
+    /// The scheduled events from now on: (id, type, VMs, minutes until its NotBefore).
+    pub fn set_events_at(&self, events: &[(&str, &str, &[&str], u64)]) {
         self.state.lock().expect("imds state").events = events_json(events);
     }
 
@@ -110,17 +116,18 @@ impl Drop for FakeImds {
 }
 
 /// The document IMDS returns (api-version 2020-07-01).
-fn events_json(events: &[(&str, &str, &[&str])]) -> String {
+fn events_json(events: &[(&str, &str, &[&str], u64)]) -> String {
     let events: Vec<serde_json::Value> = events
         .iter()
-        .map(|(id, kind, vms)| {
+        .map(|(id, kind, vms, minutes)| {
+            let at = std::time::SystemTime::now() + Duration::from_secs(minutes * 60);
             serde_json::json!({
                 "EventId": id,
                 "EventType": kind,
                 "ResourceType": "VirtualMachine",
                 "Resources": vms,
                 "EventStatus": "Scheduled",
-                "NotBefore": "Mon, 07 Dec 2026 10:00:00 GMT",
+                "NotBefore": httpdate::fmt_http_date(at),
                 "Description": "Virtual machine is going to be deleted.",
                 "EventSource": "User",
                 "DurationInSeconds": -1

@@ -3,8 +3,8 @@
 //! (`forwarder_tests::imds`): a scale-in's Terminate of this VM drains it while its
 //! connections keep forwarding, and is approved once they have ended; events of other
 //! VMs, a Freeze, and an event that also names the other VM are not acted on beyond
-//! what they call for; an event that leaves the list lifts the drain, but never an
-//! operator's.
+//! what they call for; an event days ahead drains nothing yet; an event that leaves the
+//! list lifts the drain, also after a daemon restart, but never an operator's.
 
 use anyhow::Result;
 use forwarder_tests::{
@@ -14,7 +14,7 @@ use forwarder_tests::{
     imds::FakeImds,
     require_root,
     streams::{assert_all_intact, Streams},
-    topology::cli,
+    topology::{cli, Daemon},
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -46,10 +46,15 @@ fn a_terminate_of_this_vm_drains_it_and_is_approved_once_its_connections_end() -
     let (daemon, config) = bed.start(&text)?;
     eventually(5, "the probe answers", || Ok(health_answers(topo)))?;
 
-    // Another VM's Terminate and this VM's Freeze: nothing to drain for.
-    imds.set_events(&[("e-other", "Terminate", &[OTHER]), ("e-freeze", "Freeze", &[VM])]);
+    // Another VM's Terminate, this VM's Freeze, and a Reboot of it two days ahead:
+    // nothing to drain for yet.
+    imds.set_events_at(&[
+        ("e-other", "Terminate", &[OTHER], 5),
+        ("e-freeze", "Freeze", &[VM], 5),
+        ("e-later", "Reboot", &[VM], 2 * 24 * 60),
+    ]);
     rounds(&imds, 3)?;
-    assert!(health_answers(topo), "drained for another VM's event or a Freeze");
+    assert!(health_answers(topo), "drained for another VM's event, a Freeze or a far Reboot");
     let seen = imds.seen();
     assert!(seen.iter().all(|s| s.method == "GET"), "approved something: {seen:?}");
     assert!(
@@ -93,10 +98,26 @@ fn a_terminate_of_this_vm_drains_it_and_is_approved_once_its_connections_end() -
     imds.set_events(&[]);
     eventually(10, "the probe answers after the Reboot left", || Ok(health_answers(topo)))?;
 
-    // An operator's drain stays the operator's.
+    // A daemon restarted while drained for an event still lifts that drain when the event
+    // goes (who drained is in the state file).
+    imds.set_events(&[("e-restart", "Terminate", &[VM])]);
+    eventually(10, "the probe fails for e-restart", || Ok(!health_answers(topo)))?;
+    daemon.stop()?;
+    let daemon = Daemon::spawn(&topo.natvm, &config)?;
+    rounds(&imds, 2)?;
+    assert!(!health_answers(topo), "the restart lifted the drain while the event was there");
+    imds.set_events(&[]);
+    eventually(10, "the probe answers once e-restart left", || Ok(health_answers(topo)))?;
+
+    // An operator's drain stays the operator's: an event comes (and, no connection being
+    // left, is approved) and goes; the VM stays drained.
     ok(&cli(&topo.natvm, &config, &["drain"])?, "drain");
     imds.set_events(&[("e-again", "Terminate", &[VM])]);
-    rounds(&imds, 2)?;
+    eventually(10, "e-again seen", || {
+        let m = scrape_metrics(&topo.natvm, METRICS)?;
+        Ok(gauges(&m, "forwarder_azure_scheduled_events", "type").get("Terminate") == Some(&1))
+    })?;
+    eventually(10, "e-again approved", || Ok(imds.approved().contains(&"e-again".to_string())))?;
     imds.set_events(&[]);
     rounds(&imds, 3)?;
     assert!(!health_answers(topo), "the event's end lifted the operator's drain");

@@ -16,7 +16,8 @@
 //!
 //! Left out, because they are where a VM keeps or reports things, not what it forwards:
 //! the file's path, `metrics`, `control_socket`, `pin_path`, the `[kafka]` watch (it
-//! compares the cluster with the rules and reports). Also left out: what hostname
+//! compares the cluster with the rules and reports) and `[azure]` (when to drain, not what
+//! is forwarded). Also left out: what hostname
 //! targets resolve to, which each VM learns from DNS on its own schedule (`dns_refresh`);
 //! `forwarder status` shows each rule's resolved address.
 
@@ -118,7 +119,7 @@ mod tests {
         assert!(base.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         // Another VM's file: comments, rules and sources in another order, the default
         // spelled out, a host name in capitals, another path, metrics and control socket,
-        // and a [kafka] watch.
+        // a [kafka] watch and [azure].
         let other = "# NAT VM 2\n\
             interface = \"eth0\"   # the LB's NIC\n\
             metrics = \"0.0.0.0:9464\"\n\
@@ -131,7 +132,8 @@ mod tests {
             [[rule]]\nname = \"broker-2\"\nlisten = 9093\ntarget = \"10.20.0.12:9092\"\n\
             # the first broker\n\
             [[rule]]\nname = \"broker-1\"\nlisten = 9092\ntarget = \"Broker1.corp.example:9092\"\n\
-            [kafka]\nbootstrap = \"broker1.corp.example:9092\"\n";
+            [kafka]\nbootstrap = \"broker1.corp.example:9092\"\n\
+            [azure]\nscheduled_events = true\n";
         assert_eq!(hash("/tmp/other.toml", other), base);
     }
 

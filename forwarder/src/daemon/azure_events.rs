@@ -1,25 +1,30 @@
 //! `[azure] scheduled_events`: Azure's notice that this VM is about to go (a scale set's
 //! scale-in or a Spot eviction: Terminate, Preempt) or to restart elsewhere (Reboot,
 //! Redeploy) drains it, so the load balancer sends new connections to the other VMs for
-//! the minutes the notice gives (a scale set's terminate notification: 5 to 15; platform
-//! maintenance: at least 5). Connections already here keep forwarding until the event
-//! starts.
+//! the minutes before the event (a scale set's terminate notification: 5 to 15).
+//! Connections already here keep forwarding until the event starts.
 //!
-//! The journey of one event, a round every `scheduled_events_interval` (the events from
-//! IMDS, `host::imds`, in a blocking thread, every call bounded):
-//! 1. an event of those types naming this VM appears: the VM is drained (as `forwarder
-//!    drain`, kept across a daemon restart), unless it already was (an operator's drain
-//!    stays the operator's);
-//! 2. once no established connection is left, the event is approved (IMDS `StartRequests`),
-//!    so Azure goes ahead now instead of at its `NotBefore`; never an event that names
-//!    another VM too (an availability set's maintenance would then start on the other NAT
-//!    VM at the same moment) and never one a drain of ours is not waiting for;
-//! 3. the event leaves the list while this daemon still runs (cancelled, or over without
-//!    touching this VM): a drain of ours is lifted.
+//! The journey of the events, a round every `scheduled_events_interval` (IMDS read by
+//! `host::imds` in a blocking thread, every call bounded):
+//! 1. an event of those types naming this VM is due (its `NotBefore` at most
+//!    [`DRAIN_AHEAD`] away, or started): the VM is drained for it, unless it already is
+//!    drained (an operator's drain stays the operator's). Who drained is kept in the state
+//!    file (`drained_for_event`), so a restarted daemon knows it too. Maintenance announced
+//!    days ahead does not hold the VM out of the pool for days;
+//! 2. while the VM is drained and no established connection is left, each due event that
+//!    names this VM alone and waits (Scheduled) is approved (IMDS `StartRequests`), so
+//!    Azure goes ahead now instead of at its `NotBefore`; never one that names another VM
+//!    too (an availability set's maintenance would then start on the other NAT VM at the
+//!    same moment);
+//! 3. once no such event names this VM any more while the daemon still runs (cancelled,
+//!    or over without touching it), a drain made for an event is lifted; so is it when a
+//!    reload turns `[azure]` off.
 //!
-//! Freeze (a pause of seconds) drains nothing. A round that cannot reach IMDS is counted
+//! Freeze (a pause of seconds) drains nothing. A failed call to IMDS is counted
 //! (`forwarder_azure_events_failures_total`) and logged; the drain stays as it was. The
-//! settings are read at every round: a reload can turn the watch on or off.
+//! first call may take IMDS up to two minutes (it turns the service on for the VM), so
+//! until one succeeds the calls wait [`FIRST_CALL_TIMEOUT`]. The settings are read at
+//! every round.
 
 use crate::{
     daemon::live::Shared,
@@ -28,18 +33,24 @@ use crate::{
 };
 use forwarder_common::TcpState;
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 use tokio_util::sync::CancellationToken;
 
 /// The event types that end the VM's connections.
 pub const DISRUPTIVE: [&str; 4] = ["Terminate", "Preempt", "Reboot", "Redeploy"];
+/// How long before an event's `NotBefore` the VM is drained: the longest notice a scale
+/// set's terminate notification gives.
+pub const DRAIN_AHEAD: Duration = Duration::from_secs(15 * 60);
 /// How often the settings are looked at while `[azure]` is off.
 const IDLE_CHECK: Duration = Duration::from_secs(30);
-/// The bound on each call to IMDS.
+/// The bound on each call to IMDS once one has succeeded.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The bound before then: IMDS turns the scheduled events on at the first call, which may
+/// take it two minutes to answer.
+const FIRST_CALL_TIMEOUT: Duration = Duration::from_secs(130);
 
 /// What the metrics show, without the daemon's lock; `None` while the watch is off.
 #[derive(Default)]
@@ -51,7 +62,7 @@ pub struct View {
 pub struct Counts {
     /// Disruptive events naming this VM, by type, as the last round saw them.
     pub pending: BTreeMap<String, u64>,
-    /// Rounds that could not read the events.
+    /// Calls to IMDS that failed (reading the events, approving one).
     pub failures: u64,
     /// Events this daemon approved.
     pub approved: u64,
@@ -73,28 +84,36 @@ impl View {
     }
 }
 
-/// What the rounds remember: the event a drain of ours waits for.
-#[derive(Debug, Default, Clone, PartialEq)]
+/// What the rounds remember between them.
+#[derive(Debug, Default, Clone)]
 struct Memory {
-    /// The event, and whether the drain is ours to lift (the VM was not drained before).
-    draining_for: Option<(String, bool)>,
-    /// The event approved, so it is approved once.
-    approved: Option<String>,
+    /// This VM's name, once IMDS said it.
+    vm: Option<String>,
+    /// Whether a call to IMDS has succeeded (the first may be slow).
+    answered: bool,
+    /// Events approved, so that each is approved once.
+    approved: BTreeSet<String>,
 }
 
-/// What a round does.
+/// Whose drain the VM is under, from the state file.
+#[derive(Debug, Clone, PartialEq)]
+enum Drained {
+    No,
+    ForEvent(String),
+    ByOperator,
+}
+
+/// What a round does about the drain.
 #[derive(Debug, PartialEq)]
 enum Action {
-    /// Drain for this event (type, id, not before).
-    Drain { event: ScheduledEvent },
-    /// Approve the event the drain waits for: no connection is left.
-    Approve { id: String },
-    /// The event left the list: lift our drain (if it is ours).
-    Lift { id: String, ours: bool },
+    /// Drain for this due event.
+    Drain(ScheduledEvent),
+    /// No disruptive event names this VM any more: lift the drain made for `id`.
+    Lift(String),
 }
 
-/// The events of this round that concern this VM, in the list's order.
-fn disruptive<'a>(events: &'a [ScheduledEvent], vm: &str) -> Vec<&'a ScheduledEvent> {
+/// The disruptive events naming this VM, in the list's order.
+fn naming<'a>(events: &'a [ScheduledEvent], vm: &str) -> Vec<&'a ScheduledEvent> {
     events
         .iter()
         .filter(|e| DISRUPTIVE.contains(&e.event_type.as_str()))
@@ -102,28 +121,51 @@ fn disruptive<'a>(events: &'a [ScheduledEvent], vm: &str) -> Vec<&'a ScheduledEv
         .collect()
 }
 
-/// One round's decision: from the events, this VM's name, the memory, and how many
-/// established connections the VM still forwards.
+/// Whether `e` starts within [`DRAIN_AHEAD`] of `now` (or has started, or says no time).
+fn due(e: &ScheduledEvent, now: SystemTime) -> bool {
+    if e.event_status != "Scheduled" || e.not_before.is_empty() {
+        return true;
+    }
+    match httpdate::parse_http_date(&e.not_before) {
+        Ok(at) => at.duration_since(now).map_or(true, |left| left <= DRAIN_AHEAD),
+        // A time we cannot read: drain rather than miss the event.
+        Err(_) => true,
+    }
+}
+
+/// The round's drain decision.
 fn decide(
     events: &[ScheduledEvent],
     vm: &str,
-    memory: &Memory,
-    established: usize,
+    now: SystemTime,
+    drained: &Drained,
 ) -> Option<Action> {
-    let ours = disruptive(events, vm);
-    match &memory.draining_for {
-        None => ours.first().map(|e| Action::Drain { event: (*e).clone() }),
-        Some((id, lift)) => match ours.iter().find(|e| &e.event_id == id) {
-            None => Some(Action::Lift { id: id.clone(), ours: *lift }),
-            Some(e) => {
-                let alone = e.resources.len() == 1;
-                let waiting = e.event_status == "Scheduled";
-                let done_before = memory.approved.as_deref() == Some(id.as_str());
-                (alone && waiting && !done_before && established == 0)
-                    .then(|| Action::Approve { id: id.clone() })
-            }
-        },
+    let ours = naming(events, vm);
+    match drained {
+        Drained::No => ours.into_iter().find(|e| due(e, now)).map(|e| Action::Drain(e.clone())),
+        Drained::ForEvent(id) if ours.is_empty() => Some(Action::Lift(id.clone())),
+        Drained::ForEvent(_) | Drained::ByOperator => None,
     }
+}
+
+/// The events to approve once no established connection is left: due, naming this VM
+/// alone, waiting, not approved before. Only while the VM is drained.
+fn approvable(
+    events: &[ScheduledEvent],
+    vm: &str,
+    now: SystemTime,
+    drained: &Drained,
+    approved: &BTreeSet<String>,
+) -> Vec<String> {
+    if *drained == Drained::No {
+        return Vec::new();
+    }
+    naming(events, vm)
+        .into_iter()
+        .filter(|e| due(e, now) && e.resources.len() == 1 && e.event_status == "Scheduled")
+        .filter(|e| !approved.contains(&e.event_id))
+        .map(|e| e.event_id.clone())
+        .collect()
 }
 
 /// Established connections among `flows`: those a drain waits for.
@@ -137,7 +179,6 @@ fn established(flows: &[Flow]) -> usize {
 /// Runs rounds until `stop` fires.
 pub async fn run(shared: Shared, view: Arc<View>, stop: CancellationToken) {
     let mut memory = Memory::default();
-    let mut vm: Option<String> = None;
     loop {
         let s = shared.clone();
         let Ok(settings) =
@@ -146,24 +187,18 @@ pub async fn run(shared: Shared, view: Arc<View>, stop: CancellationToken) {
         else {
             return;
         };
-        let wait = match settings {
+        let (s, v, m) = (shared.clone(), view.clone(), memory.clone());
+        let (wait, work) = match settings {
             None => {
                 view.clear();
-                IDLE_CHECK
+                (IDLE_CHECK, tokio::task::spawn_blocking(move || off(&s, m)))
             }
-            Some(a) => {
-                let (s, v, m, name) = (shared.clone(), view.clone(), memory.clone(), vm.clone());
-                let round = tokio::task::spawn_blocking(move || round(&s, &v, m, name));
-                tokio::select! {
-                    done = round => if let Ok((m, name)) = done {
-                        memory = m;
-                        vm = name;
-                    },
-                    _ = stop.cancelled() => return,
-                }
-                a.interval
-            }
+            Some(a) => (a.interval, tokio::task::spawn_blocking(move || round(&s, &v, m))),
         };
+        tokio::select! {
+            done = work => if let Ok(m) = done { memory = m },
+            _ = stop.cancelled() => return,
+        }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,
@@ -171,161 +206,187 @@ pub async fn run(shared: Shared, view: Arc<View>, stop: CancellationToken) {
     }
 }
 
-/// One round, in a blocking thread: returns the memory and the VM's name for the next.
-fn round(
-    shared: &Shared,
-    view: &View,
-    memory: Memory,
-    vm: Option<String>,
-) -> (Memory, Option<String>) {
-    let imds = Imds::new(CALL_TIMEOUT);
+/// `[azure]` is off (a reload removed it): a drain made for an event would never be
+/// lifted, so it is lifted now.
+fn off(shared: &Shared, memory: Memory) -> Memory {
+    match shared.lock().expect("lock").lift_event_drain() {
+        Ok(Some(id)) => tracing::info!(
+            event = id,
+            "azure events: [azure] scheduled_events is off; the drain made for the event is lifted"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::error!("azure events: undraining: {}", e.message),
+    }
+    memory
+}
+
+/// One round, in a blocking thread.
+fn round(shared: &Shared, view: &View, mut memory: Memory) -> Memory {
+    let timeout = if memory.answered { CALL_TIMEOUT } else { FIRST_CALL_TIMEOUT };
+    let imds = Imds::new(timeout);
     let failed = |e: ImdsError| {
         view.update(|c| c.failures += 1);
         tracing::warn!("azure events: {}; the drain stays as it is", crate::error::chain(&e));
     };
-    let name = match vm {
-        Some(n) => n,
-        None => match imds.vm_name() {
-            Ok(n) => n,
-            Err(e) => {
-                failed(e);
-                return (memory, None);
-            }
-        },
+    let vm = match memory.vm.clone().map_or_else(|| imds.vm_name(), Ok) {
+        Ok(n) => n,
+        Err(e) => {
+            failed(e);
+            return memory;
+        }
     };
+    memory.vm = Some(vm.clone());
     let events = match imds.scheduled_events() {
         Ok(d) => d.events,
         Err(e) => {
             failed(e);
-            return (memory, Some(name));
+            return memory;
         }
     };
+    memory.answered = true;
     let mut pending = BTreeMap::new();
-    for e in disruptive(&events, &name) {
+    for e in naming(&events, &vm) {
         *pending.entry(e.event_type.clone()).or_insert(0) += 1;
     }
-    let now = crate::host::clock::unix_now() as f64;
+    let now = SystemTime::now();
+    let unix = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     view.update(|c| {
         c.pending = pending;
-        c.last_success_unix = now;
+        c.last_success_unix = unix;
     });
-    let flows = shared.tables.scan().map(|s| established(&s.flows));
-    let established = match flows {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!("azure events: reading the flows: {}", crate::error::chain(&e));
-            usize::MAX
-        }
-    };
-    let mut memory = memory;
-    match decide(&events, &name, &memory, established) {
+
+    let drained = drained(shared);
+    match decide(&events, &vm, now, &drained) {
         None => {}
-        Some(Action::Drain { event }) => {
-            let (was, drained) = {
-                let mut live = shared.lock().expect("lock");
-                (live.state.drained_since.is_some(), live.drain(true))
-            };
-            match drained {
-                Ok(_) => {
-                    tracing::warn!(
-                        vm = name,
-                        event = event.event_id,
-                        kind = event.event_type,
-                        not_before = event.not_before,
-                        "azure events: {} of this VM scheduled: drained (the load balancer \
-                         sends new connections elsewhere; these keep forwarding)",
-                        event.event_type
-                    );
-                    memory.draining_for = Some((event.event_id, !was));
-                }
+        Some(Action::Drain(event)) => {
+            match shared.lock().expect("lock").drain_for_event(&event.event_id) {
+                Ok(_) => tracing::warn!(
+                    vm,
+                    event = event.event_id,
+                    kind = event.event_type,
+                    not_before = event.not_before,
+                    "azure events: {} of this VM due: drained (the load balancer sends new \
+                 connections elsewhere; these keep forwarding)",
+                    event.event_type
+                ),
                 Err(e) => tracing::error!("azure events: draining: {}", e.message),
             }
         }
-        Some(Action::Approve { id }) => match imds.start(&id) {
-            Ok(()) => {
-                view.update(|c| c.approved += 1);
-                tracing::info!(vm = name, event = id, "azure events: no connection left; approved");
-                memory.approved = Some(id);
-            }
-            Err(e) => failed(e),
+        Some(Action::Lift(id)) => match shared.lock().expect("lock").lift_event_drain() {
+            Ok(_) => tracing::info!(
+                vm,
+                event = id,
+                "azure events: no event names this VM any more and it still runs: undrained"
+            ),
+            Err(e) => tracing::error!("azure events: undraining: {}", e.message),
         },
-        Some(Action::Lift { id, ours }) => {
-            if ours {
-                match shared.lock().expect("lock").drain(false) {
-                    Ok(_) => tracing::info!(
-                        vm = name,
-                        event = id,
-                        "azure events: the event is gone and this VM still runs: undrained"
-                    ),
-                    Err(e) => tracing::error!("azure events: undraining: {}", e.message),
-                }
-            } else {
-                tracing::info!(
-                    vm = name,
-                    event = id,
-                    "azure events: the event is gone; the drain was not ours, it stays"
-                );
-            }
-            memory = Memory::default();
-        }
     }
-    (memory, Some(name))
+
+    // The connections are counted only when an approval hangs on them: a walk of the
+    // tables each round would cost a busy VM for nothing.
+    let candidates = approvable(&events, &vm, now, &self::drained(shared), &memory.approved);
+    if candidates.is_empty() {
+        return memory;
+    }
+    match shared.tables.scan() {
+        Ok(scan) if established(&scan.flows) == 0 => {
+            for id in candidates {
+                match imds.start(&id) {
+                    Ok(()) => {
+                        view.update(|c| c.approved += 1);
+                        tracing::info!(
+                            vm,
+                            event = id,
+                            "azure events: no connection left; approved"
+                        );
+                        memory.approved.insert(id);
+                    }
+                    Err(e) => failed(e),
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("azure events: reading the flows: {}", crate::error::chain(&e)),
+    }
+    memory
+}
+
+/// Whose drain the VM is under now.
+fn drained(shared: &Shared) -> Drained {
+    let live = shared.lock().expect("lock");
+    match (&live.state.drained_since, &live.state.drained_for_event) {
+        (None, _) => Drained::No,
+        (Some(_), Some(id)) => Drained::ForEvent(id.clone()),
+        (Some(_), None) => Drained::ByOperator,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn event(id: &str, kind: &str, vms: &[&str]) -> ScheduledEvent {
+    const VM: &str = "nat_1";
+
+    fn now() -> SystemTime {
+        httpdate::parse_http_date("Mon, 07 Dec 2026 10:00:00 GMT").unwrap()
+    }
+
+    /// An event `minutes` from [`now`].
+    fn event(id: &str, kind: &str, vms: &[&str], minutes: u64) -> ScheduledEvent {
         ScheduledEvent {
             event_id: id.into(),
             event_type: kind.into(),
             resources: vms.iter().map(|v| v.to_string()).collect(),
             event_status: "Scheduled".into(),
-            not_before: "Mon, 07 Dec 2026 10:00:00 GMT".into(),
-        }
-    }
-
-    const VM: &str = "nat_1";
-
-    #[test]
-    fn only_a_disruptive_event_naming_this_vm_drains_it() {
-        let none = Memory::default();
-        assert_eq!(decide(&[event("a", "Terminate", &["nat_2"])], VM, &none, 3), None);
-        assert_eq!(decide(&[event("b", "Freeze", &[VM])], VM, &none, 3), None);
-        for kind in DISRUPTIVE {
-            let e = event("c", kind, &["NAT_1"]);
-            assert_eq!(
-                decide(std::slice::from_ref(&e), VM, &none, 3),
-                Some(Action::Drain { event: e.clone() }),
-                "{kind}"
-            );
+            not_before: httpdate::fmt_http_date(now() + Duration::from_secs(minutes * 60)),
         }
     }
 
     #[test]
-    fn the_event_is_approved_once_no_connection_is_left_and_only_if_it_is_ours_alone() {
-        let draining = Memory { draining_for: Some(("t".into(), true)), approved: None };
-        let mine = [event("t", "Terminate", &[VM])];
-        assert_eq!(decide(&mine, VM, &draining, 2), None, "connections are left");
-        assert_eq!(decide(&mine, VM, &draining, 0), Some(Action::Approve { id: "t".into() }));
-        let approved = Memory { approved: Some("t".into()), ..draining.clone() };
-        assert_eq!(decide(&mine, VM, &approved, 0), None, "approved once");
-        let shared = [event("t", "Reboot", &[VM, "nat_2"])];
-        assert_eq!(decide(&shared, VM, &draining, 0), None, "the other VM's too");
-        let started = [ScheduledEvent { event_status: "Started".into(), ..mine[0].clone() }];
-        assert_eq!(decide(&started, VM, &draining, 0), None, "already started");
-    }
-
-    #[test]
-    fn an_event_that_leaves_the_list_lifts_a_drain_of_ours_only() {
-        let ours = Memory { draining_for: Some(("t".into(), true)), approved: None };
-        assert_eq!(decide(&[], VM, &ours, 5), Some(Action::Lift { id: "t".into(), ours: true }));
-        let operators = Memory { draining_for: Some(("t".into(), false)), approved: None };
-        let other = [event("u", "Terminate", &["nat_2"])];
+    fn only_a_due_disruptive_event_naming_this_vm_drains_it() {
+        let no = Drained::No;
+        assert_eq!(decide(&[event("a", "Terminate", &["nat_2"], 10)], VM, now(), &no), None);
+        assert_eq!(decide(&[event("b", "Freeze", &[VM], 10)], VM, now(), &no), None);
+        let far = event("c", "Reboot", &[VM], 3 * 24 * 60);
+        assert_eq!(decide(std::slice::from_ref(&far), VM, now(), &no), None, "days ahead");
+        let started = ScheduledEvent { event_status: "Started".into(), ..far };
         assert_eq!(
-            decide(&other, VM, &operators, 5),
-            Some(Action::Lift { id: "t".into(), ours: false })
+            decide(std::slice::from_ref(&started), VM, now(), &no),
+            Some(Action::Drain(started.clone()))
         );
+        for kind in DISRUPTIVE {
+            let e = event("d", kind, &["NAT_1"], 10);
+            let got = decide(std::slice::from_ref(&e), VM, now(), &no);
+            assert_eq!(got, Some(Action::Drain(e.clone())), "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_drain_for_an_event_is_lifted_once_no_event_names_the_vm_and_never_an_operators() {
+        let ours = Drained::ForEvent("t".into());
+        assert_eq!(decide(&[], VM, now(), &ours), Some(Action::Lift("t".into())));
+        // The event it was made for left, another still names the VM: it stays.
+        let other = [event("u", "Reboot", &[VM, "nat_2"], 60)];
+        assert_eq!(decide(&other, VM, now(), &ours), None);
+        assert_eq!(decide(&[], VM, now(), &Drained::ByOperator), None);
+    }
+
+    #[test]
+    fn due_events_of_this_vm_alone_are_approved_once_while_it_is_drained() {
+        let none = BTreeSet::new();
+        let events = [
+            event("t", "Terminate", &[VM], 10),
+            event("both", "Reboot", &[VM, "nat_2"], 10),
+            event("later", "Redeploy", &[VM], 60),
+            event("other", "Terminate", &["nat_2"], 10),
+        ];
+        let ours = Drained::ForEvent("t".into());
+        assert_eq!(approvable(&events, VM, now(), &ours, &none), ["t"]);
+        assert_eq!(approvable(&events, VM, now(), &Drained::ByOperator, &none), ["t"]);
+        assert!(approvable(&events, VM, now(), &Drained::No, &none).is_empty(), "not drained");
+        let done: BTreeSet<String> = ["t".to_string()].into();
+        assert!(approvable(&events, VM, now(), &ours, &done).is_empty(), "approved once");
+        let started = [ScheduledEvent { event_status: "Started".into(), ..events[0].clone() }];
+        assert!(approvable(&started, VM, now(), &ours, &none).is_empty(), "already started");
     }
 }

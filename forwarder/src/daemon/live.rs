@@ -140,6 +140,8 @@ impl Live {
         Ok(())
     }
 
+    /// An operator's drain (`forwarder drain` / `undrain`): a drain for an Azure event
+    /// becomes the operator's, and `undrain` lifts either.
     pub fn drain(&mut self, on: bool) -> Result<String, ChangeError> {
         self.refuse_if_stopping()?;
         let msg = match (on, self.state.drained_since) {
@@ -154,9 +156,35 @@ impl Live {
                 "undrained: the health probe answers again".into()
             }
         };
+        self.state.drained_for_event = None;
         self.save_state()?;
         self.update_health();
         Ok(msg)
+    }
+
+    /// Drains for Azure event `id`, unless the VM already is drained (then the drain stays
+    /// whose it was). Returns whether it drained.
+    pub fn drain_for_event(&mut self, id: &str) -> Result<bool, ChangeError> {
+        self.refuse_if_stopping()?;
+        if self.state.drained_since.is_some() {
+            return Ok(false);
+        }
+        self.state.drained_since = Some(crate::host::clock::unix_now());
+        self.state.drained_for_event = Some(id.to_string());
+        self.save_state()?;
+        self.update_health();
+        Ok(true)
+    }
+
+    /// Lifts a drain made for an Azure event, never an operator's; returns the event's id
+    /// if it did.
+    pub fn lift_event_drain(&mut self) -> Result<Option<String>, ChangeError> {
+        self.refuse_if_stopping()?;
+        let Some(id) = self.state.drained_for_event.take() else { return Ok(None) };
+        self.state.drained_since = None;
+        self.save_state()?;
+        self.update_health();
+        Ok(Some(id))
     }
 
     /// Re-resolves hostname targets; a new address serves new connections only (existing

@@ -299,8 +299,8 @@ fn register_azure(reg: &mut Registry, a: &AzureCounts) {
          Reboot, Redeploy), by type; the VM is drained while one is pending",
         pending,
     );
-    let failed =
-        "Rounds that could not read Azure's scheduled events from the instance metadata service";
+    let failed = "Calls to Azure's instance metadata service that failed (reading the \
+                  scheduled events, approving one)";
     total(reg, "azure_events_failures", failed, a.failures);
     let approved = "Scheduled events of this VM approved once no connection was left";
     total(reg, "azure_events_approved", approved, a.approved);

@@ -19,6 +19,12 @@ pub struct State {
     /// Seconds since the Unix epoch; set while drained.
     #[serde(default)]
     pub drained_since: Option<u64>,
+    /// The Azure scheduled event the drain is for, when the daemon drained for one
+    /// (`daemon::azure_events`); `None` for an operator's drain. Kept here, not in the
+    /// task, so a restarted daemon still lifts the drain when the event goes, and never an
+    /// operator's.
+    #[serde(default)]
+    pub drained_for_event: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
