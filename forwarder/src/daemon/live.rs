@@ -179,6 +179,9 @@ impl Live {
     /// Lifts a drain made for an Azure event, never an operator's; returns the event's id
     /// if it did.
     pub fn lift_event_drain(&mut self) -> Result<Option<String>, ChangeError> {
+        if self.state.drained_for_event.is_none() {
+            return Ok(None);
+        }
         self.refuse_if_stopping()?;
         let Some(id) = self.state.drained_for_event.take() else { return Ok(None) };
         self.state.drained_since = None;
