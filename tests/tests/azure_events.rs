@@ -73,7 +73,10 @@ fn a_terminate_of_this_vm_drains_it_and_is_approved_once_its_connections_end() -
     let pending = gauges(&metrics, "forwarder_azure_scheduled_events", "type");
     assert_eq!(pending.get("Terminate"), Some(&1), "{metrics}");
     let status = ok(&cli(&topo.natvm, &config, &["status"])?, "status");
-    assert!(status.contains("drained:"), "{status}");
+    assert!(
+        status.contains("drained:") && status.contains("Azure scheduled event e-term"),
+        "{status}"
+    );
 
     // The connections end: the event is approved, once.
     assert_all_intact(&streams.finish(), seed_broker);

@@ -87,6 +87,7 @@ fn status(pid: u32, mode: &str, probe_ago: Option<u64>) -> Status {
         unhealthy_reason: None,
         drained: false,
         drained_since: None,
+        drained_for_event: None,
         health: Some("0.0.0.0:8080".into()),
         last_probe: probe_ago.map(|ago| Probe {
             from: "168.63.129.16".into(),

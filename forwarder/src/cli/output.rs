@@ -89,8 +89,12 @@ pub fn status_text(s: &Status) -> String {
     };
     out += &format!("health:      {health}\n");
     if let Some(since) = s.drained_since {
+        let whose = match &s.drained_for_event {
+            Some(id) => format!(", for Azure scheduled event {id}"),
+            None => String::new(),
+        };
         out += &format!(
-            "drained:     since {} s ago; {} flows remain\n",
+            "drained:     since {} s ago{whose}; {} flows remain\n",
             crate::host::clock::unix_now().saturating_sub(since),
             s.active_flows
         );

@@ -120,7 +120,7 @@ impl Live {
             !self.dp.attached().is_empty(),
             &self.attach_faults,
             &self.plan,
-            self.state.drained_since.is_some(),
+            self.state.drain_reason(),
         )
     }
 
@@ -291,6 +291,7 @@ impl Live {
             unhealthy_reason: self.unhealthy_reason(),
             drained: self.state.drained_since.is_some(),
             drained_since: self.state.drained_since,
+            drained_for_event: self.state.drained_for_event.clone(),
             health: self.settings.health.map(|a| a.to_string()),
             last_probe: probe.map(|(at, from)| Probe {
                 from: from.ip().to_string(),
@@ -370,7 +371,7 @@ fn unhealthy_reason_of(
     attached: bool,
     attach_faults: &std::collections::BTreeMap<String, String>,
     plan: &Plan,
-    drained: bool,
+    drained: Option<String>,
 ) -> Option<String> {
     if !attached {
         Some("the program is not attached".into())
@@ -379,10 +380,8 @@ fn unhealthy_reason_of(
         Some(format!("the program is not attached: {}", faults.join("; ")))
     } else if !plan.rules.iter().any(|r| r.target.is_some()) {
         Some("no rule has a resolved target".into())
-    } else if drained {
-        Some("drained (forwarder drain)".into())
     } else {
-        None
+        drained
     }
 }
 
@@ -404,8 +403,9 @@ mod health_tests {
     fn the_probe_fails_for_the_most_fundamental_reason_first() {
         let healthy = plan();
         let none = BTreeMap::new();
-        assert_eq!(unhealthy_reason_of(true, &none, &healthy, false), None);
-        let why = |attached, faults: &BTreeMap<String, String>, plan: &Plan, drained| {
+        assert_eq!(unhealthy_reason_of(true, &none, &healthy, None), None);
+        let why = |attached, faults: &BTreeMap<String, String>, plan: &Plan, drained: bool| {
+            let drained = drained.then(|| "drained (forwarder drain)".to_string());
             unhealthy_reason_of(attached, faults, plan, drained).unwrap()
         };
         assert_eq!(why(true, &none, &healthy, true), "drained (forwarder drain)");

@@ -34,6 +34,21 @@ pub struct StateError {
     pub message: String,
 }
 
+impl State {
+    /// Why the VM is drained, for the health probe's reason and `status`; `None` when it
+    /// is not.
+    pub fn drain_reason(&self) -> Option<String> {
+        self.drained_since?;
+        Some(match &self.drained_for_event {
+            None => "drained (forwarder drain)".into(),
+            Some(id) => format!(
+                "drained for Azure scheduled event {id} (lifted when the event goes; \
+                 forwarder undrain lifts it now)"
+            ),
+        })
+    }
+}
+
 /// The state file that belongs to a control socket.
 pub fn path_for(control_socket: &Path) -> PathBuf {
     control_socket.parent().unwrap_or(Path::new("/")).join("state.json")
@@ -73,7 +88,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(&dir.path().join("run/control.sock"));
         assert!(State::load(&path).unwrap().rule_ids.is_empty(), "no file: an empty state");
-        let mut state = State { drained_since: Some(1_700_000_000), ..State::default() };
+        let mut state = State {
+            drained_since: Some(1_700_000_000),
+            drained_for_event: Some("C7061BAC".into()),
+            ..State::default()
+        };
         state.rule_ids.insert("broker-1".into(), 0);
         state.rule_ids.insert("broker-2".into(), 7);
         state.save(&path).unwrap();
@@ -84,10 +103,20 @@ mod tests {
         let back = State::load(&path).unwrap();
         assert_eq!(back.rule_ids, state.rule_ids);
         assert_eq!(back.drained_since, state.drained_since);
+        assert_eq!(back.drained_for_event, state.drained_for_event);
         let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1, "a temporary file was left: {names:?}");
         fs::write(&path, "{ not json").unwrap();
         let e = State::load(&path).unwrap_err().to_string();
         assert!(e.contains("state.json"), "{e}");
+    }
+
+    #[test]
+    fn the_drain_says_whose_it_is() {
+        assert_eq!(State::default().drain_reason(), None);
+        let operator = State { drained_since: Some(1), ..State::default() };
+        assert_eq!(operator.drain_reason().unwrap(), "drained (forwarder drain)");
+        let event = State { drained_for_event: Some("E1".into()), ..operator };
+        assert!(event.drain_reason().unwrap().starts_with("drained for Azure scheduled event E1"));
     }
 }

@@ -102,6 +102,10 @@ pub struct Status {
     pub drained: bool,
     /// Seconds since the Unix epoch.
     pub drained_since: Option<u64>,
+    /// The Azure scheduled event the VM is drained for (`[azure]`); `None` for an
+    /// operator's drain. Absent from a daemon of an earlier build.
+    #[serde(default)]
+    pub drained_for_event: Option<String>,
     pub health: Option<String>,
     pub last_probe: Option<Probe>,
     pub active_flows: u64,
