@@ -45,6 +45,8 @@ fn a_terminate_of_this_vm_drains_it_and_is_approved_once_its_connections_end() -
     // [azure] before the first [[rule]]: the seed's rules follow mss_clamp.
     let (daemon, config) = bed.start(&text)?;
     eventually(5, "the probe answers", || Ok(health_answers(topo)))?;
+    let checked = ok(&cli(&topo.natvm, &config, &["check-config"])?, "check-config");
+    assert!(checked.contains("azure scheduled events: read every 1s"), "{checked}");
 
     // Another VM's Terminate, this VM's Freeze, and a Reboot of it two days ahead:
     // nothing to drain for yet.

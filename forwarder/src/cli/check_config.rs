@@ -36,6 +36,9 @@ pub fn run(settings: &Settings, json: bool) -> super::Outcome {
                 "interval": humantime::format_duration(k.interval).to_string(),
                 "security": kafka_security(k),
             })),
+            "azure_scheduled_events": settings.azure.as_ref().map(|a| serde_json::json!({
+                "interval": humantime::format_duration(a.interval).to_string(),
+            })),
             "config_sha256": sha256,
         });
         super::output::print_json(&v);
@@ -59,6 +62,13 @@ pub fn run(settings: &Settings, json: bool) -> super::Outcome {
             k.bootstrap.join(","),
             humantime::format_duration(k.interval),
             kafka_security(k)
+        );
+    }
+    if let Some(a) = &settings.azure {
+        println!(
+            "azure scheduled events: read every {}; a Terminate, Preempt, Reboot or Redeploy \
+             of this VM drains it once due within 15 min",
+            humantime::format_duration(a.interval)
         );
     }
     println!("config hash: sha256 {sha256}");
