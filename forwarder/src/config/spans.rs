@@ -135,6 +135,24 @@ impl<'a> Section<'a> {
         Some((span, item))
     }
 
+    /// The table `[key]` as a section whose keys errors name `prefix` + key, every key of it
+    /// one of `known`; `None` when absent. Not a table: an error saying `expected`.
+    pub(super) fn table(
+        &self,
+        key: &str,
+        prefix: &'static str,
+        known: &[&str],
+        expected: &str,
+    ) -> Result<Option<Section<'a>>, ConfigError> {
+        let Some((span, item)) = self.get(key) else { return Ok(None) };
+        let Some(table) = item.as_table_like() else {
+            return Err(self.wrong_type(key, span, item, expected));
+        };
+        let section = Section { src: self.src, table, prefix, at: span.start };
+        section.deny_unknown(known)?;
+        Ok(Some(section))
+    }
+
     pub(super) fn missing(&self, key: &str, expected: &str) -> ConfigError {
         self.error(self.at..self.at, key, format!("missing key; {expected}"))
     }

@@ -17,12 +17,7 @@ const MAX_INTERVAL: Duration = Duration::from_secs(60);
 
 /// `[azure]`; absent, or `scheduled_events = false`: no events followed.
 pub(super) fn azure(root: &Section) -> Result<Option<AzureEvents>, ConfigError> {
-    let Some((span, item)) = root.get("azure") else { return Ok(None) };
-    let Some(table) = item.as_table_like() else {
-        return Err(root.wrong_type("azure", span, item, EXPECT_TABLE));
-    };
-    let a = Section { src: root.src, table, prefix: "azure.", at: span.start };
-    a.deny_unknown(AZURE_KEYS)?;
+    let Some(a) = root.table("azure", "azure.", AZURE_KEYS, EXPECT_TABLE)? else { return Ok(None) };
     let on = match a.get("scheduled_events") {
         None => return Err(a.missing("scheduled_events", EXPECT_TABLE)),
         Some((span, item)) => match item.as_bool() {

@@ -47,12 +47,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `[kafka]`, absent: no watch.
 pub(super) fn kafka(root: &Section) -> Result<Option<KafkaWatch>, ConfigError> {
-    let Some((span, item)) = root.get("kafka") else { return Ok(None) };
-    let Some(table) = item.as_table_like() else {
-        return Err(root.wrong_type("kafka", span, item, EXPECT_TABLE));
-    };
-    let k = Section { src: root.src, table, prefix: "kafka.", at: span.start };
-    k.deny_unknown(KAFKA_KEYS)?;
+    let Some(k) = root.table("kafka", "kafka.", KAFKA_KEYS, EXPECT_TABLE)? else { return Ok(None) };
     let bootstrap = bootstrap(&k)?;
     let interval = duration_at(&k, "interval")?.map_or(DEFAULT_INTERVAL, |(d, _)| d);
     let timeout = match duration_at(&k, "timeout")? {

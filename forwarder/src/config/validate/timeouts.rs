@@ -26,17 +26,10 @@ pub(super) fn timeouts(
     warnings: &mut Vec<ConfigWarning>,
 ) -> Result<Timeouts, ConfigError> {
     let mut timeouts = Timeouts::default();
-    let Some((span, item)) = root.get("timeouts") else { return Ok(timeouts) };
-    let Some(table) = item.as_table_like() else {
-        return Err(root.wrong_type(
-            "timeouts",
-            span,
-            item,
-            "expected a [timeouts] table with syn, established and closing",
-        ));
+    let expected = "expected a [timeouts] table with syn, established and closing";
+    let Some(t) = root.table("timeouts", "timeouts.", TIMEOUT_KEYS, expected)? else {
+        return Ok(timeouts);
     };
-    let t = Section { src: root.src, table, prefix: "timeouts.", at: span.start };
-    t.deny_unknown(TIMEOUT_KEYS)?;
     if let Some(d) = duration(&t, "syn")? {
         timeouts.syn = d;
     }
