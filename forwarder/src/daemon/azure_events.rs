@@ -27,14 +27,14 @@
 //! every round.
 
 use crate::{
-    daemon::live::Shared,
+    daemon::{live::Shared, state::Drain},
     datapath::flows::Flow,
     host::imds::{Imds, ImdsError, ScheduledEvent},
 };
 use forwarder_common::TcpState;
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 use tokio_util::sync::CancellationToken;
@@ -53,10 +53,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_CALL_TIMEOUT: Duration = Duration::from_secs(130);
 
 /// What the metrics show, without the daemon's lock; `None` while the watch is off.
-#[derive(Default)]
-pub struct View {
-    counts: Mutex<Option<Counts>>,
-}
+pub type View = crate::daemon::watch_view::WatchView<Counts>;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
@@ -70,20 +67,6 @@ pub struct Counts {
     pub last_success_unix: f64,
 }
 
-impl View {
-    pub fn counts(&self) -> Option<Counts> {
-        self.counts.lock().expect("azure view lock").clone()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut Counts)) {
-        f(self.counts.lock().expect("azure view lock").get_or_insert_with(Counts::default))
-    }
-
-    fn clear(&self) {
-        *self.counts.lock().expect("azure view lock") = None;
-    }
-}
-
 /// What the rounds remember between them.
 #[derive(Debug, Default, Clone)]
 struct Memory {
@@ -93,14 +76,6 @@ struct Memory {
     answered: bool,
     /// Events approved, so that each is approved once.
     approved: BTreeSet<String>,
-}
-
-/// Whose drain the VM is under, from the state file.
-#[derive(Debug, Clone, PartialEq)]
-enum Drained {
-    No,
-    ForEvent(String),
-    ByOperator,
 }
 
 /// What a round does about the drain.
@@ -134,17 +109,12 @@ fn due(e: &ScheduledEvent, now: SystemTime) -> bool {
 }
 
 /// The round's drain decision.
-fn decide(
-    events: &[ScheduledEvent],
-    vm: &str,
-    now: SystemTime,
-    drained: &Drained,
-) -> Option<Action> {
+fn decide(events: &[ScheduledEvent], vm: &str, now: SystemTime, drained: &Drain) -> Option<Action> {
     let ours = naming(events, vm);
     match drained {
-        Drained::No => ours.into_iter().find(|e| due(e, now)).map(|e| Action::Drain(e.clone())),
-        Drained::ForEvent(id) if ours.is_empty() => Some(Action::Lift(id.clone())),
-        Drained::ForEvent(_) | Drained::ByOperator => None,
+        Drain::Off => ours.into_iter().find(|e| due(e, now)).map(|e| Action::Drain(e.clone())),
+        Drain::Event(id) if ours.is_empty() => Some(Action::Lift(id.clone())),
+        Drain::Event(_) | Drain::Operator => None,
     }
 }
 
@@ -154,10 +124,10 @@ fn approvable(
     events: &[ScheduledEvent],
     vm: &str,
     now: SystemTime,
-    drained: &Drained,
+    drained: &Drain,
     approved: &BTreeSet<String>,
 ) -> Vec<String> {
-    if *drained == Drained::No {
+    if *drained == Drain::Off {
         return Vec::new();
     }
     naming(events, vm)
@@ -255,12 +225,14 @@ fn round(shared: &Shared, view: &View, mut memory: Memory) -> Memory {
         c.last_success_unix = unix;
     });
 
-    let drained = drained(shared);
-    match decide(&events, &vm, now, &drained) {
+    let drain = shared.lock().expect("lock").state.drain();
+    match decide(&events, &vm, now, &drain) {
         None => {}
         Some(Action::Drain(event)) => {
             match shared.lock().expect("lock").drain_for_event(&event.event_id) {
-                Ok(_) => tracing::warn!(
+                // Drained meanwhile by an operator: the drain stays theirs.
+                Ok(false) => {}
+                Ok(true) => tracing::warn!(
                     vm,
                     event = event.event_id,
                     kind = event.event_type,
@@ -273,7 +245,8 @@ fn round(shared: &Shared, view: &View, mut memory: Memory) -> Memory {
             }
         }
         Some(Action::Lift(id)) => match shared.lock().expect("lock").lift_event_drain() {
-            Ok(_) => tracing::info!(
+            Ok(None) => {}
+            Ok(Some(_)) => tracing::info!(
                 vm,
                 event = id,
                 "azure events: no event names this VM any more and it still runs: undrained"
@@ -284,7 +257,8 @@ fn round(shared: &Shared, view: &View, mut memory: Memory) -> Memory {
 
     // The connections are counted only when an approval hangs on them: a walk of the
     // tables each round would cost a busy VM for nothing.
-    let candidates = approvable(&events, &vm, now, &self::drained(shared), &memory.approved);
+    let drain = shared.lock().expect("lock").state.drain();
+    let candidates = approvable(&events, &vm, now, &drain, &memory.approved);
     if candidates.is_empty() {
         return memory;
     }
@@ -311,16 +285,6 @@ fn round(shared: &Shared, view: &View, mut memory: Memory) -> Memory {
     memory
 }
 
-/// Whose drain the VM is under now.
-fn drained(shared: &Shared) -> Drained {
-    let live = shared.lock().expect("lock");
-    match (&live.state.drained_since, &live.state.drained_for_event) {
-        (None, _) => Drained::No,
-        (Some(_), Some(id)) => Drained::ForEvent(id.clone()),
-        (Some(_), None) => Drained::ByOperator,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,7 +308,7 @@ mod tests {
 
     #[test]
     fn only_a_due_disruptive_event_naming_this_vm_drains_it() {
-        let no = Drained::No;
+        let no = Drain::Off;
         assert_eq!(decide(&[event("a", "Terminate", &["nat_2"], 10)], VM, now(), &no), None);
         assert_eq!(decide(&[event("b", "Freeze", &[VM], 10)], VM, now(), &no), None);
         let far = event("c", "Reboot", &[VM], 3 * 24 * 60);
@@ -363,12 +327,12 @@ mod tests {
 
     #[test]
     fn a_drain_for_an_event_is_lifted_once_no_event_names_the_vm_and_never_an_operators() {
-        let ours = Drained::ForEvent("t".into());
+        let ours = Drain::Event("t".into());
         assert_eq!(decide(&[], VM, now(), &ours), Some(Action::Lift("t".into())));
         // The event it was made for left, another still names the VM: it stays.
         let other = [event("u", "Reboot", &[VM, "nat_2"], 60)];
         assert_eq!(decide(&other, VM, now(), &ours), None);
-        assert_eq!(decide(&[], VM, now(), &Drained::ByOperator), None);
+        assert_eq!(decide(&[], VM, now(), &Drain::Operator), None);
     }
 
     #[test]
@@ -380,10 +344,10 @@ mod tests {
             event("later", "Redeploy", &[VM], 60),
             event("other", "Terminate", &["nat_2"], 10),
         ];
-        let ours = Drained::ForEvent("t".into());
+        let ours = Drain::Event("t".into());
         assert_eq!(approvable(&events, VM, now(), &ours, &none), ["t"]);
-        assert_eq!(approvable(&events, VM, now(), &Drained::ByOperator, &none), ["t"]);
-        assert!(approvable(&events, VM, now(), &Drained::No, &none).is_empty(), "not drained");
+        assert_eq!(approvable(&events, VM, now(), &Drain::Operator, &none), ["t"]);
+        assert!(approvable(&events, VM, now(), &Drain::Off, &none).is_empty(), "not drained");
         let done: BTreeSet<String> = ["t".to_string()].into();
         assert!(approvable(&events, VM, now(), &ours, &done).is_empty(), "approved once");
         let started = [ScheduledEvent { event_status: "Started".into(), ..events[0].clone() }];

@@ -5,7 +5,7 @@
 use crate::{
     config::Settings,
     daemon::control::{Attachment, FlowRow, Probe, RuleInfo, RuleStatsRow, Status},
-    daemon::state::State,
+    daemon::state::{Drain, State},
     datapath::{flows, handles::Conntrack, Datapath},
     plan::Plan,
 };
@@ -179,12 +179,10 @@ impl Live {
     /// Lifts a drain made for an Azure event, never an operator's; returns the event's id
     /// if it did.
     pub fn lift_event_drain(&mut self) -> Result<Option<String>, ChangeError> {
-        if self.state.drained_for_event.is_none() {
-            return Ok(None);
-        }
+        let Drain::Event(id) = self.state.drain() else { return Ok(None) };
         self.refuse_if_stopping()?;
-        let Some(id) = self.state.drained_for_event.take() else { return Ok(None) };
         self.state.drained_since = None;
+        self.state.drained_for_event = None;
         self.save_state()?;
         self.update_health();
         Ok(Some(id))

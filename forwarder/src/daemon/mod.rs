@@ -22,6 +22,7 @@ pub mod nexthop_watch;
 pub mod state;
 pub mod ticker;
 pub mod unload;
+pub mod watch_view;
 
 use self::{
     live::{Common, HealthView, Live, Shared},

@@ -34,27 +34,43 @@ pub struct StateError {
     pub message: String,
 }
 
-impl State {
-    /// Why the VM is drained, for the health probe's reason and `status`; `None` when it
-    /// is not.
-    pub fn drain_reason(&self) -> Option<String> {
-        self.drained_since?;
-        Some(match &self.drained_for_event {
-            None => "drained (forwarder drain)".into(),
-            Some(id) => format!(
-                "drained for Azure scheduled event {id} (lifted when the event goes; \
-                 forwarder undrain lifts it now)"
-            ),
-        })
-    }
-}
-
 /// The state file that belongs to a control socket.
 pub fn path_for(control_socket: &Path) -> PathBuf {
     control_socket.parent().unwrap_or(Path::new("/")).join("state.json")
 }
 
+/// Whose drain the VM is under.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Drain {
+    Off,
+    /// `forwarder drain`.
+    Operator,
+    /// The daemon's, for this Azure scheduled event (`daemon::azure_events`).
+    Event(String),
+}
+
 impl State {
+    pub fn drain(&self) -> Drain {
+        match (&self.drained_since, &self.drained_for_event) {
+            (None, _) => Drain::Off,
+            (Some(_), None) => Drain::Operator,
+            (Some(_), Some(id)) => Drain::Event(id.clone()),
+        }
+    }
+
+    /// Why the VM is drained, for the health probe's reason and `status`; `None` when it
+    /// is not.
+    pub fn drain_reason(&self) -> Option<String> {
+        match self.drain() {
+            Drain::Off => None,
+            Drain::Operator => Some("drained (forwarder drain)".into()),
+            Drain::Event(id) => Some(format!(
+                "drained for Azure scheduled event {id} (lifted when the event goes; \
+                 forwarder undrain lifts it now)"
+            )),
+        }
+    }
+
     /// The saved state, or an empty one if there is none.
     pub fn load(path: &Path) -> Result<State, StateError> {
         let err = |message: String| StateError { path: path.display().to_string(), message };

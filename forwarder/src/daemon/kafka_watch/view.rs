@@ -1,7 +1,5 @@
 //! The watch's results as the metrics read them, without the daemon's lock.
 
-use std::sync::Mutex;
-
 /// What the metrics show, updated after each round.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counts {
@@ -15,23 +13,4 @@ pub struct Counts {
 }
 
 /// The watch's results, read by the metrics without the daemon's lock.
-#[derive(Default)]
-pub struct View {
-    counts: Mutex<Option<Counts>>,
-}
-
-impl View {
-    /// `None` while no `[kafka]` section is configured.
-    pub fn counts(&self) -> Option<Counts> {
-        self.counts.lock().expect("kafka view lock").clone()
-    }
-
-    pub(super) fn update(&self, f: impl FnOnce(&mut Counts)) {
-        let mut c = self.counts.lock().expect("kafka view lock");
-        f(c.get_or_insert_with(Counts::default))
-    }
-
-    pub(super) fn clear(&self) {
-        *self.counts.lock().expect("kafka view lock") = None;
-    }
-}
+pub type View = crate::daemon::watch_view::WatchView<Counts>;
